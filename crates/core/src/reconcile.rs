@@ -1,0 +1,184 @@
+//! Reconcile: compare what services want with the tasks that exist, and say which tasks
+//! to create, which to stop, and which are lost. Level-triggered: it looks only at the
+//! current state, so running it again after a missed event repairs the difference.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    Change, ClusterState, DesiredState, IdSource, Millis, Service, Task, TaskState, WorkerStatus,
+};
+
+/// Finished tasks kept per slot, so `GET /tasks` shows what happened recently.
+pub const HISTORY_PER_SLOT: usize = 3;
+
+/// Reconciles every service, and every service name that still has tasks.
+pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Vec<Change> {
+    let mut names: Vec<&String> = state.services.keys().collect();
+    names.extend(
+        state
+            .services_with_tasks()
+            .filter(|name| !state.services.contains_key(*name)),
+    );
+    reconcile_services(state, names.into_iter().map(String::as_str), now, ids)
+}
+
+/// Reconciles only the named services: what the manager runs after a change that touched
+/// just those.
+pub fn reconcile_services<'a>(
+    state: &ClusterState,
+    names: impl IntoIterator<Item = &'a str>,
+    now: Millis,
+    ids: &mut dyn IdSource,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let mut relocated = 0;
+    for name in names {
+        relocated += reconcile_service(state, name, now, ids, &mut changes);
+    }
+    if relocated > 0 {
+        let mut counters = state.counters;
+        counters.containers_relocated += relocated;
+        changes.push(Change::PutCounters(counters));
+    }
+    changes
+}
+
+/// Appends the changes one service needs; returns how many of its tasks were lost with
+/// their worker and are being replaced.
+fn reconcile_service(
+    state: &ClusterState,
+    name: &str,
+    now: Millis,
+    ids: &mut dyn IdSource,
+    changes: &mut Vec<Change>,
+) -> u64 {
+    let service = state.services.get(name);
+    let mut relocated = 0;
+    let mut tasks: Vec<Task> = state.tasks_of_service(name).cloned().collect();
+
+    // 1. Each live task: lost with its worker, or no longer wanted.
+    for task in tasks.iter_mut().filter(|t| !t.state.is_terminal()) {
+        let mut next = task.clone();
+        if let Some(why) = lost_because(state, task) {
+            next.state = TaskState::Lost;
+            next.message = why;
+            if task.desired == DesiredState::Running && wants(service, task) {
+                relocated += 1;
+            }
+        } else if task.desired == DesiredState::Running {
+            if let Some(why) = unwanted_because(state, service, task) {
+                next.desired = DesiredState::Shutdown;
+                next.message = why;
+            }
+        }
+        // Never placed: nothing to stop, so it is over at once.
+        if next.desired == DesiredState::Shutdown && next.state == TaskState::Pending {
+            next.state = TaskState::Shutdown;
+        }
+        if next != *task {
+            next.updated_at = now;
+            changes.push(Change::PutTask(next.clone()));
+            *task = next;
+        }
+    }
+
+    // 2. Exactly one active task per wanted slot.
+    if let Some(service) = service {
+        let mut active: BTreeMap<u32, Vec<&mut Task>> = BTreeMap::new();
+        for task in tasks.iter_mut().filter(|t| t.is_active()) {
+            active.entry(task.slot).or_default().push(task);
+        }
+        for slot in 0..service.spec.replicas {
+            match active.get_mut(&slot) {
+                None => changes.push(Change::PutTask(new_task(service, slot, ids.next_id(), now))),
+                Some(duplicates) if duplicates.len() > 1 => {
+                    // Should not happen; if it does, keep the one furthest along.
+                    duplicates.sort_by_key(|t| (std::cmp::Reverse(t.state), t.created_at));
+                    for extra in duplicates.iter_mut().skip(1) {
+                        let mut next = (**extra).clone();
+                        next.desired = DesiredState::Shutdown;
+                        next.message = format!("duplicate of another task for slot {slot}");
+                        if next.state == TaskState::Pending {
+                            next.state = TaskState::Shutdown;
+                        }
+                        next.updated_at = now;
+                        changes.push(Change::PutTask(next));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    // 3. Forget finished tasks beyond the history kept for a slot still wanted.
+    let mut finished: BTreeMap<u32, Vec<&Task>> = BTreeMap::new();
+    for task in tasks.iter().filter(|t| t.state.is_terminal()) {
+        finished.entry(task.slot).or_default().push(task);
+    }
+    for (slot, mut done) in finished {
+        let keep = match service {
+            Some(s) if slot < s.spec.replicas => HISTORY_PER_SLOT,
+            _ => 0,
+        };
+        done.sort_by_key(|t| std::cmp::Reverse((t.updated_at, t.created_at)));
+        for task in done.into_iter().skip(keep) {
+            changes.push(Change::DeleteTask(task.id.clone()));
+        }
+    }
+    relocated
+}
+
+fn wants(service: Option<&Service>, task: &Task) -> bool {
+    service.is_some_and(|s| task.slot < s.spec.replicas)
+}
+
+fn lost_because(state: &ClusterState, task: &Task) -> Option<String> {
+    let worker_name = task.worker.as_ref()?;
+    match state.workers.get(worker_name) {
+        None => Some(format!("worker {worker_name} is gone")),
+        Some(worker) if worker.status == WorkerStatus::Down => {
+            Some(format!("worker {worker_name} is down"))
+        }
+        Some(_) => None,
+    }
+}
+
+fn unwanted_because(state: &ClusterState, service: Option<&Service>, task: &Task) -> Option<String> {
+    let Some(service) = service else {
+        return Some("service removed".into());
+    };
+    if task.slot >= service.spec.replicas {
+        return Some(format!("scaled down to {}", service.spec.replicas));
+    }
+    if task.spec_version != service.version {
+        return Some(format!(
+            "replaced by version {} of the service",
+            service.version
+        ));
+    }
+    let draining = task
+        .worker
+        .as_ref()
+        .and_then(|w| state.workers.get(w))
+        .is_some_and(|w| w.status == WorkerStatus::Draining);
+    draining.then(|| "worker is draining".to_string())
+}
+
+fn new_task(service: &Service, slot: u32, id: String, now: Millis) -> Task {
+    Task {
+        id,
+        service: service.spec.name.clone(),
+        slot,
+        spec_version: service.version,
+        image: service.spec.image.clone(),
+        worker: None,
+        desired: DesiredState::Running,
+        state: TaskState::Pending,
+        message: "waiting to be scheduled".into(),
+        container_id: None,
+        exit_code: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+    }
+}

@@ -1,0 +1,135 @@
+//! Schedule: place pending tasks on workers. Filters first (ready, below capacity), then a
+//! spread ranking: fewest active tasks of the same service, then fewest active tasks in
+//! all, then the worker's name. A task no worker can take stays pending with the reason.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::{Change, ClusterState, Millis, Task, TaskState, Worker, WorkerStatus};
+
+/// Placements (and new pending reasons) for every pending task.
+pub fn schedule(state: &ClusterState, now: Millis) -> Vec<Change> {
+    let mut pending: Vec<&Task> = state.pending_tasks().collect();
+    if pending.is_empty() {
+        return Vec::new();
+    }
+    pending.sort_by(|a, b| (&a.service, a.slot, &a.id).cmp(&(&b.service, b.slot, &b.id)));
+
+    // Load of every worker that may take work: active tasks (the spread) and live ones,
+    // which still hold resources while they stop (the capacity).
+    let mut loads: BTreeMap<&str, Load> = BTreeMap::new();
+    for worker in state.workers.values().filter(|w| w.status == WorkerStatus::Ready) {
+        let mut load = Load {
+            worker,
+            active: 0,
+            live: 0,
+        };
+        for task in state.tasks_on_worker(&worker.name) {
+            load.active += u32::from(task.is_active());
+            load.live += u32::from(task.is_live());
+        }
+        loads.insert(&worker.name, load);
+    }
+
+    let mut changes = Vec::new();
+    let mut start = 0;
+    while start < pending.len() {
+        let service = &pending[start].service;
+        let end = start + pending[start..].partition_point(|t| &t.service == service);
+        place_service(state, &pending[start..end], &mut loads, now, &mut changes);
+        start = end;
+    }
+    changes
+}
+
+struct Load<'a> {
+    worker: &'a Worker,
+    active: u32,
+    live: u32,
+}
+
+impl Load<'_> {
+    fn has_room(&self) -> bool {
+        self.worker.capacity.is_none_or(|cap| self.live < cap)
+    }
+}
+
+/// Places one service's pending tasks, keeping its spread even.
+fn place_service<'a>(
+    state: &ClusterState,
+    tasks: &[&Task],
+    loads: &mut BTreeMap<&'a str, Load<'a>>,
+    now: Millis,
+    changes: &mut Vec<Change>,
+) {
+    let mut same_service: HashMap<&str, u32> = HashMap::new();
+    for task in state.tasks_of_service(&tasks[0].service).filter(|t| t.is_active()) {
+        if let Some(worker) = &task.worker {
+            *same_service.entry(worker.as_str()).or_default() += 1;
+        }
+    }
+    // Candidates ordered by the ranking; the first is the best.
+    let mut ranked: BTreeSet<(u32, u32, &'a str)> = loads
+        .iter()
+        .filter(|(_, load)| load.has_room())
+        .map(|(name, load)| {
+            (same_service.get(name).copied().unwrap_or(0), load.active, *name)
+        })
+        .collect();
+
+    for task in tasks {
+        match ranked.pop_first() {
+            Some((mine, active, name)) => {
+                let mut placed = (*task).clone();
+                placed.worker = Some(name.to_string());
+                placed.state = TaskState::Assigned;
+                placed.message = String::new();
+                placed.updated_at = now;
+                changes.push(Change::PutTask(placed));
+                let Some(load) = loads.get_mut(name) else { continue };
+                load.active += 1;
+                load.live += 1;
+                if load.has_room() {
+                    ranked.insert((mine + 1, active + 1, name));
+                }
+            }
+            None => {
+                let reason = unplaceable_reason(state, loads);
+                if task.message != reason {
+                    let mut waiting = (*task).clone();
+                    waiting.message = reason;
+                    waiting.updated_at = now;
+                    changes.push(Change::PutTask(waiting));
+                }
+            }
+        }
+    }
+}
+
+/// Says why no worker can take a task, for `GET /tasks` and the logs.
+fn unplaceable_reason(state: &ClusterState, loads: &BTreeMap<&str, Load>) -> String {
+    if state.workers.is_empty() {
+        return "no worker can take it: no workers registered".into();
+    }
+    let count = |status| state.workers.values().filter(|w| w.status == status).count();
+    let full = loads.values().filter(|l| !l.has_room()).count();
+    let mut parts = Vec::new();
+    for (n, what) in [
+        (count(WorkerStatus::Down), "down"),
+        (count(WorkerStatus::Draining), "draining"),
+        (full, "at capacity"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    format!(
+        "no worker can take it: {} of {} workers {}",
+        state.workers.len() - (count(WorkerStatus::Ready) - full),
+        state.workers.len(),
+        if parts.is_empty() {
+            "unavailable".to_string()
+        } else {
+            format!("unavailable ({})", parts.join(", "))
+        }
+    )
+}

@@ -1,0 +1,375 @@
+//! Services: the desired state a user asks for (a name, an image, a number of replicas),
+//! and the checks a request must pass before it may change anything.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::image::validate_image;
+use crate::Millis;
+
+/// What the user asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub image: String,
+    pub replicas: u32,
+}
+
+/// A stored service: the spec plus what the control plane tracks about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub spec: ServiceSpec,
+    /// Bumped when what a task runs changes (the image), not when it only scales: tasks
+    /// of an older version are replaced, the others are kept.
+    pub version: u64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl Service {
+    /// The service after `spec` is posted over `old` (if it existed) at `now`.
+    pub fn updated(old: Option<&Service>, spec: ServiceSpec, now: Millis) -> Service {
+        match old {
+            None => Service {
+                spec,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            },
+            Some(old) => Service {
+                version: if old.spec.image == spec.image {
+                    old.version
+                } else {
+                    old.version + 1
+                },
+                spec,
+                created_at: old.created_at,
+                updated_at: now,
+            },
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+/// Limits a request is checked against; the manager's flags set them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_replicas: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_replicas: 1000 }
+    }
+}
+
+/// Why a service request was refused. Every message names the field and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("request body must be a JSON object, got {0}")]
+    NotAnObject(&'static str),
+    #[error("unknown field '{field}'{hint}; allowed fields: {allowed}")]
+    UnknownField {
+        field: String,
+        hint: String,
+        allowed: String,
+    },
+    #[error("missing required field '{0}'")]
+    MissingField(&'static str),
+    #[error("field '{field}' must be {expected}, got {got}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+        got: String,
+    },
+    #[error("invalid service name '{name}': {why}")]
+    InvalidName { name: String, why: String },
+    #[error("invalid image: {0}")]
+    InvalidImage(String),
+    #[error("field 'replicas' must be between 0 and {max}, got {got}")]
+    ReplicasOutOfRange { got: String, max: u32 },
+    #[error("nothing to change: give at least one of {0}")]
+    EmptyPatch(&'static str),
+}
+
+const CREATE_FIELDS: &[&str] = &["service", "image", "replicas"];
+const PATCH_FIELDS: &[&str] = &["image", "replicas"];
+
+impl ServiceSpec {
+    /// Parses and checks the body of `POST /api/v1/service`.
+    pub fn from_json(body: &Value, limits: &Limits) -> Result<ServiceSpec, SpecError> {
+        let object = as_object(body, CREATE_FIELDS)?;
+        let name = required(object, "service", field_string)?;
+        validate_service_name(&name)?;
+        let image = required(object, "image", field_string)?;
+        validate_image(&image).map_err(SpecError::InvalidImage)?;
+        let replicas = required(object, "replicas", |f, v| field_replicas(f, v, limits))?;
+        Ok(ServiceSpec {
+            name,
+            image,
+            replicas,
+        })
+    }
+}
+
+/// A partial update (`PATCH /api/v1/service/<name>`): only the fields given change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServicePatch {
+    pub image: Option<String>,
+    pub replicas: Option<u32>,
+}
+
+impl ServicePatch {
+    pub fn from_json(body: &Value, limits: &Limits) -> Result<ServicePatch, SpecError> {
+        let object = as_object(body, PATCH_FIELDS)?;
+        let image = optional(object, "image", field_string)?;
+        if let Some(image) = &image {
+            validate_image(image).map_err(SpecError::InvalidImage)?;
+        }
+        let replicas = optional(object, "replicas", |f, v| field_replicas(f, v, limits))?;
+        if image.is_none() && replicas.is_none() {
+            return Err(SpecError::EmptyPatch("'image', 'replicas'"));
+        }
+        Ok(ServicePatch { image, replicas })
+    }
+
+    /// The spec after this patch is applied to `spec`.
+    pub fn apply(&self, spec: &ServiceSpec) -> ServiceSpec {
+        ServiceSpec {
+            name: spec.name.clone(),
+            image: self.image.clone().unwrap_or_else(|| spec.image.clone()),
+            replicas: self.replicas.unwrap_or(spec.replicas),
+        }
+    }
+}
+
+/// A service name becomes part of container and DNS names, so it must be a DNS label.
+pub fn validate_service_name(name: &str) -> Result<(), SpecError> {
+    let why = if name.is_empty() {
+        Some("it must not be empty")
+    } else if name.len() > 63 {
+        Some("it must be at most 63 characters")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Some("only lowercase letters a-z, digits 0-9 and '-' are allowed")
+    } else if name.starts_with('-') || name.ends_with('-') {
+        Some("it must not start or end with '-'")
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(SpecError::InvalidName {
+            name: name.escape_debug().to_string(),
+            why: why.to_string(),
+        }),
+    }
+}
+
+fn as_object<'a>(body: &'a Value, allowed: &[&str]) -> Result<&'a Map<String, Value>, SpecError> {
+    let object = body
+        .as_object()
+        .ok_or_else(|| SpecError::NotAnObject(type_name(body)))?;
+    if let Some(field) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        let hint = allowed
+            .iter()
+            .find(|known| edit_distance(field, known) <= 2)
+            .map(|known| format!(" (did you mean '{known}'?)"))
+            .unwrap_or_default();
+        return Err(SpecError::UnknownField {
+            field: field.escape_debug().to_string(),
+            hint,
+            allowed: allowed
+                .iter()
+                .map(|f| format!("'{f}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(object)
+}
+
+fn required<T>(
+    object: &Map<String, Value>,
+    field: &'static str,
+    parse: impl Fn(&'static str, &Value) -> Result<T, SpecError>,
+) -> Result<T, SpecError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Err(SpecError::MissingField(field)),
+        Some(value) => parse(field, value),
+    }
+}
+
+fn optional<T>(
+    object: &Map<String, Value>,
+    field: &'static str,
+    parse: impl Fn(&'static str, &Value) -> Result<T, SpecError>,
+) -> Result<Option<T>, SpecError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => parse(field, value).map(Some),
+    }
+}
+
+fn field_string(field: &'static str, value: &Value) -> Result<String, SpecError> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| SpecError::WrongType {
+            field,
+            expected: "a string",
+            got: describe(value),
+        })
+}
+
+fn field_replicas(field: &'static str, value: &Value, limits: &Limits) -> Result<u32, SpecError> {
+    let Value::Number(number) = value else {
+        return Err(SpecError::WrongType {
+            field,
+            expected: "an integer",
+            got: describe(value),
+        });
+    };
+    let out_of_range = || SpecError::ReplicasOutOfRange {
+        got: number.to_string(),
+        max: limits.max_replicas,
+    };
+    match (number.as_u64(), number.as_i64()) {
+        (Some(n), _) if n <= u64::from(limits.max_replicas) => Ok(n as u32),
+        (Some(_), _) | (None, Some(_)) => Err(out_of_range()),
+        // A float: 3.0 is still not an integer in a JSON API.
+        (None, None) => Err(SpecError::WrongType {
+            field,
+            expected: "an integer",
+            got: format!("the number {number}"),
+        }),
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(s) => {
+            let shown: String = s.chars().take(40).collect();
+            format!("the string {shown:?}")
+        }
+        Value::Number(n) => format!("the number {n}"),
+        other => type_name(other).to_string(),
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints on short field names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(body: Value) -> Result<ServiceSpec, SpecError> {
+        ServiceSpec::from_json(&body, &Limits::default())
+    }
+
+    #[test]
+    fn parses_the_originals_request() {
+        let spec = parse(json!({"service": "hello-world", "image": "crccheck/hello-world", "replicas": 3}));
+        assert_eq!(
+            spec,
+            Ok(ServiceSpec {
+                name: "hello-world".into(),
+                image: "crccheck/hello-world".into(),
+                replicas: 3
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_bad_bodies_with_a_message_naming_the_problem() {
+        let cases = [
+            (json!([1, 2]), "JSON object"),
+            (json!("x"), "JSON object"),
+            (json!({"service": "a", "image": "b", "replicas": "3"}), "'replicas' must be an integer"),
+            (json!({"service": "a", "image": "b", "replicas": 3.5}), "'replicas' must be an integer"),
+            (json!({"service": "a", "image": "b", "replicas": -1}), "between 0 and 1000"),
+            (json!({"service": "a", "image": "b", "replicas": 1001}), "between 0 and 1000"),
+            (json!({"service": "a", "image": "b", "replica": 3}), "did you mean 'replicas'"),
+            (json!({"service": "a", "image": "b"}), "missing required field 'replicas'"),
+            (json!({"image": "b", "replicas": 1}), "missing required field 'service'"),
+            (json!({"service": 5, "image": "b", "replicas": 1}), "'service' must be a string"),
+            (json!({"service": "Hello", "image": "b", "replicas": 1}), "invalid service name"),
+            (json!({"service": "-a", "image": "b", "replicas": 1}), "start or end"),
+            (json!({"service": "a".repeat(64), "image": "b", "replicas": 1}), "63"),
+            (json!({"service": "a", "image": "Bad Image", "replicas": 1}), "invalid image"),
+        ];
+        for (body, expected) in cases {
+            let err = parse(body.clone()).expect_err(&body.to_string()).to_string();
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn zero_replicas_and_the_limit_itself_are_allowed() {
+        assert!(parse(json!({"service": "a", "image": "b", "replicas": 0})).is_ok());
+        assert!(parse(json!({"service": "a", "image": "b", "replicas": 1000})).is_ok());
+        let tight = Limits { max_replicas: 5 };
+        let err = ServiceSpec::from_json(&json!({"service": "a", "image": "b", "replicas": 6}), &tight);
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn version_changes_with_the_image_only() {
+        let spec = |image: &str, replicas| ServiceSpec {
+            name: "a".into(),
+            image: image.into(),
+            replicas,
+        };
+        let v1 = Service::updated(None, spec("x", 1), 10);
+        let scaled = Service::updated(Some(&v1), spec("x", 5), 20);
+        assert_eq!((scaled.version, scaled.created_at, scaled.updated_at), (1, 10, 20));
+        let new_image = Service::updated(Some(&scaled), spec("y", 5), 30);
+        assert_eq!(new_image.version, 2);
+    }
+
+    #[test]
+    fn patch_needs_a_field_and_keeps_the_rest() {
+        let limits = Limits::default();
+        assert!(ServicePatch::from_json(&json!({}), &limits).is_err());
+        assert!(ServicePatch::from_json(&json!({"service": "x"}), &limits).is_err());
+        let patch = ServicePatch::from_json(&json!({"replicas": 7}), &limits).unwrap();
+        let spec = ServiceSpec {
+            name: "a".into(),
+            image: "img".into(),
+            replicas: 1,
+        };
+        assert_eq!(patch.apply(&spec).replicas, 7);
+        assert_eq!(patch.apply(&spec).image, "img");
+    }
+}

@@ -1,0 +1,217 @@
+//! The whole cluster state as one value, and the changes that move it forward.
+//!
+//! The maps are persistent (imbl): cloning a state is O(1) and shares structure, so the
+//! manager can hand readers a snapshot and build the next state beside it without locks.
+//! A `Change` is the unit of both memory and storage: the store persists exactly the
+//! changes the manager applies, so the two cannot drift apart.
+
+use imbl::{OrdMap, OrdSet};
+use serde::{Deserialize, Serialize};
+
+use crate::{Service, Task, Worker};
+
+/// The stats counters of the original's `/api/v1/stats`; stored, so they survive restarts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Accepted service create and update requests.
+    pub total_requests: u64,
+    /// Containers that agents reported started.
+    pub total_containers: u64,
+    /// Workers declared down.
+    pub worker_failures: u64,
+    /// Tasks replaced because their worker died.
+    pub containers_relocated: u64,
+}
+
+/// One change to the cluster state; a list of them is committed atomically.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    PutService(Service),
+    DeleteService(String),
+    PutTask(Task),
+    DeleteTask(String),
+    PutWorker(Worker),
+    DeleteWorker(String),
+    PutCounters(Counters),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ClusterState {
+    pub services: OrdMap<String, Service>,
+    pub tasks: OrdMap<String, Task>,
+    pub workers: OrdMap<String, Worker>,
+    pub counters: Counters,
+    /// Task ids by service name and by worker name, kept by `apply`.
+    by_service: OrdMap<String, OrdSet<String>>,
+    by_worker: OrdMap<String, OrdSet<String>>,
+    /// Ids of tasks waiting for a worker, so scheduling does not scan every task.
+    pending: OrdSet<String>,
+}
+
+impl ClusterState {
+    /// Builds a state from stored records.
+    pub fn from_parts(
+        services: impl IntoIterator<Item = Service>,
+        tasks: impl IntoIterator<Item = Task>,
+        workers: impl IntoIterator<Item = Worker>,
+        counters: Counters,
+    ) -> ClusterState {
+        let mut state = ClusterState {
+            counters,
+            ..ClusterState::default()
+        };
+        for service in services {
+            state.apply(&Change::PutService(service));
+        }
+        for task in tasks {
+            state.apply(&Change::PutTask(task));
+        }
+        for worker in workers {
+            state.apply(&Change::PutWorker(worker));
+        }
+        state
+    }
+
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::PutService(service) => {
+                self.services.insert(service.spec.name.clone(), service.clone());
+            }
+            Change::DeleteService(name) => {
+                self.services.remove(name);
+            }
+            Change::PutTask(task) => {
+                self.unindex(&task.id);
+                index(&mut self.by_service, &task.service, &task.id);
+                if let Some(worker) = &task.worker {
+                    index(&mut self.by_worker, worker, &task.id);
+                }
+                if task.is_pending() {
+                    self.pending.insert(task.id.clone());
+                }
+                self.tasks.insert(task.id.clone(), task.clone());
+            }
+            Change::DeleteTask(id) => {
+                self.unindex(id);
+                self.tasks.remove(id);
+            }
+            Change::PutWorker(worker) => {
+                self.workers.insert(worker.name.clone(), worker.clone());
+            }
+            Change::DeleteWorker(name) => {
+                self.workers.remove(name);
+            }
+            Change::PutCounters(counters) => self.counters = *counters,
+        }
+    }
+
+    fn unindex(&mut self, id: &str) {
+        if let Some(old) = self.tasks.get(id) {
+            unindex(&mut self.by_service, &old.service, id);
+            if let Some(worker) = &old.worker {
+                unindex(&mut self.by_worker, worker, id);
+            }
+            self.pending.remove(id);
+        }
+    }
+
+    /// Tasks waiting for a worker, by id.
+    pub fn pending_tasks(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.pending.iter().filter_map(|id| self.tasks.get(id))
+    }
+
+    /// Every task of a service (in any state), by id.
+    pub fn tasks_of_service<'a>(&'a self, service: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.indexed(&self.by_service, service)
+    }
+
+    /// Every task placed on a worker (in any state), by id.
+    pub fn tasks_on_worker<'a>(&'a self, worker: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.indexed(&self.by_worker, worker)
+    }
+
+    /// Names of services that have tasks, whether or not the service still exists.
+    pub fn services_with_tasks(&self) -> impl Iterator<Item = &String> + '_ {
+        self.by_service.keys()
+    }
+
+    fn indexed<'a>(
+        &'a self,
+        by: &'a OrdMap<String, OrdSet<String>>,
+        key: &str,
+    ) -> impl Iterator<Item = &'a Task> + 'a {
+        by.get(key)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.tasks.get(id))
+    }
+}
+
+fn index(by: &mut OrdMap<String, OrdSet<String>>, key: &str, id: &str) {
+    by.entry(key.to_string()).or_default().insert(id.to_string());
+}
+
+fn unindex(by: &mut OrdMap<String, OrdSet<String>>, key: &str, id: &str) {
+    if let Some(ids) = by.get_mut(key) {
+        ids.remove(id);
+        if ids.is_empty() {
+            by.remove(key);
+        }
+    }
+}
+
+/// A state being changed: each change is applied at once and remembered, so later
+/// decisions in the same transaction see earlier ones, and the list can be committed.
+#[derive(Clone, Debug)]
+pub struct Txn {
+    pub state: ClusterState,
+    pub changes: Vec<Change>,
+}
+
+impl Txn {
+    pub fn new(state: ClusterState) -> Txn {
+        Txn {
+            state,
+            changes: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, change: Change) {
+        self.state.apply(&change);
+        self.changes.push(change);
+    }
+
+    pub fn extend(&mut self, changes: impl IntoIterator<Item = Change>) {
+        for change in changes {
+            self.push(change);
+        }
+    }
+
+    /// The changes with repeated writes to one record folded into the last one, in
+    /// first-write order: what the store needs to reach the same state.
+    pub fn compacted(&self) -> Vec<Change> {
+        let key = |change: &Change| -> (u8, String) {
+            match change {
+                Change::PutService(s) => (0, s.spec.name.clone()),
+                Change::DeleteService(name) => (0, name.clone()),
+                Change::PutTask(t) => (1, t.id.clone()),
+                Change::DeleteTask(id) => (1, id.clone()),
+                Change::PutWorker(w) => (2, w.name.clone()),
+                Change::DeleteWorker(name) => (2, name.clone()),
+                Change::PutCounters(_) => (3, String::new()),
+            }
+        };
+        let mut position = std::collections::HashMap::new();
+        let mut out: Vec<Change> = Vec::with_capacity(self.changes.len());
+        for change in &self.changes {
+            match position.get(&key(change)) {
+                Some(&i) => out[i] = change.clone(),
+                None => {
+                    position.insert(key(change), out.len());
+                    out.push(change.clone());
+                }
+            }
+        }
+        out
+    }
+}

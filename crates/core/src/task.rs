@@ -1,0 +1,143 @@
+//! Tasks: one replica slot of a service, placed on one worker, run once. A task is never
+//! moved: when its worker dies it becomes `lost` and a new task takes its slot elsewhere.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Millis;
+
+/// Where a task is in its life. States only move forward (see [`TaskState::can_become`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Waiting for a worker that can take it.
+    Pending,
+    /// Placed on a worker whose agent has not started it yet.
+    Assigned,
+    /// The agent is creating or starting its container.
+    Starting,
+    Running,
+    /// Exited with status 0.
+    Complete,
+    /// Exited non-zero, or could not be started.
+    Failed,
+    /// Its worker died; a replacement takes its slot.
+    Lost,
+    /// Stopped because it was no longer wanted.
+    Shutdown,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Pending,
+        TaskState::Assigned,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Complete,
+        TaskState::Failed,
+        TaskState::Lost,
+        TaskState::Shutdown,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        self.rank() == 4
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            TaskState::Pending => 0,
+            TaskState::Assigned => 1,
+            TaskState::Starting => 2,
+            TaskState::Running => 3,
+            TaskState::Complete | TaskState::Failed | TaskState::Lost | TaskState::Shutdown => 4,
+        }
+    }
+
+    /// Whether a task in `self` may move to `next`: forward only, and a terminal state is
+    /// final. Staying put is allowed so repeated reports are harmless.
+    pub fn can_become(self, next: TaskState) -> bool {
+        self == next || (!self.is_terminal() && next.rank() > self.rank())
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Assigned => "assigned",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Complete => "complete",
+            TaskState::Failed => "failed",
+            TaskState::Lost => "lost",
+            TaskState::Shutdown => "shutdown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+/// What the control plane wants of a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    Running,
+    Shutdown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub service: String,
+    pub slot: u32,
+    /// The service version this task was made from; an older one is replaced.
+    pub spec_version: u64,
+    pub image: String,
+    pub worker: Option<String>,
+    pub desired: DesiredState,
+    pub state: TaskState,
+    /// Why the task is where it is, for people: the pending reason, why it stopped.
+    pub message: String,
+    pub container_id: Option<String>,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl Task {
+    /// Counted against the service's replicas: wanted, and not finished.
+    pub fn is_active(&self) -> bool {
+        self.desired == DesiredState::Running && !self.state.is_terminal()
+    }
+
+    /// Wanted, and waiting for a worker.
+    pub fn is_pending(&self) -> bool {
+        self.desired == DesiredState::Running && self.state == TaskState::Pending
+    }
+
+    /// Still holds (or may hold) a container on its worker.
+    pub fn is_live(&self) -> bool {
+        !self.state.is_terminal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskState::*;
+    use super::*;
+
+    #[test]
+    fn states_only_move_forward() {
+        assert!(Pending.can_become(Assigned));
+        assert!(Assigned.can_become(Running));
+        assert!(Pending.can_become(Shutdown));
+        assert!(Running.can_become(Failed));
+        assert!(Running.can_become(Running));
+        assert!(!Running.can_become(Starting));
+        assert!(!Failed.can_become(Running));
+        assert!(!Lost.can_become(Shutdown));
+        for state in TaskState::ALL {
+            assert_eq!(TaskState::parse(state.as_str()), Some(state));
+        }
+    }
+}
