@@ -4,6 +4,8 @@
 //! a snapshot and the current time and returns the changes to make, so the manager (which
 //! owns the I/O) can commit them and tests can check them exhaustively.
 
+pub mod commands;
+pub mod docs;
 pub mod ids;
 pub mod image;
 pub mod reconcile;

@@ -1,0 +1,203 @@
+//! A typed client of the MyCluster REST API, used by the CLI (and by agents and the
+//! monitor). Errors say which manager could not be reached, or what it answered.
+
+use std::time::Duration;
+
+use mycluster_core::docs::{ServiceDoc, StateDoc, StatsDoc, TaskDoc, WorkerDoc};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the manager at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The manager answered with an error document.
+    #[error("{message} (HTTP {status})")]
+    Api { status: u16, message: String },
+    #[error("unexpected answer from the manager at {url}: {reason}")]
+    Decode { url: String, reason: String },
+    #[error("invalid manager URL '{0}': use http://host:port")]
+    BadUrl(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the manager at `base` (e.g. `http://localhost:5000`).
+    pub fn new(base: &str, timeout: Duration) -> Result<Client, ClientError> {
+        let base = base.trim_end_matches('/').to_string();
+        let valid = base
+            .strip_prefix("http://")
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+        if !valid {
+            return Err(ClientError::BadUrl(base));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .build()
+            .map_err(|e| ClientError::BadUrl(format!("{base}: {e}")))?;
+        Ok(Client { base, http })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request and decodes a JSON answer; an error status becomes `Api` with the
+    /// manager's message.
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: describe(&e),
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: describe(&e),
+        })?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: url.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub async fn stats(&self) -> Result<StatsDoc, ClientError> {
+        self.request(Method::GET, "/api/v1/stats", None).await
+    }
+
+    pub async fn state(&self) -> Result<StateDoc, ClientError> {
+        self.request(Method::GET, "/api/v1/state", None).await
+    }
+
+    /// Creates the service, or updates it if it exists.
+    pub async fn put_service(&self, name: &str, image: &str, replicas: u32) -> Result<StateDoc, ClientError> {
+        let body = json!({"service": name, "image": image, "replicas": replicas});
+        self.request(Method::POST, "/api/v1/service", Some(&body)).await
+    }
+
+    pub async fn service(&self, name: &str) -> Result<ServiceDoc, ClientError> {
+        self.request(Method::GET, &format!("/api/v1/service/{}", segment(name)), None)
+            .await
+    }
+
+    pub async fn services(&self) -> Result<Vec<ServiceDoc>, ClientError> {
+        self.request(Method::GET, "/api/v1/services", None).await
+    }
+
+    /// Changes only the given fields of a service.
+    pub async fn patch_service(
+        &self,
+        name: &str,
+        image: Option<&str>,
+        replicas: Option<u32>,
+    ) -> Result<ServiceDoc, ClientError> {
+        let mut body = serde_json::Map::new();
+        if let Some(image) = image {
+            body.insert("image".into(), json!(image));
+        }
+        if let Some(replicas) = replicas {
+            body.insert("replicas".into(), json!(replicas));
+        }
+        let path = format!("/api/v1/service/{}", segment(name));
+        self.request(Method::PATCH, &path, Some(&Value::Object(body))).await
+    }
+
+    pub async fn delete_service(&self, name: &str) -> Result<ServiceDoc, ClientError> {
+        self.request(Method::DELETE, &format!("/api/v1/service/{}", segment(name)), None)
+            .await
+    }
+
+    pub async fn workers(&self) -> Result<Vec<WorkerDoc>, ClientError> {
+        self.request(Method::GET, "/api/v1/workers", None).await
+    }
+
+    pub async fn tasks(&self, service: Option<&str>) -> Result<Vec<TaskDoc>, ClientError> {
+        let path = match service {
+            Some(service) => format!("/api/v1/tasks?service={}", segment(service)),
+            None => "/api/v1/tasks".to_string(),
+        };
+        self.request(Method::GET, &path, None).await
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    let message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_string()
+            } else {
+                text.chars().take(200).collect()
+            }
+        });
+    ClientError::Api {
+        status: status.as_u16(),
+        message,
+    }
+}
+
+/// reqwest's Display stops at the outermost error; the cause ("connection refused") is
+/// what a person needs.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_string()
+    } else if error.is_connect() {
+        "connection failed".to_string()
+    } else {
+        error.to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    let mut last = String::new();
+    while let Some(cause) = source {
+        last = cause.to_string();
+        source = cause.source();
+    }
+    if !last.is_empty() && !text.contains(&last) {
+        text = format!("{text}: {last}");
+    }
+    text
+}
+
+/// Percent-encodes a path segment or query value.
+fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,297 @@
+//! The commands the API carries out, as pure functions over a transaction: each checks
+//! its preconditions against the state, then records the changes. The manager commits
+//! them; an error leaves the transaction untouched.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::service::ServicePatch;
+use crate::{
+    Change, DesiredState, Millis, Service, ServiceSpec, Task, TaskState, Txn, Worker, WorkerStatus,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("Service {0} was not registered for this cluster.")]
+    ServiceNotFound(String),
+    #[error("Worker {0} is not registered in this cluster.")]
+    WorkerNotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Creates a service or updates the one of the same name (`POST /api/v1/service`).
+/// Returns whether it was created.
+pub fn put_service(txn: &mut Txn, spec: ServiceSpec, now: Millis) -> bool {
+    let old = txn.state.services.get(&spec.name).cloned();
+    let service = Service::updated(old.as_ref(), spec, now);
+    txn.push(Change::PutService(service));
+    count_request(txn);
+    old.is_none()
+}
+
+/// Changes some fields of an existing service (`PATCH /api/v1/service/<name>`).
+pub fn patch_service(
+    txn: &mut Txn,
+    name: &str,
+    patch: &ServicePatch,
+    now: Millis,
+) -> Result<Service, CommandError> {
+    let old = txn
+        .state
+        .services
+        .get(name)
+        .cloned()
+        .ok_or_else(|| CommandError::ServiceNotFound(name.to_string()))?;
+    let service = Service::updated(Some(&old), patch.apply(&old.spec), now);
+    txn.push(Change::PutService(service.clone()));
+    count_request(txn);
+    Ok(service)
+}
+
+/// Removes a service; reconcile then stops its tasks.
+pub fn delete_service(txn: &mut Txn, name: &str) -> Result<Service, CommandError> {
+    let old = txn
+        .state
+        .services
+        .get(name)
+        .cloned()
+        .ok_or_else(|| CommandError::ServiceNotFound(name.to_string()))?;
+    txn.push(Change::DeleteService(name.to_string()));
+    Ok(old)
+}
+
+fn count_request(txn: &mut Txn) {
+    let mut counters = txn.state.counters;
+    counters.total_requests += 1;
+    txn.push(Change::PutCounters(counters));
+}
+
+/// What an agent sends when it joins.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    pub name: String,
+    pub address: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub capacity: Option<u32>,
+}
+
+/// Worker names become container names: letters, digits, '_', '.', '-'.
+pub fn validate_worker_name(name: &str) -> Result<(), CommandError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(CommandError::Invalid(format!(
+            "invalid worker name '{}': 1-128 of letters, digits, '_', '.', '-', starting with a letter or digit",
+            name.escape_debug()
+        )))
+    }
+}
+
+/// Registers a worker, or refreshes one that registers again (an agent restart). A
+/// worker that was down comes back ready; a draining one stays draining.
+pub fn register_worker(
+    txn: &mut Txn,
+    registration: Registration,
+    now: Millis,
+) -> Result<Worker, CommandError> {
+    validate_worker_name(&registration.name)?;
+    if registration.address.is_empty() || registration.address.len() > 255 {
+        return Err(CommandError::Invalid(
+            "field 'address' must be a host:port of 1-255 characters".into(),
+        ));
+    }
+    if registration.labels.len() > 64
+        || registration
+            .labels
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 253 || v.len() > 253)
+    {
+        return Err(CommandError::Invalid(
+            "labels: at most 64, keys of 1-253 and values of 0-253 characters".into(),
+        ));
+    }
+    let old = txn.state.workers.get(&registration.name).cloned();
+    let status = match old.as_ref().map(|w| w.status) {
+        Some(WorkerStatus::Draining) => WorkerStatus::Draining,
+        _ => WorkerStatus::Ready,
+    };
+    let worker = Worker {
+        name: registration.name,
+        address: registration.address,
+        labels: registration.labels,
+        capacity: registration.capacity,
+        status,
+        registered_at: old.as_ref().map_or(now, |w| w.registered_at),
+        updated_at: now,
+    };
+    // A re-registration that changes nothing but the time is not worth a write.
+    match old {
+        Some(old)
+            if Worker {
+                updated_at: old.updated_at,
+                ..worker.clone()
+            } == old =>
+        {
+            Ok(old)
+        }
+        _ => {
+            txn.push(Change::PutWorker(worker.clone()));
+            Ok(worker)
+        }
+    }
+}
+
+/// Sets a worker's status (the monitor's verdict, or an operator's drain). A worker going
+/// down counts as a failure; reconcile then marks its tasks lost and replaces them.
+pub fn set_worker_status(
+    txn: &mut Txn,
+    name: &str,
+    status: WorkerStatus,
+    now: Millis,
+) -> Result<Worker, CommandError> {
+    let mut worker = txn
+        .state
+        .workers
+        .get(name)
+        .cloned()
+        .ok_or_else(|| CommandError::WorkerNotFound(name.to_string()))?;
+    if worker.status == status {
+        return Ok(worker);
+    }
+    if status == WorkerStatus::Down {
+        let mut counters = txn.state.counters;
+        counters.worker_failures += 1;
+        txn.push(Change::PutCounters(counters));
+    }
+    worker.status = status;
+    worker.updated_at = now;
+    txn.push(Change::PutWorker(worker.clone()));
+    Ok(worker)
+}
+
+/// What an agent reports about one of its tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskReport {
+    pub id: String,
+    pub state: TaskState,
+    #[serde(default)]
+    pub container_id: Option<String>,
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// A report the manager did not take, and why; the agent learns the truth from its next
+/// task list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    pub id: String,
+    pub why: String,
+}
+
+/// Records what an agent observed. Reports about tasks that are not the worker's, or that
+/// would move a task backwards (a lost task "running" again on a returning worker), are
+/// ignored: the task list the agent gets next tells it to stop such containers.
+/// Returns the services whose tasks changed, for reconcile.
+pub fn report_tasks(
+    txn: &mut Txn,
+    worker: &str,
+    reports: Vec<TaskReport>,
+    now: Millis,
+) -> Result<(Vec<String>, Vec<Ignored>), CommandError> {
+    if !txn.state.workers.contains_key(worker) {
+        return Err(CommandError::WorkerNotFound(worker.to_string()));
+    }
+    let mut touched = Vec::new();
+    let mut ignored = Vec::new();
+    let mut started = 0;
+    for report in reports {
+        let ignore = |why: &str| Ignored {
+            id: report.id.clone(),
+            why: why.to_string(),
+        };
+        let Some(task) = txn.state.tasks.get(&report.id) else {
+            ignored.push(ignore("no such task"));
+            continue;
+        };
+        if task.worker.as_deref() != Some(worker) {
+            ignored.push(ignore("task is not assigned to this worker"));
+            continue;
+        }
+        if matches!(
+            report.state,
+            TaskState::Pending | TaskState::Assigned | TaskState::Lost
+        ) {
+            ignored.push(ignore(
+                "agents report starting, running, complete, failed or shutdown",
+            ));
+            continue;
+        }
+        if !task.state.can_become(report.state) {
+            ignored.push(ignore(&format!(
+                "task is {} and cannot become {}",
+                task.state.as_str(),
+                report.state.as_str()
+            )));
+            continue;
+        }
+        let mut next: Task = task.clone();
+        if report.state == TaskState::Running && task.state != TaskState::Running {
+            started += 1;
+        }
+        next.state = report.state;
+        if report.container_id.is_some() {
+            next.container_id = report.container_id.clone();
+        }
+        next.exit_code = report.exit_code.or(next.exit_code);
+        next.error = report.error.clone().or(next.error);
+        if let Some(message) = report.message.clone() {
+            next.message = message;
+        } else if next.state != task.state {
+            next.message = describe(&next);
+        }
+        if next != *task {
+            next.updated_at = now;
+            if next.state.is_terminal() {
+                touched.push(next.service.clone());
+            }
+            txn.push(Change::PutTask(next));
+        }
+    }
+    if started > 0 {
+        let mut counters = txn.state.counters;
+        counters.total_containers += started;
+        txn.push(Change::PutCounters(counters));
+    }
+    touched.sort();
+    touched.dedup();
+    Ok((touched, ignored))
+}
+
+fn describe(task: &Task) -> String {
+    match (task.state, task.desired) {
+        (TaskState::Failed, _) => match (&task.error, task.exit_code) {
+            (Some(error), _) => format!("failed: {error}"),
+            (None, Some(code)) => format!("exited with code {code}"),
+            (None, None) => "failed".into(),
+        },
+        (TaskState::Complete, _) => "exited with code 0".into(),
+        (TaskState::Shutdown, DesiredState::Shutdown) => "stopped".into(),
+        (state, _) => state.as_str().to_string(),
+    }
+}

@@ -1,0 +1,246 @@
+//! The JSON documents of the REST API, shared by the manager that writes them and the
+//! clients that read them. The keys of the original (`cluster.name`,
+//! `serviceInstances`, `numOfRunningContainers`, `last_updated`, …) are a contract with
+//! its users: they are spelled here once, and only here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ClusterState, Counters, DesiredState, Millis, Service, Task, TaskState, Worker};
+
+/// `GET /api/v1/state`, and the answer to `POST /api/v1/service`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StateDoc {
+    #[serde(rename = "cluster.name")]
+    pub name: String,
+    #[serde(rename = "cluster.numOfWorkers")]
+    pub num_workers: usize,
+    #[serde(rename = "cluster.workers")]
+    pub workers: Vec<WorkerInstances>,
+    #[serde(rename = "cluster.servicesDef")]
+    pub services: Vec<ServiceDoc>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WorkerInstances {
+    pub worker: String,
+    #[serde(rename = "serviceInstances")]
+    pub instances: Vec<ServiceInstance>,
+    /// Beyond the original: ready, down or draining.
+    pub status: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ServiceInstance {
+    pub image: String,
+    #[serde(rename = "numOfRunningContainers")]
+    pub running: usize,
+    /// Beyond the original: which service, since two may share an image.
+    pub service: String,
+}
+
+impl StateDoc {
+    pub fn new(name: &str, state: &ClusterState) -> StateDoc {
+        let workers = state
+            .workers
+            .values()
+            .map(|worker| {
+                // Only what agents report running counts, as `docker ps` did in the original.
+                let mut running: BTreeMap<&str, ServiceInstance> = BTreeMap::new();
+                for task in state
+                    .tasks_on_worker(&worker.name)
+                    .filter(|t| t.state == TaskState::Running)
+                {
+                    running
+                        .entry(task.service.as_str())
+                        .or_insert_with(|| ServiceInstance {
+                            image: task.image.clone(),
+                            running: 0,
+                            service: task.service.clone(),
+                        })
+                        .running += 1;
+                }
+                WorkerInstances {
+                    worker: worker.name.clone(),
+                    instances: running.into_values().collect(),
+                    status: worker.status.as_str().to_string(),
+                }
+            })
+            .collect();
+        StateDoc {
+            name: name.to_string(),
+            num_workers: state.workers.len(),
+            workers,
+            services: state.services.values().map(ServiceDoc::new).collect(),
+        }
+    }
+}
+
+/// `GET /api/v1/service/<name>`: exactly the original's four keys.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ServiceDoc {
+    pub service: String,
+    pub image: String,
+    pub replicas: u32,
+    /// Unix seconds of the last create or update.
+    pub last_updated: u64,
+}
+
+impl ServiceDoc {
+    pub fn new(service: &Service) -> ServiceDoc {
+        ServiceDoc {
+            service: service.spec.name.clone(),
+            image: service.spec.image.clone(),
+            replicas: service.spec.replicas,
+            last_updated: service.updated_at / 1000,
+        }
+    }
+}
+
+/// `GET /api/v1/stats`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StatsDoc {
+    #[serde(rename = "cluster.upTime")]
+    pub uptime: String,
+    #[serde(rename = "services.totalOfRequests")]
+    pub total_requests: u64,
+    #[serde(rename = "services.totalOfContainers")]
+    pub total_containers: u64,
+    #[serde(rename = "workers.failures")]
+    pub worker_failures: u64,
+    #[serde(rename = "containers.relocated")]
+    pub containers_relocated: u64,
+}
+
+impl StatsDoc {
+    pub fn new(uptime: Duration, counters: &Counters) -> StatsDoc {
+        StatsDoc {
+            uptime: format_uptime(uptime),
+            total_requests: counters.total_requests,
+            total_containers: counters.total_containers,
+            worker_failures: counters.worker_failures,
+            containers_relocated: counters.containers_relocated,
+        }
+    }
+}
+
+/// `H:MM:SS.ffffff`, as Python's `str(timedelta)` printed it in the original (hours are
+/// not folded into days).
+pub fn format_uptime(uptime: Duration) -> String {
+    let secs = uptime.as_secs();
+    format!(
+        "{}:{:02}:{:02}.{:06}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        uptime.subsec_micros()
+    )
+}
+
+/// A task in `GET /api/v1/tasks` and in an agent's task list.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TaskDoc {
+    pub id: String,
+    pub service: String,
+    pub slot: u32,
+    pub image: String,
+    pub worker: Option<String>,
+    pub desired_state: String,
+    pub state: String,
+    pub message: String,
+    pub container_id: Option<String>,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: f64,
+    pub updated_at: f64,
+}
+
+impl TaskDoc {
+    pub fn new(task: &Task) -> TaskDoc {
+        TaskDoc {
+            id: task.id.clone(),
+            service: task.service.clone(),
+            slot: task.slot,
+            image: task.image.clone(),
+            worker: task.worker.clone(),
+            desired_state: match task.desired {
+                DesiredState::Running => "running".into(),
+                DesiredState::Shutdown => "shutdown".into(),
+            },
+            state: task.state.as_str().into(),
+            message: task.message.clone(),
+            container_id: task.container_id.clone(),
+            exit_code: task.exit_code,
+            error: task.error.clone(),
+            created_at: seconds(task.created_at),
+            updated_at: seconds(task.updated_at),
+        }
+    }
+}
+
+/// A worker in `GET /api/v1/workers`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WorkerDoc {
+    pub worker: String,
+    pub address: String,
+    pub status: String,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Option<u32>,
+    /// Tasks it should be running.
+    pub tasks: usize,
+    /// Tasks its agent reports running.
+    pub running: usize,
+    /// Seconds since its last heartbeat; null if none since the manager started.
+    pub last_heartbeat_age: Option<f64>,
+    pub registered_at: f64,
+}
+
+impl WorkerDoc {
+    pub fn new(worker: &Worker, state: &ClusterState, heartbeat_age: Option<Duration>) -> WorkerDoc {
+        let tasks = state.tasks_on_worker(&worker.name);
+        let (mut active, mut running) = (0, 0);
+        for task in tasks {
+            active += usize::from(task.is_active());
+            running += usize::from(task.state == TaskState::Running);
+        }
+        WorkerDoc {
+            worker: worker.name.clone(),
+            address: worker.address.clone(),
+            status: worker.status.as_str().to_string(),
+            labels: worker.labels.clone(),
+            capacity: worker.capacity,
+            tasks: active,
+            running,
+            last_heartbeat_age: heartbeat_age.map(|age| (age.as_secs_f64() * 1000.0).round() / 1000.0),
+            registered_at: seconds(worker.registered_at),
+        }
+    }
+}
+
+/// An agent's task list: the answer to its long-poll.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AssignedTasks {
+    /// Pass it back as `?index=` to wait for the next change.
+    pub index: u64,
+    /// Every task on this worker that is not finished, with what is wanted of it.
+    pub tasks: Vec<TaskDoc>,
+}
+
+fn seconds(millis: Millis) -> f64 {
+    millis as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_uptime;
+    use std::time::Duration;
+
+    #[test]
+    fn uptime_reads_like_pythons_timedelta() {
+        assert_eq!(format_uptime(Duration::from_micros(225_060_206)), "0:03:45.060206");
+        assert_eq!(format_uptime(Duration::ZERO), "0:00:00.000000");
+        assert_eq!(format_uptime(Duration::from_secs(27 * 3600 + 1)), "27:00:01.000000");
+    }
+}

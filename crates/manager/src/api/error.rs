@@ -1,0 +1,111 @@
+//! API errors: every failure is `{"message": "...", "code": N}` with the matching HTTP
+//! status, so clients and people read the same thing.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use mycluster_core::commands::CommandError;
+use mycluster_core::SpecError;
+use mycluster_store::StoreError;
+
+use crate::cluster::MutateError;
+
+/// The error document, keys in the order people expect to read them.
+#[derive(serde::Serialize)]
+struct ErrorDoc {
+    message: String,
+    code: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorDoc {
+            message: self.message,
+            code: self.status.as_u16(),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> ApiError {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> ApiError {
+        let status = match e {
+            CommandError::ServiceNotFound(_) | CommandError::WorkerNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            CommandError::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!("store: {e}");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the change was not saved, try again: {e}"),
+        )
+    }
+}
+
+impl<E: Into<ApiError>> From<MutateError<E>> for ApiError {
+    fn from(e: MutateError<E>) -> ApiError {
+        match e {
+            MutateError::Rejected(e) => e.into(),
+            MutateError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> ApiError {
+        ApiError::bad_request(format!("bad path: {}", e.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> ApiError {
+        ApiError::bad_request(format!("bad query string: {}", e.body_text()))
+    }
+}
+
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}
+
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}

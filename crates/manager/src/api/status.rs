@@ -1,0 +1,74 @@
+//! Read-only views of the cluster: the original's stats and state, the task list, and the
+//! health check.
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use mycluster_core::docs::{StateDoc, StatsDoc, TaskDoc};
+use super::query::Params;
+use super::{ApiError, AppState};
+
+/// `GET /api/v1/stats`.
+pub async fn stats(State(app): State<AppState>) -> Json<StatsDoc> {
+    let snapshot = app.cluster.snapshot();
+    Json(StatsDoc::new(app.cluster.uptime(), &snapshot.state.counters))
+}
+
+/// `GET /api/v1/state`.
+pub async fn state(State(app): State<AppState>) -> Json<StateDoc> {
+    let snapshot = app.cluster.snapshot();
+    Json(StateDoc::new(&app.cluster.name, &snapshot.state))
+}
+
+/// `GET /api/v1/tasks[?service=NAME][&worker=NAME]`: tasks with their desired and
+/// observed state, newest history included.
+pub async fn tasks(
+    State(app): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Vec<TaskDoc>>, ApiError> {
+    let params = Params::parse(query, &["service", "worker"])?;
+    let snapshot = app.cluster.snapshot();
+    let state = &snapshot.state;
+    let mut tasks: Vec<TaskDoc> = match (params.get("service"), params.get("worker")) {
+        (Some(service), worker) => state
+            .tasks_of_service(service)
+            .filter(|t| worker.is_none() || t.worker.as_deref() == worker)
+            .map(TaskDoc::new)
+            .collect(),
+        (None, Some(worker)) => state.tasks_on_worker(worker).map(TaskDoc::new).collect(),
+        (None, None) => state.tasks.values().map(TaskDoc::new).collect(),
+    };
+    tasks.sort_by(|a, b| {
+        a.service
+            .cmp(&b.service)
+            .then(a.slot.cmp(&b.slot))
+            .then(a.created_at.total_cmp(&b.created_at))
+    });
+    Ok(Json(tasks))
+}
+
+/// `GET /healthz`: 200 when the manager can reach its store, 503 otherwise.
+pub async fn healthz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
+    let store = app.cluster.store().describe();
+    match app.cluster.store().ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "cluster": app.cluster.name, "store": store})),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "degraded",
+                "cluster": app.cluster.name,
+                "store": store,
+                "message": e.to_string(),
+                "code": 503
+            })),
+        ),
+    }
+}

@@ -1,0 +1,185 @@
+//! The worker endpoints: what operators read, and what agents call — register,
+//! heartbeat, long-poll for their tasks, report what really runs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use mycluster_core::commands::{self, CommandError, Registration, TaskReport};
+use mycluster_core::WorkerStatus;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::body::JsonBody;
+use mycluster_core::docs::{AssignedTasks, TaskDoc, WorkerDoc};
+use super::query::Params;
+use super::{ApiError, AppState};
+use crate::cluster::Follow;
+
+/// `GET /api/v1/workers`.
+pub async fn list(State(app): State<AppState>) -> Json<Vec<WorkerDoc>> {
+    let snapshot = app.cluster.snapshot();
+    let state = &snapshot.state;
+    Json(
+        state
+            .workers
+            .values()
+            .map(|w| WorkerDoc::new(w, state, app.cluster.heartbeat_age(&w.name)))
+            .collect(),
+    )
+}
+
+/// `GET /api/v1/workers/<name>`.
+pub async fn get_one(
+    State(app): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<WorkerDoc>, ApiError> {
+    let Path(name) = name?;
+    let snapshot = app.cluster.snapshot();
+    let state = &snapshot.state;
+    let worker = state
+        .workers
+        .get(&name)
+        .ok_or_else(|| CommandError::WorkerNotFound(name.clone()))?;
+    Ok(Json(WorkerDoc::new(worker, state, app.cluster.heartbeat_age(&name))))
+}
+
+/// `POST /api/v1/workers` with `{"name", "address", "labels"?, "capacity"?}`: an agent
+/// joins (or rejoins after a restart).
+pub async fn register(
+    State(app): State<AppState>,
+    body: JsonBody,
+) -> Result<(StatusCode, Json<WorkerDoc>), ApiError> {
+    let registration: Registration = body.decode()?;
+    let name = registration.name.clone();
+    let (worker, snapshot) = app
+        .cluster
+        .mutate(|txn, now| {
+            let was_down = txn
+                .state
+                .workers
+                .get(&registration.name)
+                .is_some_and(|w| w.status == WorkerStatus::Down);
+            let worker = commands::register_worker(txn, registration, now)?;
+            Ok::<_, CommandError>((worker, if was_down { Follow::All } else { Follow::Schedule }))
+        })
+        .await?;
+    app.cluster.record_heartbeat(&name);
+    tracing::info!("worker {name} registered at {}", worker.address);
+    let doc = WorkerDoc::new(&worker, &snapshot.state, app.cluster.heartbeat_age(&name));
+    Ok((StatusCode::CREATED, Json(doc)))
+}
+
+/// `POST /api/v1/workers/<name>/heartbeat`: the agent is alive. A worker that was
+/// declared down and beats again is ready again.
+pub async fn heartbeat(
+    State(app): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = name?;
+    let snapshot = app.cluster.snapshot();
+    let status = snapshot
+        .state
+        .workers
+        .get(&name)
+        .map(|w| w.status)
+        .ok_or_else(|| CommandError::WorkerNotFound(name.clone()))?;
+    app.cluster.record_heartbeat(&name);
+    let status = if status == WorkerStatus::Down {
+        let (worker, _) = app
+            .cluster
+            .mutate(|txn, now| {
+                let worker = commands::set_worker_status(txn, &name, WorkerStatus::Ready, now)?;
+                Ok::<_, CommandError>((worker, Follow::All))
+            })
+            .await?;
+        tracing::info!("worker {name} is back");
+        worker.status
+    } else {
+        status
+    };
+    Ok(Json(json!({"worker": name, "status": status.as_str(), "index": app.cluster.snapshot().index})))
+}
+
+/// `GET /api/v1/workers/<name>/tasks?index=N&wait=30s`: a blocking query, as Nomad's. It
+/// answers at once if the worker's tasks changed after `index` (or no index is given),
+/// otherwise when they change, or when `wait` runs out.
+pub async fn assigned_tasks(
+    State(app): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<AssignedTasks>, ApiError> {
+    let Path(name) = name?;
+    let params = Params::parse(query, &["index", "wait"])?;
+    let index = params.u64("index")?;
+    let wait = params
+        .duration("wait")?
+        .unwrap_or(Duration::from_secs(30))
+        .min(app.config.max_wait);
+    if !app.cluster.snapshot().state.workers.contains_key(&name) {
+        return Err(CommandError::WorkerNotFound(name).into());
+    }
+    if let Some(index) = index {
+        let mut watch = app.cluster.watch_worker(&name);
+        let current = app.cluster.snapshot().index;
+        // An index from the future (a manager that lost its state) answers at once.
+        if *watch.borrow_and_update() <= index && index <= current {
+            let changed = async {
+                while *watch.borrow_and_update() <= index {
+                    if watch.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = app.stop.cancelled() => {}
+            }
+        }
+    }
+    let snapshot = app.cluster.snapshot();
+    let tasks = snapshot
+        .state
+        .tasks_on_worker(&name)
+        .filter(|t| t.is_live())
+        .map(TaskDoc::new)
+        .collect();
+    Ok(Json(AssignedTasks {
+        index: snapshot.index,
+        tasks,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusReport {
+    tasks: Vec<TaskReport>,
+}
+
+/// `POST /api/v1/workers/<name>/status` with `{"tasks": [{"id", "state", ...}]}`: what the
+/// agent observes. Reports that cannot apply are returned under `ignored`.
+pub async fn report_status(
+    State(app): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    body: JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = name?;
+    let report: StatusReport = body.decode()?;
+    app.cluster.record_heartbeat(&name);
+    let (ignored, snapshot) = app
+        .cluster
+        .mutate(|txn, now| {
+            let (touched, ignored) = commands::report_tasks(txn, &name, report.tasks, now)?;
+            Ok::<_, CommandError>((ignored, Follow::Services(touched)))
+        })
+        .await?;
+    let ignored: Vec<Value> = ignored
+        .into_iter()
+        .map(|i| json!({"id": i.id, "why": i.why}))
+        .collect();
+    Ok(Json(json!({"index": snapshot.index, "ignored": ignored})))
+}

@@ -1,0 +1,103 @@
+//! The one shape every background loop has: run a step, sleep, repeat until stopped; on
+//! error, log and back off exponentially (bounded), then go on.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// What a step asks of its loop.
+pub enum LoopControl {
+    Continue,
+    Stop,
+}
+
+/// The longest a failing loop waits between tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Runs `step` every `period` until `stop` is cancelled or a step returns `Stop`. Returns
+/// when the loop has ended, so the caller can await it at shutdown.
+pub async fn run_loop<F, Fut>(name: &str, period: Duration, stop: CancellationToken, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<LoopControl, String>>,
+{
+    let mut failures: u32 = 0;
+    loop {
+        let wait = match step().await {
+            Ok(LoopControl::Continue) => {
+                if failures > 0 {
+                    tracing::info!("{name}: recovered after {failures} failed attempts");
+                }
+                failures = 0;
+                period
+            }
+            Ok(LoopControl::Stop) => break,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let backoff = backoff(period, failures);
+                tracing::warn!("{name}: {e}; retrying in {backoff:?}");
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    tracing::debug!("{name}: stopped");
+}
+
+/// `period × 2^(failures-1)`, capped at `MAX_BACKOFF`.
+pub fn backoff(period: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    period.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let p = Duration::from_secs(1);
+        assert_eq!(backoff(p, 1), Duration::from_secs(1));
+        assert_eq!(backoff(p, 2), Duration::from_secs(2));
+        assert_eq!(backoff(p, 4), Duration::from_secs(8));
+        assert_eq!(backoff(p, 100), MAX_BACKOFF);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_until_stopped_and_backs_off_on_errors() {
+        let stop = CancellationToken::new();
+        let calls = Arc::new(AtomicU32::new(0));
+        let counter = calls.clone();
+        let handle = tokio::spawn(run_loop("test", Duration::from_secs(1), stop.clone(), move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 3 {
+                    Err("boom".to_string())
+                } else {
+                    Ok(LoopControl::Continue)
+                }
+            }
+        }));
+        // Failures at t=0, 1, 3 (waits 1, 2, 4 s), success at t=7, then every second.
+        tokio::time::sleep(Duration::from_millis(6_500)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+        stop.cancel();
+        handle.await.expect("loop ends when stopped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_can_end_its_loop() {
+        let stop = CancellationToken::new();
+        run_loop("test", Duration::from_secs(1), stop, || async { Ok(LoopControl::Stop) }).await;
+    }
+}

@@ -1,0 +1,115 @@
+//! The manager: the cluster's single source of truth. It serves the REST API, keeps the
+//! desired and observed state in memory, writes every change through to the store before
+//! acknowledging it, and runs the orchestrator loop that keeps tasks matching services.
+
+pub mod api;
+pub mod background;
+pub mod cluster;
+mod orchestrator;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mycluster_core::Limits;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use api::ApiConfig;
+pub use cluster::Cluster;
+
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub name: String,
+    /// `embedded` or a store URL.
+    pub store: String,
+    pub limits: Limits,
+    pub api: ApiConfig,
+    /// How often the orchestrator reconciles everything.
+    pub reconcile_period: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] mycluster_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A manager that is listening: its address, and a handle to wait for its end.
+pub struct RunningManager {
+    pub addr: SocketAddr,
+    pub cluster: Arc<Cluster>,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), ManagerError>>,
+    orchestrator: tokio::task::JoinHandle<()>,
+}
+
+impl RunningManager {
+    /// Opens the store, loads the state, binds the listener and starts serving.
+    pub async fn start(config: ManagerConfig, stop: CancellationToken) -> Result<RunningManager, ManagerError> {
+        let store = mycluster_store::open(&config.store, &config.data_dir, &config.name).await?;
+        tracing::info!("store: {}", store.describe());
+        let cluster = Arc::new(Cluster::load(config.name.clone(), config.limits, store).await?);
+        let snapshot = cluster.snapshot();
+        tracing::info!(
+            "cluster {}: {} services, {} tasks, {} workers loaded (index {})",
+            config.name,
+            snapshot.state.services.len(),
+            snapshot.state.tasks.len(),
+            snapshot.state.workers.len(),
+            snapshot.index
+        );
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| ManagerError::Listen {
+                addr: config.listen.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(ManagerError::Serve)?;
+        let app = api::router(api::AppState {
+            cluster: cluster.clone(),
+            config: Arc::new(config.api.clone()),
+            stop: stop.clone(),
+        });
+        let server_stop = stop.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { server_stop.cancelled().await })
+                .await
+                .map_err(ManagerError::Serve)
+        });
+        let orchestrator = tokio::spawn(orchestrator::run(
+            cluster.clone(),
+            config.reconcile_period,
+            stop.clone(),
+        ));
+        Ok(RunningManager {
+            addr,
+            cluster,
+            stop,
+            server,
+            orchestrator,
+        })
+    }
+
+    /// Waits until the manager has stopped (its stop token was cancelled).
+    pub async fn wait(self) -> Result<(), ManagerError> {
+        let served = self
+            .server
+            .await
+            .unwrap_or_else(|e| Err(ManagerError::Serve(std::io::Error::other(e))));
+        self.stop.cancel();
+        let _ = self.orchestrator.await;
+        served
+    }
+}

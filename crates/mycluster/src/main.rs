@@ -1,0 +1,43 @@
+//! `mycluster`: every role of the cluster in one binary — the manager, and the command
+//! line client of its API.
+
+mod cli;
+mod manager;
+mod output;
+mod remote;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            cli::Command::Manager(args) => manager::run(args).await,
+            cli::Command::Service(command) => remote::service(&cli.global, command).await,
+            cli::Command::State => remote::state(&cli.global).await,
+            cli::Command::Stats => remote::stats(&cli.global).await,
+            cli::Command::Workers => remote::workers(&cli.global).await,
+            cli::Command::Tasks { service } => remote::tasks(&cli.global, service.as_deref()).await,
+        }
+    });
+    if let Err(e) = result {
+        fail(&e);
+    }
+}
+
+/// One line on stderr and a non-zero exit: what a script and a person both need.
+fn fail(error: &anyhow::Error) -> ! {
+    let causes: Vec<String> = error.chain().map(ToString::to_string).collect();
+    let mut line = causes[0].clone();
+    for cause in &causes[1..] {
+        if !line.contains(cause.as_str()) {
+            line = format!("{line}: {cause}");
+        }
+    }
+    eprintln!("error: {line}");
+    std::process::exit(1);
+}

@@ -1,0 +1,87 @@
+//! `mycluster manager`: runs the manager until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use mycluster_core::Limits;
+use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ManagerArgs;
+
+pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
+    init_logging();
+    if args.max_body_bytes == 0 {
+        anyhow::bail!("--max-body-bytes must be at least 1");
+    }
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| default_data_dir(&args.name));
+    let config = ManagerConfig {
+        listen: args.listen,
+        data_dir,
+        name: args.name,
+        store: args.store,
+        limits: Limits {
+            max_replicas: args.max_replicas,
+        },
+        api: ApiConfig {
+            max_body_bytes: args.max_body_bytes,
+            ..ApiConfig::default()
+        },
+        reconcile_period: Duration::from_secs(1),
+    };
+    let stop = CancellationToken::new();
+    let manager = RunningManager::start(config.clone(), stop.clone())
+        .await
+        .context("the manager could not start")?;
+    tracing::info!(
+        "MyCluster manager for cluster {} listening on http://{}",
+        config.name,
+        manager.addr
+    );
+    tokio::spawn(stop_on_signal(stop));
+    manager.wait().await?;
+    tracing::info!("manager stopped");
+    Ok(())
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+/// `$HOME/.local/share/mycluster/<name>`, or `/var/lib/mycluster/<name>` without a home.
+fn default_data_dir(name: &str) -> PathBuf {
+    let base = match (std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME")) {
+        (Some(xdg), _) if !xdg.is_empty() => PathBuf::from(xdg),
+        (_, Some(home)) if !home.is_empty() => PathBuf::from(home).join(".local/share"),
+        _ => PathBuf::from("/var/lib"),
+    };
+    base.join("mycluster").join(name)
+}
+
+/// Cancels `stop` at the first SIGINT (Ctrl-C) or SIGTERM.
+pub async fn stop_on_signal(stop: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
+        _ = terminate => tracing::info!("terminated, stopping"),
+    }
+    stop.cancel();
+}

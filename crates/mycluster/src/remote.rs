@@ -1,0 +1,222 @@
+//! The client subcommands: each calls the manager's API and prints the answer.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use mycluster_client::Client;
+use mycluster_core::docs::{ServiceDoc, StateDoc};
+
+use crate::cli::{Global, ServiceCommand};
+use crate::output::{json, table, unix_time};
+
+fn client(global: &Global) -> anyhow::Result<Client> {
+    Ok(Client::new(&global.manager, Duration::from_secs(30))?)
+}
+
+pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result<()> {
+    let client = client(global)?;
+    match command {
+        ServiceCommand::Create {
+            name,
+            image,
+            replicas,
+        } => {
+            let state = client.put_service(&name, &image, replicas).await?;
+            if global.json {
+                return json(&state);
+            }
+            println!("Service {name} deployed: {image} x {replicas}");
+            print_state(&state);
+        }
+        ServiceCommand::Ls => {
+            let services = client.services().await?;
+            if global.json {
+                return json(&services);
+            }
+            let state = client.state().await?;
+            let mut t = table(["SERVICE", "IMAGE", "RUNNING", "REPLICAS", "LAST UPDATED"]);
+            for s in &services {
+                t.add_row([
+                    s.service.clone(),
+                    s.image.clone(),
+                    running(&state, &s.service).to_string(),
+                    s.replicas.to_string(),
+                    unix_time(s.last_updated),
+                ]);
+            }
+            println!("{t}");
+        }
+        ServiceCommand::Get { name } => {
+            let service = client.service(&name).await?;
+            if global.json {
+                return json(&service);
+            }
+            print_service(&service);
+        }
+        ServiceCommand::Scale { name, replicas } => {
+            let service = client.patch_service(&name, None, Some(replicas)).await?;
+            if global.json {
+                return json(&service);
+            }
+            println!("Service {name} scaled to {replicas}");
+        }
+        ServiceCommand::Update { name, image } => {
+            let service = client.patch_service(&name, Some(&image), None).await?;
+            if global.json {
+                return json(&service);
+            }
+            println!("Service {name} updated to {image}");
+        }
+        ServiceCommand::Rm { name } => {
+            let service = client.delete_service(&name).await?;
+            if global.json {
+                return json(&service);
+            }
+            println!("Service {name} removed");
+        }
+    }
+    Ok(())
+}
+
+pub async fn state(global: &Global) -> anyhow::Result<()> {
+    let state = client(global)?.state().await?;
+    if global.json {
+        return json(&state);
+    }
+    print_state(&state);
+    Ok(())
+}
+
+pub async fn stats(global: &Global) -> anyhow::Result<()> {
+    let stats = client(global)?.stats().await?;
+    if global.json {
+        return json(&stats);
+    }
+    let mut t = table(["STAT", "VALUE"]);
+    t.add_row(["cluster.upTime".to_string(), stats.uptime]);
+    for (key, value) in [
+        ("services.totalOfRequests", stats.total_requests),
+        ("services.totalOfContainers", stats.total_containers),
+        ("workers.failures", stats.worker_failures),
+        ("containers.relocated", stats.containers_relocated),
+    ] {
+        t.add_row([key.to_string(), value.to_string()]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+pub async fn workers(global: &Global) -> anyhow::Result<()> {
+    let workers = client(global)?.workers().await?;
+    if global.json {
+        return json(&workers);
+    }
+    let mut t = table(["WORKER", "STATUS", "ADDRESS", "TASKS", "RUNNING", "LAST HEARTBEAT"]);
+    for w in &workers {
+        t.add_row([
+            w.worker.clone(),
+            w.status.clone(),
+            w.address.clone(),
+            w.tasks.to_string(),
+            w.running.to_string(),
+            w.last_heartbeat_age
+                .map_or("never".to_string(), |age| format!("{age:.1}s ago")),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+pub async fn tasks(global: &Global, service: Option<&str>) -> anyhow::Result<()> {
+    let client = client(global)?;
+    if let Some(service) = service {
+        // A typo should not look like a service with no tasks.
+        client
+            .service(service)
+            .await
+            .with_context(|| format!("cannot list the tasks of {service}"))?;
+    }
+    let tasks = client.tasks(service).await?;
+    if global.json {
+        return json(&tasks);
+    }
+    let mut t = table(["TASK", "SERVICE", "SLOT", "WORKER", "DESIRED", "STATE", "MESSAGE"]);
+    for task in &tasks {
+        t.add_row([
+            task.id.clone(),
+            task.service.clone(),
+            task.slot.to_string(),
+            task.worker.clone().unwrap_or_else(|| "-".into()),
+            task.desired_state.clone(),
+            task.state.clone(),
+            task.message.clone(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+fn running(state: &StateDoc, service: &str) -> usize {
+    state
+        .workers
+        .iter()
+        .flat_map(|w| &w.instances)
+        .filter(|i| i.service == service)
+        .map(|i| i.running)
+        .sum()
+}
+
+fn print_service(service: &ServiceDoc) {
+    let mut t = table(["FIELD", "VALUE"]);
+    t.add_row(["service".to_string(), service.service.clone()]);
+    t.add_row(["image".to_string(), service.image.clone()]);
+    t.add_row(["replicas".to_string(), service.replicas.to_string()]);
+    t.add_row(["last_updated".to_string(), unix_time(service.last_updated)]);
+    println!("{t}");
+}
+
+fn print_state(state: &StateDoc) {
+    println!(
+        "Cluster {}: {} workers, {} services",
+        state.name,
+        state.num_workers,
+        state.services.len()
+    );
+    let mut t = table(["WORKER", "STATUS", "SERVICE", "IMAGE", "RUNNING"]);
+    for worker in &state.workers {
+        if worker.instances.is_empty() {
+            t.add_row([
+                worker.worker.clone(),
+                worker.status.clone(),
+                "-".into(),
+                "-".into(),
+                "0".into(),
+            ]);
+        }
+        for instance in &worker.instances {
+            t.add_row([
+                worker.worker.clone(),
+                worker.status.clone(),
+                instance.service.clone(),
+                instance.image.clone(),
+                instance.running.to_string(),
+            ]);
+        }
+    }
+    if !state.workers.is_empty() {
+        println!("{t}");
+    }
+    let mut s = table(["SERVICE", "IMAGE", "REPLICAS", "RUNNING", "LAST UPDATED"]);
+    for service in &state.services {
+        s.add_row([
+            service.service.clone(),
+            service.image.clone(),
+            service.replicas.to_string(),
+            running(state, &service.service).to_string(),
+            unix_time(service.last_updated),
+        ]);
+    }
+    if !state.services.is_empty() {
+        println!("{s}");
+    }
+}
