@@ -76,10 +76,13 @@ impl Client {
             reason: describe(&e),
         })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: describe(&e),
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: describe(&e),
+            })?;
         if !status.is_success() {
             return Err(api_error(status, &bytes));
         }
@@ -98,14 +101,24 @@ impl Client {
     }
 
     /// Creates the service, or updates it if it exists.
-    pub async fn put_service(&self, name: &str, image: &str, replicas: u32) -> Result<StateDoc, ClientError> {
+    pub async fn put_service(
+        &self,
+        name: &str,
+        image: &str,
+        replicas: u32,
+    ) -> Result<StateDoc, ClientError> {
         let body = json!({"service": name, "image": image, "replicas": replicas});
-        self.request(Method::POST, "/api/v1/service", Some(&body)).await
+        self.request(Method::POST, "/api/v1/service", Some(&body))
+            .await
     }
 
     pub async fn service(&self, name: &str) -> Result<ServiceDoc, ClientError> {
-        self.request(Method::GET, &format!("/api/v1/service/{}", segment(name)), None)
-            .await
+        self.request(
+            Method::GET,
+            &format!("/api/v1/service/{}", segment(name)),
+            None,
+        )
+        .await
     }
 
     pub async fn services(&self) -> Result<Vec<ServiceDoc>, ClientError> {
@@ -127,12 +140,17 @@ impl Client {
             body.insert("replicas".into(), json!(replicas));
         }
         let path = format!("/api/v1/service/{}", segment(name));
-        self.request(Method::PATCH, &path, Some(&Value::Object(body))).await
+        self.request(Method::PATCH, &path, Some(&Value::Object(body)))
+            .await
     }
 
     pub async fn delete_service(&self, name: &str) -> Result<ServiceDoc, ClientError> {
-        self.request(Method::DELETE, &format!("/api/v1/service/{}", segment(name)), None)
-            .await
+        self.request(
+            Method::DELETE,
+            &format!("/api/v1/service/{}", segment(name)),
+            None,
+        )
+        .await
     }
 
     pub async fn workers(&self) -> Result<Vec<WorkerDoc>, ClientError> {

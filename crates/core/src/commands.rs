@@ -38,12 +38,7 @@ pub fn patch_service(
     patch: &ServicePatch,
     now: Millis,
 ) -> Result<Service, CommandError> {
-    let old = txn
-        .state
-        .services
-        .get(name)
-        .cloned()
-        .ok_or_else(|| CommandError::ServiceNotFound(name.to_string()))?;
+    let old = existing_service(txn, name)?;
     let service = Service::updated(Some(&old), patch.apply(&old.spec), now);
     txn.push(Change::PutService(service.clone()));
     count_request(txn);
@@ -52,14 +47,25 @@ pub fn patch_service(
 
 /// Removes a service; reconcile then stops its tasks.
 pub fn delete_service(txn: &mut Txn, name: &str) -> Result<Service, CommandError> {
-    let old = txn
-        .state
+    let old = existing_service(txn, name)?;
+    txn.push(Change::DeleteService(name.to_string()));
+    Ok(old)
+}
+
+fn existing_service(txn: &Txn, name: &str) -> Result<Service, CommandError> {
+    txn.state
         .services
         .get(name)
         .cloned()
-        .ok_or_else(|| CommandError::ServiceNotFound(name.to_string()))?;
-    txn.push(Change::DeleteService(name.to_string()));
-    Ok(old)
+        .ok_or_else(|| CommandError::ServiceNotFound(name.to_string()))
+}
+
+fn existing_worker(txn: &Txn, name: &str) -> Result<Worker, CommandError> {
+    txn.state
+        .workers
+        .get(name)
+        .cloned()
+        .ok_or_else(|| CommandError::WorkerNotFound(name.to_string()))
 }
 
 fn count_request(txn: &mut Txn) {
@@ -160,12 +166,7 @@ pub fn set_worker_status(
     status: WorkerStatus,
     now: Millis,
 ) -> Result<Worker, CommandError> {
-    let mut worker = txn
-        .state
-        .workers
-        .get(name)
-        .cloned()
-        .ok_or_else(|| CommandError::WorkerNotFound(name.to_string()))?;
+    let mut worker = existing_worker(txn, name)?;
     if worker.status == status {
         return Ok(worker);
     }

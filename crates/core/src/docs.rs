@@ -198,7 +198,11 @@ pub struct WorkerDoc {
 }
 
 impl WorkerDoc {
-    pub fn new(worker: &Worker, state: &ClusterState, heartbeat_age: Option<Duration>) -> WorkerDoc {
+    pub fn new(
+        worker: &Worker,
+        state: &ClusterState,
+        heartbeat_age: Option<Duration>,
+    ) -> WorkerDoc {
         let tasks = state.tasks_on_worker(&worker.name);
         let (mut active, mut running) = (0, 0);
         for task in tasks {
@@ -213,7 +217,8 @@ impl WorkerDoc {
             capacity: worker.capacity,
             tasks: active,
             running,
-            last_heartbeat_age: heartbeat_age.map(|age| (age.as_secs_f64() * 1000.0).round() / 1000.0),
+            last_heartbeat_age: heartbeat_age
+                .map(|age| (age.as_secs_f64() * 1000.0).round() / 1000.0),
             registered_at: seconds(worker.registered_at),
         }
     }
@@ -239,8 +244,14 @@ mod tests {
 
     #[test]
     fn uptime_reads_like_pythons_timedelta() {
-        assert_eq!(format_uptime(Duration::from_micros(225_060_206)), "0:03:45.060206");
+        assert_eq!(
+            format_uptime(Duration::from_micros(225_060_206)),
+            "0:03:45.060206"
+        );
         assert_eq!(format_uptime(Duration::ZERO), "0:00:00.000000");
-        assert_eq!(format_uptime(Duration::from_secs(27 * 3600 + 1)), "27:00:01.000000");
+        assert_eq!(
+            format_uptime(Duration::from_secs(27 * 3600 + 1)),
+            "27:00:01.000000"
+        );
     }
 }

@@ -74,12 +74,11 @@ fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Docker's rule for telling a registry host from the first path component.
+/// Docker's rule for telling a registry host from the first path component. (Newer
+/// clients also take an uppercase first component for a host; the 20.10 engine refuses
+/// it as "must be lowercase", and so do we: the stricter reading fails early.)
 fn is_domain_like(first: &str) -> bool {
-    first.contains('.')
-        || first.contains(':')
-        || first == "localhost"
-        || first.chars().any(|c| c.is_ascii_uppercase())
+    first.contains('.') || first.contains(':') || first == "localhost"
 }
 
 fn validate_domain(domain: &str) -> Result<(), String> {
@@ -156,7 +155,9 @@ fn validate_tag(tag: &str) -> Result<(), String> {
     let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut chars = tag.chars();
     let ok = match chars.next() {
-        Some(first) => word(first) && tag.len() <= 128 && chars.all(|c| word(c) || c == '.' || c == '-'),
+        Some(first) => {
+            word(first) && tag.len() <= 128 && chars.all(|c| word(c) || c == '.' || c == '-')
+        }
         None => false,
     };
     if ok {
@@ -213,6 +214,7 @@ mod tests {
         for image in [
             "",
             "Ubuntu",
+            "UPPER/case",
             "hello world",
             "hello/",
             "/hello",
@@ -230,7 +232,10 @@ mod tests {
             "a\nb",
             "x:y:z",
         ] {
-            assert!(validate_image(image).is_err(), "{image:?} should be refused");
+            assert!(
+                validate_image(image).is_err(),
+                "{image:?} should be refused"
+            );
         }
         let long_tag = format!("app:{}", "a".repeat(129));
         assert!(validate_image(&long_tag).is_err());

@@ -143,7 +143,11 @@ fn lost_because(state: &ClusterState, task: &Task) -> Option<String> {
     }
 }
 
-fn unwanted_because(state: &ClusterState, service: Option<&Service>, task: &Task) -> Option<String> {
+fn unwanted_because(
+    state: &ClusterState,
+    service: Option<&Service>,
+    task: &Task,
+) -> Option<String> {
     let Some(service) = service else {
         return Some("service removed".into());
     };

@@ -17,7 +17,11 @@ pub fn schedule(state: &ClusterState, now: Millis) -> Vec<Change> {
     // Load of every worker that may take work: active tasks (the spread) and live ones,
     // which still hold resources while they stop (the capacity).
     let mut loads: BTreeMap<&str, Load> = BTreeMap::new();
-    for worker in state.workers.values().filter(|w| w.status == WorkerStatus::Ready) {
+    for worker in state
+        .workers
+        .values()
+        .filter(|w| w.status == WorkerStatus::Ready)
+    {
         let mut load = Load {
             worker,
             active: 0,
@@ -62,7 +66,10 @@ fn place_service<'a>(
     changes: &mut Vec<Change>,
 ) {
     let mut same_service: HashMap<&str, u32> = HashMap::new();
-    for task in state.tasks_of_service(&tasks[0].service).filter(|t| t.is_active()) {
+    for task in state
+        .tasks_of_service(&tasks[0].service)
+        .filter(|t| t.is_active())
+    {
         if let Some(worker) = &task.worker {
             *same_service.entry(worker.as_str()).or_default() += 1;
         }
@@ -72,7 +79,11 @@ fn place_service<'a>(
         .iter()
         .filter(|(_, load)| load.has_room())
         .map(|(name, load)| {
-            (same_service.get(name).copied().unwrap_or(0), load.active, *name)
+            (
+                same_service.get(name).copied().unwrap_or(0),
+                load.active,
+                *name,
+            )
         })
         .collect();
 
@@ -85,7 +96,9 @@ fn place_service<'a>(
                 placed.message = String::new();
                 placed.updated_at = now;
                 changes.push(Change::PutTask(placed));
-                let Some(load) = loads.get_mut(name) else { continue };
+                let Some(load) = loads.get_mut(name) else {
+                    continue;
+                };
                 load.active += 1;
                 load.live += 1;
                 if load.has_room() {
@@ -110,7 +123,13 @@ fn unplaceable_reason(state: &ClusterState, loads: &BTreeMap<&str, Load>) -> Str
     if state.workers.is_empty() {
         return "no worker can take it: no workers registered".into();
     }
-    let count = |status| state.workers.values().filter(|w| w.status == status).count();
+    let count = |status| {
+        state
+            .workers
+            .values()
+            .filter(|w| w.status == status)
+            .count()
+    };
     let full = loads.values().filter(|l| !l.has_room()).count();
     let mut parts = Vec::new();
     for (n, what) in [

@@ -282,7 +282,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
             diagonal = above;
         }
     }
@@ -300,7 +302,9 @@ mod tests {
 
     #[test]
     fn parses_the_originals_request() {
-        let spec = parse(json!({"service": "hello-world", "image": "crccheck/hello-world", "replicas": 3}));
+        let spec = parse(
+            json!({"service": "hello-world", "image": "crccheck/hello-world", "replicas": 3}),
+        );
         assert_eq!(
             spec,
             Ok(ServiceSpec {
@@ -316,21 +320,59 @@ mod tests {
         let cases = [
             (json!([1, 2]), "JSON object"),
             (json!("x"), "JSON object"),
-            (json!({"service": "a", "image": "b", "replicas": "3"}), "'replicas' must be an integer"),
-            (json!({"service": "a", "image": "b", "replicas": 3.5}), "'replicas' must be an integer"),
-            (json!({"service": "a", "image": "b", "replicas": -1}), "between 0 and 1000"),
-            (json!({"service": "a", "image": "b", "replicas": 1001}), "between 0 and 1000"),
-            (json!({"service": "a", "image": "b", "replica": 3}), "did you mean 'replicas'"),
-            (json!({"service": "a", "image": "b"}), "missing required field 'replicas'"),
-            (json!({"image": "b", "replicas": 1}), "missing required field 'service'"),
-            (json!({"service": 5, "image": "b", "replicas": 1}), "'service' must be a string"),
-            (json!({"service": "Hello", "image": "b", "replicas": 1}), "invalid service name"),
-            (json!({"service": "-a", "image": "b", "replicas": 1}), "start or end"),
-            (json!({"service": "a".repeat(64), "image": "b", "replicas": 1}), "63"),
-            (json!({"service": "a", "image": "Bad Image", "replicas": 1}), "invalid image"),
+            (
+                json!({"service": "a", "image": "b", "replicas": "3"}),
+                "'replicas' must be an integer",
+            ),
+            (
+                json!({"service": "a", "image": "b", "replicas": 3.5}),
+                "'replicas' must be an integer",
+            ),
+            (
+                json!({"service": "a", "image": "b", "replicas": -1}),
+                "between 0 and 1000",
+            ),
+            (
+                json!({"service": "a", "image": "b", "replicas": 1001}),
+                "between 0 and 1000",
+            ),
+            (
+                json!({"service": "a", "image": "b", "replica": 3}),
+                "did you mean 'replicas'",
+            ),
+            (
+                json!({"service": "a", "image": "b"}),
+                "missing required field 'replicas'",
+            ),
+            (
+                json!({"image": "b", "replicas": 1}),
+                "missing required field 'service'",
+            ),
+            (
+                json!({"service": 5, "image": "b", "replicas": 1}),
+                "'service' must be a string",
+            ),
+            (
+                json!({"service": "Hello", "image": "b", "replicas": 1}),
+                "invalid service name",
+            ),
+            (
+                json!({"service": "-a", "image": "b", "replicas": 1}),
+                "start or end",
+            ),
+            (
+                json!({"service": "a".repeat(64), "image": "b", "replicas": 1}),
+                "63",
+            ),
+            (
+                json!({"service": "a", "image": "Bad Image", "replicas": 1}),
+                "invalid image",
+            ),
         ];
         for (body, expected) in cases {
-            let err = parse(body.clone()).expect_err(&body.to_string()).to_string();
+            let err = parse(body.clone())
+                .expect_err(&body.to_string())
+                .to_string();
             assert!(err.contains(expected), "{body}: {err}");
         }
     }
@@ -340,7 +382,10 @@ mod tests {
         assert!(parse(json!({"service": "a", "image": "b", "replicas": 0})).is_ok());
         assert!(parse(json!({"service": "a", "image": "b", "replicas": 1000})).is_ok());
         let tight = Limits { max_replicas: 5 };
-        let err = ServiceSpec::from_json(&json!({"service": "a", "image": "b", "replicas": 6}), &tight);
+        let err = ServiceSpec::from_json(
+            &json!({"service": "a", "image": "b", "replicas": 6}),
+            &tight,
+        );
         assert!(err.is_err());
     }
 
@@ -353,7 +398,10 @@ mod tests {
         };
         let v1 = Service::updated(None, spec("x", 1), 10);
         let scaled = Service::updated(Some(&v1), spec("x", 5), 20);
-        assert_eq!((scaled.version, scaled.created_at, scaled.updated_at), (1, 10, 20));
+        assert_eq!(
+            (scaled.version, scaled.created_at, scaled.updated_at),
+            (1, 10, 20)
+        );
         let new_image = Service::updated(Some(&scaled), spec("y", 5), 30);
         assert_eq!(new_image.version, 2);
     }

@@ -75,7 +75,8 @@ impl ClusterState {
     pub fn apply(&mut self, change: &Change) {
         match change {
             Change::PutService(service) => {
-                self.services.insert(service.spec.name.clone(), service.clone());
+                self.services
+                    .insert(service.spec.name.clone(), service.clone());
             }
             Change::DeleteService(name) => {
                 self.services.remove(name);
@@ -148,7 +149,9 @@ impl ClusterState {
 }
 
 fn index(by: &mut OrdMap<String, OrdSet<String>>, key: &str, id: &str) {
-    by.entry(key.to_string()).or_default().insert(id.to_string());
+    by.entry(key.to_string())
+        .or_default()
+        .insert(id.to_string());
 }
 
 fn unindex(by: &mut OrdMap<String, OrdSet<String>>, key: &str, id: &str) {

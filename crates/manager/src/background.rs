@@ -74,16 +74,21 @@ mod tests {
         let stop = CancellationToken::new();
         let calls = Arc::new(AtomicU32::new(0));
         let counter = calls.clone();
-        let handle = tokio::spawn(run_loop("test", Duration::from_secs(1), stop.clone(), move || {
-            let n = counter.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if n < 3 {
-                    Err("boom".to_string())
-                } else {
-                    Ok(LoopControl::Continue)
+        let handle = tokio::spawn(run_loop(
+            "test",
+            Duration::from_secs(1),
+            stop.clone(),
+            move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 3 {
+                        Err("boom".to_string())
+                    } else {
+                        Ok(LoopControl::Continue)
+                    }
                 }
-            }
-        }));
+            },
+        ));
         // Failures at t=0, 1, 3 (waits 1, 2, 4 s), success at t=7, then every second.
         tokio::time::sleep(Duration::from_millis(6_500)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -98,6 +103,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_step_can_end_its_loop() {
         let stop = CancellationToken::new();
-        run_loop("test", Duration::from_secs(1), stop, || async { Ok(LoopControl::Stop) }).await;
+        run_loop("test", Duration::from_secs(1), stop, || async {
+            Ok(LoopControl::Stop)
+        })
+        .await;
     }
 }

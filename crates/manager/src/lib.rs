@@ -56,7 +56,10 @@ pub struct RunningManager {
 
 impl RunningManager {
     /// Opens the store, loads the state, binds the listener and starts serving.
-    pub async fn start(config: ManagerConfig, stop: CancellationToken) -> Result<RunningManager, ManagerError> {
+    pub async fn start(
+        config: ManagerConfig,
+        stop: CancellationToken,
+    ) -> Result<RunningManager, ManagerError> {
         let store = mycluster_store::open(&config.store, &config.data_dir, &config.name).await?;
         tracing::info!("store: {}", store.describe());
         let cluster = Arc::new(Cluster::load(config.name.clone(), config.limits, store).await?);
@@ -69,12 +72,13 @@ impl RunningManager {
             snapshot.state.workers.len(),
             snapshot.index
         );
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| ManagerError::Listen {
-                addr: config.listen.clone(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| ManagerError::Listen {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(ManagerError::Serve)?;
         let app = api::router(api::AppState {
             cluster: cluster.clone(),

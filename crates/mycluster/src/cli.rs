@@ -22,7 +22,12 @@ pub struct Cli {
 #[derive(Args, Clone)]
 pub struct Global {
     /// The manager's API address.
-    #[arg(long, global = true, env = "MYCLUSTER_MANAGER", default_value = "http://localhost:5000")]
+    #[arg(
+        long,
+        global = true,
+        env = "MYCLUSTER_MANAGER",
+        default_value = "http://localhost:5000"
+    )]
     pub manager: String,
     /// Print the raw JSON document instead of a table.
     #[arg(long, global = true)]

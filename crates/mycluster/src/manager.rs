@@ -15,7 +15,10 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     if args.max_body_bytes == 0 {
         anyhow::bail!("--max-body-bytes must be at least 1");
     }
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| default_data_dir(&args.name));
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| default_data_dir(&args.name));
     let config = ManagerConfig {
         listen: args.listen,
         data_dir,

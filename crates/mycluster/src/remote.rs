@@ -111,7 +111,14 @@ pub async fn workers(global: &Global) -> anyhow::Result<()> {
     if global.json {
         return json(&workers);
     }
-    let mut t = table(["WORKER", "STATUS", "ADDRESS", "TASKS", "RUNNING", "LAST HEARTBEAT"]);
+    let mut t = table([
+        "WORKER",
+        "STATUS",
+        "ADDRESS",
+        "TASKS",
+        "RUNNING",
+        "LAST HEARTBEAT",
+    ]);
     for w in &workers {
         t.add_row([
             w.worker.clone(),
@@ -140,7 +147,9 @@ pub async fn tasks(global: &Global, service: Option<&str>) -> anyhow::Result<()>
     if global.json {
         return json(&tasks);
     }
-    let mut t = table(["TASK", "SERVICE", "SLOT", "WORKER", "DESIRED", "STATE", "MESSAGE"]);
+    let mut t = table([
+        "TASK", "SERVICE", "SLOT", "WORKER", "DESIRED", "STATE", "MESSAGE",
+    ]);
     for task in &tasks {
         t.add_row([
             task.id.clone(),

@@ -37,7 +37,10 @@ impl EmbeddedStore {
 
     fn open_blocking(data_dir: &Path, cluster: &str) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Config(format!("cannot create data dir {}: {e}", data_dir.display()))
+            StoreError::Config(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
         })?;
         let path = data_dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| match e {
@@ -66,8 +69,10 @@ impl EmbeddedStore {
                 }
                 Some(_) => {}
                 None => {
-                    meta.insert("cluster", cluster.as_bytes()).map_err(unavailable)?;
-                    meta.insert("schema", SCHEMA.as_bytes()).map_err(unavailable)?;
+                    meta.insert("cluster", cluster.as_bytes())
+                        .map_err(unavailable)?;
+                    meta.insert("schema", SCHEMA.as_bytes())
+                        .map_err(unavailable)?;
                 }
             }
             let schema = meta
@@ -136,7 +141,9 @@ impl Store for EmbeddedStore {
                         Change::DeleteService(name) => services.remove(name.as_str()),
                         Change::PutTask(t) => tasks.insert(t.id.as_str(), encode(t)?.as_slice()),
                         Change::DeleteTask(id) => tasks.remove(id.as_str()),
-                        Change::PutWorker(w) => workers.insert(w.name.as_str(), encode(w)?.as_slice()),
+                        Change::PutWorker(w) => {
+                            workers.insert(w.name.as_str(), encode(w)?.as_slice())
+                        }
                         Change::DeleteWorker(name) => workers.remove(name.as_str()),
                         Change::PutCounters(c) => meta.insert("counters", encode(c)?.as_slice()),
                     }
@@ -166,7 +173,10 @@ fn read_all<T: DeserializeOwned>(
     let mut out = Vec::new();
     for entry in table.iter().map_err(unavailable)? {
         let (key, value) = entry.map_err(unavailable)?;
-        out.push(decode(&format!("{table_name}/{}", key.value()), value.value())?);
+        out.push(decode(
+            &format!("{table_name}/{}", key.value()),
+            value.value(),
+        )?);
     }
     Ok(out)
 }

@@ -31,7 +31,7 @@ pub enum StoreError {
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
     /// The store belongs to another cluster: opening it would mix two clusters' state.
-    #[error("the store belongs to cluster '{found}', not '{expected}'")]
+    #[error("the store belongs to cluster '{found}', not '{expected}' (use --name {found}, or another data dir)")]
     WrongCluster { found: String, expected: String },
     /// The store URL or path is not usable.
     #[error("{0}")]

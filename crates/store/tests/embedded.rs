@@ -15,7 +15,11 @@ impl Backend for Embedded {
         tempfile::tempdir().expect("tempdir")
     }
 
-    async fn open(&self, place: &tempfile::TempDir, cluster: &str) -> Result<Box<dyn Store>, StoreError> {
+    async fn open(
+        &self,
+        place: &tempfile::TempDir,
+        cluster: &str,
+    ) -> Result<Box<dyn Store>, StoreError> {
         Ok(Box::new(EmbeddedStore::open(place.path(), cluster).await?))
     }
 }

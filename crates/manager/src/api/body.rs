@@ -46,7 +46,9 @@ impl FromRequest<AppState> for JsonBody {
                 }
             })?;
         if bytes.is_empty() {
-            return Err(ApiError::bad_request("request body is empty: a JSON object is required"));
+            return Err(ApiError::bad_request(
+                "request body is empty: a JSON object is required",
+            ));
         }
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
@@ -60,7 +62,8 @@ impl JsonBody {
         if !self.0.is_object() {
             return Err(ApiError::bad_request("request body must be a JSON object"));
         }
-        serde_json::from_value(self.0).map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))
+        serde_json::from_value(self.0)
+            .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))
     }
 }
 
@@ -74,8 +77,15 @@ fn check_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Err(unsupported("none"));
     };
-    let text = value.to_str().map_err(|_| unsupported("an unreadable value"))?;
-    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let text = value
+        .to_str()
+        .map_err(|_| unsupported("an unreadable value"))?;
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let json = essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"));
     if json {

@@ -50,15 +50,23 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/service", post(services::create))
         .route(
             "/api/v1/service/{name}",
-            get(services::get).patch(services::patch).delete(services::delete),
+            get(services::get)
+                .patch(services::patch)
+                .delete(services::delete),
         )
         .route("/api/v1/services", get(services::list))
         .route("/api/v1/tasks", get(status::tasks))
-        .route("/api/v1/workers", get(workers::list).post(workers::register))
+        .route(
+            "/api/v1/workers",
+            get(workers::list).post(workers::register),
+        )
         .route("/api/v1/workers/{name}", get(workers::get_one))
         .route("/api/v1/workers/{name}/heartbeat", post(workers::heartbeat))
         .route("/api/v1/workers/{name}/tasks", get(workers::assigned_tasks))
-        .route("/api/v1/workers/{name}/status", post(workers::report_status))
+        .route(
+            "/api/v1/workers/{name}/status",
+            post(workers::report_status),
+        )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)

@@ -43,16 +43,22 @@ impl Params {
 
     /// A duration like `30s`, `500ms`, `2m`, or a number of seconds.
     pub fn duration(&self, key: &str) -> Result<Option<Duration>, ApiError> {
-        self.get(key).map(|v| parse_duration(v).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "query parameter '{key}' must be a duration like 30s, 500ms or 2m"
-            ))
-        })).transpose()
+        self.get(key)
+            .map(|v| {
+                parse_duration(v).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "query parameter '{key}' must be a duration like 30s, 500ms or 2m"
+                    ))
+                })
+            })
+            .transpose()
     }
 }
 
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().ok()?;
     match unit {

@@ -10,9 +10,9 @@ use mycluster_core::service::ServicePatch;
 use mycluster_core::ServiceSpec;
 
 use super::body::JsonBody;
-use mycluster_core::docs::{ServiceDoc, StateDoc};
 use super::{ApiError, AppState};
 use crate::cluster::Follow;
+use mycluster_core::docs::{ServiceDoc, StateDoc};
 
 /// `POST /api/v1/service`: create, or update in place when the name exists. Answers 201
 /// with the state document, as the original did, once the change is durable.
@@ -57,7 +57,14 @@ pub async fn get(
 /// `GET /api/v1/services`: every service, by name.
 pub async fn list(State(app): State<AppState>) -> Json<Vec<ServiceDoc>> {
     let snapshot = app.cluster.snapshot();
-    Json(snapshot.state.services.values().map(ServiceDoc::new).collect())
+    Json(
+        snapshot
+            .state
+            .services
+            .values()
+            .map(ServiceDoc::new)
+            .collect(),
+    )
 }
 
 /// `PATCH /api/v1/service/<name>` with `{"replicas": N}` and/or `{"image": I}`: changes

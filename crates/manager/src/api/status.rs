@@ -9,14 +9,17 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use mycluster_core::docs::{StateDoc, StatsDoc, TaskDoc};
 use super::query::Params;
 use super::{ApiError, AppState};
+use mycluster_core::docs::{StateDoc, StatsDoc, TaskDoc};
 
 /// `GET /api/v1/stats`.
 pub async fn stats(State(app): State<AppState>) -> Json<StatsDoc> {
     let snapshot = app.cluster.snapshot();
-    Json(StatsDoc::new(app.cluster.uptime(), &snapshot.state.counters))
+    Json(StatsDoc::new(
+        app.cluster.uptime(),
+        &snapshot.state.counters,
+    ))
 }
 
 /// `GET /api/v1/state`.

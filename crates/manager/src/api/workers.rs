@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::body::JsonBody;
-use mycluster_core::docs::{AssignedTasks, TaskDoc, WorkerDoc};
 use super::query::Params;
 use super::{ApiError, AppState};
 use crate::cluster::Follow;
+use mycluster_core::docs::{AssignedTasks, TaskDoc, WorkerDoc};
 
 /// `GET /api/v1/workers`.
 pub async fn list(State(app): State<AppState>) -> Json<Vec<WorkerDoc>> {
@@ -44,7 +44,11 @@ pub async fn get_one(
         .workers
         .get(&name)
         .ok_or_else(|| CommandError::WorkerNotFound(name.clone()))?;
-    Ok(Json(WorkerDoc::new(worker, state, app.cluster.heartbeat_age(&name))))
+    Ok(Json(WorkerDoc::new(
+        worker,
+        state,
+        app.cluster.heartbeat_age(&name),
+    )))
 }
 
 /// `POST /api/v1/workers` with `{"name", "address", "labels"?, "capacity"?}`: an agent
@@ -64,7 +68,14 @@ pub async fn register(
                 .get(&registration.name)
                 .is_some_and(|w| w.status == WorkerStatus::Down);
             let worker = commands::register_worker(txn, registration, now)?;
-            Ok::<_, CommandError>((worker, if was_down { Follow::All } else { Follow::Schedule }))
+            Ok::<_, CommandError>((
+                worker,
+                if was_down {
+                    Follow::All
+                } else {
+                    Follow::Schedule
+                },
+            ))
         })
         .await?;
     app.cluster.record_heartbeat(&name);
@@ -101,7 +112,9 @@ pub async fn heartbeat(
     } else {
         status
     };
-    Ok(Json(json!({"worker": name, "status": status.as_str(), "index": app.cluster.snapshot().index})))
+    Ok(Json(
+        json!({"worker": name, "status": status.as_str(), "index": app.cluster.snapshot().index}),
+    ))
 }
 
 /// `GET /api/v1/workers/<name>/tasks?index=N&wait=30s`: a blocking query, as Nomad's. It

@@ -94,7 +94,9 @@ pub fn worker(name: &str) -> Worker {
 
 /// Sorted, so backends may return records in any order.
 fn sorted(mut snapshot: Snapshot) -> Snapshot {
-    snapshot.services.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    snapshot
+        .services
+        .sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     snapshot.tasks.sort_by(|a, b| a.id.cmp(&b.id));
     snapshot.workers.sort_by(|a, b| a.name.cmp(&b.name));
     snapshot
@@ -140,8 +142,14 @@ pub async fn commit_then_load_round_trips<B: Backend>(backend: &B) {
 pub async fn later_puts_overwrite<B: Backend>(backend: &B) {
     let place = backend.place().await;
     let store = backend.open(&place, "test").await.expect("open");
-    store.commit(1, vec![Change::PutService(service("web", 2))]).await.expect("commit");
-    store.commit(2, vec![Change::PutService(service("web", 7))]).await.expect("commit");
+    store
+        .commit(1, vec![Change::PutService(service("web", 2))])
+        .await
+        .expect("commit");
+    store
+        .commit(2, vec![Change::PutService(service("web", 7))])
+        .await
+        .expect("commit");
     let snapshot = load(&*store).await;
     assert_eq!(snapshot.services, vec![service("web", 7)]);
 }
@@ -236,7 +244,10 @@ pub async fn index_is_the_last_committed<B: Backend>(backend: &B) {
     let store = backend.open(&place, "test").await.expect("open");
     for index in 1..=20 {
         store
-            .commit(index, vec![Change::PutTask(task(&format!("t{index}"), "web", 0))])
+            .commit(
+                index,
+                vec![Change::PutTask(task(&format!("t{index}"), "web", 0))],
+            )
             .await
             .expect("commit");
     }
@@ -262,7 +273,10 @@ pub async fn another_cluster_is_refused<B: Backend>(backend: &B) {
     let place = backend.place().await;
     {
         let store = backend.open(&place, "alpha").await.expect("open");
-        store.commit(1, vec![Change::PutService(service("web", 1))]).await.expect("commit");
+        store
+            .commit(1, vec![Change::PutService(service("web", 1))])
+            .await
+            .expect("commit");
     }
     match backend.open(&place, "beta").await {
         Err(StoreError::WrongCluster { found, expected }) => {
@@ -286,7 +300,10 @@ pub async fn concurrent_commits_all_land<B: Backend>(backend: &B) {
         let store = store.clone();
         handles.push(tokio::spawn(async move {
             store
-                .commit(i + 1, vec![Change::PutService(service(&format!("s{i:02}"), 1))])
+                .commit(
+                    i + 1,
+                    vec![Change::PutService(service(&format!("s{i:02}"), 1))],
+                )
                 .await
         }));
     }
@@ -304,7 +321,10 @@ pub async fn odd_strings_round_trip<B: Backend>(backend: &B) {
         error: Some("ünïcödé".into()),
         ..task("t:with/odd.chars", "web", 0)
     };
-    store.commit(1, vec![Change::PutTask(odd.clone())]).await.expect("commit");
+    store
+        .commit(1, vec![Change::PutTask(odd.clone())])
+        .await
+        .expect("commit");
     assert_eq!(load(&*store).await.tasks, vec![odd]);
 }
 

@@ -1,0 +1,277 @@
+//! Example tests for the control loop: small, named situations (placement ties, a worker
+//! dying, a worker draining, nowhere to run) with the exact outcome spelled out, to read
+//! alongside the property tests in `properties.rs`.
+
+use std::collections::BTreeMap;
+
+use mycluster_core::{
+    reconcile, schedule, Change, ClusterState, DesiredState, Millis, SequentialIds, Service,
+    ServiceSpec, Task, TaskState, Txn, Worker, WorkerStatus,
+};
+
+/// A cluster driven the way the manager drives it: apply a change, then run reconcile and
+/// schedule until neither has anything to do.
+struct Cluster {
+    state: ClusterState,
+    ids: SequentialIds,
+    now: Millis,
+}
+
+impl Cluster {
+    fn with_workers(n: usize) -> Cluster {
+        let workers = (1..=n).map(|i| Worker {
+            name: format!("w{i}"),
+            address: format!("w{i}:7001"),
+            labels: BTreeMap::new(),
+            capacity: None,
+            status: WorkerStatus::Ready,
+            registered_at: 0,
+            updated_at: 0,
+        });
+        Cluster {
+            state: ClusterState::from_parts([], [], workers, Default::default()),
+            ids: SequentialIds::default(),
+            now: 1_000,
+        }
+    }
+
+    fn apply(&mut self, changes: impl IntoIterator<Item = Change>) {
+        self.now += 1_000;
+        let mut txn = Txn::new(self.state.clone());
+        txn.extend(changes);
+        self.state = txn.state;
+        self.settle();
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..20 {
+            let mut txn = Txn::new(self.state.clone());
+            txn.extend(reconcile(&txn.state, self.now, &mut self.ids));
+            txn.extend(schedule(&txn.state, self.now));
+            if txn.changes.is_empty() {
+                return;
+            }
+            self.state = txn.state;
+        }
+        panic!("reconcile + schedule did not settle");
+    }
+
+    fn put_service(&mut self, name: &str, image: &str, replicas: u32) {
+        let spec = ServiceSpec {
+            name: name.into(),
+            image: image.into(),
+            replicas,
+        };
+        let service = Service::updated(self.state.services.get(name), spec, self.now);
+        self.apply([Change::PutService(service)]);
+    }
+
+    fn set_status(&mut self, worker: &str, status: WorkerStatus) {
+        let mut w = self.state.workers[worker].clone();
+        w.status = status;
+        self.apply([Change::PutWorker(w)]);
+    }
+
+    /// Every agent that is up reports: assigned tasks run, stopped ones end.
+    fn agents_report(&mut self) {
+        let changes: Vec<Change> = self
+            .state
+            .tasks
+            .values()
+            .filter(|t| !t.state.is_terminal())
+            .filter(|t| {
+                let worker = t.worker.as_ref().and_then(|w| self.state.workers.get(w));
+                worker.is_some_and(|w| w.status != WorkerStatus::Down)
+            })
+            .map(|t| {
+                let mut next = t.clone();
+                next.state = match t.desired {
+                    DesiredState::Shutdown => TaskState::Shutdown,
+                    DesiredState::Running => TaskState::Running,
+                };
+                Change::PutTask(next)
+            })
+            .collect();
+        self.apply(changes);
+    }
+
+    fn active(&self, service: &str) -> Vec<&Task> {
+        self.state
+            .tasks_of_service(service)
+            .filter(|t| t.is_active())
+            .collect()
+    }
+
+    /// The worker of each active task of a service, by slot.
+    fn placement(&self, service: &str) -> BTreeMap<u32, String> {
+        self.active(service)
+            .into_iter()
+            .map(|t| (t.slot, t.worker.clone().unwrap_or_default()))
+            .collect()
+    }
+}
+
+fn by_slot(pairs: &[(u32, &str)]) -> BTreeMap<u32, String> {
+    pairs.iter().map(|&(s, w)| (s, w.to_string())).collect()
+}
+
+#[test]
+fn three_replicas_on_four_workers_take_the_first_three_by_name() {
+    let mut cluster = Cluster::with_workers(4);
+    cluster.put_service("web", "nginx:1", 3);
+    assert_eq!(
+        cluster.placement("web"),
+        by_slot(&[(0, "w1"), (1, "w2"), (2, "w3")])
+    );
+    assert_eq!(cluster.state.tasks_on_worker("w4").count(), 0);
+    assert!(cluster
+        .active("web")
+        .iter()
+        .all(|t| t.state == TaskState::Assigned));
+}
+
+#[test]
+fn tasks_on_a_down_worker_are_lost_and_replaced_elsewhere() {
+    let mut cluster = Cluster::with_workers(3);
+    cluster.put_service("web", "nginx:1", 6);
+    cluster.agents_report();
+    let on_w2: Vec<Task> = cluster.state.tasks_on_worker("w2").cloned().collect();
+    assert_eq!(on_w2.len(), 2, "six replicas on three workers: two each");
+    let relocated = cluster.state.counters.containers_relocated;
+
+    cluster.set_status("w2", WorkerStatus::Down);
+
+    for old in &on_w2 {
+        let now = &cluster.state.tasks[&old.id];
+        assert_eq!(now.state, TaskState::Lost);
+        assert!(now.message.contains("w2 is down"), "{:?}", now.message);
+    }
+    // Each lost slot has a new task, on a worker that is up, and the spread stays even.
+    let placement = cluster.placement("web");
+    assert_eq!(placement.len(), 6);
+    assert!(placement.values().all(|w| w != "w2"));
+    for w in ["w1", "w3"] {
+        assert_eq!(placement.values().filter(|p| *p == w).count(), 3);
+    }
+    for old in &on_w2 {
+        let replacement = cluster
+            .active("web")
+            .into_iter()
+            .find(|t| t.slot == old.slot)
+            .expect("the slot is filled again");
+        assert_ne!(replacement.id, old.id);
+    }
+    assert_eq!(
+        cluster.state.counters.containers_relocated,
+        relocated + on_w2.len() as u64
+    );
+}
+
+#[test]
+fn a_draining_workers_tasks_are_stopped_and_replaced() {
+    let mut cluster = Cluster::with_workers(3);
+    cluster.put_service("web", "nginx:1", 3);
+    cluster.agents_report();
+    let old = cluster.state.tasks_on_worker("w1").next().unwrap().clone();
+
+    cluster.set_status("w1", WorkerStatus::Draining);
+
+    // The old task is asked to stop (its container still runs until the agent stops it);
+    // its slot already has a replacement on another worker.
+    let stopping = &cluster.state.tasks[&old.id];
+    assert_eq!(
+        (stopping.desired, stopping.state),
+        (DesiredState::Shutdown, TaskState::Running)
+    );
+    assert_eq!(stopping.message, "worker is draining");
+    assert_eq!(
+        cluster.placement("web"),
+        by_slot(&[(0, "w2"), (1, "w2"), (2, "w3")])
+    );
+    // Draining is not a failure: nothing counts as relocated.
+    assert_eq!(cluster.state.counters.containers_relocated, 0);
+
+    cluster.agents_report();
+    assert_eq!(cluster.state.tasks[&old.id].state, TaskState::Shutdown);
+    assert_eq!(
+        cluster
+            .state
+            .tasks_on_worker("w1")
+            .filter(|t| t.is_live())
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn with_no_ready_worker_tasks_wait_and_say_why() {
+    let mut cluster = Cluster::with_workers(2);
+    cluster.set_status("w1", WorkerStatus::Down);
+    cluster.set_status("w2", WorkerStatus::Draining);
+    cluster.put_service("web", "nginx:1", 2);
+
+    let active = cluster.active("web");
+    assert_eq!(active.len(), 2);
+    for task in active {
+        assert_eq!(
+            (task.state, task.worker.as_ref()),
+            (TaskState::Pending, None)
+        );
+        assert_eq!(
+            task.message,
+            "no worker can take it: 2 of 2 workers unavailable (1 down, 1 draining)"
+        );
+    }
+
+    cluster.set_status("w1", WorkerStatus::Ready);
+    assert_eq!(cluster.placement("web"), by_slot(&[(0, "w1"), (1, "w1")]));
+    assert!(cluster.active("web").iter().all(|t| t.message.is_empty()));
+}
+
+#[test]
+fn scaling_down_stops_the_highest_slots_and_keeps_the_rest() {
+    let mut cluster = Cluster::with_workers(2);
+    cluster.put_service("web", "nginx:1", 5);
+    cluster.agents_report();
+    let before: BTreeMap<u32, String> = cluster
+        .active("web")
+        .into_iter()
+        .map(|t| (t.slot, t.id.clone()))
+        .collect();
+
+    cluster.put_service("web", "nginx:1", 2);
+
+    let after: BTreeMap<u32, String> = cluster
+        .active("web")
+        .into_iter()
+        .map(|t| (t.slot, t.id.clone()))
+        .collect();
+    assert_eq!(
+        after,
+        before.range(..2).map(|(s, id)| (*s, id.clone())).collect()
+    );
+    for id in before.range(2..).map(|(_, id)| id) {
+        let task = &cluster.state.tasks[id];
+        assert_eq!(task.desired, DesiredState::Shutdown);
+        assert_eq!(task.message, "scaled down to 2");
+    }
+}
+
+#[test]
+fn an_image_change_replaces_every_task() {
+    let mut cluster = Cluster::with_workers(2);
+    cluster.put_service("web", "nginx:1", 2);
+    cluster.agents_report();
+    let old: Vec<String> = cluster.active("web").iter().map(|t| t.id.clone()).collect();
+
+    cluster.put_service("web", "nginx:2", 2);
+
+    let new = cluster.active("web");
+    assert_eq!(new.len(), 2);
+    assert!(new
+        .iter()
+        .all(|t| t.image == "nginx:2" && t.spec_version == 2 && !old.contains(&t.id)));
+    for id in &old {
+        assert_eq!(cluster.state.tasks[id].desired, DesiredState::Shutdown);
+    }
+}

@@ -1,0 +1,233 @@
+//! Test harness: starts the real `mycluster` binary on a free port and talks to it over
+//! HTTP. Processes are killed when their handle drops, so a failing test leaves nothing
+//! running.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mycluster");
+
+/// Generous: a slow machine must not fail a test.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct Manager {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Manager {
+    /// Starts a manager for cluster `test` on `data_dir`, with extra flags.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Manager {
+        Self::try_start(data_dir, extra)
+            .unwrap_or_else(|log| panic!("manager did not start:\n{log}"))
+    }
+
+    /// Starts a manager; on failure returns what it printed.
+    pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Manager, String> {
+        let mut args = vec!["manager", "--listen", "127.0.0.1:0", "--name", "test"];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mycluster manager");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (found, address) = mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on ") {
+                    let _ = found.send(line[at + "listening on ".len()..].trim().to_string());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let started = Instant::now();
+        loop {
+            if let Ok(url) = address.recv_timeout(Duration::from_millis(50)) {
+                return Ok(Manager {
+                    child,
+                    url,
+                    data_dir: data_dir.to_path_buf(),
+                    log,
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!(
+                    "exited with {status}:\n{}",
+                    log.lock().unwrap().join("\n")
+                ));
+            }
+            if started.elapsed() > DEADLINE {
+                let _ = child.kill();
+                return Err(format!(
+                    "no address after {DEADLINE:?}:\n{}",
+                    log.lock().unwrap().join("\n")
+                ));
+            }
+        }
+    }
+
+    /// SIGKILL: the process gets no chance to flush or clean up.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited 0.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let started = Instant::now();
+        while started.elapsed() < DEADLINE {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.url)
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small HTTP client that returns status and parsed JSON for any answer.
+#[derive(Clone)]
+pub struct Api {
+    pub url: String,
+    http: reqwest::Client,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub content_type: String,
+}
+
+impl Api {
+    pub fn new(url: &str) -> Api {
+        Api {
+            url: url.to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// Sends raw bytes with an optional Content-Type.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(content_type) = content_type {
+            request = request.header("Content-Type", content_type);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = response.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("{status}: not JSON: {}", String::from_utf8_lossy(&bytes)));
+        Reply {
+            status,
+            body,
+            content_type,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.raw("GET", path, None, None).await
+    }
+
+    pub async fn send_json(&self, method: &str, path: &str, body: &Value) -> Reply {
+        self.raw(
+            method,
+            path,
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send_json("POST", path, body).await
+    }
+
+    /// GET that must succeed.
+    pub async fn ok(&self, path: &str) -> Value {
+        let reply = self.get(path).await;
+        assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
+        reply.body
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs the CLI; returns (exit code, stdout, stderr).
+pub fn cli(manager_url: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .env("MYCLUSTER_MANAGER", manager_url)
+        .output()
+        .expect("run mycluster");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
