@@ -1,0 +1,94 @@
+//! The `sim` driver: containers that exist only in memory and start at once. For scale
+//! tests and benchmarks of the control plane; never a claim about real containers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::{Container, ContainerRuntime, ContainerState, Identity, RuntimeError, TaskSpec};
+
+pub struct SimRuntime {
+    identity: Identity,
+    containers: Mutex<BTreeMap<String, Container>>,
+    next: AtomicU64,
+}
+
+impl SimRuntime {
+    pub fn new(identity: Identity) -> SimRuntime {
+        SimRuntime {
+            identity,
+            containers: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// Ends a simulated container as if it had exited with `code`.
+    pub fn exit(&self, task_id: &str, code: i64) -> bool {
+        let mut containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        match containers.get_mut(task_id) {
+            Some(container) => {
+                container.state = ContainerState::Exited { code, error: None };
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for SimRuntime {
+    fn driver(&self) -> &'static str {
+        "sim"
+    }
+
+    fn check(&self, spec: &TaskSpec) -> Result<(), RuntimeError> {
+        if spec.image.is_none() && spec.command.is_none() {
+            return Err(RuntimeError::Unsupported(
+                "a task needs an image or a command".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn start(&self, spec: &TaskSpec) -> Result<String, RuntimeError> {
+        self.check(spec)?;
+        let mut containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        if containers.contains_key(&spec.task_id) {
+            return Err(RuntimeError::StartFailed(format!(
+                "a container for task {} already exists",
+                spec.task_id
+            )));
+        }
+        let id = format!("sim-{:012}", self.next.fetch_add(1, Ordering::Relaxed));
+        containers.insert(
+            spec.task_id.clone(),
+            Container {
+                task_id: spec.task_id.clone(),
+                id: id.clone(),
+                name: spec.container_name(),
+                state: ContainerState::Running,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn remove(&self, container: &Container) -> Result<(), RuntimeError> {
+        let mut containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        if containers
+            .get(&container.task_id)
+            .is_some_and(|c| c.id == container.id)
+        {
+            containers.remove(&container.task_id);
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<Container>, RuntimeError> {
+        let containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(containers.values().cloned().collect())
+    }
+}

@@ -1,0 +1,179 @@
+//! The container runtime conformance suite: what every driver must do, written once
+//! against `ContainerRuntime`. A driver's test file implements `Driver` and calls
+//! `runtime_suite!`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use mycluster_runtime::{Container, ContainerRuntime, ContainerState, Identity, TaskSpec};
+
+/// How the suite makes runtimes and specs of one driver.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync {
+    /// A runtime acting for `identity`.
+    async fn runtime(&self, identity: Identity) -> Box<dyn ContainerRuntime>;
+    /// A spec whose container runs until stopped.
+    fn long_running(&self, task_id: &str) -> TaskSpec;
+    /// A spec whose container exits by itself with `code`; `None` if the driver cannot
+    /// run programs (sim).
+    fn exiting(&self, task_id: &str, code: i64) -> Option<TaskSpec>;
+    /// A unique cluster name per test, so parallel tests and runs never meet.
+    fn cluster(&self, test: &str) -> String {
+        format!("conformance-{test}-{}", std::process::id())
+    }
+}
+
+#[macro_export]
+macro_rules! runtime_suite {
+    ($driver:expr) => {
+        $crate::runtime_suite!(@cases $driver;
+            a_started_container_is_listed_running,
+            removed_containers_are_gone,
+            exit_codes_are_reported,
+            other_workers_containers_are_invisible,
+            many_containers_start_and_stop,
+        );
+    };
+    (@cases $driver:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                conformance::$case(&$driver).await;
+            }
+        )*
+    };
+}
+
+pub fn spec(task_id: &str, image: Option<&str>, command: Option<Vec<&str>>) -> TaskSpec {
+    TaskSpec {
+        task_id: task_id.into(),
+        service: "conformance".into(),
+        slot: 0,
+        image: image.map(str::to_owned),
+        command: command.map(|c| c.into_iter().map(str::to_owned).collect()),
+        env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
+    }
+}
+
+fn identity<D: Driver>(driver: &D, test: &str, worker: &str) -> Identity {
+    Identity {
+        cluster: driver.cluster(test),
+        worker: worker.into(),
+    }
+}
+
+async fn wait_for(
+    runtime: &dyn ContainerRuntime,
+    what: &str,
+    check: impl Fn(&[Container]) -> bool,
+) -> Vec<Container> {
+    let started = Instant::now();
+    loop {
+        let list = runtime.list().await.expect("list");
+        if check(&list) {
+            return list;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Removes whatever a case left, even when it failed half-way.
+async fn clean(runtime: &dyn ContainerRuntime) {
+    for container in runtime.list().await.unwrap_or_default() {
+        let _ = runtime.remove(&container).await;
+    }
+}
+
+pub async fn a_started_container_is_listed_running<D: Driver>(driver: &D) {
+    let runtime = driver.runtime(identity(driver, "running", "w1")).await;
+    let spec = driver.long_running("aaaa1111bbbb2222");
+    runtime
+        .check(&spec)
+        .expect("the driver supports its own long-running spec");
+    let id = runtime.start(&spec).await.expect("start");
+    let list = wait_for(&*runtime, "running", |l| {
+        l.iter().any(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    clean(&*runtime).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].id, id);
+    assert_eq!(list[0].task_id, "aaaa1111bbbb2222");
+    assert_eq!(list[0].name, "conformance.0.aaaa1111");
+}
+
+pub async fn removed_containers_are_gone<D: Driver>(driver: &D) {
+    let runtime = driver.runtime(identity(driver, "removed", "w1")).await;
+    runtime
+        .start(&driver.long_running("t-remove-1"))
+        .await
+        .expect("start");
+    let list = wait_for(&*runtime, "running", |l| l.len() == 1).await;
+    runtime.remove(&list[0]).await.expect("remove");
+    let after = runtime.list().await.expect("list");
+    // Removing again, or something already gone, is not an error.
+    let again = runtime.remove(&list[0]).await;
+    clean(&*runtime).await;
+    assert!(after.is_empty(), "{after:?}");
+    assert!(again.is_ok(), "{again:?}");
+}
+
+pub async fn exit_codes_are_reported<D: Driver>(driver: &D) {
+    let Some(spec) = driver.exiting("t-exit-3", 3) else {
+        return; // This driver runs no programs.
+    };
+    let runtime = driver.runtime(identity(driver, "exit", "w1")).await;
+    runtime.start(&spec).await.expect("start");
+    let list = wait_for(&*runtime, "the exit", |l| {
+        l.iter()
+            .any(|c| matches!(c.state, ContainerState::Exited { .. }))
+    })
+    .await;
+    clean(&*runtime).await;
+    match &list[0].state {
+        ContainerState::Exited { code, .. } => assert_eq!(*code, 3),
+        other => panic!("expected an exit, got {other:?}"),
+    }
+}
+
+pub async fn other_workers_containers_are_invisible<D: Driver>(driver: &D) {
+    let one = driver.runtime(identity(driver, "isolation", "w1")).await;
+    let two = driver.runtime(identity(driver, "isolation", "w2")).await;
+    one.start(&driver.long_running("t-iso-1"))
+        .await
+        .expect("start");
+    two.start(&driver.long_running("t-iso-2"))
+        .await
+        .expect("start");
+    let seen_by_one = wait_for(&*one, "w1's container", |l| l.len() == 1).await;
+    let seen_by_two = wait_for(&*two, "w2's container", |l| l.len() == 1).await;
+    clean(&*one).await;
+    let two_after = two.list().await.expect("list");
+    clean(&*two).await;
+    assert_eq!(seen_by_one[0].task_id, "t-iso-1");
+    assert_eq!(seen_by_two[0].task_id, "t-iso-2");
+    assert_eq!(two_after.len(), 1, "removing w1's containers touched w2's");
+}
+
+pub async fn many_containers_start_and_stop<D: Driver>(driver: &D) {
+    let runtime = driver.runtime(identity(driver, "many", "w1")).await;
+    for i in 0..8 {
+        runtime
+            .start(&driver.long_running(&format!("t-many-{i}")))
+            .await
+            .expect("start");
+    }
+    let list = wait_for(&*runtime, "8 running", |l| {
+        l.len() == 8 && l.iter().all(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    let mut tasks: Vec<&str> = list.iter().map(|c| c.task_id.as_str()).collect();
+    tasks.sort();
+    clean(&*runtime).await;
+    assert_eq!(tasks.len(), 8);
+    assert!(runtime.list().await.expect("list").is_empty());
+}

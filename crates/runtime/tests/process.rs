@@ -1,0 +1,110 @@
+//! Runs the runtime conformance suite against the process driver, plus what only it does.
+
+mod conformance;
+
+use conformance::{spec, Driver};
+use mycluster_runtime::{
+    ContainerRuntime, ContainerState, Identity, ProcessRuntime, RuntimeError, TaskSpec,
+};
+
+struct Process;
+
+#[async_trait::async_trait]
+impl Driver for Process {
+    async fn runtime(&self, identity: Identity) -> Box<dyn ContainerRuntime> {
+        Box::new(ProcessRuntime::new(identity))
+    }
+
+    fn long_running(&self, task_id: &str) -> TaskSpec {
+        spec(task_id, None, Some(vec!["sleep", "300"]))
+    }
+
+    fn exiting(&self, task_id: &str, code: i64) -> Option<TaskSpec> {
+        Some(spec(
+            task_id,
+            None,
+            Some(vec!["sh", "-c", &format!("exit {code}")]),
+        ))
+    }
+}
+
+runtime_suite!(Process);
+
+#[test]
+fn an_image_only_spec_is_refused_with_the_reason() {
+    let runtime = ProcessRuntime::new(Identity {
+        cluster: "c".into(),
+        worker: "w".into(),
+    });
+    match runtime.check(&spec("t", Some("redis"), None)) {
+        Err(RuntimeError::Unsupported(why)) => assert!(why.contains("process driver"), "{why}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_missing_program_fails_to_start_with_its_name() {
+    let runtime = ProcessRuntime::new(Identity {
+        cluster: Process.cluster("missing"),
+        worker: "w".into(),
+    });
+    let err = runtime
+        .start(&spec("t", None, Some(vec!["/no/such/program"])))
+        .await
+        .expect_err("must fail");
+    assert!(err.to_string().contains("/no/such/program"), "{err}");
+}
+
+#[tokio::test]
+async fn the_environment_and_labels_reach_the_process() {
+    let runtime = ProcessRuntime::new(Identity {
+        cluster: Process.cluster("env"),
+        worker: "w".into(),
+    });
+    let check = r#"[ "$GREETING" = hello ] && [ -n "$MYCLUSTER_TASK" ] && exit 7 || exit 1"#;
+    runtime
+        .start(&spec("t-env", None, Some(vec!["sh", "-c", check])))
+        .await
+        .expect("start");
+    let started = std::time::Instant::now();
+    loop {
+        let list = runtime.list().await.unwrap();
+        if let ContainerState::Exited { code, .. } = list[0].state {
+            assert_eq!(code, 7, "GREETING and MYCLUSTER_TASK were set");
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_new_runtime_for_the_same_worker_kills_leftovers() {
+    let identity = Identity {
+        cluster: Process.cluster("leftovers"),
+        worker: "w".into(),
+    };
+    let first = ProcessRuntime::new(identity.clone());
+    let id = first
+        .start(&Process.long_running("t-left"))
+        .await
+        .expect("start");
+    let pid: i32 = id.trim_start_matches("pid-").parse().unwrap();
+    // Forget the first runtime without stopping its child, as a crashed agent would.
+    std::mem::forget(first);
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let _second = ProcessRuntime::new(identity);
+    let started = std::time::Instant::now();
+    // A killed child stays a zombie of this test process until reaped: check its state.
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if status.is_empty() || status.contains("State:\tZ") {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "leftover {pid} still runs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,25 @@
+//! Runs the runtime conformance suite against the sim driver.
+
+mod conformance;
+
+use conformance::{spec, Driver};
+use mycluster_runtime::{ContainerRuntime, Identity, SimRuntime, TaskSpec};
+
+struct Sim;
+
+#[async_trait::async_trait]
+impl Driver for Sim {
+    async fn runtime(&self, identity: Identity) -> Box<dyn ContainerRuntime> {
+        Box::new(SimRuntime::new(identity))
+    }
+
+    fn long_running(&self, task_id: &str) -> TaskSpec {
+        spec(task_id, Some("mycluster/hello-world"), None)
+    }
+
+    fn exiting(&self, _task_id: &str, _code: i64) -> Option<TaskSpec> {
+        None
+    }
+}
+
+runtime_suite!(Sim);
