@@ -231,7 +231,7 @@ fn kill_leftovers(identity: &Identity) -> usize {
             continue;
         };
         let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-        let has = |wanted: &str| vars.iter().any(|v| *v == wanted.as_bytes());
+        let has = |wanted: &str| vars.contains(&wanted.as_bytes());
         if has(&cluster) && has(&worker) && pid != std::process::id() as i32 {
             // SAFETY: kill(2) on a pid; no memory involved.
             unsafe {
