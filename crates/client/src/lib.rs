@@ -100,15 +100,10 @@ impl Client {
         self.request(Method::GET, "/api/v1/state", None).await
     }
 
-    /// Creates the service, or updates it if it exists.
-    pub async fn put_service(
-        &self,
-        name: &str,
-        image: &str,
-        replicas: u32,
-    ) -> Result<StateDoc, ClientError> {
-        let body = json!({"service": name, "image": image, "replicas": replicas});
-        self.request(Method::POST, "/api/v1/service", Some(&body))
+    /// Creates the service, or updates it if it exists: `body` is the document of
+    /// `POST /api/v1/service` (`service`, `image`, `replicas`, `command`, `env`).
+    pub async fn put_service(&self, body: &Value) -> Result<StateDoc, ClientError> {
+        self.request(Method::POST, "/api/v1/service", Some(body))
             .await
     }
 

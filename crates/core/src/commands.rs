@@ -84,6 +84,9 @@ pub struct Registration {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub capacity: Option<u32>,
+    /// `docker`, `process` or `sim`; decides which services it can run.
+    #[serde(default)]
+    pub driver: String,
 }
 
 /// Worker names become container names: letters, digits, '_', '.', '-'.
@@ -112,6 +115,15 @@ pub fn register_worker(
     now: Millis,
 ) -> Result<Worker, CommandError> {
     validate_worker_name(&registration.name)?;
+    if !matches!(
+        registration.driver.as_str(),
+        "" | "docker" | "process" | "sim"
+    ) {
+        return Err(CommandError::Invalid(format!(
+            "field 'driver' must be docker, process or sim, got '{}'",
+            registration.driver.escape_debug()
+        )));
+    }
     if registration.address.is_empty() || registration.address.len() > 255 {
         return Err(CommandError::Invalid(
             "field 'address' must be a host:port of 1-255 characters".into(),
@@ -137,6 +149,7 @@ pub fn register_worker(
         address: registration.address,
         labels: registration.labels,
         capacity: registration.capacity,
+        driver: registration.driver,
         status,
         registered_at: old.as_ref().map_or(now, |w| w.registered_at),
         updated_at: now,

@@ -34,7 +34,8 @@ pub struct WorkerInstances {
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ServiceInstance {
-    pub image: String,
+    /// Null for a service that runs only a command.
+    pub image: Option<String>,
     #[serde(rename = "numOfRunningContainers")]
     pub running: usize,
     /// Beyond the original: which service, since two may share an image.
@@ -82,10 +83,16 @@ impl StateDoc {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ServiceDoc {
     pub service: String,
-    pub image: String,
+    /// Null for a service that runs only a command.
+    pub image: Option<String>,
     pub replicas: u32,
     /// Unix seconds of the last create or update.
     pub last_updated: u64,
+    /// Beyond the original, and only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 impl ServiceDoc {
@@ -95,6 +102,8 @@ impl ServiceDoc {
             image: service.spec.image.clone(),
             replicas: service.spec.replicas,
             last_updated: service.updated_at / 1000,
+            command: service.spec.command.clone(),
+            env: service.spec.env.clone(),
         }
     }
 }
@@ -145,7 +154,11 @@ pub struct TaskDoc {
     pub id: String,
     pub service: String,
     pub slot: u32,
-    pub image: String,
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
     pub worker: Option<String>,
     pub desired_state: String,
     pub state: String,
@@ -164,6 +177,8 @@ impl TaskDoc {
             service: task.service.clone(),
             slot: task.slot,
             image: task.image.clone(),
+            command: task.command.clone(),
+            env: task.env.clone(),
             worker: task.worker.clone(),
             desired_state: match task.desired {
                 DesiredState::Running => "running".into(),
@@ -188,6 +203,7 @@ pub struct WorkerDoc {
     pub status: String,
     pub labels: BTreeMap<String, String>,
     pub capacity: Option<u32>,
+    pub driver: String,
     /// Tasks it should be running.
     pub tasks: usize,
     /// Tasks its agent reports running.
@@ -215,6 +231,7 @@ impl WorkerDoc {
             status: worker.status.as_str().to_string(),
             labels: worker.labels.clone(),
             capacity: worker.capacity,
+            driver: worker.driver.clone(),
             tasks: active,
             running,
             last_heartbeat_age: heartbeat_age

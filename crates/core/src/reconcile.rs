@@ -175,6 +175,8 @@ fn new_task(service: &Service, slot: u32, id: String, now: Millis) -> Task {
         slot,
         spec_version: service.version,
         image: service.spec.image.clone(),
+        command: service.spec.command.clone(),
+        env: service.spec.env.clone(),
         worker: None,
         desired: DesiredState::Running,
         state: TaskState::Pending,

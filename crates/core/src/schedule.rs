@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::worker::driver_cannot_run;
 use crate::{Change, ClusterState, Millis, Task, TaskState, Worker, WorkerStatus};
 
 /// Placements (and new pending reasons) for every pending task.
@@ -74,10 +75,18 @@ fn place_service<'a>(
             *same_service.entry(worker.as_str()).or_default() += 1;
         }
     }
+    let first = tasks[0];
+    let cannot_run = |load: &Load| {
+        driver_cannot_run(
+            &load.worker.driver,
+            first.image.as_deref(),
+            first.command.as_deref(),
+        )
+    };
     // Candidates ordered by the ranking; the first is the best.
     let mut ranked: BTreeSet<(u32, u32, &'a str)> = loads
         .iter()
-        .filter(|(_, load)| load.has_room())
+        .filter(|(_, load)| load.has_room() && cannot_run(load).is_none())
         .map(|(name, load)| {
             (
                 same_service.get(name).copied().unwrap_or(0),
@@ -106,7 +115,7 @@ fn place_service<'a>(
                 }
             }
             None => {
-                let reason = unplaceable_reason(state, loads);
+                let reason = unplaceable_reason(state, loads, &cannot_run);
                 if task.message != reason {
                     let mut waiting = (*task).clone();
                     waiting.message = reason;
@@ -118,8 +127,13 @@ fn place_service<'a>(
     }
 }
 
-/// Says why no worker can take a task, for `GET /tasks` and the logs.
-fn unplaceable_reason(state: &ClusterState, loads: &BTreeMap<&str, Load>) -> String {
+/// Says why no worker can take a task, for `GET /tasks` and the logs, e.g. "no worker
+/// can take it: 1 down, 2 cannot run it (the docker driver needs an image)".
+fn unplaceable_reason(
+    state: &ClusterState,
+    loads: &BTreeMap<&str, Load>,
+    cannot_run: &dyn Fn(&Load) -> Option<&'static str>,
+) -> String {
     if state.workers.is_empty() {
         return "no worker can take it: no workers registered".into();
     }
@@ -130,25 +144,28 @@ fn unplaceable_reason(state: &ClusterState, loads: &BTreeMap<&str, Load>) -> Str
             .filter(|w| w.status == status)
             .count()
     };
-    let full = loads.values().filter(|l| !l.has_room()).count();
-    let mut parts = Vec::new();
-    for (n, what) in [
-        (count(WorkerStatus::Down), "down"),
-        (count(WorkerStatus::Draining), "draining"),
-        (full, "at capacity"),
-    ] {
-        if n > 0 {
-            parts.push(format!("{n} {what}"));
+    let mut reasons: Vec<(usize, String)> = vec![
+        (count(WorkerStatus::Down), "down".into()),
+        (count(WorkerStatus::Draining), "draining".into()),
+    ];
+    let mut incapable: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut full = 0;
+    for load in loads.values() {
+        match cannot_run(load) {
+            Some(why) => *incapable.entry(why).or_default() += 1,
+            None => full += usize::from(!load.has_room()),
         }
     }
-    format!(
-        "no worker can take it: {} of {} workers {}",
-        state.workers.len() - (count(WorkerStatus::Ready) - full),
-        state.workers.len(),
-        if parts.is_empty() {
-            "unavailable".to_string()
-        } else {
-            format!("unavailable ({})", parts.join(", "))
-        }
-    )
+    reasons.extend(
+        incapable
+            .into_iter()
+            .map(|(why, n)| (n, format!("cannot run it ({why})"))),
+    );
+    reasons.push((full, "at capacity".into()));
+    let parts: Vec<String> = reasons
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    format!("no worker can take it: {}", parts.join(", "))
 }

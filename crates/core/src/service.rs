@@ -1,18 +1,33 @@
 //! Services: the desired state a user asks for (a name, an image, a number of replicas),
 //! and the checks a request must pass before it may change anything.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::image::validate_image;
 use crate::Millis;
 
-/// What the user asked for.
+/// What the user asked for. A service runs an image (docker workers), a command
+/// (process workers), or an image with its command overridden (either).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
     pub name: String,
-    pub image: String,
+    #[serde(default)]
+    pub image: Option<String>,
     pub replicas: u32,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl ServiceSpec {
+    /// Whether tasks of `self` and `other` run the same thing (only replicas differ).
+    pub fn same_template(&self, other: &ServiceSpec) -> bool {
+        self.image == other.image && self.command == other.command && self.env == other.env
+    }
 }
 
 /// A stored service: the spec plus what the control plane tracks about it.
@@ -37,7 +52,7 @@ impl Service {
                 updated_at: now,
             },
             Some(old) => Service {
-                version: if old.spec.image == spec.image {
+                version: if old.spec.same_template(&spec) {
                     old.version
                 } else {
                     old.version + 1
@@ -93,10 +108,16 @@ pub enum SpecError {
     ReplicasOutOfRange { got: String, max: u32 },
     #[error("nothing to change: give at least one of {0}")]
     EmptyPatch(&'static str),
+    #[error("a service needs an 'image', a 'command', or both")]
+    NothingToRun,
+    #[error("field 'command' {0}")]
+    InvalidCommand(String),
+    #[error("field 'env' {0}")]
+    InvalidEnv(String),
 }
 
-const CREATE_FIELDS: &[&str] = &["service", "image", "replicas"];
-const PATCH_FIELDS: &[&str] = &["image", "replicas"];
+const CREATE_FIELDS: &[&str] = &["service", "image", "replicas", "command", "env"];
+const PATCH_FIELDS: &[&str] = &["image", "replicas", "command", "env"];
 
 impl ServiceSpec {
     /// Parses and checks the body of `POST /api/v1/service`.
@@ -104,13 +125,24 @@ impl ServiceSpec {
         let object = as_object(body, CREATE_FIELDS)?;
         let name = required(object, "service", field_string)?;
         validate_service_name(&name)?;
-        let image = required(object, "image", field_string)?;
-        validate_image(&image).map_err(SpecError::InvalidImage)?;
+        let image = optional(object, "image", field_image)?;
+        let command = optional(object, "command", field_command)?;
+        let env = optional(object, "env", field_env)?.unwrap_or_default();
+        if image.is_none() && command.is_none() {
+            // The original always sent an image: name the field it forgot.
+            return Err(if object.contains_key("command") {
+                SpecError::NothingToRun
+            } else {
+                SpecError::MissingField("image")
+            });
+        }
         let replicas = required(object, "replicas", |f, v| field_replicas(f, v, limits))?;
         Ok(ServiceSpec {
             name,
             image,
             replicas,
+            command,
+            env,
         })
     }
 }
@@ -120,28 +152,35 @@ impl ServiceSpec {
 pub struct ServicePatch {
     pub image: Option<String>,
     pub replicas: Option<u32>,
+    pub command: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
 }
 
 impl ServicePatch {
     pub fn from_json(body: &Value, limits: &Limits) -> Result<ServicePatch, SpecError> {
         let object = as_object(body, PATCH_FIELDS)?;
-        let image = optional(object, "image", field_string)?;
-        if let Some(image) = &image {
-            validate_image(image).map_err(SpecError::InvalidImage)?;
+        let patch = ServicePatch {
+            image: optional(object, "image", field_image)?,
+            replicas: optional(object, "replicas", |f, v| field_replicas(f, v, limits))?,
+            command: optional(object, "command", field_command)?,
+            env: optional(object, "env", field_env)?,
+        };
+        if patch == ServicePatch::default() {
+            return Err(SpecError::EmptyPatch(
+                "'image', 'replicas', 'command', 'env'",
+            ));
         }
-        let replicas = optional(object, "replicas", |f, v| field_replicas(f, v, limits))?;
-        if image.is_none() && replicas.is_none() {
-            return Err(SpecError::EmptyPatch("'image', 'replicas'"));
-        }
-        Ok(ServicePatch { image, replicas })
+        Ok(patch)
     }
 
     /// The spec after this patch is applied to `spec`.
     pub fn apply(&self, spec: &ServiceSpec) -> ServiceSpec {
         ServiceSpec {
             name: spec.name.clone(),
-            image: self.image.clone().unwrap_or_else(|| spec.image.clone()),
+            image: self.image.clone().or_else(|| spec.image.clone()),
             replicas: self.replicas.unwrap_or(spec.replicas),
+            command: self.command.clone().or_else(|| spec.command.clone()),
+            env: self.env.clone().unwrap_or_else(|| spec.env.clone()),
         }
     }
 }
@@ -227,6 +266,93 @@ fn field_string(field: &'static str, value: &Value) -> Result<String, SpecError>
         })
 }
 
+fn field_image(field: &'static str, value: &Value) -> Result<String, SpecError> {
+    let image = field_string(field, value)?;
+    validate_image(&image).map_err(SpecError::InvalidImage)?;
+    Ok(image)
+}
+
+/// A command is argv: a non-empty list of strings, as Docker's exec form.
+fn field_command(field: &'static str, value: &Value) -> Result<Vec<String>, SpecError> {
+    let Value::Array(items) = value else {
+        return Err(SpecError::WrongType {
+            field,
+            expected: "a list of strings (e.g. [\"sleep\", \"60\"])",
+            got: describe(value),
+        });
+    };
+    if items.is_empty() || items.len() > 256 {
+        return Err(SpecError::InvalidCommand(
+            "must hold 1 to 256 strings".into(),
+        ));
+    }
+    let mut command = Vec::with_capacity(items.len());
+    let mut total = 0;
+    for (i, item) in items.iter().enumerate() {
+        let Some(arg) = item.as_str() else {
+            return Err(SpecError::InvalidCommand(format!(
+                "item {i} must be a string, got {}",
+                describe(item)
+            )));
+        };
+        if arg.contains('\0') || (i == 0 && arg.is_empty()) {
+            return Err(SpecError::InvalidCommand(format!(
+                "item {i} must not be empty or contain NUL"
+            )));
+        }
+        total += arg.len();
+        command.push(arg.to_string());
+    }
+    if total > 64 * 1024 {
+        return Err(SpecError::InvalidCommand("is longer than 64 KiB".into()));
+    }
+    Ok(command)
+}
+
+/// Environment variables: an object of names (as a shell accepts them) to strings.
+fn field_env(field: &'static str, value: &Value) -> Result<BTreeMap<String, String>, SpecError> {
+    let Value::Object(vars) = value else {
+        return Err(SpecError::WrongType {
+            field,
+            expected: "an object of strings (e.g. {\"PORT\": \"8000\"})",
+            got: describe(value),
+        });
+    };
+    if vars.len() > 256 {
+        return Err(SpecError::InvalidEnv(
+            "must hold at most 256 variables".into(),
+        ));
+    }
+    let mut env = BTreeMap::new();
+    for (name, value) in vars {
+        let valid_name = name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && name.len() <= 256
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_name {
+            return Err(SpecError::InvalidEnv(format!(
+                "variable name '{}' must be letters, digits and '_', not starting with a digit",
+                name.escape_debug()
+            )));
+        }
+        let Some(text) = value.as_str() else {
+            return Err(SpecError::InvalidEnv(format!(
+                "variable '{name}' must be a string, got {}",
+                describe(value)
+            )));
+        };
+        if text.contains('\0') || text.len() > 32 * 1024 {
+            return Err(SpecError::InvalidEnv(format!(
+                "variable '{name}' must be under 32 KiB and contain no NUL"
+            )));
+        }
+        env.insert(name.clone(), text.to_string());
+    }
+    Ok(env)
+}
+
 fn field_replicas(field: &'static str, value: &Value, limits: &Limits) -> Result<u32, SpecError> {
     let Value::Number(number) = value else {
         return Err(SpecError::WrongType {
@@ -309,8 +435,10 @@ mod tests {
             spec,
             Ok(ServiceSpec {
                 name: "hello-world".into(),
-                image: "crccheck/hello-world".into(),
-                replicas: 3
+                image: Some("crccheck/hello-world".into()),
+                replicas: 3,
+                command: None,
+                env: BTreeMap::new(),
             })
         );
     }
@@ -378,6 +506,60 @@ mod tests {
     }
 
     #[test]
+    fn a_command_may_stand_in_for_the_image() {
+        let spec = parse(
+            json!({"service": "a", "command": ["sleep", "60"], "env": {"X_1": "y"}, "replicas": 1}),
+        )
+        .expect("command-only service");
+        assert_eq!(spec.image, None);
+        assert_eq!(
+            spec.command,
+            Some(vec!["sleep".to_string(), "60".to_string()])
+        );
+        assert_eq!(spec.env.get("X_1").map(String::as_str), Some("y"));
+        let cases = [
+            (
+                json!({"service": "a", "replicas": 1}),
+                "missing required field 'image'",
+            ),
+            (
+                json!({"service": "a", "command": null, "replicas": 1}),
+                "an 'image', a 'command', or both",
+            ),
+            (
+                json!({"service": "a", "command": "sleep 60", "replicas": 1}),
+                "list of strings",
+            ),
+            (
+                json!({"service": "a", "command": [], "replicas": 1}),
+                "1 to 256",
+            ),
+            (
+                json!({"service": "a", "command": ["sleep", 60], "replicas": 1}),
+                "item 1 must be a string",
+            ),
+            (
+                json!({"service": "a", "command": ["x"], "env": {"1X": "y"}, "replicas": 1}),
+                "variable name",
+            ),
+            (
+                json!({"service": "a", "command": ["x"], "env": {"X": 1}, "replicas": 1}),
+                "must be a string",
+            ),
+            (
+                json!({"service": "a", "command": ["x"], "env": ["X=1"], "replicas": 1}),
+                "object of strings",
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = parse(body.clone())
+                .expect_err(&body.to_string())
+                .to_string();
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+    }
+
+    #[test]
     fn zero_replicas_and_the_limit_itself_are_allowed() {
         assert!(parse(json!({"service": "a", "image": "b", "replicas": 0})).is_ok());
         assert!(parse(json!({"service": "a", "image": "b", "replicas": 1000})).is_ok());
@@ -393,8 +575,10 @@ mod tests {
     fn version_changes_with_the_image_only() {
         let spec = |image: &str, replicas| ServiceSpec {
             name: "a".into(),
-            image: image.into(),
+            image: Some(image.into()),
             replicas,
+            command: None,
+            env: BTreeMap::new(),
         };
         let v1 = Service::updated(None, spec("x", 1), 10);
         let scaled = Service::updated(Some(&v1), spec("x", 5), 20);
@@ -414,10 +598,12 @@ mod tests {
         let patch = ServicePatch::from_json(&json!({"replicas": 7}), &limits).unwrap();
         let spec = ServiceSpec {
             name: "a".into(),
-            image: "img".into(),
+            image: Some("img".into()),
             replicas: 1,
+            command: None,
+            env: BTreeMap::new(),
         };
         assert_eq!(patch.apply(&spec).replicas, 7);
-        assert_eq!(patch.apply(&spec).image, "img");
+        assert_eq!(patch.apply(&spec).image.as_deref(), Some("img"));
     }
 }

@@ -91,7 +91,11 @@ pub struct Task {
     pub slot: u32,
     /// The service version this task was made from; an older one is replaced.
     pub spec_version: u64,
-    pub image: String,
+    pub image: Option<String>,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
     pub worker: Option<String>,
     pub desired: DesiredState,
     pub state: TaskState,

@@ -61,6 +61,7 @@ fn worker(i: usize, status: WorkerStatus, now: Millis) -> Worker {
         address: format!("{}:7001", worker_name(i)),
         labels: BTreeMap::new(),
         capacity: None,
+        driver: String::new(),
         status,
         registered_at: 0,
         updated_at: now,
@@ -180,7 +181,10 @@ impl Sim {
             }
             Op::ChangeImage { service } => {
                 let next = self.state.services.get(SERVICES[service]).map(|s| {
-                    let i = IMAGES.iter().position(|i| *i == s.spec.image).unwrap_or(0);
+                    let i = IMAGES
+                        .iter()
+                        .position(|i| Some(*i) == s.spec.image.as_deref())
+                        .unwrap_or(0);
                     IMAGES[(i + 1) % IMAGES.len()]
                 });
                 match next {
@@ -200,11 +204,15 @@ impl Sim {
         let old = self.state.services.get(SERVICES[service]);
         let spec = ServiceSpec {
             name: SERVICES[service].into(),
-            image: image
-                .or(old.map(|s| s.spec.image.as_str()))
-                .unwrap_or(IMAGES[0])
-                .into(),
+            image: Some(
+                image
+                    .or(old.and_then(|s| s.spec.image.as_deref()))
+                    .unwrap_or(IMAGES[0])
+                    .into(),
+            ),
             replicas,
+            command: None,
+            env: BTreeMap::new(),
         };
         vec![Change::PutService(Service::updated(old, spec, now))]
     }

@@ -80,13 +80,20 @@ pub struct ManagerArgs {
 
 #[derive(Subcommand)]
 pub enum ServiceCommand {
-    /// Create a service (or update the one with that name).
+    /// Create a service (or update the one with that name). Give an image (docker
+    /// workers), a command after `--` (process workers), or both.
     Create {
         name: String,
         #[arg(long)]
-        image: String,
+        image: Option<String>,
         #[arg(long, default_value_t = 1)]
         replicas: u32,
+        /// An environment variable NAME=VALUE (repeatable).
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// The command to run, after `--`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// List the services.
     Ls,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use mycluster_client::Client;
 use mycluster_core::docs::{ServiceDoc, StateDoc};
+use serde_json::json;
 
 use crate::cli::{Global, ServiceCommand};
 use crate::output::{json, table, unix_time};
@@ -20,12 +21,32 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             name,
             image,
             replicas,
+            env,
+            command,
         } => {
-            let state = client.put_service(&name, &image, replicas).await?;
+            let mut body = json!({"service": name, "replicas": replicas});
+            if let Some(image) = &image {
+                body["image"] = json!(image);
+            }
+            if !command.is_empty() {
+                body["command"] = json!(command);
+            }
+            if !env.is_empty() {
+                let mut vars = serde_json::Map::new();
+                for pair in &env {
+                    let (key, value) = pair
+                        .split_once('=')
+                        .with_context(|| format!("--env {pair}: use NAME=VALUE"))?;
+                    vars.insert(key.to_string(), json!(value));
+                }
+                body["env"] = serde_json::Value::Object(vars);
+            }
+            let state = client.put_service(&body).await?;
             if global.json {
                 return json(&state);
             }
-            println!("Service {name} deployed: {image} x {replicas}");
+            let what = image.unwrap_or_else(|| command.join(" "));
+            println!("Service {name} deployed: {what} x {replicas}");
             print_state(&state);
         }
         ServiceCommand::Ls => {
@@ -38,7 +59,7 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             for s in &services {
                 t.add_row([
                     s.service.clone(),
-                    s.image.clone(),
+                    runs(&s.image, &s.command),
                     running(&state, &s.service).to_string(),
                     s.replicas.to_string(),
                     unix_time(s.last_updated),
@@ -165,6 +186,15 @@ pub async fn tasks(global: &Global, service: Option<&str>) -> anyhow::Result<()>
     Ok(())
 }
 
+/// What a service runs, for a table cell: its image, else its command.
+fn runs(image: &Option<String>, command: &Option<Vec<String>>) -> String {
+    match (image, command) {
+        (Some(image), _) => image.clone(),
+        (None, Some(command)) => command.join(" "),
+        (None, None) => "-".into(),
+    }
+}
+
 fn running(state: &StateDoc, service: &str) -> usize {
     state
         .workers
@@ -178,7 +208,16 @@ fn running(state: &StateDoc, service: &str) -> usize {
 fn print_service(service: &ServiceDoc) {
     let mut t = table(["FIELD", "VALUE"]);
     t.add_row(["service".to_string(), service.service.clone()]);
-    t.add_row(["image".to_string(), service.image.clone()]);
+    t.add_row([
+        "image".to_string(),
+        service.image.clone().unwrap_or_else(|| "-".into()),
+    ]);
+    if let Some(command) = &service.command {
+        t.add_row(["command".to_string(), command.join(" ")]);
+    }
+    for (name, value) in &service.env {
+        t.add_row(["env".to_string(), format!("{name}={value}")]);
+    }
     t.add_row(["replicas".to_string(), service.replicas.to_string()]);
     t.add_row(["last_updated".to_string(), unix_time(service.last_updated)]);
     println!("{t}");
@@ -207,7 +246,7 @@ fn print_state(state: &StateDoc) {
                 worker.worker.clone(),
                 worker.status.clone(),
                 instance.service.clone(),
-                instance.image.clone(),
+                instance.image.clone().unwrap_or_else(|| "-".into()),
                 instance.running.to_string(),
             ]);
         }
@@ -219,7 +258,7 @@ fn print_state(state: &StateDoc) {
     for service in &state.services {
         s.add_row([
             service.service.clone(),
-            service.image.clone(),
+            runs(&service.image, &service.command),
             service.replicas.to_string(),
             running(state, &service.service).to_string(),
             unix_time(service.last_updated),
