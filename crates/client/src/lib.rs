@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use mycluster_core::docs::{ServiceDoc, StateDoc, StatsDoc, TaskDoc, WorkerDoc};
+use mycluster_core::commands::{Registration, TaskReport};
+use mycluster_core::docs::{AssignedTasks, ServiceDoc, StateDoc, StatsDoc, TaskDoc, WorkerDoc};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -66,10 +67,23 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<T, ClientError> {
+        self.send(method, path, body, None).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url);
         if let Some(body) = body {
             request = request.json(body);
+        }
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
         }
         let response = request.send().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
@@ -90,6 +104,11 @@ impl Client {
             url: url.clone(),
             reason: e.to_string(),
         })
+    }
+
+    /// `GET /healthz`: the manager's status, cluster name and store.
+    pub async fn health(&self) -> Result<Value, ClientError> {
+        self.request(Method::GET, "/healthz", None).await
     }
 
     pub async fn stats(&self) -> Result<StatsDoc, ClientError> {
@@ -158,6 +177,50 @@ impl Client {
             None => "/api/v1/tasks".to_string(),
         };
         self.request(Method::GET, &path, None).await
+    }
+}
+
+/// The calls an agent makes.
+impl Client {
+    pub async fn register(&self, registration: &Registration) -> Result<WorkerDoc, ClientError> {
+        let body = serde_json::to_value(registration).map_err(|e| ClientError::Decode {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        self.request(Method::POST, "/api/v1/workers", Some(&body))
+            .await
+    }
+
+    pub async fn heartbeat(&self, worker: &str) -> Result<Value, ClientError> {
+        let path = format!("/api/v1/workers/{}/heartbeat", segment(worker));
+        self.request(Method::POST, &path, None).await
+    }
+
+    /// The worker's tasks; with `index`, waits up to `wait` for a change after it.
+    pub async fn assigned_tasks(
+        &self,
+        worker: &str,
+        index: Option<u64>,
+        wait: Duration,
+    ) -> Result<AssignedTasks, ClientError> {
+        let mut path = format!("/api/v1/workers/{}/tasks", segment(worker));
+        if let Some(index) = index {
+            path.push_str(&format!("?index={index}&wait={}ms", wait.as_millis()));
+        }
+        // The answer may take the whole wait: allow for it.
+        self.send(
+            Method::GET,
+            &path,
+            None,
+            Some(wait + Duration::from_secs(15)),
+        )
+        .await
+    }
+
+    pub async fn report(&self, worker: &str, reports: &[TaskReport]) -> Result<Value, ClientError> {
+        let path = format!("/api/v1/workers/{}/status", segment(worker));
+        self.request(Method::POST, &path, Some(&json!({ "tasks": reports })))
+            .await
     }
 }
 

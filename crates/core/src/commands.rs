@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::service::ServicePatch;
 use crate::{
@@ -75,7 +75,7 @@ fn count_request(txn: &mut Txn) {
 }
 
 /// What an agent sends when it joins.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     pub name: String,
@@ -195,7 +195,7 @@ pub fn set_worker_status(
 }
 
 /// What an agent reports about one of its tasks.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskReport {
     pub id: String,

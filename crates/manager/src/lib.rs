@@ -3,7 +3,6 @@
 //! acknowledging it, and runs the orchestrator loop that keeps tasks matching services.
 
 pub mod api;
-pub mod background;
 pub mod cluster;
 mod orchestrator;
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::background::{run_loop, LoopControl};
 use crate::cluster::{Cluster, Follow};
+use mycluster_background::{run_loop, LoopControl};
 
 pub async fn run(cluster: Arc<Cluster>, period: Duration, stop: CancellationToken) {
     run_loop("orchestrator", period, stop, || {

@@ -38,6 +38,12 @@ pub struct Global {
 pub enum Command {
     /// Run the manager: the REST API, the state store and the scheduler.
     Manager(ManagerArgs),
+    /// Run a worker's agent: it runs the tasks the manager assigns to this worker.
+    Agent(AgentArgs),
+    /// Run a whole cluster in this process: a manager and N workers.
+    Dev(DevArgs),
+    /// Serve "Hello World" over HTTP: the demo workload (like crccheck/hello-world).
+    Hello(HelloArgs),
     /// Create, inspect, scale and remove services.
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -76,6 +82,83 @@ pub struct ManagerArgs {
     /// The largest request body accepted, in bytes.
     #[arg(long, env = "MYCLUSTER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Driver {
+    /// Containers on the Docker Engine (unix socket, or DOCKER_HOST).
+    Docker,
+    /// Plain child processes running the service's command.
+    Process,
+    /// In-memory containers that start at once: for scale tests only.
+    Sim,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct AgentArgs {
+    /// This worker's name (unique in the cluster).
+    #[arg(long, env = "MYCLUSTER_WORKER")]
+    pub name: String,
+    /// The container runtime to drive.
+    #[arg(long, value_enum, env = "MYCLUSTER_DRIVER", default_value = "docker")]
+    pub driver: Driver,
+    /// The cluster's name [default: asked of the manager].
+    #[arg(long, env = "MYCLUSTER_NAME")]
+    pub cluster: Option<String>,
+    /// Where the health endpoint (probed by the monitor) listens.
+    #[arg(long, env = "MYCLUSTER_AGENT_LISTEN", default_value = "0.0.0.0:7000")]
+    pub listen: String,
+    /// The host:port the monitor should probe [default: this host's name and the port].
+    #[arg(long, env = "MYCLUSTER_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// A label KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// The most tasks this worker takes.
+    #[arg(long)]
+    pub capacity: Option<u32>,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 1.0)]
+    pub heartbeat: f64,
+    /// Run workload containers in this container's PID namespace (docker driver), so they
+    /// die with it.
+    #[arg(long, env = "MYCLUSTER_PID_CONTAINER")]
+    pub pid_container: Option<String>,
+    /// Attach workload containers to this Docker network (docker driver).
+    #[arg(long, env = "MYCLUSTER_NETWORK")]
+    pub network: Option<String>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct DevArgs {
+    /// How many workers.
+    #[arg(long, default_value_t = 3)]
+    pub workers: u32,
+    /// The workers' runtime [default: docker when the engine answers, else process].
+    #[arg(long, value_enum)]
+    pub driver: Option<Driver>,
+    /// Address to serve the API on.
+    #[arg(long, default_value = "0.0.0.0:5000")]
+    pub listen: String,
+    /// The cluster's name; workers are <name>_worker_1..N.
+    #[arg(long, default_value = "myCluster")]
+    pub name: String,
+    /// Keep the state here [default: a temporary dir, removed at exit].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct HelloArgs {
+    /// Port to serve on.
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Exit after this many seconds (for crash tests).
+    #[arg(long)]
+    pub exit_after: Option<f64>,
+    /// The exit code when --exit-after ends it.
+    #[arg(long, default_value_t = 0)]
+    pub exit_code: i32,
 }
 
 #[derive(Subcommand)]

@@ -1,7 +1,9 @@
 //! `mycluster`: every role of the cluster in one binary — the manager, and the command
 //! line client of its API.
 
+mod agent;
 mod cli;
+mod hello;
 mod manager;
 mod output;
 mod remote;
@@ -20,6 +22,9 @@ fn main() {
     let result = runtime.block_on(async move {
         match cli.command {
             cli::Command::Manager(args) => manager::run(args).await,
+            cli::Command::Agent(args) => agent::run(&cli.global, args).await,
+            cli::Command::Dev(args) => agent::dev(args).await,
+            cli::Command::Hello(args) => hello::run(args).await,
             cli::Command::Service(command) => remote::service(&cli.global, command).await,
             cli::Command::State => remote::state(&cli.global).await,
             cli::Command::Stats => remote::stats(&cli.global).await,

@@ -1,0 +1,61 @@
+//! The agent's health endpoint: what the monitor probes to confirm a worker is alive
+//! before declaring it dead.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{AgentConfig, AgentError};
+
+/// Binds the health listener; returns it with the address to advertise.
+pub async fn bind(config: &AgentConfig) -> Result<(TcpListener, String), AgentError> {
+    let listener =
+        TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| AgentError::Listen {
+                addr: config.listen.clone(),
+                source,
+            })?;
+    let bound = listener.local_addr().map_err(|source| AgentError::Listen {
+        addr: config.listen.clone(),
+        source,
+    })?;
+    let address = match &config.advertise {
+        Some(address) => address.clone(),
+        None if bound.ip().is_unspecified() => format!("{}:{}", hostname(), bound.port()),
+        None => bound.to_string(),
+    };
+    Ok((listener, address))
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    worker: String,
+    driver: &'static str,
+    stop: CancellationToken,
+) {
+    let app = Router::new().route(
+        "/healthz",
+        get(move || {
+            let worker = worker.clone();
+            async move { Json(json!({"status": "ok", "worker": worker, "driver": driver})) }
+        }),
+    );
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::warn!("health endpoint failed: {e}");
+    }
+}
+
+/// This host's name (in a container: the container's), for the advertised address.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,397 @@
+//! The worker agent: registers with the manager, heartbeats, long-polls for the tasks
+//! assigned to its worker, and makes its container runtime match them — starting what is
+//! wanted, removing what is not, and reporting what really runs. When the manager is
+//! unreachable it leaves its containers alone, retries with backoff, and re-syncs when
+//! the manager answers again.
+
+mod health;
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mycluster_background::{backoff, run_loop, LoopControl};
+use mycluster_client::{Client, ClientError};
+use mycluster_core::commands::{Registration, TaskReport};
+use mycluster_core::docs::TaskDoc;
+use mycluster_core::TaskState;
+use mycluster_runtime::{ContainerRuntime, RuntimeError, TaskSpec};
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use plan::{plan, report, Action};
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub manager: String,
+    pub name: String,
+    /// Where the health endpoint listens (the monitor probes it).
+    pub listen: String,
+    /// The host:port the monitor should probe; default: the bound address, with an
+    /// unspecified IP replaced by this host's name.
+    pub advertise: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Option<u32>,
+    pub heartbeat: Duration,
+    /// How often the runtime is checked even when no assignment changed (exits, crashes).
+    pub sync_period: Duration,
+    /// How long one long-poll may wait.
+    pub poll_wait: Duration,
+    /// Remove every container of this worker when stopping (`mycluster dev`).
+    pub remove_on_stop: bool,
+}
+
+impl AgentConfig {
+    pub fn new(manager: &str, name: &str) -> AgentConfig {
+        AgentConfig {
+            manager: manager.into(),
+            name: name.into(),
+            listen: "0.0.0.0:7000".into(),
+            advertise: None,
+            labels: BTreeMap::new(),
+            capacity: None,
+            heartbeat: Duration::from_secs(1),
+            sync_period: Duration::from_secs(1),
+            poll_wait: Duration::from_secs(30),
+            remove_on_stop: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid manager URL: {0}")]
+    Client(#[from] ClientError),
+    #[error("cannot listen on {addr} for the health endpoint: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Shared by the agent's loops.
+struct Shared {
+    config: AgentConfig,
+    client: Client,
+    runtime: Arc<dyn ContainerRuntime>,
+    address: String,
+    /// The manager's latest task list for this worker; `None` until the first arrives,
+    /// so a restarted agent removes nothing before it knows what is wanted.
+    wanted: watch::Sender<Option<Vec<TaskDoc>>>,
+}
+
+/// Runs the agent until `stop` is cancelled; returns once every loop has ended.
+pub async fn run(
+    config: AgentConfig,
+    runtime: Arc<dyn ContainerRuntime>,
+    stop: CancellationToken,
+) -> Result<(), AgentError> {
+    let client = Client::new(&config.manager, Duration::from_secs(10))?;
+    let (listener, address) = health::bind(&config).await?;
+    let (wanted, _) = watch::channel(None);
+    let shared = Arc::new(Shared {
+        config,
+        client,
+        runtime,
+        address,
+        wanted,
+    });
+    tracing::info!(
+        "agent {} ({} driver) for {}, health on {}",
+        shared.config.name,
+        shared.runtime.driver(),
+        shared.config.manager,
+        shared.address
+    );
+    let health = tokio::spawn(health::serve(
+        listener,
+        shared.config.name.clone(),
+        shared.runtime.driver(),
+        stop.clone(),
+    ));
+    register_until_done(&shared, &stop).await;
+    let loops = [
+        tokio::spawn(heartbeat_loop(shared.clone(), stop.clone())),
+        tokio::spawn(watch_loop(shared.clone(), stop.clone())),
+        tokio::spawn(sync_loop(shared.clone(), stop.clone())),
+    ];
+    for handle in loops {
+        let _ = handle.await;
+    }
+    let _ = health.await;
+    if shared.config.remove_on_stop {
+        remove_everything(&*shared.runtime).await;
+    }
+    tracing::info!("agent {} stopped", shared.config.name);
+    Ok(())
+}
+
+async fn register(shared: &Shared) -> Result<(), ClientError> {
+    let registration = Registration {
+        name: shared.config.name.clone(),
+        address: shared.address.clone(),
+        labels: shared.config.labels.clone(),
+        capacity: shared.config.capacity,
+        driver: shared.runtime.driver().to_string(),
+    };
+    shared.client.register(&registration).await.map(drop)
+}
+
+/// Registers, retrying with backoff until the manager answers or the agent stops. A
+/// registration the manager refuses (a bad name) is retried too, loudly: it will not
+/// fix itself, but stopping would hide it from an operator watching the logs.
+async fn register_until_done(shared: &Shared, stop: &CancellationToken) {
+    let mut failures = 0;
+    loop {
+        match register(shared).await {
+            Ok(()) => {
+                tracing::info!(
+                    "agent {}: registered with {}",
+                    shared.config.name,
+                    shared.config.manager
+                );
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                let wait = backoff(Duration::from_millis(500), failures);
+                tracing::warn!(
+                    "agent {}: cannot register: {e}; retrying in {wait:?}",
+                    shared.config.name
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let name = format!("agent {} heartbeat", shared.config.name);
+    run_loop(&name, shared.config.heartbeat, stop, || {
+        let shared = shared.clone();
+        async move {
+            match shared.client.heartbeat(&shared.config.name).await {
+                Ok(_) => Ok(LoopControl::Continue),
+                // The manager does not know us (it lost its state): join again.
+                Err(e) if e.status() == Some(404) => {
+                    register(&shared).await.map_err(|e| e.to_string())?;
+                    Ok(LoopControl::Continue)
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await
+}
+
+/// Long-polls the manager for this worker's tasks and publishes each new list.
+async fn watch_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut index: Option<u64> = None;
+    let mut failures = 0;
+    loop {
+        let poll =
+            shared
+                .client
+                .assigned_tasks(&shared.config.name, index, shared.config.poll_wait);
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            result = poll => result,
+        };
+        match result {
+            Ok(list) => {
+                if failures > 0 {
+                    tracing::info!("agent {}: the manager answers again", shared.config.name);
+                }
+                failures = 0;
+                index = Some(list.index);
+                shared.wanted.send_replace(Some(list.tasks));
+            }
+            Err(e) => {
+                failures += 1;
+                if e.status() == Some(404) {
+                    let _ = register(&shared).await;
+                }
+                // Keep the last list: the containers keep running as they are.
+                index = None;
+                let wait = backoff(Duration::from_millis(500), failures);
+                tracing::warn!(
+                    "agent {}: cannot get tasks: {e}; retrying in {wait:?}",
+                    shared.config.name
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Makes the runtime match the wanted tasks: on every new list, and every sync period
+/// (to notice containers that exited).
+async fn sync_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut wanted = shared.wanted.subscribe();
+    let mut failures = 0;
+    loop {
+        let list = wanted.borrow_and_update().clone();
+        let wait = match list {
+            None => shared.config.sync_period,
+            Some(tasks) => match sync_once(&shared, tasks).await {
+                Ok(()) => {
+                    failures = 0;
+                    shared.config.sync_period
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = backoff(shared.config.sync_period, failures);
+                    tracing::warn!(
+                        "agent {}: sync: {e}; retrying in {wait:?}",
+                        shared.config.name
+                    );
+                    wait
+                }
+            },
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = wanted.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// How many containers one pass starts or removes at once.
+const PARALLEL_ACTIONS: usize = 16;
+
+async fn sync_once(shared: &Arc<Shared>, tasks: Vec<TaskDoc>) -> Result<(), String> {
+    let containers = shared.runtime.list().await.map_err(|e| e.to_string())?;
+    let (actions, mut reports) = plan(&tasks, &containers);
+    let permits = Arc::new(Semaphore::new(PARALLEL_ACTIONS));
+    let mut running = tokio::task::JoinSet::new();
+    for action in actions {
+        let shared = shared.clone();
+        let permits = permits.clone();
+        running.spawn(async move {
+            let _permit = permits.acquire_owned().await.ok();
+            act(&shared, action).await
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        if let Ok(Some(report)) = done {
+            reports.push(report);
+        }
+    }
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let answer = shared
+        .client
+        .report(&shared.config.name, &reports)
+        .await
+        .map_err(|e| format!("cannot report {} task states: {e}", reports.len()))?;
+    // What was accepted is known now: note it, so the next pass does not repeat it
+    // before the manager's new list arrives.
+    let ignored: Vec<&str> = answer["ignored"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| i["id"].as_str()).collect())
+        .unwrap_or_default();
+    shared.wanted.send_if_modified(|list| {
+        let Some(list) = list else { return false };
+        for r in reports.iter().filter(|r| !ignored.contains(&r.id.as_str())) {
+            if let Some(task) = list.iter_mut().find(|t| t.id == r.id) {
+                task.state = r.state.as_str().to_string();
+            }
+        }
+        // Not a new assignment: do not wake the sync loop for it.
+        false
+    });
+    Ok(())
+}
+
+/// Carries out one action; returns the report it leads to, if any.
+async fn act(shared: &Shared, action: Action) -> Option<TaskReport> {
+    match action {
+        Action::Start(task) => Some(start(shared, &task).await),
+        Action::Remove {
+            container,
+            report: wanted_report,
+        } => match shared.runtime.remove(&container).await {
+            Ok(()) => {
+                tracing::info!("agent {}: removed {}", shared.config.name, container.name);
+                wanted_report.map(|id| TaskReport {
+                    id,
+                    state: TaskState::Shutdown,
+                    container_id: Some(container.id.clone()),
+                    exit_code: None,
+                    error: None,
+                    message: None,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "agent {}: cannot remove {}: {e}",
+                    shared.config.name,
+                    container.name
+                );
+                None
+            }
+        },
+    }
+}
+
+async fn start(shared: &Shared, task: &TaskDoc) -> TaskReport {
+    let spec = TaskSpec {
+        task_id: task.id.clone(),
+        service: task.service.clone(),
+        slot: task.slot,
+        image: task.image.clone(),
+        command: task.command.clone(),
+        env: task.env.clone(),
+    };
+    let result = match shared.runtime.check(&spec) {
+        Ok(()) => shared.runtime.start(&spec).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(id) => {
+            tracing::info!(
+                "agent {}: started {} for service {}",
+                shared.config.name,
+                spec.container_name(),
+                task.service
+            );
+            let mut r = report(task, TaskState::Running, None);
+            r.container_id = Some(id);
+            r
+        }
+        Err(e) => {
+            tracing::warn!(
+                "agent {}: cannot start {}: {e}",
+                shared.config.name,
+                spec.container_name()
+            );
+            let error = match e {
+                RuntimeError::Engine(why) => format!("the container engine failed: {why}"),
+                other => other.to_string(),
+            };
+            report(task, TaskState::Failed, Some(error))
+        }
+    }
+}
+
+async fn remove_everything(runtime: &dyn ContainerRuntime) {
+    match runtime.list().await {
+        Ok(containers) => {
+            for container in containers {
+                if let Err(e) = runtime.remove(&container).await {
+                    tracing::warn!("cannot remove {}: {e}", container.name);
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot list containers to remove them: {e}"),
+    }
+}

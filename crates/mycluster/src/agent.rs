@@ -1,0 +1,200 @@
+//! `mycluster agent` (one worker) and `mycluster dev` (a manager and N workers in one
+//! process).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use mycluster_agent::AgentConfig;
+use mycluster_client::Client;
+use mycluster_core::Limits;
+use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager};
+use mycluster_runtime::{
+    ContainerRuntime, DockerOptions, DockerRuntime, Identity, ProcessRuntime, SimRuntime,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{AgentArgs, DevArgs, Driver, Global};
+use crate::manager::{init_logging, stop_on_signal};
+
+pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
+    init_logging();
+    let stop = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stop.clone()));
+    let cluster = match args.cluster.clone() {
+        Some(cluster) => cluster,
+        None => match ask_cluster_name(&global.manager, &stop).await? {
+            Some(cluster) => cluster,
+            None => return Ok(()),
+        },
+    };
+    let identity = Identity {
+        cluster,
+        worker: args.name.clone(),
+    };
+    let docker = DockerOptions {
+        pid_container: args.pid_container.clone(),
+        network: args.network.clone(),
+        ..DockerOptions::default()
+    };
+    let runtime = make_runtime(args.driver, identity, docker).await?;
+    let mut labels = BTreeMap::new();
+    for label in &args.labels {
+        let (key, value) = label
+            .split_once('=')
+            .with_context(|| format!("--label {label}: use KEY=VALUE"))?;
+        labels.insert(key.to_string(), value.to_string());
+    }
+    if !(args.heartbeat > 0.0 && args.heartbeat <= 60.0) {
+        bail!("--heartbeat must be between 0 and 60 seconds");
+    }
+    let config = AgentConfig {
+        listen: args.listen,
+        advertise: args.advertise,
+        labels,
+        capacity: args.capacity,
+        heartbeat: Duration::from_secs_f64(args.heartbeat),
+        ..AgentConfig::new(&global.manager, &args.name)
+    };
+    mycluster_agent::run(config, runtime, stop).await?;
+    Ok(())
+}
+
+/// The cluster's name, from the manager (retrying until it answers); `None` if stopped
+/// first.
+async fn ask_cluster_name(
+    manager: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<String>> {
+    let client = Client::new(manager, Duration::from_secs(10))?;
+    let mut failures = 0;
+    loop {
+        match client.health().await {
+            Ok(health) => {
+                if let Some(name) = health["cluster"].as_str() {
+                    return Ok(Some(name.to_string()));
+                }
+                bail!("the manager at {manager} did not say its cluster's name");
+            }
+            Err(e) => {
+                failures += 1;
+                let wait = mycluster_background::backoff(Duration::from_millis(500), failures);
+                tracing::warn!("waiting for the manager: {e}; retrying in {wait:?}");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn make_runtime(
+    driver: Driver,
+    identity: Identity,
+    docker: DockerOptions,
+) -> anyhow::Result<Arc<dyn ContainerRuntime>> {
+    Ok(match driver {
+        Driver::Docker => Arc::new(DockerRuntime::connect(identity, docker).await?),
+        Driver::Process => Arc::new(ProcessRuntime::new(identity)),
+        Driver::Sim => Arc::new(SimRuntime::new(identity)),
+    })
+}
+
+pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    init_logging();
+    if args.workers == 0 || args.workers > 1000 {
+        bail!("--workers must be between 1 and 1000");
+    }
+    let driver = match args.driver {
+        Some(driver) => driver,
+        None if DockerRuntime::available().await => Driver::Docker,
+        None => {
+            tracing::info!("no Docker engine answers: using the process driver");
+            Driver::Process
+        }
+    };
+    let temporary = match &args.data_dir {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("mycluster-dev-")
+                .tempdir()?,
+        ),
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| temporary.as_ref().map(|t| t.path().to_path_buf()))
+        .context("no data dir")?;
+    let stop = CancellationToken::new();
+    let manager = RunningManager::start(
+        ManagerConfig {
+            listen: args.listen.clone(),
+            data_dir,
+            name: args.name.clone(),
+            store: "embedded".into(),
+            limits: Limits::default(),
+            api: ApiConfig::default(),
+            reconcile_period: Duration::from_secs(1),
+        },
+        stop.clone(),
+    )
+    .await
+    .context("the manager could not start")?;
+    let port = manager.addr.port();
+    let local = format!("http://127.0.0.1:{port}");
+
+    let mut agents = Vec::new();
+    for i in 1..=args.workers {
+        let name = format!("{}_worker_{i}", args.name);
+        let identity = Identity {
+            cluster: args.name.clone(),
+            worker: name.clone(),
+        };
+        let runtime = make_runtime(driver, identity, DockerOptions::default()).await?;
+        let config = AgentConfig {
+            listen: "127.0.0.1:0".into(),
+            remove_on_stop: true,
+            ..AgentConfig::new(&local, &name)
+        };
+        agents.push(tokio::spawn(mycluster_agent::run(
+            config,
+            runtime,
+            stop.clone(),
+        )));
+    }
+
+    let shown = format!("http://localhost:{port}");
+    println!(
+        "MyCluster dev cluster '{}': a manager and {} workers ({} driver)\n\
+         API: {shown}\n\
+         Try:\n  curl -H \"Content-Type: application/json\" -X GET {shown}/api/v1/state\n\
+         \x20 MYCLUSTER_MANAGER={shown} mycluster service create hello --replicas 3 {}\n\
+         Stop with Ctrl-C (its containers are removed).",
+        args.name,
+        args.workers,
+        match driver {
+            Driver::Docker => "docker",
+            Driver::Process => "process",
+            Driver::Sim => "sim",
+        },
+        match driver {
+            Driver::Process => "-- mycluster hello --port 0",
+            _ => "--image mycluster/hello-world",
+        }
+    );
+    tokio::spawn(stop_on_signal(stop.clone()));
+    for agent in agents {
+        match agent.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("an agent failed: {e}"),
+            Err(e) => tracing::error!("an agent panicked: {e}"),
+        }
+    }
+    stop.cancel();
+    manager.wait().await?;
+    drop(temporary);
+    Ok(())
+}
