@@ -28,6 +28,8 @@ pub struct Cluster {
     current: RwLock<Arc<Snapshot>>,
     /// Held for a whole mutation, so writers see each other's results in order.
     writer: tokio::sync::Mutex<RandomIds>,
+    /// The index of the last commit, for anyone waiting on any change.
+    committed: watch::Sender<u64>,
     /// Per worker: the index of the last change to its tasks, for long-polls.
     task_watch: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Last heartbeat per worker. Kept in memory only: a heartbeat a second per worker is
@@ -78,6 +80,7 @@ impl Cluster {
                 state,
             })),
             writer: tokio::sync::Mutex::new(RandomIds),
+            committed: watch::channel(stored.index).0,
             task_watch: Mutex::new(HashMap::new()),
             heartbeats: Mutex::new(HashMap::new()),
         })
@@ -136,6 +139,7 @@ impl Cluster {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
         self.wake_workers(&base.state, &changes, index);
+        self.committed.send_replace(index);
         Ok((out, next))
     }
 
@@ -167,6 +171,11 @@ impl Cluster {
             .entry(worker.to_string())
             .or_insert_with(|| watch::channel(self.snapshot().index).0)
             .subscribe()
+    }
+
+    /// Changes with every commit.
+    pub fn watch_commits(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
     }
 
     pub fn record_heartbeat(&self, worker: &str) {

@@ -65,7 +65,7 @@ async fn replicas_spread_and_running_counts_what_agents_report() {
         register(&api, worker).await;
     }
     let body = json!({"service": "web", "image": "mycluster/hello-world", "replicas": 5});
-    let reply = api.post("/api/v1/service", &body).await;
+    let reply = api.post("/api/v1/service?wait=0", &body).await;
     assert_eq!(reply.status, 201);
     // Placed but not yet reported running: nothing counts as running.
     assert_eq!(reply.body["cluster.numOfWorkers"], 3);
@@ -143,7 +143,7 @@ async fn a_new_worker_takes_pending_tasks_with_their_reason_until_then() {
     let manager = Manager::start(dir.path(), &[]);
     let api = manager.api();
     let body = json!({"service": "web", "image": "redis", "replicas": 2});
-    assert_eq!(api.post("/api/v1/service", &body).await.status, 201);
+    assert_eq!(api.post("/api/v1/service?wait=0", &body).await.status, 201);
     let tasks = api.ok("/api/v1/tasks?service=web").await;
     for task in tasks.as_array().unwrap() {
         assert_eq!(task["state"], "pending");
@@ -183,7 +183,7 @@ async fn long_poll_waits_for_a_change_and_returns_when_it_comes() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let body = json!({"service": "web", "image": "redis", "replicas": 1});
-    assert_eq!(api.post("/api/v1/service", &body).await.status, 201);
+    assert_eq!(api.post("/api/v1/service?wait=0", &body).await.status, 201);
     let woken = tokio::time::timeout(Duration::from_secs(50), waiting)
         .await
         .expect("the poll answered on the change, not after 60 s")
@@ -200,7 +200,7 @@ async fn scale_down_and_delete_reach_the_agent_as_desired_shutdown() {
     let api = manager.api();
     register(&api, "w1").await;
     let body = json!({"service": "web", "image": "redis", "replicas": 3});
-    assert_eq!(api.post("/api/v1/service", &body).await.status, 201);
+    assert_eq!(api.post("/api/v1/service?wait=0", &body).await.status, 201);
     report_all(&api, "w1", "running").await;
 
     let reply = api
@@ -263,7 +263,7 @@ async fn a_failed_task_is_replaced_and_backward_reports_are_ignored() {
     let api = manager.api();
     register(&api, "w1").await;
     let body = json!({"service": "web", "image": "redis", "replicas": 1});
-    assert_eq!(api.post("/api/v1/service", &body).await.status, 201);
+    assert_eq!(api.post("/api/v1/service?wait=0", &body).await.status, 201);
     report_all(&api, "w1", "running").await;
     let first = poll(&api, "w1", "").await["tasks"][0]["id"].clone();
 

@@ -42,7 +42,7 @@ async fn a_restart_keeps_services_tasks_workers_and_counters() {
     }
     for (name, replicas) in [("web", 3), ("db", 1)] {
         let body = json!({"service": name, "image": "redis:alpine", "replicas": replicas});
-        assert_eq!(api.post("/api/v1/service", &body).await.status, 201);
+        assert_eq!(api.post("/api/v1/service?wait=0", &body).await.status, 201);
     }
     let list = api.ok("/api/v1/workers/w1/tasks").await;
     let reports: Vec<Value> = list["tasks"]

@@ -1,25 +1,39 @@
 //! The service endpoints: the original's `POST /service` and `GET /service/<name>`, and
 //! list, partial update and delete.
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use mycluster_core::commands::{self, CommandError};
 use mycluster_core::service::ServicePatch;
-use mycluster_core::ServiceSpec;
+use mycluster_core::{ServiceSpec, TaskState};
 
 use super::body::JsonBody;
+use super::query::Params;
 use super::{ApiError, AppState};
-use crate::cluster::Follow;
+use crate::cluster::{Follow, Snapshot};
 use mycluster_core::docs::{ServiceDoc, StateDoc};
 
-/// `POST /api/v1/service`: create, or update in place when the name exists. Answers 201
-/// with the state document, as the original did, once the change is durable.
+/// `POST /api/v1/service[?wait=5s]`: create, or update in place when the name exists.
+/// Answers 201 with the state document once the change is durable and — as the original,
+/// which answered once its containers had started — once the new tasks run on live
+/// workers, or `wait` has passed, or they cannot make progress (none can be placed, one
+/// failed). `?wait=0` answers at once.
 pub async fn create(
     State(app): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<StateDoc>), ApiError> {
+    let params = Params::parse(query, &["wait"])?;
+    let wait = params
+        .duration("wait")?
+        .unwrap_or(DEFAULT_CONVERGE_WAIT)
+        .min(app.config.max_wait);
     let spec = ServiceSpec::from_json(&body, &app.cluster.limits)?;
     let name = spec.name.clone();
     let (created, snapshot) = app
@@ -33,10 +47,47 @@ pub async fn create(
         "service {name} {}",
         if created { "created" } else { "updated" }
     );
+    let snapshot = converge(&app, &name, snapshot, wait).await;
     Ok((
         StatusCode::CREATED,
         Json(StateDoc::new(&app.cluster.name, &snapshot.state)),
     ))
+}
+
+const DEFAULT_CONVERGE_WAIT: Duration = Duration::from_secs(5);
+
+/// A worker heard from this recently is expected to start its tasks soon.
+const ALIVE: Duration = Duration::from_secs(3);
+
+/// Waits until the service's wanted tasks run, or cannot progress, or `wait` is over.
+async fn converge(
+    app: &AppState,
+    name: &str,
+    mut snapshot: Arc<Snapshot>,
+    wait: Duration,
+) -> Arc<Snapshot> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut commits = app.cluster.watch_commits();
+    loop {
+        let waiting = snapshot.state.tasks_of_service(name).any(|t| {
+            t.is_active()
+                && t.state != TaskState::Running
+                && t.state != TaskState::Pending
+                && t.worker
+                    .as_deref()
+                    .and_then(|w| app.cluster.heartbeat_age(w))
+                    .is_some_and(|age| age < ALIVE)
+        });
+        if !waiting {
+            return snapshot;
+        }
+        tokio::select! {
+            changed = commits.changed() => if changed.is_err() { return snapshot },
+            _ = tokio::time::sleep_until(deadline) => return app.cluster.snapshot(),
+            _ = app.stop.cancelled() => return snapshot,
+        }
+        snapshot = app.cluster.snapshot();
+    }
 }
 
 /// `GET /api/v1/service/<name>`.

@@ -231,3 +231,124 @@ pub fn cli(manager_url: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A `mycluster agent` process. Killed (SIGKILL) when dropped; with the process driver
+/// its workloads die with it.
+pub struct Agent {
+    child: Child,
+    pub name: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    pub fn start(manager_url: &str, name: &str, driver: &str, extra: &[&str]) -> Agent {
+        let mut child = Command::new(BIN)
+            .args([
+                "agent",
+                "--name",
+                name,
+                "--driver",
+                driver,
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("MYCLUSTER_MANAGER", manager_url)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mycluster agent");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Agent {
+            child,
+            name: name.to_string(),
+            log,
+        }
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A live (not zombie) process found by an environment variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    pub pid: i32,
+    pub worker: String,
+    pub task: String,
+}
+
+/// Every live process whose environment holds `TEST_MARK=<mark>`: the real OS processes
+/// of a test's services, whichever agent started them.
+pub fn workloads(mark: &str) -> Vec<Workload> {
+    let wanted = format!("TEST_MARK={mark}");
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<String> = environ
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        if !vars.contains(&wanted) {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        if status.is_empty() || status.contains("State:\tZ") {
+            continue;
+        }
+        let var = |name: &str| {
+            vars.iter()
+                .find_map(|v| v.strip_prefix(&format!("{name}=")).map(str::to_owned))
+                .unwrap_or_default()
+        };
+        found.push(Workload {
+            pid,
+            worker: var("MYCLUSTER_WORKER"),
+            task: var("MYCLUSTER_TASK"),
+        });
+    }
+    found.sort_by_key(|w| w.pid);
+    found
+}
+
+/// A mark no other test or run shares.
+pub fn unique_mark(test: &str) -> String {
+    format!(
+        "{test}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    )
+}
