@@ -11,6 +11,20 @@ use crate::{
 /// Finished tasks kept per slot, so `GET /tasks` shows what happened recently.
 pub const HISTORY_PER_SLOT: usize = 3;
 
+/// A task that ran at least this long before failing resets its slot's backoff.
+pub const HEALTHY_RUN: Millis = 30_000;
+
+/// The longest a crash-looping slot waits before its next try.
+pub const MAX_RESTART_DELAY: Millis = 60_000;
+
+/// The wait before replacing the `n`th consecutive failure: 1 s, 2 s, 4 s, … 60 s.
+pub fn restart_delay(failures: u32) -> Millis {
+    match failures {
+        0 => 0,
+        n => (1000u64 << (n - 1).min(16)).min(MAX_RESTART_DELAY),
+    }
+}
+
 /// Reconciles every service, and every service name that still has tasks.
 pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Vec<Change> {
     let mut names: Vec<&String> = state.services.keys().collect();
@@ -84,13 +98,36 @@ fn reconcile_service(
 
     // 2. Exactly one active task per wanted slot.
     if let Some(service) = service {
+        // The most recent finished task of each slot decides when its next one starts.
+        let mut latest: BTreeMap<u32, Task> = BTreeMap::new();
+        for task in tasks.iter().filter(|t| t.state.is_terminal()) {
+            let newer = latest
+                .get(&task.slot)
+                .is_none_or(|l| (task.updated_at, task.created_at) > (l.updated_at, l.created_at));
+            if newer {
+                latest.insert(task.slot, task.clone());
+            }
+        }
         let mut active: BTreeMap<u32, Vec<&mut Task>> = BTreeMap::new();
         for task in tasks.iter_mut().filter(|t| t.is_active()) {
             active.entry(task.slot).or_default().push(task);
         }
         for slot in 0..service.spec.replicas {
             match active.get_mut(&slot) {
-                None => changes.push(Change::PutTask(new_task(service, slot, ids.next_id(), now))),
+                None => match replacement(latest.get(&slot), now) {
+                    Replacement::Now(failures) => {
+                        let mut task = new_task(service, slot, ids.next_id(), now);
+                        task.failures = failures;
+                        changes.push(Change::PutTask(task));
+                    }
+                    Replacement::After { failed, message } => {
+                        if failed.message != message {
+                            let mut noted = failed.clone();
+                            noted.message = message;
+                            changes.push(Change::PutTask(noted));
+                        }
+                    }
+                },
                 Some(duplicates) if duplicates.len() > 1 => {
                     // Should not happen; if it does, keep the one furthest along.
                     duplicates.sort_by_key(|t| (std::cmp::Reverse(t.state), t.created_at));
@@ -126,6 +163,44 @@ fn reconcile_service(
         }
     }
     relocated
+}
+
+enum Replacement<'a> {
+    /// Make it now, with this many failures behind it.
+    Now(u32),
+    /// Not yet: the slot is crash-looping. Say so on the failed task.
+    After { failed: &'a Task, message: String },
+}
+
+/// When a slot whose last task ended gets its next one: at once after a lost, stopped or
+/// completed task, or after a failure that ran long enough; otherwise after a delay that
+/// doubles with each failure in a row, so a crash-looping image does not spin.
+fn replacement(latest: Option<&Task>, now: Millis) -> Replacement<'_> {
+    let Some(last) = latest.filter(|t| t.state == TaskState::Failed) else {
+        return Replacement::Now(0);
+    };
+    let ran = last.updated_at.saturating_sub(last.created_at);
+    let failures = if ran >= HEALTHY_RUN {
+        1
+    } else {
+        last.failures + 1
+    };
+    let due = last.updated_at + restart_delay(failures);
+    if now >= due {
+        return Replacement::Now(failures);
+    }
+    let reason = last
+        .error
+        .clone()
+        .or_else(|| last.exit_code.map(|c| format!("exited with code {c}")))
+        .unwrap_or_else(|| "failed".into());
+    Replacement::After {
+        failed: last,
+        message: format!(
+            "{reason}; restarting in {:.0}s (failure {failures} in a row)",
+            (due - now).div_ceil(1000)
+        ),
+    }
 }
 
 fn wants(service: Option<&Service>, task: &Task) -> bool {
@@ -184,6 +259,7 @@ fn new_task(service: &Service, slot: u32, id: String, now: Millis) -> Task {
         container_id: None,
         exit_code: None,
         error: None,
+        failures: 0,
         created_at: now,
         updated_at: now,
     }

@@ -104,6 +104,10 @@ pub struct Task {
     pub container_id: Option<String>,
     pub exit_code: Option<i64>,
     pub error: Option<String>,
+    /// How many tasks of this slot failed in a row before this one was made; sets the
+    /// delay before the next replacement (crash-loop backoff).
+    #[serde(default)]
+    pub failures: u32,
     pub created_at: Millis,
     pub updated_at: Millis,
 }

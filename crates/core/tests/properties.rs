@@ -123,8 +123,11 @@ impl Sim {
         Ok(sim)
     }
 
+    /// Each step is a minute apart: longer than any crash-loop backoff, so a failed slot
+    /// is always replaced by the next settle (the backoff has tests of its own in
+    /// `scenarios.rs`).
     fn tick(&mut self) -> Millis {
-        self.now += 1_000;
+        self.now += 61_000;
         self.now
     }
 

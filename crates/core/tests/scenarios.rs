@@ -275,3 +275,129 @@ fn an_image_change_replaces_every_task() {
         assert_eq!(cluster.state.tasks[id].desired, DesiredState::Shutdown);
     }
 }
+
+/// Marks every running task of `service` failed at the current time, as an agent would
+/// report a crash.
+fn crash(cluster: &mut Cluster, service: &str) {
+    let crashed: Vec<Change> = cluster
+        .state
+        .tasks_of_service(service)
+        .filter(|t| t.is_active())
+        .map(|t| {
+            let mut t = t.clone();
+            t.state = TaskState::Failed;
+            t.exit_code = Some(1);
+            t.updated_at = cluster.now;
+            Change::PutTask(t)
+        })
+        .collect();
+    let mut txn = Txn::new(cluster.state.clone());
+    txn.extend(crashed);
+    cluster.state = txn.state;
+    cluster.settle();
+}
+
+#[test]
+fn a_crash_looping_slot_backs_off_and_says_so() {
+    let mut cluster = Cluster::with_workers(1);
+    cluster.put_service("web", "nginx", 1);
+    cluster.agents_report();
+    // Each failure in a row doubles the wait: 1 s, 2 s, 4 s.
+    for (failures, delay) in [(1u32, 1_000u64), (2, 2_000), (3, 4_000)] {
+        crash(&mut cluster, "web");
+        assert!(
+            cluster.active("web").is_empty(),
+            "replaced before its delay"
+        );
+        let failed = cluster
+            .state
+            .tasks_of_service("web")
+            .filter(|t| t.state == TaskState::Failed)
+            .max_by_key(|t| t.updated_at)
+            .unwrap();
+        assert!(
+            failed.message.contains("restarting in")
+                && failed
+                    .message
+                    .contains(&format!("failure {failures} in a row")),
+            "{}",
+            failed.message
+        );
+        cluster.now += delay - 1;
+        cluster.settle();
+        assert!(
+            cluster.active("web").is_empty(),
+            "replaced {delay} ms too early"
+        );
+        cluster.now += 1;
+        cluster.settle();
+        let active = cluster.active("web");
+        assert_eq!(active.len(), 1, "replaced once the delay is over");
+        assert_eq!(active[0].failures, failures);
+        cluster.agents_report();
+    }
+    // A task that ran long enough before failing starts the count again.
+    cluster.now += 60_000;
+    crash(&mut cluster, "web");
+    cluster.now += 1_000;
+    cluster.settle();
+    assert_eq!(cluster.active("web")[0].failures, 1);
+}
+
+#[test]
+fn workers_only_get_what_their_driver_can_run() {
+    let mut cluster = Cluster::with_workers(0);
+    let worker = |name: &str, driver: &str| Worker {
+        name: name.into(),
+        address: format!("{name}:7001"),
+        labels: BTreeMap::new(),
+        capacity: None,
+        driver: driver.into(),
+        status: WorkerStatus::Ready,
+        registered_at: 0,
+        updated_at: 0,
+    };
+    cluster.apply([
+        Change::PutWorker(worker("d1", "docker")),
+        Change::PutWorker(worker("p1", "process")),
+    ]);
+    let service = |name: &str, image: Option<&str>, command: Option<&str>| {
+        Change::PutService(Service::updated(
+            None,
+            ServiceSpec {
+                name: name.into(),
+                image: image.map(str::to_owned),
+                replicas: 2,
+                command: command.map(|c| vec![c.to_string()]),
+                env: BTreeMap::new(),
+            },
+            0,
+        ))
+    };
+    cluster.apply([
+        service("images", Some("nginx"), None),
+        service("commands", None, Some("sleep")),
+        service("both", Some("nginx"), Some("sleep")),
+    ]);
+    let on = |cluster: &Cluster, service: &str| -> Vec<String> {
+        cluster.placement(service).into_values().collect()
+    };
+    assert_eq!(on(&cluster, "images"), ["d1", "d1"]);
+    assert_eq!(on(&cluster, "commands"), ["p1", "p1"]);
+    assert_eq!(on(&cluster, "both"), ["d1", "p1"]);
+
+    // Nowhere to run it: the reason names the driver.
+    cluster.apply([Change::DeleteWorker("d1".into())]);
+    cluster.apply([service("images2", Some("nginx"), None)]);
+    let pending = cluster
+        .state
+        .tasks_of_service("images2")
+        .next()
+        .unwrap()
+        .message
+        .clone();
+    assert_eq!(
+        pending,
+        "no worker can take it: 1 cannot run it (the process driver needs a command)"
+    );
+}

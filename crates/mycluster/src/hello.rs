@@ -7,14 +7,21 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::cli::HelloArgs;
+use crate::manager::stop_on_signal;
 
 pub async fn run(args: HelloArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.port))
         .await
         .with_context(|| format!("cannot listen on port {}", args.port))?;
     let app = Router::new().fallback(|| async { "Hello World\n" });
-    let server = axum::serve(listener, app);
+    // As PID 1 of a container, the kernel gives it no default SIGTERM action: without its
+    // own handler every `docker stop` would wait out the whole grace period.
+    let stop = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stop.clone()));
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
     match args.exit_after {
         Some(secs) => {
             let wait = Duration::try_from_secs_f64(secs)

@@ -281,13 +281,21 @@ async fn a_failed_task_is_replaced_and_backward_reports_are_ignored() {
     assert_eq!(failed["state"], "failed");
     assert_eq!(failed["exit_code"], 137);
     assert_eq!(failed["error"], "killed");
-    let live: Vec<&Value> = tasks
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["desired_state"] == "running" && t["state"] != "failed")
-        .collect();
-    assert_eq!(live.len(), 1, "a replacement takes the slot: {tasks}");
+    // Crash-loop backoff: the failure says when the slot restarts, and it does.
+    let message = failed["message"].as_str().unwrap();
+    assert!(message.contains("killed; restarting in"), "{message}");
+    let live = common::eventually("the replacement", || async {
+        let tasks = api.ok("/api/v1/tasks?service=web").await;
+        let live: Vec<Value> = tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["desired_state"] == "running" && t["state"] != "failed")
+            .cloned()
+            .collect();
+        (live.len() == 1).then_some(live)
+    })
+    .await;
     assert_ne!(live[0]["id"], first);
 
     // A finished task cannot come back to life, and unknown ids are ignored with a reason.

@@ -3,11 +3,13 @@
 //! `sim` (in-memory, for scale tests and benchmarks only). Every driver passes the
 //! conformance suite in `tests/conformance`.
 
+mod docker;
 mod process;
 mod sim;
 
 use std::collections::BTreeMap;
 
+pub use docker::{DockerOptions, DockerRuntime};
 pub use process::ProcessRuntime;
 pub use sim::SimRuntime;
 

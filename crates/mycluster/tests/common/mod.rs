@@ -3,6 +3,8 @@
 //! running.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,9 +32,19 @@ impl Manager {
             .unwrap_or_else(|log| panic!("manager did not start:\n{log}"))
     }
 
+    /// Starts a manager for cluster `name` (docker tests need names of their own).
+    pub fn start_named(data_dir: &Path, name: &str) -> Manager {
+        Self::launch(data_dir, name, &[])
+            .unwrap_or_else(|log| panic!("manager did not start:\n{log}"))
+    }
+
     /// Starts a manager; on failure returns what it printed.
     pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Manager, String> {
-        let mut args = vec!["manager", "--listen", "127.0.0.1:0", "--name", "test"];
+        Self::launch(data_dir, "test", extra)
+    }
+
+    fn launch(data_dir: &Path, name: &str, extra: &[&str]) -> Result<Manager, String> {
+        let mut args = vec!["manager", "--listen", "127.0.0.1:0", "--name", name];
         args.extend_from_slice(extra);
         let mut child = Command::new(BIN)
             .args(&args)

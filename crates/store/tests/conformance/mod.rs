@@ -52,8 +52,10 @@ pub fn service(name: &str, replicas: u32) -> Service {
     Service {
         spec: ServiceSpec {
             name: name.into(),
-            image: "mycluster/hello-world".into(),
+            image: Some("mycluster/hello-world".into()),
             replicas,
+            command: None,
+            env: BTreeMap::new(),
         },
         version: 1,
         created_at: 1_000,
@@ -67,7 +69,9 @@ pub fn task(id: &str, service: &str, slot: u32) -> Task {
         service: service.into(),
         slot,
         spec_version: 1,
-        image: "mycluster/hello-world".into(),
+        image: Some("mycluster/hello-world".into()),
+        command: Some(vec!["/mycluster".into(), "hello".into()]),
+        env: BTreeMap::from([("PORT".to_string(), "8000".to_string())]),
         worker: Some("test_worker_1".into()),
         desired: DesiredState::Running,
         state: TaskState::Running,
@@ -75,6 +79,7 @@ pub fn task(id: &str, service: &str, slot: u32) -> Task {
         container_id: Some("abc123".into()),
         exit_code: None,
         error: None,
+        failures: 2,
         created_at: 1_000,
         updated_at: 1_500,
     }
@@ -86,6 +91,7 @@ pub fn worker(name: &str) -> Worker {
         address: "10.0.0.1:7000".into(),
         labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
         capacity: Some(10),
+        driver: "docker".into(),
         status: WorkerStatus::Ready,
         registered_at: 1_000,
         updated_at: 1_000,

@@ -1,0 +1,524 @@
+//! The `docker` driver: a task is a container of the Docker engine (unix socket or
+//! `DOCKER_HOST`), created from the service's image and marked with our labels.
+//!
+//! Only containers carrying this runtime's cluster and worker labels are listed, replaced
+//! or removed; anything else on the engine is left alone, even when it holds a name we
+//! want. With `pid_container` set, workloads join the worker container's PID namespace,
+//! so stopping the worker kills them as a lost node would (see DESIGN.md).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum,
+    HostConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use crate::{
+    Container, ContainerRuntime, ContainerState, Identity, RuntimeError, TaskSpec, LABEL_CLUSTER,
+    LABEL_ROLE, LABEL_SERVICE, LABEL_TASK, LABEL_WORKER,
+};
+
+/// What bollard connects to when `DOCKER_HOST` is unset (its own constant is private).
+const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// The `mycluster.role` of the containers this driver creates.
+const ROLE_WORKLOAD: &str = "workload";
+
+/// bollard's default per-request timeout; a stop must be allowed its grace on top.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A wedged engine must not hold an agent's start-up (or a driver choice) forever.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const AVAILABLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How workload containers are wired up on this worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DockerOptions {
+    /// Workloads join this container's PID namespace (`--pid container:<name>`): when it
+    /// stops, the kernel kills them all.
+    pub pid_container: Option<String>,
+    /// Workloads are attached to this network (`--network <name>`).
+    pub network: Option<String>,
+    /// How long a stopped container gets between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+}
+
+impl Default for DockerOptions {
+    fn default() -> Self {
+        DockerOptions {
+            pid_container: None,
+            network: None,
+            stop_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct DockerRuntime {
+    docker: Docker,
+    identity: Identity,
+    options: DockerOptions,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine the way the docker CLI would (`DOCKER_HOST`, else the local
+    /// socket), agrees on an API version and checks that the engine answers.
+    pub async fn connect(
+        identity: Identity,
+        options: DockerOptions,
+    ) -> Result<DockerRuntime, RuntimeError> {
+        let host = engine_host();
+        let docker = Docker::connect_with_defaults().map_err(|e| cannot_reach(&host, e))?;
+        let docker = handshake(docker, &host).await?;
+        let docker = docker.with_timeout(REQUEST_TIMEOUT + options.stop_grace);
+        Ok(DockerRuntime {
+            docker,
+            identity,
+            options,
+        })
+    }
+
+    /// Whether a Docker engine answers at the default address: cheap enough to pick a
+    /// default driver with.
+    pub async fn available() -> bool {
+        let Ok(docker) = Docker::connect_with_defaults() else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(AVAILABLE_TIMEOUT, docker.ping()).await,
+            Ok(Ok(_))
+        )
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn options(&self) -> &DockerOptions {
+        &self.options
+    }
+
+    fn is_ours(&self, labels: Option<&HashMap<String, String>>) -> bool {
+        labels.is_some_and(|labels| {
+            labels.get(LABEL_CLUSTER) == Some(&self.identity.cluster)
+                && labels.get(LABEL_WORKER) == Some(&self.identity.worker)
+        })
+    }
+
+    /// Pulls `image` unless the engine already has it.
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if status(&e) == Some(404) => {}
+            Err(e) => return Err(engine_error(&format!("cannot inspect image {image}"), e)),
+        }
+        tracing::info!("docker driver: pulling image {image}");
+        let (from_image, tag) = split_reference(image);
+        let mut options = CreateImageOptionsBuilder::default().from_image(from_image);
+        if let Some(tag) = tag {
+            options = options.tag(tag);
+        }
+        let mut progress = self.docker.create_image(Some(options.build()), None, None);
+        while let Some(step) = progress.next().await {
+            if let Err(e) = step {
+                return Err(RuntimeError::ImageUnavailable(format!(
+                    "image {image} is not available locally and could not be pulled: {}",
+                    message(&e)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the task's container; a leftover of the same task holding the name (an
+    /// agent that died between create and report) is replaced once.
+    async fn create(&self, spec: &TaskSpec, image: &str) -> Result<String, RuntimeError> {
+        let name = spec.container_name();
+        let labels = HashMap::from([
+            (LABEL_CLUSTER.to_string(), self.identity.cluster.clone()),
+            (LABEL_ROLE.to_string(), ROLE_WORKLOAD.to_string()),
+            (LABEL_SERVICE.to_string(), spec.service.clone()),
+            (LABEL_TASK.to_string(), spec.task_id.clone()),
+            (LABEL_WORKER.to_string(), self.identity.worker.clone()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: spec.command.clone(),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                pid_mode: self
+                    .options
+                    .pid_container
+                    .as_ref()
+                    .map(|worker| format!("container:{worker}")),
+                network_mode: self.options.network.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut replaced = false;
+        loop {
+            let options = CreateContainerOptionsBuilder::default().name(&name).build();
+            match self
+                .docker
+                .create_container(Some(options), body.clone())
+                .await
+            {
+                Ok(created) => return Ok(created.id),
+                Err(e) if status(&e) == Some(409) && !replaced => {
+                    self.replace_leftover(&name, spec).await?;
+                    replaced = true;
+                }
+                Err(e) if is_transport(&e) => {
+                    return Err(engine_error(&format!("cannot create container {name}"), e))
+                }
+                Err(e) => {
+                    return Err(RuntimeError::StartFailed(format!(
+                        "cannot create container {name}: {}",
+                        message(&e)
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Removes the container holding `name` if it is this worker's, for the same task.
+    async fn replace_leftover(&self, name: &str, spec: &TaskSpec) -> Result<(), RuntimeError> {
+        let existing = match self.docker.inspect_container(name, None).await {
+            Ok(existing) => existing,
+            // Gone since the conflict: the retry will tell.
+            Err(e) if status(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(engine_error(&format!("cannot inspect container {name}"), e)),
+        };
+        let labels = existing.config.as_ref().and_then(|c| c.labels.as_ref());
+        let same_task = labels.and_then(|l| l.get(LABEL_TASK)) == Some(&spec.task_id);
+        if !self.is_ours(labels) || !same_task {
+            return Err(RuntimeError::StartFailed(format!(
+                "the container name {name} is taken by a container that is not this worker's \
+                 for task {}; it is left alone",
+                spec.task_id
+            )));
+        }
+        let id = existing.id.as_deref().unwrap_or(name);
+        tracing::warn!("docker driver: replacing leftover container {name} ({id})");
+        self.force_remove(id).await
+    }
+
+    async fn force_remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            // Someone else (a concurrent remove) is already at it.
+            Err(e) if status(&e) == Some(409) && message(&e).contains("already in progress") => {
+                Ok(())
+            }
+            Err(e) => Err(engine_error(&format!("cannot remove container {id}"), e)),
+        }
+    }
+
+    /// The state of one listed container; `None` if it vanished meanwhile.
+    async fn observe(&self, summary: ContainerSummary) -> Result<Option<Container>, RuntimeError> {
+        let (Some(id), Some(task_id)) = (
+            summary.id,
+            summary
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_TASK))
+                .cloned(),
+        ) else {
+            return Ok(None);
+        };
+        let name = summary
+            .names
+            .as_ref()
+            .and_then(|names| names.first())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_default();
+        let state = match summary.state {
+            Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
+            // A paused, restarting or stopping container still holds its task: reporting
+            // it gone would make the agent start a second one.
+            Some(
+                ContainerSummaryStateEnum::RUNNING
+                | ContainerSummaryStateEnum::PAUSED
+                | ContainerSummaryStateEnum::RESTARTING
+                | ContainerSummaryStateEnum::STOPPING,
+            ) => ContainerState::Running,
+            // The summary has no exit code: only inspect knows it (and OOM kills).
+            _ => match self.exit_state(&id).await? {
+                Some(state) => state,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Container {
+            task_id,
+            id,
+            name,
+            state,
+        }))
+    }
+
+    async fn exit_state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
+        let inspected = match self.docker.inspect_container(id, None).await {
+            Ok(inspected) => inspected,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(engine_error(&format!("cannot inspect container {id}"), e)),
+        };
+        let state = inspected.state.unwrap_or_default();
+        Ok(Some(match state.status {
+            Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
+            Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+            _ => {
+                let error = if state.oom_killed == Some(true) {
+                    Some("OOM killed".to_string())
+                } else {
+                    state.error.filter(|e| !e.is_empty())
+                };
+                ContainerState::Exited {
+                    code: state.exit_code.unwrap_or(-1),
+                    error,
+                }
+            }
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for DockerRuntime {
+    fn driver(&self) -> &'static str {
+        "docker"
+    }
+
+    fn check(&self, spec: &TaskSpec) -> Result<(), RuntimeError> {
+        match &spec.image {
+            Some(image) if !image.trim().is_empty() => Ok(()),
+            _ => {
+                let has = if spec.command.is_some() {
+                    "only a command"
+                } else {
+                    "none"
+                };
+                Err(RuntimeError::Unsupported(format!(
+                    "the docker driver needs an image, and service {} has {has}: run it on a \
+                     process worker, or give it an image",
+                    spec.service
+                )))
+            }
+        }
+    }
+
+    async fn start(&self, spec: &TaskSpec) -> Result<String, RuntimeError> {
+        self.check(spec)?;
+        let image = spec.image.as_deref().unwrap_or_default().trim();
+        self.ensure_image(image).await?;
+        let id = self.create(spec, image).await?;
+        if let Err(e) = self.docker.start_container(&id, None).await {
+            // A created-but-unstartable container would only be in the way of the retry.
+            if let Err(cleanup) = self.force_remove(&id).await {
+                tracing::warn!("docker driver: cannot remove unstarted container {id}: {cleanup}");
+            }
+            let name = spec.container_name();
+            return Err(if is_transport(&e) {
+                engine_error(&format!("cannot start container {name}"), e)
+            } else {
+                RuntimeError::StartFailed(format!("cannot start container {name}: {}", message(&e)))
+            });
+        }
+        Ok(id)
+    }
+
+    async fn remove(&self, container: &Container) -> Result<(), RuntimeError> {
+        if container.id.is_empty() {
+            return Ok(());
+        }
+        let inspected = match self.docker.inspect_container(&container.id, None).await {
+            Ok(inspected) => inspected,
+            Err(e) if status(&e) == Some(404) => return Ok(()),
+            Err(e) => {
+                return Err(engine_error(
+                    &format!("cannot inspect container {}", container.id),
+                    e,
+                ))
+            }
+        };
+        let labels = inspected.config.as_ref().and_then(|c| c.labels.as_ref());
+        if !self.is_ours(labels) {
+            return Err(RuntimeError::Unsupported(format!(
+                "container {} ({}) is not one of worker {}'s in cluster {}: left alone",
+                container.name, container.id, self.identity.worker, self.identity.cluster
+            )));
+        }
+        let id = inspected.id.as_deref().unwrap_or(&container.id);
+        let grace = self.options.stop_grace;
+        let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let options = StopContainerOptionsBuilder::default()
+            .t(i32::try_from(seconds).unwrap_or(i32::MAX))
+            .build();
+        // bollard already reports 304 (stopped before) as success.
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => {}
+            Err(e) if status(&e) == Some(404) => return Ok(()),
+            // The forced remove below kills it anyway.
+            Err(e) => tracing::warn!("docker driver: cannot stop container {id}: {e}"),
+        }
+        self.force_remove(id).await
+    }
+
+    async fn list(&self) -> Result<Vec<Container>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_CLUSTER}={}", self.identity.cluster),
+                format!("{LABEL_WORKER}={}", self.identity.worker),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| engine_error("cannot list containers", e))?;
+        let mut containers = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            // The filter already did this; a label check costs nothing and keeps the
+            // promise even if an engine ignored a filter.
+            if !self.is_ours(summary.labels.as_ref()) {
+                continue;
+            }
+            if let Some(container) = self.observe(summary).await? {
+                containers.push(container);
+            }
+        }
+        containers.sort_by(|a, b| a.task_id.cmp(&b.task_id).then(a.id.cmp(&b.id)));
+        Ok(containers)
+    }
+}
+
+/// Agrees on an API version (the engine may be older than bollard) and pings.
+async fn handshake(docker: Docker, host: &str) -> Result<Docker, RuntimeError> {
+    let attempt = async {
+        let docker = docker.negotiate_version().await?;
+        docker.ping().await?;
+        Ok::<Docker, DockerError>(docker)
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(Ok(docker)) => Ok(docker),
+        Ok(Err(e)) => Err(cannot_reach(host, e)),
+        Err(_) => Err(cannot_reach(
+            host,
+            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+fn engine_host() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| DEFAULT_HOST.to_string())
+}
+
+fn cannot_reach(host: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Engine(format!("cannot reach the Docker engine at {host}: {e}"))
+}
+
+fn engine_error(what: &str, e: DockerError) -> RuntimeError {
+    RuntimeError::Engine(format!("{what}: {}", message(&e)))
+}
+
+fn status(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// The engine's own words when it answered, rather than bollard's wrapping of them.
+fn message(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        DockerError::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The engine did not answer (as opposed to refusing the request): worth retrying.
+fn is_transport(e: &DockerError) -> bool {
+    !matches!(
+        e,
+        DockerError::DockerResponseServerError { .. } | DockerError::DockerStreamError { .. }
+    )
+}
+
+/// Splits an image reference into what the pull API wants: the name, and a tag. Without
+/// a tag the engine would pull every tag of the repository, so `latest` is explicit.
+fn split_reference(image: &str) -> (&str, Option<&str>) {
+    if image.contains('@') {
+        return (image, None);
+    }
+    // A ':' before the last '/' belongs to a registry's port, not to a tag.
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, tag)) => (&image[..image.len() - tag.len() - 1], Some(tag)),
+        None => (image, Some("latest")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_into_name_and_tag() {
+        assert_eq!(split_reference("redis"), ("redis", Some("latest")));
+        assert_eq!(split_reference("redis:7"), ("redis", Some("7")));
+        assert_eq!(
+            split_reference("localhost:5000/team/app"),
+            ("localhost:5000/team/app", Some("latest"))
+        );
+        assert_eq!(
+            split_reference("localhost:5000/team/app:v2"),
+            ("localhost:5000/team/app", Some("v2"))
+        );
+        assert_eq!(
+            split_reference("redis@sha256:abcd"),
+            ("redis@sha256:abcd", None)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_does_not_answer_is_named_in_the_error() {
+        // A plain file where a socket should be: the connection is refused.
+        let dir = std::env::temp_dir().join(format!("mycluster-no-engine-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("docker.sock");
+        let _ = std::fs::write(&path, b"");
+        let host = format!("unix://{}", path.display());
+        let result = match Docker::connect_with_unix(&host, 5, bollard::API_DEFAULT_VERSION) {
+            Ok(docker) => handshake(docker, &host).await.map(|_| ()),
+            Err(e) => Err(cannot_reach(&host, e)),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        match result {
+            Err(RuntimeError::Engine(why)) => {
+                assert!(
+                    why.starts_with(&format!("cannot reach the Docker engine at {host}: ")),
+                    "{why}"
+                );
+            }
+            other => panic!("expected an Engine error, got {other:?}"),
+        }
+    }
+}
