@@ -115,6 +115,16 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             Driver::Process
         }
     };
+    if driver == Driver::Docker {
+        // Offline, the original README's image cannot be pulled: stand in for it.
+        let done =
+            crate::image::ensure_demo(false, &[crate::image::ORIGINAL_DEMO_IMAGE.to_string()])
+                .await
+                .context("cannot prepare the demo image")?;
+        for line in done {
+            tracing::info!("{line}");
+        }
+    }
     let temporary = match &args.data_dir {
         Some(_) => None,
         None => Some(
@@ -182,7 +192,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         },
         match driver {
             Driver::Process => "-- mycluster hello --port 0",
-            _ => "--image mycluster/hello-world",
+            _ => "--image crccheck/hello-world",
         }
     );
     tokio::spawn(stop_on_signal(stop.clone()));

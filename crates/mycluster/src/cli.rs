@@ -44,6 +44,9 @@ pub enum Command {
     Dev(DevArgs),
     /// Serve "Hello World" over HTTP: the demo workload (like crccheck/hello-world).
     Hello(HelloArgs),
+    /// Build images on the local Docker engine.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Create, inspect, scale and remove services.
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -159,6 +162,19 @@ pub struct HelloArgs {
     /// The exit code when --exit-after ends it.
     #[arg(long, default_value_t = 0)]
     pub exit_code: i32,
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Build `mycluster/hello-world` (FROM scratch + this binary): "Hello World" on port 8000.
+    Demo {
+        /// Also name it this (e.g. crccheck/hello-world), if that name is not taken.
+        #[arg(long = "as", value_name = "IMAGE")]
+        aliases: Vec<String>,
+        /// Build it even if it exists.
+        #[arg(long)]
+        rebuild: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -4,6 +4,7 @@
 mod agent;
 mod cli;
 mod hello;
+mod image;
 mod manager;
 mod output;
 mod remote;
@@ -25,6 +26,12 @@ fn main() {
             cli::Command::Agent(args) => agent::run(&cli.global, args).await,
             cli::Command::Dev(args) => agent::dev(args).await,
             cli::Command::Hello(args) => hello::run(args).await,
+            cli::Command::Image(cli::ImageCommand::Demo { aliases, rebuild }) => {
+                for line in image::ensure_demo(rebuild, &aliases).await? {
+                    println!("{line}");
+                }
+                Ok(())
+            }
             cli::Command::Service(command) => remote::service(&cli.global, command).await,
             cli::Command::State => remote::state(&cli.global).await,
             cli::Command::Stats => remote::stats(&cli.global).await,

@@ -406,6 +406,13 @@ impl ContainerRuntime for DockerRuntime {
     }
 }
 
+/// Connects to the engine the way the docker CLI would, agreeing on a version.
+pub(crate) async fn connect_engine() -> Result<Docker, RuntimeError> {
+    let host = engine_host();
+    let docker = Docker::connect_with_defaults().map_err(|e| cannot_reach(&host, e))?;
+    handshake(docker, &host).await
+}
+
 /// Agrees on an API version (the engine may be older than bollard) and pings.
 async fn handshake(docker: Docker, host: &str) -> Result<Docker, RuntimeError> {
     let attempt = async {

@@ -4,12 +4,14 @@
 //! conformance suite in `tests/conformance`.
 
 mod docker;
+mod images;
 mod process;
 mod sim;
 
 use std::collections::BTreeMap;
 
 pub use docker::{DockerOptions, DockerRuntime};
+pub use images::{ContextFile, Images};
 pub use process::ProcessRuntime;
 pub use sim::SimRuntime;
 

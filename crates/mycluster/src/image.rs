@@ -1,0 +1,107 @@
+//! `mycluster image demo`: builds the demo image `mycluster/hello-world` on the local
+//! engine, with no registry: `FROM scratch` plus this very binary (and, when it is not
+//! statically linked, the shared libraries it needs), answering "Hello World" on port
+//! 8000 like the original's `crccheck/hello-world`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Context;
+use mycluster_runtime::{ContextFile, Images};
+
+pub const DEMO_IMAGE: &str = "mycluster/hello-world:latest";
+/// The image the original README used; offline we can stand in for it.
+pub const ORIGINAL_DEMO_IMAGE: &str = "crccheck/hello-world:latest";
+
+/// Builds the demo image if it is missing (or always, with `rebuild`), and gives it the
+/// `aliases` that are not taken yet. Returns what it did, for people.
+pub async fn ensure_demo(rebuild: bool, aliases: &[String]) -> anyhow::Result<Vec<String>> {
+    let images = Images::connect().await?;
+    let mut done = Vec::new();
+    if rebuild || !images.exists(DEMO_IMAGE).await? {
+        let (files, how) = self_rootfs().context("cannot package this binary into an image")?;
+        let dockerfile = "FROM scratch\nCOPY rootfs/ /\nEXPOSE 8000\n\
+                          ENTRYPOINT [\"/mycluster\"]\nCMD [\"hello\", \"--port\", \"8000\"]\n";
+        let labels = HashMap::from([("mycluster.image".to_string(), "demo".to_string())]);
+        images
+            .build(DEMO_IMAGE, dockerfile, &files, &labels, |line| {
+                tracing::debug!("build: {line}")
+            })
+            .await?;
+        done.push(format!("built {DEMO_IMAGE} ({how})"));
+    }
+    for alias in aliases {
+        if images.exists(alias).await? {
+            continue;
+        }
+        images.tag(DEMO_IMAGE, alias).await?;
+        done.push(format!(
+            "tagged {DEMO_IMAGE} as {alias}: an offline stand-in (remove it with `docker rmi {alias}` to pull the real one)"
+        ));
+    }
+    Ok(done)
+}
+
+/// This executable at `/mycluster` in the image, and if it is dynamically linked, every
+/// library `ldd` names, at the same paths, so it runs in a `FROM scratch` image.
+fn self_rootfs() -> anyhow::Result<(Vec<ContextFile>, &'static str)> {
+    // The resolved path: given /proc/self/exe, ldd would describe itself.
+    let path = std::env::current_exe().context("cannot find this executable")?;
+    let exe = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut files = vec![ContextFile {
+        path: "rootfs/mycluster".into(),
+        contents: exe,
+        mode: 0o755,
+    }];
+    let output = std::process::Command::new("ldd").arg(&path).output();
+    let libraries: Vec<String> = match output {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(library_path)
+            .collect(),
+        // "not a dynamic executable", or no ldd: a static binary needs nothing more.
+        _ => Vec::new(),
+    };
+    for library in &libraries {
+        let contents = std::fs::read(library).with_context(|| format!("cannot read {library}"))?;
+        files.push(ContextFile {
+            path: format!("rootfs{library}"),
+            contents,
+            mode: 0o755,
+        });
+    }
+    let how = if libraries.is_empty() {
+        "static binary"
+    } else {
+        "binary and its shared libraries"
+    };
+    Ok((files, how))
+}
+
+/// The absolute path in one line of `ldd` output, if it names one.
+fn library_path(line: &str) -> Option<String> {
+    let candidate = match line.split_once("=>") {
+        Some((_, right)) => right.trim(),
+        None => line.trim(),
+    };
+    let path = candidate.split_whitespace().next()?;
+    Path::new(path).is_absolute().then(|| path.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::library_path;
+
+    #[test]
+    fn reads_ldd_lines() {
+        assert_eq!(
+            library_path("\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)").as_deref(),
+            Some("/lib/x86_64-linux-gnu/libc.so.6")
+        );
+        assert_eq!(
+            library_path("\t/lib64/ld-linux-x86-64.so.2 (0x00007f)").as_deref(),
+            Some("/lib64/ld-linux-x86-64.so.2")
+        );
+        assert_eq!(library_path("\tlinux-vdso.so.1 (0x00007ffd)"), None);
+    }
+}
