@@ -217,6 +217,12 @@ impl Client {
         .await
     }
 
+    /// The monitor's verdict: the worker is dead; its tasks are relocated.
+    pub async fn declare_down(&self, worker: &str) -> Result<Value, ClientError> {
+        let path = format!("/api/v1/workers/{}/down", segment(worker));
+        self.request(Method::POST, &path, None).await
+    }
+
     pub async fn report(&self, worker: &str, reports: &[TaskReport]) -> Result<Value, ClientError> {
         let path = format!("/api/v1/workers/{}/status", segment(worker));
         self.request(Method::POST, &path, Some(&json!({ "tasks": reports })))

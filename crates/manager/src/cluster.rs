@@ -70,10 +70,14 @@ impl Cluster {
             stored.workers,
             stored.counters,
         );
+        // Every known worker gets a fresh grace period: after a restart, silence is only
+        // silence since this manager started.
+        let now = Instant::now();
+        let heartbeats = state.workers.keys().map(|w| (w.clone(), now)).collect();
         Ok(Cluster {
             name,
             limits,
-            started: Instant::now(),
+            started: now,
             store,
             current: RwLock::new(Arc::new(Snapshot {
                 index: stored.index,
@@ -82,7 +86,7 @@ impl Cluster {
             writer: tokio::sync::Mutex::new(RandomIds),
             committed: watch::channel(stored.index).0,
             task_watch: Mutex::new(HashMap::new()),
-            heartbeats: Mutex::new(HashMap::new()),
+            heartbeats: Mutex::new(heartbeats),
         })
     }
 

@@ -10,16 +10,17 @@ use mycluster_agent::AgentConfig;
 use mycluster_client::Client;
 use mycluster_core::Limits;
 use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager};
+use mycluster_monitor::MonitorConfig;
 use mycluster_runtime::{
     ContainerRuntime, DockerOptions, DockerRuntime, Identity, ProcessRuntime, SimRuntime,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AgentArgs, DevArgs, Driver, Global};
-use crate::manager::{init_logging, stop_on_signal};
+use crate::cli::{AgentArgs, DevArgs, Driver, Global, MonitorArgs};
+use crate::manager::stop_on_signal;
 
 pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
-    init_logging();
+    crate::logging::init("agent");
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     let cluster = match args.cluster.clone() {
@@ -103,7 +104,7 @@ async fn make_runtime(
 }
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    init_logging();
+    crate::logging::init("dev");
     if args.workers == 0 || args.workers > 1000 {
         bail!("--workers must be between 1 and 1000");
     }
@@ -176,6 +177,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         )));
     }
 
+    let monitor = tokio::spawn(mycluster_monitor::run(
+        MonitorConfig::new(&local),
+        stop.clone(),
+    ));
+
     let shown = format!("http://localhost:{port}");
     println!(
         "MyCluster dev cluster '{}': a manager and {} workers ({} driver)\n\
@@ -204,7 +210,30 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         }
     }
     stop.cancel();
+    if let Ok(Err(e)) = monitor.await {
+        tracing::error!("the monitor failed: {e}");
+    }
     manager.wait().await?;
     drop(temporary);
+    Ok(())
+}
+
+pub async fn monitor(global: &Global, args: MonitorArgs) -> anyhow::Result<()> {
+    crate::logging::init("monitor");
+    let seconds = |name: &str, value: f64| {
+        Duration::try_from_secs_f64(value)
+            .ok()
+            .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
+            .with_context(|| format!("--{name} must be between 0 and 3600 seconds"))
+    };
+    let config = MonitorConfig {
+        interval: seconds("interval", args.interval)?,
+        dead_after: seconds("dead-after", args.dead_after)?,
+        probe_timeout: seconds("probe-timeout", args.probe_timeout)?,
+        ..MonitorConfig::new(&global.manager)
+    };
+    let stop = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stop.clone()));
+    mycluster_monitor::run(config, stop).await?;
     Ok(())
 }

@@ -40,7 +40,9 @@ pub enum Command {
     Manager(ManagerArgs),
     /// Run a worker's agent: it runs the tasks the manager assigns to this worker.
     Agent(AgentArgs),
-    /// Run a whole cluster in this process: a manager and N workers.
+    /// Run the monitor: find dead workers and have their services relocated.
+    Monitor(MonitorArgs),
+    /// Run a whole cluster in this process: a manager, a monitor and N workers.
     Dev(DevArgs),
     /// Serve "Hello World" over HTTP: the demo workload (like crccheck/hello-world).
     Hello(HelloArgs),
@@ -130,6 +132,20 @@ pub struct AgentArgs {
     /// Attach workload containers to this Docker network (docker driver).
     #[arg(long, env = "MYCLUSTER_NETWORK")]
     pub network: Option<String>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct MonitorArgs {
+    /// Seconds between checks of the workers.
+    #[arg(long, env = "MYCLUSTER_MONITOR_INTERVAL", default_value_t = 0.25)]
+    pub interval: f64,
+    /// Seconds of missed heartbeats after which a worker is probed (and, if its health
+    /// endpoint does not answer, declared dead).
+    #[arg(long, env = "MYCLUSTER_DEAD_AFTER", default_value_t = 2.0)]
+    pub dead_after: f64,
+    /// Seconds the probe of a silent worker's health endpoint may take.
+    #[arg(long, env = "MYCLUSTER_PROBE_TIMEOUT", default_value_t = 0.5)]
+    pub probe_timeout: f64,
 }
 
 #[derive(Args, Clone, Debug)]

@@ -5,6 +5,7 @@ mod agent;
 mod cli;
 mod hello;
 mod image;
+mod logging;
 mod manager;
 mod output;
 mod remote;
@@ -25,6 +26,7 @@ fn main() {
             cli::Command::Manager(args) => manager::run(args).await,
             cli::Command::Agent(args) => agent::run(&cli.global, args).await,
             cli::Command::Dev(args) => agent::dev(args).await,
+            cli::Command::Monitor(args) => agent::monitor(&cli.global, args).await,
             cli::Command::Hello(args) => hello::run(args).await,
             cli::Command::Image(cli::ImageCommand::Demo { aliases, rebuild }) => {
                 for line in image::ensure_demo(rebuild, &aliases).await? {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::ManagerArgs;
 
 pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
-    init_logging();
+    crate::logging::init("manager");
     if args.max_body_bytes == 0 {
         anyhow::bail!("--max-body-bytes must be at least 1");
     }
@@ -46,17 +46,6 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     manager.wait().await?;
     tracing::info!("manager stopped");
     Ok(())
-}
-
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
 }
 
 /// `$HOME/.local/share/mycluster/<name>`, or `/var/lib/mycluster/<name>` without a home.

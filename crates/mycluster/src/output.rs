@@ -33,7 +33,7 @@ pub fn unix_time(secs: u64) -> String {
 }
 
 /// Howard Hinnant's days-to-civil algorithm: a calendar date without a date crate.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

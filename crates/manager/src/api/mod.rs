@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/workers/{name}/status",
             post(workers::report_status),
         )
+        .route("/api/v1/workers/{name}/down", post(workers::declare_down))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use mycluster_core::commands::{self, CommandError, Registration, TaskReport};
-use mycluster_core::WorkerStatus;
+use mycluster_core::{ClusterState, TaskState, WorkerStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -195,4 +195,62 @@ pub async fn report_status(
         .map(|i| json!({"id": i.id, "why": i.why}))
         .collect();
     Ok(Json(json!({"index": snapshot.index, "ignored": ignored})))
+}
+
+/// `POST /api/v1/workers/<name>/down`: the monitor's verdict. The worker is marked down,
+/// its tasks lost, and their replacements placed by the usual spread — all in one
+/// commit. The answer says where each replacement went (`worker` null: nowhere yet).
+/// Idempotent: a worker already down answers with nothing relocated.
+pub async fn declare_down(
+    State(app): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = name?;
+    let before = app.cluster.snapshot();
+    let (_, after) = app
+        .cluster
+        .mutate(|txn, now| {
+            commands::set_worker_status(txn, &name, WorkerStatus::Down, now)?;
+            Ok::<_, CommandError>(((), Follow::All))
+        })
+        .await?;
+    let relocated = relocations(&before.state, &after.state, &name);
+    if !relocated.is_empty()
+        || before.state.workers.get(&name).map(|w| w.status) != Some(WorkerStatus::Down)
+    {
+        tracing::warn!(
+            "worker {name} declared down: {} tasks relocated",
+            relocated.len()
+        );
+    }
+    Ok(Json(
+        json!({"worker": name, "status": "down", "relocated": relocated}),
+    ))
+}
+
+/// The tasks `worker` lost between two states, each with the task that took its slot.
+fn relocations(before: &ClusterState, after: &ClusterState, worker: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for old in before.tasks_on_worker(worker).filter(|t| t.is_active()) {
+        let lost = after
+            .tasks
+            .get(&old.id)
+            .is_some_and(|t| t.state == TaskState::Lost);
+        if !lost {
+            continue;
+        }
+        let replacement = after
+            .tasks_of_service(&old.service)
+            .find(|t| t.slot == old.slot && t.is_active() && !before.tasks.contains_key(&t.id));
+        out.push(json!({
+            "task": old.id,
+            "service": old.service,
+            "slot": old.slot,
+            "image": old.image,
+            "replacement": replacement.map(|t| t.id.clone()),
+            "worker": replacement.and_then(|t| t.worker.clone()),
+            "message": replacement.map(|t| t.message.clone()).unwrap_or_default(),
+        }));
+    }
+    out
 }

@@ -364,3 +364,42 @@ pub fn unique_mark(test: &str) -> String {
         Instant::now().elapsed().as_nanos()
     )
 }
+
+/// A `mycluster monitor` process with its log. Killed when dropped.
+pub struct Monitor {
+    child: Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    pub fn start(manager_url: &str) -> Monitor {
+        let mut child = Command::new(BIN)
+            .args(["monitor"])
+            .env("MYCLUSTER_MANAGER", manager_url)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mycluster monitor");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Monitor { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

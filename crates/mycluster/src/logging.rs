@@ -1,0 +1,82 @@
+//! Log lines in the original's shape — `[2019-06-06 11:28:28,383] {monitor} INFO - ...` —
+//! with the role (manager, agent, monitor) where the original named its Python file, so
+//! a reader of the original page finds the same lines in ours.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::output::civil_from_days;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init(role: &'static str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .event_format(Original { role })
+        .try_init();
+}
+
+struct Original {
+    /// The role to show for events from outside our role crates.
+    role: &'static str,
+}
+
+impl<S, N> FormatEvent<S, N> for Original
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let target = event.metadata().target();
+        let role = ["manager", "agent", "monitor", "runtime", "store"]
+            .into_iter()
+            .find(|role| target.starts_with(&format!("mycluster_{role}")))
+            .unwrap_or(self.role);
+        write!(
+            writer,
+            "[{}] {{{role}}} {} - ",
+            timestamp(SystemTime::now()),
+            event.metadata().level()
+        )?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// `2019-06-06 11:28:28,383` (UTC), as Python's logging printed it.
+fn timestamp(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02},{:03}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn timestamps_read_like_pythons_logging() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_559_820_508_383);
+        assert_eq!(super::timestamp(at), "2019-06-06 11:28:28,383");
+    }
+}

@@ -1,0 +1,188 @@
+//! The monitor against real agents on the process driver: a dead worker's replicas move
+//! to the others within a deadline, the stats count it, the log says it in the original's
+//! words, and a worker that comes back causes no duplicate.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{eventually, unique_mark, workloads, Agent, Api, Manager, Monitor, BIN};
+use serde_json::{json, Value};
+
+fn service(mark: &str, replicas: u32) -> Value {
+    json!({
+        "service": "web",
+        "command": [BIN, "hello", "--port", "0"],
+        "env": {"TEST_MARK": mark},
+        "replicas": replicas
+    })
+}
+
+async fn statuses(api: &Api) -> BTreeMap<String, String> {
+    api.ok("/api/v1/workers")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["worker"].as_str().unwrap().to_string(),
+                w["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn ready(api: &Api, names: &[&str]) {
+    eventually(&format!("{names:?} ready"), || async {
+        let all = statuses(api).await;
+        names
+            .iter()
+            .all(|n| all.get(*n).map(String::as_str) == Some("ready"))
+            .then_some(())
+    })
+    .await;
+}
+
+/// Exactly `n` workload processes, all reported running, none on `not_on`.
+async fn running_elsewhere(api: &Api, mark: &str, n: usize, not_on: &str) -> Vec<common::Workload> {
+    eventually(&format!("{n} running, none on {not_on}"), || async {
+        let procs = workloads(mark);
+        let tasks = api.ok("/api/v1/tasks?service=web").await;
+        let reported = tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "running")
+            .count();
+        (procs.len() == n && reported == n && procs.iter().all(|p| p.worker != not_on))
+            .then_some(procs)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_is_found_and_its_replicas_run_elsewhere_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::start(dir.path(), &[]);
+    let api = manager.api();
+    let monitor = Monitor::start(&manager.url);
+    let mut agents: BTreeMap<&str, Agent> = ["w1", "w2", "w3", "w4"]
+        .into_iter()
+        .map(|n| (n, Agent::start(&manager.url, n, "process", &[])))
+        .collect();
+    ready(&api, &["w1", "w2", "w3", "w4"]).await;
+    let mark = unique_mark("failover");
+    assert_eq!(
+        api.post("/api/v1/service", &service(&mark, 3)).await.status,
+        201
+    );
+    let before = running_elsewhere(&api, &mark, 3, "w4").await;
+    assert!(before.iter().any(|p| p.worker == "w1"), "{before:?}");
+
+    // w1 dies (its agent and, with it, its workload).
+    agents.remove("w1").unwrap().kill9();
+    let after = running_elsewhere(&api, &mark, 3, "w1").await;
+    assert!(
+        after.iter().any(|p| p.worker == "w4"),
+        "the spread puts it on the idle w4: {after:?}"
+    );
+    assert_eq!(statuses(&api).await["w1"], "down");
+    let stats = api.ok("/api/v1/stats").await;
+    assert_eq!(stats["workers.failures"], 1);
+    assert_eq!(stats["containers.relocated"], 1);
+    let log = eventually("the monitor's log", || async {
+        let log = monitor.log_text();
+        log.contains("will be deployed to w4").then_some(log)
+    })
+    .await;
+    assert!(
+        log.contains("{monitor} INFO - Starting monitor agent"),
+        "{log}"
+    );
+    assert!(
+        log.contains("{monitor} ERROR - Worker w1 was not found... relocating its services"),
+        "{log}"
+    );
+    assert!(
+        log.contains("New web container of service web will be deployed to w4")
+            || log.contains("container of service web will be deployed to w4"),
+        "{log}"
+    );
+
+    // w1 comes back: ready again, and still exactly three replicas.
+    agents.insert("w1", Agent::start(&manager.url, "w1", "process", &[]));
+    ready(&api, &["w1"]).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let settled = running_elsewhere(&api, &mark, 3, "nobody").await;
+    let mut tasks: Vec<&str> = settled.iter().map(|p| p.task.as_str()).collect();
+    tasks.sort();
+    tasks.dedup();
+    assert_eq!(tasks.len(), 3, "no duplicates: {settled:?}");
+    assert!(monitor.log_text().contains("Worker w1 is back and ready"));
+    let stats = api.ok("/api/v1/stats").await;
+    assert_eq!(stats["workers.failures"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_worker_dead_tasks_wait_and_the_first_to_return_takes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::start(dir.path(), &[]);
+    let api = manager.api();
+    let monitor = Monitor::start(&manager.url);
+    let agents: Vec<Agent> = ["w1", "w2"]
+        .into_iter()
+        .map(|n| Agent::start(&manager.url, n, "process", &[]))
+        .collect();
+    ready(&api, &["w1", "w2"]).await;
+    let mark = unique_mark("alldead");
+    assert_eq!(
+        api.post("/api/v1/service", &service(&mark, 3)).await.status,
+        201
+    );
+    running_elsewhere(&api, &mark, 3, "nobody").await;
+
+    for agent in agents {
+        agent.kill9();
+    }
+    let pending = eventually("every task pending with a reason", || async {
+        let tasks = api.ok("/api/v1/tasks?service=web").await;
+        let active: Vec<Value> = tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| {
+                t["desired_state"] == "running" && t["state"] != "lost" && t["state"] != "failed"
+            })
+            .cloned()
+            .collect();
+        (active.len() == 3 && active.iter().all(|t| t["state"] == "pending")).then_some(active)
+    })
+    .await;
+    for task in &pending {
+        assert_eq!(task["message"], "no worker can take it: 2 down", "{task}");
+    }
+    assert!(workloads(&mark).is_empty());
+    eventually("the monitor to say no worker is left", || async {
+        monitor
+            .log_text()
+            .contains("No healthy worker left for service web")
+            .then_some(())
+    })
+    .await;
+
+    // The manager restarts meanwhile: nothing is lost.
+    drop(monitor);
+    manager.kill9();
+    let manager = Manager::start(dir.path(), &[]);
+    let api = manager.api();
+    let _monitor = Monitor::start(&manager.url);
+    assert_eq!(
+        statuses(&api).await.values().collect::<Vec<_>>(),
+        ["down", "down"]
+    );
+
+    let _back = Agent::start(&manager.url, "w2", "process", &[]);
+    let procs = running_elsewhere(&api, &mark, 3, "w1").await;
+    assert!(procs.iter().all(|p| p.worker == "w2"));
+}
