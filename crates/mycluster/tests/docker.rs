@@ -201,3 +201,71 @@ async fn an_image_that_cannot_be_pulled_fails_its_task_saying_so() {
     assert!(error.contains("mycluster-test/does-not-exist:1"), "{error}");
     assert!(error.contains("could not be pulled"), "{error}");
 }
+
+/// A worker node as `setup` makes one: workloads join the node container's PID
+/// namespace, so stopping the node kills them, as losing a machine would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_docker_worker_is_found_and_replaced_elsewhere() {
+    if !engine_or_skip("a_dead_docker_worker_is_found_and_replaced_elsewhere") {
+        return;
+    }
+    let image = test_image();
+    let cluster = format!("dockerloss{}", std::process::id());
+    let _cleanup = Cleanup::new(&cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::start_named(dir.path(), &cluster);
+    let api = manager.api();
+    let _monitor = common::Monitor::start(&manager.url);
+    let mut agents = BTreeMap::new();
+    for worker in ["w1", "w2", "w3", "w4"] {
+        let node = format!("{cluster}_node_{worker}");
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &node,
+            "--label",
+            &format!("mycluster.cluster={cluster}"),
+            image,
+        ]);
+        agents.insert(
+            worker,
+            Agent::start(&manager.url, worker, "docker", &["--pid-container", &node]),
+        );
+    }
+    ready_workers(&api, 4).await;
+    let workloads = |cluster: &str| -> Vec<(String, String)> {
+        running(cluster)
+            .into_iter()
+            .filter(|(_, worker)| !worker.is_empty())
+            .collect()
+    };
+    let body = json!({"service": "web", "image": image, "replicas": 3});
+    assert_eq!(api.post("/api/v1/service", &body).await.status, 201);
+    let before = eventually("3 workloads", || async {
+        let w = workloads(&cluster);
+        (w.len() == 3).then_some(w)
+    })
+    .await;
+    let victim = before[0].1.clone();
+
+    // The node dies: its agent, and (through the shared PID namespace) its workloads.
+    agents.remove(victim.as_str()).unwrap().kill9();
+    docker(&["stop", "-t", "1", &format!("{cluster}_node_{victim}")]);
+    let after = eventually("3 workloads elsewhere", || async {
+        let w = workloads(&cluster);
+        let reported = api.ok("/api/v1/tasks?service=web").await;
+        let running = reported
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "running")
+            .count();
+        (w.len() == 3 && running == 3 && w.iter().all(|(_, worker)| *worker != victim)).then_some(w)
+    })
+    .await;
+    assert!(after.iter().any(|(_, w)| w == "w4"), "{after:?}");
+    let stats = api.ok("/api/v1/stats").await;
+    assert_eq!(stats["workers.failures"], 1);
+    assert_eq!(stats["containers.relocated"], 1);
+}
