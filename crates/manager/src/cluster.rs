@@ -27,7 +27,7 @@ pub struct Cluster {
     store: Arc<dyn Store>,
     current: RwLock<Arc<Snapshot>>,
     /// Held for a whole mutation, so writers see each other's results in order.
-    writer: tokio::sync::Mutex<RandomIds>,
+    writer: Arc<tokio::sync::Mutex<RandomIds>>,
     /// The index of the last commit, for anyone waiting on any change.
     committed: watch::Sender<u64>,
     /// Per worker: the index of the last change to its tasks, for long-polls.
@@ -83,7 +83,7 @@ impl Cluster {
                 index: stored.index,
                 state,
             })),
-            writer: tokio::sync::Mutex::new(RandomIds),
+            writer: Arc::new(tokio::sync::Mutex::new(RandomIds)),
             committed: watch::channel(stored.index).0,
             task_watch: Mutex::new(HashMap::new()),
             heartbeats: Mutex::new(heartbeats),
@@ -110,10 +110,10 @@ impl Cluster {
     /// it touched, commits all of it durably, and publishes the result. If the command
     /// refuses or the store fails, nothing changes.
     pub async fn mutate<T, E>(
-        &self,
+        self: &Arc<Self>,
         command: impl FnOnce(&mut Txn, Millis) -> Result<(T, Follow), E>,
     ) -> Result<(T, Arc<Snapshot>), MutateError<E>> {
-        let mut ids = self.writer.lock().await;
+        let mut ids = self.writer.clone().lock_owned().await;
         let base = self.snapshot();
         let now = now_millis();
         let mut txn = Txn::new(base.state.clone());
@@ -131,19 +131,30 @@ impl Cluster {
         if txn.changes.is_empty() {
             return Ok((out, base));
         }
-        let index = base.index + 1;
-        let changes = txn.compacted();
-        self.store.commit(index, changes.clone()).await?;
-        let next = Arc::new(Snapshot {
-            index,
-            state: txn.state,
+        // From here on nothing may be cancelled: a client that hangs up drops this
+        // future, and a commit that lands on disk but is never published would leave
+        // memory and store apart. The spawned task holds the writer lock to the end.
+        let cluster = self.clone();
+        let publish = tokio::spawn(async move {
+            let index = base.index + 1;
+            let changes = txn.compacted();
+            cluster.store.commit(index, changes.clone()).await?;
+            let next = Arc::new(Snapshot {
+                index,
+                state: txn.state,
+            });
+            *cluster
+                .current
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
+            cluster.wake_workers(&base.state, &changes, index);
+            cluster.committed.send_replace(index);
+            drop(ids);
+            Ok::<_, StoreError>(next)
         });
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
-        self.wake_workers(&base.state, &changes, index);
-        self.committed.send_replace(index);
+        let next = publish
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the commit task failed: {e}")))??;
         Ok((out, next))
     }
 

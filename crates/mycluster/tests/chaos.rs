@@ -166,7 +166,7 @@ async fn chaos_keeps_every_service_at_its_replicas() {
     println!("chaos seed: {seed} (replay with CHAOS_SEED={seed})");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let manager = Manager::start(dir.path(), &[]);
+    let manager = Manager::start_unique(dir.path(), "chaos");
     let _monitor = Monitor::start(&manager.url);
     let mut chaos = Chaos {
         api: manager.api(),

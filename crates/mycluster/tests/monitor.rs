@@ -64,7 +64,7 @@ async fn running_elsewhere(api: &Api, mark: &str, n: usize, not_on: &str) -> Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_worker_is_found_and_its_replicas_run_elsewhere_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let manager = Manager::start(dir.path(), &[]);
+    let manager = Manager::start_unique(dir.path(), "monitor");
     let api = manager.api();
     let monitor = Monitor::start(&manager.url);
     let mut agents: BTreeMap<&str, Agent> = ["w1", "w2", "w3", "w4"]
@@ -127,7 +127,7 @@ async fn a_dead_worker_is_found_and_its_replicas_run_elsewhere_without_duplicate
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_worker_dead_tasks_wait_and_the_first_to_return_takes_them() {
     let dir = tempfile::tempdir().unwrap();
-    let manager = Manager::start(dir.path(), &[]);
+    let manager = Manager::start_unique(dir.path(), "monitor");
     let api = manager.api();
     let monitor = Monitor::start(&manager.url);
     let agents: Vec<Agent> = ["w1", "w2"]
@@ -173,8 +173,9 @@ async fn with_every_worker_dead_tasks_wait_and_the_first_to_return_takes_them() 
 
     // The manager restarts meanwhile: nothing is lost.
     drop(monitor);
+    let name = manager.name.clone();
     manager.kill9();
-    let manager = Manager::start(dir.path(), &[]);
+    let manager = Manager::start_named(dir.path(), &name);
     let api = manager.api();
     let _monitor = Monitor::start(&manager.url);
     assert_eq!(

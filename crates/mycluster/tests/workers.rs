@@ -59,7 +59,7 @@ fn per_worker(procs: &[common::Workload]) -> BTreeMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_runs_as_real_processes_spread_replaced_scaled_and_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let manager = Manager::start(dir.path(), &[]);
+    let manager = Manager::start_unique(dir.path(), "workers");
     let api = manager.api();
     let _agents: Vec<Agent> = ["w1", "w2", "w3"]
         .iter()
@@ -140,7 +140,7 @@ async fn a_service_runs_as_real_processes_spread_replaced_scaled_and_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_and_restarted_leaves_no_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let manager = Manager::start(dir.path(), &[]);
+    let manager = Manager::start_unique(dir.path(), "workers");
     let api = manager.api();
     let mut agents: Vec<Agent> = ["w1", "w2", "w3"]
         .iter()
@@ -183,7 +183,7 @@ async fn an_agent_killed_and_restarted_leaves_no_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_only_service_waits_with_a_reason_on_process_workers() {
     let dir = tempfile::tempdir().unwrap();
-    let manager = Manager::start(dir.path(), &[]);
+    let manager = Manager::start_unique(dir.path(), "workers");
     let api = manager.api();
     let _agent = Agent::start(&manager.url, "w1", "process", &[]);
     ready_workers(&api, 1).await;

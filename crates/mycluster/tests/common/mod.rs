@@ -21,6 +21,8 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 pub struct Manager {
     child: Child,
     pub url: String,
+    /// The cluster's name.
+    pub name: String,
     pub data_dir: PathBuf,
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -36,6 +38,15 @@ impl Manager {
     pub fn start_named(data_dir: &Path, name: &str) -> Manager {
         Self::launch(data_dir, name, &[])
             .unwrap_or_else(|log| panic!("manager did not start:\n{log}"))
+    }
+
+    /// Starts a manager for a cluster name no other test or run uses. Agents of the
+    /// process driver identify their processes by cluster and worker name, so tests that
+    /// reuse worker names need clusters of their own.
+    pub fn start_unique(data_dir: &Path, prefix: &str) -> Manager {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self::start_named(data_dir, &format!("{prefix}{}x{n}", std::process::id()))
     }
 
     /// Starts a manager; on failure returns what it printed.
@@ -73,6 +84,7 @@ impl Manager {
                 return Ok(Manager {
                     child,
                     url,
+                    name: name.to_string(),
                     data_dir: data_dir.to_path_buf(),
                     log,
                 });

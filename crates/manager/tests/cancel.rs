@@ -1,0 +1,59 @@
+//! A mutation whose caller goes away (a client hanging up mid-request) must still leave
+//! memory and store in agreement: either both have the change or neither has.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mycluster_core::commands::{put_service, CommandError};
+use mycluster_core::{Limits, ServiceSpec};
+use mycluster_manager::cluster::Follow;
+use mycluster_manager::Cluster;
+use mycluster_store::{EmbeddedStore, Store};
+
+fn spec(name: &str) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        image: Some("redis".into()),
+        replicas: 2,
+        command: None,
+        env: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_mutation_leaves_memory_and_store_in_agreement() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), "test").await.unwrap());
+    let cluster = Arc::new(
+        Cluster::load("test".into(), Limits::default(), store.clone())
+            .await
+            .unwrap(),
+    );
+    for i in 0..20 {
+        let name = format!("svc-{i}");
+        let attempt = cluster.mutate(|txn, now| {
+            put_service(txn, spec(&name), now);
+            Ok::<_, CommandError>(((), Follow::Services(vec![name.clone()])))
+        });
+        // Give up almost at once: most of these are dropped while the commit runs.
+        let _ = tokio::time::timeout(Duration::from_micros(50), attempt).await;
+    }
+    // One more, awaited: it queues behind any commit still in flight.
+    cluster
+        .mutate(|txn, now| {
+            put_service(txn, spec("last"), now);
+            Ok::<_, CommandError>(((), Follow::Services(vec!["last".into()])))
+        })
+        .await
+        .unwrap();
+    let memory = cluster.snapshot();
+    let stored = store.load().await.unwrap();
+    assert_eq!(memory.index, stored.index);
+    let mut in_memory: Vec<&String> = memory.state.services.keys().collect();
+    let mut on_disk: Vec<&String> = stored.services.iter().map(|s| &s.spec.name).collect();
+    in_memory.sort();
+    on_disk.sort();
+    assert_eq!(in_memory, on_disk);
+    assert_eq!(memory.state.tasks.len(), stored.tasks.len());
+    assert_eq!(memory.state.counters, stored.counters);
+}
