@@ -217,9 +217,18 @@ impl Client {
         .await
     }
 
-    /// The monitor's verdict: the worker is dead; its tasks are relocated.
-    pub async fn declare_down(&self, worker: &str) -> Result<Value, ClientError> {
-        let path = format!("/api/v1/workers/{}/down", segment(worker));
+    /// The monitor's verdict: the worker is dead (if it is still silent for `silent_for`
+    /// when the manager acts); its tasks are relocated.
+    pub async fn declare_down(
+        &self,
+        worker: &str,
+        silent_for: Duration,
+    ) -> Result<Value, ClientError> {
+        let path = format!(
+            "/api/v1/workers/{}/down?silent_for={}ms",
+            segment(worker),
+            silent_for.as_millis()
+        );
         self.request(Method::POST, &path, None).await
     }
 

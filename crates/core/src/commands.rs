@@ -19,6 +19,9 @@ pub enum CommandError {
     WorkerNotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// The request no longer fits the state (e.g. a worker declared dead beat again).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Creates a service or updates the one of the same name (`POST /api/v1/service`).
@@ -269,13 +272,17 @@ pub fn report_tasks(
             started += 1;
         }
         next.state = report.state;
-        if report.container_id.is_some() {
-            next.container_id = report.container_id.clone();
+        if let Some(id) = &report.container_id {
+            next.container_id = Some(bounded(id, 128));
         }
         next.exit_code = report.exit_code.or(next.exit_code);
-        next.error = report.error.clone().or(next.error);
-        if let Some(message) = report.message.clone() {
-            next.message = message;
+        next.error = report
+            .error
+            .as_deref()
+            .map(|e| bounded(e, 4096))
+            .or(next.error);
+        if let Some(message) = &report.message {
+            next.message = bounded(message, 4096);
         } else if next.state != task.state {
             next.message = describe(&next);
         }
@@ -295,6 +302,19 @@ pub fn report_tasks(
     touched.sort();
     touched.dedup();
     Ok((touched, ignored))
+}
+
+/// At most `max` bytes of `text` (on a character boundary): what agents report is stored
+/// and served with every task list, so it must stay small.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 fn describe(task: &Task) -> String {

@@ -196,9 +196,11 @@ fn replacement(latest: Option<&Task>, now: Millis) -> Replacement<'_> {
         .unwrap_or_else(|| "failed".into());
     Replacement::After {
         failed: last,
+        // The delay, not a countdown: the message is stored, and must not change (and
+        // be committed) on every pass while the slot waits.
         message: format!(
-            "{reason}; restarting in {:.0}s (failure {failures} in a row)",
-            (due - now).div_ceil(1000)
+            "{reason}; restarts {}s after the failure (failure {failures} in a row)",
+            restart_delay(failures) / 1000
         ),
     }
 }

@@ -316,7 +316,7 @@ fn a_crash_looping_slot_backs_off_and_says_so() {
             .max_by_key(|t| t.updated_at)
             .unwrap();
         assert!(
-            failed.message.contains("restarting in")
+            failed.message.contains("restarts")
                 && failed
                     .message
                     .contains(&format!("failure {failures} in a row")),

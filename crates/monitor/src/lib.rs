@@ -87,18 +87,22 @@ pub async fn run(
                         continue;
                     }
                     answering.remove(&worker.worker);
-                    tracing::error!(
-                        "Worker {} was not found... relocating its services",
-                        worker.worker
-                    );
-                    match client.declare_down(&worker.worker).await {
-                        Ok(answer) => log_relocations(&worker.worker, &answer),
+                    match client.declare_down(&worker.worker, config.dead_after).await {
+                        Ok(answer) => {
+                            tracing::error!(
+                                "Worker {} was not found... relocating its services",
+                                worker.worker
+                            );
+                            log_relocations(&worker.worker, &answer);
+                            last_status.insert(worker.worker.clone(), "down".into());
+                        }
+                        // It beat again meanwhile: alive after all.
+                        Err(e) if e.status() == Some(409) => tracing::info!("{e}"),
                         Err(e) => tracing::error!(
                             "Could not relocate the services of {}: {e}",
                             worker.worker
                         ),
                     }
-                    last_status.insert(worker.worker.clone(), "down".into());
                 }
             }
             Err(e) => {

@@ -21,6 +21,16 @@ use crate::manager::stop_on_signal;
 
 pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
     crate::logging::init("agent");
+    let mut labels = BTreeMap::new();
+    for label in &args.labels {
+        let (key, value) = label
+            .split_once('=')
+            .with_context(|| format!("--label {label}: use KEY=VALUE"))?;
+        labels.insert(key.to_string(), value.to_string());
+    }
+    if !(args.heartbeat > 0.0 && args.heartbeat <= 60.0) {
+        bail!("--heartbeat must be between 0 and 60 seconds");
+    }
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     let cluster = match args.cluster.clone() {
@@ -40,16 +50,6 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
         ..DockerOptions::default()
     };
     let runtime = make_runtime(args.driver, identity, docker).await?;
-    let mut labels = BTreeMap::new();
-    for label in &args.labels {
-        let (key, value) = label
-            .split_once('=')
-            .with_context(|| format!("--label {label}: use KEY=VALUE"))?;
-        labels.insert(key.to_string(), value.to_string());
-    }
-    if !(args.heartbeat > 0.0 && args.heartbeat <= 60.0) {
-        bail!("--heartbeat must be between 0 and 60 seconds");
-    }
     let config = AgentConfig {
         listen: args.listen,
         advertise: args.advertise,

@@ -66,6 +66,20 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether this is a client of the API (it prints and ends), not a long-running role.
+    pub fn is_client(&self) -> bool {
+        matches!(
+            self,
+            Command::Service(_)
+                | Command::State
+                | Command::Stats
+                | Command::Workers
+                | Command::Tasks { .. }
+        )
+    }
+}
+
 #[derive(Args, Clone, Debug)]
 pub struct ManagerArgs {
     /// Address to serve the API on.

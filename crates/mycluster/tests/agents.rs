@@ -283,7 +283,10 @@ async fn a_failed_task_is_replaced_and_backward_reports_are_ignored() {
     assert_eq!(failed["error"], "killed");
     // Crash-loop backoff: the failure says when the slot restarts, and it does.
     let message = failed["message"].as_str().unwrap();
-    assert!(message.contains("killed; restarting in"), "{message}");
+    assert!(
+        message.contains("killed; restarts 1s after the failure"),
+        "{message}"
+    );
     let live = common::eventually("the replacement", || async {
         let tasks = api.ok("/api/v1/tasks?service=web").await;
         let live: Vec<Value> = tasks

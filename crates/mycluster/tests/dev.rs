@@ -20,21 +20,23 @@ async fn the_original_walkthrough_against_mycluster_dev() {
     }
     let cluster = format!("devtest{}", std::process::id());
     let _cleanup = Cleanup::new(&cluster);
-    let mut dev = Command::new(BIN)
-        .args([
-            "dev",
-            "--workers",
-            "4",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            &cluster,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mycluster dev");
-    let stdout = dev.stdout.take().unwrap();
+    let mut dev = KillOnDrop(
+        Command::new(BIN)
+            .args([
+                "dev",
+                "--workers",
+                "4",
+                "--listen",
+                "127.0.0.1:0",
+                "--name",
+                &cluster,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mycluster dev"),
+    );
+    let stdout = dev.0.stdout.take().unwrap();
     let (found, address) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -137,10 +139,10 @@ async fn the_original_walkthrough_against_mycluster_dev() {
 
     // Ctrl-C: dev stops and removes its containers.
     let _ = Command::new("kill")
-        .args(["-INT", &dev.id().to_string()])
+        .args(["-INT", &dev.0.id().to_string()])
         .status();
     let started = std::time::Instant::now();
-    while dev.try_wait().unwrap().is_none() {
+    while dev.0.try_wait().unwrap().is_none() {
         assert!(started.elapsed() < DEADLINE, "dev did not stop on SIGINT");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -148,4 +150,15 @@ async fn the_original_walkthrough_against_mycluster_dev() {
         containers(&cluster).is_empty(),
         "dev left containers behind"
     );
+}
+
+/// A failing test must not leave `dev` running: it would recreate the containers the
+/// cleanup removes. Declared after `Cleanup`, so it is dropped first.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -27,6 +27,7 @@ pub struct ProcessRuntime {
     identity: Identity,
     children: Arc<Mutex<BTreeMap<String, Tracked>>>,
     spawner: Spawner,
+    cleaned: std::sync::Once,
 }
 
 struct Tracked {
@@ -35,21 +36,29 @@ struct Tracked {
 }
 
 impl ProcessRuntime {
-    /// A runtime for `identity`. Kills what a previous agent of the same worker left
-    /// running (found by its environment), so nothing runs that this agent cannot see.
+    /// A runtime for `identity`. Before its first `list` it kills what a previous agent
+    /// of the same worker left running (found by its environment), so nothing runs that
+    /// this agent cannot see. Not here: an agent that fails to start (a bad flag, a port
+    /// in use) must not kill the workloads of the agent that is running.
     pub fn new(identity: Identity) -> ProcessRuntime {
-        let killed = kill_leftovers(&identity);
-        if killed > 0 {
-            tracing::warn!(
-                "process driver: killed {killed} leftover processes of worker {}",
-                identity.worker
-            );
-        }
         ProcessRuntime {
             identity,
             children: Arc::new(Mutex::new(BTreeMap::new())),
             spawner: Spawner::start(),
+            cleaned: std::sync::Once::new(),
         }
+    }
+
+    fn clean_leftovers_once(&self) {
+        self.cleaned.call_once(|| {
+            let killed = kill_leftovers(&self.identity);
+            if killed > 0 {
+                tracing::warn!(
+                    "process driver: killed {killed} leftover processes of worker {}",
+                    self.identity.worker
+                );
+            }
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Tracked>> {
@@ -76,6 +85,7 @@ impl ContainerRuntime for ProcessRuntime {
 
     async fn start(&self, spec: &TaskSpec) -> Result<String, RuntimeError> {
         self.check(spec)?;
+        self.clean_leftovers_once();
         if self.lock().contains_key(&spec.task_id) {
             return Err(RuntimeError::StartFailed(format!(
                 "a process for task {} already exists",
@@ -152,6 +162,7 @@ impl ContainerRuntime for ProcessRuntime {
     }
 
     async fn list(&self) -> Result<Vec<Container>, RuntimeError> {
+        self.clean_leftovers_once();
         let mut children = self.lock();
         let mut out = Vec::with_capacity(children.len());
         for tracked in children.values_mut() {

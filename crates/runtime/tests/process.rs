@@ -93,7 +93,10 @@ async fn a_new_runtime_for_the_same_worker_kills_leftovers() {
     // Forget the first runtime without stopping its child, as a crashed agent would.
     std::mem::forget(first);
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
-    let _second = ProcessRuntime::new(identity);
+    let second = ProcessRuntime::new(identity);
+    // Nothing is killed until the new runtime is used.
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    second.list().await.expect("list");
     let started = std::time::Instant::now();
     // A killed child stays a zombie of this test process until reaped: check its state.
     loop {

@@ -43,7 +43,15 @@ impl IntoResponse for ApiError {
             message: self.message,
             code: self.status.as_u16(),
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The unread body is still on the wire: the connection cannot be reused.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 
@@ -60,6 +68,7 @@ impl From<CommandError> for ApiError {
                 StatusCode::NOT_FOUND
             }
             CommandError::Invalid(_) => StatusCode::BAD_REQUEST,
+            CommandError::Conflict(_) => StatusCode::CONFLICT,
         };
         ApiError::new(status, e.to_string())
     }

@@ -167,6 +167,9 @@ pub async fn assigned_tasks(
     }))
 }
 
+/// The most task reports one request may carry.
+const MAX_REPORTS: usize = 10_000;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StatusReport {
@@ -182,7 +185,11 @@ pub async fn report_status(
 ) -> Result<Json<Value>, ApiError> {
     let Path(name) = name?;
     let report: StatusReport = body.decode()?;
-    app.cluster.record_heartbeat(&name);
+    if report.tasks.len() > MAX_REPORTS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_REPORTS} task reports per request"
+        )));
+    }
     let (ignored, snapshot) = app
         .cluster
         .mutate(|txn, now| {
@@ -190,6 +197,8 @@ pub async fn report_status(
             Ok::<_, CommandError>((ignored, Follow::Services(touched)))
         })
         .await?;
+    // Only now: an unknown worker was refused above, and must leave no trace.
+    app.cluster.record_heartbeat(&name);
     let ignored: Vec<Value> = ignored
         .into_iter()
         .map(|i| json!({"id": i.id, "why": i.why}))
@@ -197,27 +206,39 @@ pub async fn report_status(
     Ok(Json(json!({"index": snapshot.index, "ignored": ignored})))
 }
 
-/// `POST /api/v1/workers/<name>/down`: the monitor's verdict. The worker is marked down,
-/// its tasks lost, and their replacements placed by the usual spread — all in one
-/// commit. The answer says where each replacement went (`worker` null: nowhere yet).
-/// Idempotent: a worker already down answers with nothing relocated.
+/// `POST /api/v1/workers/<name>/down[?silent_for=2s]`: the monitor's verdict. The worker
+/// is marked down, its tasks lost, and their replacements placed by the usual spread —
+/// all in one commit. With `silent_for`, the verdict stands only if the worker is still
+/// that silent when the commit is made (409 otherwise): a worker that beat again between
+/// the monitor's look and its call is not declared dead. The answer says where each
+/// replacement went (`worker` null: nowhere yet). A worker already down relocates nothing.
 pub async fn declare_down(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(name) = name?;
-    let before = app.cluster.snapshot();
-    let (_, after) = app
+    let params = Params::parse(query, &["silent_for"])?;
+    let silent_for = params.duration("silent_for")?;
+    let cluster = app.cluster.clone();
+    let (before, after) = app
         .cluster
         .mutate(|txn, now| {
+            let before = txn.state.clone();
+            if let (Some(silent_for), Some(age)) = (silent_for, cluster.heartbeat_age(&name)) {
+                if age < silent_for {
+                    return Err(CommandError::Conflict(format!(
+                        "Worker {name} was heard from {:.1}s ago: not declared down",
+                        age.as_secs_f64()
+                    )));
+                }
+            }
             commands::set_worker_status(txn, &name, WorkerStatus::Down, now)?;
-            Ok::<_, CommandError>(((), Follow::All))
+            Ok::<_, CommandError>((before, Follow::All))
         })
         .await?;
-    let relocated = relocations(&before.state, &after.state, &name);
-    if !relocated.is_empty()
-        || before.state.workers.get(&name).map(|w| w.status) != Some(WorkerStatus::Down)
-    {
+    let relocated = relocations(&before, &after.state, &name);
+    if before.workers.get(&name).map(|w| w.status) != Some(WorkerStatus::Down) {
         tracing::warn!(
             "worker {name} declared down: {} tasks relocated",
             relocated.len()
