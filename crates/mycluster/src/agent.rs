@@ -35,7 +35,7 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
     tokio::spawn(stop_on_signal(stop.clone()));
     let cluster = match args.cluster.clone() {
         Some(cluster) => cluster,
-        None => match ask_cluster_name(&global.manager, &stop).await? {
+        None => match ask_cluster_name(&global.manager_url(), &stop).await? {
             Some(cluster) => cluster,
             None => return Ok(()),
         },
@@ -56,7 +56,7 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
         labels,
         capacity: args.capacity,
         heartbeat: Duration::from_secs_f64(args.heartbeat),
-        ..AgentConfig::new(&global.manager, &args.name)
+        ..AgentConfig::new(&global.manager_url(), &args.name)
     };
     mycluster_agent::run(config, runtime, stop).await?;
     Ok(())
@@ -230,7 +230,7 @@ pub async fn monitor(global: &Global, args: MonitorArgs) -> anyhow::Result<()> {
         interval: seconds("interval", args.interval)?,
         dead_after: seconds("dead-after", args.dead_after)?,
         probe_timeout: seconds("probe-timeout", args.probe_timeout)?,
-        ..MonitorConfig::new(&global.manager)
+        ..MonitorConfig::new(&global.manager_url())
     };
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));

@@ -21,14 +21,10 @@ pub struct Cli {
 
 #[derive(Args, Clone)]
 pub struct Global {
-    /// The manager's API address.
-    #[arg(
-        long,
-        global = true,
-        env = "MYCLUSTER_MANAGER",
-        default_value = "http://localhost:5000"
-    )]
-    pub manager: String,
+    /// The manager's API address [default: the cluster set up last, else
+    /// http://localhost:5000].
+    #[arg(long, global = true, env = "MYCLUSTER_MANAGER")]
+    pub manager: Option<String>,
     /// Print the raw JSON document instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -46,6 +42,13 @@ pub enum Command {
     Dev(DevArgs),
     /// Serve "Hello World" over HTTP: the demo workload (like crccheck/hello-world).
     Hello(HelloArgs),
+    /// Set up a cluster on this Docker host: a manager, a monitor and N workers.
+    Setup(SetupArgs),
+    /// Start, stop, list or remove the containers of a cluster set up here.
+    Manage(ManageArgs),
+    /// Inspect a worker.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
     /// Build images on the local Docker engine.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -64,6 +67,19 @@ pub enum Command {
         #[arg(long)]
         service: Option<String>,
     },
+}
+
+impl Global {
+    /// The manager to talk to: the flag or environment, else the cluster set up last on
+    /// this machine, else the default address.
+    pub fn manager_url(&self) -> String {
+        match &self.manager {
+            Some(url) => url.clone(),
+            None => crate::setup::current()
+                .map(|s| s.manager_url())
+                .unwrap_or_else(|| "http://localhost:5000".into()),
+        }
+    }
 }
 
 impl Command {
@@ -192,6 +208,57 @@ pub struct HelloArgs {
     /// The exit code when --exit-after ends it.
     #[arg(long, default_value_t = 0)]
     pub exit_code: i32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// A file in the manager's data volume.
+    Embedded,
+    /// A Redis container, as in the original.
+    Redis,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct SetupArgs {
+    /// The cluster's name: containers are <name>_manager_1, <name>_worker_1, ...
+    #[arg(long, short = 'n', default_value = "myCluster")]
+    pub name: String,
+    /// How many workers.
+    #[arg(long, short = 's', default_value_t = 3)]
+    pub workers: u32,
+    /// Where the manager keeps its state.
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub store: StoreKind,
+    /// The host port for the API [default: 5000; 0 lets Docker choose].
+    #[arg(long, env = "MYCLUSTER_PORT")]
+    pub port: Option<u16>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ManageCommand {
+    /// Start the cluster's containers (creating any that are missing).
+    Up,
+    /// Stop them; the state stays.
+    Stop,
+    /// Remove every container, network and volume of the cluster.
+    Rm,
+    /// List the cluster's containers.
+    Ps,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ManageArgs {
+    #[arg(long, short = 'c', value_enum)]
+    pub command: ManageCommand,
+    /// The cluster [default: the one set up last].
+    #[arg(long, short = 'n')]
+    pub name: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum WorkerCommand {
+    /// List a worker's containers (what `docker -H <worker> ps` showed in the original).
+    Ps { worker: String },
 }
 
 #[derive(Subcommand)]

@@ -19,15 +19,8 @@ pub async fn ensure_demo(rebuild: bool, aliases: &[String]) -> anyhow::Result<Ve
     let images = Images::connect().await?;
     let mut done = Vec::new();
     if rebuild || !images.exists(DEMO_IMAGE).await? {
-        let (files, how) = self_rootfs().context("cannot package this binary into an image")?;
-        let dockerfile = "FROM scratch\nCOPY rootfs/ /\nEXPOSE 8000\n\
-                          ENTRYPOINT [\"/mycluster\"]\nCMD [\"hello\", \"--port\", \"8000\"]\n";
-        let labels = HashMap::from([("mycluster.image".to_string(), "demo".to_string())]);
-        images
-            .build(DEMO_IMAGE, dockerfile, &files, &labels, |line| {
-                tracing::debug!("build: {line}")
-            })
-            .await?;
+        let extra = "EXPOSE 8000\nCMD [\"hello\", \"--port\", \"8000\"]\n";
+        let how = build_self_image(&images, DEMO_IMAGE, "demo", extra).await?;
         done.push(format!("built {DEMO_IMAGE} ({how})"));
     }
     for alias in aliases {
@@ -40,6 +33,44 @@ pub async fn ensure_demo(rebuild: bool, aliases: &[String]) -> anyhow::Result<Ve
         ));
     }
     Ok(done)
+}
+
+/// The image the cluster's own containers run: this binary, tagged by its content so a
+/// new build gets a new image. Built if missing; returns the tag and what was done.
+pub async fn ensure_mycluster_image() -> anyhow::Result<(String, Option<String>)> {
+    let path = std::env::current_exe().context("cannot find this executable")?;
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&bytes, &mut hasher);
+    let tag = format!(
+        "mycluster:{}-{:08x}",
+        env!("CARGO_PKG_VERSION"),
+        std::hash::Hasher::finish(&hasher) as u32
+    );
+    let images = Images::connect().await?;
+    if images.exists(&tag).await? {
+        return Ok((tag, None));
+    }
+    let how = build_self_image(&images, &tag, "mycluster", "").await?;
+    Ok((tag.clone(), Some(format!("built {tag} ({how})"))))
+}
+
+/// `FROM scratch` + this binary as the entrypoint, plus `extra` Dockerfile lines.
+async fn build_self_image(
+    images: &Images,
+    tag: &str,
+    kind: &str,
+    extra: &str,
+) -> anyhow::Result<&'static str> {
+    let (files, how) = self_rootfs().context("cannot package this binary into an image")?;
+    let dockerfile = format!("FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/mycluster\"]\n{extra}");
+    let labels = HashMap::from([("mycluster.image".to_string(), kind.to_string())]);
+    images
+        .build(tag, &dockerfile, &files, &labels, |line| {
+            tracing::debug!("build: {line}")
+        })
+        .await?;
+    Ok(how)
 }
 
 /// This executable at `/mycluster` in the image, and if it is dynamically linked, every

@@ -9,6 +9,7 @@ mod logging;
 mod manager;
 mod output;
 mod remote;
+mod setup;
 
 use clap::Parser;
 
@@ -39,6 +40,11 @@ fn main() {
             cli::Command::Dev(args) => agent::dev(args).await,
             cli::Command::Monitor(args) => agent::monitor(&cli.global, args).await,
             cli::Command::Hello(args) => hello::run(args).await,
+            cli::Command::Setup(args) => setup::setup(args).await,
+            cli::Command::Manage(args) => setup::manage(args).await,
+            cli::Command::Worker(cli::WorkerCommand::Ps { worker }) => {
+                remote::worker_ps(&cli.global, &worker).await
+            }
             cli::Command::Image(cli::ImageCommand::Demo { aliases, rebuild }) => {
                 for line in image::ensure_demo(rebuild, &aliases).await? {
                     println!("{line}");

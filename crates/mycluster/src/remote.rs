@@ -11,7 +11,7 @@ use crate::cli::{Global, ServiceCommand};
 use crate::output::{json, table, unix_time};
 
 fn client(global: &Global) -> anyhow::Result<Client> {
-    Ok(Client::new(&global.manager, Duration::from_secs(30))?)
+    Ok(Client::new(&global.manager_url(), Duration::from_secs(30))?)
 }
 
 pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result<()> {
@@ -267,4 +267,53 @@ fn print_state(state: &StateDoc) {
     if !state.services.is_empty() {
         println!("{s}");
     }
+}
+
+/// `mycluster worker ps <worker>`: the worker's containers, from what its agent reports.
+pub async fn worker_ps(global: &Global, worker: &str) -> anyhow::Result<()> {
+    let client = client(global)?;
+    let tasks: Vec<mycluster_core::docs::TaskDoc> = client
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/v1/tasks?worker={}", worker),
+            None,
+        )
+        .await?;
+    if tasks.is_empty() {
+        // A typo should not look like an idle worker.
+        let workers = client.workers().await?;
+        if !workers.iter().any(|w| w.worker == worker) {
+            anyhow::bail!("Worker {worker} is not registered in this cluster.");
+        }
+    }
+    if global.json {
+        return json(&tasks);
+    }
+    let mut t = table([
+        "CONTAINER ID",
+        "NAME",
+        "IMAGE",
+        "STATE",
+        "DESIRED",
+        "MESSAGE",
+    ]);
+    for task in tasks
+        .iter()
+        .filter(|t| !matches!(t.state.as_str(), "pending"))
+    {
+        let short: String = task.id.chars().take(8).collect();
+        t.add_row([
+            task.container_id
+                .clone()
+                .map(|c| c.chars().take(12).collect())
+                .unwrap_or_else(|| "-".into()),
+            format!("{}.{}.{short}", task.service, task.slot),
+            runs(&task.image, &task.command),
+            task.state.clone(),
+            task.desired_state.clone(),
+            task.message.clone(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! conformance suite in `tests/conformance`.
 
 mod docker;
+mod host;
 mod images;
 mod process;
 mod sim;
@@ -11,6 +12,7 @@ mod sim;
 use std::collections::BTreeMap;
 
 pub use docker::{DockerOptions, DockerRuntime};
+pub use host::{ClusterContainer, ClusterHost, RoleContainer};
 pub use images::{ContextFile, Images};
 pub use process::ProcessRuntime;
 pub use sim::SimRuntime;

@@ -1,0 +1,402 @@
+//! `mycluster setup` and `mycluster manage`: the original's docker-compose cluster on one
+//! host, through the Docker Engine API and offline. A cluster is a network, a data
+//! volume, `<name>_manager_1` (publishing the API), `<name>_monitor_1` and
+//! `<name>_worker_1..N` (agents driving the host's engine, their workloads in the
+//! worker's PID namespace). Its settings are saved so `manage` and the CLI find it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use mycluster_client::Client;
+use mycluster_runtime::{ClusterContainer, ClusterHost, RoleContainer, LABEL_CLUSTER, LABEL_ROLE};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{ManageArgs, ManageCommand, SetupArgs, StoreKind};
+use crate::output::table;
+
+/// What `setup` made, saved so that `manage` and the CLI find the cluster again (the
+/// original kept it in `mycluster.env`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Settings {
+    pub name: String,
+    pub workers: u32,
+    pub store: String,
+    /// The host port the API is published on.
+    pub port: u16,
+    pub image: String,
+}
+
+impl Settings {
+    pub fn manager_url(&self) -> String {
+        format!("http://localhost:{}", self.port)
+    }
+}
+
+/// `$MYCLUSTER_CONFIG_DIR`, else `$XDG_CONFIG_HOME/mycluster`, else `~/.config/mycluster`.
+fn config_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MYCLUSTER_CONFIG_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let base = match (
+        std::env::var_os("XDG_CONFIG_HOME"),
+        std::env::var_os("HOME"),
+    ) {
+        (Some(xdg), _) if !xdg.is_empty() => PathBuf::from(xdg),
+        (_, Some(home)) if !home.is_empty() => PathBuf::from(home).join(".config"),
+        _ => PathBuf::from("/etc"),
+    };
+    base.join("mycluster")
+}
+
+fn settings_path(name: &str) -> PathBuf {
+    config_dir().join("clusters").join(format!("{name}.json"))
+}
+
+pub fn load_settings(name: &str) -> Option<Settings> {
+    let text = std::fs::read_to_string(settings_path(name)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The cluster set up last (or managed by name last).
+pub fn current() -> Option<Settings> {
+    let name = std::fs::read_to_string(config_dir().join("current")).ok()?;
+    load_settings(name.trim())
+}
+
+fn save(settings: &Settings) -> anyhow::Result<()> {
+    let path = settings_path(&settings.name);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(settings)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(config_dir().join("current"), &settings.name)
+        .with_context(|| format!("cannot write {}", config_dir().join("current").display()))?;
+    Ok(())
+}
+
+fn forget(name: &str) {
+    let _ = std::fs::remove_file(settings_path(name));
+    let current = config_dir().join("current");
+    if std::fs::read_to_string(&current).is_ok_and(|c| c.trim() == name) {
+        let _ = std::fs::remove_file(current);
+    }
+}
+
+/// Docker names: what `setupCluster.sh` would have called them.
+fn names(cluster: &str) -> (String, String, String, String, String) {
+    (
+        format!("{cluster}_default"),
+        format!("{cluster}_data"),
+        format!("{cluster}_manager_1"),
+        format!("{cluster}_monitor_1"),
+        format!("{cluster}_worker_"),
+    )
+}
+
+fn labels(cluster: &str, role: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_CLUSTER.to_string(), cluster.to_string()),
+        (LABEL_ROLE.to_string(), role.to_string()),
+    ])
+}
+
+fn validate_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if !ok {
+        bail!("invalid cluster name '{name}': 1-40 letters, digits, '-' or '_', starting with a letter or digit");
+    }
+    Ok(())
+}
+
+pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
+    validate_name(&args.name)?;
+    if args.workers == 0 || args.workers > 100 {
+        bail!("--workers must be between 1 and 100");
+    }
+    if args.store == StoreKind::Redis {
+        bail!("--store redis is not available in this version yet: use --store embedded");
+    }
+    let port = args.port.unwrap_or(5000);
+    let settings = Settings {
+        name: args.name.clone(),
+        workers: args.workers,
+        store: "embedded".into(),
+        port,
+        image: String::new(),
+    };
+    bring_up(settings).await
+}
+
+/// Creates what is missing, starts what is stopped, scales the workers to the wanted
+/// number, and says what it found and what it changed.
+async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
+    let cluster = settings.name.clone();
+    let (network, volume, manager, monitor, worker_prefix) = names(&cluster);
+    println!(
+        "Setting up cluster '{cluster}': a manager, a monitor and {} workers",
+        settings.workers
+    );
+    let host = ClusterHost::connect().await?;
+
+    print!("[1/5] Images ... ");
+    let (image, built) = crate::image::ensure_mycluster_image().await?;
+    let mut done = built.into_iter().collect::<Vec<_>>();
+    done.extend(
+        crate::image::ensure_demo(false, &[crate::image::ORIGINAL_DEMO_IMAGE.to_string()]).await?,
+    );
+    println!(
+        "{}",
+        if done.is_empty() {
+            format!("{image} present")
+        } else {
+            done.join("; ")
+        }
+    );
+    settings.image = image.clone();
+
+    let created = host
+        .ensure_network(&network, &labels(&cluster, "network"))
+        .await?;
+    println!(
+        "[2/5] Network {network} {}",
+        if created { "created" } else { "exists" }
+    );
+    let created = host
+        .ensure_volume(&volume, &labels(&cluster, "data"))
+        .await?;
+    println!(
+        "[3/5] Volume {volume} (the manager's state) {}",
+        if created { "created" } else { "exists" }
+    );
+
+    println!("[4/5] Containers");
+    let existing = host.containers(&cluster).await?;
+    let manager_url_inside = format!("http://{manager}:5000");
+    let mut wanted = vec![
+        RoleContainer {
+            name: manager.clone(),
+            image: image.clone(),
+            cmd: strings(&[
+                "manager",
+                "--listen",
+                "0.0.0.0:5000",
+                "--data-dir",
+                "/data",
+                "--name",
+                &cluster,
+            ]),
+            labels: labels(&cluster, "manager"),
+            network: network.clone(),
+            binds: vec![format!("{volume}:/data")],
+            publish: Some((5000, settings.port)),
+            ..RoleContainer::default()
+        },
+        RoleContainer {
+            name: monitor.clone(),
+            image: image.clone(),
+            cmd: strings(&["monitor"]),
+            env: vec![format!("MYCLUSTER_MANAGER={manager_url_inside}")],
+            labels: labels(&cluster, "monitor"),
+            network: network.clone(),
+            ..RoleContainer::default()
+        },
+    ];
+    for i in 1..=settings.workers {
+        let name = format!("{worker_prefix}{i}");
+        wanted.push(RoleContainer {
+            name: name.clone(),
+            image: image.clone(),
+            cmd: strings(&[
+                "agent",
+                "--name",
+                &name,
+                "--driver",
+                "docker",
+                "--cluster",
+                &cluster,
+                "--pid-container",
+                &name,
+                "--network",
+                &network,
+            ]),
+            env: vec![format!("MYCLUSTER_MANAGER={manager_url_inside}")],
+            labels: labels(&cluster, "worker"),
+            network: network.clone(),
+            // The agent drives the host's engine through its socket; no TCP port is opened.
+            binds: vec!["/var/run/docker.sock:/var/run/docker.sock".into()],
+            ..RoleContainer::default()
+        });
+    }
+    for spec in &wanted {
+        let found = existing.iter().find(|c| c.name == spec.name);
+        let what = match found {
+            Some(c) if c.image != spec.image && c.role != "workload" => {
+                // Another build of mycluster: replace the container, keep the volume.
+                host.remove(&spec.name).await?;
+                host.run(spec).await?;
+                format!("recreated (image {} -> {})", c.image, spec.image)
+            }
+            Some(c) if c.state == "running" => "exists, running".to_string(),
+            Some(_) => {
+                host.start(&spec.name).await?;
+                "exists, started".to_string()
+            }
+            None => {
+                host.run(spec).await?;
+                "created".to_string()
+            }
+        };
+        println!("      {:<24} {what}", spec.name);
+    }
+    // Workers beyond the wanted number: scaled away, with their workloads.
+    for extra in existing
+        .iter()
+        .filter(|c| c.role == "worker" && !wanted.iter().any(|w| w.name == c.name))
+    {
+        host.remove(&extra.name).await?;
+        for workload in existing
+            .iter()
+            .filter(|c| c.worker.as_deref() == Some(extra.name.as_str()))
+        {
+            host.remove(&workload.name).await?;
+        }
+        println!(
+            "      {:<24} removed (the cluster now has {} workers)",
+            extra.name, settings.workers
+        );
+    }
+
+    // Read back, not assumed: with port 0 the engine chose it, and may choose another
+    // each time the manager container starts.
+    settings.port = host
+        .published_port(&manager, 5000)
+        .await?
+        .context("the manager's port was not published")?;
+    save(&settings)?;
+    print!(
+        "[5/5] Waiting for the manager at {} ... ",
+        settings.manager_url()
+    );
+    let ready = wait_for_workers(&settings).await?;
+    println!("ready, {ready} workers");
+    println!();
+    print_ps(&host.containers(&cluster).await?);
+    println!(
+        "\nTry:\n  curl -H \"Content-Type: application/json\" -X GET {url}/api/v1/state\n  \
+         curl -H \"Content-Type: application/json\" -X POST -d '{{\"service\": \"hello-world\", \"image\": \"crccheck/hello-world\", \"replicas\": 3}}' {url}/api/v1/service\n  \
+         mycluster state        (the CLI now talks to this cluster)\n  \
+         mycluster manage --command stop|up|ps|rm",
+        url = settings.manager_url()
+    );
+    Ok(())
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Waits until the manager answers and every worker is ready; returns how many are.
+async fn wait_for_workers(settings: &Settings) -> anyhow::Result<usize> {
+    let client = Client::new(&settings.manager_url(), Duration::from_secs(5))?;
+    let started = Instant::now();
+    loop {
+        if let Ok(workers) = client.workers().await {
+            let ready = workers
+                .iter()
+                .filter(|w| w.status == "ready")
+                .filter(|w| {
+                    w.worker
+                        .strip_prefix(&format!("{}_worker_", settings.name))
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .is_some_and(|n| n <= settings.workers)
+                })
+                .count();
+            if ready == settings.workers as usize {
+                return Ok(ready);
+            }
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            bail!(
+                "the cluster did not become ready within 90 s: see `docker logs {}_manager_1` and the workers' logs",
+                settings.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn print_ps(containers: &[ClusterContainer]) {
+    let mut t = table(["CONTAINER ID", "NAME", "ROLE", "STATUS", "IMAGE"]);
+    for c in containers {
+        t.add_row([
+            c.id.clone(),
+            c.name.clone(),
+            c.role.clone(),
+            c.status.clone(),
+            c.image.clone(),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub async fn manage(args: ManageArgs) -> anyhow::Result<()> {
+    let name = match args.name.clone() {
+        Some(name) => name,
+        None => current().map(|s| s.name).context(
+            "no cluster was set up on this machine: give --name, or run mycluster setup",
+        )?,
+    };
+    validate_name(&name)?;
+    let host = ClusterHost::connect().await?;
+    let containers = host.containers(&name).await?;
+    match args.command {
+        ManageCommand::Ps => {
+            if containers.is_empty() {
+                println!("Cluster '{name}' has no containers");
+            } else {
+                print_ps(&containers);
+            }
+        }
+        ManageCommand::Stop => {
+            // The monitor first, so it does not relocate work from workers being stopped;
+            // the manager last, so agents can report until the end.
+            let order = ["monitor", "worker", "workload", "manager"];
+            for role in order {
+                for c in containers
+                    .iter()
+                    .filter(|c| c.role == role && c.state == "running")
+                {
+                    host.stop(&c.name, Duration::from_secs(5)).await?;
+                    println!("Stopped {}", c.name);
+                }
+            }
+            println!("Cluster '{name}' stopped; `mycluster manage --command up` starts it again");
+        }
+        ManageCommand::Up => {
+            let settings = load_settings(&name).with_context(|| {
+                format!("cluster '{name}' was not set up on this machine: run mycluster setup --name {name}")
+            })?;
+            bring_up(settings).await?;
+        }
+        ManageCommand::Rm => {
+            for c in &containers {
+                host.remove(&c.name).await?;
+                println!("Removed {}", c.name);
+            }
+            for what in host.remove_networks_and_volumes(&name).await? {
+                println!("Removed {what}");
+            }
+            forget(&name);
+            println!("Cluster '{name}' removed");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! The original README, step by step, against `cluster/setupCluster.sh` and
+//! `manageCluster.sh` on the real Docker engine (offline): set up 4 workers, see them in
+//! `docker ps`, query stats and state, POST hello-world ×3, reach a replica on port 8000,
+//! `docker stop` a worker and read the monitor's log, then stop, up, ps and rm — after
+//! which nothing of the cluster is left, even when the test fails half-way.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::docker::engine_or_skip;
+use common::{eventually, Api, BIN};
+use serde_json::{json, Value};
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../cluster")
+        .join(name)
+}
+
+struct Env {
+    config: tempfile::TempDir,
+}
+
+impl Env {
+    fn run(&self, program: &Path, args: &[&str]) -> Output {
+        let output = Command::new(program)
+            .args(args)
+            .env("MYCLUSTER_BIN", BIN)
+            .env("MYCLUSTER_CONFIG_DIR", self.config.path())
+            .env("MYCLUSTER_PORT", "0")
+            .env_remove("MYCLUSTER_MANAGER")
+            .output()
+            .expect("run");
+        assert!(
+            output.status.success(),
+            "{} {args:?} failed:\n{}\n{}",
+            program.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    fn manager_url(&self, cluster: &str) -> String {
+        let path = self
+            .config
+            .path()
+            .join("clusters")
+            .join(format!("{cluster}.json"));
+        let settings: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        format!("http://127.0.0.1:{}", settings["port"])
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker").args(args).output().expect("docker");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Removes everything labelled with the cluster, whatever state the test left it in.
+struct Teardown(String);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let label = format!("label=mycluster.cluster={}", self.0);
+        for id in docker(&["ps", "-aq", "--filter", &label]).lines() {
+            docker(&["rm", "-f", id]);
+        }
+        for id in docker(&["network", "ls", "-q", "--filter", &label]).lines() {
+            docker(&["network", "rm", id]);
+        }
+        for name in docker(&["volume", "ls", "-q", "--filter", &label]).lines() {
+            docker(&["volume", "rm", "-f", name]);
+        }
+    }
+}
+
+fn running_names(cluster: &str) -> Vec<String> {
+    let mut names: Vec<String> = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=mycluster.cluster={cluster}"),
+        "--format",
+        "{{.Names}}",
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_readme_step_by_step() {
+    if !engine_or_skip("the_original_readme_step_by_step") {
+        return;
+    }
+    let cluster = format!("e2e{}", std::process::id());
+    let _teardown = Teardown(cluster.clone());
+    let env = Env {
+        config: tempfile::tempdir().unwrap(),
+    };
+
+    // ./setupCluster.sh -cn test -s 4
+    let out = env.run(&script("setupCluster.sh"), &["-cn", &cluster, "-s", "4"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("ready, 4 workers"), "{printed}");
+
+    // docker ps: the cluster nodes, with the original's names.
+    let names = running_names(&cluster);
+    for expected in [
+        "manager_1",
+        "monitor_1",
+        "worker_1",
+        "worker_2",
+        "worker_3",
+        "worker_4",
+    ] {
+        assert!(
+            names.contains(&format!("{cluster}_{expected}")),
+            "{names:?}"
+        );
+    }
+    // No Docker TCP port anywhere: only the API is published.
+    let ports = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=mycluster.cluster={cluster}"),
+        "--format",
+        "{{.Ports}}",
+    ]);
+    assert!(
+        !ports.contains("2375") && !ports.contains("2376"),
+        "{ports}"
+    );
+
+    let api = Api::new(&env.manager_url(&cluster));
+    let stats = api.ok("/api/v1/stats").await;
+    assert_eq!(stats["workers.failures"], 0);
+    let state = api.ok("/api/v1/state").await;
+    assert_eq!(state["cluster.name"], cluster.as_str());
+    assert_eq!(state["cluster.numOfWorkers"], 4);
+
+    // POST hello-world with 3 replicas: three workers run one each.
+    let body = br#"{"service": "hello-world" , "image":"crccheck/hello-world", "replicas" : 3 }"#;
+    let reply = api
+        .raw(
+            "POST",
+            "/api/v1/service",
+            Some("application/json"),
+            Some(body.to_vec()),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let per_worker = |state: &Value| -> Vec<u64> {
+        state["cluster.workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                w["serviceInstances"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["numOfRunningContainers"].as_u64().unwrap())
+                    .sum()
+            })
+            .collect()
+    };
+    assert_eq!(per_worker(&reply.body), [1, 1, 1, 0], "{}", reply.body);
+    let service = api.ok("/api/v1/service/hello-world").await;
+    assert_eq!(service["replicas"], 3);
+
+    // A replica answers "Hello World" on port 8000.
+    let tasks = api.ok("/api/v1/tasks?service=hello-world").await;
+    let container = tasks[0]["container_id"].as_str().unwrap().to_string();
+    let ip = docker(&[
+        "inspect",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &container,
+    ]);
+    let hello = eventually("the replica to answer", || {
+        let url = format!("http://{ip}:8000/");
+        async move { reqwest::get(&url).await.ok()?.text().await.ok() }
+    })
+    .await;
+    assert!(hello.contains("Hello World"), "{hello}");
+
+    // What `docker -H test_worker_1 ps` showed, from inside the manager container.
+    let worker = tasks[0]["worker"].as_str().unwrap().to_string();
+    let listed = docker(&[
+        "exec",
+        &format!("{cluster}_manager_1"),
+        "/mycluster",
+        "worker",
+        "ps",
+        &worker,
+    ]);
+    assert!(
+        listed.contains("hello-world.") && listed.contains("running"),
+        "{listed}"
+    );
+
+    // docker stop of the worker holding that replica.
+    docker(&["stop", &worker]);
+    let workload_names = |worker: &str| {
+        docker(&[
+            "ps",
+            "--filter",
+            &format!("label=mycluster.worker={worker}"),
+            "--format",
+            "{{.Names}}",
+        ])
+    };
+    eventually("the stopped worker's containers to be gone", || async {
+        workload_names(&worker).is_empty().then_some(())
+    })
+    .await;
+    let state = eventually(
+        "the worker down and 3 replicas running on the others",
+        || async {
+            let state = api.ok("/api/v1/state").await;
+            let down = state["cluster.workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["worker"] == worker.as_str() && w["status"] == "down");
+            (down && per_worker(&state).iter().sum::<u64>() == 3).then_some(state)
+        },
+    )
+    .await;
+    let down: Vec<&Value> = state["cluster.workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["worker"] == worker.as_str())
+        .collect();
+    assert_eq!(down[0]["status"], "down");
+    assert_eq!(down[0]["serviceInstances"], json!([]));
+    assert_eq!(api.ok("/api/v1/stats").await["workers.failures"], 1);
+    let log = docker(&["logs", &format!("{cluster}_monitor_1")]);
+    let log = log
+        + &String::from_utf8_lossy(
+            &Command::new("docker")
+                .args(["logs", &format!("{cluster}_monitor_1")])
+                .output()
+                .unwrap()
+                .stderr,
+        );
+    assert!(
+        log.contains(&format!(
+            "Worker {worker} was not found... relocating its services"
+        )),
+        "{log}"
+    );
+
+    // ./manageCluster.sh -c stop, then up: the cluster comes back with its state.
+    env.run(&script("manageCluster.sh"), &["-c", "stop"]);
+    assert!(
+        running_names(&cluster).is_empty(),
+        "{:?}",
+        running_names(&cluster)
+    );
+    env.run(&script("manageCluster.sh"), &["-c", "up"]);
+    let api = Api::new(&env.manager_url(&cluster));
+    eventually("hello-world back at 3 running", || async {
+        let reply = api.get("/api/v1/state").await;
+        (reply.status == 200 && per_worker(&reply.body).iter().sum::<u64>() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(api.ok("/api/v1/service/hello-world").await["replicas"], 3);
+    let ps = env.run(&script("manageCluster.sh"), &["-c", "ps"]);
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        ps.contains(&format!("{cluster}_manager_1")) && ps.contains("Up"),
+        "{ps}"
+    );
+
+    // ./manageCluster.sh -c rm: nothing of the cluster is left.
+    env.run(&script("manageCluster.sh"), &["-c", "rm"]);
+    let label = format!("label=mycluster.cluster={cluster}");
+    assert_eq!(docker(&["ps", "-aq", "--filter", &label]), "");
+    assert_eq!(docker(&["network", "ls", "-q", "--filter", &label]), "");
+    assert_eq!(docker(&["volume", "ls", "-q", "--filter", &label]), "");
+}

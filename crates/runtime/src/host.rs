@@ -1,0 +1,311 @@
+//! The Docker side of `mycluster setup` and `manage`: what docker-compose did for the
+//! original — a network, a data volume and the role containers of one cluster — done
+//! through the Engine API. Everything is found by the `mycluster.cluster` label, and
+//! nothing without it is ever touched.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
+    StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+
+use crate::docker::connect_engine;
+use crate::{RuntimeError, LABEL_CLUSTER, LABEL_ROLE, LABEL_WORKER};
+
+/// A container of the cluster's own (manager, monitor, worker), as setup creates it.
+#[derive(Clone, Debug, Default)]
+pub struct RoleContainer {
+    pub name: String,
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub labels: HashMap<String, String>,
+    pub network: String,
+    pub binds: Vec<String>,
+    /// (container port, host port); host port 0 lets the engine choose.
+    pub publish: Option<(u16, u16)>,
+}
+
+/// One of the cluster's containers as the engine reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterContainer {
+    pub name: String,
+    pub id: String,
+    pub role: String,
+    pub worker: Option<String>,
+    pub image: String,
+    /// running, exited, created...
+    pub state: String,
+    /// The engine's words: "Up 3 minutes", "Exited (137) 2 seconds ago".
+    pub status: String,
+}
+
+pub struct ClusterHost {
+    docker: Docker,
+}
+
+fn engine(what: &str, e: DockerError) -> RuntimeError {
+    RuntimeError::Engine(format!("{what}: {e}"))
+}
+
+fn not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn cluster_filter(cluster: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        vec![format!("{LABEL_CLUSTER}={cluster}")],
+    )])
+}
+
+impl ClusterHost {
+    pub async fn connect() -> Result<ClusterHost, RuntimeError> {
+        Ok(ClusterHost {
+            docker: connect_engine().await?,
+        })
+    }
+
+    /// Creates the network unless it exists; returns whether it was created.
+    pub async fn ensure_network(
+        &self,
+        name: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<bool, RuntimeError> {
+        if self.docker.inspect_network(name, None).await.is_ok() {
+            return Ok(false);
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        };
+        self.docker
+            .create_network(request)
+            .await
+            .map_err(|e| engine(&format!("cannot create network {name}"), e))?;
+        Ok(true)
+    }
+
+    /// Creates the volume unless it exists; returns whether it was created.
+    pub async fn ensure_volume(
+        &self,
+        name: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<bool, RuntimeError> {
+        if self.docker.inspect_volume(name).await.is_ok() {
+            return Ok(false);
+        }
+        let request = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(request)
+            .await
+            .map_err(|e| engine(&format!("cannot create volume {name}"), e))?;
+        Ok(true)
+    }
+
+    /// Creates and starts a role container.
+    pub async fn run(&self, spec: &RoleContainer) -> Result<String, RuntimeError> {
+        let port_bindings = spec.publish.map(|(inside, outside)| {
+            HashMap::from([(
+                format!("{inside}/tcp"),
+                Some(vec![PortBinding {
+                    host_ip: None,
+                    host_port: Some(if outside == 0 {
+                        String::new()
+                    } else {
+                        outside.to_string()
+                    }),
+                }]),
+            )])
+        });
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.cmd.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone()),
+            hostname: Some(spec.name.clone()),
+            exposed_ports: spec
+                .publish
+                .map(|(inside, _)| vec![format!("{inside}/tcp")]),
+            host_config: Some(HostConfig {
+                network_mode: Some(spec.network.clone()),
+                binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+                port_bindings,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| engine(&format!("cannot create {}", spec.name), e))?;
+        self.start(&spec.name).await?;
+        Ok(created.id)
+    }
+
+    pub async fn start(&self, name: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .start_container(name, None)
+            .await
+            .map_err(|e| engine(&format!("cannot start {name}"), e))
+    }
+
+    pub async fn stop(&self, name: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let options = StopContainerOptionsBuilder::default()
+            .t(grace.as_secs() as i32)
+            .build();
+        match self.docker.stop_container(name, Some(options)).await {
+            Err(e) if !not_found(&e) => Err(engine(&format!("cannot stop {name}"), e)),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(false)
+            .build();
+        match self.docker.remove_container(name, Some(options)).await {
+            Err(e) if !not_found(&e) => Err(engine(&format!("cannot remove {name}"), e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every container of the cluster (its roles and its workloads), by name.
+    pub async fn containers(&self, cluster: &str) -> Result<Vec<ClusterContainer>, RuntimeError> {
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&cluster_filter(cluster))
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| engine("cannot list containers", e))?;
+        let mut out: Vec<ClusterContainer> = summaries
+            .into_iter()
+            .filter(|s| {
+                s.labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_CLUSTER))
+                    .is_some_and(|c| c == cluster)
+            })
+            .map(|s| {
+                let labels = s.labels.unwrap_or_default();
+                ClusterContainer {
+                    name: s
+                        .names
+                        .and_then(|n| n.first().cloned())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    id: s.id.unwrap_or_default().chars().take(12).collect(),
+                    role: labels.get(LABEL_ROLE).cloned().unwrap_or_default(),
+                    worker: labels.get(LABEL_WORKER).cloned(),
+                    image: s.image.unwrap_or_default(),
+                    state: s.state.map(|s| s.to_string()).unwrap_or_default(),
+                    status: s.status.unwrap_or_default(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The host port a container's `port` is published on.
+    pub async fn published_port(&self, name: &str, port: u16) -> Result<Option<u16>, RuntimeError> {
+        let inspect = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| engine(&format!("cannot inspect {name}"), e))?;
+        Ok(inspect
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|ports| ports.get(&format!("{port}/tcp")).cloned().flatten())
+            .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
+            .and_then(|p| p.parse().ok()))
+    }
+
+    /// Removes the cluster's networks and volumes (by label); returns their names.
+    pub async fn remove_networks_and_volumes(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let mut removed = Vec::new();
+        let options = ListNetworksOptionsBuilder::default()
+            .filters(&cluster_filter(cluster))
+            .build();
+        let networks = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| engine("cannot list networks", e))?;
+        for network in networks {
+            let ours = network
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_CLUSTER))
+                .is_some_and(|c| c == cluster);
+            if let (true, Some(name)) = (ours, network.name) {
+                match self.docker.remove_network(&name).await {
+                    Err(e) if !not_found(&e) => {
+                        return Err(engine(&format!("cannot remove network {name}"), e))
+                    }
+                    _ => removed.push(format!("network {name}")),
+                }
+            }
+        }
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&cluster_filter(cluster))
+            .build();
+        let volumes = self
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(|e| engine("cannot list volumes", e))?;
+        for volume in volumes.volumes.unwrap_or_default() {
+            if volume
+                .labels
+                .get(LABEL_CLUSTER)
+                .is_some_and(|c| c == cluster)
+            {
+                match self
+                    .docker
+                    .remove_volume(&volume.name, None::<RemoveVolumeOptions>)
+                    .await
+                {
+                    Err(e) if !not_found(&e) => {
+                        return Err(engine(&format!("cannot remove volume {}", volume.name), e))
+                    }
+                    _ => removed.push(format!("volume {}", volume.name)),
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
