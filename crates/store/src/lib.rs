@@ -3,6 +3,7 @@
 //! `tests/conformance.rs`.
 
 mod embedded;
+mod redis_store;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use mycluster_core::{Change, Counters, Service, Task, Worker};
 
 pub use embedded::EmbeddedStore;
+pub use redis_store::RedisStore;
 
 /// Everything a store holds, as read back at start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,15 +62,13 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store a `--store` value names: `embedded` (the default) keeps a file in
-/// `data_dir`.
+/// `data_dir`; `redis://host:port[/db]` uses a Redis server.
 pub async fn open(url: &str, data_dir: &Path, cluster: &str) -> Result<Arc<dyn Store>, StoreError> {
     match url {
         "" | "embedded" => Ok(Arc::new(EmbeddedStore::open(data_dir, cluster).await?)),
-        other if other.starts_with("redis://") || other.starts_with("rediss://") => Err(
-            StoreError::Config("the redis store is not available in this version yet".into()),
-        ),
+        other if other.starts_with("redis://") => Ok(Arc::new(RedisStore::open(other, cluster).await?)),
         other => Err(StoreError::Config(format!(
-            "unknown store '{other}': use 'embedded'"
+            "unknown store '{other}': use 'embedded' or redis://host:port[/db]"
         ))),
     }
 }
