@@ -42,6 +42,40 @@ pub enum ManagerError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("stopped before the store answered")]
+    Stopped,
+}
+
+/// Opens the store and loads the state. A store that is unreachable (Redis down) is
+/// waited for, with backoff and a log line per try; any other error ends the start.
+/// `None` if stopped while waiting.
+async fn open_store(
+    config: &ManagerConfig,
+    stop: &CancellationToken,
+) -> Result<Option<Cluster>, ManagerError> {
+    let mut failures = 0;
+    loop {
+        let attempt = async {
+            let store =
+                mycluster_store::open(&config.store, &config.data_dir, &config.name).await?;
+            tracing::info!("store: {}", store.describe());
+            Cluster::load(config.name.clone(), config.limits, store).await
+        };
+        match attempt.await {
+            Ok(cluster) => return Ok(Some(cluster)),
+            Err(mycluster_store::StoreError::Unavailable(why)) => {
+                failures += 1;
+                let wait = mycluster_background::backoff(Duration::from_millis(500), failures)
+                    .min(Duration::from_secs(5));
+                tracing::warn!("waiting for the store: {why}; retrying in {wait:?}");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
 }
 
 /// A manager that is listening: its address, and a handle to wait for its end.
@@ -59,9 +93,10 @@ impl RunningManager {
         config: ManagerConfig,
         stop: CancellationToken,
     ) -> Result<RunningManager, ManagerError> {
-        let store = mycluster_store::open(&config.store, &config.data_dir, &config.name).await?;
-        tracing::info!("store: {}", store.describe());
-        let cluster = Arc::new(Cluster::load(config.name.clone(), config.limits, store).await?);
+        let cluster = match open_store(&config, &stop).await? {
+            Some(cluster) => Arc::new(cluster),
+            None => return Err(ManagerError::Stopped),
+        };
         let snapshot = cluster.snapshot();
         tracing::info!(
             "cluster {}: {} services, {} tasks, {} workers loaded (index {})",

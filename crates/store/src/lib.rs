@@ -66,7 +66,9 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(url: &str, data_dir: &Path, cluster: &str) -> Result<Arc<dyn Store>, StoreError> {
     match url {
         "" | "embedded" => Ok(Arc::new(EmbeddedStore::open(data_dir, cluster).await?)),
-        other if other.starts_with("redis://") => Ok(Arc::new(RedisStore::open(other, cluster).await?)),
+        other if other.starts_with("redis://") => {
+            Ok(Arc::new(RedisStore::open(other, cluster).await?))
+        }
         other => Err(StoreError::Config(format!(
             "unknown store '{other}': use 'embedded' or redis://host:port[/db]"
         ))),

@@ -85,11 +85,18 @@ impl RedisStore {
         }
     }
 
-    async fn call<T>(&self, what: &str, f: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
+    async fn call<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(CALL_TIMEOUT, f).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(unavailable(&self.url, format!("{what}: {e}"))),
-            Err(_) => Err(unavailable(&self.url, format!("{what}: no answer in {CALL_TIMEOUT:?}"))),
+            Err(_) => Err(unavailable(
+                &self.url,
+                format!("{what}: no answer in {CALL_TIMEOUT:?}"),
+            )),
         }
     }
 
@@ -133,7 +140,8 @@ impl RedisStore {
         }
         pipe.hset(&meta, "index", index).ignore();
         let mut connection = self.connection.clone();
-        self.call("commit", pipe.query_async::<()>(&mut connection)).await
+        self.call("commit", pipe.query_async::<()>(&mut connection))
+            .await
     }
 }
 
@@ -148,7 +156,10 @@ impl Store for RedisStore {
         let names: Vec<String> = self.call("load", c.smembers(self.key("services"))).await?;
         let mut services = Vec::with_capacity(names.len());
         if !names.is_empty() {
-            let keys: Vec<String> = names.iter().map(|n| self.key(&format!("services.{n}"))).collect();
+            let keys: Vec<String> = names
+                .iter()
+                .map(|n| self.key(&format!("services.{n}")))
+                .collect();
             let values: Vec<Option<String>> = self.call("load", c.mget(&keys)).await?;
             for (name, value) in names.iter().zip(values) {
                 if let Some(value) = value {
@@ -156,12 +167,16 @@ impl Store for RedisStore {
                 }
             }
         }
-        let tasks: HashMap<String, String> = self.call("load", c.hgetall(self.key("tasks"))).await?;
-        let workers: HashMap<String, String> = self.call("load", c.hgetall(self.key("workers"))).await?;
+        let tasks: HashMap<String, String> =
+            self.call("load", c.hgetall(self.key("tasks"))).await?;
+        let workers: HashMap<String, String> =
+            self.call("load", c.hgetall(self.key("workers"))).await?;
         let meta: HashMap<String, String> = self.call("load", c.hgetall(self.key("meta"))).await?;
         Ok(Snapshot {
             index: match meta.get("index") {
-                Some(v) => v.parse().map_err(|_| StoreError::Corrupt(format!("meta index '{v}'")))?,
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("meta index '{v}'")))?,
                 None => 0,
             },
             services,

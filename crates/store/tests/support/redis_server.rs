@@ -43,7 +43,14 @@ impl RedisServer {
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -53,18 +60,22 @@ impl RedisServer {
         self.child = Some(child);
         let started = Instant::now();
         loop {
-            let answered = std::net::TcpStream::connect(("127.0.0.1", self.port)).and_then(|mut s| {
-                use std::io::{Read, Write};
-                s.set_read_timeout(Some(Duration::from_secs(1)))?;
-                s.write_all(b"PING\r\n")?;
-                let mut buf = [0u8; 7];
-                s.read_exact(&mut buf)?;
-                Ok(buf.starts_with(b"+PONG"))
-            });
+            let answered =
+                std::net::TcpStream::connect(("127.0.0.1", self.port)).and_then(|mut s| {
+                    use std::io::{Read, Write};
+                    s.set_read_timeout(Some(Duration::from_secs(1)))?;
+                    s.write_all(b"PING\r\n")?;
+                    let mut buf = [0u8; 7];
+                    s.read_exact(&mut buf)?;
+                    Ok(buf.starts_with(b"+PONG"))
+                });
             if matches!(answered, Ok(true)) {
                 return;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "redis-server did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -84,7 +95,10 @@ impl RedisServer {
 
 /// Whether redis-server is installed; under `CI=true` its absence is a failure.
 pub fn installed(test: &str) -> bool {
-    let installed = Command::new("redis-server").arg("--version").output().is_ok();
+    let installed = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok();
     if !installed {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{test}: redis-server is not installed, and CI=true: the Redis tests must run");
