@@ -46,6 +46,9 @@ pub enum Command {
     Setup(SetupArgs),
     /// Start, stop, list or remove the containers of a cluster set up here.
     Manage(ManageArgs),
+    /// Work with state stores.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Inspect a worker.
     #[command(subcommand)]
     Worker(WorkerCommand),
@@ -253,6 +256,28 @@ pub struct ManageArgs {
     /// The cluster [default: the one set up last].
     #[arg(long, short = 'n')]
     pub name: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Copy a cluster's whole state from one store to another (stop its manager first).
+    Copy(StoreCopyArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct StoreCopyArgs {
+    /// The source: embedded:<data dir> or redis://host:port[/db].
+    #[arg(long)]
+    pub from: String,
+    /// The target: embedded:<data dir> or redis://host:port[/db].
+    #[arg(long)]
+    pub to: String,
+    /// The cluster's name.
+    #[arg(long, default_value = "myCluster")]
+    pub name: String,
+    /// Overwrite a target that already holds this cluster.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Subcommand)]

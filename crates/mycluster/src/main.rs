@@ -10,6 +10,7 @@ mod manager;
 mod output;
 mod remote;
 mod setup;
+mod store_copy;
 
 use clap::Parser;
 
@@ -40,6 +41,7 @@ fn main() {
             cli::Command::Dev(args) => agent::dev(args).await,
             cli::Command::Monitor(args) => agent::monitor(&cli.global, args).await,
             cli::Command::Hello(args) => hello::run(args).await,
+            cli::Command::Store(cli::StoreCommand::Copy(args)) => store_copy::copy(args).await,
             cli::Command::Setup(args) => setup::setup(args).await,
             cli::Command::Manage(args) => setup::manage(args).await,
             cli::Command::Worker(cli::WorkerCommand::Ps { worker }) => {
