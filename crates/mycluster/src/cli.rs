@@ -229,9 +229,19 @@ pub struct SetupArgs {
     /// How many workers.
     #[arg(long, short = 's', default_value_t = 3)]
     pub workers: u32,
-    /// Where the manager keeps its state.
-    #[arg(long, value_enum, default_value = "embedded")]
+    /// Where the manager keeps its state: a file in its volume, or a Redis container
+    /// (<name>_redis_1) as in the original.
+    #[arg(
+        long,
+        value_enum,
+        env = "MYCLUSTER_SETUP_STORE",
+        default_value = "embedded"
+    )]
     pub store: StoreKind,
+    /// With --store redis: the Redis image [default: built from this host's redis-server,
+    /// since no registry may be reachable].
+    #[arg(long)]
+    pub redis_image: Option<String>,
     /// The host port for the API [default: 5000; 0 lets Docker choose].
     #[arg(long, env = "MYCLUSTER_PORT")]
     pub port: Option<u16>,

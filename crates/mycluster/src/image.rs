@@ -73,18 +73,23 @@ async fn build_self_image(
     Ok(how)
 }
 
-/// This executable at `/mycluster` in the image, and if it is dynamically linked, every
-/// library `ldd` names, at the same paths, so it runs in a `FROM scratch` image.
+/// This executable at `/mycluster` in the image, and its libraries.
 fn self_rootfs() -> anyhow::Result<(Vec<ContextFile>, &'static str)> {
     // The resolved path: given /proc/self/exe, ldd would describe itself.
     let path = std::env::current_exe().context("cannot find this executable")?;
-    let exe = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    rootfs(&path, "/mycluster")
+}
+
+/// `binary` at `at` in the image, and if it is dynamically linked, every library `ldd`
+/// names, at the same paths, so it runs in a `FROM scratch` image.
+fn rootfs(path: &Path, at: &str) -> anyhow::Result<(Vec<ContextFile>, &'static str)> {
+    let exe = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut files = vec![ContextFile {
-        path: "rootfs/mycluster".into(),
+        path: format!("rootfs{at}"),
         contents: exe,
         mode: 0o755,
     }];
-    let output = std::process::Command::new("ldd").arg(&path).output();
+    let output = std::process::Command::new("ldd").arg(path).output();
     let libraries: Vec<String> = match output {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -107,6 +112,52 @@ fn self_rootfs() -> anyhow::Result<(Vec<ContextFile>, &'static str)> {
         "binary and its shared libraries"
     };
     Ok((files, how))
+}
+
+/// The image `<name>_redis_1` runs when no registry can give one: `FROM scratch` + this
+/// host's `redis-server` and its libraries. Built if missing; returns the tag and what
+/// was done.
+pub async fn ensure_redis_image() -> anyhow::Result<(String, Option<String>)> {
+    let installed = which("redis-server").context(
+        "no Redis image: install redis-server on this host (setup builds the image from it), or give --redis-image",
+    )?;
+    let version = std::process::Command::new(&installed)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("v=").map(str::to_owned))
+        })
+        .unwrap_or_else(|| "local".into());
+    let tag = format!("mycluster/redis:{version}");
+    let images = Images::connect().await?;
+    if images.exists(&tag).await? {
+        return Ok((tag, None));
+    }
+    // Redis picks its mode from argv[0]: the file must be called redis-server.
+    let (files, how) = rootfs(&std::fs::canonicalize(&installed)?, "/usr/bin/redis-server")?;
+    let dockerfile =
+        "FROM scratch\nCOPY rootfs/ /\nEXPOSE 6379\nENTRYPOINT [\"/usr/bin/redis-server\"]\n";
+    let labels = HashMap::from([("mycluster.image".to_string(), "redis".to_string())]);
+    images
+        .build(&tag, dockerfile, &files, &labels, |line| {
+            tracing::debug!("build: {line}")
+        })
+        .await?;
+    Ok((
+        tag.clone(),
+        Some(format!("built {tag} from this host's redis-server ({how})")),
+    ))
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
 }
 
 /// The absolute path in one line of `ldd` output, if it names one.

@@ -26,6 +26,9 @@ pub struct Settings {
     /// The host port the API is published on.
     pub port: u16,
     pub image: String,
+    /// With the redis store: the image of `<name>_redis_1` (none: built locally).
+    #[serde(default)]
+    pub redis_image: Option<String>,
 }
 
 impl Settings {
@@ -121,16 +124,32 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     if args.workers == 0 || args.workers > 100 {
         bail!("--workers must be between 1 and 100");
     }
-    if args.store == StoreKind::Redis {
-        bail!("--store redis is not available in this version yet: use --store embedded");
-    }
     let port = args.port.unwrap_or(5000);
+    let previous = load_settings(&args.name);
+    if let Some(previous) = &previous {
+        let store = if args.store == StoreKind::Redis {
+            "redis"
+        } else {
+            "embedded"
+        };
+        if previous.store != store {
+            bail!(
+                "cluster '{}' keeps its state in the {} store: run `mycluster store copy` to move it, or remove the cluster first",
+                args.name,
+                previous.store
+            );
+        }
+    }
     let settings = Settings {
         name: args.name.clone(),
         workers: args.workers,
-        store: "embedded".into(),
+        store: match args.store {
+            StoreKind::Redis => "redis".into(),
+            StoreKind::Embedded => "embedded".into(),
+        },
         port,
         image: String::new(),
+        redis_image: args.redis_image.clone(),
     };
     bring_up(settings).await
 }
@@ -152,6 +171,15 @@ async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
     done.extend(
         crate::image::ensure_demo(false, &[crate::image::ORIGINAL_DEMO_IMAGE.to_string()]).await?,
     );
+    let redis_image = match (settings.store.as_str(), &settings.redis_image) {
+        ("redis", Some(given)) => Some(given.clone()),
+        ("redis", None) => {
+            let (tag, built) = crate::image::ensure_redis_image().await?;
+            done.extend(built);
+            Some(tag)
+        }
+        _ => None,
+    };
     println!(
         "{}",
         if done.is_empty() {
@@ -169,46 +197,82 @@ async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
         "[2/5] Network {network} {}",
         if created { "created" } else { "exists" }
     );
-    let created = host
-        .ensure_volume(&volume, &labels(&cluster, "data"))
-        .await?;
+    let (store_url, data) = match &redis_image {
+        Some(_) => (
+            format!("redis://{cluster}_redis_1:6379"),
+            format!("{cluster}_redis"),
+        ),
+        None => ("embedded".to_string(), volume.clone()),
+    };
+    let created = host.ensure_volume(&data, &labels(&cluster, "data")).await?;
     println!(
-        "[3/5] Volume {volume} (the manager's state) {}",
+        "[3/5] Volume {data} (the {} store) {}",
+        settings.store,
         if created { "created" } else { "exists" }
     );
 
     println!("[4/5] Containers");
     let existing = host.containers(&cluster).await?;
     let manager_url_inside = format!("http://{manager}:5000");
-    let mut wanted = vec![
-        RoleContainer {
-            name: manager.clone(),
-            image: image.clone(),
+    let mut wanted = Vec::new();
+    if let Some(redis_image) = &redis_image {
+        // Every write fsynced before Redis answers: what the manager's 201 promises.
+        wanted.push(RoleContainer {
+            name: format!("{cluster}_redis_1"),
+            image: redis_image.clone(),
             cmd: strings(&[
-                "manager",
-                "--listen",
-                "0.0.0.0:5000",
-                "--data-dir",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--dir",
                 "/data",
-                "--name",
-                &cluster,
+                "--bind",
+                "0.0.0.0",
+                "--protected-mode",
+                "no",
             ]),
-            labels: labels(&cluster, "manager"),
+            labels: labels(&cluster, "redis"),
             network: network.clone(),
-            binds: vec![format!("{volume}:/data")],
-            publish: Some((5000, settings.port)),
+            binds: vec![format!("{data}:/data")],
             ..RoleContainer::default()
-        },
-        RoleContainer {
-            name: monitor.clone(),
-            image: image.clone(),
-            cmd: strings(&["monitor"]),
-            env: vec![format!("MYCLUSTER_MANAGER={manager_url_inside}")],
-            labels: labels(&cluster, "monitor"),
-            network: network.clone(),
-            ..RoleContainer::default()
-        },
-    ];
+        });
+    }
+    let mut manager_cmd = strings(&[
+        "manager",
+        "--listen",
+        "0.0.0.0:5000",
+        "--name",
+        &cluster,
+        "--store",
+        &store_url,
+    ]);
+    let mut manager_binds = Vec::new();
+    if redis_image.is_none() {
+        manager_cmd.extend(strings(&["--data-dir", "/data"]));
+        manager_binds.push(format!("{volume}:/data"));
+    }
+    wanted.push(RoleContainer {
+        name: manager.clone(),
+        image: image.clone(),
+        cmd: manager_cmd,
+        labels: labels(&cluster, "manager"),
+        network: network.clone(),
+        binds: manager_binds,
+        publish: Some((5000, settings.port)),
+        ..RoleContainer::default()
+    });
+    wanted.push(RoleContainer {
+        name: monitor.clone(),
+        image: image.clone(),
+        cmd: strings(&["monitor"]),
+        env: vec![format!("MYCLUSTER_MANAGER={manager_url_inside}")],
+        labels: labels(&cluster, "monitor"),
+        network: network.clone(),
+        ..RoleContainer::default()
+    });
     for i in 1..=settings.workers {
         let name = format!("{worker_prefix}{i}");
         wanted.push(RoleContainer {
@@ -368,7 +432,7 @@ pub async fn manage(args: ManageArgs) -> anyhow::Result<()> {
         ManageCommand::Stop => {
             // The monitor first, so it does not relocate work from workers being stopped;
             // the manager last, so agents can report until the end.
-            let order = ["monitor", "worker", "workload", "manager"];
+            let order = ["monitor", "worker", "workload", "manager", "redis"];
             for role in order {
                 for c in containers
                     .iter()

@@ -30,7 +30,10 @@ pub async fn copy(args: StoreCopyArgs) -> anyhow::Result<()> {
     let to = open(&args.to, &args.name).await?;
     let source = from.load().await.context("cannot read the source")?;
     let target = to.load().await.context("cannot read the target")?;
-    let target_empty = target.index == 0 && target.services.is_empty() && target.tasks.is_empty() && target.workers.is_empty();
+    let target_empty = target.index == 0
+        && target.services.is_empty()
+        && target.tasks.is_empty()
+        && target.workers.is_empty();
     if !target_empty && !args.force {
         bail!(
             "{} already holds cluster {} (index {}, {} services): give --force to overwrite it",
@@ -42,9 +45,24 @@ pub async fn copy(args: StoreCopyArgs) -> anyhow::Result<()> {
     }
     let mut changes: Vec<Change> = Vec::new();
     // Overwriting: what the target has and the source lacks goes.
-    changes.extend(target.services.iter().map(|s| Change::DeleteService(s.spec.name.clone())));
-    changes.extend(target.tasks.iter().map(|t| Change::DeleteTask(t.id.clone())));
-    changes.extend(target.workers.iter().map(|w| Change::DeleteWorker(w.name.clone())));
+    changes.extend(
+        target
+            .services
+            .iter()
+            .map(|s| Change::DeleteService(s.spec.name.clone())),
+    );
+    changes.extend(
+        target
+            .tasks
+            .iter()
+            .map(|t| Change::DeleteTask(t.id.clone())),
+    );
+    changes.extend(
+        target
+            .workers
+            .iter()
+            .map(|w| Change::DeleteWorker(w.name.clone())),
+    );
     changes.extend(source.services.iter().cloned().map(Change::PutService));
     changes.extend(source.tasks.iter().cloned().map(Change::PutTask));
     changes.extend(source.workers.iter().cloned().map(Change::PutWorker));

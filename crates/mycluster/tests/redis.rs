@@ -172,13 +172,22 @@ async fn a_manager_started_before_redis_waits_for_it() {
 
 #[tokio::test]
 async fn store_copy_moves_a_cluster_from_the_embedded_store_to_redis() {
-    let Some(redis) = RedisServer::start("store_copy_moves_a_cluster_from_the_embedded_store_to_redis") else {
+    let Some(redis) =
+        RedisServer::start("store_copy_moves_a_cluster_from_the_embedded_store_to_redis")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let manager = Manager::start(dir.path(), &[]);
     for name in ["web", "db"] {
-        assert_eq!(manager.api().post("/api/v1/service?wait=0", &service(name)).await.status, 201);
+        assert_eq!(
+            manager
+                .api()
+                .post("/api/v1/service?wait=0", &service(name))
+                .await
+                .status,
+            201
+        );
     }
     let before = manager.api().ok("/api/v1/services").await;
     let stats = manager.api().ok("/api/v1/stats").await;
@@ -187,12 +196,21 @@ async fn store_copy_moves_a_cluster_from_the_embedded_store_to_redis() {
     let from = format!("embedded:{}", dir.path().display());
     let to = redis.url();
     let copy = |extra: &[&str]| {
-        let mut args = vec!["store", "copy", "--from", &from, "--to", &to, "--name", "test"];
+        let mut args = vec![
+            "store", "copy", "--from", &from, "--to", &to, "--name", "test",
+        ];
         args.extend_from_slice(extra);
-        std::process::Command::new(common::BIN).args(&args).output().unwrap()
+        std::process::Command::new(common::BIN)
+            .args(&args)
+            .output()
+            .unwrap()
     };
     let out = copy(&[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 services"));
     // A second copy onto a target that holds the cluster is refused without --force.
     let again = copy(&[]);
@@ -203,5 +221,8 @@ async fn store_copy_moves_a_cluster_from_the_embedded_store_to_redis() {
     let manager = Manager::start(other.path(), &["--store", &redis.url()]);
     assert_eq!(manager.api().ok("/api/v1/services").await, before);
     let copied = manager.api().ok("/api/v1/stats").await;
-    assert_eq!(copied["services.totalOfRequests"], stats["services.totalOfRequests"]);
+    assert_eq!(
+        copied["services.totalOfRequests"],
+        stats["services.totalOfRequests"]
+    );
 }

@@ -5,6 +5,8 @@
 //! which nothing of the cluster is left, even when the test fails half-way.
 
 mod common;
+#[path = "../../store/tests/support/redis_server.rs"]
+mod redis_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -21,6 +23,8 @@ fn script(name: &str) -> PathBuf {
 
 struct Env {
     config: tempfile::TempDir,
+    /// `embedded` or `redis`.
+    store: &'static str,
 }
 
 impl Env {
@@ -30,6 +34,7 @@ impl Env {
             .env("MYCLUSTER_BIN", BIN)
             .env("MYCLUSTER_CONFIG_DIR", self.config.path())
             .env("MYCLUSTER_PORT", "0")
+            .env("MYCLUSTER_SETUP_STORE", self.store)
             .env_remove("MYCLUSTER_MANAGER")
             .output()
             .expect("run");
@@ -98,10 +103,27 @@ async fn the_original_readme_step_by_step() {
     if !engine_or_skip("the_original_readme_step_by_step") {
         return;
     }
-    let cluster = format!("e2e{}", std::process::id());
+    walkthrough("embedded").await;
+}
+
+/// The same with the original's backend: `<name>_redis_1`, its image built from this
+/// host's redis-server (no registry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_readme_step_by_step_on_redis() {
+    if !engine_or_skip("the_original_readme_step_by_step_on_redis")
+        || !redis_server::installed("the_original_readme_step_by_step_on_redis")
+    {
+        return;
+    }
+    walkthrough("redis").await;
+}
+
+async fn walkthrough(store: &'static str) {
+    let cluster = format!("e2e{store}{}", std::process::id());
     let _teardown = Teardown(cluster.clone());
     let env = Env {
         config: tempfile::tempdir().unwrap(),
+        store,
     };
 
     // ./setupCluster.sh -cn test -s 4
@@ -173,6 +195,27 @@ async fn the_original_readme_step_by_step() {
     assert_eq!(per_worker(&reply.body), [1, 1, 1, 0], "{}", reply.body);
     let service = api.ok("/api/v1/service/hello-world").await;
     assert_eq!(service["replicas"], 3);
+    if store == "redis" {
+        // As in the original: the service definition is JSON in Redis.
+        let redis = format!("{cluster}_redis_1");
+        let ip = docker(&[
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &redis,
+        ]);
+        let output = Command::new("redis-cli")
+            .args([
+                "-h",
+                &ip,
+                "GET",
+                &format!("mycluster:{cluster}:services.hello-world"),
+            ])
+            .output()
+            .expect("redis-cli");
+        let stored: Value = serde_json::from_slice(&output.stdout).expect("JSON in Redis");
+        assert_eq!(stored["spec"]["replicas"], 3);
+    }
 
     // A replica answers "Hello World" on port 8000.
     let tasks = api.ok("/api/v1/tasks?service=hello-world").await;
