@@ -8,22 +8,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use common::docker::{engine_or_skip, running, test_image, Cleanup};
-use common::{eventually, Agent, Api, Manager};
+use common::{eventually, ready_workers, Agent, Api, Manager};
 use serde_json::json;
-
-async fn ready_workers(api: &Api, n: usize) {
-    eventually(&format!("{n} ready workers"), || async {
-        let workers = api.ok("/api/v1/workers").await;
-        let ready = workers
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|w| w["status"] == "ready")
-            .count();
-        (ready == n).then_some(())
-    })
-    .await;
-}
 
 /// Waits until `n` of the cluster's containers run and the manager reports `n` running.
 async fn settle(api: &Api, cluster: &str, n: usize) -> Vec<(String, String)> {

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 
 use common::{Api, Manager};
 use serde_json::{json, Value};
@@ -78,43 +77,8 @@ async fn a_restart_keeps_services_tasks_workers_and_counters() {
 async fn kill_9_after_a_burst_of_creates_keeps_every_acknowledged_service() {
     let dir = tempfile::tempdir().unwrap();
     let manager = Manager::start(dir.path(), &[]);
-    let api = manager.api();
-    let acked = Arc::new(Mutex::new(BTreeSet::new()));
-    let mut clients = Vec::new();
-    for client in 0..16 {
-        let api = api.clone();
-        let acked = acked.clone();
-        clients.push(tokio::spawn(async move {
-            for i in 0..1000 {
-                let name = format!("svc-{client}-{i}");
-                let body = json!({"service": name, "image": "redis:alpine", "replicas": 2});
-                let url = format!("{}/api/v1/service", api.url);
-                let sent = reqwest::Client::new()
-                    .post(url)
-                    .header("Content-Type", "application/json")
-                    .body(body.to_string())
-                    .send()
-                    .await;
-                match sent {
-                    Ok(response) if response.status() == 201 => {
-                        acked.lock().unwrap().insert(name);
-                    }
-                    _ => return,
-                }
-            }
-        }));
-    }
-    // Kill it in the middle of the burst, with requests in flight.
-    common::eventually("some creates to be acknowledged", || {
-        let acked = acked.clone();
-        async move { (acked.lock().unwrap().len() >= 150).then_some(()) }
-    })
-    .await;
-    manager.kill9();
-    for client in clients {
-        let _ = client.await;
-    }
-    let acked = acked.lock().unwrap().clone();
+    // Killed in the middle of the burst, with requests in flight.
+    let acked = common::burst_then_kill9(manager, 16, 150).await;
     assert!(acked.len() >= 150);
 
     let manager = Manager::start(dir.path(), &[]);

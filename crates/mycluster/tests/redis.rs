@@ -7,7 +7,6 @@ mod common;
 mod redis_server;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 
 use common::{eventually, Manager};
 use redis_server::RedisServer;
@@ -92,39 +91,7 @@ async fn kill_9_on_the_redis_store_keeps_every_acknowledged_service() {
     };
     let dir = tempfile::tempdir().unwrap();
     let manager = Manager::start(dir.path(), &["--store", &redis.url()]);
-    let api = manager.api();
-    let acked = Arc::new(Mutex::new(BTreeSet::new()));
-    let mut clients = Vec::new();
-    for client in 0..8 {
-        let (api, acked) = (api.clone(), acked.clone());
-        clients.push(tokio::spawn(async move {
-            for i in 0..1000 {
-                let name = format!("svc-{client}-{i}");
-                let sent = reqwest::Client::new()
-                    .post(format!("{}/api/v1/service", api.url))
-                    .header("Content-Type", "application/json")
-                    .body(service(&name).to_string())
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status() == 201 => {
-                        acked.lock().unwrap().insert(name);
-                    }
-                    _ => return,
-                }
-            }
-        }));
-    }
-    eventually("creates to be acknowledged", || {
-        let acked = acked.clone();
-        async move { (acked.lock().unwrap().len() >= 100).then_some(()) }
-    })
-    .await;
-    manager.kill9();
-    for client in clients {
-        let _ = client.await;
-    }
-    let acked = acked.lock().unwrap().clone();
+    let acked = common::burst_then_kill9(manager, 8, 100).await;
     let manager = Manager::start(dir.path(), &["--store", &redis.url()]);
     let api = manager.api();
     let services: BTreeSet<String> = api

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{eventually, unique_mark, workloads, Agent, Api, Manager, BIN};
+use common::{eventually, ready_workers, unique_mark, workloads, Agent, Api, Manager, BIN};
 use serde_json::{json, Value};
 
 fn hello_service(mark: &str, replicas: u32) -> Value {
@@ -16,20 +16,6 @@ fn hello_service(mark: &str, replicas: u32) -> Value {
         "env": {"TEST_MARK": mark},
         "replicas": replicas
     })
-}
-
-async fn ready_workers(api: &Api, n: usize) {
-    eventually(&format!("{n} ready workers"), || async {
-        let workers = api.ok("/api/v1/workers").await;
-        let ready = workers
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|w| w["status"] == "ready")
-            .count();
-        (ready == n).then_some(())
-    })
-    .await;
 }
 
 /// Waits until exactly `n` workload processes run and the manager reports `n` running.

@@ -57,25 +57,12 @@ impl Manager {
     fn launch(data_dir: &Path, name: &str, extra: &[&str]) -> Result<Manager, String> {
         let mut args = vec!["manager", "--listen", "127.0.0.1:0", "--name", name];
         args.extend_from_slice(extra);
-        let mut child = Command::new(BIN)
-            .args(&args)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mycluster manager");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut command = Command::new(BIN);
+        command.args(&args).arg("--data-dir").arg(data_dir);
         let (found, address) = mpsc::channel();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on ") {
-                    let _ = found.send(line[at + "listening on ".len()..].trim().to_string());
-                }
-                lines.lock().unwrap().push(line);
+        let (mut child, log) = spawn_logged(command, move |line| {
+            if let Some(at) = line.find("listening on ") {
+                let _ = found.send(line[at + "listening on ".len()..].trim().to_string());
             }
         });
         let started = Instant::now();
@@ -256,6 +243,92 @@ pub fn cli(manager_url: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Spawns `command` with stderr piped into a shared log (each line also passed to
+/// `on_line`), stdout discarded.
+fn spawn_logged(
+    mut command: Command,
+    on_line: impl Fn(&str) + Send + 'static,
+) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let mut child = command
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mycluster");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let lines = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            on_line(&line);
+            lines.lock().unwrap().push(line);
+        }
+    });
+    (child, log)
+}
+
+/// Waits until `n` workers are registered and ready.
+pub async fn ready_workers(api: &Api, n: usize) {
+    eventually(&format!("{n} ready workers"), || async {
+        let workers = api.ok("/api/v1/workers").await;
+        let ready = workers
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["status"] == "ready")
+            .count();
+        (ready == n).then_some(())
+    })
+    .await;
+}
+
+/// Sends creates from `clients` concurrent clients until at least `at_least` are
+/// acknowledged, then `kill -9`s the manager mid-burst. Returns the acknowledged names.
+pub async fn burst_then_kill9(
+    manager: Manager,
+    clients: usize,
+    at_least: usize,
+) -> std::collections::BTreeSet<String> {
+    let acked = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+    let mut running = Vec::new();
+    for client in 0..clients {
+        let url = format!("{}/api/v1/service", manager.url);
+        let acked = acked.clone();
+        running.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0..1000 {
+                let name = format!("svc-{client}-{i}");
+                let body =
+                    serde_json::json!({"service": name, "image": "redis:alpine", "replicas": 2});
+                let sent = http
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status() == 201 => {
+                        acked.lock().unwrap().insert(name);
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    let watched = acked.clone();
+    eventually("creates to be acknowledged", || {
+        let acked = watched.clone();
+        async move { (acked.lock().unwrap().len() >= at_least).then_some(()) }
+    })
+    .await;
+    manager.kill9();
+    for client in running {
+        let _ = client.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    acked
+}
+
 /// A `mycluster agent` process. Killed (SIGKILL) when dropped; with the process driver
 /// its workloads die with it.
 pub struct Agent {
@@ -266,7 +339,8 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(manager_url: &str, name: &str, driver: &str, extra: &[&str]) -> Agent {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args([
                 "agent",
                 "--name",
@@ -277,20 +351,8 @@ impl Agent {
                 "127.0.0.1:0",
             ])
             .args(extra)
-            .env("MYCLUSTER_MANAGER", manager_url)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mycluster agent");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
+            .env("MYCLUSTER_MANAGER", manager_url);
+        let (child, log) = spawn_logged(command, |_| {});
         Agent {
             child,
             name: name.to_string(),
@@ -385,22 +447,9 @@ pub struct Monitor {
 
 impl Monitor {
     pub fn start(manager_url: &str) -> Monitor {
-        let mut child = Command::new(BIN)
-            .args(["monitor"])
-            .env("MYCLUSTER_MANAGER", manager_url)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mycluster monitor");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
+        let mut command = Command::new(BIN);
+        command.arg("monitor").env("MYCLUSTER_MANAGER", manager_url);
+        let (child, log) = spawn_logged(command, |_| {});
         Monitor { child, log }
     }
 
