@@ -79,6 +79,13 @@ struct Shared {
     /// The manager's latest task list for this worker; `None` until the first arrives,
     /// so a restarted agent removes nothing before it knows what is wanted.
     wanted: watch::Sender<Option<Vec<TaskDoc>>>,
+    /// Starts and removals under way (by task or container), so none is launched twice.
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Reports of finished actions, for the next pass to send.
+    finished: std::sync::Mutex<Vec<TaskReport>>,
+    /// Wakes the sync loop when an action finishes.
+    poke: tokio::sync::Notify,
+    permits: Arc<Semaphore>,
 }
 
 /// Runs the agent until `stop` is cancelled; returns once every loop has ended.
@@ -96,6 +103,10 @@ pub async fn run(
         runtime,
         address,
         wanted,
+        in_flight: Default::default(),
+        finished: Default::default(),
+        poke: tokio::sync::Notify::new(),
+        permits: Arc::new(Semaphore::new(PARALLEL_ACTIONS)),
     });
     tracing::info!(
         "agent {} ({} driver) for {}, health on {}",
@@ -259,40 +270,71 @@ async fn sync_loop(shared: Arc<Shared>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = wanted.changed() => {}
+            _ = shared.poke.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
-/// How many containers one pass starts or removes at once.
+/// How many containers the agent starts or removes at once.
 const PARALLEL_ACTIONS: usize = 16;
 
+/// One pass: compare, launch what must change, and report. Actions run in the
+/// background and report through `finished` when done, so a slow image pull holds up
+/// neither the other tasks nor exit reports; an action already under way is not
+/// launched twice.
 async fn sync_once(shared: &Arc<Shared>, tasks: Vec<TaskDoc>) -> Result<(), String> {
     let containers = shared.runtime.list().await.map_err(|e| e.to_string())?;
     let (actions, mut reports) = plan(&tasks, &containers);
-    let permits = Arc::new(Semaphore::new(PARALLEL_ACTIONS));
-    let mut running = tokio::task::JoinSet::new();
     for action in actions {
+        let key = match &action {
+            Action::Start(task) => format!("task:{}", task.id),
+            Action::Remove { container, .. } => format!("container:{}", container.id),
+        };
+        {
+            let mut in_flight = lock(&shared.in_flight);
+            // A container seen between its create and its start belongs to a start
+            // under way: not a leftover to remove.
+            let starting = matches!(&action, Action::Remove { container, .. }
+                if in_flight.contains(&format!("task:{}", container.task_id)));
+            if starting || !in_flight.insert(key.clone()) {
+                continue;
+            }
+        }
+        if let Action::Start(task) = &action {
+            // Seen at once in GET /tasks, however long the pull takes.
+            reports.push(report(task, TaskState::Starting, None));
+        }
         let shared = shared.clone();
-        let permits = permits.clone();
-        running.spawn(async move {
-            let _permit = permits.acquire_owned().await.ok();
-            act(&shared, action).await
+        tokio::spawn(async move {
+            let permit = shared.permits.clone().acquire_owned().await.ok();
+            let done = act(&shared, action).await;
+            drop(permit);
+            if let Some(done) = done {
+                lock(&shared.finished).push(done);
+            }
+            lock(&shared.in_flight).remove(&key);
+            shared.poke.notify_one();
         });
     }
-    while let Some(done) = running.join_next().await {
-        if let Ok(Some(report)) = done {
-            reports.push(report);
-        }
-    }
+    reports.append(&mut lock(&shared.finished));
     if reports.is_empty() {
         return Ok(());
     }
-    let answer = shared
-        .client
-        .report(&shared.config.name, &reports)
-        .await
-        .map_err(|e| format!("cannot report {} task states: {e}", reports.len()))?;
+    let answer = match shared.client.report(&shared.config.name, &reports).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            // Keep what only an action knew (its container id, its error) for the next
+            // pass; what the plan derives from the lists it will derive again.
+            let count = reports.len();
+            lock(&shared.finished).extend(
+                reports
+                    .into_iter()
+                    .filter(|r| r.container_id.is_some() || r.error.is_some()),
+            );
+            return Err(format!("cannot report {count} task states: {e}"));
+        }
+    };
     // What was accepted is known now: note it, so the next pass does not repeat it
     // before the manager's new list arrives.
     let ignored: Vec<&str> = answer["ignored"]
@@ -310,6 +352,10 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Vec<TaskDoc>) -> Result<(), Stri
         false
     });
     Ok(())
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Carries out one action; returns the report it leads to, if any.
