@@ -190,31 +190,36 @@ impl Txn {
         }
     }
 
-    /// The changes with repeated writes to one record folded into the last one, in
-    /// first-write order: what the store needs to reach the same state.
+    /// The changes with repeated writes to one record folded into the last one.
     pub fn compacted(&self) -> Vec<Change> {
-        let key = |change: &Change| -> (u8, String) {
-            match change {
-                Change::PutService(s) => (0, s.spec.name.clone()),
-                Change::DeleteService(name) => (0, name.clone()),
-                Change::PutTask(t) => (1, t.id.clone()),
-                Change::DeleteTask(id) => (1, id.clone()),
-                Change::PutWorker(w) => (2, w.name.clone()),
-                Change::DeleteWorker(name) => (2, name.clone()),
-                Change::PutCounters(_) => (3, String::new()),
-            }
-        };
-        let mut position = std::collections::HashMap::new();
-        let mut out: Vec<Change> = Vec::with_capacity(self.changes.len());
-        for change in &self.changes {
-            match position.get(&key(change)) {
-                Some(&i) => out[i] = change.clone(),
-                None => {
-                    position.insert(key(change), out.len());
-                    out.push(change.clone());
-                }
+        compact(&self.changes)
+    }
+}
+
+/// `changes` with repeated writes to one record folded into the last one, in first-write
+/// order: what the store needs to reach the same state.
+pub fn compact(changes: &[Change]) -> Vec<Change> {
+    let key = |change: &Change| -> (u8, String) {
+        match change {
+            Change::PutService(s) => (0, s.spec.name.clone()),
+            Change::DeleteService(name) => (0, name.clone()),
+            Change::PutTask(t) => (1, t.id.clone()),
+            Change::DeleteTask(id) => (1, id.clone()),
+            Change::PutWorker(w) => (2, w.name.clone()),
+            Change::DeleteWorker(name) => (2, name.clone()),
+            Change::PutCounters(_) => (3, String::new()),
+        }
+    };
+    let mut position = std::collections::HashMap::new();
+    let mut out: Vec<Change> = Vec::with_capacity(changes.len());
+    for change in changes {
+        match position.get(&key(change)) {
+            Some(&i) => out[i] = change.clone(),
+            None => {
+                position.insert(key(change), out.len());
+                out.push(change.clone());
             }
         }
-        out
     }
+    out
 }

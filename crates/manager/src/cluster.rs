@@ -1,16 +1,23 @@
 //! The manager's single source of truth: the cluster state in memory, written through to
-//! the store. Readers take an `Arc` snapshot and never wait on disk or on writers;
-//! writers are serialised, build the next state beside the current one, commit it to the
-//! store, and only then publish it — so what a client was told is always durable.
+//! the store. Readers take an `Arc` snapshot and never wait on disk or on writers.
+//!
+//! Writers use group commit. Each mutation computes alone, under the writer lock, on the
+//! *tip* (the latest state, including changes queued but not yet durable), and queues its
+//! changes in the open batch. One commit at a time takes the whole open batch to the
+//! store (one fsync for however many mutations queued meanwhile), then publishes it and
+//! answers every mutation in it. Nothing is published or acknowledged before it is
+//! durable; if a commit fails, every mutation in it — and every one queued since, having
+//! been computed on top of it — fails, and the tip goes back to what is published.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mycluster_core::reconcile::reconcile_services;
+use mycluster_core::state::compact;
 use mycluster_core::{reconcile, schedule, Change, ClusterState, IdSource, Limits, Millis, Txn};
 use mycluster_store::{Store, StoreError};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// One published version of the state.
 #[derive(Debug)]
@@ -26,8 +33,10 @@ pub struct Cluster {
     started: Instant,
     store: Arc<dyn Store>,
     current: RwLock<Arc<Snapshot>>,
-    /// Held for a whole mutation, so writers see each other's results in order.
-    writer: Arc<tokio::sync::Mutex<RandomIds>>,
+    /// Held while a mutation computes, so each sees the ones before it.
+    writer: tokio::sync::Mutex<Writer>,
+    /// Held while a batch is committed and published: one commit at a time.
+    committer: tokio::sync::Mutex<()>,
     /// The index of the last commit, for anyone waiting on any change.
     committed: watch::Sender<u64>,
     /// Per worker: the index of the last change to its tasks, for long-polls.
@@ -35,6 +44,17 @@ pub struct Cluster {
     /// Last heartbeat per worker. Kept in memory only: a heartbeat a second per worker is
     /// not worth a disk write, and after a restart every worker gets a fresh grace period.
     heartbeats: Mutex<HashMap<String, Instant>>,
+}
+
+/// What writers share: the tip and the batch waiting for the next commit.
+struct Writer {
+    ids: RandomIds,
+    /// The latest state: what is published plus everything queued.
+    tip: ClusterState,
+    /// Changes queued for the next commit, in order.
+    open: Vec<Change>,
+    /// The mutations waiting for the next commit.
+    waiters: Vec<oneshot::Sender<Result<Arc<Snapshot>, StoreError>>>,
 }
 
 /// Why a mutation did not happen. Nothing was changed in either case.
@@ -81,9 +101,15 @@ impl Cluster {
             store,
             current: RwLock::new(Arc::new(Snapshot {
                 index: stored.index,
-                state,
+                state: state.clone(),
             })),
-            writer: Arc::new(tokio::sync::Mutex::new(RandomIds)),
+            writer: tokio::sync::Mutex::new(Writer {
+                ids: RandomIds,
+                tip: state,
+                open: Vec::new(),
+                waiters: Vec::new(),
+            }),
+            committer: tokio::sync::Mutex::new(()),
             committed: watch::channel(stored.index).0,
             task_watch: Mutex::new(HashMap::new()),
             heartbeats: Mutex::new(heartbeats),
@@ -106,56 +132,103 @@ impl Cluster {
             .clone()
     }
 
-    /// Runs `command` on a copy of the current state, then reconciles and schedules what
-    /// it touched, commits all of it durably, and publishes the result. If the command
-    /// refuses or the store fails, nothing changes.
+    /// Runs `command` on the tip, then reconciles and schedules what it touched, queues
+    /// the changes for the next group commit, and returns once they are durable and
+    /// published (with the published state). If the command refuses or the commit fails,
+    /// nothing changes. Once queued, the commit no longer depends on the caller: a client
+    /// that hangs up cannot leave memory and store apart.
     pub async fn mutate<T, E>(
         self: &Arc<Self>,
         command: impl FnOnce(&mut Txn, Millis) -> Result<(T, Follow), E>,
     ) -> Result<(T, Arc<Snapshot>), MutateError<E>> {
-        let mut ids = self.writer.clone().lock_owned().await;
-        let base = self.snapshot();
-        let now = now_millis();
-        let mut txn = Txn::new(base.state.clone());
-        let (out, follow) = command(&mut txn, now).map_err(MutateError::Rejected)?;
-        let followups = match follow {
-            Follow::Schedule => Vec::new(),
-            Follow::Services(names) => {
-                reconcile_services(&txn.state, names.iter().map(String::as_str), now, &mut *ids)
-            }
-            Follow::All => reconcile(&txn.state, now, &mut *ids),
+        let (out, done) = {
+            let mut writer = self.writer.lock().await;
+            let now = now_millis();
+            let mut txn = Txn::new(writer.tip.clone());
+            let (out, follow) = command(&mut txn, now).map_err(MutateError::Rejected)?;
+            let followups = match follow {
+                Follow::Schedule => Vec::new(),
+                Follow::Services(names) => reconcile_services(
+                    &txn.state,
+                    names.iter().map(String::as_str),
+                    now,
+                    &mut writer.ids,
+                ),
+                Follow::All => reconcile(&txn.state, now, &mut writer.ids),
+            };
+            txn.extend(followups);
+            let placements = schedule(&txn.state, now);
+            txn.extend(placements);
+            // Even with nothing to write, the answer waits in line: it was computed on the
+            // tip, which may hold a batch still on its way to disk.
+            writer.tip = txn.state;
+            writer.open.extend(txn.changes);
+            let (tell, done) = oneshot::channel();
+            writer.waiters.push(tell);
+            // No await between queueing and this: the batch is sure to be committed.
+            let cluster = self.clone();
+            tokio::spawn(async move { cluster.commit_open_batch().await });
+            (out, done)
         };
-        txn.extend(followups);
-        let placements = schedule(&txn.state, now);
-        txn.extend(placements);
-        if txn.changes.is_empty() {
-            return Ok((out, base));
+        match done.await {
+            Ok(Ok(snapshot)) => Ok((out, snapshot)),
+            Ok(Err(e)) => Err(MutateError::Store(e)),
+            Err(_) => Err(MutateError::Store(StoreError::Unavailable(
+                "the commit task ended without an answer".into(),
+            ))),
         }
-        // From here on nothing may be cancelled: a client that hangs up drops this
-        // future, and a commit that lands on disk but is never published would leave
-        // memory and store apart. The spawned task holds the writer lock to the end.
-        let cluster = self.clone();
-        let publish = tokio::spawn(async move {
-            let index = base.index + 1;
-            let changes = txn.compacted();
-            cluster.store.commit(index, changes.clone()).await?;
-            let next = Arc::new(Snapshot {
-                index,
-                state: txn.state,
-            });
-            *cluster
-                .current
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
-            cluster.wake_workers(&base.state, &changes, index);
-            cluster.committed.send_replace(index);
-            drop(ids);
-            Ok::<_, StoreError>(next)
-        });
-        let next = publish
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("the commit task failed: {e}")))??;
-        Ok((out, next))
+    }
+
+    /// Commits whatever is queued (nothing, if an earlier commit took it already).
+    async fn commit_open_batch(&self) {
+        let _one_at_a_time = self.committer.lock().await;
+        let (changes, waiters, state) = {
+            let mut writer = self.writer.lock().await;
+            if writer.waiters.is_empty() {
+                return;
+            }
+            (
+                std::mem::take(&mut writer.open),
+                std::mem::take(&mut writer.waiters),
+                writer.tip.clone(),
+            )
+        };
+        let base = self.snapshot();
+        if changes.is_empty() {
+            for waiter in waiters {
+                let _ = waiter.send(Ok(base.clone()));
+            }
+            return;
+        }
+        let index = base.index + 1;
+        let changes = compact(&changes);
+        match self.store.commit(index, changes.clone()).await {
+            Ok(()) => {
+                let next = Arc::new(Snapshot { index, state });
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
+                self.wake_workers(&base.state, &changes, index);
+                self.committed.send_replace(index);
+                for waiter in waiters {
+                    let _ = waiter.send(Ok(next.clone()));
+                }
+            }
+            Err(e) => {
+                // Everything queued since was computed on top of what just failed.
+                let later = {
+                    let mut writer = self.writer.lock().await;
+                    writer.tip = base.state.clone();
+                    writer.open.clear();
+                    std::mem::take(&mut writer.waiters)
+                };
+                let message = e.to_string();
+                for waiter in waiters.into_iter().chain(later) {
+                    let _ = waiter.send(Err(StoreError::Unavailable(message.clone())));
+                }
+            }
+        }
     }
 
     /// Tells the long-polls of every worker whose tasks changed.

@@ -52,6 +52,8 @@ pub enum Command {
     /// Inspect a worker.
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Measure the scheduler, the control plane at scale, the API and the footprint.
+    Bench(BenchArgs),
     /// Build images on the local Docker engine.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -266,6 +268,22 @@ pub struct ManageArgs {
     /// The cluster [default: the one set up last].
     #[arg(long, short = 'n')]
     pub name: Option<String>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// A small version of every benchmark (under 3 minutes).
+    #[arg(long)]
+    pub quick: bool,
+    /// Only these parts: sched, footprint, api, sim (repeatable).
+    #[arg(long)]
+    pub only: Vec<String>,
+    /// Simulated workers for the sim part [default: 10000, --quick 50].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Replicas for the sim part [default: 1000000, --quick 5000].
+    #[arg(long)]
+    pub replicas: Option<usize>,
 }
 
 #[derive(Subcommand)]

@@ -2,6 +2,7 @@
 //! line client of its API.
 
 mod agent;
+mod bench;
 mod cli;
 mod hello;
 mod image;
@@ -41,6 +42,7 @@ fn main() {
             cli::Command::Dev(args) => agent::dev(args).await,
             cli::Command::Monitor(args) => agent::monitor(&cli.global, args).await,
             cli::Command::Hello(args) => hello::run(args).await,
+            cli::Command::Bench(args) => bench::run(args).await,
             cli::Command::Store(cli::StoreCommand::Copy(args)) => store_copy::copy(args).await,
             cli::Command::Setup(args) => setup::setup(args).await,
             cli::Command::Manage(args) => setup::manage(args).await,

@@ -1,0 +1,75 @@
+//! The API under load: `GET /api/v1/state` and `/api/v1/stats` of a manager holding 100
+//! workers and 1,000 services, driven by `wrk` (Debian's package) with 2 threads and 32
+//! connections.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use mycluster_client::Client;
+use serde_json::json;
+
+use super::manager::ManagerProcess;
+use super::{report, Figure};
+
+pub async fn run(quick: bool) -> anyhow::Result<Vec<Figure>> {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        bail!("the API benchmark needs wrk (apt-get install wrk)");
+    }
+    let (workers, services) = if quick { (10, 100) } else { (100, 1_000) };
+    let seconds = if quick { 2 } else { 10 };
+    let manager = ManagerProcess::start(&[])?;
+    let client = Client::new(&manager.url, Duration::from_secs(30))?;
+    for w in 0..workers {
+        let registration = mycluster_core::commands::Registration {
+            name: format!("w{w:03}"),
+            address: "127.0.0.1:9".into(),
+            labels: Default::default(),
+            capacity: None,
+            driver: "sim".into(),
+        };
+        client.register(&registration).await?;
+    }
+    for s in 0..services {
+        let body = json!({"service": format!("svc-{s:04}"), "image": "mycluster/hello-world", "replicas": 1});
+        client
+            .request::<serde_json::Value>(
+                reqwest::Method::POST,
+                "/api/v1/service?wait=0",
+                Some(&body),
+            )
+            .await?;
+    }
+    let mut figures = Vec::new();
+    for path in ["/api/v1/state", "/api/v1/stats"] {
+        let output = Command::new("wrk")
+            .args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency"])
+            .arg(format!("{}{path}", manager.url))
+            .output()
+            .context("cannot run wrk")?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let rps = field(&text, "Requests/sec:").unwrap_or_default();
+        let p50 = latency(&text, "50%").unwrap_or_default();
+        let p99 = latency(&text, "99%").unwrap_or_default();
+        figures.push(report(
+            &format!("GET {path}"),
+            format!("{rps} req/s"),
+            format!("p50 {p50}, p99 {p99}; {workers} workers, {services} services; wrk -t2 -c32 -d{seconds}s"),
+        ));
+    }
+    Ok(figures)
+}
+
+fn field(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(name))
+        .map(|v| v.trim().to_string())
+}
+
+fn latency(text: &str, percentile: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(percentile))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_owned)
+}

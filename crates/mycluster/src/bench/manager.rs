@@ -1,0 +1,83 @@
+//! A real `mycluster manager` process for the benchmarks (this very binary), on a free
+//! port and a temporary data dir, and reading a process's memory from /proc.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+pub struct ManagerProcess {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ManagerProcess {
+    pub fn start(extra: &[&str]) -> anyhow::Result<ManagerProcess> {
+        let dir = tempfile::tempdir()?;
+        let exe = std::env::current_exe().context("cannot find this executable")?;
+        let mut child = Command::new(exe)
+            .args([
+                "manager",
+                "--listen",
+                "127.0.0.1:0",
+                "--name",
+                "bench",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .args(extra)
+            .env("RUST_LOG", "warn,mycluster::manager=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start a manager")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let (found, address) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on ") {
+                    let _ = found.send(line[at + "listening on ".len()..].trim().to_string());
+                }
+            }
+        });
+        match address.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => Ok(ManagerProcess {
+                child,
+                url,
+                _dir: dir,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                bail!("the manager did not start")
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (current, peak) resident memory of a process, in MiB.
+pub fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
