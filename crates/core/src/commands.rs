@@ -267,7 +267,7 @@ pub fn report_tasks(
             )));
             continue;
         }
-        let mut next: Task = task.clone();
+        let mut next: Task = Task::clone(task);
         if report.state == TaskState::Running && task.state != TaskState::Running {
             started += 1;
         }
@@ -286,7 +286,7 @@ pub fn report_tasks(
         } else if next.state != task.state {
             next.message = describe(&next);
         }
-        if next != *task {
+        if next != **task {
             next.updated_at = now;
             if next.state.is_terminal() {
                 touched.push(next.service.clone());

@@ -5,7 +5,9 @@
 //! A `Change` is the unit of both memory and storage: the store persists exactly the
 //! changes the manager applies, so the two cannot drift apart.
 
-use imbl::{OrdMap, OrdSet};
+use std::sync::Arc;
+
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{Service, Task, Worker};
@@ -38,14 +40,16 @@ pub enum Change {
 #[derive(Clone, Debug, Default)]
 pub struct ClusterState {
     pub services: OrdMap<String, Service>,
-    pub tasks: OrdMap<String, Task>,
+    /// Shared with the indexes below: one copy of each task, however it is reached.
+    pub tasks: OrdMap<String, Arc<Task>>,
     pub workers: OrdMap<String, Worker>,
     pub counters: Counters,
-    /// Task ids by service name and by worker name, kept by `apply`.
-    by_service: OrdMap<String, OrdSet<String>>,
-    by_worker: OrdMap<String, OrdSet<String>>,
-    /// Ids of tasks waiting for a worker, so scheduling does not scan every task.
-    pending: OrdSet<String>,
+    /// Tasks by service name and by worker name, kept by `apply`. They hold the tasks
+    /// themselves (shared), so walking a service's or a worker's tasks costs no lookups.
+    by_service: OrdMap<String, OrdMap<String, Arc<Task>>>,
+    by_worker: OrdMap<String, OrdMap<String, Arc<Task>>>,
+    /// Tasks waiting for a worker, so scheduling does not scan every task.
+    pending: OrdMap<String, Arc<Task>>,
 }
 
 impl ClusterState {
@@ -83,14 +87,15 @@ impl ClusterState {
             }
             Change::PutTask(task) => {
                 self.unindex(&task.id);
-                index(&mut self.by_service, &task.service, &task.id);
+                let task = Arc::new(task.clone());
+                index(&mut self.by_service, &task.service, &task);
                 if let Some(worker) = &task.worker {
-                    index(&mut self.by_worker, worker, &task.id);
+                    index(&mut self.by_worker, worker, &task);
                 }
                 if task.is_pending() {
-                    self.pending.insert(task.id.clone());
+                    self.pending.insert(task.id.clone(), task.clone());
                 }
-                self.tasks.insert(task.id.clone(), task.clone());
+                self.tasks.insert(task.id.clone(), task);
             }
             Change::DeleteTask(id) => {
                 self.unindex(id);
@@ -118,7 +123,7 @@ impl ClusterState {
 
     /// Tasks waiting for a worker, by id.
     pub fn pending_tasks(&self) -> impl Iterator<Item = &Task> + '_ {
-        self.pending.iter().filter_map(|id| self.tasks.get(id))
+        self.pending.values().map(|t| t.as_ref())
     }
 
     /// Every task of a service (in any state), by id.
@@ -138,23 +143,23 @@ impl ClusterState {
 
     fn indexed<'a>(
         &'a self,
-        by: &'a OrdMap<String, OrdSet<String>>,
+        by: &'a OrdMap<String, OrdMap<String, Arc<Task>>>,
         key: &str,
     ) -> impl Iterator<Item = &'a Task> + 'a {
         by.get(key)
             .into_iter()
-            .flat_map(|ids| ids.iter())
-            .filter_map(|id| self.tasks.get(id))
+            .flat_map(|tasks| tasks.values())
+            .map(|t| t.as_ref())
     }
 }
 
-fn index(by: &mut OrdMap<String, OrdSet<String>>, key: &str, id: &str) {
+fn index(by: &mut OrdMap<String, OrdMap<String, Arc<Task>>>, key: &str, task: &Arc<Task>) {
     by.entry(key.to_string())
         .or_default()
-        .insert(id.to_string());
+        .insert(task.id.clone(), task.clone());
 }
 
-fn unindex(by: &mut OrdMap<String, OrdSet<String>>, key: &str, id: &str) {
+fn unindex(by: &mut OrdMap<String, OrdMap<String, Arc<Task>>>, key: &str, id: &str) {
     if let Some(ids) = by.get_mut(key) {
         ids.remove(id);
         if ids.is_empty() {

@@ -123,6 +123,24 @@ impl Task {
         self.desired == DesiredState::Running && self.state == TaskState::Pending
     }
 
+    /// Whether an agent holding `old` must learn of `self`: the task is new to it, gone
+    /// from its list (finished), moved, or wanted differently. An observed-state change
+    /// the agent reported itself (running, a container id, a message) is not news to it.
+    pub fn news_for_agent(&self, old: Option<&Task>) -> bool {
+        match old {
+            None => true,
+            Some(old) => {
+                old.worker != self.worker
+                    || old.desired != self.desired
+                    || old.state.is_terminal() != self.state.is_terminal()
+                    || old.spec_version != self.spec_version
+                    || old.image != self.image
+                    || old.command != self.command
+                    || old.env != self.env
+            }
+        }
+    }
+
     /// Still holds (or may hold) a container on its worker.
     pub fn is_live(&self) -> bool {
         !self.state.is_terminal()

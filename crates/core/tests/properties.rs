@@ -260,7 +260,7 @@ fn agent_reports(state: &ClusterState, fail: Option<usize>, now: Millis) -> Vec<
         .values()
         .filter(|t| !t.state.is_terminal() && reporting(t))
     {
-        let mut next = task.clone();
+        let mut next = Task::clone(task);
         if task.desired == DesiredState::Shutdown {
             next.state = TaskState::Shutdown;
             next.message = "stopped".into();
@@ -272,7 +272,7 @@ fn agent_reports(state: &ClusterState, fail: Option<usize>, now: Millis) -> Vec<
             next.state = TaskState::Running;
             next.container_id = Some(format!("c-{}", task.id));
         }
-        if next != *task {
+        if next != **task {
             next.updated_at = now;
             changes.push(Change::PutTask(next));
         }
@@ -321,7 +321,7 @@ fn check_placements(state: &ClusterState, placements: &[Change]) -> Result<(), T
         };
         let before = state.tasks.get(&task.id);
         prop_assert!(
-            before.is_some_and(Task::is_pending),
+            before.is_some_and(|t| t.is_pending()),
             "schedule touched task {} that was not pending",
             task.id
         );

@@ -87,7 +87,7 @@ impl Cluster {
                 worker.is_some_and(|w| w.status != WorkerStatus::Down)
             })
             .map(|t| {
-                let mut next = t.clone();
+                let mut next = Task::clone(t);
                 next.state = match t.desired {
                     DesiredState::Shutdown => TaskState::Shutdown,
                     DesiredState::Running => TaskState::Running,

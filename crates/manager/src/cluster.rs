@@ -232,11 +232,17 @@ impl Cluster {
     }
 
     /// Tells the long-polls of every worker whose tasks changed.
+    /// Only what changes an agent's work wakes it (see `Task::news_for_agent`): a
+    /// report an agent sent does not send its whole task list straight back to it.
     fn wake_workers(&self, before: &ClusterState, changes: &[Change], index: u64) {
         let mut workers = BTreeSet::new();
         for change in changes {
             match change {
-                Change::PutTask(task) => workers.extend(task.worker.clone()),
+                Change::PutTask(task)
+                    if task.news_for_agent(before.tasks.get(&task.id).map(|t| t.as_ref())) =>
+                {
+                    workers.extend(task.worker.clone())
+                }
                 Change::DeleteTask(id) => {
                     workers.extend(before.tasks.get(id).and_then(|t| t.worker.clone()))
                 }

@@ -44,7 +44,7 @@ pub async fn tasks(
             .map(TaskDoc::new)
             .collect(),
         (None, Some(worker)) => state.tasks_on_worker(worker).map(TaskDoc::new).collect(),
-        (None, None) => state.tasks.values().map(TaskDoc::new).collect(),
+        (None, None) => state.tasks.values().map(|t| TaskDoc::new(t)).collect(),
     };
     tasks.sort_by(|a, b| {
         a.service
