@@ -284,6 +284,20 @@ pub struct BenchArgs {
     /// Replicas for the sim part [default: 1000000, --quick 5000].
     #[arg(long)]
     pub replicas: Option<usize>,
+    #[command(subcommand)]
+    pub part: Option<BenchPart>,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum BenchPart {
+    /// (internal) Host sim agents for the sim benchmark until killed.
+    #[command(hide = true)]
+    Agents {
+        #[arg(long)]
+        from: usize,
+        #[arg(long)]
+        count: usize,
+    },
 }
 
 #[derive(Subcommand)]

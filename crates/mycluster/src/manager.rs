@@ -12,6 +12,7 @@ use crate::cli::ManagerArgs;
 
 pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     crate::logging::init("manager");
+    raise_open_files_soft_limit();
     if args.max_body_bytes == 0 {
         anyhow::bail!("--max-body-bytes must be at least 1");
     }
@@ -46,6 +47,23 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     manager.wait().await?;
     tracing::info!("manager stopped");
     Ok(())
+}
+
+/// Every agent holds a long-poll and a heartbeat connection: thousands of workers need
+/// more descriptors than the usual soft limit of 1024. The hard limit is the admin's.
+fn raise_open_files_soft_limit() {
+    // SAFETY: getrlimit/setrlimit on a stack value.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// `$HOME/.local/share/mycluster/<name>`, or `/var/lib/mycluster/<name>` without a home.

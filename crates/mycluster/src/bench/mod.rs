@@ -34,6 +34,11 @@ pub fn report(name: &str, value: impl Into<String>, detail: impl Into<String>) -
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(crate::cli::BenchPart::Agents { from, count }) = args.part {
+        let manager =
+            std::env::var("MYCLUSTER_MANAGER").unwrap_or_else(|_| "http://localhost:5000".into());
+        return sim::host_agents(&manager, from, count).await;
+    }
     let quick = args.quick;
     let only = |part: &str| args.only.is_empty() || args.only.iter().any(|o| o == part);
     println!(

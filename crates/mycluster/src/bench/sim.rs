@@ -20,6 +20,69 @@ use super::{report, Figure};
 /// Replicas per service: the manager's default limit.
 const PER_SERVICE: usize = 1_000;
 
+/// The most agents one process hosts.
+const AGENTS_PER_HOST: usize = 1_000;
+
+/// A `mycluster bench agents` process running sim agents; killed when dropped.
+struct AgentHost(std::process::Child);
+
+impl AgentHost {
+    fn start(manager: &str, from: usize, count: usize) -> anyhow::Result<AgentHost> {
+        let exe = std::env::current_exe()?;
+        let child = std::process::Command::new(exe)
+            .args([
+                "bench",
+                "agents",
+                "--from",
+                &from.to_string(),
+                "--count",
+                &count.to_string(),
+            ])
+            .env("MYCLUSTER_MANAGER", manager)
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start an agent host")?;
+        Ok(AgentHost(child))
+    }
+}
+
+impl Drop for AgentHost {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `mycluster bench agents --from N --count M`: runs M sim agents named simNNNNN until
+/// killed (the benchmark's agent hosts).
+pub async fn host_agents(manager: &str, from: usize, count: usize) -> anyhow::Result<()> {
+    raise_open_files();
+    let mut handles = Vec::with_capacity(count);
+    let stop = CancellationToken::new();
+    for i in from..from + count {
+        let name = format!("sim{i:05}");
+        let config = AgentConfig {
+            listen: "127.0.0.1:0".into(),
+            ..AgentConfig::new(manager, &name)
+        };
+        let runtime = Arc::new(SimRuntime::new(Identity {
+            cluster: "bench".into(),
+            worker: name,
+        }));
+        handles.push(tokio::spawn(mycluster_agent::run(
+            config,
+            runtime,
+            stop.clone(),
+        )));
+    }
+    for handle in handles {
+        let _ = handle.await;
+    }
+    Ok(())
+}
+
 pub async fn run(
     quick: bool,
     workers: Option<usize>,
@@ -37,22 +100,17 @@ pub async fn run(
     let client = Client::new(&manager.url, Duration::from_secs(120))?;
     let scale = format!("{workers} sim workers, {replicas} replicas");
 
-    let mut agents = Vec::with_capacity(workers);
-    for i in 0..workers {
-        let name = format!("sim{i:05}");
-        let stop = CancellationToken::new();
-        let config = AgentConfig {
-            listen: "127.0.0.1:0".into(),
-            ..AgentConfig::new(&manager.url, &name)
-        };
-        let runtime = Arc::new(SimRuntime::new(Identity {
-            cluster: "bench".into(),
-            worker: name,
-        }));
-        agents.push((
-            stop.clone(),
-            tokio::spawn(mycluster_agent::run(config, runtime, stop)),
-        ));
+    // The agents live in several processes: one process's open files do not stretch to
+    // thousands of agents, and killing a whole host is how 10% of them die below.
+    let hosts = workers.div_ceil(AGENTS_PER_HOST).max(10.min(workers));
+    let per_host = workers.div_ceil(hosts);
+    let mut agent_hosts = Vec::new();
+    for h in 0..hosts {
+        let from = h * per_host;
+        let count = per_host.min(workers.saturating_sub(from));
+        if count > 0 {
+            agent_hosts.push((count, AgentHost::start(&manager.url, from, count)?));
+        }
     }
     let joined = Instant::now();
     wait(&client, deadline, |ready, _| ready == workers)
@@ -109,10 +167,15 @@ pub async fn run(
         MonitorConfig::new(&manager.url),
         monitor_stop.clone(),
     ));
-    let dead = (workers / 10).max(1);
+    // Whole hosts die until 10% of the workers are gone.
+    let mut dead = 0;
     let killed = Instant::now();
-    for (stop, _) in agents.iter().take(dead) {
-        stop.cancel();
+    while dead * 10 < workers {
+        let Some((count, host)) = agent_hosts.pop() else {
+            break;
+        };
+        drop(host);
+        dead += count;
     }
     let recovered = wait(&client, deadline, |ready, running| {
         ready == workers - dead && running == replicas
@@ -132,10 +195,7 @@ pub async fn run(
     }
     monitor_stop.cancel();
     let _ = monitor.await;
-    for (stop, handle) in agents {
-        stop.cancel();
-        let _ = handle.await;
-    }
+    drop(agent_hosts);
     Ok(figures)
 }
 
@@ -168,7 +228,8 @@ async fn wait(
     }
 }
 
-/// Thousands of agents need thousands of sockets: lift the soft limit to the hard one.
+/// Thousands of agents need thousands of sockets, here and in the manager (which
+/// inherits the limit): raise the hard limit when allowed (root), and the soft one to it.
 fn raise_open_files() {
     // SAFETY: getrlimit/setrlimit on a stack value.
     unsafe {
@@ -176,8 +237,14 @@ fn raise_open_files() {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let wanted = libc::rlimit {
+            rlim_cur: 262_144,
+            rlim_max: limit.rlim_max.max(262_144),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
