@@ -234,7 +234,17 @@ pub async fn declare_down(
                 }
             }
             commands::set_worker_status(txn, &name, WorkerStatus::Down, now)?;
-            Ok::<_, CommandError>((before, Follow::All))
+            // Only the services with tasks on this worker can change: reconciling every
+            // service here made losing many workers at once quadratic.
+            let mut affected: Vec<String> = txn
+                .state
+                .tasks_on_worker(&name)
+                .filter(|t| t.is_live())
+                .map(|t| t.service.clone())
+                .collect();
+            affected.sort();
+            affected.dedup();
+            Ok::<_, CommandError>((before, Follow::Services(affected)))
         })
         .await?;
     let relocated = relocations(&before, &after.state, &name);
