@@ -171,11 +171,23 @@ impl Client {
         self.request(Method::GET, "/api/v1/workers", None).await
     }
 
-    pub async fn tasks(&self, service: Option<&str>) -> Result<Vec<TaskDoc>, ClientError> {
-        let path = match service {
-            Some(service) => format!("/api/v1/tasks?service={}", segment(service)),
-            None => "/api/v1/tasks".to_string(),
-        };
+    /// Tasks, all or only those of a service or placed on a worker.
+    pub async fn tasks(
+        &self,
+        service: Option<&str>,
+        worker: Option<&str>,
+    ) -> Result<Vec<TaskDoc>, ClientError> {
+        let mut filters = Vec::new();
+        if let Some(service) = service {
+            filters.push(format!("service={}", segment(service)));
+        }
+        if let Some(worker) = worker {
+            filters.push(format!("worker={}", segment(worker)));
+        }
+        let mut path = "/api/v1/tasks".to_string();
+        if !filters.is_empty() {
+            path = format!("{path}?{}", filters.join("&"));
+        }
         self.request(Method::GET, &path, None).await
     }
 }

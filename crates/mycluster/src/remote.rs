@@ -164,7 +164,7 @@ pub async fn tasks(global: &Global, service: Option<&str>) -> anyhow::Result<()>
             .await
             .with_context(|| format!("cannot list the tasks of {service}"))?;
     }
-    let tasks = client.tasks(service).await?;
+    let tasks = client.tasks(service, None).await?;
     if global.json {
         return json(&tasks);
     }
@@ -272,13 +272,7 @@ fn print_state(state: &StateDoc) {
 /// `mycluster worker ps <worker>`: the worker's containers, from what its agent reports.
 pub async fn worker_ps(global: &Global, worker: &str) -> anyhow::Result<()> {
     let client = client(global)?;
-    let tasks: Vec<mycluster_core::docs::TaskDoc> = client
-        .request(
-            reqwest::Method::GET,
-            &format!("/api/v1/tasks?worker={}", worker),
-            None,
-        )
-        .await?;
+    let tasks = client.tasks(None, Some(worker)).await?;
     if tasks.is_empty() {
         // A typo should not look like an idle worker.
         let workers = client.workers().await?;

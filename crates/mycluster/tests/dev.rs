@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::docker::{containers, engine_or_skip, running, Cleanup};
+use common::docker::{container_ip, containers, engine_or_skip, running, Cleanup};
 use common::{Api, BIN, DEADLINE};
 use serde_json::Value;
 
@@ -74,13 +74,12 @@ async fn the_original_walkthrough_against_mycluster_dev() {
     assert_eq!(state["cluster.servicesDef"], serde_json::json!([]));
 
     // curl -H "Content-Type: application/json" -X POST -d '{...}' .../api/v1/service
-    let body = br#"{"service": "hello-world" , "image":"crccheck/hello-world", "replicas" : 3 }"#;
     let reply = api
         .raw(
             "POST",
             "/api/v1/service",
             Some("application/json"),
-            Some(body.to_vec()),
+            Some(common::ORIGINAL_POST.to_vec()),
         )
         .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
@@ -113,20 +112,7 @@ async fn the_original_walkthrough_against_mycluster_dev() {
 
     // A replica answers "Hello World" on port 8000.
     let (name, _) = running(&cluster)[0].clone();
-    let ip = String::from_utf8_lossy(
-        &Command::new("docker")
-            .args([
-                "inspect",
-                "--format",
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                &name,
-            ])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let ip = container_ip(&name);
     let hello = common::eventually("the replica to answer", || {
         let url = format!("http://{ip}:8000/");
         async move {

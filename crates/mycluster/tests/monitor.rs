@@ -105,8 +105,7 @@ async fn a_dead_worker_is_found_and_its_replicas_run_elsewhere_without_duplicate
         "{log}"
     );
     assert!(
-        log.contains("New web container of service web will be deployed to w4")
-            || log.contains("container of service web will be deployed to w4"),
+        log.contains("{monitor} INFO - New web container of service web will be deployed to w4"),
         "{log}"
     );
 

@@ -11,7 +11,7 @@ mod redis_server;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::docker::engine_or_skip;
+use common::docker::{container_ip, engine_or_skip};
 use common::{eventually, Api, BIN};
 use serde_json::{json, Value};
 
@@ -167,13 +167,12 @@ async fn walkthrough(store: &'static str) {
     assert_eq!(state["cluster.numOfWorkers"], 4);
 
     // POST hello-world with 3 replicas: three workers run one each.
-    let body = br#"{"service": "hello-world" , "image":"crccheck/hello-world", "replicas" : 3 }"#;
     let reply = api
         .raw(
             "POST",
             "/api/v1/service",
             Some("application/json"),
-            Some(body.to_vec()),
+            Some(common::ORIGINAL_POST.to_vec()),
         )
         .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
@@ -198,12 +197,7 @@ async fn walkthrough(store: &'static str) {
     if store == "redis" {
         // As in the original: the service definition is JSON in Redis.
         let redis = format!("{cluster}_redis_1");
-        let ip = docker(&[
-            "inspect",
-            "--format",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            &redis,
-        ]);
+        let ip = container_ip(&redis);
         let output = Command::new("redis-cli")
             .args([
                 "-h",
@@ -220,12 +214,7 @@ async fn walkthrough(store: &'static str) {
     // A replica answers "Hello World" on port 8000.
     let tasks = api.ok("/api/v1/tasks?service=hello-world").await;
     let container = tasks[0]["container_id"].as_str().unwrap().to_string();
-    let ip = docker(&[
-        "inspect",
-        "--format",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-        &container,
-    ]);
+    let ip = container_ip(&container);
     let hello = eventually("the replica to answer", || {
         let url = format!("http://{ip}:8000/");
         async move { reqwest::get(&url).await.ok()?.text().await.ok() }

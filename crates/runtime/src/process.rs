@@ -264,7 +264,7 @@ type SpawnRequest = (
 /// forked a child ends, not the process; async runtimes end idle threads, so forking
 /// from them would kill children at random.
 struct Spawner {
-    requests: Mutex<mpsc::Sender<SpawnRequest>>,
+    requests: mpsc::Sender<SpawnRequest>,
 }
 
 impl Spawner {
@@ -278,9 +278,7 @@ impl Spawner {
                 }
             })
             .ok();
-        Spawner {
-            requests: Mutex::new(sender),
-        }
+        Spawner { requests: sender }
     }
 
     async fn spawn(
@@ -290,8 +288,6 @@ impl Spawner {
     ) -> std::io::Result<Child> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .send((command, env, reply))
             .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
         answer

@@ -5,9 +5,8 @@
 mod conformance;
 mod support;
 
-use std::time::{Duration, Instant};
 
-use conformance::{spec, Driver};
+use conformance::{spec, wait_for, Driver};
 use mycluster_runtime::{
     Container, ContainerRuntime, ContainerState, DockerOptions, DockerRuntime, Identity,
     RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_WORKER,
@@ -92,25 +91,6 @@ fn identity(test: &str) -> Identity {
     Identity {
         cluster: Docker.cluster(&format!("docker-{test}")),
         worker: "w1".into(),
-    }
-}
-
-async fn wait_for(
-    runtime: &dyn ContainerRuntime,
-    what: &str,
-    check: impl Fn(&[Container]) -> bool,
-) -> Vec<Container> {
-    let started = Instant::now();
-    loop {
-        let list = runtime.list().await.expect("list");
-        if check(&list) {
-            return list;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}: {list:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

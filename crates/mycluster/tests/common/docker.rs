@@ -150,3 +150,17 @@ pub fn running(cluster: &str) -> Vec<(String, String)> {
         .map(|(n, w)| (n.to_string(), w.to_string()))
         .collect()
 }
+
+/// A container's IP address on its network (reachable from the host).
+pub fn container_ip(container: &str) -> String {
+    let output = Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            container,
+        ])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}

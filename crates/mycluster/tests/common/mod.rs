@@ -15,6 +15,10 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mycluster");
 
+/// The original README's POST, byte for byte.
+pub const ORIGINAL_POST: &[u8] =
+    br#"{"service": "hello-world" , "image":"crccheck/hello-world", "replicas" : 3 }"#;
+
 /// Generous: a slow machine must not fail a test.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 

@@ -62,7 +62,8 @@ fn identity<D: Driver>(driver: &D, test: &str, worker: &str) -> Identity {
     }
 }
 
-async fn wait_for(
+/// Polls the runtime until `check` holds (generous deadline).
+pub async fn wait_for(
     runtime: &dyn ContainerRuntime,
     what: &str,
     check: impl Fn(&[Container]) -> bool,
