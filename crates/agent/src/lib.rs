@@ -25,6 +25,8 @@ use plan::{plan, report, Action};
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub manager: String,
+    /// The join token (or the API token) presented to the manager.
+    pub token: Option<String>,
     pub name: String,
     /// Where the health endpoint listens (the monitor probes it).
     pub listen: String,
@@ -46,6 +48,7 @@ impl AgentConfig {
     pub fn new(manager: &str, name: &str) -> AgentConfig {
         AgentConfig {
             manager: manager.into(),
+            token: None,
             name: name.into(),
             listen: "0.0.0.0:7000".into(),
             advertise: None,
@@ -94,7 +97,8 @@ pub async fn run(
     runtime: Arc<dyn ContainerRuntime>,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
-    let client = Client::new(&config.manager, Duration::from_secs(10))?;
+    let client =
+        Client::new(&config.manager, Duration::from_secs(10))?.with_token(config.token.clone());
     let (listener, address) = health::bind(&config).await?;
     let (wanted, _) = watch::channel(None);
     let shared = Arc::new(Shared {
@@ -167,8 +171,14 @@ async fn register_until_done(shared: &Shared, stop: &CancellationToken) {
             Err(e) => {
                 failures += 1;
                 let wait = backoff(Duration::from_millis(500), failures);
+                let hint = match e.status() {
+                    Some(401) | Some(403) => {
+                        " (check the join token: MYCLUSTER_JOIN_TOKEN or --join-token-file)"
+                    }
+                    _ => "",
+                };
                 tracing::warn!(
-                    "agent {}: cannot register: {e}; retrying in {wait:?}",
+                    "agent {}: cannot register: {e}{hint}; retrying in {wait:?}",
                     shared.config.name
                 );
                 tokio::select! {

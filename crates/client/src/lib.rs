@@ -35,6 +35,8 @@ impl ClientError {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer`; `None` for a manager without authentication.
+    token: Option<String>,
 }
 
 impl Client {
@@ -52,7 +54,17 @@ impl Client {
             .connect_timeout(Duration::from_secs(5).min(timeout))
             .build()
             .map_err(|e| ClientError::BadUrl(format!("{base}: {e}")))?;
-        Ok(Client { base, http })
+        Ok(Client {
+            base,
+            http,
+            token: None,
+        })
+    }
+
+    /// The same client, presenting `token` (the API token, or an agent's join token).
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token.filter(|t| !t.is_empty());
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -79,6 +91,9 @@ impl Client {
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

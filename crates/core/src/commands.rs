@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::service::ServicePatch;
 use crate::{
-    Change, DesiredState, Millis, Service, ServiceSpec, Task, TaskState, Txn, Worker, WorkerStatus,
+    Change, DesiredState, Limits, Millis, Service, ServiceSpec, Task, TaskState, Txn, Worker,
+    WorkerStatus,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,16 +23,52 @@ pub enum CommandError {
     /// The request no longer fits the state (e.g. a worker declared dead beat again).
     #[error("{0}")]
     Conflict(String),
+    /// The request would take the cluster past one of its limits.
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Creates a service or updates the one of the same name (`POST /api/v1/service`).
 /// Returns whether it was created.
-pub fn put_service(txn: &mut Txn, spec: ServiceSpec, now: Millis) -> bool {
+pub fn put_service(
+    txn: &mut Txn,
+    spec: ServiceSpec,
+    now: Millis,
+    limits: &Limits,
+) -> Result<bool, CommandError> {
+    check_limits(txn, &spec, limits)?;
     let old = txn.state.services.get(&spec.name).cloned();
     let service = Service::updated(old.as_ref(), spec, now);
     txn.push(Change::PutService(service));
     count_request(txn);
-    old.is_none()
+    Ok(old.is_none())
+}
+
+/// Refuses a spec that would take the cluster past its number of services or of
+/// replicas in all (a single service's replicas are checked with its spec).
+fn check_limits(txn: &Txn, spec: &ServiceSpec, limits: &Limits) -> Result<(), CommandError> {
+    let existing = txn.state.services.get(&spec.name);
+    if existing.is_none() && txn.state.services.len() >= limits.max_services {
+        return Err(CommandError::Limit(format!(
+            "the cluster already has {} services, its limit (--max-services): delete one first",
+            limits.max_services
+        )));
+    }
+    let others: u64 = txn
+        .state
+        .services
+        .values()
+        .filter(|s| s.spec.name != spec.name)
+        .map(|s| u64::from(s.spec.replicas))
+        .sum();
+    let total = others + u64::from(spec.replicas);
+    if total > limits.max_total_replicas {
+        return Err(CommandError::Limit(format!(
+            "{} replicas would make {total} in the cluster, more than its limit of {} (--max-total-replicas)",
+            spec.replicas, limits.max_total_replicas
+        )));
+    }
+    Ok(())
 }
 
 /// Changes some fields of an existing service (`PATCH /api/v1/service/<name>`).
@@ -40,9 +77,12 @@ pub fn patch_service(
     name: &str,
     patch: &ServicePatch,
     now: Millis,
+    limits: &Limits,
 ) -> Result<Service, CommandError> {
     let old = existing_service(txn, name)?;
-    let service = Service::updated(Some(&old), patch.apply(&old.spec), now);
+    let spec = patch.apply(&old.spec);
+    check_limits(txn, &spec, limits)?;
+    let service = Service::updated(Some(&old), spec, now);
     txn.push(Change::PutService(service.clone()));
     count_request(txn);
     Ok(service)

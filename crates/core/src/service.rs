@@ -72,12 +72,21 @@ impl Service {
 /// Limits a request is checked against; the manager's flags set them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
+    /// Replicas of one service.
     pub max_replicas: u32,
+    /// Services in the cluster.
+    pub max_services: usize,
+    /// Replicas of all services together.
+    pub max_total_replicas: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_replicas: 1000 }
+        Limits {
+            max_replicas: 1000,
+            max_services: 10_000,
+            max_total_replicas: 1_000_000,
+        }
     }
 }
 
@@ -563,7 +572,10 @@ mod tests {
     fn zero_replicas_and_the_limit_itself_are_allowed() {
         assert!(parse(json!({"service": "a", "image": "b", "replicas": 0})).is_ok());
         assert!(parse(json!({"service": "a", "image": "b", "replicas": 1000})).is_ok());
-        let tight = Limits { max_replicas: 5 };
+        let tight = Limits {
+            max_replicas: 5,
+            ..Limits::default()
+        };
         let err = ServiceSpec::from_json(
             &json!({"service": "a", "image": "b", "replicas": 6}),
             &tight,

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cluster;
 mod orchestrator;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use api::ApiConfig;
 pub use cluster::Cluster;
+pub use server::ServerLimits;
 
 #[derive(Clone, Debug)]
 pub struct ManagerConfig {
@@ -27,6 +29,7 @@ pub struct ManagerConfig {
     pub store: String,
     pub limits: Limits,
     pub api: ApiConfig,
+    pub server: ServerLimits,
     /// How often the orchestrator reconciles everything.
     pub reconcile_period: Duration,
 }
@@ -114,17 +117,21 @@ impl RunningManager {
                     source,
                 })?;
         let addr = listener.local_addr().map_err(ManagerError::Serve)?;
-        let app = api::router(api::AppState {
-            cluster: cluster.clone(),
-            config: Arc::new(config.api.clone()),
-            stop: stop.clone(),
-        });
+        if config.api.auth.is_off() {
+            tracing::warn!(
+                "authentication is OFF (--insecure-no-auth): anyone who can reach {addr} controls this cluster"
+            );
+        }
+        let app = api::router(api::AppState::new(
+            cluster.clone(),
+            config.api.clone(),
+            stop.clone(),
+        ));
         let server_stop = stop.clone();
+        let limits = config.server.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { server_stop.cancelled().await })
-                .await
-                .map_err(ManagerError::Serve)
+            server::serve(listener, app, &limits, server_stop).await;
+            Ok(())
         });
         let orchestrator = tokio::spawn(orchestrator::run(
             cluster.clone(),

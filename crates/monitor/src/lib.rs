@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Debug)]
 pub struct MonitorConfig {
     pub manager: String,
+    /// The cluster's API token (declaring a worker down is an operator's act).
+    pub token: Option<String>,
     /// How often the workers are checked.
     pub interval: Duration,
     /// Silence after which a worker is suspected (and probed).
@@ -28,6 +30,7 @@ impl MonitorConfig {
     pub fn new(manager: &str) -> MonitorConfig {
         MonitorConfig {
             manager: manager.to_string(),
+            token: None,
             interval: Duration::from_millis(250),
             dead_after: Duration::from_secs(2),
             probe_timeout: Duration::from_millis(500),
@@ -52,7 +55,8 @@ pub async fn run(
     config: MonitorConfig,
     stop: CancellationToken,
 ) -> Result<(), mycluster_client::ClientError> {
-    let client = Client::new(&config.manager, Duration::from_secs(10))?;
+    let client =
+        Client::new(&config.manager, Duration::from_secs(10))?.with_token(config.token.clone());
     let probe = reqwest::Client::builder()
         .timeout(config.probe_timeout)
         .build()

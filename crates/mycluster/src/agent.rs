@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use mycluster_agent::AgentConfig;
 use mycluster_client::Client;
 use mycluster_core::Limits;
-use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager};
+use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager, ServerLimits};
 use mycluster_monitor::MonitorConfig;
 use mycluster_runtime::{
     ContainerRuntime, DockerOptions, DockerRuntime, Identity, ProcessRuntime, SimRuntime,
@@ -56,6 +56,7 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
         labels,
         capacity: args.capacity,
         heartbeat: Duration::from_secs_f64(args.heartbeat),
+        token: crate::tokens::agent_token(args.join_token_file.as_deref())?,
         ..AgentConfig::new(&global.manager_url(), &args.name)
     };
     mycluster_agent::run(config, runtime, stop).await?;
@@ -139,6 +140,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| temporary.as_ref().map(|t| t.path().to_path_buf()))
         .context("no data dir")?;
+    let (auth, secrets) =
+        crate::tokens::manager_auth(args.insecure_no_auth, None, None, &data_dir)?;
     let stop = CancellationToken::new();
     let manager = RunningManager::start(
         ManagerConfig {
@@ -147,7 +150,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             name: args.name.clone(),
             store: "embedded".into(),
             limits: Limits::default(),
-            api: ApiConfig::default(),
+            api: ApiConfig {
+                auth,
+                ..ApiConfig::default()
+            },
+            server: ServerLimits::default(),
             reconcile_period: Duration::from_secs(1),
         },
         stop.clone(),
@@ -168,6 +175,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         let config = AgentConfig {
             listen: "127.0.0.1:0".into(),
             remove_on_stop: true,
+            token: secrets.as_ref().map(|s| s.join.clone()),
             ..AgentConfig::new(&local, &name)
         };
         agents.push(tokio::spawn(mycluster_agent::run(
@@ -178,19 +186,32 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
 
     let monitor = tokio::spawn(mycluster_monitor::run(
-        MonitorConfig::new(&local),
+        MonitorConfig {
+            token: secrets.as_ref().map(|s| s.api.clone()),
+            ..MonitorConfig::new(&local)
+        },
         stop.clone(),
     ));
 
     let shown = format!("http://localhost:{port}");
+    // So the CLI (and `mycluster token`) find this cluster and its token.
+    let saved = crate::setup::save_dev(&args.name, port, secrets.as_ref())?;
+    let auth_header = match secrets {
+        Some(_) => "-H \"Authorization: Bearer $(mycluster token)\" ",
+        None => "",
+    };
     println!(
         "MyCluster dev cluster '{}': a manager and {} workers ({} driver)\n\
-         API: {shown}\n\
-         Try:\n  curl -H \"Content-Type: application/json\" -X GET {shown}/api/v1/state\n\
-         \x20 MYCLUSTER_MANAGER={shown} mycluster service create hello --replicas 3 {}\n\
+         API: {shown}{}\n\
+         Try:\n  curl {auth_header}-H \"Content-Type: application/json\" -X GET {shown}/api/v1/state\n\
+         \x20 mycluster service create hello --replicas 3 {}\n\
          Stop with Ctrl-C (its containers are removed).",
         args.name,
         args.workers,
+        match secrets {
+            Some(_) => " (token: `mycluster token`)",
+            None => " (NO AUTHENTICATION: --insecure-no-auth)",
+        },
         match driver {
             Driver::Docker => "docker",
             Driver::Process => "process",
@@ -214,6 +235,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         tracing::error!("the monitor failed: {e}");
     }
     manager.wait().await?;
+    if temporary.is_some() && saved {
+        // Its state and token die with the temporary dir.
+        crate::setup::forget(&args.name);
+    }
     drop(temporary);
     Ok(())
 }
@@ -230,6 +255,7 @@ pub async fn monitor(global: &Global, args: MonitorArgs) -> anyhow::Result<()> {
         interval: seconds("interval", args.interval)?,
         dead_after: seconds("dead-after", args.dead_after)?,
         probe_timeout: seconds("probe-timeout", args.probe_timeout)?,
+        token: crate::tokens::client_token(&global.manager_url(), global.token_file.as_deref())?,
         ..MonitorConfig::new(&global.manager_url())
     };
     let stop = CancellationToken::new();

@@ -25,6 +25,10 @@ pub struct Global {
     /// http://localhost:5000].
     #[arg(long, global = true, env = "MYCLUSTER_MANAGER")]
     pub manager: Option<String>,
+    /// A file holding the API token [default: $MYCLUSTER_TOKEN, else the token saved by
+    /// `setup`/`dev` for that manager].
+    #[arg(long, global = true, env = "MYCLUSTER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Print the raw JSON document instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -71,6 +75,16 @@ pub enum Command {
         /// Only the tasks of this service.
         #[arg(long)]
         service: Option<String>,
+    },
+    /// Print the API token of a cluster set up here (for curl:
+    /// `-H "Authorization: Bearer $(mycluster token)"`).
+    Token {
+        /// The cluster [default: the one set up last].
+        #[arg(long, short = 'n')]
+        name: Option<String>,
+        /// The join token (for agents) instead.
+        #[arg(long)]
+        join: bool,
     },
 }
 
@@ -122,6 +136,37 @@ pub struct ManagerArgs {
     /// The largest request body accepted, in bytes.
     #[arg(long, env = "MYCLUSTER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// The most services the cluster holds.
+    #[arg(long, env = "MYCLUSTER_MAX_SERVICES", default_value_t = 10_000)]
+    pub max_services: usize,
+    /// The most replicas of all services together.
+    #[arg(
+        long,
+        env = "MYCLUSTER_MAX_TOTAL_REPLICAS",
+        default_value_t = 1_000_000
+    )]
+    pub max_total_replicas: u64,
+    /// The largest request line and headers accepted, in bytes.
+    #[arg(long, env = "MYCLUSTER_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// Seconds a request may take (beyond the wait it asked for) before it gets 408.
+    #[arg(long, env = "MYCLUSTER_REQUEST_TIMEOUT", default_value_t = 30.0)]
+    pub request_timeout: f64,
+    /// Long-polls one client address may have waiting at once (more get 429).
+    #[arg(long, env = "MYCLUSTER_LONG_POLLS_PER_CLIENT", default_value_t = 64)]
+    pub long_polls_per_client: usize,
+    /// Open connections at once (more wait to be accepted).
+    #[arg(long, env = "MYCLUSTER_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+    /// A file holding the agents' join token [default: $MYCLUSTER_JOIN_TOKEN, else one
+    /// generated into the data dir]. The API token comes from $MYCLUSTER_TOKEN or
+    /// --token-file, else is generated into the data dir.
+    #[arg(long, env = "MYCLUSTER_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
+    /// Serve the API without any token: anyone who reaches the port controls the
+    /// cluster. For local experiments only.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -167,6 +212,10 @@ pub struct AgentArgs {
     /// Attach workload containers to this Docker network (docker driver).
     #[arg(long, env = "MYCLUSTER_NETWORK")]
     pub network: Option<String>,
+    /// A file holding the join token [default: $MYCLUSTER_JOIN_TOKEN, else
+    /// $MYCLUSTER_TOKEN].
+    #[arg(long, env = "MYCLUSTER_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -200,6 +249,9 @@ pub struct DevArgs {
     /// Keep the state here [default: a temporary dir, removed at exit].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Serve the API without any token (for local experiments only).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 #[derive(Args, Clone, Debug)]

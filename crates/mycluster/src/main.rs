@@ -12,6 +12,7 @@ mod output;
 mod remote;
 mod setup;
 mod store_copy;
+mod tokens;
 
 use clap::Parser;
 
@@ -37,7 +38,7 @@ fn main() {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            cli::Command::Manager(args) => manager::run(args).await,
+            cli::Command::Manager(args) => manager::run(&cli.global, args).await,
             cli::Command::Agent(args) => agent::run(&cli.global, args).await,
             cli::Command::Dev(args) => agent::dev(args).await,
             cli::Command::Monitor(args) => agent::monitor(&cli.global, args).await,
@@ -60,6 +61,7 @@ fn main() {
             cli::Command::Stats => remote::stats(&cli.global).await,
             cli::Command::Workers => remote::workers(&cli.global).await,
             cli::Command::Tasks { service } => remote::tasks(&cli.global, service.as_deref()).await,
+            cli::Command::Token { name, join } => setup::print_token(name.as_deref(), join),
         }
     });
     if let Err(e) = result {

@@ -5,21 +5,37 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mycluster_core::Limits;
-use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager};
+use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager, ServerLimits};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ManagerArgs;
+use crate::cli::{Global, ManagerArgs};
 
-pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
+pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
     crate::logging::init("manager");
     raise_open_files_soft_limit();
     if args.max_body_bytes == 0 {
         anyhow::bail!("--max-body-bytes must be at least 1");
     }
+    if args.max_header_bytes < 1024 {
+        anyhow::bail!("--max-header-bytes must be at least 1024");
+    }
+    if args.long_polls_per_client == 0 || args.max_connections == 0 {
+        anyhow::bail!("--long-polls-per-client and --max-connections must be at least 1");
+    }
+    let request_timeout = Duration::try_from_secs_f64(args.request_timeout)
+        .ok()
+        .filter(|d| *d >= Duration::from_secs(1))
+        .context("--request-timeout must be a number of seconds, at least 1")?;
     let data_dir = args
         .data_dir
         .clone()
         .unwrap_or_else(|| default_data_dir(&args.name));
+    let (auth, _) = crate::tokens::manager_auth(
+        args.insecure_no_auth,
+        global.token_file.as_deref(),
+        args.join_token_file.as_deref(),
+        &data_dir,
+    )?;
     let config = ManagerConfig {
         listen: args.listen,
         data_dir,
@@ -27,10 +43,21 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         store: args.store,
         limits: Limits {
             max_replicas: args.max_replicas,
+            max_services: args.max_services,
+            max_total_replicas: args.max_total_replicas,
         },
         api: ApiConfig {
+            auth,
             max_body_bytes: args.max_body_bytes,
+            max_header_bytes: args.max_header_bytes,
+            request_timeout,
+            long_polls_per_client: args.long_polls_per_client,
             ..ApiConfig::default()
+        },
+        server: ServerLimits {
+            max_connections: args.max_connections,
+            max_head_bytes: (args.max_header_bytes * 4).max(64 * 1024),
+            ..ServerLimits::default()
         },
         reconcile_period: Duration::from_secs(1),
     };

@@ -10,8 +10,11 @@ use serde_json::json;
 use crate::cli::{Global, ServiceCommand};
 use crate::output::{json, table, unix_time};
 
-fn client(global: &Global) -> anyhow::Result<Client> {
-    Ok(Client::new(&global.manager_url(), Duration::from_secs(30))?)
+/// A client of the manager the flags or the saved settings point at, with its token.
+pub fn client(global: &Global) -> anyhow::Result<Client> {
+    let url = global.manager_url();
+    let token = crate::tokens::client_token(&url, global.token_file.as_deref())?;
+    Ok(Client::new(&url, Duration::from_secs(30))?.with_token(token))
 }
 
 pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result<()> {

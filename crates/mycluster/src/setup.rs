@@ -29,11 +29,102 @@ pub struct Settings {
     /// With the redis store: the image of `<name>_redis_1` (none: built locally).
     #[serde(default)]
     pub redis_image: Option<String>,
+    /// The API token (this file is mode 0600); none: authentication is off.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The agents' join token.
+    #[serde(default)]
+    pub join_token: Option<String>,
+    /// A `mycluster dev` cluster: it lives in one process, `manage` has nothing to do.
+    #[serde(default)]
+    pub dev: bool,
 }
 
 impl Settings {
     pub fn manager_url(&self) -> String {
         format!("http://localhost:{}", self.port)
+    }
+}
+
+/// The saved cluster whose API is at `url` (the current one first), for its token.
+pub fn saved_for(url: &str) -> Option<Settings> {
+    let url = url.trim_end_matches('/');
+    let same = |s: &Settings| {
+        let port = s.port;
+        [
+            format!("http://localhost:{port}"),
+            format!("http://127.0.0.1:{port}"),
+            format!("http://[::1]:{port}"),
+        ]
+        .iter()
+        .any(|u| u == url)
+    };
+    if let Some(current) = current().filter(|s| same(s)) {
+        return Some(current);
+    }
+    let dir = config_dir().join("clusters");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry
+                .file_name()
+                .to_string_lossy()
+                .strip_suffix(".json")?
+                .to_string();
+            load_settings(&name)
+        })
+        .find(|s| same(s))
+}
+
+/// Saves a `dev` cluster's address and tokens, so the CLI finds them; returns whether
+/// it did (a setup cluster of the same name is left alone).
+pub fn save_dev(
+    name: &str,
+    port: u16,
+    secrets: Option<&crate::tokens::Secrets>,
+) -> anyhow::Result<bool> {
+    if load_settings(name).is_some_and(|s| !s.dev) {
+        tracing::warn!("a cluster '{name}' set up with `mycluster setup` exists: its settings stay, so the CLI needs --manager and MYCLUSTER_TOKEN for this one");
+        return Ok(false);
+    }
+    save(&Settings {
+        name: name.to_string(),
+        workers: 0,
+        store: "embedded".into(),
+        port,
+        image: String::new(),
+        redis_image: None,
+        token: secrets.map(|s| s.api.clone()),
+        join_token: secrets.map(|s| s.join.clone()),
+        dev: true,
+    })?;
+    Ok(true)
+}
+
+/// `mycluster token [--join] [-n NAME]`: prints a saved cluster's token.
+pub fn print_token(name: Option<&str>, join: bool) -> anyhow::Result<()> {
+    let settings = match name {
+        Some(name) => {
+            load_settings(name).with_context(|| format!("no cluster '{name}' was set up here"))?
+        }
+        None => current()
+            .context("no cluster was set up here: run `mycluster setup` or `mycluster dev`")?,
+    };
+    let token = if join {
+        settings.join_token
+    } else {
+        settings.token
+    };
+    match token {
+        Some(token) => {
+            println!("{token}");
+            Ok(())
+        }
+        None => bail!(
+            "cluster '{}' has no token: its manager runs without authentication",
+            settings.name
+        ),
     }
 }
 
@@ -73,14 +164,14 @@ fn save(settings: &Settings) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    std::fs::write(&path, serde_json::to_string_pretty(settings)?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    // It holds the tokens: readable by its owner only.
+    crate::tokens::write_secret(&path, &serde_json::to_string_pretty(settings)?)?;
     std::fs::write(config_dir().join("current"), &settings.name)
         .with_context(|| format!("cannot write {}", config_dir().join("current").display()))?;
     Ok(())
 }
 
-fn forget(name: &str) {
+pub fn forget(name: &str) {
     let _ = std::fs::remove_file(settings_path(name));
     let current = config_dir().join("current");
     if std::fs::read_to_string(&current).is_ok_and(|c| c.trim() == name) {
@@ -150,6 +241,20 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
         port,
         image: String::new(),
         redis_image: args.redis_image.clone(),
+        // A cluster keeps its tokens when set up again.
+        token: Some(
+            previous
+                .as_ref()
+                .and_then(|p| p.token.clone())
+                .unwrap_or_else(crate::tokens::generate),
+        ),
+        join_token: Some(
+            previous
+                .as_ref()
+                .and_then(|p| p.join_token.clone())
+                .unwrap_or_else(crate::tokens::generate),
+        ),
+        dev: false,
     };
     bring_up(settings).await
 }
@@ -157,6 +262,23 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
 /// Creates what is missing, starts what is stopped, scales the workers to the wanted
 /// number, and says what it found and what it changed.
 async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
+    if settings.dev {
+        bail!(
+            "cluster '{}' is a `mycluster dev` cluster: it runs in that process (stop it with Ctrl-C)",
+            settings.name
+        );
+    }
+    // Settings saved before clusters had tokens get theirs now.
+    let api_token = settings
+        .token
+        .get_or_insert_with(crate::tokens::generate)
+        .clone();
+    let join_token = settings
+        .join_token
+        .get_or_insert_with(crate::tokens::generate)
+        .clone();
+    let api_env = format!("{}={api_token}", crate::tokens::TOKEN_ENV);
+    let join_env = format!("{}={join_token}", crate::tokens::JOIN_TOKEN_ENV);
     let cluster = settings.name.clone();
     let (network, volume, manager, monitor, worker_prefix) = names(&cluster);
     println!(
@@ -258,17 +380,17 @@ async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
         name: manager.clone(),
         image: image.clone(),
         cmd: manager_cmd,
+        env: vec![api_env.clone(), join_env.clone()],
         labels: labels(&cluster, "manager"),
         network: network.clone(),
         binds: manager_binds,
         publish: Some((5000, settings.port)),
-        ..RoleContainer::default()
     });
     wanted.push(RoleContainer {
         name: monitor.clone(),
         image: image.clone(),
         cmd: strings(&["monitor"]),
-        env: vec![format!("MYCLUSTER_MANAGER={manager_url_inside}")],
+        env: vec![format!("MYCLUSTER_MANAGER={manager_url_inside}"), api_env],
         labels: labels(&cluster, "monitor"),
         network: network.clone(),
         ..RoleContainer::default()
@@ -291,7 +413,11 @@ async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
                 "--network",
                 &network,
             ]),
-            env: vec![format!("MYCLUSTER_MANAGER={manager_url_inside}")],
+            // Agents get the join token only: it cannot read or change services.
+            env: vec![
+                format!("MYCLUSTER_MANAGER={manager_url_inside}"),
+                join_env.clone(),
+            ],
             labels: labels(&cluster, "worker"),
             network: network.clone(),
             // The agent drives the host's engine through its socket; no TCP port is opened.
@@ -369,7 +495,8 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 /// Waits until the manager answers and every worker is ready; returns how many are.
 async fn wait_for_workers(settings: &Settings) -> anyhow::Result<usize> {
-    let client = Client::new(&settings.manager_url(), Duration::from_secs(5))?;
+    let client = Client::new(&settings.manager_url(), Duration::from_secs(5))?
+        .with_token(settings.token.clone());
     let started = Instant::now();
     loop {
         if let Ok(workers) = client.workers().await {

@@ -20,8 +20,11 @@ async fn the_original_walkthrough_against_mycluster_dev() {
     }
     let cluster = format!("devtest{}", std::process::id());
     let _cleanup = Cleanup::new(&cluster);
+    let config = tempfile::tempdir().unwrap();
     let mut dev = KillOnDrop(
         Command::new(BIN)
+            .env("MYCLUSTER_CONFIG_DIR", config.path())
+            .env_remove("MYCLUSTER_TOKEN")
             .args([
                 "dev",
                 "--workers",
@@ -48,7 +51,22 @@ async fn the_original_walkthrough_against_mycluster_dev() {
     let url = address
         .recv_timeout(DEADLINE)
         .expect("dev prints its API address");
-    let api = Api::new(&url);
+    // `mycluster token`: the token dev generated and saved (mode 0600) for the CLI.
+    let token = Command::new(BIN)
+        .arg("token")
+        .env("MYCLUSTER_CONFIG_DIR", config.path())
+        .output()
+        .expect("mycluster token");
+    assert!(token.status.success(), "{token:?}");
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    assert_eq!(
+        Api::with_token(&url, None)
+            .get("/api/v1/state")
+            .await
+            .status,
+        401
+    );
+    let api = Api::with_token(&url, Some(&token));
     common::eventually("4 workers", || async {
         let state = api.ok("/api/v1/state").await;
         (state["cluster.numOfWorkers"] == 4).then_some(())

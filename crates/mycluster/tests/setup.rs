@@ -8,6 +8,7 @@ mod common;
 #[path = "../../store/tests/support/redis_server.rs"]
 mod redis_server;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -57,6 +58,12 @@ impl Env {
         let settings: Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         format!("http://127.0.0.1:{}", settings["port"])
+    }
+
+    /// `mycluster token -n <cluster>`: what an operator pastes into curl.
+    fn token(&self, cluster: &str) -> String {
+        let out = self.run(Path::new(BIN), &["token", "-n", cluster]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 
@@ -159,7 +166,32 @@ async fn walkthrough(store: &'static str) {
         "{ports}"
     );
 
-    let api = Api::new(&env.manager_url(&cluster));
+    // The API is locked: setup made a token, saved it for its owner only, and gave the
+    // workers the join token, never the API token.
+    let settings_file = env
+        .config
+        .path()
+        .join("clusters")
+        .join(format!("{cluster}.json"));
+    let mode = std::fs::metadata(&settings_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", settings_file.display());
+    let token = env.token(&cluster);
+    let anonymous = Api::with_token(&env.manager_url(&cluster), None);
+    assert_eq!(anonymous.get("/api/v1/stats").await.status, 401);
+    assert_eq!(anonymous.get("/healthz").await.status, 200);
+    let worker_env = docker(&[
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        &format!("{cluster}_worker_1"),
+    ]);
+    assert!(!worker_env.contains(&token), "a worker holds the API token");
+    assert!(worker_env.contains("MYCLUSTER_JOIN_TOKEN="), "{worker_env}");
+
+    let api = Api::with_token(&env.manager_url(&cluster), Some(&token));
     let stats = api.ok("/api/v1/stats").await;
     assert_eq!(stats["workers.failures"], 0);
     let state = api.ok("/api/v1/state").await;
@@ -298,7 +330,7 @@ async fn walkthrough(store: &'static str) {
         running_names(&cluster)
     );
     env.run(&script("manageCluster.sh"), &["-c", "up"]);
-    let api = Api::new(&env.manager_url(&cluster));
+    let api = Api::with_token(&env.manager_url(&cluster), Some(&env.token(&cluster)));
     eventually("hello-world back at 3 running", || async {
         let reply = api.get("/api/v1/state").await;
         (reply.status == 200 && per_worker(&reply.body).iter().sum::<u64>() == 3).then_some(())

@@ -5,7 +5,6 @@
 mod conformance;
 mod support;
 
-
 use conformance::{spec, wait_for, Driver};
 use mycluster_runtime::{
     Container, ContainerRuntime, ContainerState, DockerOptions, DockerRuntime, Identity,

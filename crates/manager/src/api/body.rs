@@ -34,8 +34,21 @@ impl FromRequest<AppState> for JsonBody {
         if declared.is_some_and(|n| n > limit) {
             return Err(too_large());
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
+        // A client that trickles its body (or never sends it) holds a connection and a
+        // task: it gets the request's own deadline, not the longer one of a waiting POST.
+        let timeout = state.config.request_timeout;
+        let read = tokio::time::timeout(timeout, axum::body::to_bytes(req.into_body(), limit));
+        let bytes = read
             .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} s",
+                        timeout.as_secs()
+                    ),
+                )
+            })?
             .map_err(|e| {
                 if std::error::Error::source(&e)
                     .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())

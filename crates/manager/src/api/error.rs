@@ -44,7 +44,9 @@ impl IntoResponse for ApiError {
             code: self.status.as_u16(),
         };
         let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE
+            || self.status == StatusCode::REQUEST_TIMEOUT
+        {
             // The unread body is still on the wire: the connection cannot be reused.
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
@@ -68,7 +70,7 @@ impl From<CommandError> for ApiError {
                 StatusCode::NOT_FOUND
             }
             CommandError::Invalid(_) => StatusCode::BAD_REQUEST,
-            CommandError::Conflict(_) => StatusCode::CONFLICT,
+            CommandError::Conflict(_) | CommandError::Limit(_) => StatusCode::CONFLICT,
         };
         ApiError::new(status, e.to_string())
     }

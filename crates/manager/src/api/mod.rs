@@ -1,14 +1,18 @@
 //! The REST API: the original's endpoints (`/api/v1/stats`, `/state`, `/service`), the
 //! additions an operator needs, and the endpoints agents talk to.
 
+pub mod auth;
 mod body;
 mod error;
+pub mod guard;
 mod query;
 mod services;
 mod status;
 mod workers;
 
 use std::sync::Arc;
+
+use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -20,16 +24,32 @@ pub use error::ApiError;
 /// Limits and settings of the HTTP layer.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
+    pub auth: auth::Auth,
     pub max_body_bytes: usize,
-    /// The longest an agent's long-poll may wait.
-    pub max_wait: std::time::Duration,
+    /// The request line and headers together.
+    pub max_header_bytes: usize,
+    /// The longest an agent's long-poll (or a POST's `?wait=`) may wait.
+    pub max_wait: Duration,
+    /// The longest any request may take beyond what it asked to wait.
+    pub request_timeout: Duration,
+    /// Long-polls one client address may have waiting at once.
+    pub long_polls_per_client: usize,
+    /// Long-polls the manager holds at once.
+    pub max_long_polls: usize,
 }
 
 impl Default for ApiConfig {
+    /// Limits for a real cluster, and authentication off: callers that serve on a real
+    /// address set `auth`.
     fn default() -> Self {
         ApiConfig {
+            auth: auth::Auth::Off,
             max_body_bytes: 1024 * 1024,
-            max_wait: std::time::Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+            max_wait: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            long_polls_per_client: 64,
+            max_long_polls: 50_000,
         }
     }
 }
@@ -38,12 +58,28 @@ impl Default for ApiConfig {
 pub struct AppState {
     pub cluster: Arc<Cluster>,
     pub config: Arc<ApiConfig>,
+    pub long_polls: Arc<guard::LongPolls>,
     /// Cancelled at shutdown, so long-polls answer at once instead of holding it up.
     pub stop: CancellationToken,
 }
 
+impl AppState {
+    pub fn new(cluster: Arc<Cluster>, config: ApiConfig, stop: CancellationToken) -> AppState {
+        AppState {
+            cluster,
+            long_polls: guard::LongPolls::new(config.long_polls_per_client, config.max_long_polls),
+            config: Arc::new(config),
+            stop,
+        }
+    }
+}
+
+/// The OpenAPI 3 document of this API, served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/api/v1/openapi.json", get(status::openapi))
         .route("/healthz", get(status::healthz))
         .route("/api/v1/stats", get(status::stats))
         .route("/api/v1/state", get(status::state))
@@ -70,5 +106,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/workers/{name}/down", post(workers::declare_down))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .with_state(state)
 }

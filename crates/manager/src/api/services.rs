@@ -39,7 +39,7 @@ pub async fn create(
     let (created, snapshot) = app
         .cluster
         .mutate(|txn, now| {
-            let created = commands::put_service(txn, spec, now);
+            let created = commands::put_service(txn, spec, now, &app.cluster.limits)?;
             Ok::<_, CommandError>((created, Follow::Services(vec![name.clone()])))
         })
         .await?;
@@ -130,7 +130,7 @@ pub async fn patch(
     let (service, _) = app
         .cluster
         .mutate(|txn, now| {
-            let service = commands::patch_service(txn, &name, &patch, now)?;
+            let service = commands::patch_service(txn, &name, &patch, now, &app.cluster.limits)?;
             Ok::<_, CommandError>((service, Follow::Services(vec![name.clone()])))
         })
         .await?;

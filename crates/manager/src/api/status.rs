@@ -75,3 +75,11 @@ pub async fn healthz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
         ),
     }
 }
+
+/// `GET /api/v1/openapi.json`: the OpenAPI 3 document of this API.
+pub async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        super::OPENAPI,
+    )
+}

@@ -6,7 +6,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use mycluster_client::Client;
 use serde_json::json;
 
 use super::manager::ManagerProcess;
@@ -19,7 +18,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let (workers, services) = if quick { (10, 100) } else { (100, 1_000) };
     let seconds = if quick { 2 } else { 10 };
     let manager = ManagerProcess::start(&[])?;
-    let client = Client::new(&manager.url, Duration::from_secs(30))?;
+    let client = manager.client(Duration::from_secs(30))?;
     for w in 0..workers {
         let registration = mycluster_core::commands::Registration {
             name: format!("w{w:03}"),
@@ -44,6 +43,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Vec<Figure>> {
     for path in ["/api/v1/state", "/api/v1/stats"] {
         let output = Command::new("wrk")
             .args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency"])
+            .args(["-H", &format!("Authorization: Bearer {}", manager.token)])
             .arg(format!("{}{path}", manager.url))
             .output()
             .context("cannot run wrk")?;

@@ -39,6 +39,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             "127.0.0.1:0",
         ])
         .env("MYCLUSTER_MANAGER", &manager.url)
+        .env(crate::tokens::JOIN_TOKEN_ENV, &manager.join_token)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

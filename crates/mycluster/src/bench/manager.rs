@@ -11,6 +11,10 @@ use anyhow::{bail, Context};
 pub struct ManagerProcess {
     child: Child,
     pub url: String,
+    /// The API token it demands.
+    pub token: String,
+    /// The join token its agents present.
+    pub join_token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -18,6 +22,8 @@ impl ManagerProcess {
     pub fn start(extra: &[&str]) -> anyhow::Result<ManagerProcess> {
         let dir = tempfile::tempdir()?;
         let exe = std::env::current_exe().context("cannot find this executable")?;
+        let token = crate::tokens::generate();
+        let join_token = crate::tokens::generate();
         let mut child = Command::new(exe)
             .args([
                 "manager",
@@ -28,7 +34,11 @@ impl ManagerProcess {
                 "--data-dir",
             ])
             .arg(dir.path())
+            // Every agent of a benchmark host comes from one address.
+            .args(["--long-polls-per-client", "100000"])
             .args(extra)
+            .env(crate::tokens::TOKEN_ENV, &token)
+            .env(crate::tokens::JOIN_TOKEN_ENV, &join_token)
             .env("RUST_LOG", "warn,mycluster::manager=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -47,6 +57,8 @@ impl ManagerProcess {
             Ok(url) => Ok(ManagerProcess {
                 child,
                 url,
+                token,
+                join_token,
                 _dir: dir,
             }),
             Err(_) => {
@@ -58,6 +70,11 @@ impl ManagerProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// A client of it, with the API token.
+    pub fn client(&self, timeout: Duration) -> anyhow::Result<mycluster_client::Client> {
+        Ok(mycluster_client::Client::new(&self.url, timeout)?.with_token(Some(self.token.clone())))
     }
 }
 

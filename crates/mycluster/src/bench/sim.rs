@@ -27,7 +27,12 @@ const AGENTS_PER_HOST: usize = 1_000;
 struct AgentHost(std::process::Child);
 
 impl AgentHost {
-    fn start(manager: &str, from: usize, count: usize) -> anyhow::Result<AgentHost> {
+    fn start(
+        manager: &str,
+        join_token: &str,
+        from: usize,
+        count: usize,
+    ) -> anyhow::Result<AgentHost> {
         let exe = std::env::current_exe()?;
         let child = std::process::Command::new(exe)
             .args([
@@ -39,6 +44,7 @@ impl AgentHost {
                 &count.to_string(),
             ])
             .env("MYCLUSTER_MANAGER", manager)
+            .env(crate::tokens::JOIN_TOKEN_ENV, join_token)
             .env("RUST_LOG", "error")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -59,12 +65,14 @@ impl Drop for AgentHost {
 /// killed (the benchmark's agent hosts).
 pub async fn host_agents(manager: &str, from: usize, count: usize) -> anyhow::Result<()> {
     raise_open_files();
+    let token = crate::tokens::agent_token(None)?;
     let mut handles = Vec::with_capacity(count);
     let stop = CancellationToken::new();
     for i in from..from + count {
         let name = format!("sim{i:05}");
         let config = AgentConfig {
             listen: "127.0.0.1:0".into(),
+            token: token.clone(),
             ..AgentConfig::new(manager, &name)
         };
         let runtime = Arc::new(SimRuntime::new(Identity {
@@ -97,7 +105,7 @@ pub async fn run(
     };
     raise_open_files();
     let manager = ManagerProcess::start(&[])?;
-    let client = Client::new(&manager.url, Duration::from_secs(120))?;
+    let client = manager.client(Duration::from_secs(120))?;
     let scale = format!("{workers} sim workers, {replicas} replicas");
 
     // The agents live in several processes: one process's open files do not stretch to
@@ -109,7 +117,10 @@ pub async fn run(
         let from = h * per_host;
         let count = per_host.min(workers.saturating_sub(from));
         if count > 0 {
-            agent_hosts.push((count, AgentHost::start(&manager.url, from, count)?));
+            agent_hosts.push((
+                count,
+                AgentHost::start(&manager.url, &manager.join_token, from, count)?,
+            ));
         }
     }
     let joined = Instant::now();
@@ -164,7 +175,10 @@ pub async fn run(
     // 10% of the workers die; the monitor finds them and their replicas move.
     let monitor_stop = CancellationToken::new();
     let monitor = tokio::spawn(mycluster_monitor::run(
-        MonitorConfig::new(&manager.url),
+        MonitorConfig {
+            token: Some(manager.token.clone()),
+            ..MonitorConfig::new(&manager.url)
+        },
         monitor_stop.clone(),
     ));
     // Whole hosts die until 10% of the workers are gone.

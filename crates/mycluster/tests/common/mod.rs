@@ -19,6 +19,18 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mycluster");
 pub const ORIGINAL_POST: &[u8] =
     br#"{"service": "hello-world" , "image":"crccheck/hello-world", "replicas" : 3 }"#;
 
+/// The API token every test manager demands (tests of authentication itself use others).
+pub const TEST_TOKEN: &str = "test-api-token-0123456789abcdef";
+/// The join token every test manager gives its agents.
+pub const TEST_JOIN_TOKEN: &str = "test-join-token-0123456789abcdef";
+
+/// Gives a role the test cluster's tokens, as an operator would through the environment.
+pub fn with_tokens(command: &mut Command) -> &mut Command {
+    command
+        .env("MYCLUSTER_TOKEN", TEST_TOKEN)
+        .env("MYCLUSTER_JOIN_TOKEN", TEST_JOIN_TOKEN)
+}
+
 /// Generous: a slow machine must not fail a test.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -63,6 +75,17 @@ impl Manager {
         args.extend_from_slice(extra);
         let mut command = Command::new(BIN);
         command.args(&args).arg("--data-dir").arg(data_dir);
+        with_tokens(&mut command);
+        Self::try_from_command(command, name, data_dir)
+    }
+
+    /// Starts a manager from a command of the caller's (its own flags and environment).
+    pub fn from_command(command: Command) -> Manager {
+        Self::try_from_command(command, "", Path::new(""))
+            .unwrap_or_else(|log| panic!("manager did not start:\n{log}"))
+    }
+
+    fn try_from_command(command: Command, name: &str, data_dir: &Path) -> Result<Manager, String> {
         let (found, address) = mpsc::channel();
         let (mut child, log) = spawn_logged(command, move |line| {
             if let Some(at) = line.find("listening on ") {
@@ -147,11 +170,25 @@ pub struct Reply {
 }
 
 impl Api {
+    /// A client presenting the test cluster's API token.
     pub fn new(url: &str) -> Api {
+        Api::with_token(url, Some(TEST_TOKEN))
+    }
+
+    /// A client presenting `token` as a bearer token, or none.
+    pub fn with_token(url: &str, token: Option<&str>) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().expect("header"),
+            );
+        }
         Api {
             url: url.to_string(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
+                .default_headers(headers)
                 .build()
                 .expect("client"),
         }
@@ -238,6 +275,7 @@ pub fn cli(manager_url: &str, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(BIN)
         .args(args)
         .env("MYCLUSTER_MANAGER", manager_url)
+        .env("MYCLUSTER_TOKEN", TEST_TOKEN)
         .output()
         .expect("run mycluster");
     (
@@ -249,7 +287,7 @@ pub fn cli(manager_url: &str, args: &[&str]) -> (i32, String, String) {
 
 /// Spawns `command` with stderr piped into a shared log (each line also passed to
 /// `on_line`), stdout discarded.
-fn spawn_logged(
+pub fn spawn_logged(
     mut command: Command,
     on_line: impl Fn(&str) + Send + 'static,
 ) -> (Child, Arc<Mutex<Vec<String>>>) {
@@ -306,6 +344,7 @@ pub async fn burst_then_kill9(
                     serde_json::json!({"service": name, "image": "redis:alpine", "replicas": 2});
                 let sent = http
                     .post(&url)
+                    .bearer_auth(TEST_TOKEN)
                     .header("Content-Type", "application/json")
                     .body(body.to_string())
                     .send()
@@ -355,7 +394,8 @@ impl Agent {
                 "127.0.0.1:0",
             ])
             .args(extra)
-            .env("MYCLUSTER_MANAGER", manager_url);
+            .env("MYCLUSTER_MANAGER", manager_url)
+            .env("MYCLUSTER_JOIN_TOKEN", TEST_JOIN_TOKEN);
         let (child, log) = spawn_logged(command, |_| {});
         Agent {
             child,
@@ -452,7 +492,10 @@ pub struct Monitor {
 impl Monitor {
     pub fn start(manager_url: &str) -> Monitor {
         let mut command = Command::new(BIN);
-        command.arg("monitor").env("MYCLUSTER_MANAGER", manager_url);
+        command
+            .arg("monitor")
+            .env("MYCLUSTER_MANAGER", manager_url)
+            .env("MYCLUSTER_TOKEN", TEST_TOKEN);
         let (child, log) = spawn_logged(command, |_| {});
         Monitor { child, log }
     }

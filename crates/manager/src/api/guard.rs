@@ -1,0 +1,204 @@
+//! The checks every request passes before it reaches a handler: header size, the token,
+//! a cap on long-polls per client, and a deadline, each refused with the error document
+//! so a hostile or broken client learns why and the manager spends nothing on it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::auth::{access_for, Access};
+use super::{ApiError, AppState};
+
+/// The peer of the connection a request came on (set by the server; absent in tests
+/// that call the router directly).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+pub async fn guard(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let header_bytes: usize = request.uri().to_string().len()
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if header_bytes > app.config.max_header_bytes {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "request line and headers are {header_bytes} bytes, more than the limit of {}",
+                app.config.max_header_bytes
+            ),
+        )
+        .into_response();
+    }
+    let access = access_for(request.method(), request.uri().path());
+    if let Err(refused) = app.config.auth.check(access, request.headers()) {
+        return refused.into_response();
+    }
+    let waits = may_wait(request.method(), request.uri().path());
+    // Held until the answer is ready: a client may only park so many requests here.
+    let _slot = if waits == Wait::LongPoll {
+        let client = request.extensions().get::<Peer>().map(|p| p.0.ip());
+        match app.long_polls.enter(client) {
+            Ok(slot) => Some(slot),
+            Err(refused) => return *refused,
+        }
+    } else {
+        None
+    };
+    let deadline = app.config.request_timeout
+        + match waits {
+            Wait::No => Duration::ZERO,
+            _ => app.config.max_wait,
+        };
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request was not completed within {} s; a change it asked for may still be applied: read the state before retrying",
+                deadline.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    No,
+    /// `POST /api/v1/service?wait=`: waits for its tasks, bounded by `max_wait`.
+    Converge,
+    /// An agent's blocking query for its tasks.
+    LongPoll,
+}
+
+fn may_wait(method: &Method, path: &str) -> Wait {
+    if method == Method::POST && path == "/api/v1/service" {
+        return Wait::Converge;
+    }
+    if method == Method::GET
+        && access_for(method, path) == Access::Agent
+        && path.ends_with("/tasks")
+    {
+        return Wait::LongPoll;
+    }
+    Wait::No
+}
+
+/// Long-polls parked per client address, and in all.
+pub struct LongPolls {
+    per_client: usize,
+    total: usize,
+    parked: Mutex<(usize, HashMap<Option<IpAddr>, usize>)>,
+}
+
+pub struct Slot {
+    polls: Arc<LongPolls>,
+    client: Option<IpAddr>,
+}
+
+impl LongPolls {
+    pub fn new(per_client: usize, total: usize) -> Arc<LongPolls> {
+        Arc::new(LongPolls {
+            per_client,
+            total,
+            parked: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    fn enter(self: &Arc<Self>, client: Option<IpAddr>) -> Result<Slot, Box<Response>> {
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_client) = &mut *parked;
+        let mine = per_client.entry(client).or_insert(0);
+        if *mine >= self.per_client {
+            let shown = client.map_or("this client".to_string(), |ip| ip.to_string());
+            return Err(retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{shown} already has {} long-polls waiting (the limit): wait for one to end",
+                    self.per_client
+                ),
+            ));
+        }
+        if *total >= self.total {
+            return Err(retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the manager already holds {} long-polls (its limit): try again shortly",
+                    self.total
+                ),
+            ));
+        }
+        *mine += 1;
+        *total += 1;
+        Ok(Slot {
+            polls: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut parked = self.polls.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_client) = &mut *parked;
+        *total = total.saturating_sub(1);
+        if let Some(mine) = per_client.get_mut(&self.client) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                per_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+fn retry_later(status: StatusCode, message: String) -> Box<Response> {
+    let mut response = ApiError::new(status, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    Box::new(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_polls_are_capped_per_client_and_in_all() {
+        let polls = LongPolls::new(2, 3);
+        let a = Some(IpAddr::from([10, 0, 0, 1]));
+        let b = Some(IpAddr::from([10, 0, 0, 2]));
+        let first = polls.enter(a).ok();
+        let _second = polls.enter(a).ok();
+        assert_eq!(
+            polls.enter(a).err().map(|r| r.status()),
+            Some(StatusCode::TOO_MANY_REQUESTS)
+        );
+        let _third = polls.enter(b).ok();
+        assert_eq!(
+            polls.enter(b).err().map(|r| r.status()),
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        );
+        drop(first);
+        assert!(polls.enter(a).is_ok(), "a slot frees when its poll ends");
+    }
+
+    #[test]
+    fn only_waiting_endpoints_wait() {
+        assert_eq!(
+            may_wait(&Method::GET, "/api/v1/workers/w/tasks"),
+            Wait::LongPoll
+        );
+        assert_eq!(may_wait(&Method::POST, "/api/v1/service"), Wait::Converge);
+        assert_eq!(may_wait(&Method::GET, "/api/v1/tasks"), Wait::No);
+        assert_eq!(may_wait(&Method::GET, "/api/v1/state"), Wait::No);
+    }
+}

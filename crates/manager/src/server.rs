@@ -1,0 +1,121 @@
+//! The HTTP server: accepts connections and serves the API over HTTP/1.1 and cleartext
+//! HTTP/2 (so an agent can carry all its requests on one connection), with the limits a
+//! client must not get past before a request even exists: header size, the time to send
+//! the headers, connections in all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::api::guard::Peer;
+
+/// Connection-level limits.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// The time a client has to send a request's headers (slow-loris).
+    pub header_read_timeout: Duration,
+    /// Hyper's own buffer for the request head: a backstop above the API's JSON-answered
+    /// limit, for heads so large they never reach it.
+    pub max_head_bytes: usize,
+    /// Open connections at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Concurrent requests on one HTTP/2 connection.
+    pub max_streams: u32,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_head_bytes: 64 * 1024,
+            max_connections: 16_384,
+            max_streams: 256,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `stop`; then lets open requests finish (long-polls
+/// answer at once on stop), for at most a few seconds.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: &ServerLimits,
+    stop: CancellationToken,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_head_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_streams)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut accept_failures = 0u32;
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    accept_failures = 0;
+                    accepted
+                }
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some to close
+                    // instead of spinning.
+                    accept_failures += 1;
+                    if accept_failures == 1 || accept_failures.is_multiple_of(100) {
+                        tracing::warn!("cannot accept a connection: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = app
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(Peer(peer));
+                request
+            });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that hangs up or sends garbage ends its own connection only.
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {
+            tracing::warn!("connections still open after 5 s: closing them");
+        }
+    }
+}
