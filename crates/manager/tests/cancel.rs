@@ -32,7 +32,7 @@ async fn a_cancelled_mutation_leaves_memory_and_store_in_agreement() {
     for i in 0..20 {
         let name = format!("svc-{i}");
         let attempt = cluster.mutate(|txn, now| {
-            put_service(txn, spec(&name), now, &Default::default()).expect("within limits");
+            put_service(txn, spec(&name), now, &Default::default())?;
             Ok::<_, CommandError>(((), Follow::Services(vec![name.clone()])))
         });
         // Give up almost at once: most of these are dropped while the commit runs.
@@ -41,7 +41,7 @@ async fn a_cancelled_mutation_leaves_memory_and_store_in_agreement() {
     // One more, awaited: it queues behind any commit still in flight.
     cluster
         .mutate(|txn, now| {
-            put_service(txn, spec("last"), now, &Default::default()).expect("within limits");
+            put_service(txn, spec("last"), now, &Default::default())?;
             Ok::<_, CommandError>(((), Follow::Services(vec!["last".into()])))
         })
         .await

@@ -63,7 +63,7 @@ async fn create(cluster: &Arc<Cluster>, name: String) -> Result<(), MutateError<
     };
     cluster
         .mutate(|txn, now| {
-            put_service(txn, spec, now, &Default::default()).expect("within limits");
+            put_service(txn, spec, now, &Default::default())?;
             Ok::<_, CommandError>(((), Follow::Services(vec![name])))
         })
         .await

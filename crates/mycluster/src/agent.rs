@@ -202,15 +202,15 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
     println!(
         "MyCluster dev cluster '{}': a manager and {} workers ({} driver)\n\
-         API: {shown}{}\n\
+         API: {shown}\n{}\n\
          Try:\n  curl {auth_header}-H \"Content-Type: application/json\" -X GET {shown}/api/v1/state\n\
          \x20 mycluster service create hello --replicas 3 {}\n\
          Stop with Ctrl-C (its containers are removed).",
         args.name,
         args.workers,
         match secrets {
-            Some(_) => " (token: `mycluster token`)",
-            None => " (NO AUTHENTICATION: --insecure-no-auth)",
+            Some(_) => "Token: `mycluster token` prints it (the CLI finds it by itself)",
+            None => "NO AUTHENTICATION (--insecure-no-auth): anyone who reaches the port controls this cluster",
         },
         match driver {
             Driver::Docker => "docker",

@@ -480,10 +480,13 @@ async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
     println!();
     print_ps(&host.containers(&cluster).await?);
     println!(
-        "\nTry:\n  curl -H \"Content-Type: application/json\" -X GET {url}/api/v1/state\n  \
-         curl -H \"Content-Type: application/json\" -X POST -d '{{\"service\": \"hello-world\", \"image\": \"crccheck/hello-world\", \"replicas\": 3}}' {url}/api/v1/service\n  \
-         mycluster state        (the CLI now talks to this cluster)\n  \
+        "\nThe API wants the cluster's token (saved, mode 0600, in {}):\n  \
+         export MYCLUSTER_TOKEN=$(mycluster token)\n\
+         Try:\n  curl -H \"Authorization: Bearer $MYCLUSTER_TOKEN\" -H \"Content-Type: application/json\" -X GET {url}/api/v1/state\n  \
+         curl -H \"Authorization: Bearer $MYCLUSTER_TOKEN\" -H \"Content-Type: application/json\" -X POST -d '{{\"service\": \"hello-world\", \"image\": \"crccheck/hello-world\", \"replicas\": 3}}' {url}/api/v1/service\n  \
+         mycluster state        (the CLI now talks to this cluster, with its token)\n  \
          mycluster manage --command stop|up|ps|rm",
+        settings_path(&settings.name).display(),
         url = settings.manager_url()
     );
     Ok(())
