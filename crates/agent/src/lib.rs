@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub manager: String,
     /// The join token (or the API token) presented to the manager.
     pub token: Option<String>,
+    /// Talk to the manager over one HTTP/2 connection instead of HTTP/1.1 ones.
+    pub http2: bool,
     pub name: String,
     /// Where the health endpoint listens (the monitor probes it).
     pub listen: String,
@@ -49,6 +51,7 @@ impl AgentConfig {
         AgentConfig {
             manager: manager.into(),
             token: None,
+            http2: false,
             name: name.into(),
             listen: "0.0.0.0:7000".into(),
             advertise: None,
@@ -97,8 +100,12 @@ pub async fn run(
     runtime: Arc<dyn ContainerRuntime>,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
-    let client =
-        Client::new(&config.manager, Duration::from_secs(10))?.with_token(config.token.clone());
+    let client = if config.http2 {
+        Client::new_http2(&config.manager, Duration::from_secs(10))?
+    } else {
+        Client::new(&config.manager, Duration::from_secs(10))?
+    }
+    .with_token(config.token.clone());
     let (listener, address) = health::bind(&config).await?;
     let (wanted, _) = watch::channel(None);
     let shared = Arc::new(Shared {
@@ -294,6 +301,10 @@ const PARALLEL_ACTIONS: usize = 16;
 /// neither the other tasks nor exit reports; an action already under way is not
 /// launched twice.
 async fn sync_once(shared: &Arc<Shared>, tasks: Vec<TaskDoc>) -> Result<(), String> {
+    // What was under way when the list began: listing can take seconds on a busy engine,
+    // and a start that finished meanwhile may show in it half-done (created, not yet
+    // running). Such a task is left to the next pass, which sees it as it is.
+    let under_way_before = lock(&shared.in_flight).clone();
     let containers = shared.runtime.list().await.map_err(|e| e.to_string())?;
     let (actions, mut reports) = plan(&tasks, &containers);
     for action in actions {
@@ -304,9 +315,12 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Vec<TaskDoc>) -> Result<(), Stri
         {
             let mut in_flight = lock(&shared.in_flight);
             // A container seen between its create and its start belongs to a start
-            // under way: not a leftover to remove.
-            let starting = matches!(&action, Action::Remove { container, .. }
-                if in_flight.contains(&format!("task:{}", container.task_id)));
+            // under way (or one that ended during the list): not a leftover to remove.
+            let task_key = match &action {
+                Action::Start(task) => format!("task:{}", task.id),
+                Action::Remove { container, .. } => format!("task:{}", container.task_id),
+            };
+            let starting = in_flight.contains(&task_key) || under_way_before.contains(&task_key);
             if starting || !in_flight.insert(key.clone()) {
                 continue;
             }

@@ -42,6 +42,17 @@ pub struct Client {
 impl Client {
     /// A client of the manager at `base` (e.g. `http://localhost:5000`).
     pub fn new(base: &str, timeout: Duration) -> Result<Client, ClientError> {
+        Self::build(base, timeout, false)
+    }
+
+    /// The same over cleartext HTTP/2: every request of this client (an agent's
+    /// heartbeats, long-poll and reports) shares one connection, so a manager serves
+    /// thousands of agents with one file descriptor each.
+    pub fn new_http2(base: &str, timeout: Duration) -> Result<Client, ClientError> {
+        Self::build(base, timeout, true)
+    }
+
+    fn build(base: &str, timeout: Duration, http2: bool) -> Result<Client, ClientError> {
         let base = base.trim_end_matches('/').to_string();
         let valid = base
             .strip_prefix("http://")
@@ -49,9 +60,13 @@ impl Client {
         if !valid {
             return Err(ClientError::BadUrl(base));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .connect_timeout(Duration::from_secs(5).min(timeout));
+        if http2 {
+            builder = builder.http2_prior_knowledge();
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::BadUrl(format!("{base}: {e}")))?;
         Ok(Client {

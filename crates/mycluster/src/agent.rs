@@ -57,6 +57,7 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
         capacity: args.capacity,
         heartbeat: Duration::from_secs_f64(args.heartbeat),
         token: crate::tokens::agent_token(args.join_token_file.as_deref())?,
+        http2: args.http2,
         ..AgentConfig::new(&global.manager_url(), &args.name)
     };
     mycluster_agent::run(config, runtime, stop).await?;

@@ -152,6 +152,9 @@ pub struct ManagerArgs {
     /// Seconds a request may take (beyond the wait it asked for) before it gets 408.
     #[arg(long, env = "MYCLUSTER_REQUEST_TIMEOUT", default_value_t = 30.0)]
     pub request_timeout: f64,
+    /// Seconds an agent's long-poll, or a POST's `?wait=`, may wait at most.
+    #[arg(long, env = "MYCLUSTER_MAX_WAIT", default_value_t = 60.0)]
+    pub max_wait: f64,
     /// Long-polls one client address may have waiting at once (more get 429).
     #[arg(long, env = "MYCLUSTER_LONG_POLLS_PER_CLIENT", default_value_t = 64)]
     pub long_polls_per_client: usize,
@@ -216,6 +219,9 @@ pub struct AgentArgs {
     /// $MYCLUSTER_TOKEN].
     #[arg(long, env = "MYCLUSTER_JOIN_TOKEN_FILE")]
     pub join_token_file: Option<PathBuf>,
+    /// Talk to the manager over one cleartext HTTP/2 connection (instead of HTTP/1.1).
+    #[arg(long, env = "MYCLUSTER_HTTP2")]
+    pub http2: bool,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -327,7 +333,7 @@ pub struct BenchArgs {
     /// A small version of every benchmark (under 3 minutes).
     #[arg(long)]
     pub quick: bool,
-    /// Only these parts: sched, footprint, api, sim (repeatable).
+    /// Only these parts: sched, footprint, api, sim, swarm (repeatable).
     #[arg(long)]
     pub only: Vec<String>,
     /// Simulated workers for the sim part [default: 10000, --quick 50].

@@ -26,6 +26,10 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
         .ok()
         .filter(|d| *d >= Duration::from_secs(1))
         .context("--request-timeout must be a number of seconds, at least 1")?;
+    let max_wait = Duration::try_from_secs_f64(args.max_wait)
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(3600))
+        .context("--max-wait must be a number of seconds, at most 3600")?;
     let data_dir = args
         .data_dir
         .clone()
@@ -51,6 +55,7 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             max_header_bytes: args.max_header_bytes,
             request_timeout,
+            max_wait,
             long_polls_per_client: args.long_polls_per_client,
             ..ApiConfig::default()
         },

@@ -1,13 +1,14 @@
 //! `mycluster bench [--quick]`: measures the scheduler, the control plane at scale (sim
-//! driver), the API under load and the footprint, on this machine, and prints each
-//! figure with what produced it. Every part is bounded in time and stops by itself; it
-//! asserts nothing about speed.
+//! driver), the API under load, the footprint and convergence side by side with Docker
+//! Swarm, on this machine, and prints each figure with what produced it. Every part is
+//! bounded in time and stops by itself; it asserts nothing about speed.
 
 mod api;
 mod footprint;
 mod manager;
 mod sched;
 mod sim;
+mod swarm;
 
 use std::time::Duration;
 
@@ -60,6 +61,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if only("sim") {
         figures.extend(sim::run(quick, args.workers, args.replicas).await?);
+    }
+    if only("swarm") {
+        figures.extend(swarm::run(quick).await);
     }
     println!("{} figures", figures.len());
     Ok(())

@@ -73,6 +73,8 @@ pub async fn host_agents(manager: &str, from: usize, count: usize) -> anyhow::Re
         let config = AgentConfig {
             listen: "127.0.0.1:0".into(),
             token: token.clone(),
+            // One connection per agent: 10,000 agents fit the manager's open files.
+            http2: true,
             ..AgentConfig::new(manager, &name)
         };
         let runtime = Arc::new(SimRuntime::new(Identity {
