@@ -94,7 +94,7 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<T, ClientError> {
-        self.send(method, path, body, None).await
+        self.send(method, path, body, None, &[]).await
     }
 
     async fn send<T: DeserializeOwned>(
@@ -103,9 +103,13 @@ impl Client {
         path: &str,
         body: Option<&Value>,
         timeout: Option<Duration>,
+        headers: &[(&str, &str)],
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -154,6 +158,20 @@ impl Client {
     pub async fn put_service(&self, body: &Value) -> Result<StateDoc, ClientError> {
         self.request(Method::POST, "/api/v1/service", Some(body))
             .await
+    }
+
+    /// Creates or updates a service without waiting for its tasks, and without the
+    /// state document in the answer (`?wait=0`, `Prefer: return=minimal`): for tools
+    /// that submit many.
+    pub async fn submit_service(&self, body: &Value) -> Result<ServiceDoc, ClientError> {
+        self.send(
+            Method::POST,
+            "/api/v1/service?wait=0",
+            Some(body),
+            None,
+            &[("Prefer", "return=minimal")],
+        )
+        .await
     }
 
     pub async fn service(&self, name: &str) -> Result<ServiceDoc, ClientError> {
@@ -255,6 +273,7 @@ impl Client {
             &path,
             None,
             Some(wait + Duration::from_secs(15)),
+            &[],
         )
         .await
     }

@@ -1,25 +1,47 @@
 //! The orchestrator loop: reconcile and schedule the whole cluster on a timer. Every
 //! request already reconciles what it touched; this pass is the level-triggered safety
-//! net that repairs anything a missed event or a failed commit left behind.
+//! net that repairs anything a missed event or a failed commit left behind, and starts
+//! the replacements whose crash-loop backoff has run out.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, Follow};
-use mycluster_background::{run_loop, LoopControl};
+
+/// The pass may take at most this share of the time: it holds the writer, so on a
+/// million tasks a pass every second would leave little room for anything else.
+const MAX_SHARE: u32 = 20;
 
 pub async fn run(cluster: Arc<Cluster>, period: Duration, stop: CancellationToken) {
-    run_loop("orchestrator", period, stop, || {
-        let cluster = cluster.clone();
-        async move {
-            cluster
-                .mutate(|_txn, _now| Ok::<_, std::convert::Infallible>(((), Follow::All)))
-                .await
-                .map(|_| LoopControl::Continue)
-                .map_err(|e| e.to_string())
+    let mut wait = period;
+    let mut failures = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
         }
-    })
-    .await
+        let started = Instant::now();
+        let pass = cluster
+            .mutate(|_txn, _now| Ok::<_, std::convert::Infallible>(((), Follow::All)))
+            .await;
+        let took = started.elapsed();
+        wait = match pass {
+            Ok(_) => {
+                failures = 0;
+                // Never more often than `period`, never more than 1/MAX_SHARE of the time.
+                period.max(took * MAX_SHARE)
+            }
+            Err(e) => {
+                failures += 1;
+                let retry = mycluster_background::backoff(period, failures).min(period * 30);
+                tracing::warn!("orchestrator: reconcile failed: {e}; retrying in {retry:?}");
+                retry
+            }
+        };
+        if took > period {
+            tracing::debug!("orchestrator: a pass took {took:?}; next in {wait:?}");
+        }
+    }
 }

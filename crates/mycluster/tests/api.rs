@@ -546,3 +546,36 @@ async fn healthz_reports_the_store() {
     assert_eq!(health["status"], "ok");
     assert!(health["store"].as_str().unwrap().contains("embedded"));
 }
+
+#[tokio::test]
+async fn prefer_return_minimal_answers_with_the_service_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::start(dir.path(), &[]);
+    let body = json!({"service": "web", "image": "nginx", "replicas": 2});
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/service?wait=0", manager.url))
+        .bearer_auth(common::TEST_TOKEN)
+        .header("Content-Type", "application/json")
+        .header("Prefer", "return=minimal")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["preference-applied"], "return=minimal");
+    let doc: Value = response.json().await.unwrap();
+    assert_eq!(
+        keys(&doc),
+        ["image", "last_updated", "replicas", "service"],
+        "{doc}"
+    );
+    assert_eq!(doc["replicas"], 2);
+    // Without the header, the original's answer: the state document.
+    let reply = manager.api().post("/api/v1/service?wait=0", &body).await;
+    assert_eq!(reply.status, 201);
+    assert!(
+        reply.body.get("cluster.servicesDef").is_some(),
+        "{}",
+        reply.body
+    );
+}

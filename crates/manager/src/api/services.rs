@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Json;
 use mycluster_core::commands::{self, CommandError};
 use mycluster_core::service::ServicePatch;
@@ -23,12 +24,15 @@ use mycluster_core::docs::{ServiceDoc, StateDoc};
 /// Answers 201 with the state document once the change is durable and — as the original,
 /// which answered once its containers had started — once the new tasks run on live
 /// workers, or `wait` has passed, or they cannot make progress (none can be placed, one
-/// failed). `?wait=0` answers at once.
+/// failed). `?wait=0` answers at once. With `Prefer: return=minimal` (RFC 7240) the answer
+/// is the service document alone: the state document of a large cluster is megabytes,
+/// and a tool submitting many services does not read it.
 pub async fn create(
     State(app): State<AppState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<StateDoc>), ApiError> {
+) -> Result<(StatusCode, axum::response::Response), ApiError> {
     let params = Params::parse(query, &["wait"])?;
     let wait = params
         .duration("wait")?
@@ -48,10 +52,25 @@ pub async fn create(
         if created { "created" } else { "updated" }
     );
     let snapshot = converge(&app, &name, snapshot, wait).await;
-    Ok((
-        StatusCode::CREATED,
-        Json(StateDoc::new(&app.cluster.name, &snapshot.state)),
-    ))
+    let minimal = headers
+        .get_all(axum::http::header::HeaderName::from_static("prefer"))
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("return=minimal"));
+    let service = snapshot.state.services.get(&name);
+    let answer = match (minimal, service) {
+        (true, Some(service)) => {
+            let mut answer = Json(ServiceDoc::new(service)).into_response();
+            answer.headers_mut().insert(
+                axum::http::header::HeaderName::from_static("preference-applied"),
+                axum::http::HeaderValue::from_static("return=minimal"),
+            );
+            answer
+        }
+        _ => Json(StateDoc::new(&app.cluster.name, &snapshot.state)).into_response(),
+    };
+    Ok((StatusCode::CREATED, answer))
 }
 
 const DEFAULT_CONVERGE_WAIT: Duration = Duration::from_secs(5);

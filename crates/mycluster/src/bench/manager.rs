@@ -24,7 +24,8 @@ impl ManagerProcess {
         let exe = std::env::current_exe().context("cannot find this executable")?;
         let token = crate::tokens::generate();
         let join_token = crate::tokens::generate();
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        let mut child = die_with_parent(&mut command)
             .args([
                 "manager",
                 "--listen",
@@ -82,6 +83,19 @@ impl Drop for ManagerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Has the child killed when this process dies, however it dies: an interrupted
+/// benchmark must not leave thousands of agents behind.
+pub fn die_with_parent(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
     }
 }
 

@@ -20,6 +20,9 @@ use super::{report, Figure};
 /// Replicas per service: the manager's default limit.
 const PER_SERVICE: usize = 1_000;
 
+/// Services submitted at once.
+const CONCURRENT_SUBMITS: usize = 8;
+
 /// The most agents one process hosts.
 const AGENTS_PER_HOST: usize = 1_000;
 
@@ -34,7 +37,8 @@ impl AgentHost {
         count: usize,
     ) -> anyhow::Result<AgentHost> {
         let exe = std::env::current_exe()?;
-        let child = std::process::Command::new(exe)
+        let mut command = std::process::Command::new(exe);
+        let child = super::manager::die_with_parent(&mut command)
             .args([
                 "bench",
                 "agents",
@@ -137,16 +141,36 @@ pub async fn run(
 
     let started = Instant::now();
     let services = replicas.div_ceil(PER_SERVICE);
-    for s in 0..services {
-        let n = PER_SERVICE.min(replicas - s * PER_SERVICE);
-        let body = json!({"service": format!("svc-{s:04}"), "image": "mycluster/hello-world", "replicas": n});
-        client
-            .request::<serde_json::Value>(
-                reqwest::Method::POST,
-                "/api/v1/service?wait=0",
-                Some(&body),
-            )
-            .await?;
+    // Submitted as a deployment tool would: several at once (concurrent writes share one
+    // commit), without asking for the whole state document back.
+    let mut submitting = tokio::task::JoinSet::new();
+    let mut next = 0;
+    while next < services || !submitting.is_empty() {
+        while next < services && submitting.len() < CONCURRENT_SUBMITS {
+            let n = PER_SERVICE.min(replicas - next * PER_SERVICE);
+            let body = json!({"service": format!("svc-{next:04}"), "image": "mycluster/hello-world", "replicas": n});
+            let client = client.clone();
+            submitting.spawn(async move { client.submit_service(&body).await });
+            next += 1;
+        }
+        if let Some(done) = submitting.join_next().await {
+            if let Err(e) = done.context("a submission panicked")? {
+                // The manager could not keep up: say so with what it reached, instead
+                // of losing the run's figures.
+                let stats = client.stats().await.ok();
+                let (_, peak) = rss_mib(manager.pid());
+                figures.push(report(
+                    "sim: request -> all replicas running",
+                    "not reached",
+                    format!(
+                        "{scale}; a submission failed after {:.0} s: {e}; {} containers had started; manager peak RSS {peak:.0} MiB",
+                        started.elapsed().as_secs_f64(),
+                        stats.map_or("?".to_string(), |s| s.total_containers.to_string()),
+                    ),
+                ));
+                return Ok(figures);
+            }
+        }
     }
     let accepted = started.elapsed();
     let all_running = wait(&client, deadline, |_, running| running == replicas).await;
