@@ -223,7 +223,11 @@ impl Cluster {
                     writer.open.clear();
                     std::mem::take(&mut writer.waiters)
                 };
-                let message = e.to_string();
+                // Every waiter gets the store's reason, said once.
+                let message = match &e {
+                    StoreError::Unavailable(why) => why.clone(),
+                    other => other.to_string(),
+                };
                 for waiter in waiters.into_iter().chain(later) {
                     let _ = waiter.send(Err(StoreError::Unavailable(message.clone())));
                 }
