@@ -62,7 +62,10 @@ impl Client {
         }
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5).min(timeout));
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            // Below the manager's keep-alive (10 s), so a pooled connection is not
+            // reused just as the manager closes it.
+            .pool_idle_timeout(Duration::from_secs(5));
         if http2 {
             builder = builder.http2_prior_knowledge();
         }

@@ -62,7 +62,10 @@ fn check_limits(txn: &Txn, spec: &ServiceSpec, limits: &Limits) -> Result<(), Co
         .map(|s| u64::from(s.spec.replicas))
         .sum();
     let total = others + u64::from(spec.replicas);
-    if total > limits.max_total_replicas {
+    let current = others + existing.map_or(0, |s| u64::from(s.spec.replicas));
+    // A change that does not add replicas is always allowed: a cluster over a lowered
+    // limit must still be able to shrink or change images.
+    if total > limits.max_total_replicas && total > current {
         return Err(CommandError::Limit(format!(
             "{} replicas would make {total} in the cluster, more than its limit of {} (--max-total-replicas)",
             spec.replicas, limits.max_total_replicas

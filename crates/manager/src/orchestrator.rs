@@ -30,8 +30,9 @@ pub async fn run(cluster: Arc<Cluster>, period: Duration, stop: CancellationToke
         wait = match pass {
             Ok(_) => {
                 failures = 0;
-                // Never more often than `period`, never more than 1/MAX_SHARE of the time.
-                period.max(took * MAX_SHARE)
+                // Never more often than `period`, never more than 1/MAX_SHARE of the time,
+                // and never so rarely that crash-loop retries wait minutes for it.
+                period.max(took * MAX_SHARE).min(period * 30)
             }
             Err(e) => {
                 failures += 1;

@@ -143,6 +143,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .context("no data dir")?;
     let (auth, secrets) =
         crate::tokens::manager_auth(args.insecure_no_auth, None, None, &data_dir)?;
+    let data_dir_shown = data_dir.display().to_string();
     let stop = CancellationToken::new();
     let manager = RunningManager::start(
         ManagerConfig {
@@ -153,6 +154,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             limits: Limits::default(),
             api: ApiConfig {
                 auth,
+                // Every agent of a dev cluster comes from this one address.
+                long_polls_per_client: 64 + args.workers as usize,
                 ..ApiConfig::default()
             },
             server: ServerLimits::default(),
@@ -201,27 +204,31 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         Some(_) => "-H \"Authorization: Bearer $(mycluster token)\" ",
         None => "",
     };
+    let auth_line = match (&secrets, saved) {
+        (Some(_), true) => "Token: `mycluster token` prints it (the CLI finds it by itself)".to_string(),
+        (Some(_), false) => format!(
+            "Token: in {}/api-token (a cluster set up with this name keeps its own settings)",
+            data_dir_shown
+        ),
+        (None, _) => "NO AUTHENTICATION (--insecure-no-auth): anyone who reaches the port controls this cluster".to_string(),
+    };
+    let driver_name = match driver {
+        Driver::Docker => "docker",
+        Driver::Process => "process",
+        Driver::Sim => "sim",
+    };
+    let example = match driver {
+        Driver::Process => "-- mycluster hello --port 0",
+        _ => "--image crccheck/hello-world",
+    };
     println!(
-        "MyCluster dev cluster '{}': a manager and {} workers ({} driver)\n\
-         API: {shown}\n{}\n\
+        "MyCluster dev cluster '{name}': a manager and {workers} workers ({driver_name} driver)\n\
+         API: {shown}\n{auth_line}\n\
          Try:\n  curl {auth_header}-H \"Content-Type: application/json\" -X GET {shown}/api/v1/state\n\
-         \x20 mycluster service create hello --replicas 3 {}\n\
+         \x20 mycluster service create hello --replicas 3 {example}\n\
          Stop with Ctrl-C (its containers are removed).",
-        args.name,
-        args.workers,
-        match secrets {
-            Some(_) => "Token: `mycluster token` prints it (the CLI finds it by itself)",
-            None => "NO AUTHENTICATION (--insecure-no-auth): anyone who reaches the port controls this cluster",
-        },
-        match driver {
-            Driver::Docker => "docker",
-            Driver::Process => "process",
-            Driver::Sim => "sim",
-        },
-        match driver {
-            Driver::Process => "-- mycluster hello --port 0",
-            _ => "--image crccheck/hello-world",
-        }
+        name = args.name,
+        workers = args.workers,
     );
     tokio::spawn(stop_on_signal(stop.clone()));
     for agent in agents {

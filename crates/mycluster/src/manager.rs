@@ -28,12 +28,22 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
         .context("--request-timeout must be a number of seconds, at least 1")?;
     let max_wait = Duration::try_from_secs_f64(args.max_wait)
         .ok()
-        .filter(|d| *d <= Duration::from_secs(3600))
-        .context("--max-wait must be a number of seconds, at most 3600")?;
+        .filter(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_secs(3600))
+        .context("--max-wait must be a number of seconds from 0.1 to 3600 (agents long-poll in a loop: 0 would spin them)")?;
     let data_dir = args
         .data_dir
         .clone()
         .unwrap_or_else(|| default_data_dir(&args.name));
+    // The store holds services' environments, and the dir the generated tokens: a new
+    // data dir is its owner's alone.
+    if !data_dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&data_dir)
+            .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    }
     let (auth, _) = crate::tokens::manager_auth(
         args.insecure_no_auth,
         global.token_file.as_deref(),

@@ -368,6 +368,44 @@ async fn limits_answer_with_clear_errors() {
         2,
         "nothing refused was stored"
     );
+
+    // A cluster over a lowered limit can still shrink, and change what does not add.
+    assert!(manager.terminate());
+    let manager = Manager::start(dir.path(), &["--max-total-replicas", "6"]);
+    let api = manager.api();
+    let shrink = api
+        .send_json("PATCH", "/api/v1/service/a", &json!({"replicas": 4}))
+        .await;
+    assert_eq!(shrink.status, 200, "{}", shrink.body);
+    let image = api
+        .send_json("PATCH", "/api/v1/service/b", &json!({"image": "redis"}))
+        .await;
+    assert_eq!(image.status, 200, "{}", image.body);
+    error_doc(
+        &api.send_json("PATCH", "/api/v1/service/a", &json!({"replicas": 5}))
+            .await,
+        409,
+    );
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::start(dir.path(), &[]);
+    let address = manager.url.trim_start_matches("http://").to_string();
+    // Connects and never says a word: it must not hold a connection slot for ever.
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    let mut buffer = [0u8; 16];
+    let read = stream.read(&mut buffer);
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the manager should have closed the silent connection: {read:?}"
+    );
+    assert_eq!(manager.api().get("/api/v1/stats").await.status, 200);
 }
 
 #[tokio::test]

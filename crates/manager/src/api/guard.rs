@@ -59,10 +59,11 @@ pub async fn guard(State(app): State<AppState>, request: Request, next: Next) ->
         };
     match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
+        // The manager was slow, not the client (a slow body is 408, in the body reader).
         Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "the request was not completed within {} s; a change it asked for may still be applied: read the state before retrying",
+                "the manager did not complete the request within {} s; a change it asked for may still be applied: read the state before retrying",
                 deadline.as_secs()
             ),
         )
