@@ -11,6 +11,25 @@ use std::time::Duration;
 use common::{eventually, Agent, Api, Manager, BIN, TEST_JOIN_TOKEN, TEST_TOKEN};
 use serde_json::{json, Value};
 
+/// `mycluster manager` on a free port for cluster `name`, with no token in its
+/// environment: each test gives it what it is testing.
+fn bare_manager(name: &str, data_dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args([
+            "manager",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            name,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env_remove("MYCLUSTER_TOKEN")
+        .env_remove("MYCLUSTER_JOIN_TOKEN");
+    command
+}
+
 fn error_doc(reply: &common::Reply, status: u16) {
     assert_eq!(reply.status, status, "{}", reply.body);
     assert_eq!(reply.body["code"], status, "{}", reply.body);
@@ -123,22 +142,7 @@ async fn an_agent_with_a_wrong_join_token_never_becomes_a_worker() {
 async fn tokens_are_generated_once_kept_private_and_reused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let start = || {
-        let mut command = std::process::Command::new(BIN);
-        command
-            .args([
-                "manager",
-                "--listen",
-                "127.0.0.1:0",
-                "--name",
-                "gen",
-                "--data-dir",
-            ])
-            .arg(&data)
-            .env_remove("MYCLUSTER_TOKEN")
-            .env_remove("MYCLUSTER_JOIN_TOKEN");
-        common::Manager::from_command(command)
-    };
+    let start = || common::Manager::from_command(bare_manager("gen", &data));
     let manager = start();
     let api_token = std::fs::read_to_string(data.join("api-token")).unwrap();
     let join_token = std::fs::read_to_string(data.join("join-token")).unwrap();
@@ -170,21 +174,8 @@ async fn token_files_and_weak_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "from-a-file-0123456789abcdef\n").unwrap();
-    let mut command = std::process::Command::new(BIN);
-    command
-        .args([
-            "manager",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "files",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .arg("--token-file")
-        .arg(&token_file)
-        .env_remove("MYCLUSTER_TOKEN")
-        .env_remove("MYCLUSTER_JOIN_TOKEN");
+    let mut command = bare_manager("files", &dir.path().join("data"));
+    command.arg("--token-file").arg(&token_file);
     let manager = common::Manager::from_command(command);
     let api = Api::with_token(&manager.url, Some("from-a-file-0123456789abcdef"));
     assert_eq!(api.get("/api/v1/stats").await.status, 200);
@@ -220,16 +211,7 @@ async fn token_files_and_weak_tokens() {
             "printable ASCII",
         ),
     ] {
-        let out = std::process::Command::new(BIN)
-            .args([
-                "manager",
-                "--listen",
-                "127.0.0.1:0",
-                "--name",
-                "weak",
-                "--data-dir",
-            ])
-            .arg(dir.path().join("weak"))
+        let out = bare_manager("weak", &dir.path().join("weak"))
             .env(env, value)
             .output()
             .unwrap();
@@ -237,16 +219,7 @@ async fn token_files_and_weak_tokens() {
         assert!(!out.status.success(), "{env}={value} was accepted");
         assert!(stderr.contains(expected), "{stderr}");
     }
-    let out = std::process::Command::new(BIN)
-        .args([
-            "manager",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "same",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("same"))
+    let out = bare_manager("same", &dir.path().join("same"))
         .env("MYCLUSTER_TOKEN", TEST_TOKEN)
         .env("MYCLUSTER_JOIN_TOKEN", TEST_TOKEN)
         .output()
@@ -258,14 +231,8 @@ async fn token_files_and_weak_tokens() {
 #[tokio::test]
 async fn insecure_no_auth_serves_everyone_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = std::process::Command::new(BIN);
-    command
-        .args(["manager", "--listen", "127.0.0.1:0", "--name", "open"])
-        .arg("--insecure-no-auth")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env_remove("MYCLUSTER_TOKEN")
-        .env_remove("MYCLUSTER_JOIN_TOKEN");
+    let mut command = bare_manager("open", dir.path());
+    command.arg("--insecure-no-auth");
     let manager = common::Manager::from_command(command);
     let anonymous = Api::with_token(&manager.url, None);
     assert_eq!(anonymous.get("/api/v1/stats").await.status, 200);

@@ -1,10 +1,7 @@
 //! What MyCluster costs to run: the binary's size, and the resident memory of an idle
 //! manager and of an idle agent.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
-
-use anyhow::Context;
 
 use super::manager::{rss_mib, ManagerProcess};
 use super::{report, Figure};
@@ -28,23 +25,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         "empty cluster, 2 s after start",
     ));
 
-    let mut agent = Command::new(&exe)
-        .args([
-            "agent",
-            "--name",
-            "bench-worker",
-            "--driver",
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("MYCLUSTER_MANAGER", &manager.url)
-        .env(crate::tokens::JOIN_TOKEN_ENV, &manager.join_token)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start an agent")?;
+    let mut agent = manager.spawn_agent(&["--name", "bench-worker", "--driver", "sim"])?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (rss, _) = rss_mib(agent.id());
     let _ = agent.kill();

@@ -73,6 +73,24 @@ impl ManagerProcess {
         self.child.id()
     }
 
+    /// A real `mycluster agent` of this manager (with its join token), killed if the
+    /// bench dies; `args` after `agent`.
+    pub fn spawn_agent(&self, args: &[&str]) -> anyhow::Result<Child> {
+        let exe = std::env::current_exe().context("cannot find this executable")?;
+        let mut command = Command::new(exe);
+        die_with_parent(&mut command)
+            .arg("agent")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("MYCLUSTER_MANAGER", &self.url)
+            .env(crate::tokens::JOIN_TOKEN_ENV, &self.join_token)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start an agent")
+    }
+
     /// A client of it, with the API token.
     pub fn client(&self, timeout: Duration) -> anyhow::Result<mycluster_client::Client> {
         Ok(mycluster_client::Client::new(&self.url, timeout)?.with_token(Some(self.token.clone())))

@@ -8,7 +8,7 @@
 //! is being compared; that case is measured too, as a third side.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -129,18 +129,15 @@ async fn measure(docker: &Docker, quick: bool) -> anyhow::Result<Vec<Figure>> {
         .context("cannot build the demo image")?;
     let manager = ManagerProcess::start(&[])?;
     let client = manager.client(Duration::from_secs(30))?;
-    let exe = std::env::current_exe().context("cannot find this executable")?;
     // One agent, as Swarm has one node here.
-    let agent = Command::new(exe)
-        .args(["agent", "--driver", "docker", "--cluster", CLUSTER])
-        .args(["--name", CLUSTER, "--listen", "127.0.0.1:0"])
-        .env("MYCLUSTER_MANAGER", &manager.url)
-        .env(crate::tokens::JOIN_TOKEN_ENV, &manager.join_token)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start an agent")?;
+    let agent = manager.spawn_agent(&[
+        "--driver",
+        "docker",
+        "--cluster",
+        CLUSTER,
+        "--name",
+        CLUSTER,
+    ])?;
     let agent = Agent(agent);
     let started = Instant::now();
     while !client
