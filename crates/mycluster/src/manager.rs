@@ -12,7 +12,7 @@ use crate::cli::{Global, ManagerArgs};
 
 pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
     crate::logging::init("manager");
-    raise_open_files_soft_limit();
+    raise_open_files();
     if args.max_body_bytes == 0 {
         anyhow::bail!("--max-body-bytes must be at least 1");
     }
@@ -91,17 +91,23 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every agent holds a long-poll and a heartbeat connection: thousands of workers need
-/// more descriptors than the usual soft limit of 1024. The hard limit is the admin's.
-fn raise_open_files_soft_limit() {
+/// Thousands of agents need thousands of sockets (in the manager, and in a benchmark's
+/// agent hosts, whose children inherit the limit): raise the hard limit when allowed (root), and the soft one to it.
+pub fn raise_open_files() {
     // SAFETY: getrlimit/setrlimit on a stack value.
     unsafe {
         let mut limit = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let wanted = libc::rlimit {
+            rlim_cur: 262_144,
+            rlim_max: limit.rlim_max.max(262_144),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }

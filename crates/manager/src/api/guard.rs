@@ -21,7 +21,10 @@ use super::{ApiError, AppState};
 pub struct Peer(pub SocketAddr);
 
 pub async fn guard(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let header_bytes: usize = request.uri().to_string().len()
+    let header_bytes: usize = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len())
         + request
             .headers()
             .iter()

@@ -68,7 +68,7 @@ impl Drop for AgentHost {
 /// `mycluster bench agents --from N --count M`: runs M sim agents named simNNNNN until
 /// killed (the benchmark's agent hosts).
 pub async fn host_agents(manager: &str, from: usize, count: usize) -> anyhow::Result<()> {
-    raise_open_files();
+    crate::manager::raise_open_files();
     let token = crate::tokens::agent_token(None)?;
     let mut handles = Vec::with_capacity(count);
     let stop = CancellationToken::new();
@@ -109,7 +109,7 @@ pub async fn run(
     } else {
         Duration::from_secs(1200)
     };
-    raise_open_files();
+    crate::manager::raise_open_files();
     let manager = ManagerProcess::start(&[])?;
     let client = manager.client(Duration::from_secs(120))?;
     let scale = format!("{workers} sim workers, {replicas} replicas");
@@ -265,28 +265,5 @@ async fn wait(
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Thousands of agents need thousands of sockets, here and in the manager (which
-/// inherits the limit): raise the hard limit when allowed (root), and the soft one to it.
-fn raise_open_files() {
-    // SAFETY: getrlimit/setrlimit on a stack value.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return;
-        }
-        let wanted = libc::rlimit {
-            rlim_cur: 262_144,
-            rlim_max: limit.rlim_max.max(262_144),
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
     }
 }
