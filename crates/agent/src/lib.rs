@@ -84,7 +84,8 @@ struct Shared {
     address: String,
     /// The manager's latest task list for this worker; `None` until the first arrives,
     /// so a restarted agent removes nothing before it knows what is wanted.
-    wanted: watch::Sender<Option<Vec<TaskDoc>>>,
+    /// Shared, not copied, by each pass: a pass runs every second on every agent.
+    wanted: watch::Sender<Option<Arc<Vec<TaskDoc>>>>,
     /// Starts and removals under way (by task or container), so none is launched twice.
     in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Reports of finished actions, for the next pass to send.
@@ -197,13 +198,23 @@ async fn register_until_done(shared: &Shared, stop: &CancellationToken) {
     }
 }
 
+/// The longest heartbeat interval an agent accepts from its manager, in seconds.
+const MAX_HEARTBEAT_INTERVAL: f64 = 60.0;
+
 async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
     let name = format!("agent {} heartbeat", shared.config.name);
     run_loop(&name, shared.config.heartbeat, stop, || {
         let shared = shared.clone();
         async move {
             match shared.client.heartbeat(&shared.config.name).await {
-                Ok(_) => Ok(LoopControl::Continue),
+                // A large cluster asks its agents to beat less often.
+                Ok(answer) => Ok(match answer["heartbeat_interval"].as_f64() {
+                    Some(secs) if secs.is_finite() && secs > 0.0 => LoopControl::After(
+                        Duration::from_secs_f64(secs.min(MAX_HEARTBEAT_INTERVAL))
+                            .max(shared.config.heartbeat),
+                    ),
+                    _ => LoopControl::Continue,
+                }),
                 // The manager does not know us (it lost its state): join again.
                 Err(e) if e.status() == Some(404) => {
                     register(&shared).await.map_err(|e| e.to_string())?;
@@ -236,7 +247,7 @@ async fn watch_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 }
                 failures = 0;
                 index = Some(list.index);
-                shared.wanted.send_replace(Some(list.tasks));
+                shared.wanted.send_replace(Some(Arc::new(list.tasks)));
             }
             Err(e) => {
                 failures += 1;
@@ -300,7 +311,7 @@ const PARALLEL_ACTIONS: usize = 16;
 /// background and report through `finished` when done, so a slow image pull holds up
 /// neither the other tasks nor exit reports; an action already under way is not
 /// launched twice.
-async fn sync_once(shared: &Arc<Shared>, tasks: Vec<TaskDoc>) -> Result<(), String> {
+async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(), String> {
     // What was under way when the list began: listing can take seconds on a busy engine,
     // and a start that finished meanwhile may show in it half-done (created, not yet
     // running). Such a task is left to the next pass, which sees it as it is.
@@ -367,6 +378,7 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Vec<TaskDoc>) -> Result<(), Stri
         .unwrap_or_default();
     shared.wanted.send_if_modified(|list| {
         let Some(list) = list else { return false };
+        let list = Arc::make_mut(list);
         for r in reports.iter().filter(|r| !ignored.contains(&r.id.as_str())) {
             if let Some(task) = list.iter_mut().find(|t| t.id == r.id) {
                 task.state = r.state.as_str().to_string();

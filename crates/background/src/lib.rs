@@ -9,6 +9,9 @@ use tokio_util::sync::CancellationToken;
 /// What a step asks of its loop.
 pub enum LoopControl {
     Continue,
+    /// Go on, with the next step after this long instead of the period (a server asked
+    /// for a different pace).
+    After(Duration),
     Stop,
 }
 
@@ -31,6 +34,10 @@ where
                 }
                 failures = 0;
                 period
+            }
+            Ok(LoopControl::After(wait)) => {
+                failures = 0;
+                wait
             }
             Ok(LoopControl::Stop) => break,
             Err(e) => {
@@ -96,6 +103,27 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         tokio::time::sleep(Duration::from_millis(2_000)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 6);
+        stop.cancel();
+        handle.await.expect("loop ends when stopped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_can_set_the_next_wait() {
+        let stop = CancellationToken::new();
+        let calls = Arc::new(AtomicU32::new(0));
+        let counter = calls.clone();
+        let handle = tokio::spawn(run_loop(
+            "test",
+            Duration::from_secs(1),
+            stop.clone(),
+            move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { Ok(LoopControl::After(Duration::from_secs(10))) }
+            },
+        ));
+        // Steps at t=0, 10, 20: not every second.
+        tokio::time::sleep(Duration::from_millis(25_000)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
         stop.cancel();
         handle.await.expect("loop ends when stopped");
     }

@@ -296,6 +296,21 @@ impl Client {
         self.request(Method::POST, &path, None).await
     }
 
+    /// Declares many workers down in one commit (`POST /api/v1/workers/_down`); those
+    /// heard from within `silent_for` are skipped.
+    pub async fn declare_down_many(
+        &self,
+        workers: &[&str],
+        silent_for: Duration,
+    ) -> Result<Value, ClientError> {
+        let path = format!(
+            "/api/v1/workers/_down?silent_for={}ms",
+            silent_for.as_millis()
+        );
+        let body = serde_json::json!({ "workers": workers });
+        self.request(Method::POST, &path, Some(&body)).await
+    }
+
     pub async fn report(&self, worker: &str, reports: &[TaskReport]) -> Result<Value, ClientError> {
         let path = format!("/api/v1/workers/{}/status", segment(worker));
         self.request(Method::POST, &path, Some(&json!({ "tasks": reports })))

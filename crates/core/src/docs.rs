@@ -210,7 +210,15 @@ pub struct WorkerDoc {
     pub running: usize,
     /// Seconds since its last heartbeat; null if none since the manager started.
     pub last_heartbeat_age: Option<f64>,
+    /// Seconds between the heartbeats its agent was asked for: longer in large clusters
+    /// (see `--max-heartbeats-per-second`); its silence is judged against it.
+    #[serde(default = "one_second")]
+    pub heartbeat_interval: f64,
     pub registered_at: f64,
+}
+
+fn one_second() -> f64 {
+    1.0
 }
 
 impl WorkerDoc {
@@ -218,13 +226,9 @@ impl WorkerDoc {
         worker: &Worker,
         state: &ClusterState,
         heartbeat_age: Option<Duration>,
+        heartbeat_interval: Duration,
     ) -> WorkerDoc {
-        let tasks = state.tasks_on_worker(&worker.name);
-        let (mut active, mut running) = (0, 0);
-        for task in tasks {
-            active += usize::from(task.is_active());
-            running += usize::from(task.state == TaskState::Running);
-        }
+        let load = state.load_of(&worker.name);
         WorkerDoc {
             worker: worker.name.clone(),
             address: worker.address.clone(),
@@ -232,10 +236,11 @@ impl WorkerDoc {
             labels: worker.labels.clone(),
             capacity: worker.capacity,
             driver: worker.driver.clone(),
-            tasks: active,
-            running,
+            tasks: load.active as usize,
+            running: load.running as usize,
             last_heartbeat_age: heartbeat_age
                 .map(|age| (age.as_secs_f64() * 1000.0).round() / 1000.0),
+            heartbeat_interval: heartbeat_interval.as_secs_f64(),
             registered_at: seconds(worker.registered_at),
         }
     }

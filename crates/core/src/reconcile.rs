@@ -2,7 +2,8 @@
 //! to create, which to stop, and which are lost. Level-triggered: it looks only at the
 //! current state, so running it again after a missed event repairs the difference.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use crate::{
     Change, ClusterState, DesiredState, IdSource, Millis, Service, Task, TaskState, WorkerStatus,
@@ -58,7 +59,9 @@ pub fn reconcile_services<'a>(
 }
 
 /// Appends the changes one service needs; returns how many of its tasks were lost with
-/// their worker and are being replaced.
+/// their worker and are being replaced. Tasks are only borrowed, and copied when one
+/// changes: a worker's death reconciles every service it held, and copying each of
+/// their tasks made that cost seconds at a million tasks.
 fn reconcile_service(
     state: &ClusterState,
     name: &str,
@@ -68,53 +71,68 @@ fn reconcile_service(
 ) -> u64 {
     let service = state.services.get(name);
     let mut relocated = 0;
-    let mut tasks: Vec<Task> = state.tasks_of_service(name).cloned().collect();
+    let mut tasks: Vec<Cow<'_, Task>> = state.tasks_of_service(name).map(Cow::Borrowed).collect();
 
     // 1. Each live task: lost with its worker, or no longer wanted.
     for task in tasks.iter_mut().filter(|t| !t.state.is_terminal()) {
-        let mut next = task.clone();
-        if let Some(why) = lost_because(state, task) {
+        let lost = lost_because(state, task);
+        let unwanted = match (&lost, task.desired) {
+            (None, DesiredState::Running) => unwanted_because(state, service, task),
+            _ => None,
+        };
+        let stopped_unplaced =
+            task.desired == DesiredState::Shutdown && task.state == TaskState::Pending;
+        if lost.is_none() && unwanted.is_none() && !stopped_unplaced {
+            continue;
+        }
+        let mut next = Task::clone(task);
+        if let Some(why) = lost {
             next.state = TaskState::Lost;
             next.message = why;
             if task.desired == DesiredState::Running && wants(service, task) {
                 relocated += 1;
             }
-        } else if task.desired == DesiredState::Running {
-            if let Some(why) = unwanted_because(state, service, task) {
-                next.desired = DesiredState::Shutdown;
-                next.message = why;
-            }
+        } else if let Some(why) = unwanted {
+            next.desired = DesiredState::Shutdown;
+            next.message = why;
         }
         // Never placed: nothing to stop, so it is over at once.
         if next.desired == DesiredState::Shutdown && next.state == TaskState::Pending {
             next.state = TaskState::Shutdown;
         }
-        if next != *task {
+        if next != **task {
             next.updated_at = now;
             changes.push(Change::PutTask(next.clone()));
-            *task = next;
+            *task = Cow::Owned(next);
         }
     }
+
+    // Finished tasks by slot, the most recent first; active ones by slot.
+    let mut finished: Vec<&Task> = tasks
+        .iter()
+        .map(|t| t.as_ref())
+        .filter(|t| t.state.is_terminal())
+        .collect();
+    finished.sort_by_key(|t| (t.slot, std::cmp::Reverse((t.updated_at, t.created_at))));
+    let mut active: Vec<&Task> = tasks
+        .iter()
+        .map(|t| t.as_ref())
+        .filter(|t| t.is_active())
+        .collect();
+    active.sort_by_key(|t| t.slot);
 
     // 2. Exactly one active task per wanted slot.
     if let Some(service) = service {
         // The most recent finished task of each slot decides when its next one starts.
-        let mut latest: BTreeMap<u32, Task> = BTreeMap::new();
-        for task in tasks.iter().filter(|t| t.state.is_terminal()) {
-            let newer = latest
-                .get(&task.slot)
-                .is_none_or(|l| (task.updated_at, task.created_at) > (l.updated_at, l.created_at));
-            if newer {
-                latest.insert(task.slot, task.clone());
-            }
-        }
-        let mut active: BTreeMap<u32, Vec<&mut Task>> = BTreeMap::new();
-        for task in tasks.iter_mut().filter(|t| t.is_active()) {
-            active.entry(task.slot).or_default().push(task);
-        }
+        let latest: HashMap<u32, &Task> = finished
+            .chunk_by(|a, b| a.slot == b.slot)
+            .map(|done| (done[0].slot, done[0]))
+            .collect();
+        let mut by_slot = active.chunk_by_mut(|a, b| a.slot == b.slot).peekable();
         for slot in 0..service.spec.replicas {
-            match active.get_mut(&slot) {
-                None => match replacement(latest.get(&slot), now) {
+            while by_slot.next_if(|group| group[0].slot < slot).is_some() {}
+            match by_slot.next_if(|group| group[0].slot == slot) {
+                None => match replacement(latest.get(&slot).copied(), now) {
                     Replacement::Now(failures) => {
                         let mut task = new_task(service, slot, ids.next_id(), now);
                         task.failures = failures;
@@ -131,8 +149,8 @@ fn reconcile_service(
                 Some(duplicates) if duplicates.len() > 1 => {
                     // Should not happen; if it does, keep the one furthest along.
                     duplicates.sort_by_key(|t| (std::cmp::Reverse(t.state), t.created_at));
-                    for extra in duplicates.iter_mut().skip(1) {
-                        let mut next = (**extra).clone();
+                    for extra in duplicates.iter().skip(1) {
+                        let mut next = Task::clone(extra);
                         next.desired = DesiredState::Shutdown;
                         next.message = format!("duplicate of another task for slot {slot}");
                         if next.state == TaskState::Pending {
@@ -148,17 +166,12 @@ fn reconcile_service(
     }
 
     // 3. Forget finished tasks beyond the history kept for a slot still wanted.
-    let mut finished: BTreeMap<u32, Vec<&Task>> = BTreeMap::new();
-    for task in tasks.iter().filter(|t| t.state.is_terminal()) {
-        finished.entry(task.slot).or_default().push(task);
-    }
-    for (slot, mut done) in finished {
+    for done in finished.chunk_by(|a, b| a.slot == b.slot) {
         let keep = match service {
-            Some(s) if slot < s.spec.replicas => HISTORY_PER_SLOT,
+            Some(s) if done[0].slot < s.spec.replicas => HISTORY_PER_SLOT,
             _ => 0,
         };
-        done.sort_by_key(|t| std::cmp::Reverse((t.updated_at, t.created_at)));
-        for task in done.into_iter().skip(keep) {
+        for task in done.iter().skip(keep) {
             changes.push(Change::DeleteTask(task.id.clone()));
         }
     }

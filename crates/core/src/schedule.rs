@@ -23,15 +23,12 @@ pub fn schedule(state: &ClusterState, now: Millis) -> Vec<Change> {
         .values()
         .filter(|w| w.status == WorkerStatus::Ready)
     {
-        let mut load = Load {
+        let held = state.load_of(&worker.name);
+        let load = Load {
             worker,
-            active: 0,
-            live: 0,
+            active: held.active,
+            live: held.live,
         };
-        for task in state.tasks_on_worker(&worker.name) {
-            load.active += u32::from(task.is_active());
-            load.live += u32::from(task.is_live());
-        }
         loads.insert(&worker.name, load);
     }
 

@@ -50,6 +50,33 @@ pub struct ClusterState {
     by_worker: OrdMap<String, OrdMap<String, Arc<Task>>>,
     /// Tasks waiting for a worker, so scheduling does not scan every task.
     pending: OrdMap<String, Arc<Task>>,
+    /// What each worker holds, kept by `apply`: scheduling and the worker list read it
+    /// for every worker, and counting a million tasks each time was their whole cost.
+    loads: OrdMap<String, WorkerLoad>,
+}
+
+/// The tasks placed on one worker, counted by what they mean for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerLoad {
+    /// Wanted and not finished: what the spread balances.
+    pub active: u32,
+    /// Not finished (including those stopping): what holds the worker's capacity.
+    pub live: u32,
+    /// Reported running by its agent.
+    pub running: u32,
+}
+
+impl WorkerLoad {
+    fn add(&mut self, task: &Task, sign: i64) {
+        let step = |n: &mut u32, counts: bool| {
+            if counts {
+                *n = (i64::from(*n) + sign).clamp(0, i64::from(u32::MAX)) as u32;
+            }
+        };
+        step(&mut self.active, task.is_active());
+        step(&mut self.live, task.is_live());
+        step(&mut self.running, task.state == crate::TaskState::Running);
+    }
 }
 
 impl ClusterState {
@@ -91,6 +118,7 @@ impl ClusterState {
                 index(&mut self.by_service, &task.service, &task);
                 if let Some(worker) = &task.worker {
                     index(&mut self.by_worker, worker, &task);
+                    self.loads.entry(worker.clone()).or_default().add(&task, 1);
                 }
                 if task.is_pending() {
                     self.pending.insert(task.id.clone(), task.clone());
@@ -116,6 +144,13 @@ impl ClusterState {
             unindex(&mut self.by_service, &old.service, id);
             if let Some(worker) = &old.worker {
                 unindex(&mut self.by_worker, worker, id);
+                let emptied = self.loads.get_mut(worker).is_some_and(|load| {
+                    load.add(old, -1);
+                    *load == WorkerLoad::default()
+                });
+                if emptied {
+                    self.loads.remove(worker);
+                }
             }
             self.pending.remove(id);
         }
@@ -134,6 +169,11 @@ impl ClusterState {
     /// Every task placed on a worker (in any state), by id.
     pub fn tasks_on_worker<'a>(&'a self, worker: &str) -> impl Iterator<Item = &'a Task> + 'a {
         self.indexed(&self.by_worker, worker)
+    }
+
+    /// What a worker holds (all zero for one without tasks).
+    pub fn load_of(&self, worker: &str) -> WorkerLoad {
+        self.loads.get(worker).copied().unwrap_or_default()
     }
 
     /// Names of services that have tasks, whether or not the service still exists.

@@ -465,6 +465,19 @@ fn check_settled(state: &ClusterState) -> Result<(), TestCaseError> {
             prop_assert!(state.tasks_on_worker(w).any(|t| t.id == task.id));
         }
     }
+    // The per-worker counts equal a recount, for every worker that ever held a task.
+    let mut holders: BTreeSet<&String> = state.workers.keys().collect();
+    holders.extend(state.tasks.values().filter_map(|t| t.worker.as_ref()));
+    for worker in holders {
+        let on = || state.tasks_on_worker(worker);
+        let load = state.load_of(worker);
+        prop_assert_eq!(load.active as usize, on().filter(|t| t.is_active()).count());
+        prop_assert_eq!(load.live as usize, on().filter(|t| t.is_live()).count());
+        prop_assert_eq!(
+            load.running as usize,
+            on().filter(|t| t.state == TaskState::Running).count()
+        );
+    }
     Ok(())
 }
 

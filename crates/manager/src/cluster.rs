@@ -43,7 +43,15 @@ pub struct Cluster {
     task_watch: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Last heartbeat per worker. Kept in memory only: a heartbeat a second per worker is
     /// not worth a disk write, and after a restart every worker gets a fresh grace period.
-    heartbeats: Mutex<HashMap<String, Instant>>,
+    heartbeats: Mutex<HashMap<String, Heard>>,
+}
+
+/// When a worker was last heard from, and the heartbeat interval it was last asked for
+/// (its silence is judged against that).
+#[derive(Clone, Copy, Debug)]
+pub struct Heard {
+    pub at: Instant,
+    pub interval: Duration,
 }
 
 /// What writers share: the tip and the batch waiting for the next commit.
@@ -93,7 +101,11 @@ impl Cluster {
         // Every known worker gets a fresh grace period: after a restart, silence is only
         // silence since this manager started.
         let now = Instant::now();
-        let heartbeats = state.workers.keys().map(|w| (w.clone(), now)).collect();
+        let heard = Heard {
+            at: now,
+            interval: mycluster_core::worker::MIN_HEARTBEAT_INTERVAL,
+        };
+        let heartbeats = state.workers.keys().map(|w| (w.clone(), heard)).collect();
         Ok(Cluster {
             name,
             limits,
@@ -276,21 +288,34 @@ impl Cluster {
         self.committed.subscribe()
     }
 
-    pub fn record_heartbeat(&self, worker: &str) {
-        self.heartbeats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(worker.to_string(), Instant::now());
+    /// Notes that `worker` was heard from; `told` is the heartbeat interval it was just
+    /// asked for (`None`: unchanged).
+    pub fn record_heartbeat(&self, worker: &str, told: Option<Duration>) {
+        let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let interval = told
+            .or_else(|| heartbeats.get(worker).map(|h| h.interval))
+            .unwrap_or(mycluster_core::worker::MIN_HEARTBEAT_INTERVAL);
+        heartbeats.insert(
+            worker.to_string(),
+            Heard {
+                at: Instant::now(),
+                interval,
+            },
+        );
     }
 
-    /// How long ago each worker was last heard from (`None`: not since this manager
-    /// started).
-    pub fn heartbeat_age(&self, worker: &str) -> Option<Duration> {
+    /// When the worker was last heard from (`None`: not since this manager started).
+    pub fn heard(&self, worker: &str) -> Option<Heard> {
         self.heartbeats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(worker)
-            .map(Instant::elapsed)
+            .copied()
+    }
+
+    /// How long ago the worker was last heard from.
+    pub fn heartbeat_age(&self, worker: &str) -> Option<Duration> {
+        self.heard(worker).map(|h| h.at.elapsed())
     }
 }
 

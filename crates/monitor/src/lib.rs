@@ -38,17 +38,29 @@ impl MonitorConfig {
     }
 }
 
-/// The ready workers silent for longer than `dead_after`: the ones to probe.
+/// How long a worker may stay silent before it is suspected: `dead_after`, or two of the
+/// heartbeat intervals it was asked for if that is longer (a large cluster's agents beat
+/// less often than once a second).
+pub fn silence_allowed(worker: &WorkerDoc, dead_after: Duration) -> Duration {
+    dead_after.max(Duration::from_secs_f64(
+        2.0 * worker.heartbeat_interval.max(0.0),
+    ))
+}
+
+/// The ready workers silent for longer than they may be: the ones to probe.
 pub fn suspects(workers: &[WorkerDoc], dead_after: Duration) -> Vec<&WorkerDoc> {
     workers
         .iter()
         .filter(|w| w.status == "ready")
         .filter(|w| {
             w.last_heartbeat_age
-                .is_some_and(|age| age > dead_after.as_secs_f64())
+                .is_some_and(|age| age > silence_allowed(w, dead_after).as_secs_f64())
         })
         .collect()
 }
+
+/// Probes at once at most this many suspects' health endpoints.
+const PARALLEL_PROBES: usize = 64;
 
 /// Runs until `stop` is cancelled.
 pub async fn run(
@@ -73,8 +85,10 @@ pub async fn run(
                     manager_down = false;
                 }
                 note_changes(&workers, &mut last_status);
-                for worker in suspects(&workers, config.dead_after) {
-                    let alive = probe_health(&probe, &worker.address).await;
+                let suspects = suspects(&workers, config.dead_after);
+                let alive = probe_all(&probe, &suspects).await;
+                let mut dead = Vec::new();
+                for (worker, alive) in suspects.iter().zip(alive) {
                     if alive {
                         // Heartbeats are not arriving, but the agent answers: a network
                         // problem between it and the manager, not a dead worker. Say it once.
@@ -91,22 +105,10 @@ pub async fn run(
                         continue;
                     }
                     answering.remove(&worker.worker);
-                    match client.declare_down(&worker.worker, config.dead_after).await {
-                        Ok(answer) => {
-                            tracing::error!(
-                                "Worker {} was not found... relocating its services",
-                                worker.worker
-                            );
-                            log_relocations(&worker.worker, &answer);
-                            last_status.insert(worker.worker.clone(), "down".into());
-                        }
-                        // It beat again meanwhile: alive after all.
-                        Err(e) if e.status() == Some(409) => tracing::info!("{e}"),
-                        Err(e) => tracing::error!(
-                            "Could not relocate the services of {}: {e}",
-                            worker.worker
-                        ),
-                    }
+                    dead.push(*worker);
+                }
+                if !dead.is_empty() {
+                    declare(&client, &dead, config.dead_after, &mut last_status).await;
                 }
             }
             Err(e) => {
@@ -123,6 +125,65 @@ pub async fn run(
     }
     tracing::info!("Stopping monitor agent");
     Ok(())
+}
+
+/// Declares every confirmed-dead worker down in one request (one commit, one reconcile),
+/// then says, for each, what moved where.
+async fn declare(
+    client: &Client,
+    dead: &[&WorkerDoc],
+    dead_after: Duration,
+    last_status: &mut BTreeMap<String, String>,
+) {
+    let names: Vec<&str> = dead.iter().map(|w| w.worker.as_str()).collect();
+    // Each was silent longer than it may be; the manager refuses any that beat again
+    // within the shortest of those silences (a worker that beat since the look above
+    // is silent for less than any of them).
+    let silent_for = dead
+        .iter()
+        .map(|w| silence_allowed(w, dead_after))
+        .min()
+        .unwrap_or(dead_after);
+    match client.declare_down_many(&names, silent_for).await {
+        Ok(answer) => {
+            for verdict in answer["down"].as_array().into_iter().flatten() {
+                let worker = verdict["worker"].as_str().unwrap_or("?");
+                tracing::error!("Worker {worker} was not found... relocating its services");
+                log_relocations(worker, verdict);
+                last_status.insert(worker.to_string(), "down".into());
+            }
+            // It beat again meanwhile: alive after all.
+            for skipped in answer["skipped"].as_array().into_iter().flatten() {
+                tracing::info!("{}", skipped["message"].as_str().unwrap_or("skipped"));
+            }
+        }
+        Err(e) => tracing::error!(
+            "Could not relocate the services of {}: {e}",
+            names.join(", ")
+        ),
+    }
+}
+
+/// Whether each worker's agent answers its health probe, probed side by side: when a
+/// rack dies, a thousand probes in a row would hold up the verdict on all of them.
+async fn probe_all(probe: &reqwest::Client, workers: &[&WorkerDoc]) -> Vec<bool> {
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_PROBES));
+    let mut probes = tokio::task::JoinSet::new();
+    for (i, worker) in workers.iter().enumerate() {
+        let (probe, address, limit) = (probe.clone(), worker.address.clone(), limit.clone());
+        probes.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            (i, probe_health(&probe, &address).await)
+        });
+    }
+    let mut alive = vec![false; workers.len()];
+    while let Some(done) = probes.join_next().await {
+        // A probe that panicked answered nothing: the worker is not known to be alive.
+        if let Ok((i, answered)) = done {
+            alive[i] = answered;
+        }
+    }
+    alive
 }
 
 async fn probe_health(probe: &reqwest::Client, address: &str) -> bool {
@@ -188,6 +249,7 @@ mod tests {
             tasks: 0,
             running: 0,
             last_heartbeat_age: age,
+            heartbeat_interval: 1.0,
             registered_at: 0.0,
         }
     }
@@ -206,5 +268,23 @@ mod tests {
             .map(|w| w.worker.as_str())
             .collect();
         assert_eq!(names, ["silent"]);
+    }
+
+    #[test]
+    fn a_slower_heartbeat_allows_a_longer_silence() {
+        let mut slow = worker("slow", "ready", Some(12.0));
+        slow.heartbeat_interval = 10.0;
+        let mut late = worker("late", "ready", Some(21.0));
+        late.heartbeat_interval = 10.0;
+        let workers = [slow, late];
+        let names: Vec<&str> = suspects(&workers, Duration::from_secs(2))
+            .into_iter()
+            .map(|w| w.worker.as_str())
+            .collect();
+        assert_eq!(names, ["late"]);
+        assert_eq!(
+            silence_allowed(&workers[0], Duration::from_secs(2)),
+            Duration::from_secs(20)
+        );
     }
 }

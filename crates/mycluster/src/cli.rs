@@ -161,6 +161,16 @@ pub struct ManagerArgs {
     /// Open connections at once (more wait to be accepted).
     #[arg(long, env = "MYCLUSTER_MAX_CONNECTIONS", default_value_t = 16_384)]
     pub max_connections: usize,
+    /// Heartbeats all agents together may send per second. Agents beat every second
+    /// until the cluster outgrows this, then each is asked to beat less often (10,000
+    /// workers at 1000/s: every 10 s), and the monitor waits two intervals before it
+    /// suspects a worker.
+    #[arg(
+        long,
+        env = "MYCLUSTER_MAX_HEARTBEATS_PER_SECOND",
+        default_value_t = 1000
+    )]
+    pub max_heartbeats_per_second: u32,
     /// A file holding the agents' join token [default: $MYCLUSTER_JOIN_TOKEN, else one
     /// generated into the data dir]. The API token comes from $MYCLUSTER_TOKEN or
     /// --token-file, else is generated into the data dir.

@@ -19,8 +19,13 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
     if args.max_header_bytes < 1024 {
         anyhow::bail!("--max-header-bytes must be at least 1024");
     }
-    if args.long_polls_per_client == 0 || args.max_connections == 0 {
-        anyhow::bail!("--long-polls-per-client and --max-connections must be at least 1");
+    if args.long_polls_per_client == 0
+        || args.max_connections == 0
+        || args.max_heartbeats_per_second == 0
+    {
+        anyhow::bail!(
+            "--long-polls-per-client, --max-connections and --max-heartbeats-per-second must be at least 1"
+        );
     }
     let request_timeout = Duration::try_from_secs_f64(args.request_timeout)
         .ok()
@@ -67,6 +72,7 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
             request_timeout,
             max_wait,
             long_polls_per_client: args.long_polls_per_client,
+            max_heartbeats_per_second: args.max_heartbeats_per_second,
             ..ApiConfig::default()
         },
         server: ServerLimits {

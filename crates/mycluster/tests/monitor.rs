@@ -6,7 +6,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{eventually, unique_mark, workloads, Agent, Api, Manager, Monitor, BIN};
+use common::{
+    eventually, unique_mark, workloads, Agent, Api, Manager, Monitor, BIN, TEST_JOIN_TOKEN,
+};
 use serde_json::{json, Value};
 
 fn service(mark: &str, replicas: u32) -> Value {
@@ -185,4 +187,153 @@ async fn with_every_worker_dead_tasks_wait_and_the_first_to_return_takes_them() 
     let _back = Agent::start(&manager.url, "w2", "process", &[]);
     let procs = running_elsewhere(&api, &mark, 3, "w1").await;
     assert!(procs.iter().all(|p| p.worker == "w2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_dead_at_once_are_both_declared_and_relocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::start_unique(dir.path(), "rack");
+    let api = manager.api();
+    let monitor = Monitor::start(&manager.url);
+    let names = ["w1", "w2", "w3", "w4"];
+    let mut agents: BTreeMap<&str, Agent> = names
+        .into_iter()
+        .map(|n| (n, Agent::start(&manager.url, n, "process", &[])))
+        .collect();
+    ready(&api, &names).await;
+    let mark = unique_mark("rack");
+    assert_eq!(
+        api.post("/api/v1/service", &service(&mark, 4)).await.status,
+        201
+    );
+    running_elsewhere(&api, &mark, 4, "nobody").await;
+
+    // A rack goes: w1 and w2 together.
+    agents.remove("w1").unwrap().kill9();
+    agents.remove("w2").unwrap().kill9();
+    let after = eventually("4 running on w3 and w4", || async {
+        let procs = workloads(&mark);
+        let running = api
+            .ok("/api/v1/tasks?service=web")
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "running")
+            .count();
+        (procs.len() == 4
+            && running == 4
+            && procs.iter().all(|p| p.worker == "w3" || p.worker == "w4"))
+        .then_some(procs)
+    })
+    .await;
+    assert_eq!(after.len(), 4, "{after:?}");
+    let all = statuses(&api).await;
+    assert_eq!((all["w1"].as_str(), all["w2"].as_str()), ("down", "down"));
+    let stats = api.ok("/api/v1/stats").await;
+    assert_eq!(stats["workers.failures"], 2);
+    assert_eq!(stats["containers.relocated"], 2);
+    let log = eventually("both verdicts in the monitor's log", || async {
+        let log = monitor.log_text();
+        (log.contains("Total of 1 containers relocated from w1")
+            && log.contains("Total of 1 containers relocated from w2"))
+        .then_some(log)
+    })
+    .await;
+    for worker in ["w1", "w2"] {
+        assert!(
+            log.contains(&format!(
+                "{{monitor}} ERROR - Worker {worker} was not found... relocating its services"
+            )),
+            "{log}"
+        );
+    }
+}
+
+/// Registers a worker the way an agent does, without an agent behind it.
+async fn register(manager: &Manager, name: &str) {
+    let agent = Api::with_token(&manager.url, Some(TEST_JOIN_TOKEN));
+    let body = json!({"name": name, "address": "127.0.0.1:9", "driver": "sim"});
+    let reply = agent.post("/api/v1/workers", &body).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_workers_are_declared_down_in_one_request_and_bad_requests_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // One heartbeat a second in all: three workers are asked to beat every 3 s.
+    let manager = Manager::start(dir.path(), &["--max-heartbeats-per-second", "1"]);
+    let api = manager.api();
+    for name in ["a", "b", "c"] {
+        register(&manager, name).await;
+    }
+    let agent = Api::with_token(&manager.url, Some(TEST_JOIN_TOKEN));
+    let beat = agent.post("/api/v1/workers/a/heartbeat", &json!({})).await;
+    assert_eq!(beat.status, 200, "{}", beat.body);
+    assert_eq!(beat.body["heartbeat_interval"], 3.0);
+    let worker = api.ok("/api/v1/workers/a").await;
+    assert_eq!(worker["heartbeat_interval"], 3.0);
+
+    let spec = json!({"service": "web", "image": "img", "replicas": 6});
+    let created = api.post("/api/v1/service?wait=0", &spec).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let before = api.ok("/api/v1/tasks").await;
+
+    // Refused as a whole: nothing changes.
+    for (body, status) in [
+        (json!({"workers": ["a", "nobody"]}), 404),
+        (json!({"workers": []}), 400),
+        (json!({"workers": "a"}), 400),
+        (json!({"names": ["a"]}), 400),
+    ] {
+        let reply = api.post("/api/v1/workers/_down", &body).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.body);
+        assert_eq!(reply.body["code"], status, "{}", reply.body);
+    }
+    assert_eq!(api.ok("/api/v1/tasks").await, before);
+    assert_eq!(api.ok("/api/v1/stats").await["workers.failures"], 0);
+
+    // a just beat: with a long silence required it is skipped, b and c go down.
+    let reply = api
+        .post(
+            "/api/v1/workers/_down?silent_for=60s",
+            &json!({"workers": ["a", "b", "c", "b"]}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["skipped"][0]["worker"], "a", "{}", reply.body);
+    // Registered moments ago, b and c were heard from too.
+    assert_eq!(reply.body["skipped"].as_array().unwrap().len(), 3);
+    assert_eq!(reply.body["down"], json!([]));
+
+    let reply = api
+        .post(
+            "/api/v1/workers/_down",
+            &json!({"workers": ["b", "c", "b"]}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let down = reply.body["down"].as_array().unwrap();
+    assert_eq!(down.len(), 2, "{}", reply.body);
+    let mut moved = 0;
+    for verdict in down {
+        assert_eq!(verdict["status"], "down");
+        for relocation in verdict["relocated"].as_array().unwrap() {
+            assert_eq!(relocation["worker"], "a", "{relocation}");
+            assert!(relocation["replacement"].is_string(), "{relocation}");
+            moved += 1;
+        }
+    }
+    assert_eq!(moved, 4, "b and c held 4 of the 6: {}", reply.body);
+    let stats = api.ok("/api/v1/stats").await;
+    assert_eq!(stats["workers.failures"], 2);
+    assert_eq!(stats["containers.relocated"], 4);
+    let tasks = api.ok("/api/v1/tasks?service=web").await;
+    let on_a = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["desired_state"] == "running" && t["worker"] == "a")
+        .count();
+    assert_eq!(on_a, 6);
 }

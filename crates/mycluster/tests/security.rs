@@ -62,6 +62,7 @@ async fn every_endpoint_but_healthz_needs_the_token() {
         ("GET", "/api/v1/service/web"),
         ("DELETE", "/api/v1/service/web"),
         ("POST", "/api/v1/workers/w1/down"),
+        ("POST", "/api/v1/workers/_down"),
         ("GET", "/no/such/endpoint"),
     ] {
         for client in [&anonymous, &wrong] {

@@ -36,6 +36,9 @@ pub struct ApiConfig {
     pub long_polls_per_client: usize,
     /// Long-polls the manager holds at once.
     pub max_long_polls: usize,
+    /// Heartbeats all agents together should send per second; past it, each agent is
+    /// asked to beat less often than once a second.
+    pub max_heartbeats_per_second: u32,
 }
 
 impl Default for ApiConfig {
@@ -50,6 +53,7 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(30),
             long_polls_per_client: 64,
             max_long_polls: 50_000,
+            max_heartbeats_per_second: 1000,
         }
     }
 }
@@ -104,6 +108,7 @@ pub fn router(state: AppState) -> Router {
             post(workers::report_status),
         )
         .route("/api/v1/workers/{name}/down", post(workers::declare_down))
+        .route("/api/v1/workers/_down", post(workers::declare_many))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -9,7 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use mycluster_core::commands::{self, CommandError, Registration, TaskReport};
-use mycluster_core::{ClusterState, TaskState, WorkerStatus};
+use mycluster_core::worker::{heartbeat_interval, MIN_HEARTBEAT_INTERVAL};
+use mycluster_core::{ClusterState, Task, TaskState, Worker, WorkerStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -27,7 +28,7 @@ pub async fn list(State(app): State<AppState>) -> Json<Vec<WorkerDoc>> {
         state
             .workers
             .values()
-            .map(|w| WorkerDoc::new(w, state, app.cluster.heartbeat_age(&w.name)))
+            .map(|w| worker_doc(&app, w, state))
             .collect(),
     )
 }
@@ -44,11 +45,24 @@ pub async fn get_one(
         .workers
         .get(&name)
         .ok_or_else(|| CommandError::WorkerNotFound(name.clone()))?;
-    Ok(Json(WorkerDoc::new(
+    Ok(Json(worker_doc(&app, worker, state)))
+}
+
+/// A worker as the API shows it, with what the manager heard from it.
+fn worker_doc(app: &AppState, worker: &Worker, state: &ClusterState) -> WorkerDoc {
+    let heard = app.cluster.heard(&worker.name);
+    WorkerDoc::new(
         worker,
         state,
-        app.cluster.heartbeat_age(&name),
-    )))
+        heard.map(|h| h.at.elapsed()),
+        heard.map_or(MIN_HEARTBEAT_INTERVAL, |h| h.interval),
+    )
+}
+
+/// The heartbeat interval agents are asked for now: once a second, unless the cluster
+/// is so large that this would pass `--max-heartbeats-per-second`.
+fn interval_for(app: &AppState, state: &ClusterState) -> Duration {
+    heartbeat_interval(state.workers.len(), app.config.max_heartbeats_per_second)
 }
 
 /// `POST /api/v1/workers` with `{"name", "address", "labels"?, "capacity"?}`: an agent
@@ -78,14 +92,16 @@ pub async fn register(
             ))
         })
         .await?;
-    app.cluster.record_heartbeat(&name);
+    app.cluster
+        .record_heartbeat(&name, Some(interval_for(&app, &snapshot.state)));
     tracing::info!("worker {name} registered at {}", worker.address);
-    let doc = WorkerDoc::new(&worker, &snapshot.state, app.cluster.heartbeat_age(&name));
+    let doc = worker_doc(&app, &worker, &snapshot.state);
     Ok((StatusCode::CREATED, Json(doc)))
 }
 
 /// `POST /api/v1/workers/<name>/heartbeat`: the agent is alive. A worker that was
-/// declared down and beats again is ready again.
+/// declared down and beats again is ready again. The answer tells the agent when to beat
+/// next (`heartbeat_interval`, seconds).
 pub async fn heartbeat(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -98,7 +114,8 @@ pub async fn heartbeat(
         .get(&name)
         .map(|w| w.status)
         .ok_or_else(|| CommandError::WorkerNotFound(name.clone()))?;
-    app.cluster.record_heartbeat(&name);
+    let interval = interval_for(&app, &snapshot.state);
+    app.cluster.record_heartbeat(&name, Some(interval));
     let status = if status == WorkerStatus::Down {
         let (worker, _) = app
             .cluster
@@ -112,9 +129,12 @@ pub async fn heartbeat(
     } else {
         status
     };
-    Ok(Json(
-        json!({"worker": name, "status": status.as_str(), "index": app.cluster.snapshot().index}),
-    ))
+    Ok(Json(json!({
+        "worker": name,
+        "status": status.as_str(),
+        "index": app.cluster.snapshot().index,
+        "heartbeat_interval": interval.as_secs_f64(),
+    })))
 }
 
 /// `GET /api/v1/workers/<name>/tasks?index=N&wait=30s`: a blocking query, as Nomad's. It
@@ -198,7 +218,7 @@ pub async fn report_status(
         })
         .await?;
     // Only now: an unknown worker was refused above, and must leave no trace.
-    app.cluster.record_heartbeat(&name);
+    app.cluster.record_heartbeat(&name, None);
     let ignored: Vec<Value> = ignored
         .into_iter()
         .map(|i| json!({"id": i.id, "why": i.why}))
@@ -220,68 +240,159 @@ pub async fn declare_down(
     let Path(name) = name?;
     let params = Params::parse(query, &["silent_for"])?;
     let silent_for = params.duration("silent_for")?;
-    let cluster = app.cluster.clone();
-    let (before, after) = app
-        .cluster
-        .mutate(|txn, now| {
-            let before = txn.state.clone();
-            if let (Some(silent_for), Some(age)) = (silent_for, cluster.heartbeat_age(&name)) {
-                if age < silent_for {
-                    return Err(CommandError::Conflict(format!(
-                        "Worker {name} was heard from {:.1}s ago: not declared down",
-                        age.as_secs_f64()
-                    )));
-                }
-            }
-            commands::set_worker_status(txn, &name, WorkerStatus::Down, now)?;
-            // Only the services with tasks on this worker can change: reconciling every
-            // service here made losing many workers at once quadratic.
-            let mut affected: Vec<String> = txn
-                .state
-                .tasks_on_worker(&name)
-                .filter(|t| t.is_live())
-                .map(|t| t.service.clone())
-                .collect();
-            affected.sort();
-            affected.dedup();
-            Ok::<_, CommandError>((before, Follow::Services(affected)))
-        })
-        .await?;
-    let relocated = relocations(&before, &after.state, &name);
-    if before.workers.get(&name).map(|w| w.status) != Some(WorkerStatus::Down) {
-        tracing::warn!(
-            "worker {name} declared down: {} tasks relocated",
-            relocated.len()
-        );
+    let mut verdict = declare(&app, vec![name], silent_for).await?;
+    if let Some((_, why)) = verdict.skipped.pop() {
+        return Err(CommandError::Conflict(why).into());
     }
+    let (name, relocated) = verdict.down.pop().unwrap_or_default();
     Ok(Json(
         json!({"worker": name, "status": "down", "relocated": relocated}),
     ))
 }
 
-/// The tasks `worker` lost between two states, each with the task that took its slot.
-fn relocations(before: &ClusterState, after: &ClusterState, worker: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    for old in before.tasks_on_worker(worker).filter(|t| t.is_active()) {
-        let lost = after
-            .tasks
-            .get(&old.id)
-            .is_some_and(|t| t.state == TaskState::Lost);
-        if !lost {
-            continue;
-        }
-        let replacement = after
-            .tasks_of_service(&old.service)
-            .find(|t| t.slot == old.slot && t.is_active() && !before.tasks.contains_key(&t.id));
-        out.push(json!({
-            "task": old.id,
-            "service": old.service,
-            "slot": old.slot,
-            "image": old.image,
-            "replacement": replacement.map(|t| t.id.clone()),
-            "worker": replacement.and_then(|t| t.worker.clone()),
-            "message": replacement.map(|t| t.message.clone()).unwrap_or_default(),
-        }));
+/// The most workers one `POST /api/v1/workers/_down` may name.
+const MAX_DECLARED: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DownRequest {
+    workers: Vec<String>,
+}
+
+/// `POST /api/v1/workers/_down[?silent_for=2s]` with `{"workers": [names]}`: the verdict
+/// on many workers in one commit, so losing a rack costs one reconcile instead of one
+/// per machine. A worker heard from within `silent_for` is left as it is and listed under
+/// `skipped`; an unknown name refuses the whole request (404), changing nothing.
+pub async fn declare_many(
+    State(app): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query, &["silent_for"])?;
+    let silent_for = params.duration("silent_for")?;
+    let request: DownRequest = body.decode()?;
+    if request.workers.is_empty() || request.workers.len() > MAX_DECLARED {
+        return Err(ApiError::bad_request(format!(
+            "field 'workers' must name 1 to {MAX_DECLARED} workers"
+        )));
     }
-    out
+    let verdict = declare(&app, request.workers, silent_for).await?;
+    let down: Vec<Value> = verdict
+        .down
+        .into_iter()
+        .map(|(worker, relocated)| json!({"worker": worker, "status": "down", "relocated": relocated}))
+        .collect();
+    let skipped: Vec<Value> = verdict
+        .skipped
+        .into_iter()
+        .map(|(worker, message)| json!({"worker": worker, "message": message}))
+        .collect();
+    Ok(Json(json!({"down": down, "skipped": skipped})))
+}
+
+/// What one verdict did: each worker declared down with its relocations, and each left
+/// alone with why.
+#[derive(Default)]
+struct Verdict {
+    down: Vec<(String, Vec<Value>)>,
+    skipped: Vec<(String, String)>,
+}
+
+/// Declares `names` down in one commit (see `declare_many`).
+async fn declare(
+    app: &AppState,
+    mut names: Vec<String>,
+    silent_for: Option<Duration>,
+) -> Result<Verdict, ApiError> {
+    names.sort();
+    names.dedup();
+    let cluster = app.cluster.clone();
+    let ((before, verdict), after) = app
+        .cluster
+        .mutate(|txn, now| {
+            let before = txn.state.clone();
+            let mut verdict = Verdict::default();
+            let mut affected = Vec::new();
+            for name in names {
+                if let (Some(silent_for), Some(age)) = (silent_for, cluster.heartbeat_age(&name)) {
+                    if age < silent_for && txn.state.workers.contains_key(&name) {
+                        let why = format!(
+                            "Worker {name} was heard from {:.1}s ago: not declared down",
+                            age.as_secs_f64()
+                        );
+                        verdict.skipped.push((name, why));
+                        continue;
+                    }
+                }
+                commands::set_worker_status(txn, &name, WorkerStatus::Down, now)?;
+                // Only the services with tasks on these workers can change: reconciling
+                // every service here made losing many workers at once quadratic.
+                affected.extend(
+                    txn.state
+                        .tasks_on_worker(&name)
+                        .filter(|t| t.is_live())
+                        .map(|t| t.service.clone()),
+                );
+                verdict.down.push((name, Vec::new()));
+            }
+            affected.sort();
+            affected.dedup();
+            Ok::<_, CommandError>(((before, verdict), Follow::Services(affected)))
+        })
+        .await?;
+    let mut verdict = verdict;
+    let mut replacements = Replacements::default();
+    for (name, relocated) in &mut verdict.down {
+        *relocated = replacements.of(&before, &after.state, name);
+        if before.workers.get(name).map(|w| w.status) != Some(WorkerStatus::Down) {
+            tracing::warn!(
+                "worker {name} declared down: {} tasks relocated",
+                relocated.len()
+            );
+        }
+    }
+    Ok(verdict)
+}
+
+/// The tasks that took lost tasks' slots, found once per service.
+#[derive(Default)]
+struct Replacements<'a> {
+    by_service: HashMap<String, HashMap<u32, &'a Task>>,
+}
+
+impl<'a> Replacements<'a> {
+    /// The tasks `worker` lost between two states, each with the task that took its slot.
+    fn of(&mut self, before: &ClusterState, after: &'a ClusterState, worker: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        for old in before.tasks_on_worker(worker).filter(|t| t.is_active()) {
+            let lost = after
+                .tasks
+                .get(&old.id)
+                .is_some_and(|t| t.state == TaskState::Lost);
+            if !lost {
+                continue;
+            }
+            let new_ones = self
+                .by_service
+                .entry(old.service.clone())
+                .or_insert_with(|| {
+                    after
+                        .tasks_of_service(&old.service)
+                        .filter(|t| t.is_active() && !before.tasks.contains_key(&t.id))
+                        .map(|t| (t.slot, t))
+                        .collect()
+                });
+            let replacement = new_ones.get(&old.slot);
+            out.push(json!({
+                "task": old.id,
+                "service": old.service,
+                "slot": old.slot,
+                "image": old.image,
+                "replacement": replacement.map(|t| t.id.clone()),
+                "worker": replacement.and_then(|t| t.worker.clone()),
+                "message": replacement.map(|t| t.message.clone()).unwrap_or_default(),
+            }));
+        }
+        out
+    }
 }
