@@ -304,6 +304,15 @@ impl Cluster {
         );
     }
 
+    /// Takes every worker as told to beat every `interval` (at start: a manager that
+    /// restarts in a large cluster must not take the agents' slower pace for silence).
+    pub fn assume_heartbeat_interval(&self, interval: Duration) {
+        let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        for heard in heartbeats.values_mut() {
+            heard.interval = interval;
+        }
+    }
+
     /// When the worker was last heard from (`None`: not since this manager started).
     pub fn heard(&self, worker: &str) -> Option<Heard> {
         self.heartbeats

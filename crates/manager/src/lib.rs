@@ -101,6 +101,10 @@ impl RunningManager {
             None => return Err(ManagerError::Stopped),
         };
         let snapshot = cluster.snapshot();
+        cluster.assume_heartbeat_interval(mycluster_core::worker::heartbeat_interval(
+            snapshot.state.workers.len(),
+            config.api.max_heartbeats_per_second,
+        ));
         tracing::info!(
             "cluster {}: {} services, {} tasks, {} workers loaded (index {})",
             config.name,

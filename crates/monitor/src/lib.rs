@@ -78,6 +78,7 @@ pub async fn run(
     let mut answering: BTreeMap<String, bool> = BTreeMap::new();
     let mut manager_down = false;
     loop {
+        let looked = std::time::Instant::now();
         match client.workers().await {
             Ok(workers) => {
                 if manager_down {
@@ -120,11 +121,18 @@ pub async fn run(
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(config.interval) => {}
+            _ = tokio::time::sleep(next_look(config.interval, looked.elapsed())) => {}
         }
     }
     tracing::info!("Stopping monitor agent");
     Ok(())
+}
+
+/// When to look again: every `interval`, unless a look takes long (a list of ten
+/// thousand workers from a busy manager), then at most a tenth of the time goes to
+/// looking — a large cluster's agents beat every few seconds anyway.
+fn next_look(interval: Duration, last_look: Duration) -> Duration {
+    interval.max(last_look * 10).min(Duration::from_secs(5))
 }
 
 /// Declares every confirmed-dead worker down in one request (one commit, one reconcile),
@@ -268,6 +276,20 @@ mod tests {
             .map(|w| w.worker.as_str())
             .collect();
         assert_eq!(names, ["silent"]);
+    }
+
+    #[test]
+    fn a_slow_look_spaces_the_next_one() {
+        let interval = Duration::from_millis(250);
+        assert_eq!(next_look(interval, Duration::from_millis(3)), interval);
+        assert_eq!(
+            next_look(interval, Duration::from_millis(80)),
+            Duration::from_millis(800)
+        );
+        assert_eq!(
+            next_look(interval, Duration::from_secs(9)),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

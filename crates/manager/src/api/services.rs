@@ -31,8 +31,9 @@ pub async fn create(
     State(app): State<AppState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: axum::http::HeaderMap,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> Result<(StatusCode, axum::response::Response), ApiError> {
+    let body = body.value()?;
     let params = Params::parse(query, &["wait"])?;
     let wait = params
         .duration("wait")?
@@ -142,8 +143,9 @@ pub async fn list(State(app): State<AppState>) -> Json<Vec<ServiceDoc>> {
 pub async fn patch(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> Result<Json<ServiceDoc>, ApiError> {
+    let body = body.value()?;
     let Path(name) = name?;
     let patch = ServicePatch::from_json(&body, &app.cluster.limits)?;
     let (service, _) = app

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mycluster_core::commands::{self, CommandError, Registration, TaskReport};
 use mycluster_core::worker::{heartbeat_interval, MIN_HEARTBEAT_INTERVAL};
@@ -18,7 +19,7 @@ use super::body::JsonBody;
 use super::query::Params;
 use super::{ApiError, AppState};
 use crate::cluster::Follow;
-use mycluster_core::docs::{AssignedTasks, TaskDoc, WorkerDoc};
+use mycluster_core::docs::{AssignedView, TaskView, WorkerDoc};
 
 /// `GET /api/v1/workers`.
 pub async fn list(State(app): State<AppState>) -> Json<Vec<WorkerDoc>> {
@@ -144,7 +145,7 @@ pub async fn assigned_tasks(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<AssignedTasks>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(name) = name?;
     let params = Params::parse(query, &["index", "wait"])?;
     let index = params.u64("index")?;
@@ -175,16 +176,23 @@ pub async fn assigned_tasks(
         }
     }
     let snapshot = app.cluster.snapshot();
-    let tasks = snapshot
-        .state
-        .tasks_on_worker(&name)
-        .filter(|t| t.is_live())
-        .map(TaskDoc::new)
-        .collect();
-    Ok(Json(AssignedTasks {
+    let list = AssignedView {
         index: snapshot.index,
-        tasks,
-    }))
+        tasks: snapshot
+            .state
+            .tasks_on_worker(&name)
+            .filter(|t| t.is_live())
+            .map(TaskView::new)
+            .collect(),
+    };
+    // Written here, while the snapshot it borrows from is at hand.
+    let body = serde_json::to_vec(&list).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot write the task list: {e}"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// The most task reports one request may carry.
