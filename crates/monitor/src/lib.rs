@@ -20,7 +20,8 @@ pub struct MonitorConfig {
     pub interval: Duration,
     /// Silence after which a worker is suspected (and probed).
     pub dead_after: Duration,
-    /// How long the probe of a suspect's health endpoint may take.
+    /// How long the probe of a suspect's health endpoint may take (longer for a worker
+    /// asked to beat less often: see `probe_timeout`).
     pub probe_timeout: Duration,
 }
 
@@ -70,7 +71,7 @@ pub async fn run(
     let client =
         Client::new(&config.manager, Duration::from_secs(10))?.with_token(config.token.clone());
     let probe = reqwest::Client::builder()
-        .timeout(config.probe_timeout)
+        .timeout(MAX_PROBE_TIMEOUT.max(config.probe_timeout))
         .build()
         .map_err(|e| mycluster_client::ClientError::BadUrl(e.to_string()))?;
     tracing::info!("Starting monitor agent");
@@ -87,7 +88,7 @@ pub async fn run(
                 }
                 note_changes(&workers, &mut last_status);
                 let suspects = suspects(&workers, config.dead_after);
-                let alive = probe_all(&probe, &suspects).await;
+                let alive = probe_all(&probe, &suspects, config.probe_timeout).await;
                 let mut dead = Vec::new();
                 for (worker, alive) in suspects.iter().zip(alive) {
                     if alive {
@@ -174,14 +175,15 @@ async fn declare(
 
 /// Whether each worker's agent answers its health probe, probed side by side: when a
 /// rack dies, a thousand probes in a row would hold up the verdict on all of them.
-async fn probe_all(probe: &reqwest::Client, workers: &[&WorkerDoc]) -> Vec<bool> {
+async fn probe_all(probe: &reqwest::Client, workers: &[&WorkerDoc], base: Duration) -> Vec<bool> {
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_PROBES));
     let mut probes = tokio::task::JoinSet::new();
     for (i, worker) in workers.iter().enumerate() {
         let (probe, address, limit) = (probe.clone(), worker.address.clone(), limit.clone());
+        let timeout = probe_timeout(worker, base);
         probes.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            (i, probe_health(&probe, &address).await)
+            (i, probe_health(&probe, &address, timeout).await)
         });
     }
     let mut alive = vec![false; workers.len()];
@@ -194,9 +196,24 @@ async fn probe_all(probe: &reqwest::Client, workers: &[&WorkerDoc]) -> Vec<bool>
     alive
 }
 
-async fn probe_health(probe: &reqwest::Client, address: &str) -> bool {
+async fn probe_health(probe: &reqwest::Client, address: &str, timeout: Duration) -> bool {
     let url = format!("http://{address}/healthz");
-    matches!(probe.get(&url).send().await, Ok(response) if response.status().is_success())
+    matches!(
+        probe.get(&url).timeout(timeout).send().await,
+        Ok(response) if response.status().is_success()
+    )
+}
+
+/// The longest a probe may take, whatever the worker's pace.
+const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a worker's health probe may take: `base`, or a quarter of its heartbeat
+/// interval if that is longer (at most 5 s). A cluster large enough to slow its
+/// heartbeats has already traded detection time for load; a busy agent that answers in
+/// 2 s is alive, and declaring it dead would move its work for nothing.
+pub fn probe_timeout(worker: &WorkerDoc, base: Duration) -> Duration {
+    let quarter = Duration::from_secs_f64((worker.heartbeat_interval / 4.0).clamp(0.0, 5.0));
+    base.max(quarter).min(MAX_PROBE_TIMEOUT.max(base))
 }
 
 /// Logs workers that came back, joined, or went down by another hand.
@@ -276,6 +293,17 @@ mod tests {
             .map(|w| w.worker.as_str())
             .collect();
         assert_eq!(names, ["silent"]);
+    }
+
+    #[test]
+    fn a_slower_heartbeat_allows_a_slower_probe() {
+        let base = Duration::from_millis(500);
+        let mut w = worker("w", "ready", Some(3.0));
+        assert_eq!(probe_timeout(&w, base), base);
+        w.heartbeat_interval = 10.0;
+        assert_eq!(probe_timeout(&w, base), Duration::from_millis(2500));
+        w.heartbeat_interval = 60.0;
+        assert_eq!(probe_timeout(&w, base), Duration::from_secs(5));
     }
 
     #[test]

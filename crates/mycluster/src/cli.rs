@@ -240,10 +240,12 @@ pub struct MonitorArgs {
     #[arg(long, env = "MYCLUSTER_MONITOR_INTERVAL", default_value_t = 0.25)]
     pub interval: f64,
     /// Seconds of missed heartbeats after which a worker is probed (and, if its health
-    /// endpoint does not answer, declared dead).
+    /// endpoint does not answer, declared dead); at least two of the worker's heartbeat
+    /// intervals in a cluster whose agents beat less often than every second.
     #[arg(long, env = "MYCLUSTER_DEAD_AFTER", default_value_t = 2.0)]
     pub dead_after: f64,
-    /// Seconds the probe of a silent worker's health endpoint may take.
+    /// Seconds the probe of a silent worker's health endpoint may take (for a worker
+    /// asked to beat less often than every second: a quarter of its interval, up to 5).
     #[arg(long, env = "MYCLUSTER_PROBE_TIMEOUT", default_value_t = 0.5)]
     pub probe_timeout: f64,
 }
