@@ -28,16 +28,15 @@ where
     let mut failures: u32 = 0;
     loop {
         let wait = match step().await {
-            Ok(LoopControl::Continue) => {
+            Ok(control @ (LoopControl::Continue | LoopControl::After(_))) => {
                 if failures > 0 {
                     tracing::info!("{name}: recovered after {failures} failed attempts");
                 }
                 failures = 0;
-                period
-            }
-            Ok(LoopControl::After(wait)) => {
-                failures = 0;
-                wait
+                match control {
+                    LoopControl::After(wait) => wait,
+                    _ => period,
+                }
             }
             Ok(LoopControl::Stop) => break,
             Err(e) => {

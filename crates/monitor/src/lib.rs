@@ -43,9 +43,9 @@ impl MonitorConfig {
 /// heartbeat intervals it was asked for if that is longer (a large cluster's agents beat
 /// less often than once a second).
 pub fn silence_allowed(worker: &WorkerDoc, dead_after: Duration) -> Duration {
-    dead_after.max(Duration::from_secs_f64(
-        2.0 * worker.heartbeat_interval.max(0.0),
-    ))
+    // Clamped: the interval comes from the manager, and a day of silence is plenty.
+    let interval = worker.heartbeat_interval.clamp(0.0, 43_200.0);
+    dead_after.max(Duration::from_secs_f64(2.0 * interval))
 }
 
 /// The ready workers silent for longer than they may be: the ones to probe.
@@ -79,8 +79,12 @@ pub async fn run(
     let mut answering: BTreeMap<String, bool> = BTreeMap::new();
     let mut manager_down = false;
     loop {
+        let asked = std::time::Instant::now();
+        let listed = client.workers().await;
+        // When the list arrived: its silences were measured just before.
         let looked = std::time::Instant::now();
-        match client.workers().await {
+        let look_took = looked - asked;
+        match listed {
             Ok(workers) => {
                 if manager_down {
                     tracing::info!("The manager at {} answers again", config.manager);
@@ -110,7 +114,7 @@ pub async fn run(
                     dead.push(*worker);
                 }
                 if !dead.is_empty() {
-                    declare(&client, &dead, config.dead_after, &mut last_status).await;
+                    declare(&client, &dead, config.dead_after, looked, &mut last_status).await;
                 }
             }
             Err(e) => {
@@ -122,7 +126,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(next_look(config.interval, looked.elapsed())) => {}
+            _ = tokio::time::sleep(next_look(config.interval, look_took)) => {}
         }
     }
     tracing::info!("Stopping monitor agent");
@@ -133,7 +137,7 @@ pub async fn run(
 /// thousand workers from a busy manager), then at most a tenth of the time goes to
 /// looking — a large cluster's agents beat every few seconds anyway.
 fn next_look(interval: Duration, last_look: Duration) -> Duration {
-    interval.max(last_look * 10).min(Duration::from_secs(5))
+    interval.max((last_look * 10).min(Duration::from_secs(5)))
 }
 
 /// Declares every confirmed-dead worker down in one request (one commit, one reconcile),
@@ -142,17 +146,20 @@ async fn declare(
     client: &Client,
     dead: &[&WorkerDoc],
     dead_after: Duration,
+    looked: std::time::Instant,
     last_status: &mut BTreeMap<String, String>,
 ) {
     let names: Vec<&str> = dead.iter().map(|w| w.worker.as_str()).collect();
-    // Each was silent longer than it may be; the manager refuses any that beat again
-    // within the shortest of those silences (a worker that beat since the look above
-    // is silent for less than any of them).
+    // Each was silent longer than it may be when the list was made, and has been since
+    // (probing took a while); the manager refuses any that beat again in between: such a
+    // worker is silent for less than the time since the look, the dead ones for more
+    // than the shortest allowance plus that time.
     let silent_for = dead
         .iter()
         .map(|w| silence_allowed(w, dead_after))
         .min()
-        .unwrap_or(dead_after);
+        .unwrap_or(dead_after)
+        + looked.elapsed();
     match client.declare_down_many(&names, silent_for).await {
         Ok(answer) => {
             for verdict in answer["down"].as_array().into_iter().flatten() {
@@ -318,6 +325,11 @@ mod tests {
             next_look(interval, Duration::from_secs(9)),
             Duration::from_secs(5)
         );
+        // A configured interval longer than that is kept.
+        assert_eq!(
+            next_look(Duration::from_secs(10), Duration::from_secs(1)),
+            Duration::from_secs(10)
+        );
     }
 
     #[test]
@@ -335,6 +347,13 @@ mod tests {
         assert_eq!(
             silence_allowed(&workers[0], Duration::from_secs(2)),
             Duration::from_secs(20)
+        );
+        // A manager's absurd interval does not panic the monitor.
+        let mut absurd = worker("absurd", "ready", Some(1.0));
+        absurd.heartbeat_interval = 1e300;
+        assert_eq!(
+            silence_allowed(&absurd, Duration::from_secs(2)),
+            Duration::from_secs(86_400)
         );
     }
 }

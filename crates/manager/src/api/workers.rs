@@ -384,11 +384,15 @@ impl<'a> Replacements<'a> {
                 .by_service
                 .entry(old.service.clone())
                 .or_insert_with(|| {
-                    after
+                    // The first new task of each slot, by id, as a search would find.
+                    let mut first = HashMap::new();
+                    for t in after
                         .tasks_of_service(&old.service)
                         .filter(|t| t.is_active() && !before.tasks.contains_key(&t.id))
-                        .map(|t| (t.slot, t))
-                        .collect()
+                    {
+                        first.entry(t.slot).or_insert(t);
+                    }
+                    first
                 });
             let replacement = new_ones.get(&old.slot);
             out.push(json!({
