@@ -54,6 +54,14 @@ where
     tracing::debug!("{name}: stopped");
 }
 
+/// The wait before the next step of a loop whose step takes `took`: `period`, or `share`
+/// times the step if that is longer (so the step uses at most 1/`share` of the time),
+/// but never longer than `cap` unless `period` is. For loops whose step grows with the
+/// cluster: a full reconcile, or reading a list of ten thousand workers.
+pub fn pace(period: Duration, took: Duration, share: u32, cap: Duration) -> Duration {
+    period.max(took.saturating_mul(share).min(cap))
+}
+
 /// `period × 2^(failures-1)`, capped at `MAX_BACKOFF`.
 pub fn backoff(period: Duration, failures: u32) -> Duration {
     let factor = 1u32 << failures.saturating_sub(1).min(16);
@@ -104,6 +112,20 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 6);
         stop.cancel();
         handle.await.expect("loop ends when stopped");
+    }
+
+    #[test]
+    fn a_slow_step_spaces_the_next_one() {
+        let (period, cap) = (Duration::from_millis(250), Duration::from_secs(5));
+        let ms = Duration::from_millis;
+        assert_eq!(pace(period, ms(3), 10, cap), period);
+        assert_eq!(pace(period, ms(80), 10, cap), ms(800));
+        assert_eq!(pace(period, Duration::from_secs(9), 10, cap), cap);
+        // A period longer than the cap is kept.
+        assert_eq!(
+            pace(Duration::from_secs(10), ms(1000), 10, cap),
+            Duration::from_secs(10)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mycluster_background::{pace, run_loop, LoopControl};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, Follow};
@@ -15,34 +16,24 @@ use crate::cluster::{Cluster, Follow};
 const MAX_SHARE: u32 = 20;
 
 pub async fn run(cluster: Arc<Cluster>, period: Duration, stop: CancellationToken) {
-    let mut wait = period;
-    let mut failures = 0;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+    run_loop("orchestrator", period, stop, || {
+        let cluster = cluster.clone();
+        async move {
+            let started = Instant::now();
+            cluster
+                .mutate(|_txn, _now| Ok::<_, std::convert::Infallible>(((), Follow::All)))
+                .await
+                .map_err(|e| format!("reconcile failed: {e}"))?;
+            // Never more often than `period`, never more than 1/MAX_SHARE of the time,
+            // and never so rarely that crash-loop retries wait minutes for it.
+            let took = started.elapsed();
+            Ok(LoopControl::After(pace(
+                period,
+                took,
+                MAX_SHARE,
+                period * 30,
+            )))
         }
-        let started = Instant::now();
-        let pass = cluster
-            .mutate(|_txn, _now| Ok::<_, std::convert::Infallible>(((), Follow::All)))
-            .await;
-        let took = started.elapsed();
-        wait = match pass {
-            Ok(_) => {
-                failures = 0;
-                // Never more often than `period`, never more than 1/MAX_SHARE of the time,
-                // and never so rarely that crash-loop retries wait minutes for it.
-                period.max(took * MAX_SHARE).min(period * 30)
-            }
-            Err(e) => {
-                failures += 1;
-                let retry = mycluster_background::backoff(period, failures).min(period * 30);
-                tracing::warn!("orchestrator: reconcile failed: {e}; retrying in {retry:?}");
-                retry
-            }
-        };
-        if took > period {
-            tracing::debug!("orchestrator: a pass took {took:?}; next in {wait:?}");
-        }
-    }
+    })
+    .await
 }

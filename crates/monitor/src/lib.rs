@@ -3,9 +3,10 @@
 //! tells the manager, which marks it down and relocates its tasks. One slow heartbeat is
 //! therefore not a death. Every decision is one log line, in the original's words.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use mycluster_background::pace;
 use mycluster_client::Client;
 use mycluster_core::docs::WorkerDoc;
 use serde_json::Value;
@@ -76,7 +77,7 @@ pub async fn run(
         .map_err(|e| mycluster_client::ClientError::BadUrl(e.to_string()))?;
     tracing::info!("Starting monitor agent");
     let mut last_status: BTreeMap<String, String> = BTreeMap::new();
-    let mut answering: BTreeMap<String, bool> = BTreeMap::new();
+    let mut answering: BTreeSet<String> = BTreeSet::new();
     let mut manager_down = false;
     loop {
         let asked = std::time::Instant::now();
@@ -98,10 +99,7 @@ pub async fn run(
                     if alive {
                         // Heartbeats are not arriving, but the agent answers: a network
                         // problem between it and the manager, not a dead worker. Say it once.
-                        if !answering
-                            .insert(worker.worker.clone(), true)
-                            .unwrap_or(false)
-                        {
+                        if answering.insert(worker.worker.clone()) {
                             tracing::warn!(
                                 "Worker {} missed heartbeats for {:.1}s but answers its health probe: not relocating",
                                 worker.worker,
@@ -126,18 +124,14 @@ pub async fn run(
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(next_look(config.interval, look_took)) => {}
+            // At most a tenth of the time goes to looking (a list of ten thousand workers
+            // from a busy manager takes a while); a large cluster's agents beat every few
+            // seconds anyway.
+            _ = tokio::time::sleep(pace(config.interval, look_took, 10, Duration::from_secs(5))) => {}
         }
     }
     tracing::info!("Stopping monitor agent");
     Ok(())
-}
-
-/// When to look again: every `interval`, unless a look takes long (a list of ten
-/// thousand workers from a busy manager), then at most a tenth of the time goes to
-/// looking — a large cluster's agents beat every few seconds anyway.
-fn next_look(interval: Duration, last_look: Duration) -> Duration {
-    interval.max((last_look * 10).min(Duration::from_secs(5)))
 }
 
 /// Declares every confirmed-dead worker down in one request (one commit, one reconcile),
@@ -311,25 +305,6 @@ mod tests {
         assert_eq!(probe_timeout(&w, base), Duration::from_millis(2500));
         w.heartbeat_interval = 60.0;
         assert_eq!(probe_timeout(&w, base), Duration::from_secs(5));
-    }
-
-    #[test]
-    fn a_slow_look_spaces_the_next_one() {
-        let interval = Duration::from_millis(250);
-        assert_eq!(next_look(interval, Duration::from_millis(3)), interval);
-        assert_eq!(
-            next_look(interval, Duration::from_millis(80)),
-            Duration::from_millis(800)
-        );
-        assert_eq!(
-            next_look(interval, Duration::from_secs(9)),
-            Duration::from_secs(5)
-        );
-        // A configured interval longer than that is kept.
-        assert_eq!(
-            next_look(Duration::from_secs(10), Duration::from_secs(1)),
-            Duration::from_secs(10)
-        );
     }
 
     #[test]

@@ -141,6 +141,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| temporary.as_ref().map(|t| t.path().to_path_buf()))
         .context("no data dir")?;
+    crate::tokens::private_dir(&data_dir)?;
     let (auth, secrets) =
         crate::tokens::manager_auth(args.insecure_no_auth, None, None, &data_dir)?;
     let data_dir_shown = data_dir.display().to_string();
@@ -155,7 +156,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             api: ApiConfig {
                 auth,
                 // Every agent of a dev cluster comes from this one address.
-                long_polls_per_client: 64 + args.workers as usize,
+                long_polls_per_client: ApiConfig::default().long_polls_per_client
+                    + args.workers as usize,
                 ..ApiConfig::default()
             },
             server: ServerLimits::default(),

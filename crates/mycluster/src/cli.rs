@@ -149,7 +149,8 @@ pub struct ManagerArgs {
     /// The largest request line and headers accepted, in bytes.
     #[arg(long, env = "MYCLUSTER_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
     pub max_header_bytes: usize,
-    /// Seconds a request may take (beyond the wait it asked for) before it gets 408.
+    /// Seconds a request may take (beyond the wait it asked for) before it gets 503 (408
+    /// if what is slow is the client sending its body).
     #[arg(long, env = "MYCLUSTER_REQUEST_TIMEOUT", default_value_t = 30.0)]
     pub request_timeout: f64,
     /// Seconds an agent's long-poll, or a POST's `?wait=`, may wait at most.
@@ -168,7 +169,7 @@ pub struct ManagerArgs {
     #[arg(
         long,
         env = "MYCLUSTER_MAX_HEARTBEATS_PER_SECOND",
-        default_value_t = 1000
+        default_value_t = mycluster_manager::ApiConfig::default().max_heartbeats_per_second
     )]
     pub max_heartbeats_per_second: u32,
     /// A file holding the agents' join token [default: $MYCLUSTER_JOIN_TOKEN, else one

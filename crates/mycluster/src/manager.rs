@@ -39,16 +39,7 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| default_data_dir(&args.name));
-    // The store holds services' environments, and the dir the generated tokens: a new
-    // data dir is its owner's alone.
-    if !data_dir.exists() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&data_dir)
-            .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
-    }
+    crate::tokens::private_dir(&data_dir)?;
     let (auth, _) = crate::tokens::manager_auth(
         args.insecure_no_auth,
         global.token_file.as_deref(),
@@ -98,7 +89,7 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
 }
 
 /// Thousands of agents need thousands of sockets (in the manager, and in a benchmark's
-/// agent hosts, whose children inherit the limit): raise the hard limit when allowed (root), and the soft one to it.
+/// agent hosts): raise the hard limit when allowed (root), and the soft one to it.
 pub fn raise_open_files() {
     // SAFETY: getrlimit/setrlimit on a stack value.
     unsafe {

@@ -21,12 +21,27 @@ pub fn generate() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Creates `dir` (and its parents) if missing, readable by its owner only: a data dir
+/// holds the generated tokens and the services' environments. An existing dir is left
+/// as its owner set it.
+pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
 /// Writes a secret readable by its owner only (mode 0600), whole or not at all: it goes
 /// to a temporary file first, then replaces the old one, so a crash cannot leave an
 /// empty or half-written secret behind.
 pub fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    private_dir(dir)?;
     let name = path
         .file_name()
         .map_or("secret".into(), |n| n.to_string_lossy());

@@ -75,7 +75,19 @@ impl Chaos {
     }
 
     /// Kills an agent (its workloads die with it) and waits for the monitor's verdict.
+    /// An agent restarted moments ago is first waited for until it is back `ready`:
+    /// killed while still `down` from its last death, it would be no new failure, and
+    /// the wait for the verdict below would pass at once.
     async fn kill_agent(&mut self, worker: &'static str) {
+        let api = self.api.clone();
+        eventually(&format!("{worker} ready before it is killed"), || {
+            let api = api.clone();
+            async move {
+                let w = api.ok(&format!("/api/v1/workers/{worker}")).await;
+                (w["status"] == "ready").then_some(())
+            }
+        })
+        .await;
         let tasks = self.api.ok("/api/v1/tasks").await;
         let on_it = tasks
             .as_array()

@@ -78,6 +78,23 @@ impl AppState {
     }
 }
 
+/// A JSON answer written at once: for documents that borrow from the snapshot they are
+/// read from (a task list is written from the tasks themselves, not from copies).
+fn json_response(document: &impl serde::Serialize) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let body = serde_json::to_vec(document).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot write the answer: {e}"),
+        )
+    })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
 /// The OpenAPI 3 document of this API, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 

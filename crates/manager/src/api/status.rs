@@ -6,12 +6,14 @@ use std::collections::HashMap;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::query::Params;
-use super::{ApiError, AppState};
-use mycluster_core::docs::{StateDoc, StatsDoc, TaskDoc};
+use super::{json_response, ApiError, AppState};
+use mycluster_core::docs::{StateDoc, StatsDoc, TaskView};
+use mycluster_core::Task;
 
 /// `GET /api/v1/stats`.
 pub async fn stats(State(app): State<AppState>) -> Json<StatsDoc> {
@@ -33,26 +35,23 @@ pub async fn state(State(app): State<AppState>) -> Json<StateDoc> {
 pub async fn tasks(
     State(app): State<AppState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Vec<TaskDoc>>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = Params::parse(query, &["service", "worker"])?;
     let snapshot = app.cluster.snapshot();
     let state = &snapshot.state;
-    let mut tasks: Vec<TaskDoc> = match (params.get("service"), params.get("worker")) {
+    let mut tasks: Vec<&Task> = match (params.get("service"), params.get("worker")) {
         (Some(service), worker) => state
             .tasks_of_service(service)
             .filter(|t| worker.is_none() || t.worker.as_deref() == worker)
-            .map(TaskDoc::new)
             .collect(),
-        (None, Some(worker)) => state.tasks_on_worker(worker).map(TaskDoc::new).collect(),
-        (None, None) => state.tasks.values().map(|t| TaskDoc::new(t)).collect(),
+        (None, Some(worker)) => state.tasks_on_worker(worker).collect(),
+        (None, None) => state.tasks.values().map(|t| t.as_ref()).collect(),
     };
     tasks.sort_by(|a, b| {
-        a.service
-            .cmp(&b.service)
-            .then(a.slot.cmp(&b.slot))
-            .then(a.created_at.total_cmp(&b.created_at))
+        (&a.service, a.slot, a.created_at).cmp(&(&b.service, b.slot, b.created_at))
     });
-    Ok(Json(tasks))
+    let tasks: Vec<TaskView> = tasks.into_iter().map(TaskView::new).collect();
+    json_response(&tasks)
 }
 
 /// `GET /healthz`: 200 when the manager can reach its store, 503 otherwise.

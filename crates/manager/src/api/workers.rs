@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use mycluster_core::commands::{self, CommandError, Registration, TaskReport};
 use mycluster_core::worker::{heartbeat_interval, MIN_HEARTBEAT_INTERVAL};
@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::body::JsonBody;
 use super::query::Params;
-use super::{ApiError, AppState};
+use super::{json_response, ApiError, AppState};
 use crate::cluster::Follow;
 use mycluster_core::docs::{AssignedView, TaskView, WorkerDoc};
 
@@ -185,14 +185,7 @@ pub async fn assigned_tasks(
             .map(TaskView::new)
             .collect(),
     };
-    // Written here, while the snapshot it borrows from is at hand.
-    let body = serde_json::to_vec(&list).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot write the task list: {e}"),
-        )
-    })?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    json_response(&list)
 }
 
 /// The most task reports one request may carry.
@@ -253,9 +246,12 @@ pub async fn declare_down(
         return Err(CommandError::Conflict(why).into());
     }
     let (name, relocated) = verdict.down.pop().unwrap_or_default();
-    Ok(Json(
-        json!({"worker": name, "status": "down", "relocated": relocated}),
-    ))
+    Ok(Json(down_doc(name, relocated)))
+}
+
+/// A worker declared down, with where each of its tasks went.
+fn down_doc(worker: String, relocated: Vec<Value>) -> Value {
+    json!({"worker": worker, "status": "down", "relocated": relocated})
 }
 
 /// The most workers one `POST /api/v1/workers/_down` may name.
@@ -288,7 +284,7 @@ pub async fn declare_many(
     let down: Vec<Value> = verdict
         .down
         .into_iter()
-        .map(|(worker, relocated)| json!({"worker": worker, "status": "down", "relocated": relocated}))
+        .map(|(worker, relocated)| down_doc(worker, relocated))
         .collect();
     let skipped: Vec<Value> = verdict
         .skipped
@@ -315,7 +311,7 @@ async fn declare(
     names.sort();
     names.dedup();
     let cluster = app.cluster.clone();
-    let ((before, verdict), after) = app
+    let ((before, mut verdict), after) = app
         .cluster
         .mutate(|txn, now| {
             let before = txn.state.clone();
@@ -348,7 +344,6 @@ async fn declare(
             Ok::<_, CommandError>(((before, verdict), Follow::Services(affected)))
         })
         .await?;
-    let mut verdict = verdict;
     let mut replacements = Replacements::default();
     for (name, relocated) in &mut verdict.down {
         *relocated = replacements.of(&before, &after.state, name);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use mycluster_agent::AgentConfig;
+use mycluster_background::pace;
 use mycluster_client::Client;
 use mycluster_monitor::MonitorConfig;
 use mycluster_runtime::{Identity, SimRuntime};
@@ -109,7 +110,6 @@ pub async fn run(
     } else {
         Duration::from_secs(1200)
     };
-    crate::manager::raise_open_files();
     let manager = ManagerProcess::start(&[])?;
     let client = manager.client(Duration::from_secs(120))?;
     let scale = format!("{workers} sim workers, {replicas} replicas");
@@ -267,7 +267,12 @@ async fn wait(
         }
         // Every 250 ms, but no more than a tenth of the time: the list of 10,000
         // workers is megabytes, and the bench must not be the manager's main load.
-        let took = looked.elapsed();
-        tokio::time::sleep(Duration::from_millis(250).max(took * 10)).await;
+        let wait = pace(
+            Duration::from_millis(250),
+            looked.elapsed(),
+            10,
+            Duration::from_secs(5),
+        );
+        tokio::time::sleep(wait).await;
     }
 }
