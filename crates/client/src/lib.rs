@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use mycluster_core::commands::{Registration, TaskReport};
-use mycluster_core::docs::{AssignedTasks, ServiceDoc, StateDoc, StatsDoc, TaskDoc, WorkerDoc};
+use mycluster_core::docs::{
+    AssignedTasks, HealthDoc, ReseedDoc, ServiceDoc, StateDoc, StatsDoc, TaskDoc, WorkerDoc,
+};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -18,6 +20,13 @@ pub enum ClientError {
     Api { status: u16, message: String },
     #[error("unexpected answer from the manager at {url}: {reason}")]
     Decode { url: String, reason: String },
+    /// What answered is not a MyCluster manager (a web server, a proxy's error page).
+    #[error("{url} does not look like a MyCluster manager (HTTP {status}, {content_type})")]
+    NotManager {
+        url: String,
+        status: u16,
+        content_type: String,
+    },
     #[error("invalid manager URL '{0}': use http://host:port")]
     BadUrl(String),
 }
@@ -97,9 +106,12 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<T, ClientError> {
-        self.send(method, path, body, None, &[]).await
+        self.send(method, path, body, None, &[], &[]).await
     }
 
+    /// Sends a request and decodes its JSON answer. An error status becomes `Api` with
+    /// the manager's message, except the statuses in `accept`, whose answer is decoded
+    /// like a success's.
     async fn send<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -107,6 +119,7 @@ impl Client {
         body: Option<&Value>,
         timeout: Option<Duration>,
         headers: &[(&str, &str)],
+        accept: &[StatusCode],
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url);
@@ -127,6 +140,12 @@ impl Client {
             reason: describe(&e),
         })?;
         let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("no content type")
+            .to_string();
         let bytes = response
             .bytes()
             .await
@@ -134,8 +153,23 @@ impl Client {
                 url: self.base.clone(),
                 reason: describe(&e),
             })?;
-        if !status.is_success() {
-            return Err(api_error(status, &bytes));
+        let not_manager = || ClientError::NotManager {
+            url: self.base.clone(),
+            status: status.as_u16(),
+            content_type: content_type.clone(),
+        };
+        // Every answer of a manager is JSON, errors included.
+        if !content_type.starts_with("application/json") {
+            return Err(not_manager());
+        }
+        if !status.is_success() && !accept.contains(&status) {
+            return Err(match serde_json::from_slice::<ErrorDoc>(&bytes) {
+                Ok(error) if error.code == status.as_u16() => ClientError::Api {
+                    status: status.as_u16(),
+                    message: error.message,
+                },
+                _ => not_manager(),
+            });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             url: url.clone(),
@@ -143,9 +177,24 @@ impl Client {
         })
     }
 
-    /// `GET /healthz`: the manager's status, cluster name and store.
-    pub async fn health(&self) -> Result<Value, ClientError> {
-        self.request(Method::GET, "/healthz", None).await
+    /// `GET /healthz`: the manager's status, cluster name and store. A degraded manager
+    /// answers 503 with the same document: that is an answer too, not an error.
+    pub async fn health(&self) -> Result<HealthDoc, ClientError> {
+        self.send(
+            Method::GET,
+            "/healthz",
+            None,
+            None,
+            &[],
+            &[StatusCode::SERVICE_UNAVAILABLE],
+        )
+        .await
+    }
+
+    /// `POST /api/v1/store/reseed`: writes the manager's state back into its store.
+    pub async fn reseed(&self) -> Result<ReseedDoc, ClientError> {
+        self.request(Method::POST, "/api/v1/store/reseed", None)
+            .await
     }
 
     pub async fn stats(&self) -> Result<StatsDoc, ClientError> {
@@ -173,6 +222,7 @@ impl Client {
             Some(body),
             None,
             &[("Prefer", "return=minimal")],
+            &[],
         )
         .await
     }
@@ -277,6 +327,7 @@ impl Client {
             None,
             Some(wait + Duration::from_secs(15)),
             &[],
+            &[],
         )
         .await
     }
@@ -318,23 +369,11 @@ impl Client {
     }
 }
 
-fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
-    let message = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            if text.is_empty() {
-                status.canonical_reason().unwrap_or("error").to_string()
-            } else {
-                text.chars().take(200).collect()
-            }
-        });
-    ClientError::Api {
-        status: status.as_u16(),
-        message,
-    }
+/// The manager's error document.
+#[derive(serde::Deserialize)]
+struct ErrorDoc {
+    message: String,
+    code: u16,
 }
 
 /// reqwest's Display stops at the outermost error; the cause ("connection refused") is

@@ -10,6 +10,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ClusterState, Counters, DesiredState, Millis, Service, Task, TaskState, Worker};
 
+/// `GET /healthz`: whether the manager can write its store. Answered with 200 when
+/// `ok`, 503 when `degraded` (the same document, with why).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct HealthDoc {
+    pub status: HealthStatus,
+    pub cluster: String,
+    /// Which store, and where.
+    pub store: String,
+    /// The index of the last commit.
+    pub index: u64,
+    /// Why it is degraded, and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// The store answers and takes writes.
+    Ok,
+    /// It does not, or it lost the manager's history: changes are refused (503).
+    Degraded,
+}
+
+/// `POST /api/v1/store/reseed`: what was written back into the store.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReseedDoc {
+    pub store: String,
+    /// The store's index after the reseed.
+    pub index: u64,
+    pub services: usize,
+    pub tasks: usize,
+    pub workers: usize,
+}
+
 /// `GET /api/v1/state`, and the answer to `POST /api/v1/service`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct StateDoc {

@@ -13,6 +13,7 @@ pub mod schedule;
 pub mod service;
 pub mod state;
 pub mod task;
+pub mod time;
 pub mod worker;
 
 pub use ids::{IdSource, SequentialIds};

@@ -8,6 +8,13 @@
 //! answers every mutation in it. Nothing is published or acknowledged before it is
 //! durable; if a commit fails, every mutation in it — and every one queued since, having
 //! been computed on top of it — fails, and the tip goes back to what is published.
+//!
+//! Every commit names the store's head it builds on (see `mycluster_store::Head`), so a
+//! store that lost this manager's history is found out instead of written over. The
+//! manager keeps the store's health: a store that is down is tried again at every write
+//! and checked every second; a store that lost the history (or was taken by another
+//! manager) is written no more until an operator reseeds it from memory. A commit whose
+//! answer was lost is *in doubt* until the store's head says whether it landed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mycluster_core::reconcile::reconcile_services;
 use mycluster_core::state::compact;
 use mycluster_core::{reconcile, schedule, Change, ClusterState, IdSource, Limits, Millis, Txn};
-use mycluster_store::{Store, StoreError};
+use mycluster_store::{Head, Store, StoreError};
 use tokio::sync::{oneshot, watch};
 
 /// One published version of the state.
@@ -35,8 +42,11 @@ pub struct Cluster {
     current: RwLock<Arc<Snapshot>>,
     /// Held while a mutation computes, so each sees the ones before it.
     writer: tokio::sync::Mutex<Writer>,
-    /// Held while a batch is committed and published: one commit at a time.
-    committer: tokio::sync::Mutex<()>,
+    /// Held while a batch is committed and published (or the store checked or
+    /// reseeded): one at a time. Knows the store's head.
+    committer: tokio::sync::Mutex<Committer>,
+    /// What the last commit or check said of the store.
+    health: Mutex<StoreHealth>,
     /// The index of the last commit, for anyone waiting on any change.
     committed: watch::Sender<u64>,
     /// Per worker: the index of the last change to its tasks, for long-polls.
@@ -52,6 +62,42 @@ pub struct Cluster {
 pub struct Heard {
     pub at: Instant,
     pub interval: Duration,
+}
+
+/// What the committer knows of the store's history.
+struct Committer {
+    /// The store's head: the last commit this manager made (and published).
+    head: Head,
+    /// A commit whose answer was lost: it may or may not be in the store.
+    in_doubt: Option<InDoubt>,
+}
+
+struct InDoubt {
+    head: Head,
+    state: ClusterState,
+    changes: Vec<Change>,
+}
+
+/// Whether the store takes writes, as the last commit or check found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreHealth {
+    Ok,
+    /// It does not answer or cannot write (Redis down, a full disk): every write is
+    /// still tried, and fails until it can.
+    Unavailable(String),
+    /// It lost this manager's history, may evict keys, or another manager holds the
+    /// cluster: nothing is written until an operator acts (`mycluster store reseed`).
+    Refusing(String),
+}
+
+impl StoreHealth {
+    /// What a store error says of the store.
+    fn of(error: &StoreError) -> StoreHealth {
+        match error {
+            StoreError::Unavailable(why) => StoreHealth::Unavailable(why.clone()),
+            other => StoreHealth::Refusing(other.to_string()),
+        }
+    }
 }
 
 /// What writers share: the tip and the batch waiting for the next commit.
@@ -92,6 +138,7 @@ impl Cluster {
         store: Arc<dyn Store>,
     ) -> Result<Cluster, StoreError> {
         let stored = store.load().await?;
+        let head = stored.head;
         let state = ClusterState::from_parts(
             stored.services,
             stored.tasks,
@@ -112,7 +159,7 @@ impl Cluster {
             started: now,
             store,
             current: RwLock::new(Arc::new(Snapshot {
-                index: stored.index,
+                index: head.index,
                 state: state.clone(),
             })),
             writer: tokio::sync::Mutex::new(Writer {
@@ -121,8 +168,12 @@ impl Cluster {
                 open: Vec::new(),
                 waiters: Vec::new(),
             }),
-            committer: tokio::sync::Mutex::new(()),
-            committed: watch::channel(stored.index).0,
+            committer: tokio::sync::Mutex::new(Committer {
+                head,
+                in_doubt: None,
+            }),
+            health: Mutex::new(StoreHealth::Ok),
+            committed: watch::channel(head.index).0,
             task_watch: Mutex::new(HashMap::new()),
             heartbeats: Mutex::new(heartbeats),
         })
@@ -193,7 +244,7 @@ impl Cluster {
 
     /// Commits whatever is queued (nothing, if an earlier commit took it already).
     async fn commit_open_batch(&self) {
-        let _one_at_a_time = self.committer.lock().await;
+        let mut committer = self.committer.lock().await;
         let (changes, waiters, state) = {
             let mut writer = self.writer.lock().await;
             if writer.waiters.is_empty() {
@@ -205,46 +256,222 @@ impl Cluster {
                 writer.tip.clone(),
             )
         };
-        let base = self.snapshot();
+        let mut base = self.snapshot();
         if changes.is_empty() {
             for waiter in waiters {
                 let _ = waiter.send(Ok(base.clone()));
             }
             return;
         }
-        let index = base.index + 1;
+        if let StoreHealth::Refusing(why) = self.health() {
+            self.fail(waiters, StoreError::Diverged(why), &base).await;
+            return;
+        }
+        match self.resolve_in_doubt(&mut committer).await {
+            Ok(None) => {}
+            // What this batch was computed on is not the state any more.
+            Ok(Some(recovered)) => {
+                base = recovered;
+                let why = "a change whose answer was lost turned out saved; this one was computed before it was known";
+                self.fail(waiters, StoreError::Unavailable(why.into()), &base)
+                    .await;
+                return;
+            }
+            Err(e) => {
+                self.fail(waiters, e, &base).await;
+                return;
+            }
+        }
+        let next = committer.head.next(rand::random());
         let changes = compact(&changes);
-        match self.store.commit(index, changes.clone()).await {
+        match self
+            .store
+            .commit(committer.head, next, changes.clone())
+            .await
+        {
             Ok(()) => {
-                let next = Arc::new(Snapshot { index, state });
-                *self
-                    .current
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
-                self.wake_workers(&base.state, &changes, index);
-                self.committed.send_replace(index);
+                committer.head = next;
+                self.set_health(StoreHealth::Ok);
+                let next = self.publish(&base, state, &changes, next.index);
                 for waiter in waiters {
                     let _ = waiter.send(Ok(next.clone()));
                 }
             }
             Err(e) => {
-                // Everything queued since was computed on top of what just failed.
-                let later = {
-                    let mut writer = self.writer.lock().await;
-                    writer.tip = base.state.clone();
-                    writer.open.clear();
-                    std::mem::take(&mut writer.waiters)
-                };
-                // Every waiter gets the store's reason, said once.
-                let message = match &e {
-                    StoreError::Unavailable(why) => why.clone(),
-                    other => other.to_string(),
-                };
-                for waiter in waiters.into_iter().chain(later) {
-                    let _ = waiter.send(Err(StoreError::Unavailable(message.clone())));
+                if e.is_transient() {
+                    // It may have landed all the same: the store's head will tell.
+                    committer.in_doubt = Some(InDoubt {
+                        head: next,
+                        state,
+                        changes,
+                    });
                 }
+                self.set_health(StoreHealth::of(&e));
+                self.fail(waiters, e, &base).await;
             }
         }
+    }
+
+    /// Makes `state` (committed at `index`) the current state and wakes who waits on it.
+    fn publish(
+        &self,
+        before: &Snapshot,
+        state: ClusterState,
+        changes: &[Change],
+        index: u64,
+    ) -> Arc<Snapshot> {
+        let next = Arc::new(Snapshot { index, state });
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
+        self.wake_workers(&before.state, changes, index);
+        self.committed.send_replace(index);
+        next
+    }
+
+    /// Fails a batch, and everything queued since (it was computed on top of it); the
+    /// tip goes back to `base`, the published state.
+    async fn fail(
+        &self,
+        waiters: Vec<oneshot::Sender<Result<Arc<Snapshot>, StoreError>>>,
+        error: StoreError,
+        base: &Snapshot,
+    ) {
+        let later = {
+            let mut writer = self.writer.lock().await;
+            writer.tip = base.state.clone();
+            writer.open.clear();
+            std::mem::take(&mut writer.waiters)
+        };
+        for waiter in waiters.into_iter().chain(later) {
+            let _ = waiter.send(Err(error.clone()));
+        }
+    }
+
+    /// Learns what became of a commit whose answer was lost: `None` if there was none or
+    /// it did not land; the state now published if it did.
+    async fn resolve_in_doubt(
+        &self,
+        committer: &mut Committer,
+    ) -> Result<Option<Arc<Snapshot>>, StoreError> {
+        let Some(doubt) = committer.in_doubt.take() else {
+            return Ok(None);
+        };
+        let found = match self.store.head().await {
+            Ok(found) => found,
+            Err(e) => {
+                if e.is_transient() {
+                    committer.in_doubt = Some(doubt);
+                } else {
+                    self.set_health(StoreHealth::of(&e));
+                }
+                return Err(e);
+            }
+        };
+        if found == committer.head {
+            return Ok(None);
+        }
+        if found == doubt.head {
+            tracing::info!(
+                "store: the commit at index {} whose answer was lost had landed: published now",
+                doubt.head.index
+            );
+            committer.head = doubt.head;
+            let base = self.snapshot();
+            let recovered = self.publish(&base, doubt.state, &doubt.changes, doubt.head.index);
+            // Anything queued was computed on the state before it.
+            let base = recovered.clone();
+            let why = "a change whose answer was lost turned out saved; this one was computed before it was known";
+            self.fail(Vec::new(), StoreError::Unavailable(why.into()), &base)
+                .await;
+            return Ok(Some(recovered));
+        }
+        let e =
+            mycluster_store::diverged(&self.store.describe(), committer.head, &found.to_string());
+        self.set_health(StoreHealth::of(&e));
+        Err(e)
+    }
+
+    /// Checks the store still holds this manager's history and can be written (renewing
+    /// its lease, reopening a file an I/O error left unusable), settles a commit in doubt,
+    /// and records what it found. Run every second by the store keeper.
+    pub async fn check_store(&self) -> StoreHealth {
+        let mut committer = self.committer.lock().await;
+        let checked = match self.resolve_in_doubt(&mut committer).await {
+            Ok(_) => self.store.check(committer.head).await,
+            Err(e) => Err(e),
+        };
+        let health = match checked {
+            Ok(()) => StoreHealth::Ok,
+            Err(e) => StoreHealth::of(&e),
+        };
+        self.set_health(health.clone());
+        health
+    }
+
+    /// Writes the state in memory into the store, whatever the store holds: the
+    /// operator's way back when the store lost this manager's history (emptied, evicted,
+    /// restored from an old copy). Returns the store's new head.
+    pub async fn reseed(&self) -> Result<(Head, Arc<Snapshot>), StoreError> {
+        let mut committer = self.committer.lock().await;
+        let current = self.snapshot();
+        let head = Head {
+            index: current.index + 1,
+            commit: rand::random(),
+        };
+        let state = &current.state;
+        let snapshot = mycluster_store::Snapshot {
+            head,
+            services: state.services.values().cloned().collect(),
+            tasks: state.tasks.values().map(|t| t.as_ref().clone()).collect(),
+            workers: state.workers.values().cloned().collect(),
+            counters: state.counters,
+        };
+        if let Err(e) = self.store.replace(&snapshot).await {
+            if !e.is_transient() {
+                self.set_health(StoreHealth::of(&e));
+            }
+            return Err(e);
+        }
+        // Memory is what the store holds now: a commit in doubt is not in either.
+        committer.in_doubt = None;
+        committer.head = head;
+        self.set_health(StoreHealth::Ok);
+        let published = self.publish(&current, state.clone(), &[], head.index);
+        tracing::warn!(
+            "store: reseeded {} from memory ({} services, {} tasks, {} workers, index {})",
+            self.store.describe(),
+            snapshot.services.len(),
+            snapshot.tasks.len(),
+            snapshot.workers.len(),
+            head.index
+        );
+        Ok((head, published))
+    }
+
+    /// What the last commit or check found of the store.
+    pub fn health(&self) -> StoreHealth {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the store's health, saying so in the log when it changes.
+    fn set_health(&self, health: StoreHealth) {
+        let mut current = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if *current == health {
+            return;
+        }
+        match &health {
+            StoreHealth::Ok => {
+                tracing::info!("store: {} takes writes again", self.store.describe())
+            }
+            StoreHealth::Unavailable(why) => tracing::warn!("store: cannot write: {why}"),
+            StoreHealth::Refusing(why) => tracing::error!("store: writes stopped: {why}"),
+        }
+        *current = health;
     }
 
     /// Tells the long-polls of every worker whose tasks changed.

@@ -6,6 +6,7 @@ pub mod api;
 pub mod cluster;
 mod orchestrator;
 pub mod server;
+mod store_keeper;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +18,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use api::ApiConfig;
-pub use cluster::Cluster;
+pub use cluster::{Cluster, StoreHealth};
+pub use mycluster_store::Create;
 pub use server::ServerLimits;
 
 #[derive(Clone, Debug)]
@@ -27,6 +29,8 @@ pub struct ManagerConfig {
     pub name: String,
     /// `embedded` or a store URL.
     pub store: String,
+    /// Whether a store that holds nothing yet starts a new cluster.
+    pub create: Create,
     pub limits: Limits,
     pub api: ApiConfig,
     pub server: ServerLimits,
@@ -50,7 +54,8 @@ pub enum ManagerError {
 }
 
 /// Opens the store and loads the state. A store that is unreachable (Redis down) is
-/// waited for, with backoff and a log line per try; any other error ends the start.
+/// waited for, with backoff and a log line per try; any other error (a damaged file,
+/// another manager holding the cluster, a store that may lose data) ends the start.
 /// `None` if stopped while waiting.
 async fn open_store(
     config: &ManagerConfig,
@@ -59,8 +64,12 @@ async fn open_store(
     let mut failures = 0;
     loop {
         let attempt = async {
-            let store =
-                mycluster_store::open(&config.store, &config.data_dir, &config.name).await?;
+            let options = mycluster_store::OpenOptions {
+                cluster: config.name.clone(),
+                create: config.create,
+                holder: mycluster_store::Holder::this_process("manager"),
+            };
+            let store = mycluster_store::open(&config.store, &config.data_dir, &options).await?;
             tracing::info!("store: {}", store.describe());
             Cluster::load(config.name.clone(), config.limits, store).await
         };
@@ -88,6 +97,7 @@ pub struct RunningManager {
     stop: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), ManagerError>>,
     orchestrator: tokio::task::JoinHandle<()>,
+    store_keeper: tokio::task::JoinHandle<()>,
 }
 
 impl RunningManager {
@@ -142,12 +152,14 @@ impl RunningManager {
             config.reconcile_period,
             stop.clone(),
         ));
+        let store_keeper = tokio::spawn(store_keeper::run(cluster.clone(), stop.clone()));
         Ok(RunningManager {
             addr,
             cluster,
             stop,
             server,
             orchestrator,
+            store_keeper,
         })
     }
 
@@ -159,6 +171,9 @@ impl RunningManager {
             .unwrap_or_else(|e| Err(ManagerError::Serve(std::io::Error::other(e))));
         self.stop.cancel();
         let _ = self.orchestrator.await;
+        let _ = self.store_keeper.await;
+        // The next manager of this cluster need not wait for the lease to run out.
+        self.cluster.store().release().await;
         served
     }
 }

@@ -48,7 +48,7 @@ async fn a_cancelled_mutation_leaves_memory_and_store_in_agreement() {
         .unwrap();
     let memory = cluster.snapshot();
     let stored = store.load().await.unwrap();
-    assert_eq!(memory.index, stored.index);
+    assert_eq!(memory.index, stored.head.index);
     let mut in_memory: Vec<&String> = memory.state.services.keys().collect();
     let mut on_disk: Vec<&String> = stored.services.iter().map(|s| &s.spec.name).collect();
     in_memory.sort();

@@ -276,7 +276,7 @@ impl Fixture {
         self.runtime.block_on(async {
             let snapshot = self.cluster.snapshot();
             let mut stored = self.store.load().await.expect("the store loads");
-            assert_eq!(stored.index, snapshot.index, "store and memory indexes");
+            assert_eq!(stored.head.index, snapshot.index, "store and memory indexes");
             stored
                 .services
                 .sort_by(|a, b| a.spec.name.cmp(&b.spec.name));

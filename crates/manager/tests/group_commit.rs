@@ -1,6 +1,8 @@
 //! Group commit: concurrent mutations share store commits, every one is answered only
 //! once durable, and a failed commit fails every mutation computed on it and leaves the
-//! state as it was.
+//! state as it was. And the store's history: a commit whose answer was lost is settled
+//! by the store's head, and a store that lost the history is written no more until it is
+//! reseeded.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,14 +10,16 @@ use std::sync::Arc;
 use mycluster_core::commands::{put_service, CommandError};
 use mycluster_core::{Change, Limits, ServiceSpec};
 use mycluster_manager::cluster::{Follow, MutateError};
-use mycluster_manager::Cluster;
-use mycluster_store::{EmbeddedStore, Snapshot, Store, StoreError};
+use mycluster_manager::{Cluster, StoreHealth};
+use mycluster_store::{EmbeddedStore, Head, Snapshot, Store, StoreError};
 
-/// The embedded store, counting commits and failing them on demand.
+/// The embedded store, counting commits and failing them on demand: before writing
+/// (`failing`), or after (`losing`: the commit lands, its answer is lost).
 struct Flaky {
     inner: EmbeddedStore,
     commits: AtomicUsize,
     failing: AtomicBool,
+    losing: AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -26,12 +30,33 @@ impl Store for Flaky {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         self.inner.load().await
     }
-    async fn commit(&self, index: u64, changes: Vec<Change>) -> Result<(), StoreError> {
+    async fn commit(
+        &self,
+        after: Head,
+        next: Head,
+        changes: Vec<Change>,
+    ) -> Result<(), StoreError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("failing on purpose".into()));
         }
         self.commits.fetch_add(1, Ordering::SeqCst);
-        self.inner.commit(index, changes).await
+        self.inner.commit(after, next, changes).await?;
+        if self.losing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("answer lost on purpose".into()));
+        }
+        Ok(())
+    }
+    async fn head(&self) -> Result<Head, StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("failing on purpose".into()));
+        }
+        self.inner.head().await
+    }
+    async fn check(&self, head: Head) -> Result<(), StoreError> {
+        self.inner.check(head).await
+    }
+    async fn replace(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.inner.replace(snapshot).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
@@ -44,6 +69,7 @@ async fn setup() -> (tempfile::TempDir, Arc<Flaky>, Arc<Cluster>) {
         inner: EmbeddedStore::open(dir.path(), "test").await.unwrap(),
         commits: AtomicUsize::new(0),
         failing: AtomicBool::new(false),
+        losing: AtomicBool::new(false),
     });
     let cluster = Arc::new(
         Cluster::load("test".into(), Limits::default(), store.clone())
@@ -91,7 +117,7 @@ async fn concurrent_mutations_share_commits_and_all_land() {
     let stored = store.load().await.unwrap();
     assert_eq!(stored.services.len(), 200);
     assert_eq!(cluster.snapshot().state.services.len(), 200);
-    assert_eq!(cluster.snapshot().index, stored.index);
+    assert_eq!(cluster.snapshot().index, stored.head.index);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,4 +150,92 @@ async fn a_failed_commit_fails_its_mutations_and_changes_nothing() {
         .collect();
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert_eq!(cluster.snapshot().state.services.len(), 2);
+}
+
+fn names(cluster: &Cluster) -> Vec<String> {
+    cluster.snapshot().state.services.keys().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_was_lost_is_settled_by_the_store() {
+    let (_dir, store, cluster) = setup().await;
+    create(&cluster, "kept".into()).await.unwrap();
+    // It lands, but its caller is told it failed ("may still be applied").
+    store.losing.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        create(&cluster, "landed".into()).await,
+        Err(MutateError::Store(StoreError::Unavailable(_)))
+    ));
+    store.losing.store(false, Ordering::SeqCst);
+    assert_eq!(names(&cluster), ["kept"]);
+    // The next commit first asks the store: the change had landed, so it is published,
+    // and the mutation computed without it is refused (to be tried again).
+    assert!(create(&cluster, "next".into()).await.is_err());
+    assert_eq!(names(&cluster), ["kept", "landed"]);
+    create(&cluster, "next".into()).await.unwrap();
+    assert_eq!(names(&cluster), ["kept", "landed", "next"]);
+    let stored = store.load().await.unwrap();
+    assert_eq!(stored.services.len(), 3);
+    assert_eq!(stored.head.index, cluster.snapshot().index);
+    assert_eq!(cluster.check_store().await, StoreHealth::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_did_not_land_is_settled_too() {
+    let (_dir, store, cluster) = setup().await;
+    create(&cluster, "kept".into()).await.unwrap();
+    store.failing.store(true, Ordering::SeqCst);
+    assert!(create(&cluster, "lost".into()).await.is_err());
+    assert!(matches!(
+        cluster.check_store().await,
+        StoreHealth::Unavailable(_)
+    ));
+    store.failing.store(false, Ordering::SeqCst);
+    assert_eq!(cluster.check_store().await, StoreHealth::Ok);
+    create(&cluster, "after".into()).await.unwrap();
+    assert_eq!(names(&cluster), ["after", "kept"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_lost_the_history_is_written_no_more_until_reseeded() {
+    let (_dir, store, cluster) = setup().await;
+    create(&cluster, "one".into()).await.unwrap();
+    create(&cluster, "two".into()).await.unwrap();
+    // Someone rewinds the store behind the manager's back (an old copy restored).
+    store
+        .inner
+        .replace(&Snapshot::default())
+        .await
+        .expect("rewind");
+    let health = cluster.check_store().await;
+    let StoreHealth::Refusing(why) = health else {
+        panic!("expected Refusing, got {health:?}")
+    };
+    assert!(why.contains("mycluster store reseed"), "{why}");
+    match create(&cluster, "three".into()).await {
+        Err(MutateError::Store(StoreError::Diverged(why))) => {
+            assert!(
+                why.contains("no longer holds this manager's history"),
+                "{why}"
+            )
+        }
+        other => panic!("expected Diverged, got {other:?}"),
+    }
+    // Nothing was written on top of the rewound store.
+    assert!(store.load().await.unwrap().services.is_empty());
+    assert_eq!(names(&cluster), ["one", "two"]);
+    // The operator's choice: write memory back.
+    let (head, _) = cluster.reseed().await.expect("reseed");
+    assert_eq!(cluster.health(), StoreHealth::Ok);
+    assert_eq!(store.load().await.unwrap().head, head);
+    create(&cluster, "three".into()).await.unwrap();
+    let stored: Vec<String> = store
+        .load()
+        .await
+        .unwrap()
+        .services
+        .into_iter()
+        .map(|s| s.spec.name)
+        .collect();
+    assert_eq!(stored, ["one", "three", "two"]);
 }

@@ -74,12 +74,7 @@ async fn ask_cluster_name(
     let mut failures = 0;
     loop {
         match client.health().await {
-            Ok(health) => {
-                if let Some(name) = health["cluster"].as_str() {
-                    return Ok(Some(name.to_string()));
-                }
-                bail!("the manager at {manager} did not say its cluster's name");
-            }
+            Ok(health) => return Ok(Some(health.cluster)),
             Err(e) => {
                 failures += 1;
                 let wait = mycluster_background::backoff(Duration::from_millis(500), failures);
@@ -152,6 +147,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             data_dir,
             name: args.name.clone(),
             store: "embedded".into(),
+            // A dev cluster is for experiments: a store removed by hand starts afresh.
+            create: mycluster_manager::Create::IfMissing,
             limits: Limits::default(),
             api: ApiConfig {
                 auth,

@@ -107,6 +107,7 @@ impl Command {
         matches!(
             self,
             Command::Service(_)
+                | Command::Store(StoreCommand::Reseed)
                 | Command::State
                 | Command::Stats
                 | Command::Workers
@@ -127,9 +128,16 @@ pub struct ManagerArgs {
     /// The cluster's name.
     #[arg(long, env = "MYCLUSTER_NAME", default_value = "myCluster")]
     pub name: String,
-    /// The state store: `embedded` (a file in the data dir).
+    /// The state store: `embedded` (a file in the data dir), or
+    /// `redis://host:port[/db]`.
     #[arg(long, env = "MYCLUSTER_STORE", default_value = "embedded")]
     pub store: String,
+    /// Start an empty cluster even though the data dir says this cluster existed (it
+    /// holds the cluster's tokens, or the record of its store) but its store is missing
+    /// or empty. Without it such a start is refused: an empty store there is lost data.
+    /// A store that holds the cluster is opened as it is: --init never erases one.
+    #[arg(long)]
+    pub init: bool,
     /// The most replicas a service may ask for.
     #[arg(long, env = "MYCLUSTER_MAX_REPLICAS", default_value_t = 1000)]
     pub max_replicas: u32,
@@ -375,6 +383,11 @@ pub enum BenchPart {
 pub enum StoreCommand {
     /// Copy a cluster's whole state from one store to another (stop its manager first).
     Copy(StoreCopyArgs),
+    /// Write the running manager's state back into its store. For a store that lost the
+    /// manager's history (emptied, evicted, restored from an older copy): the manager
+    /// then refuses changes (503) until an operator either runs this, or restarts the
+    /// manager to take the store as it is.
+    Reseed,
 }
 
 #[derive(Args, Clone, Debug)]

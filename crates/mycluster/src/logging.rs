@@ -12,8 +12,9 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::output::civil_from_days;
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); a panic is one log line.
 pub fn init(role: &'static str) {
+    panic_as_one_line();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -21,6 +22,32 @@ pub fn init(role: &'static str) {
         .with_writer(std::io::stderr)
         .event_format(Original { role })
         .try_init();
+}
+
+/// Says a panic in one log line, with where it happened, instead of the default
+/// message and backtrace hint (a backtrace still comes with `RUST_BACKTRACE=1`). Panics
+/// inside the storage engine say nothing here: the store catches them and reports the
+/// damage, with what to do, once (see `mycluster_store::EmbeddedStore`).
+fn panic_as_one_line() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let location = info.location();
+        if location.is_some_and(|l| l.file().contains("/redb-")) {
+            return;
+        }
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            default(info);
+            return;
+        }
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        let at = location.map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        tracing::error!("internal error{at}: {message}");
+    }));
 }
 
 struct Original {

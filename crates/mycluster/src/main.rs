@@ -45,6 +45,7 @@ fn main() {
             cli::Command::Hello(args) => hello::run(args).await,
             cli::Command::Bench(args) => bench::run(args).await,
             cli::Command::Store(cli::StoreCommand::Copy(args)) => store_copy::copy(args).await,
+            cli::Command::Store(cli::StoreCommand::Reseed) => remote::reseed(&cli.global).await,
             cli::Command::Setup(args) => setup::setup(args).await,
             cli::Command::Manage(args) => setup::manage(args).await,
             cli::Command::Worker(cli::WorkerCommand::Ps { worker }) => {

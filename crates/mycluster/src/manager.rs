@@ -1,11 +1,11 @@
 //! `mycluster manager`: runs the manager until SIGINT or SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use mycluster_core::Limits;
-use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager, ServerLimits};
+use mycluster_manager::{ApiConfig, Create, ManagerConfig, RunningManager, ServerLimits};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Global, ManagerArgs};
@@ -40,6 +40,8 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| default_data_dir(&args.name));
     crate::tokens::private_dir(&data_dir)?;
+    // Before any secret is generated: whether this data dir knew the cluster already.
+    let create = create_mode(&data_dir, &args.store, &args.name, args.init);
     let (auth, _) = crate::tokens::manager_auth(
         args.insecure_no_auth,
         global.token_file.as_deref(),
@@ -51,6 +53,7 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
         data_dir,
         name: args.name,
         store: args.store,
+        create,
         limits: Limits {
             max_replicas: args.max_replicas,
             max_services: args.max_services,
@@ -77,6 +80,7 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
     let manager = RunningManager::start(config.clone(), stop.clone())
         .await
         .context("the manager could not start")?;
+    record_store(&config.data_dir, &config.store, &config.name);
     tracing::info!(
         "MyCluster manager for cluster {} listening on http://{}",
         config.name,
@@ -108,6 +112,50 @@ pub fn raise_open_files() {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
+    }
+}
+
+/// Where the data dir records which store the cluster lives in.
+const STORE_RECORD: &str = "store";
+
+/// Whether the manager may start a new, empty cluster when its store holds nothing. Not
+/// if the data dir says the cluster existed — it holds the cluster's tokens (embedded
+/// store), or the record that the cluster lived in this very store (any store) — unless
+/// the operator said `--init`: a store found empty there is lost data, and starting
+/// afresh on it would hide the loss.
+fn create_mode(data_dir: &Path, store: &str, name: &str, init: bool) -> Create {
+    if init {
+        return Create::Init;
+    }
+    let recorded = std::fs::read_to_string(data_dir.join(STORE_RECORD))
+        .is_ok_and(|text| text.trim() == store_record(store, name));
+    let secrets = [
+        crate::tokens::API_TOKEN_FILE,
+        crate::tokens::JOIN_TOKEN_FILE,
+    ]
+    .iter()
+    .any(|f| data_dir.join(f).exists());
+    let embedded = matches!(store, "" | "embedded");
+    if recorded || (embedded && secrets) {
+        Create::No
+    } else {
+        Create::IfMissing
+    }
+}
+
+fn store_record(store: &str, name: &str) -> String {
+    format!("{name} {store}")
+}
+
+/// Notes in the data dir that the cluster lives in this store (see `create_mode`).
+fn record_store(data_dir: &Path, store: &str, name: &str) {
+    let path = data_dir.join(STORE_RECORD);
+    let text = store_record(store, name);
+    if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == text) {
+        return;
+    }
+    if let Err(e) = std::fs::write(&path, format!("{text}\n")) {
+        tracing::warn!("cannot write {}: {e}", path.display());
     }
 }
 

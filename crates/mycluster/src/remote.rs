@@ -102,6 +102,22 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
     Ok(())
 }
 
+/// `mycluster store reseed`: the running manager writes its state back into its store.
+pub async fn reseed(global: &Global) -> anyhow::Result<()> {
+    let done = client(global)?
+        .reseed()
+        .await
+        .context("the store was not reseeded")?;
+    if global.json {
+        return json(&done);
+    }
+    println!(
+        "Reseeded {} from the manager's memory: {} services, {} tasks, {} workers (index {})",
+        done.store, done.services, done.tasks, done.workers, done.index
+    );
+    Ok(())
+}
+
 pub async fn state(global: &Global) -> anyhow::Result<()> {
     let state = client(global)?.state().await?;
     if global.json {

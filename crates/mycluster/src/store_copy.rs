@@ -2,8 +2,7 @@
 //! another (e.g. from the embedded file to Redis), in one commit on the target.
 
 use anyhow::{bail, Context};
-use mycluster_core::Change;
-use mycluster_store::Store;
+use mycluster_store::{Create, Head, Holder, OpenOptions, Snapshot, Store};
 
 use crate::cli::StoreCopyArgs;
 
@@ -15,7 +14,12 @@ async fn open(spec: &str, cluster: &str) -> anyhow::Result<std::sync::Arc<dyn St
         None if spec.starts_with("redis://") => (spec, std::path::PathBuf::new()),
         None => bail!("'{spec}': use embedded:<data dir> or redis://host:port[/db]"),
     };
-    mycluster_store::open(url, &dir, cluster)
+    let options = OpenOptions {
+        cluster: cluster.to_string(),
+        create: Create::IfMissing,
+        holder: Holder::this_process("store copy"),
+    };
+    mycluster_store::open(url, &dir, &options)
         .await
         .with_context(|| format!("cannot open {spec}"))
 }
@@ -30,7 +34,7 @@ pub async fn copy(args: StoreCopyArgs) -> anyhow::Result<()> {
     let to = open(&args.to, &args.name).await?;
     let source = from.load().await.context("cannot read the source")?;
     let target = to.load().await.context("cannot read the target")?;
-    let target_empty = target.index == 0
+    let target_empty = target.head.index == 0
         && target.services.is_empty()
         && target.tasks.is_empty()
         && target.workers.is_empty();
@@ -39,44 +43,31 @@ pub async fn copy(args: StoreCopyArgs) -> anyhow::Result<()> {
             "{} already holds cluster {} (index {}, {} services): give --force to overwrite it",
             args.to,
             args.name,
-            target.index,
+            target.head.index,
             target.services.len()
         );
     }
-    let mut changes: Vec<Change> = Vec::new();
-    // Overwriting: what the target has and the source lacks goes.
-    changes.extend(
-        target
-            .services
-            .iter()
-            .map(|s| Change::DeleteService(s.spec.name.clone())),
-    );
-    changes.extend(
-        target
-            .tasks
-            .iter()
-            .map(|t| Change::DeleteTask(t.id.clone())),
-    );
-    changes.extend(
-        target
-            .workers
-            .iter()
-            .map(|w| Change::DeleteWorker(w.name.clone())),
-    );
-    changes.extend(source.services.iter().cloned().map(Change::PutService));
-    changes.extend(source.tasks.iter().cloned().map(Change::PutTask));
-    changes.extend(source.workers.iter().cloned().map(Change::PutWorker));
-    changes.push(Change::PutCounters(source.counters));
-    to.commit(source.index.max(target.index), changes)
-        .await
-        .context("cannot write the target")?;
+    // The target takes the source's state whole, at a head past both histories: a
+    // manager that ran on the target must not take it for its own past.
+    let head = Head {
+        index: source.head.index.max(target.head.index) + 1,
+        commit: rand::random(),
+    };
+    to.replace(&Snapshot {
+        head,
+        ..source.clone()
+    })
+    .await
+    .context("cannot write the target")?;
+    to.release().await;
+    from.release().await;
     println!(
         "Copied cluster {}: {} services, {} tasks, {} workers and the counters (index {}) from {} to {}",
         args.name,
         source.services.len(),
         source.tasks.len(),
         source.workers.len(),
-        source.index,
+        head.index,
         from.describe(),
         to.describe()
     );

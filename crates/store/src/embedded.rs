@@ -1,97 +1,346 @@
 //! The embedded store: one redb file in the data directory. redb is pure Rust, keeps a
 //! checksummed copy-on-write B-tree, and fsyncs every commit before it returns, so a
 //! commit that returned survives `kill -9` and power loss; a torn write is rolled back.
+//!
+//! What redb leaves to us: a file that is not a store (empty, truncated, overwritten) is
+//! refused at open with what to do, never silently started afresh, and every page is
+//! checked at open (a damaged page is an error here, not a panic later). After an I/O
+//! error (a full disk) redb refuses every write until the file is reopened: the store
+//! then drops it and reopens and verifies it before its next use, so a freed disk is
+//! enough to write again.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use mycluster_core::{Change, Counters};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Snapshot, Store, StoreError};
+use crate::{diverged, Create, Head, Snapshot, Store, StoreError};
 
 const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-const FILE_NAME: &str = "mycluster.redb";
+/// The store's file in a data dir.
+pub const FILE_NAME: &str = "mycluster.redb";
 /// Bumped when the stored layout changes incompatibly.
 const SCHEMA: &str = "1";
 
 pub struct EmbeddedStore {
-    db: Arc<Database>,
     path: PathBuf,
+    cluster: String,
+    /// The cluster's identity, made when the file was first written.
+    id: String,
+    /// The open file; `None` after a write failed, until it is reopened and verified.
+    db: Mutex<Option<Arc<Database>>>,
+}
+
+/// What `meta` says of the history: the identity and the head.
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp {
+    id: String,
+    head: Head,
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `data_dir` for `cluster`. A store made for another
-    /// cluster is refused rather than silently shared.
+    /// Opens the store in `data_dir` for `cluster`, making it when there is none.
     pub async fn open(data_dir: &Path, cluster: &str) -> Result<EmbeddedStore, StoreError> {
-        let data_dir = data_dir.to_path_buf();
-        let cluster = cluster.to_string();
-        blocking(move || Self::open_blocking(&data_dir, &cluster)).await
+        Self::open_with(data_dir, cluster, Create::IfMissing).await
     }
 
-    fn open_blocking(data_dir: &Path, cluster: &str) -> Result<EmbeddedStore, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Config(format!(
-                "cannot create data dir {}: {e}",
-                data_dir.display()
-            ))
-        })?;
-        let path = data_dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Config(format!(
-                "{} is already open in another process (is another manager using this data dir?)",
-                path.display()
-            )),
-            other => StoreError::Unavailable(format!("cannot open {}: {other}", path.display())),
-        })?;
-        let txn = db.begin_write().map_err(unavailable)?;
-        {
-            for table in [SERVICES, TASKS, WORKERS] {
-                txn.open_table(table).map_err(unavailable)?;
-            }
-            let mut meta = txn.open_table(META).map_err(unavailable)?;
-            let found = meta
-                .get("cluster")
-                .map_err(unavailable)?
-                .map(|v| String::from_utf8_lossy(v.value()).into_owned());
-            match found {
-                Some(found) if found != cluster => {
-                    return Err(StoreError::WrongCluster {
-                        found,
-                        expected: cluster.to_string(),
-                    })
-                }
-                Some(_) => {}
-                None => {
-                    meta.insert("cluster", cluster.as_bytes())
-                        .map_err(unavailable)?;
-                    meta.insert("schema", SCHEMA.as_bytes())
-                        .map_err(unavailable)?;
-                }
-            }
-            let schema = meta
-                .get("schema")
-                .map_err(unavailable)?
-                .map(|v| String::from_utf8_lossy(v.value()).into_owned());
-            if schema.as_deref() != Some(SCHEMA) {
+    /// Opens the store in `data_dir` for `cluster`; `create` says whether a missing (or
+    /// empty, with `Create::Init`) file may start a new cluster. A store made for another
+    /// cluster is refused rather than silently shared.
+    pub async fn open_with(
+        data_dir: &Path,
+        cluster: &str,
+        create: Create,
+    ) -> Result<EmbeddedStore, StoreError> {
+        let data_dir = data_dir.to_path_buf();
+        let cluster = cluster.to_string();
+        blocking("open", move || {
+            Self::open_blocking(&data_dir, &cluster, create)
+        })
+        .await
+    }
+
+    /// Where the store's file is (or would be) in `data_dir`.
+    pub fn file_in(data_dir: &Path) -> PathBuf {
+        data_dir.join(FILE_NAME)
+    }
+
+    fn open_blocking(
+        data_dir: &Path,
+        cluster: &str,
+        create: Create,
+    ) -> Result<EmbeddedStore, StoreError> {
+        let path = Self::file_in(data_dir);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == 0 && create != Create::Init => {
                 return Err(StoreError::Corrupt(format!(
-                    "{} has schema {schema:?}, this version reads schema {SCHEMA}",
+                    "{} is empty (0 bytes): it is not a store. Restore it from a copy, or start \
+                     the manager with --init to start an empty cluster in it",
                     path.display()
-                )));
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if create == Create::No {
+                    return Err(StoreError::Config(format!(
+                        "{} belongs to a cluster that existed (it holds the cluster's tokens or \
+                         the record of its store), but its store {FILE_NAME} is missing: restore \
+                         it from a copy, or start the manager with --init to start an empty \
+                         cluster",
+                        data_dir.display()
+                    )));
+                }
+                std::fs::create_dir_all(data_dir).map_err(|e| {
+                    StoreError::Config(format!(
+                        "cannot create data dir {}: {e}",
+                        data_dir.display()
+                    ))
+                })?;
+            }
+            Err(e) => {
+                return Err(StoreError::Config(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))
             }
         }
-        txn.commit().map_err(unavailable)?;
+        // The engine may panic on a damaged file: that is damage too, said once.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+            || -> Result<(Database, Stamp), OpenFailure> {
+                let db = open_file(&path)?;
+                let stamp = stamp_or_init(&db, cluster)?;
+                Ok((db, stamp))
+            },
+        ));
+        let (db, stamp) = match opened {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(failure)) => return Err(at_start(&path, failure)),
+            Err(panic) => return Err(corrupt(&path, &panic_message(&*panic))),
+        };
         Ok(EmbeddedStore {
-            db: Arc::new(db),
             path,
+            cluster: cluster.to_string(),
+            id: stamp.id,
+            db: Mutex::new(Some(Arc::new(db))),
         })
     }
+
+    /// The open database, reopened (and verified, and written once) if the last write
+    /// left it unusable.
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        let mut slot = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = &*slot {
+            return Ok(db.clone());
+        }
+        let db = open_file(&self.path).map_err(|e| {
+            unavailable(format!(
+                "reopening {} after a failed write: {e}",
+                self.path.display()
+            ))
+        })?;
+        let stamp = read_stamp(&db)?;
+        if stamp.cluster != self.cluster || stamp.id.as_deref() != Some(self.id.as_str()) {
+            return Err(StoreError::Diverged(format!(
+                "{} is no longer this cluster's store (it holds cluster '{}', id {}; this \
+                 manager opened id {}): it was replaced while the manager ran",
+                self.path.display(),
+                stamp.cluster,
+                stamp.id.as_deref().unwrap_or("none"),
+                self.id
+            )));
+        }
+        // Proves the disk takes writes again before anyone is told so.
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            meta.insert("verified", encode(&now_secs())?.as_slice())
+                .map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        tracing::info!("store: {} reopened and verified", self.path.display());
+        let db = Arc::new(db);
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    /// After a failed write: drop the file, so the next use reopens it.
+    fn broken(&self) {
+        *self.db.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Runs `f` on the database off the async workers; a failure that redb needs a
+    /// reopen to get over marks the file for one.
+    async fn with_db<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Database, &str) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.database()?;
+        let id = self.id.clone();
+        let result = blocking(what, move || f(&db, &id)).await;
+        if matches!(result, Err(StoreError::Unavailable(_))) {
+            self.broken();
+        }
+        result
+    }
+}
+
+/// Opens the file, checking every page: a damaged file is an error, not a later panic.
+fn open_file(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder()
+        .set_check_integrity_on_open(true)
+        .create(path)
+}
+
+/// What an open that failed at start means for the operator: never a retry loop.
+fn at_start(path: &Path, e: impl Into<OpenFailure>) -> StoreError {
+    match e.into() {
+        OpenFailure::Store(e @ (StoreError::WrongCluster { .. } | StoreError::Config(_))) => e,
+        OpenFailure::Store(StoreError::Corrupt(why)) => corrupt(path, &why),
+        OpenFailure::Store(other) => corrupt(path, &other.to_string()),
+        OpenFailure::Redb(redb::DatabaseError::DatabaseAlreadyOpen) => StoreError::Held(format!(
+            "{} is already open in another process (is another manager using this data dir?)",
+            path.display()
+        )),
+        OpenFailure::Redb(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            StoreError::Config(format!("cannot open {}: {e}", path.display()))
+        }
+        OpenFailure::Redb(other) => corrupt(path, &other.to_string()),
+    }
+}
+
+fn corrupt(path: &Path, why: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "{} is not a readable store ({why}). Restore it from a copy, or move it aside and \
+         start the manager with --init to start an empty cluster",
+        path.display()
+    ))
+}
+
+enum OpenFailure {
+    Redb(redb::DatabaseError),
+    Store(StoreError),
+}
+
+impl From<redb::DatabaseError> for OpenFailure {
+    fn from(e: redb::DatabaseError) -> Self {
+        OpenFailure::Redb(e)
+    }
+}
+
+impl From<StoreError> for OpenFailure {
+    fn from(e: StoreError) -> Self {
+        OpenFailure::Store(e)
+    }
+}
+
+/// What `meta` holds about the store itself.
+struct Found {
+    cluster: String,
+    schema: Option<String>,
+    id: Option<String>,
+}
+
+fn read_stamp(db: &Database) -> Result<Found, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => {
+            return Ok(Found {
+                cluster: String::new(),
+                schema: None,
+                id: None,
+            })
+        }
+        Err(e) => return Err(storage(e)),
+    };
+    let text = |key: &str| -> Result<Option<String>, StoreError> {
+        Ok(meta
+            .get(key)
+            .map_err(storage)?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+    };
+    Ok(Found {
+        cluster: text("cluster")?.unwrap_or_default(),
+        schema: text("schema")?,
+        id: text("id")?,
+    })
+}
+
+/// The store's identity and head; a new file gets both (and a store written before
+/// stores had an identity gets one).
+fn stamp_or_init(db: &Database, cluster: &str) -> Result<Stamp, StoreError> {
+    let found = read_stamp(db)?;
+    if !found.cluster.is_empty() && found.cluster != cluster {
+        return Err(StoreError::WrongCluster {
+            found: found.cluster,
+            expected: cluster.to_string(),
+        });
+    }
+    if found.schema.is_some() && found.schema.as_deref() != Some(SCHEMA) {
+        return Err(StoreError::Corrupt(format!(
+            "it has schema {:?}, this version reads schema {SCHEMA}",
+            found.schema
+        )));
+    }
+    let id = match found.id {
+        Some(id) => id,
+        None => {
+            let id = format!("{:032x}", rand::random::<u128>());
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                for table in [SERVICES, TASKS, WORKERS] {
+                    txn.open_table(table).map_err(storage)?;
+                }
+                let mut meta = txn.open_table(META).map_err(storage)?;
+                meta.insert("cluster", cluster.as_bytes())
+                    .map_err(storage)?;
+                meta.insert("schema", SCHEMA.as_bytes()).map_err(storage)?;
+                meta.insert("id", id.as_bytes()).map_err(storage)?;
+            }
+            txn.commit().map_err(storage)?;
+            id
+        }
+    };
+    let txn = db.begin_read().map_err(storage)?;
+    let meta = txn.open_table(META).map_err(storage)?;
+    Ok(Stamp {
+        id,
+        head: read_head(&meta)?,
+    })
+}
+
+fn read_head(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Head, StoreError> {
+    let number = |key: &str| -> Result<u64, StoreError> {
+        match meta.get(key).map_err(storage)? {
+            Some(v) => decode::<u64>(key, v.value()),
+            None => Ok(0),
+        }
+    };
+    Ok(Head {
+        index: number("index")?,
+        commit: number("commit")?,
+    })
+}
+
+fn read_id(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<String, StoreError> {
+    Ok(meta
+        .get("id")
+        .map_err(storage)?
+        .map(|v| String::from_utf8_lossy(v.value()).into_owned())
+        .unwrap_or_default())
 }
 
 #[async_trait::async_trait]
@@ -101,20 +350,16 @@ impl Store for EmbeddedStore {
     }
 
     async fn load(&self) -> Result<Snapshot, StoreError> {
-        let db = self.db.clone();
-        blocking(move || {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let meta = txn.open_table(META).map_err(unavailable)?;
-            let index = match meta.get("index").map_err(unavailable)? {
-                Some(v) => decode::<u64>("index", v.value())?,
-                None => 0,
-            };
-            let counters = match meta.get("counters").map_err(unavailable)? {
+        let path = self.path.clone();
+        self.with_db("load", move |db, _| {
+            let txn = db.begin_read().map_err(storage)?;
+            let meta = txn.open_table(META).map_err(storage)?;
+            let counters = match meta.get("counters").map_err(storage)? {
                 Some(v) => decode::<Counters>("counters", v.value())?,
                 None => Counters::default(),
             };
             Ok(Snapshot {
-                index,
+                head: read_head(&meta)?,
                 services: read_all(&txn, SERVICES)?,
                 tasks: read_all(&txn, TASKS)?,
                 workers: read_all(&txn, WORKERS)?,
@@ -122,17 +367,37 @@ impl Store for EmbeddedStore {
             })
         })
         .await
+        .map_err(|e| match e {
+            StoreError::Corrupt(why) => corrupt(&path, &why),
+            other => other,
+        })
     }
 
-    async fn commit(&self, index: u64, changes: Vec<Change>) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        blocking(move || {
-            let txn = db.begin_write().map_err(unavailable)?;
+    async fn commit(
+        &self,
+        after: Head,
+        next: Head,
+        changes: Vec<Change>,
+    ) -> Result<(), StoreError> {
+        let describe = self.describe();
+        self.with_db("commit", move |db, id| {
+            let txn = db.begin_write().map_err(storage)?;
             {
-                let mut services = txn.open_table(SERVICES).map_err(unavailable)?;
-                let mut tasks = txn.open_table(TASKS).map_err(unavailable)?;
-                let mut workers = txn.open_table(WORKERS).map_err(unavailable)?;
-                let mut meta = txn.open_table(META).map_err(unavailable)?;
+                let mut meta = txn.open_table(META).map_err(storage)?;
+                let found = Stamp {
+                    id: read_id(&meta)?,
+                    head: read_head(&meta)?,
+                };
+                if found.id == id && found.head == next {
+                    // Applied already, by a try whose answer was lost.
+                    return Ok(());
+                }
+                if found.id != id || found.head != after {
+                    return Err(diverged(&describe, after, &found.head.to_string()));
+                }
+                let mut services = txn.open_table(SERVICES).map_err(storage)?;
+                let mut tasks = txn.open_table(TASKS).map_err(storage)?;
+                let mut workers = txn.open_table(WORKERS).map_err(storage)?;
                 for change in &changes {
                     match change {
                         Change::PutService(s) => {
@@ -147,21 +412,90 @@ impl Store for EmbeddedStore {
                         Change::DeleteWorker(name) => workers.remove(name.as_str()),
                         Change::PutCounters(c) => meta.insert("counters", encode(c)?.as_slice()),
                     }
-                    .map_err(unavailable)?;
+                    .map_err(storage)?;
                 }
-                meta.insert("index", encode(&index)?.as_slice())
-                    .map_err(unavailable)?;
+                write_head(&mut meta, next)?;
             }
             // Durability::Immediate is redb's default: commit returns after fsync.
-            txn.commit().map_err(unavailable)
+            txn.commit().map_err(storage)
+        })
+        .await
+    }
+
+    async fn head(&self) -> Result<Head, StoreError> {
+        let describe = self.describe();
+        self.with_db("head", move |db, id| {
+            let txn = db.begin_read().map_err(storage)?;
+            let meta = txn.open_table(META).map_err(storage)?;
+            if read_id(&meta)? != id {
+                return Err(StoreError::Diverged(format!(
+                    "{describe} holds another cluster's history"
+                )));
+            }
+            read_head(&meta)
+        })
+        .await
+    }
+
+    async fn check(&self, head: Head) -> Result<(), StoreError> {
+        let found = self.head().await?;
+        if found != head {
+            return Err(diverged(&self.describe(), head, &found.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn replace(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let snapshot = snapshot.clone();
+        self.with_db("replace", move |db, _| {
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                for table in [SERVICES, TASKS, WORKERS] {
+                    txn.delete_table(table).map_err(storage)?;
+                }
+                let mut services = txn.open_table(SERVICES).map_err(storage)?;
+                for s in &snapshot.services {
+                    services
+                        .insert(s.spec.name.as_str(), encode(s)?.as_slice())
+                        .map_err(storage)?;
+                }
+                let mut tasks = txn.open_table(TASKS).map_err(storage)?;
+                for t in &snapshot.tasks {
+                    tasks
+                        .insert(t.id.as_str(), encode(t)?.as_slice())
+                        .map_err(storage)?;
+                }
+                let mut workers = txn.open_table(WORKERS).map_err(storage)?;
+                for w in &snapshot.workers {
+                    workers
+                        .insert(w.name.as_str(), encode(w)?.as_slice())
+                        .map_err(storage)?;
+                }
+                let mut meta = txn.open_table(META).map_err(storage)?;
+                meta.insert("counters", encode(&snapshot.counters)?.as_slice())
+                    .map_err(storage)?;
+                write_head(&mut meta, snapshot.head)?;
+            }
+            txn.commit().map_err(storage)
         })
         .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        blocking(move || db.begin_read().map(drop).map_err(unavailable)).await
+        self.with_db("ping", |db, _| db.begin_read().map(drop).map_err(storage))
+            .await
     }
+}
+
+fn write_head(
+    meta: &mut redb::Table<&'static str, &'static [u8]>,
+    head: Head,
+) -> Result<(), StoreError> {
+    meta.insert("index", encode(&head.index)?.as_slice())
+        .map_err(storage)?;
+    meta.insert("commit", encode(&head.commit)?.as_slice())
+        .map_err(storage)?;
+    Ok(())
 }
 
 fn read_all<T: DeserializeOwned>(
@@ -169,10 +503,10 @@ fn read_all<T: DeserializeOwned>(
     table: TableDefinition<&str, &[u8]>,
 ) -> Result<Vec<T>, StoreError> {
     let table_name = table.name().to_string();
-    let table = txn.open_table(table).map_err(unavailable)?;
+    let table = txn.open_table(table).map_err(storage)?;
     let mut out = Vec::new();
-    for entry in table.iter().map_err(unavailable)? {
-        let (key, value) = entry.map_err(unavailable)?;
+    for entry in table.iter().map_err(storage)? {
+        let (key, value) = entry.map_err(storage)?;
         out.push(decode(
             &format!("{table_name}/{}", key.value()),
             value.value(),
@@ -189,15 +523,50 @@ fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-fn unavailable(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Unavailable(e.into().to_string())
+/// A redb error: damage is `Corrupt`; anything else (I/O, a full disk, a file left
+/// unusable by an earlier error) is `Unavailable`, and the file is reopened before its
+/// next use.
+fn storage(e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Corrupted(why) => StoreError::Corrupt(why),
+        other => unavailable(other.to_string()),
+    }
 }
 
-/// redb is synchronous: run it off the async workers.
+fn unavailable(why: String) -> StoreError {
+    StoreError::Unavailable(why)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// redb is synchronous: run it off the async workers. A panic inside the storage engine
+/// (it may panic on a damaged file) is caught here and reported as damage, once.
 async fn blocking<T: Send + 'static>(
+    what: &'static str,
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => Err(StoreError::Corrupt(format!(
+            "the storage engine failed during {what}: {}",
+            panic_message(&*e.into_panic())
+        ))),
+        Err(e) => Err(StoreError::Unavailable(format!("store task failed: {e}"))),
+    }
+}
+
+/// What a caught panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .map_or_else(
+            || "the storage engine panicked".into(),
+            |m| format!("the storage engine panicked: {m}"),
+        )
 }

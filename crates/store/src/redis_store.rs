@@ -1,14 +1,24 @@
 //! The Redis store, as the original used: every key under `mycluster:<cluster>:`, so
 //! clusters can share one server. A service is JSON under `...:services.<name>` (readable
-//! with `redis-cli GET`), tasks and workers are hashes, and the commit index and counters
-//! live in a `meta` hash. A commit is one MULTI/EXEC: all of it or none.
+//! with `redis-cli GET`), tasks and workers are hashes, and the identity, head and
+//! counters live in a `meta` hash. Every commit is one Lua script that checks the head
+//! and the lease and writes, atomically (see `redis_scripts`).
+//!
+//! One manager per cluster: `...:lease` names the holder and expires unless renewed
+//! (every `check`, about once a second). A second manager finds it held and is refused
+//! once it has seen it renewed for a whole lease; a crashed manager's lease is taken
+//! over at once when its process is known to be gone (same host), else when it expires.
 //!
 //! Durability is the server's: a commit is acknowledged when Redis has applied it, and
 //! survives a Redis crash only with `appendonly yes` and `appendfsync always` (what
-//! `mycluster setup --store redis` configures). The manager warns at start otherwise.
+//! `mycluster setup --store redis` configures); the manager warns at start otherwise. A
+//! server that may evict keys (`maxmemory-policy` other than `noeviction`) would drop
+//! acknowledged changes silently: it is refused at start, and a running manager that sees
+//! one stops writing until an operator reseeds.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use mycluster_core::{Change, Counters, Service, Task, Worker};
 use redis::aio::ConnectionManager;
@@ -16,24 +26,45 @@ use redis::AsyncCommands;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Snapshot, Store, StoreError};
+use crate::redis_scripts::{self, Reply};
+use crate::{diverged, Create, Head, Holder, OpenOptions, Snapshot, Store, StoreError};
 
 pub struct RedisStore {
     connection: ConnectionManager,
     url: String,
+    cluster: String,
     prefix: String,
+    /// The lease's value while this store holds it.
+    lease: String,
+    /// The cluster's identity, read (or made) at open.
+    id: String,
+    /// Set when an evicting policy was seen while this store wrote: keys may be gone, so
+    /// it stays diverged until replaced. The policy's name.
+    evicted: Mutex<Option<String>>,
+    /// Whether `CONFIG GET` was refused (said once).
+    config_refused: std::sync::atomic::AtomicBool,
 }
 
 /// One Redis call may not take longer than this: a store that hangs is unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a lease lasts unless renewed; the manager renews it about every second.
+pub const LEASE: Duration = Duration::from_secs(10);
 
 fn unavailable(url: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("redis at {url}: {e}"))
 }
 
 impl RedisStore {
-    /// Connects to the server at `url` (`redis://host:port[/db]`) for `cluster`.
+    /// Connects to the server at `url` (`redis://host:port[/db]`) for `cluster`, held by
+    /// this process as a manager, creating the cluster if it has no data there.
     pub async fn open(url: &str, cluster: &str) -> Result<RedisStore, StoreError> {
+        Self::connect(url, &OpenOptions::new(cluster, "manager")).await
+    }
+
+    /// Connects, checks the server is set up not to lose data, and takes the cluster's
+    /// lease (waiting up to a lease for a holder that may be gone).
+    pub async fn connect(url: &str, options: &OpenOptions) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::Config(format!("invalid redis URL '{url}': {e}")))?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -47,17 +78,191 @@ impl RedisStore {
         .await
         .map_err(|_| unavailable(url, "no answer"))?
         .map_err(|e| unavailable(url, e))?;
-        let store = RedisStore {
+        let prefix = format!("mycluster:{}:", options.cluster);
+        let mut store = RedisStore {
             connection,
             url: url.to_string(),
-            prefix: format!("mycluster:{cluster}:"),
+            cluster: options.cluster.clone(),
+            prefix,
+            lease: options.holder.encode(),
+            id: String::new(),
+            evicted: Mutex::new(None),
+            config_refused: Default::default(),
         };
+        if let Some(policy) = store.evicting_policy().await? {
+            return Err(StoreError::Config(format!(
+                "redis at {url} runs with maxmemory-policy {policy}: it may evict this cluster's \
+                 keys and silently lose acknowledged changes. Set it to noeviction \
+                 (`redis-cli CONFIG SET maxmemory-policy noeviction`, and in redis.conf), then \
+                 start again"
+            )));
+        }
         store.warn_unless_durable().await;
+        store.id = store.take_lease(options.create).await?;
         Ok(store)
     }
 
     fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
+    }
+
+    /// Runs a script with `meta` and `lease` as its keys.
+    async fn script(&self, what: &str, code: &str, args: Vec<String>) -> Result<Reply, StoreError> {
+        let mut command = redis::cmd("EVAL");
+        command
+            .arg(code)
+            .arg(2)
+            .arg(self.key("meta"))
+            .arg(self.key("lease"))
+            .arg(args);
+        let mut connection = self.connection.clone();
+        let values: Vec<String> = self
+            .call(what, command.query_async(&mut connection))
+            .await?;
+        Reply::parse(values)
+    }
+
+    /// The holder, ttl, identity: the arguments every script starts with.
+    fn fixed_args(&self) -> Vec<String> {
+        vec![
+            self.lease.clone(),
+            LEASE.as_millis().to_string(),
+            self.id.clone(),
+        ]
+    }
+
+    /// Takes the lease; returns the cluster's identity.
+    async fn take_lease(&self, create: Create) -> Result<String, StoreError> {
+        let started = Instant::now();
+        let mut said = false;
+        loop {
+            let new_id = format!("{:032x}", rand::random::<u128>());
+            let create = if create == Create::No { "0" } else { "1" };
+            let args = vec![
+                self.lease.clone(),
+                LEASE.as_millis().to_string(),
+                new_id,
+                create.to_string(),
+            ];
+            match self.script("open", redis_scripts::OPEN, args).await? {
+                Reply::Ok(Some(id)) => return Ok(id),
+                Reply::Empty => {
+                    return Err(StoreError::Config(format!(
+                        "redis at {} holds nothing for cluster '{}', but this manager's data dir \
+                         says the cluster existed: restore the store, or start the manager with \
+                         --init to start an empty cluster",
+                        self.url, self.cluster
+                    )))
+                }
+                Reply::Held(value) => {
+                    let shown = Holder::decode(&value)
+                        .map_or_else(|| format!("an unknown holder ({value})"), |h| h.to_string());
+                    if Holder::decode(&value).is_some_and(|h| h.may_take_over()) {
+                        tracing::warn!(
+                            "cluster '{}' in redis at {} was held by {shown}, which is gone: taking it over",
+                            self.cluster,
+                            self.url
+                        );
+                        self.release_value(&value).await?;
+                        continue;
+                    }
+                    // A holder that stopped renewing loses the lease within LEASE; one
+                    // that still holds it after that is alive.
+                    if started.elapsed() > LEASE + Duration::from_secs(1) {
+                        return Err(StoreError::Held(format!(
+                            "cluster '{}' in redis at {} is held by {shown}, which keeps renewing \
+                             it: is another manager running with --name {}? Stop it, or give this \
+                             one another --name",
+                            self.cluster, self.url, self.cluster
+                        )));
+                    }
+                    if !said {
+                        tracing::warn!(
+                            "cluster '{}' in redis at {} is held by {shown}: waiting up to {}s for it to let go",
+                            self.cluster,
+                            self.url,
+                            LEASE.as_secs() + 1
+                        );
+                        said = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                other => {
+                    return Err(StoreError::Unavailable(format!(
+                        "redis at {}: unexpected answer to open: {other:?}",
+                        self.url
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn release_value(&self, value: &str) -> Result<(), StoreError> {
+        let mut command = redis::cmd("EVAL");
+        command
+            .arg(redis_scripts::RELEASE)
+            .arg(1)
+            .arg(self.key("lease"))
+            .arg(value);
+        let mut connection = self.connection.clone();
+        self.call(
+            "release",
+            command.query_async::<Vec<String>>(&mut connection),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The server's `maxmemory-policy` if it may evict keys (anything but `noeviction`:
+    /// the `volatile-*` ones may evict the lease); `None` if it does not, or cannot be
+    /// read (a server that refuses `CONFIG`: said once).
+    async fn evicting_policy(&self) -> Result<Option<String>, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut command = redis::cmd("CONFIG");
+        command.arg("GET").arg("maxmemory-policy");
+        let query = command.query_async::<Vec<String>>(&mut connection);
+        match tokio::time::timeout(CALL_TIMEOUT, query).await {
+            Err(_) => Err(unavailable(&self.url, "config: no answer")),
+            Ok(Ok(values)) => Ok(values.get(1).filter(|p| *p != "noeviction").cloned()),
+            Ok(Err(e))
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout() =>
+            {
+                Err(unavailable(&self.url, format!("config: {e}")))
+            }
+            Ok(Err(e)) => {
+                if !self
+                    .config_refused
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        "redis at {}: cannot read maxmemory-policy ({e}): make sure it is noeviction, or an evicted key loses acknowledged changes",
+                        self.url
+                    );
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Refuses to write while the server may evict keys; once it was seen, keys may be
+    /// gone, so the store stays refused until it is replaced.
+    async fn refuse_if_evicting(&self) -> Result<(), StoreError> {
+        if let Some(policy) = self.evicting_policy().await? {
+            *self.evicted.lock().unwrap_or_else(|p| p.into_inner()) = Some(policy);
+        }
+        match &*self.evicted.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(policy) => Err(StoreError::Diverged(format!(
+                "redis at {} was set to maxmemory-policy {policy} while this manager wrote to \
+                 it: it may have evicted keys, losing acknowledged changes. Nothing more is \
+                 written: set it to noeviction, then `mycluster store reseed` writes this \
+                 manager's state back",
+                self.url
+            ))),
+            None => Ok(()),
+        }
     }
 
     async fn warn_unless_durable(&self) {
@@ -100,48 +305,80 @@ impl RedisStore {
         }
     }
 
-    async fn commit_once(&self, index: u64, changes: &[Change]) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+    /// The ops that write `changes` (see `redis_scripts`).
+    fn ops(&self, changes: &[Change], ops: &mut Vec<String>) -> Result<(), StoreError> {
         let services = self.key("services");
         let tasks = self.key("tasks");
         let workers = self.key("workers");
         let meta = self.key("meta");
+        let mut op = |parts: &[&str]| ops.extend(parts.iter().map(|p| p.to_string()));
         for change in changes {
             match change {
                 Change::PutService(s) => {
-                    pipe.set(self.key(&format!("services.{}", s.spec.name)), encode(s)?)
-                        .ignore()
-                        .sadd(&services, &s.spec.name)
-                        .ignore();
+                    let key = self.key(&format!("services.{}", s.spec.name));
+                    op(&["S", &key, &encode(s)?]);
+                    op(&["A", &services, &s.spec.name]);
                 }
                 Change::DeleteService(name) => {
-                    pipe.del(self.key(&format!("services.{name}")))
-                        .ignore()
-                        .srem(&services, name)
-                        .ignore();
+                    op(&["D", &self.key(&format!("services.{name}"))]);
+                    op(&["R", &services, name]);
                 }
-                Change::PutTask(t) => {
-                    pipe.hset(&tasks, &t.id, encode(t)?).ignore();
-                }
-                Change::DeleteTask(id) => {
-                    pipe.hdel(&tasks, id).ignore();
-                }
-                Change::PutWorker(w) => {
-                    pipe.hset(&workers, &w.name, encode(w)?).ignore();
-                }
-                Change::DeleteWorker(name) => {
-                    pipe.hdel(&workers, name).ignore();
-                }
-                Change::PutCounters(c) => {
-                    pipe.hset(&meta, "counters", encode(c)?).ignore();
-                }
+                Change::PutTask(t) => op(&["H", &tasks, &t.id, &encode(t)?]),
+                Change::DeleteTask(id) => op(&["X", &tasks, id]),
+                Change::PutWorker(w) => op(&["H", &workers, &w.name, &encode(w)?]),
+                Change::DeleteWorker(name) => op(&["X", &workers, name]),
+                Change::PutCounters(c) => op(&["H", &meta, "counters", &encode(c)?]),
             }
         }
-        pipe.hset(&meta, "index", index).ignore();
-        let mut connection = self.connection.clone();
-        self.call("commit", pipe.query_async::<()>(&mut connection))
-            .await
+        Ok(())
+    }
+
+    async fn commit_once(
+        &self,
+        after: Head,
+        next: Head,
+        changes: &[Change],
+    ) -> Result<(), StoreError> {
+        let mut args = self.fixed_args();
+        args.extend([
+            after.index.to_string(),
+            after.commit.to_string(),
+            next.index.to_string(),
+            next.commit.to_string(),
+        ]);
+        self.ops(changes, &mut args)?;
+        let reply = self
+            .script("commit", &redis_scripts::commit(), args)
+            .await?;
+        self.verdict(after, reply)
+    }
+
+    /// What a script's answer means for a write that expected `head`.
+    fn verdict(&self, head: Head, reply: Reply) -> Result<(), StoreError> {
+        match reply {
+            Reply::Ok(_) | Reply::Done => Ok(()),
+            Reply::Held(value) => Err(StoreError::Held(format!(
+                "this manager lost cluster '{}' in redis at {} to {}: it no longer writes (stop \
+                 one of the two managers; restart this one to take the cluster back once the \
+                 other is gone)",
+                self.cluster,
+                self.url,
+                Holder::decode(&value)
+                    .map_or_else(|| format!("an unknown holder ({value})"), |h| h.to_string())
+            ))),
+            Reply::Empty => Err(diverged(&self.describe(), head, "nothing")),
+            Reply::Diverged { id, index, commit } => {
+                let found = if id.is_empty() && index.is_empty() {
+                    "nothing for this cluster".to_string()
+                } else if id != self.id {
+                    format!("another cluster's history (id {id}, index {index})")
+                } else {
+                    let commit: u64 = commit.parse().unwrap_or_default();
+                    format!("index {index} (commit {commit:016x})")
+                };
+                Err(diverged(&self.describe(), head, &found))
+            }
+        }
     }
 }
 
@@ -162,8 +399,21 @@ impl Store for RedisStore {
                 .collect();
             let values: Vec<Option<String>> = self.call("load", c.mget(&keys)).await?;
             for (name, value) in names.iter().zip(values) {
-                if let Some(value) = value {
-                    services.push(decode::<Service>(&format!("services.{name}"), &value)?);
+                match value {
+                    Some(value) => {
+                        services.push(decode::<Service>(&format!("services.{name}"), &value)?)
+                    }
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "redis at {} lists service {name} but holds no {}: keys were \
+                             evicted or deleted, so this store lost acknowledged changes. \
+                             Restore it from a copy (or, to take it as it is, remove \
+                             {name} from the set {})",
+                            self.url,
+                            self.key(&format!("services.{name}")),
+                            self.key("services")
+                        )))
+                    }
                 }
             }
         }
@@ -172,12 +422,18 @@ impl Store for RedisStore {
         let workers: HashMap<String, String> =
             self.call("load", c.hgetall(self.key("workers"))).await?;
         let meta: HashMap<String, String> = self.call("load", c.hgetall(self.key("meta"))).await?;
-        Ok(Snapshot {
-            index: match meta.get("index") {
+        let number = |key: &str| -> Result<u64, StoreError> {
+            match meta.get(key) {
                 Some(v) => v
                     .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("meta index '{v}'")))?,
-                None => 0,
+                    .map_err(|_| StoreError::Corrupt(format!("meta {key} '{v}'"))),
+                None => Ok(0),
+            }
+        };
+        Ok(Snapshot {
+            head: Head {
+                index: number("index")?,
+                commit: number("commit")?,
             },
             services,
             tasks: tasks
@@ -195,17 +451,87 @@ impl Store for RedisStore {
         })
     }
 
-    async fn commit(&self, index: u64, changes: Vec<Change>) -> Result<(), StoreError> {
-        match self.commit_once(index, &changes).await {
+    async fn commit(
+        &self,
+        after: Head,
+        next: Head,
+        changes: Vec<Change>,
+    ) -> Result<(), StoreError> {
+        self.refuse_if_evicting().await?;
+        match self.commit_once(after, next, &changes).await {
             // A dropped connection fails the call that hit it while the manager
-            // reconnects; the commit sets values (it does not add to them), so applying it
-            // twice is harmless: try once more.
+            // reconnects. The script is safe to run twice (the second finds `next` and
+            // answers `done`): try once more.
             Err(StoreError::Unavailable(first)) => {
                 tracing::debug!("commit failed once, retrying: {first}");
-                self.commit_once(index, &changes).await
+                self.commit_once(after, next, &changes).await
             }
             other => other,
         }
+    }
+
+    async fn head(&self) -> Result<Head, StoreError> {
+        let mut c = self.connection.clone();
+        let (id, index, commit): (Option<String>, Option<u64>, Option<u64>) = self
+            .call(
+                "head",
+                redis::cmd("HMGET")
+                    .arg(self.key("meta"))
+                    .arg("id")
+                    .arg("index")
+                    .arg("commit")
+                    .query_async(&mut c),
+            )
+            .await?;
+        if id.as_deref() != Some(self.id.as_str()) {
+            return Err(diverged(
+                &self.describe(),
+                Head::default(),
+                &match id {
+                    None => "nothing for this cluster".to_string(),
+                    Some(id) => format!("another cluster's history (id {id})"),
+                },
+            ));
+        }
+        Ok(Head {
+            index: index.unwrap_or(0),
+            commit: commit.unwrap_or(0),
+        })
+    }
+
+    async fn check(&self, head: Head) -> Result<(), StoreError> {
+        self.refuse_if_evicting().await?;
+        let mut args = self.fixed_args();
+        args.extend([head.index.to_string(), head.commit.to_string()]);
+        let reply = self.script("renew", redis_scripts::RENEW, args).await?;
+        self.verdict(head, reply)
+    }
+
+    async fn replace(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        if let Some(policy) = self.evicting_policy().await? {
+            return Err(StoreError::Config(format!(
+                "redis at {} runs with maxmemory-policy {policy}: set it to noeviction first",
+                self.url
+            )));
+        }
+        let mut args = self.fixed_args();
+        args.extend([
+            snapshot.head.index.to_string(),
+            snapshot.head.commit.to_string(),
+            format!("{}*", glob_escape(&self.prefix)),
+        ]);
+        let mut changes: Vec<Change> = Vec::new();
+        changes.extend(snapshot.services.iter().cloned().map(Change::PutService));
+        changes.extend(snapshot.tasks.iter().cloned().map(Change::PutTask));
+        changes.extend(snapshot.workers.iter().cloned().map(Change::PutWorker));
+        changes.push(Change::PutCounters(snapshot.counters));
+        self.ops(&changes, &mut args)?;
+        let reply = self
+            .script("replace", &redis_scripts::replace(), args)
+            .await?;
+        self.verdict(snapshot.head, reply)?;
+        *self.evicted.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -214,6 +540,24 @@ impl Store for RedisStore {
             .await
             .map(drop)
     }
+
+    async fn release(&self) {
+        if let Err(e) = self.release_value(&self.lease).await {
+            tracing::warn!("could not let go of the cluster's lease: {e}");
+        }
+    }
+}
+
+/// A key prefix as a SCAN pattern matching only itself.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {

@@ -5,9 +5,9 @@ mod conformance;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
-use conformance::Backend;
+use conformance::{at, Backend};
 use mycluster_core::Change;
-use mycluster_store::{RedisStore, Store, StoreError};
+use mycluster_store::{Create, Head, Holder, OpenOptions, RedisStore, Snapshot, Store, StoreError};
 use redis_server::RedisServer;
 
 struct Redis;
@@ -49,7 +49,8 @@ async fn a_service_is_readable_json_under_services_name() {
     let store = RedisStore::open(&server.url(), "test").await.unwrap();
     store
         .commit(
-            1,
+            at(0),
+            at(1),
             vec![Change::PutService(conformance::service("hello-world", 3))],
         )
         .await
@@ -75,20 +76,28 @@ async fn two_clusters_share_one_server_without_meeting() {
     };
     let a = RedisStore::open(&server.url(), "alpha").await.unwrap();
     let b = RedisStore::open(&server.url(), "beta").await.unwrap();
-    a.commit(1, vec![Change::PutService(conformance::service("web", 1))])
-        .await
-        .unwrap();
-    b.commit(7, vec![Change::PutService(conformance::service("db", 2))])
-        .await
-        .unwrap();
+    a.commit(
+        at(0),
+        at(1),
+        vec![Change::PutService(conformance::service("web", 1))],
+    )
+    .await
+    .unwrap();
+    b.commit(
+        at(0),
+        at(7),
+        vec![Change::PutService(conformance::service("db", 2))],
+    )
+    .await
+    .unwrap();
     let (la, lb) = (a.load().await.unwrap(), b.load().await.unwrap());
     assert_eq!(
-        (la.index, la.services.len(), &la.services[0].spec.name[..]),
-        (1, 1, "web")
+        (la.head, la.services.len(), &la.services[0].spec.name[..]),
+        (at(1), 1, "web")
     );
     assert_eq!(
-        (lb.index, lb.services.len(), &lb.services[0].spec.name[..]),
-        (7, 1, "db")
+        (lb.head, lb.services.len(), &lb.services[0].spec.name[..]),
+        (at(7), 1, "db")
     );
 }
 
@@ -101,12 +110,20 @@ async fn an_outage_fails_commits_and_recovery_keeps_everything() {
     };
     let store = RedisStore::open(&server.url(), "test").await.unwrap();
     store
-        .commit(1, vec![Change::PutService(conformance::service("web", 1))])
+        .commit(
+            at(0),
+            at(1),
+            vec![Change::PutService(conformance::service("web", 1))],
+        )
         .await
         .unwrap();
     server.kill();
     let failed = store
-        .commit(2, vec![Change::PutService(conformance::service("db", 1))])
+        .commit(
+            at(1),
+            at(2),
+            vec![Change::PutService(conformance::service("db", 1))],
+        )
         .await;
     assert!(
         matches!(failed, Err(StoreError::Unavailable(_))),
@@ -121,7 +138,11 @@ async fn an_outage_fails_commits_and_recovery_keeps_everything() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     store
-        .commit(2, vec![Change::PutService(conformance::service("db", 1))])
+        .commit(
+            at(1),
+            at(2),
+            vec![Change::PutService(conformance::service("db", 1))],
+        )
         .await
         .unwrap();
     let loaded = store.load().await.unwrap();
@@ -132,5 +153,327 @@ async fn an_outage_fails_commits_and_recovery_keeps_everything() {
         .collect();
     names.sort();
     assert_eq!(names, ["db", "web"]);
-    assert_eq!(loaded.index, 2);
+    assert_eq!(loaded.head, at(2));
+}
+
+/// A holder this process cannot take over at once (another host's manager).
+fn elsewhere() -> Holder {
+    Holder {
+        token: "elsewhere".into(),
+        host: "some-other-host".into(),
+        ..Holder::this_process("manager")
+    }
+}
+
+fn options(cluster: &str, holder: Holder) -> OpenOptions {
+    OpenOptions {
+        cluster: cluster.into(),
+        create: Create::IfMissing,
+        holder,
+    }
+}
+
+fn expect_diverged(result: Result<(), StoreError>, what: &str) -> String {
+    match result {
+        Err(StoreError::Diverged(message)) => message,
+        other => panic!("{what}: expected Diverged, got {other:?}"),
+    }
+}
+
+/// The store's whole state as a snapshot at `head`.
+async fn snapshot_at(store: &RedisStore, head: Head) -> Snapshot {
+    Snapshot {
+        head,
+        ..store.load().await.expect("load")
+    }
+}
+
+#[tokio::test]
+async fn a_flushed_server_is_found_out_and_a_reseed_brings_it_back() {
+    let Some(server) = RedisServer::start("a_flushed_server_is_found_out") else {
+        return;
+    };
+    let store = RedisStore::open(&server.url(), "test").await.unwrap();
+    store
+        .commit(
+            at(0),
+            at(1),
+            vec![Change::PutService(conformance::service("web", 1))],
+        )
+        .await
+        .unwrap();
+    let kept = snapshot_at(&store, at(2)).await;
+    server.cli(&["FLUSHALL"]);
+    let message = expect_diverged(store.check(at(1)).await, "check after FLUSHALL");
+    assert!(message.contains("nothing for this cluster"), "{message}");
+    let message = expect_diverged(
+        store
+            .commit(
+                at(1),
+                at(2),
+                vec![Change::PutService(conformance::service("db", 1))],
+            )
+            .await,
+        "commit after FLUSHALL",
+    );
+    assert!(message.contains("mycluster store reseed"), "{message}");
+    // Nothing was written on top of the emptied server.
+    assert_eq!(server.cli(&["DBSIZE"]), "0");
+    store.replace(&kept).await.expect("reseed");
+    store.check(at(2)).await.expect("check after the reseed");
+    store
+        .commit(
+            at(2),
+            at(3),
+            vec![Change::PutService(conformance::service("db", 1))],
+        )
+        .await
+        .expect("commit after the reseed");
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.services.len(), 2);
+    assert_eq!(loaded.head, at(3));
+}
+
+#[tokio::test]
+async fn a_server_restarted_empty_is_found_out() {
+    let Some(mut server) = RedisServer::start("a_server_restarted_empty_is_found_out") else {
+        return;
+    };
+    let store = RedisStore::open(&server.url(), "test").await.unwrap();
+    store
+        .commit(
+            at(0),
+            at(1),
+            vec![Change::PutService(conformance::service("web", 1))],
+        )
+        .await
+        .unwrap();
+    server.restart_empty();
+    // The connection comes back by itself; then the store's history is gone.
+    let started = std::time::Instant::now();
+    let message = loop {
+        match store.check(at(1)).await {
+            Err(StoreError::Unavailable(_)) => {
+                assert!(started.elapsed().as_secs() < 30, "no reconnection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => break expect_diverged(other, "check after the restart"),
+        }
+    };
+    assert!(message.contains("nothing for this cluster"), "{message}");
+    expect_diverged(
+        store.commit(at(1), at(2), Vec::new()).await,
+        "commit after the restart",
+    );
+    assert_eq!(server.cli(&["DBSIZE"]), "0");
+}
+
+#[tokio::test]
+async fn an_evicting_server_is_refused_at_open_and_stops_writes_after() {
+    let Some(server) = RedisServer::start("an_evicting_server_is_refused") else {
+        return;
+    };
+    server.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    match RedisStore::open(&server.url(), "test").await {
+        Err(StoreError::Config(message)) => {
+            assert!(
+                message.contains("maxmemory-policy allkeys-lru"),
+                "{message}"
+            );
+            assert!(message.contains("noeviction"), "{message}");
+        }
+        Err(other) => panic!("expected Config, got {other}"),
+        Ok(_) => panic!("a store that may evict keys was opened"),
+    }
+    server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    let store = RedisStore::open(&server.url(), "test").await.unwrap();
+    store
+        .commit(
+            at(0),
+            at(1),
+            vec![Change::PutService(conformance::service("web", 1))],
+        )
+        .await
+        .unwrap();
+    server.cli(&["CONFIG", "SET", "maxmemory-policy", "volatile-lru"]);
+    let message = expect_diverged(
+        store.commit(at(1), at(2), Vec::new()).await,
+        "commit under volatile-lru",
+    );
+    assert!(
+        message.contains("maxmemory-policy volatile-lru"),
+        "{message}"
+    );
+    expect_diverged(store.check(at(1)).await, "check under volatile-lru");
+    // Set back, it stays refused: keys may have gone meanwhile. A reseed clears it.
+    server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    expect_diverged(store.check(at(1)).await, "check once set back");
+    let kept = snapshot_at(&store, at(2)).await;
+    store.replace(&kept).await.expect("reseed");
+    store
+        .commit(at(2), at(3), Vec::new())
+        .await
+        .expect("commit after the reseed");
+}
+
+#[tokio::test]
+async fn a_service_key_gone_from_the_server_fails_the_load() {
+    let Some(server) = RedisServer::start("a_service_key_gone_fails_the_load") else {
+        return;
+    };
+    let store = RedisStore::open(&server.url(), "test").await.unwrap();
+    store
+        .commit(
+            at(0),
+            at(1),
+            vec![
+                Change::PutService(conformance::service("web", 1)),
+                Change::PutService(conformance::service("db", 1)),
+            ],
+        )
+        .await
+        .unwrap();
+    // What an eviction does: the key goes, the set still names it.
+    server.cli(&["DEL", "mycluster:test:services.db"]);
+    match store.load().await {
+        Err(StoreError::Corrupt(message)) => {
+            assert!(message.contains("lists service db"), "{message}")
+        }
+        other => panic!(
+            "expected Corrupt, got {:?}",
+            other.map(|s| s.services.len())
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_second_manager_is_refused_while_the_first_renews() {
+    let Some(server) = RedisServer::start("a_second_manager_is_refused") else {
+        return;
+    };
+    let first = std::sync::Arc::new(
+        RedisStore::connect(&server.url(), &options("test", elsewhere()))
+            .await
+            .unwrap(),
+    );
+    first
+        .commit(
+            at(0),
+            at(1),
+            vec![Change::PutService(conformance::service("web", 1))],
+        )
+        .await
+        .unwrap();
+    let renewing = {
+        let first = first.clone();
+        tokio::spawn(async move {
+            loop {
+                first.check(at(1)).await.expect("the first keeps its lease");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let second = RedisStore::connect(
+        &server.url(),
+        &options("test", Holder::this_process("manager")),
+    )
+    .await;
+    renewing.abort();
+    match second {
+        Err(StoreError::Held(message)) => {
+            assert!(
+                message.contains("a manager on host some-other-host"),
+                "{message}"
+            );
+            assert!(message.contains("--name test"), "{message}");
+        }
+        Err(other) => panic!("expected Held, got {other}"),
+        Ok(_) => panic!("a second manager opened a cluster held by a live one"),
+    }
+    // The first still writes.
+    first
+        .commit(at(1), at(2), Vec::new())
+        .await
+        .expect("the first writes on");
+}
+
+#[tokio::test]
+async fn a_holder_that_stops_renewing_is_taken_over_and_fenced() {
+    let Some(server) = RedisServer::start("a_holder_that_stops_renewing") else {
+        return;
+    };
+    let first = RedisStore::connect(&server.url(), &options("test", elsewhere()))
+        .await
+        .unwrap();
+    first.commit(at(0), at(1), Vec::new()).await.unwrap();
+    // The first stops renewing (paused, cut off): after its lease the second gets in.
+    let second = RedisStore::connect(
+        &server.url(),
+        &options("test", Holder::this_process("manager")),
+    )
+    .await
+    .expect("taken over once the lease ran out");
+    second
+        .commit(at(1), at(2), Vec::new())
+        .await
+        .expect("the second writes");
+    // The first, back, can no longer write: it is fenced.
+    match first.check(at(1)).await {
+        Err(StoreError::Held(message)) => assert!(message.contains("lost cluster"), "{message}"),
+        other => panic!("expected Held, got {other:?}"),
+    }
+    let own = Head {
+        index: 2,
+        commit: 1,
+    };
+    assert!(matches!(
+        first.commit(at(1), own, Vec::new()).await,
+        Err(StoreError::Held(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_gone_holder_of_this_host_is_taken_over_at_once() {
+    let Some(server) = RedisServer::start("a_gone_holder_is_taken_over") else {
+        return;
+    };
+    let gone = Holder {
+        token: "crashed".into(),
+        pid: u32::MAX - 1,
+        ..Holder::this_process("manager")
+    };
+    let first = RedisStore::connect(&server.url(), &options("test", gone))
+        .await
+        .unwrap();
+    first.commit(at(0), at(1), Vec::new()).await.unwrap();
+    drop(first);
+    let started = std::time::Instant::now();
+    let second = RedisStore::open(&server.url(), "test")
+        .await
+        .expect("taken over");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "waited {:?} for a holder known to be gone",
+        started.elapsed()
+    );
+    second
+        .commit(at(1), at(2), Vec::new())
+        .await
+        .expect("writes");
+}
+
+#[tokio::test]
+async fn a_released_lease_lets_the_next_manager_in() {
+    let Some(server) = RedisServer::start("a_released_lease") else {
+        return;
+    };
+    let first = RedisStore::connect(&server.url(), &options("test", elsewhere()))
+        .await
+        .unwrap();
+    first.release().await;
+    let started = std::time::Instant::now();
+    RedisStore::open(&server.url(), "test")
+        .await
+        .expect("opened");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }

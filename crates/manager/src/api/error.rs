@@ -78,11 +78,16 @@ impl From<CommandError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        tracing::error!("store: {e}");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the change was not saved, try again: {e}"),
-        )
+        // The store's state is logged when it changes (see `Cluster::set_health`), not
+        // once per refused request.
+        tracing::debug!("store: {e}");
+        let message = match e {
+            // It may work in a moment (and a change in doubt may still land).
+            StoreError::Unavailable(_) => format!("the change was not saved, try again: {e}"),
+            // It will not, until an operator acts: the message says how.
+            other => format!("the change was not saved: {other}"),
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod guard;
 mod query;
 mod services;
 mod status;
+mod store;
 mod workers;
 
 use std::sync::Arc;
@@ -113,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/services", get(services::list))
         .route("/api/v1/tasks", get(status::tasks))
+        .route("/api/v1/store/reseed", post(store::reseed))
         .route(
             "/api/v1/workers",
             get(workers::list).post(workers::register),

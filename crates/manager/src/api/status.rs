@@ -8,11 +8,11 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use serde_json::{json, Value};
 
 use super::query::Params;
 use super::{json_response, ApiError, AppState};
-use mycluster_core::docs::{StateDoc, StatsDoc, TaskView};
+use crate::cluster::StoreHealth;
+use mycluster_core::docs::{HealthDoc, HealthStatus, StateDoc, StatsDoc, TaskView};
 use mycluster_core::Task;
 
 /// `GET /api/v1/stats`.
@@ -54,25 +54,32 @@ pub async fn tasks(
     json_response(&tasks)
 }
 
-/// `GET /healthz`: 200 when the manager can reach its store, 503 otherwise.
-pub async fn healthz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
-    let store = app.cluster.store().describe();
-    match app.cluster.store().ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({"status": "ok", "cluster": app.cluster.name, "store": store})),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "status": "degraded",
-                "cluster": app.cluster.name,
-                "store": store,
-                "message": e.to_string(),
-                "code": 503
-            })),
-        ),
-    }
+/// `GET /healthz`: 200 when the manager can write its store; 503 (`degraded`, with why)
+/// when the store does not answer, cannot write, or no longer holds this manager's
+/// history. The same document either way, so a probe reads the cluster's name from it.
+pub async fn healthz(State(app): State<AppState>) -> (StatusCode, Json<HealthDoc>) {
+    let store = app.cluster.store();
+    let problem = match app.cluster.health() {
+        StoreHealth::Ok => store.ping().await.err().map(|e| e.to_string()),
+        StoreHealth::Unavailable(why) => Some(format!("store unavailable: {why}")),
+        StoreHealth::Refusing(why) => Some(why),
+    };
+    let status = match problem {
+        None => StatusCode::OK,
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let doc = HealthDoc {
+        status: match problem {
+            None => HealthStatus::Ok,
+            Some(_) => HealthStatus::Degraded,
+        },
+        cluster: app.cluster.name.clone(),
+        store: store.describe(),
+        index: app.cluster.snapshot().index,
+        code: problem.as_ref().map(|_| status.as_u16()),
+        message: problem,
+    };
+    (status, Json(doc))
 }
 
 /// `GET /api/v1/openapi.json`: the OpenAPI 3 document of this API.

@@ -144,6 +144,10 @@ impl Manager {
         self.log.lock().unwrap().join("\n")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn api(&self) -> Api {
         Api::new(&self.url)
     }
@@ -283,6 +287,48 @@ pub fn cli(manager_url: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// What a manager that must not start printed: its exit code (`None`: it was still
+/// running at the deadline, and was killed) and its stderr.
+pub fn manager_refused(data_dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut command = Command::new(BIN);
+    command
+        .args(["manager", "--listen", "127.0.0.1:0", "--name", "test"])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("RUST_BACKTRACE");
+    with_tokens(&mut command);
+    run_to_exit(command)
+}
+
+/// Runs `command` until it exits (killed at the deadline); its exit code and stderr.
+pub fn run_to_exit(mut command: Command) -> (Option<i32>, String) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    });
+    let started = Instant::now();
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code();
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (code, reader.join().unwrap_or_default())
 }
 
 /// Spawns `command` with stderr piped into a shared log (each line also passed to

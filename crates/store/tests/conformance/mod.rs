@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use mycluster_core::{
     Change, Counters, DesiredState, Service, ServiceSpec, Task, TaskState, Worker, WorkerStatus,
 };
-use mycluster_store::{Snapshot, Store, StoreError};
+use mycluster_store::{Head, Snapshot, Store, StoreError};
 
 /// How the suite gets stores of one backend.
 #[async_trait::async_trait]
@@ -38,7 +38,11 @@ macro_rules! conformance_suite {
             index_is_the_last_committed,
             large_commit_is_whole,
             another_cluster_is_refused,
-            concurrent_commits_all_land,
+            concurrent_commits_on_one_head_let_one_land,
+            a_commit_on_another_head_is_refused,
+            a_retried_commit_lands_once,
+            check_knows_the_history,
+            replace_takes_any_history,
             odd_strings_round_trip,
             ping_answers,
         );
@@ -106,6 +110,17 @@ pub fn worker(name: &str) -> Worker {
     }
 }
 
+/// A head for commit `n` of a test (0: a new store's).
+pub fn at(n: u64) -> Head {
+    match n {
+        0 => Head::default(),
+        n => Head {
+            index: n,
+            commit: n * 1000 + 7,
+        },
+    }
+}
+
 /// Sorted, so backends may return records in any order.
 fn sorted(mut snapshot: Snapshot) -> Snapshot {
     snapshot
@@ -142,9 +157,9 @@ pub async fn commit_then_load_round_trips<B: Backend>(backend: &B) {
         Change::PutWorker(worker("test_worker_1")),
         Change::PutCounters(counters),
     ];
-    store.commit(1, changes).await.expect("commit");
+    store.commit(at(0), at(1), changes).await.expect("commit");
     let expected = Snapshot {
-        index: 1,
+        head: at(1),
         services: vec![service("web", 2)],
         tasks: vec![task("t1", "web", 0), task("t2", "web", 1)],
         workers: vec![worker("test_worker_1")],
@@ -157,11 +172,11 @@ pub async fn later_puts_overwrite<B: Backend>(backend: &B) {
     let place = backend.place().await;
     let store = backend.open(&place, "test").await.expect("open");
     store
-        .commit(1, vec![Change::PutService(service("web", 2))])
+        .commit(at(0), at(1), vec![Change::PutService(service("web", 2))])
         .await
         .expect("commit");
     store
-        .commit(2, vec![Change::PutService(service("web", 7))])
+        .commit(at(1), at(2), vec![Change::PutService(service("web", 7))])
         .await
         .expect("commit");
     let snapshot = load(&*store).await;
@@ -173,7 +188,8 @@ pub async fn deletes_remove_and_missing_deletes_are_harmless<B: Backend>(backend
     let store = backend.open(&place, "test").await.expect("open");
     store
         .commit(
-            1,
+            at(0),
+            at(1),
             vec![
                 Change::PutService(service("web", 1)),
                 Change::PutService(service("db", 1)),
@@ -185,7 +201,8 @@ pub async fn deletes_remove_and_missing_deletes_are_harmless<B: Backend>(backend
         .expect("commit");
     store
         .commit(
-            2,
+            at(1),
+            at(2),
             vec![
                 Change::DeleteService("web".into()),
                 Change::DeleteTask("t1".into()),
@@ -207,7 +224,8 @@ pub async fn changes_apply_in_order_within_a_commit<B: Backend>(backend: &B) {
     let store = backend.open(&place, "test").await.expect("open");
     store
         .commit(
-            1,
+            at(0),
+            at(1),
             vec![
                 Change::PutService(service("gone", 1)),
                 Change::DeleteService("gone".into()),
@@ -234,7 +252,8 @@ pub async fn survives_reopen<B: Backend>(backend: &B) {
         let store = backend.open(&place, "test").await.expect("open");
         store
             .commit(
-                1,
+                at(0),
+                at(1),
                 vec![
                     Change::PutService(service("web", 3)),
                     Change::PutCounters(Counters {
@@ -248,7 +267,7 @@ pub async fn survives_reopen<B: Backend>(backend: &B) {
     }
     let store = backend.open(&place, "test").await.expect("reopen");
     let snapshot = load(&*store).await;
-    assert_eq!(snapshot.index, 1);
+    assert_eq!(snapshot.head, at(1));
     assert_eq!(snapshot.services, vec![service("web", 3)]);
     assert_eq!(snapshot.counters.total_requests, 1);
 }
@@ -259,16 +278,20 @@ pub async fn index_is_the_last_committed<B: Backend>(backend: &B) {
     for index in 1..=20 {
         store
             .commit(
-                index,
+                at(index - 1),
+                at(index),
                 vec![Change::PutTask(task(&format!("t{index}"), "web", 0))],
             )
             .await
             .expect("commit");
     }
-    assert_eq!(load(&*store).await.index, 20);
+    assert_eq!(load(&*store).await.head, at(20));
     // An empty commit still moves the index.
-    store.commit(21, Vec::new()).await.expect("commit");
-    assert_eq!(load(&*store).await.index, 21);
+    store
+        .commit(at(20), at(21), Vec::new())
+        .await
+        .expect("commit");
+    assert_eq!(load(&*store).await.head, at(21));
 }
 
 pub async fn large_commit_is_whole<B: Backend>(backend: &B) {
@@ -277,7 +300,7 @@ pub async fn large_commit_is_whole<B: Backend>(backend: &B) {
     let changes: Vec<Change> = (0..10_000)
         .map(|i| Change::PutTask(task(&format!("t{i:05}"), "big", i)))
         .collect();
-    store.commit(1, changes).await.expect("commit");
+    store.commit(at(0), at(1), changes).await.expect("commit");
     let snapshot = load(&*store).await;
     assert_eq!(snapshot.tasks.len(), 10_000);
     assert_eq!(snapshot.tasks[9_999].slot, 9_999);
@@ -288,7 +311,7 @@ pub async fn another_cluster_is_refused<B: Backend>(backend: &B) {
     {
         let store = backend.open(&place, "alpha").await.expect("open");
         store
-            .commit(1, vec![Change::PutService(service("web", 1))])
+            .commit(at(0), at(1), vec![Change::PutService(service("web", 1))])
             .await
             .expect("commit");
     }
@@ -306,25 +329,187 @@ pub async fn another_cluster_is_refused<B: Backend>(backend: &B) {
     assert_eq!(load(&*store).await.services, vec![service("web", 1)]);
 }
 
-pub async fn concurrent_commits_all_land<B: Backend>(backend: &B) {
+/// The history check is atomic: of many commits on one head, exactly one lands.
+pub async fn concurrent_commits_on_one_head_let_one_land<B: Backend>(backend: &B) {
     let place = backend.place().await;
     let store: std::sync::Arc<dyn Store> = backend.open(&place, "test").await.expect("open").into();
     let mut handles = Vec::new();
     for i in 0..32u64 {
         let store = store.clone();
         handles.push(tokio::spawn(async move {
-            store
+            let next = Head {
+                index: 1,
+                commit: 100 + i,
+            };
+            let result = store
                 .commit(
-                    i + 1,
+                    at(0),
+                    next,
                     vec![Change::PutService(service(&format!("s{i:02}"), 1))],
                 )
-                .await
+                .await;
+            (i, result)
         }));
     }
+    let mut landed = Vec::new();
     for handle in handles {
-        handle.await.expect("join").expect("commit");
+        match handle.await.expect("join") {
+            (i, Ok(())) => landed.push(i),
+            (_, Err(StoreError::Diverged(_))) => {}
+            (_, Err(other)) => panic!("expected Ok or Diverged, got {other}"),
+        }
     }
-    assert_eq!(load(&*store).await.services.len(), 32);
+    assert_eq!(landed.len(), 1, "landed: {landed:?}");
+    let snapshot = load(&*store).await;
+    assert_eq!(
+        snapshot.services,
+        vec![service(&format!("s{:02}", landed[0]), 1)]
+    );
+    assert_eq!(
+        snapshot.head,
+        Head {
+            index: 1,
+            commit: 100 + landed[0]
+        }
+    );
+}
+
+/// The history check: a commit names the head it builds on, and a store whose head is
+/// anything else refuses it and writes nothing.
+pub async fn a_commit_on_another_head_is_refused<B: Backend>(backend: &B) {
+    let place = backend.place().await;
+    let store = backend.open(&place, "test").await.expect("open");
+    store
+        .commit(at(0), at(1), vec![Change::PutService(service("web", 1))])
+        .await
+        .expect("commit");
+    // Built on a head the store no longer has (what a manager whose store was rolled
+    // back, emptied or written by another would send).
+    for stale in [
+        at(0),
+        at(2),
+        Head {
+            index: 1,
+            commit: 999,
+        },
+    ] {
+        let refused = store
+            .commit(
+                stale,
+                stale.next(5),
+                vec![Change::PutService(service("db", 1))],
+            )
+            .await;
+        match refused {
+            Err(StoreError::Diverged(message)) => {
+                assert!(message.contains("mycluster store reseed"), "{message}")
+            }
+            other => panic!("expected Diverged for a commit on {stale}, got {other:?}"),
+        }
+    }
+    let snapshot = load(&*store).await;
+    assert_eq!(snapshot.services, vec![service("web", 1)]);
+    assert_eq!(snapshot.head, at(1));
+    assert_eq!(store.head().await.expect("head"), at(1));
+}
+
+/// A commit retried after its answer was lost (it had landed) succeeds without applying
+/// twice; a different commit of the same index does not.
+pub async fn a_retried_commit_lands_once<B: Backend>(backend: &B) {
+    let place = backend.place().await;
+    let store = backend.open(&place, "test").await.expect("open");
+    let changes = vec![Change::PutService(service("web", 1))];
+    store
+        .commit(at(0), at(1), changes.clone())
+        .await
+        .expect("commit");
+    store.commit(at(0), at(1), changes).await.expect("retry");
+    assert_eq!(store.head().await.expect("head"), at(1));
+    let other = Head {
+        index: 1,
+        commit: 4242,
+    };
+    assert!(matches!(
+        store.commit(at(0), other, Vec::new()).await,
+        Err(StoreError::Diverged(_))
+    ));
+    store
+        .commit(at(1), at(2), Vec::new())
+        .await
+        .expect("next commit");
+    assert_eq!(store.head().await.expect("head"), at(2));
+}
+
+/// `check` passes on the store's head and refuses any other.
+pub async fn check_knows_the_history<B: Backend>(backend: &B) {
+    let place = backend.place().await;
+    let store = backend.open(&place, "test").await.expect("open");
+    store
+        .check(Head::default())
+        .await
+        .expect("check of a new store");
+    store
+        .commit(at(0), at(1), vec![Change::PutService(service("web", 1))])
+        .await
+        .expect("commit");
+    store.check(at(1)).await.expect("check");
+    for other in [
+        at(0),
+        at(2),
+        Head {
+            index: 1,
+            commit: 1,
+        },
+    ] {
+        assert!(
+            matches!(store.check(other).await, Err(StoreError::Diverged(_))),
+            "check({other}) passed"
+        );
+    }
+}
+
+/// `replace` writes a whole state on any history; commits then build on its head only.
+pub async fn replace_takes_any_history<B: Backend>(backend: &B) {
+    let place = backend.place().await;
+    let store = backend.open(&place, "test").await.expect("open");
+    store
+        .commit(
+            at(0),
+            at(1),
+            vec![
+                Change::PutService(service("old", 1)),
+                Change::PutTask(task("t-old", "old", 0)),
+                Change::PutWorker(worker("w-old")),
+            ],
+        )
+        .await
+        .expect("commit");
+    let wanted = Snapshot {
+        head: at(7),
+        services: vec![service("a", 2), service("b", 1)],
+        tasks: vec![task("t1", "a", 0), task("t2", "a", 1)],
+        workers: vec![worker("w1")],
+        counters: Counters {
+            total_requests: 9,
+            ..Counters::default()
+        },
+    };
+    store.replace(&wanted).await.expect("replace");
+    assert_eq!(load(&*store).await, wanted);
+    store.check(at(7)).await.expect("check on the new head");
+    assert!(matches!(
+        store.commit(at(1), at(2), Vec::new()).await,
+        Err(StoreError::Diverged(_))
+    ));
+    store
+        .commit(at(7), at(8), vec![Change::DeleteService("b".into())])
+        .await
+        .expect("commit on the new head");
+    assert_eq!(load(&*store).await.services, vec![service("a", 2)]);
+    // It survives a reopen like any commit.
+    drop(store);
+    let store = backend.open(&place, "test").await.expect("reopen");
+    assert_eq!(load(&*store).await.head, at(8));
 }
 
 pub async fn odd_strings_round_trip<B: Backend>(backend: &B) {
@@ -336,7 +521,7 @@ pub async fn odd_strings_round_trip<B: Backend>(backend: &B) {
         ..task("t:with/odd.chars", "web", 0)
     };
     store
-        .commit(1, vec![Change::PutTask(odd.clone())])
+        .commit(at(0), at(1), vec![Change::PutTask(odd.clone())])
         .await
         .expect("commit");
     assert_eq!(load(&*store).await.tasks, vec![odd]);

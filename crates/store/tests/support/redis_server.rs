@@ -80,6 +80,35 @@ impl RedisServer {
         }
     }
 
+    /// Kills it and starts it again with nothing: a Redis restarted without persistence
+    /// (`shutdown nosave` with no append-only file).
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        for entry in std::fs::read_dir(self.dir.path())
+            .expect("read dir")
+            .flatten()
+        {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+        }
+        self.restart();
+    }
+
+    /// Runs `redis-cli` against it; returns what it printed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        assert!(output.status.success(), "redis-cli {args:?} failed");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
     /// SIGKILL: as a crashed or unreachable Redis.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
