@@ -13,6 +13,7 @@ use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager, ServerLimits};
 use mycluster_monitor::MonitorConfig;
 use mycluster_runtime::{
     ContainerRuntime, DockerOptions, DockerRuntime, Identity, ProcessRuntime, SimRuntime,
+    Supervisor,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -95,7 +96,11 @@ async fn make_runtime(
 ) -> anyhow::Result<Arc<dyn ContainerRuntime>> {
     Ok(match driver {
         Driver::Docker => Arc::new(DockerRuntime::connect(identity, docker).await?),
-        Driver::Process => Arc::new(ProcessRuntime::new(identity)),
+        // Each task under `mycluster supervise` of this very build.
+        Driver::Process => Arc::new(ProcessRuntime::new(
+            identity,
+            Supervisor::this_executable(["supervise"]),
+        )),
         Driver::Sim => Arc::new(SimRuntime::new(identity)),
     })
 }

@@ -86,6 +86,10 @@ pub enum Command {
         #[arg(long)]
         join: bool,
     },
+    /// Internal: the supervisor of one process-driver task, started by its agent, which
+    /// writes the task on its stdin.
+    #[command(hide = true)]
+    Supervise,
 }
 
 impl Global {
@@ -195,7 +199,8 @@ pub struct ManagerArgs {
 pub enum Driver {
     /// Containers on the Docker Engine (unix socket, or DOCKER_HOST).
     Docker,
-    /// Plain child processes running the service's command.
+    /// The service's command as a process tree, under a supervisor that ends the whole
+    /// tree when the task stops or its agent dies.
     Process,
     /// In-memory containers that start at once: for scale tests only.
     Sim,

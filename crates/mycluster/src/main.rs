@@ -21,6 +21,11 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => usage_error(e),
     };
+    if matches!(cli.command, cli::Command::Supervise) {
+        // A plain single-threaded program: it blocks signals and reaps every child, so it
+        // runs before any thread (the async runtime's) exists.
+        std::process::exit(mycluster_runtime::supervise::run());
+    }
     if cli.command.is_client() {
         // `mycluster tasks | head` should end quietly when head closes the pipe. Only
         // for client commands: a server must not die when a peer hangs up.
@@ -63,6 +68,9 @@ fn main() {
             cli::Command::Workers => remote::workers(&cli.global).await,
             cli::Command::Tasks { service } => remote::tasks(&cli.global, service.as_deref()).await,
             cli::Command::Token { name, join } => setup::print_token(name.as_deref(), join),
+            cli::Command::Supervise => Err(anyhow::anyhow!(
+                "the supervisor runs before the async runtime starts"
+            )),
         }
     });
     if let Err(e) = result {

@@ -1,20 +1,22 @@
 //! Container runtimes: the one narrow trait an agent drives, `ContainerRuntime`, and its
-//! drivers — `docker` (the Docker Engine API), `process` (plain child processes) and
-//! `sim` (in-memory, for scale tests and benchmarks only). Every driver passes the
-//! conformance suite in `tests/conformance`.
+//! drivers — `docker` (the Docker Engine API), `process` (process trees, each under a
+//! supervisor of ours: `supervise`) and `sim` (in-memory, for scale tests and benchmarks
+//! only). Every driver passes the conformance suite in `tests/conformance`.
 
 mod docker;
 mod host;
 mod images;
 mod process;
 mod sim;
+pub mod supervise;
+mod tree;
 
 use std::collections::BTreeMap;
 
 pub use docker::{DockerOptions, DockerRuntime};
 pub use host::{ClusterContainer, ClusterHost, RoleContainer};
 pub use images::{ContextFile, Images};
-pub use process::ProcessRuntime;
+pub use process::{ProcessRuntime, Supervisor};
 pub use sim::SimRuntime;
 
 /// Labels (docker) or environment variables (process) that mark what is ours.

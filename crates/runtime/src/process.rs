@@ -1,17 +1,29 @@
-//! The `process` driver: a task is a child process of the agent, running the service's
-//! command. For hosts without Docker and for fast tests.
+//! The `process` driver: a task is the service's command, run as a process tree of the
+//! agent's host. For hosts without Docker and for fast tests.
 //!
-//! Children behave like containers on a node: they are marked with environment variables
-//! (the labels), each leads its own process group (stopping a task stops all it started),
-//! and they get SIGKILL when the agent dies (`PR_SET_PDEATHSIG`), as a dead node's
-//! containers die with it. An agent that starts again first kills anything of its
-//! worker still running, so a restart never leaves a duplicate behind.
+//! Tasks behave like containers on a node. Each runs under a supervisor of its own (see
+//! `supervise.rs`), a child of the agent: a child subreaper, so every process the command
+//! starts, however deep (double forks and `setsid` included), stays in its tree. The
+//! supervisor ends that whole tree when the task is stopped (SIGTERM, then SIGKILL after
+//! the grace period), when the command's main process ends, and when the agent dies, SIGKILL
+//! included (the kernel tells it through `PR_SET_PDEATHSIG`, and it checks its parent
+//! besides): as a dead node's containers die with it, nothing of a dead agent's tasks
+//! keeps running beside the replacements the monitor starts elsewhere.
+//!
+//! Supervisors and commands carry environment variables as labels, so an agent that starts
+//! again first kills anything of its worker still running, and everything below it: a
+//! restart never leaves a duplicate behind.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::supervise::{Reply, Request, AGENT_DIED};
+use crate::tree;
 use crate::{Container, ContainerRuntime, ContainerState, Identity, RuntimeError, TaskSpec};
 
 /// Environment variables that mark a process as ours (the process driver's labels).
@@ -22,27 +34,72 @@ pub const ENV_TASK: &str = "MYCLUSTER_TASK";
 
 /// How long a stopped task gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
+/// How much longer than the grace the agent waits for a stopping supervisor before it
+/// kills the tree itself.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+/// How long a new supervisor may take to say whether the command runs.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the agent keeps killing processes that do not die (stuck in the kernel: they
+/// die when they leave it, as SIGKILL stays pending).
+const KILL_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The program that supervises each task: it runs [`crate::supervise::run`], as
+/// `mycluster supervise` does.
+#[derive(Clone, Debug)]
+pub struct Supervisor {
+    program: PathBuf,
+    arg0: Option<OsString>,
+    args: Vec<OsString>,
+}
+
+impl Supervisor {
+    /// `program args...` (in the runtime's own tests, its `mycluster-supervise` binary).
+    pub fn new<A: Into<OsString>>(
+        program: impl Into<PathBuf>,
+        args: impl IntoIterator<Item = A>,
+    ) -> Supervisor {
+        Supervisor {
+            program: program.into(),
+            arg0: None,
+            args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// This very executable, run with `args`. Started through `/proc/self/exe`, so it is
+    /// the agent's own build even after the file was replaced on disk (an upgrade while
+    /// the agent runs), and shown under the name the agent was started as.
+    pub fn this_executable<A: Into<OsString>>(args: impl IntoIterator<Item = A>) -> Supervisor {
+        Supervisor {
+            arg0: std::env::args_os().next(),
+            ..Supervisor::new("/proc/self/exe", args)
+        }
+    }
+}
 
 pub struct ProcessRuntime {
     identity: Identity,
+    supervisor: Supervisor,
     children: Arc<Mutex<BTreeMap<String, Tracked>>>,
     spawner: Spawner,
     cleaned: std::sync::Once,
 }
 
 struct Tracked {
-    child: Child,
+    /// The task's supervisor: its exit status is the command's.
+    supervisor: Child,
     container: Container,
 }
 
 impl ProcessRuntime {
-    /// A runtime for `identity`. Before its first `list` it kills what a previous agent
-    /// of the same worker left running (found by its environment), so nothing runs that
-    /// this agent cannot see. Not here: an agent that fails to start (a bad flag, a port
-    /// in use) must not kill the workloads of the agent that is running.
-    pub fn new(identity: Identity) -> ProcessRuntime {
+    /// A runtime for `identity`, running each task under `supervisor`. Before its first
+    /// `list` it kills what a previous agent of the same worker left running (found by its
+    /// environment), so nothing runs that this agent cannot see. Not here: an agent that
+    /// fails to start (a bad flag, a port in use) must not kill the workloads of the agent
+    /// that is running.
+    pub fn new(identity: Identity, supervisor: Supervisor) -> ProcessRuntime {
         ProcessRuntime {
             identity,
+            supervisor,
             children: Arc::new(Mutex::new(BTreeMap::new())),
             spawner: Spawner::start(),
             cleaned: std::sync::Once::new(),
@@ -63,6 +120,16 @@ impl ProcessRuntime {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Tracked>> {
         self.children.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The environment variables that label a task's processes.
+    fn marks(&self, spec: &TaskSpec) -> [(&'static str, String); 4] {
+        [
+            (ENV_CLUSTER, self.identity.cluster.clone()),
+            (ENV_WORKER, self.identity.worker.clone()),
+            (ENV_SERVICE, spec.service.clone()),
+            (ENV_TASK, spec.task_id.clone()),
+        ]
     }
 }
 
@@ -93,30 +160,48 @@ impl ContainerRuntime for ProcessRuntime {
             )));
         }
         let command = spec.command.clone().unwrap_or_default();
+        let cannot_run =
+            |why: String| RuntimeError::StartFailed(format!("cannot run '{}': {why}", command[0]));
+        let marks = self.marks(spec);
         let mut env = spec.env.clone();
-        env.insert(ENV_CLUSTER.into(), self.identity.cluster.clone());
-        env.insert(ENV_WORKER.into(), self.identity.worker.clone());
-        env.insert(ENV_SERVICE.into(), spec.service.clone());
-        env.insert(ENV_TASK.into(), spec.task_id.clone());
-        let child = self
+        env.extend(marks.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let request = Request {
+            grace: GRACE,
+            command: command.clone(),
+            env,
+        }
+        .encode()
+        .map_err(|e| cannot_run(e.to_string()))?;
+        let supervisor = self
             .spawner
-            .spawn(command.clone(), env)
+            .spawn(self.supervisor.clone(), marks)
             .await
-            .map_err(|e| RuntimeError::StartFailed(format!("cannot run '{}': {e}", command[0])))?;
-        let id = format!("pid-{}", child.id());
+            .map_err(|e| {
+                cannot_run(format!(
+                    "cannot start its supervisor {}: {e}",
+                    self.supervisor.program.display()
+                ))
+            })?;
+        let (supervisor, pid) = hear(supervisor, request).await.map_err(cannot_run)?;
+        let id = format!("pid-{pid}");
         let container = Container {
             task_id: spec.task_id.clone(),
             id: id.clone(),
             name: spec.container_name(),
             state: ContainerState::Running,
         };
-        self.lock()
-            .insert(spec.task_id.clone(), Tracked { child, container });
+        self.lock().insert(
+            spec.task_id.clone(),
+            Tracked {
+                supervisor,
+                container,
+            },
+        );
         Ok(id)
     }
 
     async fn remove(&self, container: &Container) -> Result<(), RuntimeError> {
-        let pid = {
+        {
             let mut children = self.lock();
             let Some(tracked) = children.get_mut(&container.task_id) else {
                 return Ok(());
@@ -124,41 +209,36 @@ impl ContainerRuntime for ProcessRuntime {
             if tracked.container.id != container.id {
                 return Ok(());
             }
-            match tracked.child.try_wait() {
-                Ok(Some(_)) => {
+            // Signalled under the lock: no `list` can reap it meanwhile and free its pid.
+            match tracked.supervisor.try_wait() {
+                Ok(None) => tree::kill(tracked.supervisor.id() as i32, libc::SIGTERM),
+                _ => {
                     children.remove(&container.task_id);
                     return Ok(());
                 }
-                _ => tracked.child.id() as i32,
             }
-        };
-        signal_group(pid, libc::SIGTERM);
-        let deadline = Instant::now() + GRACE;
+        }
+        // The supervisor gives the command its grace, kills what is left and exits.
+        let deadline = Instant::now() + GRACE + STOP_MARGIN;
         loop {
-            let exited = {
+            {
                 let mut children = self.lock();
-                match children.get_mut(&container.task_id) {
-                    Some(tracked) => matches!(tracked.child.try_wait(), Ok(Some(_)) | Err(_)),
-                    None => true,
+                let Some(tracked) = children.get_mut(&container.task_id) else {
+                    return Ok(());
+                };
+                let running = matches!(tracked.supervisor.try_wait(), Ok(None));
+                if !running || Instant::now() >= deadline {
+                    if running {
+                        // It does not answer (stopped, or stuck): end its tree from here.
+                        tree::kill_tree(tracked.supervisor.id() as i32, KILL_PATIENCE);
+                        let _ = tracked.supervisor.wait();
+                    }
+                    children.remove(&container.task_id);
+                    return Ok(());
                 }
-            };
-            if exited {
-                break;
-            }
-            if Instant::now() >= deadline {
-                signal_group(pid, libc::SIGKILL);
-                let mut children = self.lock();
-                if let Some(tracked) = children.get_mut(&container.task_id) {
-                    let _ = tracked.child.wait();
-                }
-                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // The leader is gone; anything it started in its group goes too.
-        signal_group(pid, libc::SIGKILL);
-        self.lock().remove(&container.task_id);
-        Ok(())
     }
 
     async fn list(&self) -> Result<Vec<Container>, RuntimeError> {
@@ -167,7 +247,7 @@ impl ContainerRuntime for ProcessRuntime {
         let mut out = Vec::with_capacity(children.len());
         for tracked in children.values_mut() {
             if tracked.container.state == ContainerState::Running {
-                match tracked.child.try_wait() {
+                match tracked.supervisor.try_wait() {
                     Ok(Some(status)) => tracked.container.state = exit_state(status),
                     Ok(None) => {}
                     Err(e) => {
@@ -188,9 +268,22 @@ impl Drop for ProcessRuntime {
     /// A runtime that goes away takes its processes with it, as its agent would.
     fn drop(&mut self) {
         let mut children = self.lock();
+        // Every supervisor at once: each kills its tree and exits.
         for tracked in children.values_mut() {
-            signal_group(tracked.child.id() as i32, libc::SIGKILL);
-            let _ = tracked.child.wait();
+            if let Ok(None) = tracked.supervisor.try_wait() {
+                tree::kill(tracked.supervisor.id() as i32, AGENT_DIED);
+            }
+        }
+        let deadline = Instant::now() + STOP_MARGIN;
+        for tracked in children.values_mut() {
+            while let Ok(None) = tracked.supervisor.try_wait() {
+                if Instant::now() >= deadline {
+                    tree::kill_tree(tracked.supervisor.id() as i32, KILL_PATIENCE);
+                    let _ = tracked.supervisor.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 }
@@ -213,56 +306,89 @@ fn exit_state(status: std::process::ExitStatus) -> ContainerState {
     }
 }
 
-fn signal_group(pid: i32, signal: libc::c_int) {
-    if pid > 0 {
-        // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
-        unsafe {
-            libc::kill(-pid, signal);
-        }
-    }
-}
-
-/// Kills every process whose environment marks it as this cluster's and worker's.
+/// Kills every process whose environment marks it as this cluster's and worker's
+/// (supervisors and commands), and everything below them; returns how many.
 fn kill_leftovers(identity: &Identity) -> usize {
     let cluster = format!("{ENV_CLUSTER}={}", identity.cluster);
     let worker = format!("{ENV_WORKER}={}", identity.worker);
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let mut killed = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
+    let marked = |pid: i32| {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            return false;
         };
         let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-        let has = |wanted: &str| vars.contains(&wanted.as_bytes());
-        if has(&cluster) && has(&worker) && pid != std::process::id() as i32 {
-            // SAFETY: kill(2) on a pid; no memory involved.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-            killed += 1;
+        vars.contains(&cluster.as_bytes()) && vars.contains(&worker.as_bytes())
+    };
+    tree::kill_marked(marked, KILL_PATIENCE)
+}
+
+/// Sends a new supervisor its task and reads whether the command runs: its pid, or why
+/// it could not be executed. On anything but a start the supervisor is ended and reaped.
+async fn hear(supervisor: Child, request: Vec<u8>) -> Result<(Child, i32), String> {
+    let pid = supervisor.id() as i32;
+    let (answered, answer) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("process-handshake".into())
+        .spawn(move || {
+            let mut supervisor = supervisor;
+            let why = match exchange(&mut supervisor, &request) {
+                Ok(Reply::Started(pid)) => {
+                    // Nobody waits for it any more (the start was cancelled): end it.
+                    if let Err(Ok((mut supervisor, _))) = answered.send(Ok((supervisor, pid))) {
+                        end(&mut supervisor);
+                    }
+                    return;
+                }
+                Ok(Reply::Failed(why)) => why,
+                Err(e) => format!("its supervisor did not answer ({e})"),
+            };
+            end(&mut supervisor);
+            let _ = answered.send(Err(why));
+        })
+        .map_err(|e| format!("cannot talk to its supervisor: {e}"))?;
+    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err("its supervisor's handshake ended without an answer".into()),
+        Err(_) => {
+            // The handshake thread sees the pipes close, then ends and reaps it.
+            tree::kill(pid, libc::SIGKILL);
+            Err(format!(
+                "its supervisor did not answer in {ANSWER_TIMEOUT:?}"
+            ))
         }
     }
-    killed
+}
+
+/// Writes the request on the supervisor's stdin, reads its one-line answer on stdout.
+fn exchange(supervisor: &mut Child, request: &[u8]) -> std::io::Result<Reply> {
+    let missing = || std::io::Error::other("no pipe to it");
+    let mut stdin = supervisor.stdin.take().ok_or_else(missing)?;
+    stdin.write_all(request)?;
+    // Closed: the supervisor reads its request to the end.
+    drop(stdin);
+    let stdout = supervisor.stdout.take().ok_or_else(missing)?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    Reply::parse(&line).ok_or_else(|| match line.as_str() {
+        "" => std::io::Error::other("it ended first"),
+        other => std::io::Error::other(format!("it said {other:?}")),
+    })
+}
+
+/// Ends a supervisor that will not be tracked, its tree with it, and reaps it.
+fn end(supervisor: &mut Child) {
+    tree::kill_tree(supervisor.id() as i32, KILL_PATIENCE);
+    let _ = supervisor.wait();
 }
 
 type SpawnRequest = (
-    Vec<String>,
-    BTreeMap<String, String>,
+    Supervisor,
+    [(&'static str, String); 4],
     tokio::sync::oneshot::Sender<std::io::Result<Child>>,
 );
 
 /// Forks from one dedicated thread. `PR_SET_PDEATHSIG` fires when the *thread* that
 /// forked a child ends, not the process; async runtimes end idle threads, so forking
-/// from them would kill children at random.
+/// from them would kill supervisors at random.
 struct Spawner {
     requests: mpsc::Sender<SpawnRequest>,
 }
@@ -273,8 +399,13 @@ impl Spawner {
         std::thread::Builder::new()
             .name("process-spawner".into())
             .spawn(move || {
-                for (command, env, reply) in receiver {
-                    let _ = reply.send(spawn_child(&command, &env));
+                for (supervisor, marks, reply) in receiver {
+                    // A start cancelled meanwhile: the supervisor, still without a task,
+                    // must not stay a zombie.
+                    if let Err(Ok(mut child)) = reply.send(spawn_supervisor(&supervisor, &marks)) {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
                 }
             })
             .ok();
@@ -283,12 +414,12 @@ impl Spawner {
 
     async fn spawn(
         &self,
-        command: Vec<String>,
-        env: BTreeMap<String, String>,
+        supervisor: Supervisor,
+        marks: [(&'static str, String); 4],
     ) -> std::io::Result<Child> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.requests
-            .send((command, env, reply))
+            .send((supervisor, marks, reply))
             .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
         answer
             .await
@@ -296,20 +427,29 @@ impl Spawner {
     }
 }
 
-fn spawn_child(command: &[String], env: &BTreeMap<String, String>) -> std::io::Result<Child> {
+/// Starts a supervisor, in a process group of its own (a Ctrl-C meant for the agent's
+/// terminal is not a stop), told of the agent's death by `AGENT_DIED`.
+fn spawn_supervisor(
+    supervisor: &Supervisor,
+    marks: &[(&'static str, String)],
+) -> std::io::Result<Child> {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;
-    let mut cmd = Command::new(&command[0]);
-    cmd.args(&command[1..])
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let mut cmd = Command::new(&supervisor.program);
+    if let Some(arg0) = &supervisor.arg0 {
+        cmd.arg0(arg0);
+    }
+    cmd.args(&supervisor.args)
+        .envs(marks.iter().map(|(k, v)| (*k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        // The agent's: a supervisor only writes there if it fails.
+        .stderr(Stdio::inherit())
         .process_group(0);
     // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, AGENT_DIED) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The agent died between fork and prctl: do not outlive it.

@@ -4,15 +4,20 @@ mod conformance;
 
 use conformance::{spec, Driver};
 use mycluster_runtime::{
-    ContainerRuntime, ContainerState, Identity, ProcessRuntime, RuntimeError, TaskSpec,
+    ContainerRuntime, ContainerState, Identity, ProcessRuntime, RuntimeError, Supervisor, TaskSpec,
 };
+
+/// The runtime crate's own build of the supervisor (`mycluster supervise` in the binary).
+fn supervisor() -> Supervisor {
+    Supervisor::new(env!("CARGO_BIN_EXE_mycluster-supervise"), [""; 0])
+}
 
 struct Process;
 
 #[async_trait::async_trait]
 impl Driver for Process {
     async fn runtime(&self, identity: Identity) -> Box<dyn ContainerRuntime> {
-        Box::new(ProcessRuntime::new(identity))
+        Box::new(ProcessRuntime::new(identity, supervisor()))
     }
 
     fn long_running(&self, task_id: &str) -> TaskSpec {
@@ -32,10 +37,13 @@ runtime_suite!(Process);
 
 #[test]
 fn an_image_only_spec_is_refused_with_the_reason() {
-    let runtime = ProcessRuntime::new(Identity {
-        cluster: "c".into(),
-        worker: "w".into(),
-    });
+    let runtime = ProcessRuntime::new(
+        Identity {
+            cluster: "c".into(),
+            worker: "w".into(),
+        },
+        supervisor(),
+    );
     match runtime.check(&spec("t", Some("redis"), None)) {
         Err(RuntimeError::Unsupported(why)) => assert!(why.contains("process driver"), "{why}"),
         other => panic!("expected Unsupported, got {other:?}"),
@@ -44,23 +52,36 @@ fn an_image_only_spec_is_refused_with_the_reason() {
 
 #[tokio::test]
 async fn a_missing_program_fails_to_start_with_its_name() {
-    let runtime = ProcessRuntime::new(Identity {
-        cluster: Process.cluster("missing"),
-        worker: "w".into(),
-    });
+    let runtime = ProcessRuntime::new(
+        Identity {
+            cluster: Process.cluster("missing"),
+            worker: "w".into(),
+        },
+        supervisor(),
+    );
     let err = runtime
         .start(&spec("t", None, Some(vec!["/no/such/program"])))
         .await
         .expect_err("must fail");
-    assert!(err.to_string().contains("/no/such/program"), "{err}");
+    // The OS's reason, as users saw it before tasks had a supervisor.
+    assert_eq!(
+        err,
+        RuntimeError::StartFailed(
+            "cannot run '/no/such/program': No such file or directory (os error 2)".into()
+        )
+    );
+    assert!(runtime.list().await.expect("list").is_empty());
 }
 
 #[tokio::test]
 async fn the_environment_and_labels_reach_the_process() {
-    let runtime = ProcessRuntime::new(Identity {
-        cluster: Process.cluster("env"),
-        worker: "w".into(),
-    });
+    let runtime = ProcessRuntime::new(
+        Identity {
+            cluster: Process.cluster("env"),
+            worker: "w".into(),
+        },
+        supervisor(),
+    );
     let check = r#"[ "$GREETING" = hello ] && [ -n "$MYCLUSTER_TASK" ] && exit 7 || exit 1"#;
     runtime
         .start(&spec("t-env", None, Some(vec!["sh", "-c", check])))
@@ -84,7 +105,7 @@ async fn a_new_runtime_for_the_same_worker_kills_leftovers() {
         cluster: Process.cluster("leftovers"),
         worker: "w".into(),
     };
-    let first = ProcessRuntime::new(identity.clone());
+    let first = ProcessRuntime::new(identity.clone(), supervisor());
     let id = first
         .start(&Process.long_running("t-left"))
         .await
@@ -93,7 +114,7 @@ async fn a_new_runtime_for_the_same_worker_kills_leftovers() {
     // Forget the first runtime without stopping its child, as a crashed agent would.
     std::mem::forget(first);
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
-    let second = ProcessRuntime::new(identity);
+    let second = ProcessRuntime::new(identity, supervisor());
     // Nothing is killed until the new runtime is used.
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     second.list().await.expect("list");

@@ -455,6 +455,11 @@ impl Agent {
         let _ = self.child.wait();
     }
 
+    /// The agent's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
