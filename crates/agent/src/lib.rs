@@ -2,9 +2,11 @@
 //! assigned to its worker, and makes its container runtime match them — starting what is
 //! wanted, removing what is not, and reporting what really runs. When the manager is
 //! unreachable it leaves its containers alone, retries with backoff, and re-syncs when
-//! the manager answers again.
+//! the manager answers again. It is one worker's only agent: if the manager says another
+//! agent holds the worker's name, it ends (see `join`).
 
 mod health;
+mod join;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -13,13 +15,15 @@ use std::time::Duration;
 
 use mycluster_background::{backoff, run_loop, LoopControl};
 use mycluster_client::{Client, ClientError};
-use mycluster_core::commands::{Registration, TaskReport};
+use mycluster_core::commands::TaskReport;
 use mycluster_core::docs::TaskDoc;
 use mycluster_core::TaskState;
 use mycluster_runtime::{ContainerRuntime, RuntimeError, TaskSpec};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+pub use join::new_instance;
+use join::{held_elsewhere, register_until_done, rejoin, superseded};
 use plan::{plan, report, Action};
 
 #[derive(Clone, Debug)]
@@ -30,6 +34,12 @@ pub struct AgentConfig {
     /// Talk to the manager over one HTTP/2 connection instead of HTTP/1.1 ones.
     pub http2: bool,
     pub name: String,
+    /// This agent's instance id, named in every call (see `join`): new at every start.
+    pub instance: String,
+    /// How long a registration refused because another live agent holds the name is
+    /// tried again before the agent gives up (a crashed predecessor's name frees within
+    /// the liveness window: 3 s at one heartbeat a second).
+    pub takeover_wait: Duration,
     /// Where the health endpoint listens (the monitor probes it).
     pub listen: String,
     /// The host:port the monitor should probe; default: the bound address, with an
@@ -53,6 +63,8 @@ impl AgentConfig {
             token: None,
             http2: false,
             name: name.into(),
+            instance: new_instance(),
+            takeover_wait: Duration::from_secs(30),
             listen: "0.0.0.0:7000".into(),
             advertise: None,
             labels: BTreeMap::new(),
@@ -74,6 +86,13 @@ pub enum AgentError {
         addr: String,
         source: std::io::Error,
     },
+    /// Another live agent held the worker's name for all of `takeover_wait`.
+    #[error("the manager refused this agent for {waited:?}: {message}")]
+    NameHeld { message: String, waited: Duration },
+    /// Another agent took the worker over; this one ended, its containers left as they
+    /// are.
+    #[error("{0}")]
+    Superseded(String),
 }
 
 /// Shared by the agent's loops.
@@ -82,6 +101,11 @@ struct Shared {
     client: Client,
     runtime: Arc<dyn ContainerRuntime>,
     address: String,
+    /// Ends every loop: cancelled with the caller's `stop`, or when the manager says
+    /// another agent took this worker over.
+    quit: CancellationToken,
+    /// The manager's word that this agent was superseded, once it said so.
+    superseded: std::sync::Mutex<Option<String>>,
     /// The manager's latest task list for this worker; `None` until the first arrives,
     /// so a restarted agent removes nothing before it knows what is wanted.
     /// Shared, not copied, by each pass: a pass runs every second on every agent.
@@ -109,11 +133,14 @@ pub async fn run(
     .with_token(config.token.clone());
     let (listener, address) = health::bind(&config).await?;
     let (wanted, _) = watch::channel(None);
+    let quit = stop.child_token();
     let shared = Arc::new(Shared {
         config,
         client,
         runtime,
         address,
+        quit: quit.clone(),
+        superseded: Default::default(),
         wanted,
         in_flight: Default::default(),
         finished: Default::default(),
@@ -131,71 +158,31 @@ pub async fn run(
         listener,
         shared.config.name.clone(),
         shared.runtime.driver(),
-        stop.clone(),
+        quit.clone(),
     ));
-    register_until_done(&shared, &stop).await;
+    if let Err(e) = register_until_done(&shared, &quit).await {
+        quit.cancel();
+        let _ = health.await;
+        return Err(e);
+    }
     let loops = [
-        tokio::spawn(heartbeat_loop(shared.clone(), stop.clone())),
-        tokio::spawn(watch_loop(shared.clone(), stop.clone())),
-        tokio::spawn(sync_loop(shared.clone(), stop.clone())),
+        tokio::spawn(heartbeat_loop(shared.clone(), quit.clone())),
+        tokio::spawn(watch_loop(shared.clone(), quit.clone())),
+        tokio::spawn(sync_loop(shared.clone(), quit.clone())),
     ];
     for handle in loops {
         let _ = handle.await;
     }
     let _ = health.await;
+    // Superseded: the containers are the worker's, and the agent holding it now has them.
+    if let Some(why) = lock(&shared.superseded).take() {
+        return Err(AgentError::Superseded(why));
+    }
     if shared.config.remove_on_stop {
         remove_everything(&*shared.runtime).await;
     }
     tracing::info!("agent {} stopped", shared.config.name);
     Ok(())
-}
-
-async fn register(shared: &Shared) -> Result<(), ClientError> {
-    let registration = Registration {
-        name: shared.config.name.clone(),
-        address: shared.address.clone(),
-        labels: shared.config.labels.clone(),
-        capacity: shared.config.capacity,
-        driver: shared.runtime.driver().to_string(),
-    };
-    shared.client.register(&registration).await.map(drop)
-}
-
-/// Registers, retrying with backoff until the manager answers or the agent stops. A
-/// registration the manager refuses (a bad name) is retried too, loudly: it will not
-/// fix itself, but stopping would hide it from an operator watching the logs.
-async fn register_until_done(shared: &Shared, stop: &CancellationToken) {
-    let mut failures = 0;
-    loop {
-        match register(shared).await {
-            Ok(()) => {
-                tracing::info!(
-                    "agent {}: registered with {}",
-                    shared.config.name,
-                    shared.config.manager
-                );
-                return;
-            }
-            Err(e) => {
-                failures += 1;
-                let wait = backoff(Duration::from_millis(500), failures);
-                let hint = match e.status() {
-                    Some(401) | Some(403) => {
-                        " (check the join token: MYCLUSTER_JOIN_TOKEN or --join-token-file)"
-                    }
-                    _ => "",
-                };
-                tracing::warn!(
-                    "agent {}: cannot register: {e}{hint}; retrying in {wait:?}",
-                    shared.config.name
-                );
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-        }
-    }
 }
 
 /// The longest heartbeat interval an agent accepts from its manager, in seconds.
@@ -206,21 +193,31 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
     run_loop(&name, shared.config.heartbeat, stop, || {
         let shared = shared.clone();
         async move {
-            match shared.client.heartbeat(&shared.config.name).await {
+            let beat = shared
+                .client
+                .heartbeat(&shared.config.name, &shared.config.instance)
+                .await;
+            match beat {
                 // A large cluster asks its agents to beat less often.
-                Ok(answer) => Ok(match answer["heartbeat_interval"].as_f64() {
-                    Some(secs) if secs.is_finite() && secs > 0.0 => LoopControl::After(
+                Ok(answer) => Ok(match answer.heartbeat_interval {
+                    secs if secs.is_finite() && secs > 0.0 => LoopControl::After(
                         Duration::from_secs_f64(secs.min(MAX_HEARTBEAT_INTERVAL))
                             .max(shared.config.heartbeat),
                     ),
                     _ => LoopControl::Continue,
                 }),
-                // The manager does not know us (it lost its state): join again.
-                Err(e) if e.status() == Some(404) => {
-                    register(&shared).await.map_err(|e| e.to_string())?;
-                    Ok(LoopControl::Continue)
+                Err(e) => {
+                    if let Some(message) = held_elsewhere(&e) {
+                        superseded(&shared, message);
+                        return Ok(LoopControl::Stop);
+                    }
+                    // The manager does not know us (it lost its state): join again.
+                    if e.status() == Some(404) {
+                        rejoin(&shared).await?;
+                        return Ok(LoopControl::Continue);
+                    }
+                    Err(e.to_string())
                 }
-                Err(e) => Err(e.to_string()),
             }
         }
     })
@@ -232,10 +229,12 @@ async fn watch_loop(shared: Arc<Shared>, stop: CancellationToken) {
     let mut index: Option<u64> = None;
     let mut failures = 0;
     loop {
-        let poll =
-            shared
-                .client
-                .assigned_tasks(&shared.config.name, index, shared.config.poll_wait);
+        let poll = shared.client.assigned_tasks(
+            &shared.config.name,
+            &shared.config.instance,
+            index,
+            shared.config.poll_wait,
+        );
         let result = tokio::select! {
             _ = stop.cancelled() => return,
             result = poll => result,
@@ -250,9 +249,13 @@ async fn watch_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 shared.wanted.send_replace(Some(Arc::new(list.tasks)));
             }
             Err(e) => {
+                if let Some(message) = held_elsewhere(&e) {
+                    superseded(&shared, message);
+                    return;
+                }
                 failures += 1;
                 if e.status() == Some(404) {
-                    let _ = register(&shared).await;
+                    let _ = rejoin(&shared).await;
                 }
                 // Keep the last list: the containers keep running as they are.
                 index = None;
@@ -284,6 +287,7 @@ async fn sync_loop(shared: Arc<Shared>, stop: CancellationToken) {
                     failures = 0;
                     shared.config.sync_period
                 }
+                Err(_) if stop.is_cancelled() => return,
                 Err(e) => {
                     failures += 1;
                     let wait = backoff(shared.config.sync_period, failures);
@@ -356,9 +360,17 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
     if reports.is_empty() {
         return Ok(());
     }
-    let answer = match shared.client.report(&shared.config.name, &reports).await {
+    let sent = shared
+        .client
+        .report(&shared.config.name, &shared.config.instance, &reports)
+        .await;
+    let answer = match sent {
         Ok(answer) => answer,
         Err(e) => {
+            if let Some(message) = held_elsewhere(&e) {
+                superseded(shared, message);
+                return Err(format!("report refused: {message}"));
+            }
             // Keep what only an action knew (its container id, its error) for the next
             // pass; what the plan derives from the lists it will derive again.
             let count = reports.len();
@@ -372,10 +384,7 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
     };
     // What was accepted is known now: note it, so the next pass does not repeat it
     // before the manager's new list arrives.
-    let ignored: Vec<&str> = answer["ignored"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|i| i["id"].as_str()).collect())
-        .unwrap_or_default();
+    let ignored: Vec<&str> = answer.ignored.iter().map(|i| i.id.as_str()).collect();
     shared.wanted.send_if_modified(|list| {
         let Some(list) = list else { return false };
         let list = Arc::make_mut(list);

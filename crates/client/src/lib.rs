@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use mycluster_core::commands::{Registration, TaskReport};
+use mycluster_core::commands::{Registration, StatusReport, TaskReport};
 use mycluster_core::docs::{
-    AssignedTasks, HealthDoc, ReseedDoc, ServiceDoc, StateDoc, StatsDoc, TaskDoc, WorkerDoc,
+    AssignedTasks, HealthDoc, HeartbeatDoc, ReportDoc, ReseedDoc, ServiceDoc, StateDoc, StatsDoc,
+    TaskDoc, WorkerDoc,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -293,7 +294,9 @@ impl Client {
     }
 }
 
-/// The calls an agent makes.
+/// The calls an agent makes. Each names the agent's `instance` (see
+/// `mycluster_core::identity`): the manager refuses (409) the calls of an instance that
+/// does not hold the worker.
 impl Client {
     pub async fn register(&self, registration: &Registration) -> Result<WorkerDoc, ClientError> {
         let body = serde_json::to_value(registration).map_err(|e| ClientError::Decode {
@@ -304,8 +307,12 @@ impl Client {
             .await
     }
 
-    pub async fn heartbeat(&self, worker: &str) -> Result<Value, ClientError> {
-        let path = format!("/api/v1/workers/{}/heartbeat", segment(worker));
+    pub async fn heartbeat(
+        &self,
+        worker: &str,
+        instance: &str,
+    ) -> Result<HeartbeatDoc, ClientError> {
+        let path = agent_path(worker, "heartbeat", instance, None);
         self.request(Method::POST, &path, None).await
     }
 
@@ -313,13 +320,12 @@ impl Client {
     pub async fn assigned_tasks(
         &self,
         worker: &str,
+        instance: &str,
         index: Option<u64>,
         wait: Duration,
     ) -> Result<AssignedTasks, ClientError> {
-        let mut path = format!("/api/v1/workers/{}/tasks", segment(worker));
-        if let Some(index) = index {
-            path.push_str(&format!("?index={index}&wait={}ms", wait.as_millis()));
-        }
+        let blocking = index.map(|index| format!("index={index}&wait={}ms", wait.as_millis()));
+        let path = agent_path(worker, "tasks", instance, blocking);
         // The answer may take the whole wait: allow for it.
         self.send(
             Method::GET,
@@ -362,11 +368,36 @@ impl Client {
         self.request(Method::POST, &path, Some(&body)).await
     }
 
-    pub async fn report(&self, worker: &str, reports: &[TaskReport]) -> Result<Value, ClientError> {
-        let path = format!("/api/v1/workers/{}/status", segment(worker));
-        self.request(Method::POST, &path, Some(&json!({ "tasks": reports })))
-            .await
+    pub async fn report(
+        &self,
+        worker: &str,
+        instance: &str,
+        reports: &[TaskReport],
+    ) -> Result<ReportDoc, ClientError> {
+        let path = agent_path(worker, "status", instance, None);
+        let report = StatusReport {
+            tasks: reports.to_vec(),
+        };
+        let body = serde_json::to_value(report).map_err(|e| ClientError::Decode {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        self.request(Method::POST, &path, Some(&body)).await
     }
+}
+
+/// `/api/v1/workers/<worker>/<action>`, with `?instance=` (when there is one) and any
+/// other query.
+fn agent_path(worker: &str, action: &str, instance: &str, query: Option<String>) -> String {
+    let mut params: Vec<String> = query.into_iter().collect();
+    if !instance.is_empty() {
+        params.push(format!("instance={}", segment(instance)));
+    }
+    let mut path = format!("/api/v1/workers/{}/{action}", segment(worker));
+    if !params.is_empty() {
+        path = format!("{path}?{}", params.join("&"));
+    }
+    path
 }
 
 /// The manager's error document.

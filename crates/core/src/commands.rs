@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity;
 use crate::service::ServicePatch;
+use crate::worker::LastHeard;
 use crate::{
     Change, DesiredState, Limits, Millis, Service, ServiceSpec, Task, TaskState, Txn, Worker,
     WorkerStatus,
@@ -133,6 +135,10 @@ pub struct Registration {
     /// `docker`, `process` or `sim`; decides which services it can run.
     #[serde(default)]
     pub driver: String,
+    /// The agent instance registering (see `identity`): a random id its agent made at
+    /// start. Empty or absent: none (a registration by hand).
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// Worker names become container names: letters, digits, '_', '.', '-'.
@@ -154,10 +160,13 @@ pub fn validate_worker_name(name: &str) -> Result<(), CommandError> {
 }
 
 /// Registers a worker, or refreshes one that registers again (an agent restart). A
-/// worker that was down comes back ready; a draining one stays draining.
+/// worker that was down comes back ready; a draining one stays draining. The name of a
+/// worker live under another agent instance is refused (`identity::check_registration`:
+/// `heard` is what the manager last heard from it); one down or silent is taken over.
 pub fn register_worker(
     txn: &mut Txn,
     registration: Registration,
+    heard: Option<LastHeard>,
     now: Millis,
 ) -> Result<Worker, CommandError> {
     validate_worker_name(&registration.name)?;
@@ -185,7 +194,11 @@ pub fn register_worker(
             "labels: at most 64, keys of 1-253 and values of 0-253 characters".into(),
         ));
     }
+    identity::validate_instance(&registration.instance)?;
     let old = txn.state.workers.get(&registration.name).cloned();
+    if let Some(old) = &old {
+        identity::check_registration(old, &registration.instance, heard)?;
+    }
     let status = match old.as_ref().map(|w| w.status) {
         Some(WorkerStatus::Draining) => WorkerStatus::Draining,
         _ => WorkerStatus::Ready,
@@ -199,6 +212,7 @@ pub fn register_worker(
         status,
         registered_at: old.as_ref().map_or(now, |w| w.registered_at),
         updated_at: now,
+        instance: registration.instance,
     };
     // A re-registration that changes nothing but the time is not worth a write.
     match old {
@@ -256,27 +270,39 @@ pub struct TaskReport {
     pub message: Option<String>,
 }
 
+/// The body of an agent's status report (`POST /api/v1/workers/<name>/status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    pub tasks: Vec<TaskReport>,
+}
+
 /// A report the manager did not take, and why; the agent learns the truth from its next
 /// task list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ignored {
     pub id: String,
     pub why: String,
 }
 
-/// Records what an agent observed. Reports about tasks that are not the worker's, or that
-/// would move a task backwards (a lost task "running" again on a returning worker), are
-/// ignored: the task list the agent gets next tells it to stop such containers.
-/// Returns the services whose tasks changed, for reconcile.
+/// Records what agent `instance` observed. A report from an instance that does not hold
+/// the worker (a superseded agent) is refused whole. Reports about tasks that are not the
+/// worker's, or that would move a task backwards (a lost task "running" again on a
+/// returning worker), are ignored: the task list the agent gets next tells it to stop
+/// such containers. Returns the services whose tasks changed, for reconcile.
 pub fn report_tasks(
     txn: &mut Txn,
     worker: &str,
+    instance: &str,
     reports: Vec<TaskReport>,
     now: Millis,
 ) -> Result<(Vec<String>, Vec<Ignored>), CommandError> {
-    if !txn.state.workers.contains_key(worker) {
-        return Err(CommandError::WorkerNotFound(worker.to_string()));
-    }
+    let holder = txn
+        .state
+        .workers
+        .get(worker)
+        .ok_or_else(|| CommandError::WorkerNotFound(worker.to_string()))?;
+    identity::check_holder(holder, instance)?;
     let mut touched = Vec::new();
     let mut ignored = Vec::new();
     let mut started = 0;

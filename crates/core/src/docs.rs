@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ClusterState, Counters, DesiredState, Millis, Service, Task, TaskState, Worker};
+use crate::commands::Ignored;
+use crate::{
+    ClusterState, Counters, DesiredState, Millis, Service, Task, TaskState, Worker, WorkerStatus,
+};
 
 /// `GET /healthz`: whether the manager can write its store. Answered with 200 when
 /// `ok`, 503 when `degraded` (the same document, with why).
@@ -284,6 +287,10 @@ pub struct WorkerDoc {
     #[serde(default = "one_second")]
     pub heartbeat_interval: f64,
     pub registered_at: f64,
+    /// The agent instance that holds the worker's name (empty: none named); see
+    /// `identity`.
+    #[serde(default)]
+    pub instance: String,
 }
 
 fn one_second() -> f64 {
@@ -311,8 +318,30 @@ impl WorkerDoc {
                 .map(|age| (age.as_secs_f64() * 1000.0).round() / 1000.0),
             heartbeat_interval: heartbeat_interval.as_secs_f64(),
             registered_at: seconds(worker.registered_at),
+            instance: worker.instance.clone(),
         }
     }
+}
+
+/// The answer to an agent's heartbeat (`POST /api/v1/workers/<name>/heartbeat`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct HeartbeatDoc {
+    pub worker: String,
+    pub status: WorkerStatus,
+    /// The manager's commit index.
+    pub index: u64,
+    /// Seconds until the next heartbeat: 1, or more in a cluster past
+    /// `--max-heartbeats-per-second`.
+    pub heartbeat_interval: f64,
+}
+
+/// The answer to an agent's status report (`POST /api/v1/workers/<name>/status`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ReportDoc {
+    /// The commit that holds the report.
+    pub index: u64,
+    /// The reports that could not apply, and why.
+    pub ignored: Vec<Ignored>,
 }
 
 /// An agent's task list: the answer to its long-poll.

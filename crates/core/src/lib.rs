@@ -6,6 +6,7 @@
 
 pub mod commands;
 pub mod docs;
+pub mod identity;
 pub mod ids;
 pub mod image;
 pub mod reconcile;

@@ -55,6 +55,11 @@ pub struct Worker {
     pub status: WorkerStatus,
     pub registered_at: Millis,
     pub updated_at: Millis,
+    /// The agent instance that holds the worker's name (see `identity`): the only one
+    /// whose heartbeats, long-polls and reports count. Empty for a worker registered
+    /// without one (by hand, by an older agent, or in a store written before it existed).
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// The shortest interval between an agent's heartbeats.
@@ -71,10 +76,69 @@ pub fn heartbeat_interval(workers: usize, max_per_second: u32) -> std::time::Dur
     spread.max(MIN_HEARTBEAT_INTERVAL)
 }
 
+/// The shortest silence after which a worker no longer counts as live, however often it
+/// beats: three heartbeats at the usual one a second — by then the monitor (2 s of
+/// silence, then a failed probe) has declared a dead worker down.
+pub const LIVE_SILENCE_FLOOR: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long a worker asked to beat every `interval` may stay silent before it is
+/// suspected: two missed intervals, and never less than `floor`. The one shape of every
+/// liveness judgement: `is_live` with `LIVE_SILENCE_FLOOR`, the monitor with its
+/// `--dead-after` (and a probe before any verdict).
+pub fn silence_allowed(
+    interval: std::time::Duration,
+    floor: std::time::Duration,
+) -> std::time::Duration {
+    interval.saturating_mul(2).max(floor)
+}
+
+/// What the manager last heard from a worker's agent: how long ago, and the heartbeat
+/// interval that agent was asked for. Gathered by the manager, judged here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastHeard {
+    pub age: std::time::Duration,
+    pub interval: std::time::Duration,
+}
+
+impl LastHeard {
+    /// The liveness rule: a worker is live — its agent is taken to be running — while it
+    /// has been silent for at most `silence_allowed(interval, LIVE_SILENCE_FLOOR)`:
+    /// 3 s at one heartbeat a second, two intervals in a cluster large enough to beat
+    /// less often. The manager waits for a live worker to start its new tasks, and keeps
+    /// a live worker's name for the agent that holds it.
+    pub fn is_live(&self) -> bool {
+        self.age <= silence_allowed(self.interval, LIVE_SILENCE_FLOOR)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn live_means_heard_within_two_intervals_and_at_least_three_seconds() {
+        let heard = |age_ms, interval_s| LastHeard {
+            age: Duration::from_millis(age_ms),
+            interval: Duration::from_secs(interval_s),
+        };
+        assert!(heard(0, 1).is_live());
+        assert!(heard(3_000, 1).is_live());
+        assert!(!heard(3_001, 1).is_live());
+        // A slower pace widens the window to two intervals.
+        assert!(heard(19_000, 10).is_live());
+        assert!(!heard(20_001, 10).is_live());
+        // An absurd interval cannot overflow.
+        assert!(LastHeard {
+            age: Duration::from_secs(1),
+            interval: Duration::MAX
+        }
+        .is_live());
+        assert_eq!(
+            silence_allowed(Duration::from_secs(1), Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
+    }
 
     #[test]
     fn heartbeats_slow_down_only_past_the_rate() {

@@ -65,6 +65,7 @@ fn worker(i: usize, status: WorkerStatus, now: Millis) -> Worker {
         status,
         registered_at: 0,
         updated_at: now,
+        instance: String::new(),
     }
 }
 

@@ -28,6 +28,7 @@ impl Cluster {
             status: WorkerStatus::Ready,
             registered_at: 0,
             updated_at: 0,
+            instance: String::new(),
         });
         Cluster {
             state: ClusterState::from_parts([], [], workers, Default::default()),
@@ -356,6 +357,7 @@ fn workers_only_get_what_their_driver_can_run() {
         status: WorkerStatus::Ready,
         registered_at: 0,
         updated_at: 0,
+        instance: String::new(),
     };
     cluster.apply([
         Change::PutWorker(worker("d1", "docker")),

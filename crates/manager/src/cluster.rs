@@ -100,6 +100,16 @@ impl StoreHealth {
     }
 }
 
+impl Heard {
+    /// As of now, for the core's liveness rule (`LastHeard::is_live`).
+    pub fn as_of_now(&self) -> mycluster_core::worker::LastHeard {
+        mycluster_core::worker::LastHeard {
+            age: self.at.elapsed(),
+            interval: self.interval,
+        }
+    }
+}
+
 /// What writers share: the tip and the batch waiting for the next commit.
 struct Writer {
     ids: RandomIds,

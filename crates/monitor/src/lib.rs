@@ -42,11 +42,12 @@ impl MonitorConfig {
 
 /// How long a worker may stay silent before it is suspected: `dead_after`, or two of the
 /// heartbeat intervals it was asked for if that is longer (a large cluster's agents beat
-/// less often than once a second).
+/// less often than once a second) — the core's one liveness shape, with the monitor's
+/// own floor.
 pub fn silence_allowed(worker: &WorkerDoc, dead_after: Duration) -> Duration {
     // Clamped: the interval comes from the manager, and a day of silence is plenty.
     let interval = worker.heartbeat_interval.clamp(0.0, 43_200.0);
-    dead_after.max(Duration::from_secs_f64(2.0 * interval))
+    mycluster_core::worker::silence_allowed(Duration::from_secs_f64(interval), dead_after)
 }
 
 /// The ready workers silent for longer than they may be: the ones to probe.
@@ -277,6 +278,7 @@ mod tests {
             last_heartbeat_age: age,
             heartbeat_interval: 1.0,
             registered_at: 0.0,
+            instance: String::new(),
         }
     }
 

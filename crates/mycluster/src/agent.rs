@@ -32,6 +32,10 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
     if !(args.heartbeat > 0.0 && args.heartbeat <= 60.0) {
         bail!("--heartbeat must be between 0 and 60 seconds");
     }
+    let takeover_wait = Duration::try_from_secs_f64(args.takeover_wait)
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(3600))
+        .context("--takeover-wait must be between 0 and 3600 seconds")?;
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     let cluster = match args.cluster.clone() {
@@ -57,6 +61,7 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
         labels,
         capacity: args.capacity,
         heartbeat: Duration::from_secs_f64(args.heartbeat),
+        takeover_wait,
         token: crate::tokens::agent_token(args.join_token_file.as_deref())?,
         http2: args.http2,
         ..AgentConfig::new(&global.manager_url(), &args.name)
@@ -238,6 +243,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     for agent in agents {
         match agent.await {
             Ok(Ok(())) => {}
+            // Also an agent superseded by another under its name (not in a dev cluster
+            // unless something outside it registered one of its names).
             Ok(Err(e)) => tracing::error!("an agent failed: {e}"),
             Err(e) => tracing::error!("an agent panicked: {e}"),
         }

@@ -232,6 +232,11 @@ pub struct AgentArgs {
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 1.0)]
     pub heartbeat: f64,
+    /// Seconds to keep trying while the manager refuses this agent because another live
+    /// agent runs under the same --name (a crashed or stopped predecessor frees the name
+    /// once silent for 3 s); then the agent exits with the manager's message.
+    #[arg(long, env = "MYCLUSTER_TAKEOVER_WAIT", default_value_t = 30.0)]
+    pub takeover_wait: f64,
     /// Run workload containers in this container's PID namespace (docker driver), so they
     /// die with it.
     #[arg(long, env = "MYCLUSTER_PID_CONTAINER")]

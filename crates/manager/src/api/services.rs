@@ -76,9 +76,6 @@ pub async fn create(
 
 const DEFAULT_CONVERGE_WAIT: Duration = Duration::from_secs(5);
 
-/// A worker heard from this recently is expected to start its tasks soon.
-const ALIVE: Duration = Duration::from_secs(3);
-
 /// Waits until the service's wanted tasks run, or cannot progress, or `wait` is over.
 async fn converge(
     app: &AppState,
@@ -93,10 +90,11 @@ async fn converge(
             t.is_active()
                 && t.state != TaskState::Running
                 && t.state != TaskState::Pending
+                // A live worker is expected to start its tasks soon.
                 && t.worker
                     .as_deref()
-                    .and_then(|w| app.cluster.heartbeat_age(w))
-                    .is_some_and(|age| age < ALIVE)
+                    .and_then(|w| app.cluster.heard(w))
+                    .is_some_and(|heard| heard.as_of_now().is_live())
         });
         if !waiting {
             return snapshot;

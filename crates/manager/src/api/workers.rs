@@ -9,7 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use mycluster_core::commands::{self, CommandError, Registration, TaskReport};
+use mycluster_core::commands::{self, CommandError, Registration, StatusReport};
+use mycluster_core::identity;
 use mycluster_core::worker::{heartbeat_interval, MIN_HEARTBEAT_INTERVAL};
 use mycluster_core::{ClusterState, Task, TaskState, Worker, WorkerStatus};
 use serde::Deserialize;
@@ -19,7 +20,7 @@ use super::body::JsonBody;
 use super::query::Params;
 use super::{json_response, ApiError, AppState};
 use crate::cluster::Follow;
-use mycluster_core::docs::{AssignedView, TaskView, WorkerDoc};
+use mycluster_core::docs::{AssignedView, HeartbeatDoc, ReportDoc, TaskView, WorkerDoc};
 
 /// `GET /api/v1/workers`.
 pub async fn list(State(app): State<AppState>) -> Json<Vec<WorkerDoc>> {
@@ -66,61 +67,106 @@ fn interval_for(app: &AppState, state: &ClusterState) -> Duration {
     heartbeat_interval(state.workers.len(), app.config.max_heartbeats_per_second)
 }
 
-/// `POST /api/v1/workers` with `{"name", "address", "labels"?, "capacity"?}`: an agent
-/// joins (or rejoins after a restart).
+/// `POST /api/v1/workers` with `{"name", "address", "labels"?, "capacity"?, "driver"?,
+/// "instance"?}`: an agent joins (or rejoins after a restart). The name of a worker live
+/// under another agent instance is refused with 409 (see `identity`).
 pub async fn register(
     State(app): State<AppState>,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<WorkerDoc>), ApiError> {
     let registration: Registration = body.decode()?;
     let name = registration.name.clone();
-    let (worker, snapshot) = app
+    let instance = registration.instance.clone();
+    let address = registration.address.clone();
+    let cluster = app.cluster.clone();
+    let per_second = app.config.max_heartbeats_per_second;
+    let registered = app
         .cluster
         .mutate(|txn, now| {
-            let was_down = txn
-                .state
-                .workers
-                .get(&registration.name)
-                .is_some_and(|w| w.status == WorkerStatus::Down);
-            let worker = commands::register_worker(txn, registration, now)?;
-            Ok::<_, CommandError>((
-                worker,
-                if was_down {
-                    Follow::All
-                } else {
-                    Follow::Schedule
-                },
-            ))
+            let old = txn.state.workers.get(&registration.name).cloned();
+            let heard = cluster.heard(&registration.name).map(|h| h.as_of_now());
+            let worker = commands::register_worker(txn, registration, heard, now)?;
+            // Heard now, before the commit: a second agent's registration queued behind
+            // this one must find the name held. (Should the commit fail, a heartbeat is
+            // noted for a worker that may not exist: harmless, nothing reads it.)
+            cluster.record_heartbeat(
+                &worker.name,
+                Some(heartbeat_interval(txn.state.workers.len(), per_second)),
+            );
+            let follow = match &old {
+                Some(old) if old.status == WorkerStatus::Down => Follow::All,
+                _ => Follow::Schedule,
+            };
+            Ok::<_, CommandError>(((worker, old), follow))
         })
-        .await?;
-    app.cluster
-        .record_heartbeat(&name, Some(interval_for(&app, &snapshot.state)));
-    tracing::info!("worker {name} registered at {}", worker.address);
+        .await;
+    let ((worker, old), snapshot) = match registered {
+        Ok(registered) => registered,
+        Err(e) => {
+            let e = ApiError::from(e);
+            if e.status == StatusCode::CONFLICT {
+                tracing::warn!(
+                    "refused the registration of agent instance '{instance}' at {address}: {}",
+                    e.message
+                );
+            }
+            return Err(e);
+        }
+    };
+    match old {
+        Some(old) if old.instance != worker.instance => tracing::warn!(
+            "worker {name} taken over by agent instance '{}' at {} (it was held by instance '{}' at {}, {})",
+            worker.instance,
+            worker.address,
+            old.instance,
+            old.address,
+            if old.status == WorkerStatus::Down { "down" } else { "silent" }
+        ),
+        _ => tracing::info!("worker {name} registered at {}", worker.address),
+    }
     let doc = worker_doc(&app, &worker, &snapshot.state);
     Ok((StatusCode::CREATED, Json(doc)))
 }
 
-/// `POST /api/v1/workers/<name>/heartbeat`: the agent is alive. A worker that was
-/// declared down and beats again is ready again. The answer tells the agent when to beat
-/// next (`heartbeat_interval`, seconds).
+/// The agent instance an agent's call names (`?instance=`; absent or empty: none).
+fn instance_of(params: &Params) -> Result<String, ApiError> {
+    let instance = params.get("instance").unwrap_or_default();
+    identity::validate_instance(instance)?;
+    Ok(instance.to_string())
+}
+
+/// `POST /api/v1/workers/<name>/heartbeat[?instance=ID]`: the agent is alive. A worker
+/// that was declared down and beats again is ready again. The answer tells the agent when
+/// to beat next (`heartbeat_interval`, seconds). A heartbeat from an agent instance that
+/// does not hold the worker is refused (409) and not counted.
 pub async fn heartbeat(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<HeartbeatDoc>, ApiError> {
     let Path(name) = name?;
+    let instance = instance_of(&Params::parse(query, &["instance"])?)?;
     let snapshot = app.cluster.snapshot();
-    let status = snapshot
+    let worker = snapshot
         .state
         .workers
         .get(&name)
-        .map(|w| w.status)
         .ok_or_else(|| CommandError::WorkerNotFound(name.clone()))?;
+    identity::check_holder(worker, &instance)?;
+    let status = worker.status;
     let interval = interval_for(&app, &snapshot.state);
     app.cluster.record_heartbeat(&name, Some(interval));
     let status = if status == WorkerStatus::Down {
         let (worker, _) = app
             .cluster
             .mutate(|txn, now| {
+                // Again on the tip: another agent may have taken the worker over since.
+                let worker = txn
+                    .state
+                    .workers
+                    .get(&name)
+                    .ok_or_else(|| CommandError::WorkerNotFound(name.clone()))?;
+                identity::check_holder(worker, &instance)?;
                 let worker = commands::set_worker_status(txn, &name, WorkerStatus::Ready, now)?;
                 Ok::<_, CommandError>((worker, Follow::All))
             })
@@ -130,32 +176,43 @@ pub async fn heartbeat(
     } else {
         status
     };
-    Ok(Json(json!({
-        "worker": name,
-        "status": status.as_str(),
-        "index": app.cluster.snapshot().index,
-        "heartbeat_interval": interval.as_secs_f64(),
-    })))
+    Ok(Json(HeartbeatDoc {
+        worker: name,
+        status,
+        index: app.cluster.snapshot().index,
+        heartbeat_interval: interval.as_secs_f64(),
+    }))
 }
 
-/// `GET /api/v1/workers/<name>/tasks?index=N&wait=30s`: a blocking query, as Nomad's. It
-/// answers at once if the worker's tasks changed after `index` (or no index is given),
-/// otherwise when they change, or when `wait` runs out.
+/// Refuses a call for `name` from an agent instance that does not hold it (or an unknown
+/// worker), as of `state`.
+fn check_holder(state: &ClusterState, name: &str, instance: &str) -> Result<(), ApiError> {
+    let worker = state
+        .workers
+        .get(name)
+        .ok_or_else(|| CommandError::WorkerNotFound(name.to_string()))?;
+    Ok(identity::check_holder(worker, instance)?)
+}
+
+/// `GET /api/v1/workers/<name>/tasks?index=N&wait=30s[&instance=ID]`: a blocking query,
+/// as Nomad's. It answers at once if the worker's tasks changed after `index` (or no index
+/// is given), otherwise when they change, or when `wait` runs out. Only the agent
+/// instance that holds the worker gets its tasks (409 otherwise, also when another took
+/// it over during the wait).
 pub async fn assigned_tasks(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Path(name) = name?;
-    let params = Params::parse(query, &["index", "wait"])?;
+    let params = Params::parse(query, &["index", "wait", "instance"])?;
     let index = params.u64("index")?;
     let wait = params
         .duration("wait")?
         .unwrap_or(Duration::from_secs(30))
         .min(app.config.max_wait);
-    if !app.cluster.snapshot().state.workers.contains_key(&name) {
-        return Err(CommandError::WorkerNotFound(name).into());
-    }
+    let instance = instance_of(&params)?;
+    check_holder(&app.cluster.snapshot().state, &name, &instance)?;
     if let Some(index) = index {
         let mut watch = app.cluster.watch_worker(&name);
         let current = app.cluster.snapshot().index;
@@ -176,6 +233,7 @@ pub async fn assigned_tasks(
         }
     }
     let snapshot = app.cluster.snapshot();
+    check_holder(&snapshot.state, &name, &instance)?;
     let list = AssignedView {
         index: snapshot.index,
         tasks: snapshot
@@ -191,20 +249,18 @@ pub async fn assigned_tasks(
 /// The most task reports one request may carry.
 const MAX_REPORTS: usize = 10_000;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StatusReport {
-    tasks: Vec<TaskReport>,
-}
-
-/// `POST /api/v1/workers/<name>/status` with `{"tasks": [{"id", "state", ...}]}`: what the
-/// agent observes. Reports that cannot apply are returned under `ignored`.
+/// `POST /api/v1/workers/<name>/status[?instance=ID]` with `{"tasks": [{"id", "state",
+/// ...}]}`: what the agent observes. Reports that cannot apply are returned under
+/// `ignored`; a report from an agent instance that does not hold the worker is refused
+/// whole (409).
 pub async fn report_status(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReportDoc>, ApiError> {
     let Path(name) = name?;
+    let instance = instance_of(&Params::parse(query, &["instance"])?)?;
     let report: StatusReport = body.decode()?;
     if report.tasks.len() > MAX_REPORTS {
         return Err(ApiError::bad_request(format!(
@@ -214,17 +270,17 @@ pub async fn report_status(
     let (ignored, snapshot) = app
         .cluster
         .mutate(|txn, now| {
-            let (touched, ignored) = commands::report_tasks(txn, &name, report.tasks, now)?;
+            let (touched, ignored) =
+                commands::report_tasks(txn, &name, &instance, report.tasks, now)?;
             Ok::<_, CommandError>((ignored, Follow::Services(touched)))
         })
         .await?;
     // Only now: an unknown worker was refused above, and must leave no trace.
     app.cluster.record_heartbeat(&name, None);
-    let ignored: Vec<Value> = ignored
-        .into_iter()
-        .map(|i| json!({"id": i.id, "why": i.why}))
-        .collect();
-    Ok(Json(json!({"index": snapshot.index, "ignored": ignored})))
+    Ok(Json(ReportDoc {
+        index: snapshot.index,
+        ignored,
+    }))
 }
 
 /// `POST /api/v1/workers/<name>/down[?silent_for=2s]`: the monitor's verdict. The worker

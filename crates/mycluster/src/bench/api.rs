@@ -26,6 +26,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Vec<Figure>> {
             labels: Default::default(),
             capacity: None,
             driver: "sim".into(),
+            instance: String::new(),
         };
         client.register(&registration).await?;
     }

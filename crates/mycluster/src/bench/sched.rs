@@ -46,6 +46,7 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
         status: WorkerStatus::Ready,
         registered_at: 0,
         updated_at: 0,
+        instance: String::new(),
     });
     let mut all_services = Vec::new();
     let mut tasks = Vec::new();

@@ -463,6 +463,28 @@ impl Agent {
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
+
+    /// Sends it a signal (`STOP`, `CONT`, ...).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// How it exited, or `None` while it runs.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The address of its health endpoint, once its log has said it.
+    pub fn health_address(&self) -> Option<String> {
+        self.log.lock().unwrap().iter().find_map(|line| {
+            let at = line.find("health on ")?;
+            Some(line[at + "health on ".len()..].trim().to_string())
+        })
+    }
 }
 
 impl Drop for Agent {

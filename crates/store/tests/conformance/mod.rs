@@ -107,6 +107,7 @@ pub fn worker(name: &str) -> Worker {
         status: WorkerStatus::Ready,
         registered_at: 1_000,
         updated_at: 1_000,
+        instance: String::new(),
     }
 }
 

@@ -1,0 +1,138 @@
+//! Joining the cluster under a worker name this agent holds alone (the rules are the
+//! core's `identity`): the agent's instance id, registration and its retries, and what
+//! the agent does when the manager says the name is another agent's — it ends, leaving
+//! its containers as they are, since they are the worker's and the agent that holds the
+//! name now adopts them (docker) or they ended with this agent anyway (process).
+
+use std::time::Duration;
+
+use mycluster_background::backoff;
+use mycluster_client::ClientError;
+use mycluster_core::commands::Registration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{lock, AgentError, Shared};
+
+/// A new random instance id (16 hex digits): one per agent start, so that a second agent
+/// started under a name already held is told apart from the one holding it.
+pub fn new_instance() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// How often a registration refused because the name is held is tried again.
+const HELD_RETRY: Duration = Duration::from_secs(1);
+
+/// How often, while the name stays held, the agent says so again in its log.
+const HELD_LOG_EVERY: Duration = Duration::from_secs(10);
+
+pub(crate) async fn register(shared: &Shared) -> Result<(), ClientError> {
+    let registration = Registration {
+        name: shared.config.name.clone(),
+        address: shared.address.clone(),
+        labels: shared.config.labels.clone(),
+        capacity: shared.config.capacity,
+        driver: shared.runtime.driver().to_string(),
+        instance: shared.config.instance.clone(),
+    };
+    shared.client.register(&registration).await.map(drop)
+}
+
+/// The manager's message when it refused a call because another agent instance holds
+/// the worker (409).
+pub(crate) fn held_elsewhere(error: &ClientError) -> Option<&str> {
+    match error {
+        ClientError::Api {
+            status: 409,
+            message,
+        } => Some(message),
+        _ => None,
+    }
+}
+
+/// Registers, retrying until it is done or the agent stops (`Ok` either way).
+///
+/// A name held by another live agent (409) is tried again every second for
+/// `takeover_wait`: the holder may be this host's previous agent, crashed or just
+/// stopped, whose name frees once it has been silent for the liveness window (3 s at one
+/// heartbeat a second). Past that the agent gives up with the manager's message. Any
+/// other refusal (a bad name, a wrong token) is retried with backoff, loudly: it will not
+/// fix itself, but stopping would hide it from an operator watching the logs.
+pub(crate) async fn register_until_done(
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> Result<(), AgentError> {
+    let name = &shared.config.name;
+    let mut failures = 0;
+    let mut held_since: Option<Instant> = None;
+    let mut last_said = None;
+    loop {
+        let error = match register(shared).await {
+            Ok(()) => {
+                tracing::info!(
+                    "agent {name}: registered with {} (instance {})",
+                    shared.config.manager,
+                    shared.config.instance
+                );
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let wait = if let Some(message) = held_elsewhere(&error) {
+            let since = *held_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= shared.config.takeover_wait {
+                return Err(AgentError::NameHeld {
+                    message: message.to_string(),
+                    waited: shared.config.takeover_wait,
+                });
+            }
+            if last_said.is_none_or(|said: Instant| said.elapsed() >= HELD_LOG_EVERY) {
+                last_said = Some(Instant::now());
+                tracing::warn!(
+                    "agent {name}: cannot register: {message}; trying again every {HELD_RETRY:?} \
+                     for up to {:?}, in case that agent has just stopped",
+                    shared.config.takeover_wait
+                );
+            }
+            HELD_RETRY
+        } else {
+            held_since = None;
+            failures += 1;
+            let wait = backoff(Duration::from_millis(500), failures);
+            let hint = match error.status() {
+                Some(401) | Some(403) => {
+                    " (check the join token: MYCLUSTER_JOIN_TOKEN or --join-token-file)"
+                }
+                _ => "",
+            };
+            tracing::warn!("agent {name}: cannot register: {error}{hint}; retrying in {wait:?}");
+            wait
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Registers again (the manager forgot the worker: it lost its state). Another agent
+/// holding the name by now means this one was superseded.
+pub(crate) async fn rejoin(shared: &Shared) -> Result<(), String> {
+    register(shared).await.map_err(|e| {
+        if let Some(message) = held_elsewhere(&e) {
+            superseded(shared, message);
+        }
+        format!("cannot register again: {e}")
+    })
+}
+
+/// Another agent instance holds the worker now: notes why and ends this agent's loops.
+/// Its containers are left as they are (see the module's doc).
+pub(crate) fn superseded(shared: &Shared, message: &str) {
+    let mut why = lock(&shared.superseded);
+    if why.is_none() {
+        tracing::error!("agent {}: {message}", shared.config.name);
+        *why = Some(message.to_string());
+    }
+    shared.quit.cancel();
+}
