@@ -9,9 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::commands::Ignored;
-use crate::{
-    ClusterState, Counters, DesiredState, Millis, Service, Task, TaskState, Worker, WorkerStatus,
-};
+use crate::{ClusterState, Counters, Millis, Service, Task, TaskState, Worker, WorkerStatus};
 
 /// `GET /healthz`: whether the manager can write its store. Answered with 200 when
 /// `ok`, 503 when `degraded` (the same document, with why).
@@ -245,10 +243,7 @@ impl<'a> TaskView<'a> {
             command: task.command.as_deref(),
             env: &task.env,
             worker: task.worker.as_deref(),
-            desired_state: match task.desired {
-                DesiredState::Running => "running",
-                DesiredState::Shutdown => "shutdown",
-            },
+            desired_state: task.desired.as_str(),
             state: task.state.as_str(),
             message: &task.message,
             container_id: task.container_id.as_deref(),

@@ -9,6 +9,7 @@ pub mod docs;
 pub mod identity;
 pub mod ids;
 pub mod image;
+pub mod progress;
 pub mod reconcile;
 pub mod schedule;
 pub mod service;

@@ -119,6 +119,10 @@ pub enum SpecError {
     EmptyPatch(&'static str),
     #[error("a service needs an 'image', a 'command', or both")]
     NothingToRun,
+    /// Neither an image nor a command: named as the original named it (it always sent
+    /// an image), with the other way.
+    #[error("missing required field 'image' (or give a 'command': a service runs an image, a command, or both)")]
+    MissingImage,
     #[error("field 'command' {0}")]
     InvalidCommand(String),
     #[error("field 'env' {0}")]
@@ -142,7 +146,7 @@ impl ServiceSpec {
             return Err(if object.contains_key("command") {
                 SpecError::NothingToRun
             } else {
-                SpecError::MissingField("image")
+                SpecError::MissingImage
             });
         }
         let replicas = required(object, "replicas", |f, v| field_replicas(f, v, limits))?;

@@ -84,6 +84,21 @@ pub enum DesiredState {
     Shutdown,
 }
 
+impl DesiredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredState::Running => "running",
+            DesiredState::Shutdown => "shutdown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DesiredState> {
+        [DesiredState::Running, DesiredState::Shutdown]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub id: String,

@@ -333,7 +333,8 @@ pub struct SetupArgs {
     /// since no registry may be reachable].
     #[arg(long)]
     pub redis_image: Option<String>,
-    /// The host port for the API [default: 5000; 0 lets Docker choose].
+    /// The host port for the API [default: the cluster's port if it was set up before,
+    /// else 5000; 0 picks a free one]. The port is saved and kept across restarts.
     #[arg(long, env = "MYCLUSTER_PORT")]
     pub port: Option<u16>,
 }
@@ -438,7 +439,8 @@ pub enum ImageCommand {
 #[derive(Subcommand)]
 pub enum ServiceCommand {
     /// Create a service (or update the one with that name). Give an image (docker
-    /// workers), a command after `--` (process workers), or both.
+    /// workers), a command after `--` (process workers), or both. Waits until its
+    /// replicas run, and fails (exit 1, with why) if they cannot.
     Create {
         name: String,
         #[arg(long)]
@@ -448,6 +450,8 @@ pub enum ServiceCommand {
         /// An environment variable NAME=VALUE (repeatable).
         #[arg(long = "env", value_name = "NAME=VALUE")]
         env: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
         /// The command to run, after `--`.
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -456,14 +460,30 @@ pub enum ServiceCommand {
     Ls,
     /// Show one service.
     Get { name: String },
-    /// Change a service's number of replicas.
-    Scale { name: String, replicas: u32 },
-    /// Change a service's image (its tasks are replaced).
+    /// Change a service's number of replicas; waits until they run.
+    Scale {
+        name: String,
+        replicas: u32,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Change a service's image (its tasks are replaced); waits until they run.
     Update {
         name: String,
         #[arg(long)]
         image: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Remove a service and stop its containers.
     Rm { name: String },
+}
+
+#[derive(Args, Clone, Copy, Debug)]
+pub struct WaitArgs {
+    /// Seconds to wait for every replica to run; past it, or as soon as a replica fails
+    /// or cannot be placed, the command exits 1 saying what runs and why the rest does
+    /// not. 0: do not wait.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub wait: f64,
 }

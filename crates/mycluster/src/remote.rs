@@ -2,12 +2,15 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use std::collections::BTreeSet;
+
+use anyhow::{bail, Context};
 use mycluster_client::Client;
 use mycluster_core::docs::{ServiceDoc, StateDoc};
+use mycluster_core::progress::Progress;
 use serde_json::json;
 
-use crate::cli::{Global, ServiceCommand};
+use crate::cli::{Global, ServiceCommand, WaitArgs};
 use crate::output::{json, table, unix_time};
 
 /// A client of the manager the flags or the saved settings point at, with its token.
@@ -25,8 +28,15 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             image,
             replicas,
             env,
+            wait,
             command,
         } => {
+            if image.is_none() && command.is_empty() {
+                bail!(
+                    "service {name} needs something to run: --image IMAGE (docker workers), or a command after `--` (process workers), e.g. `mycluster service create {name} -- sleep 3600`"
+                );
+            }
+            let wait = wait_for(wait)?;
             let mut body = json!({"service": name, "replicas": replicas});
             if let Some(image) = &image {
                 body["image"] = json!(image);
@@ -44,13 +54,20 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 }
                 body["env"] = serde_json::Value::Object(vars);
             }
+            let known = task_ids(&client, &name).await?;
             let state = client.put_service(&body).await?;
+            let progress = follow(&client, &name, replicas, &known, wait).await?;
             if global.json {
-                return json(&state);
+                json(&state)?;
+            } else {
+                let what = image.unwrap_or_else(|| command.join(" "));
+                println!(
+                    "Service {name} deployed: {what} x {replicas}{}",
+                    shown(&progress)
+                );
+                print_state(&state);
             }
-            let what = image.unwrap_or_else(|| command.join(" "));
-            println!("Service {name} deployed: {what} x {replicas}");
-            print_state(&state);
+            settled(&name, progress, wait)?;
         }
         ServiceCommand::Ls => {
             let services = client.services().await?;
@@ -77,19 +94,33 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             }
             print_service(&service);
         }
-        ServiceCommand::Scale { name, replicas } => {
+        ServiceCommand::Scale {
+            name,
+            replicas,
+            wait,
+        } => {
+            let wait = wait_for(wait)?;
+            let known = task_ids(&client, &name).await?;
             let service = client.patch_service(&name, None, Some(replicas)).await?;
+            let progress = follow(&client, &name, service.replicas, &known, wait).await?;
             if global.json {
-                return json(&service);
+                json(&service)?;
+            } else {
+                println!("Service {name} scaled to {replicas}{}", shown(&progress));
             }
-            println!("Service {name} scaled to {replicas}");
+            settled(&name, progress, wait)?;
         }
-        ServiceCommand::Update { name, image } => {
+        ServiceCommand::Update { name, image, wait } => {
+            let wait = wait_for(wait)?;
+            let known = task_ids(&client, &name).await?;
             let service = client.patch_service(&name, Some(&image), None).await?;
+            let progress = follow(&client, &name, service.replicas, &known, wait).await?;
             if global.json {
-                return json(&service);
+                json(&service)?;
+            } else {
+                println!("Service {name} updated to {image}{}", shown(&progress));
             }
-            println!("Service {name} updated to {image}");
+            settled(&name, progress, wait)?;
         }
         ServiceCommand::Rm { name } => {
             let service = client.delete_service(&name).await?;
@@ -116,6 +147,82 @@ pub async fn reseed(global: &Global) -> anyhow::Result<()> {
         done.store, done.services, done.tasks, done.workers, done.index
     );
     Ok(())
+}
+
+/// `--wait` as a duration (`None`: do not wait).
+fn wait_for(wait: WaitArgs) -> anyhow::Result<Option<Duration>> {
+    if !(0.0..=86_400.0).contains(&wait.wait) {
+        bail!("--wait must be between 0 and 86400 seconds");
+    }
+    Ok(Some(Duration::from_secs_f64(wait.wait)).filter(|d| !d.is_zero()))
+}
+
+/// The ids of a service's tasks now: failures among them are not news after a change.
+async fn task_ids(client: &Client, service: &str) -> anyhow::Result<BTreeSet<String>> {
+    Ok(client
+        .tasks(Some(service), None)
+        .await?
+        .into_iter()
+        .map(|t| t.id)
+        .collect())
+}
+
+/// Waits until every wanted replica of `service` runs, one cannot make progress, or
+/// `wait` is over (`None`: does not wait). Returns where it got.
+async fn follow(
+    client: &Client,
+    service: &str,
+    wanted: u32,
+    known: &BTreeSet<String>,
+    wait: Option<Duration>,
+) -> anyhow::Result<Option<Progress>> {
+    let Some(wait) = wait else {
+        return Ok(None);
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let tasks = client.tasks(Some(service), None).await?;
+        let progress = Progress::of(wanted, &tasks, known);
+        if progress.is_done() || progress.is_stuck() || tokio::time::Instant::now() >= deadline {
+            return Ok(Some(progress));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// " (3 of 3 running)" after a change that was waited for.
+fn shown(progress: &Option<Progress>) -> String {
+    progress
+        .as_ref()
+        .map_or(String::new(), |p| format!(" ({})", p.summary()))
+}
+
+/// Fails, saying what runs and why the rest does not, unless every replica runs (or the
+/// caller did not wait).
+fn settled(
+    service: &str,
+    progress: Option<Progress>,
+    wait: Option<Duration>,
+) -> anyhow::Result<()> {
+    let Some(progress) = progress else {
+        return Ok(());
+    };
+    if progress.is_done() {
+        return Ok(());
+    }
+    let follow = format!("`mycluster tasks --service {service}` shows its replicas");
+    if progress.is_stuck() {
+        bail!(
+            "service {service} cannot make progress: {}; {} ({follow})",
+            progress.summary(),
+            progress.stuck.join("; ")
+        );
+    }
+    bail!(
+        "service {service}: {} after {:.0}s ({follow}; --wait SECONDS waits longer)",
+        progress.summary(),
+        wait.unwrap_or_default().as_secs_f64()
+    );
 }
 
 pub async fn state(global: &Global) -> anyhow::Result<()> {

@@ -25,6 +25,10 @@ pub struct Settings {
     pub store: String,
     /// The host port the API is published on.
     pub port: u16,
+    /// Whether setup chose the port (`--port 0`): it chooses another if that one is
+    /// taken when the manager's container is made.
+    #[serde(default)]
+    pub port_chosen: bool,
     pub image: String,
     /// With the redis store: the image of `<name>_redis_1` (none: built locally).
     #[serde(default)]
@@ -93,6 +97,7 @@ pub fn save_dev(
         workers: 0,
         store: "embedded".into(),
         port,
+        port_chosen: false,
         image: String::new(),
         redis_image: None,
         token: secrets.map(|s| s.api.clone()),
@@ -215,8 +220,18 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     if args.workers == 0 || args.workers > 100 {
         bail!("--workers must be between 1 and 100");
     }
-    let port = args.port.unwrap_or(5000);
     let previous = load_settings(&args.name);
+    // A cluster keeps its port when set up again; 0 asks for a free one, chosen now and
+    // saved (the engine would choose another at each start of the manager container,
+    // and the CLI would lose it).
+    let kept = previous.as_ref().map(|p| p.port).filter(|p| *p != 0);
+    let chosen_before = previous.as_ref().is_some_and(|p| p.port_chosen);
+    let (port, port_chosen) = match (args.port, kept) {
+        (Some(0), Some(kept)) | (None, Some(kept)) => (kept, chosen_before),
+        (Some(0), None) => (free_port()?, true),
+        (Some(port), _) => (port, false),
+        (None, None) => (5000, false),
+    };
     if let Some(previous) = &previous {
         let store = if args.store == StoreKind::Redis {
             "redis"
@@ -239,6 +254,7 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
             StoreKind::Embedded => "embedded".into(),
         },
         port,
+        port_chosen,
         image: String::new(),
         redis_image: args.redis_image.clone(),
         // A cluster keeps its tokens when set up again.
@@ -277,6 +293,11 @@ async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
         .join_token
         .get_or_insert_with(crate::tokens::generate)
         .clone();
+    if settings.port == 0 {
+        // Saved by an earlier version, which let the engine choose at each start.
+        settings.port = free_port()?;
+        settings.port_chosen = true;
+    }
     let api_env = format!("{}={api_token}", crate::tokens::TOKEN_ENV);
     let join_env = format!("{}={join_token}", crate::tokens::JOIN_TOKEN_ENV);
     let cluster = settings.name.clone();
@@ -425,22 +446,43 @@ async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
             ..RoleContainer::default()
         });
     }
-    for spec in &wanted {
+    for spec in &mut wanted {
         let found = existing.iter().find(|c| c.name == spec.name);
+        let moved_port = match (found, spec.publish) {
+            (Some(_), Some((inside, outside))) => {
+                host.configured_port(&spec.name, inside).await? != Some(outside)
+            }
+            _ => false,
+        };
         let what = match found {
+            Some(_) if moved_port => {
+                // Made to publish on another (or an engine-chosen) port: its state is in
+                // the volume (or Redis), so it is made again on the saved one.
+                host.remove(&spec.name).await?;
+                run_role(&host, spec, &mut settings).await?;
+                format!("recreated (API on port {})", settings.port)
+            }
             Some(c) if c.image != spec.image && c.role != "workload" => {
                 // Another build of mycluster: replace the container, keep the volume.
                 host.remove(&spec.name).await?;
-                host.run(spec).await?;
+                run_role(&host, spec, &mut settings).await?;
                 format!("recreated (image {} -> {})", c.image, spec.image)
             }
             Some(c) if c.state == "running" => "exists, running".to_string(),
-            Some(_) => {
-                host.start(&spec.name).await?;
-                "exists, started".to_string()
-            }
+            Some(_) => match host.start(&spec.name).await {
+                Ok(()) => "exists, started".to_string(),
+                Err(e) if settings.port_chosen && port_taken(&e) && spec.publish.is_some() => {
+                    host.remove(&spec.name).await?;
+                    run_role(&host, spec, &mut settings).await?;
+                    format!(
+                        "recreated (its port was taken: API on port {})",
+                        settings.port
+                    )
+                }
+                Err(e) => return Err(e.into()),
+            },
             None => {
-                host.run(spec).await?;
+                run_role(&host, spec, &mut settings).await?;
                 "created".to_string()
             }
         };
@@ -464,12 +506,18 @@ async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
         );
     }
 
-    // Read back, not assumed: with port 0 the engine chose it, and may choose another
-    // each time the manager container starts.
-    settings.port = host
+    // Read back, not assumed: the port is fixed when the container is made, and kept
+    // across its restarts.
+    let published = host
         .published_port(&manager, 5000)
         .await?
         .context("the manager's port was not published")?;
+    if published != settings.port {
+        bail!(
+            "{manager} publishes its API on port {published}, not {}: remove it (`docker rm -f {manager}`) and run this again",
+            settings.port
+        );
+    }
     save(&settings)?;
     print!(
         "[5/5] Waiting for the manager at {} ... ",
@@ -490,6 +538,47 @@ async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
         url = settings.manager_url()
     );
     Ok(())
+}
+
+/// A port free on this host now, for the API when `--port 0` asks setup to choose:
+/// tried at random below the kernel's ephemeral range, where neither the engine nor
+/// outgoing connections pick ports of their own.
+fn free_port() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    let listener = std::net::TcpListener::bind(("0.0.0.0", 0))
+        .context("cannot find a free port for the API")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Creates and starts a role container. A port setup chose that was taken meanwhile
+/// (another program, another cluster set up at the same moment) is chosen again.
+async fn run_role(
+    host: &ClusterHost,
+    spec: &mut RoleContainer,
+    settings: &mut Settings,
+) -> anyhow::Result<()> {
+    let mut tries = 0;
+    loop {
+        match host.run(spec).await {
+            Ok(_) => return Ok(()),
+            Err(e) if settings.port_chosen && port_taken(&e) && tries < 5 => {
+                tries += 1;
+                host.remove(&spec.name).await?;
+                settings.port = free_port()?;
+                spec.publish = spec.publish.map(|(inside, _)| (inside, settings.port));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn port_taken(e: &mycluster_runtime::RuntimeError) -> bool {
+    e.to_string().contains("port is already allocated")
 }
 
 fn strings(items: &[&str]) -> Vec<String> {

@@ -60,6 +60,21 @@ impl Env {
         format!("http://127.0.0.1:{}", settings["port"])
     }
 
+    /// The CLI as an operator runs it after setup: the cluster and its token found in
+    /// the saved settings. Returns whether it succeeded, and what it printed.
+    fn cli(&self, args: &[&str]) -> (bool, String) {
+        let output = Command::new(BIN)
+            .args(args)
+            .env("MYCLUSTER_CONFIG_DIR", self.config.path())
+            .env_remove("MYCLUSTER_MANAGER")
+            .env_remove("MYCLUSTER_TOKEN")
+            .output()
+            .expect("run");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    }
+
     /// `mycluster token -n <cluster>`: what an operator pastes into curl.
     fn token(&self, cluster: &str) -> String {
         let out = self.run(Path::new(BIN), &["token", "-n", cluster]);
@@ -190,6 +205,18 @@ async fn walkthrough(store: &'static str) {
     ]);
     assert!(!worker_env.contains(&token), "a worker holds the API token");
     assert!(worker_env.contains("MYCLUSTER_JOIN_TOKEN="), "{worker_env}");
+
+    // Set up with port 0 (MYCLUSTER_PORT), the manager's port survives a restart of its
+    // container, and the CLI still finds it.
+    let port_before = env.manager_url(&cluster);
+    docker(&["restart", &format!("{cluster}_manager_1")]);
+    let stats = eventually("the CLI to reach the restarted manager", || async {
+        let (ok, text) = env.cli(&["stats"]);
+        ok.then_some(text)
+    })
+    .await;
+    assert!(stats.contains("workers.failures"), "{stats}");
+    assert_eq!(env.manager_url(&cluster), port_before);
 
     let api = Api::with_token(&env.manager_url(&cluster), Some(&token));
     let stats = api.ok("/api/v1/stats").await;

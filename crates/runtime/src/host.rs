@@ -236,7 +236,27 @@ impl ClusterHost {
         Ok(out)
     }
 
-    /// The host port a container's `port` is published on.
+    /// The host port a container's `port` is configured to be published on: `Some(0)`
+    /// when the engine picks one at each start, `None` when it is not published.
+    pub async fn configured_port(
+        &self,
+        name: &str,
+        port: u16,
+    ) -> Result<Option<u16>, RuntimeError> {
+        let inspect = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| engine(&format!("cannot inspect {name}"), e))?;
+        Ok(inspect
+            .host_config
+            .and_then(|h| h.port_bindings)
+            .and_then(|ports| ports.get(&format!("{port}/tcp")).cloned().flatten())
+            .and_then(|bindings| bindings.into_iter().next())
+            .map(|b| b.host_port.and_then(|p| p.parse().ok()).unwrap_or(0)))
+    }
+
+    /// The host port a container's `port` is published on now.
     pub async fn published_port(&self, name: &str, port: u16) -> Result<Option<u16>, RuntimeError> {
         let inspect = self
             .docker

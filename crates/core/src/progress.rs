@@ -1,0 +1,214 @@
+//! How far a service got towards what it asks for, from its tasks as `GET /api/v1/tasks`
+//! shows them: what `mycluster service create|update|scale` wait for and report. A
+//! service *cannot make progress* when one of its replicas failed since the change was
+//! made (a command that does not exist, a container that crashes at once) or cannot be
+//! placed on any worker: waiting longer would not help, so the CLI says why at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::docs::TaskDoc;
+use crate::{DesiredState, TaskState};
+
+/// The state of a service's replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub wanted: u32,
+    /// Replicas running now.
+    pub running: u32,
+    /// Replicas wanted and on their way (pending, assigned, starting).
+    pub starting: u32,
+    /// Why replicas cannot make progress (each reason once), empty if none is known.
+    pub stuck: Vec<String>,
+}
+
+impl Progress {
+    /// `tasks` are the service's tasks now; `known` the ids of its tasks from before the
+    /// change (their failures are old news).
+    pub fn of(wanted: u32, tasks: &[TaskDoc], known: &BTreeSet<String>) -> Progress {
+        let mut progress = Progress {
+            wanted,
+            running: 0,
+            starting: 0,
+            stuck: Vec::new(),
+        };
+        // Why, and which replicas it holds back ("0 on w1"; none for a reason that is
+        // about the service, not a replica).
+        let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for task in tasks {
+            let (Some(state), Some(desired)) = (
+                TaskState::parse(&task.state),
+                DesiredState::parse(&task.desired_state),
+            ) else {
+                continue;
+            };
+            let wanted_running = desired == DesiredState::Running;
+            match state {
+                TaskState::Running if wanted_running => progress.running += 1,
+                TaskState::Pending if wanted_running && unplaceable(task) => {
+                    progress.starting += 1;
+                    reasons.entry(task.message.clone()).or_default();
+                }
+                TaskState::Pending | TaskState::Assigned | TaskState::Starting
+                    if wanted_running =>
+                {
+                    progress.starting += 1
+                }
+                TaskState::Failed if !known.contains(&task.id) => {
+                    let why = task
+                        .error
+                        .clone()
+                        .filter(|e| !e.is_empty())
+                        .or_else(|| task.exit_code.map(|c| format!("exited with code {c}")))
+                        .unwrap_or_else(|| "failed".into());
+                    let on = task
+                        .worker
+                        .as_deref()
+                        .map_or(String::new(), |w| format!(" on {w}"));
+                    reasons
+                        .entry(why)
+                        .or_default()
+                        .push(format!("{}{on}", task.slot));
+                }
+                _ => {}
+            }
+        }
+        progress.stuck = reasons
+            .into_iter()
+            .map(|(why, who)| match who.len() {
+                0 => why,
+                1 => format!("replica {}: {why}", who[0]),
+                _ => format!("replicas {}: {why}", who.join(", ")),
+            })
+            .collect();
+        progress
+    }
+
+    /// Every wanted replica runs.
+    pub fn is_done(&self) -> bool {
+        self.running >= self.wanted
+    }
+
+    /// Not done, and known not to get there by waiting.
+    pub fn is_stuck(&self) -> bool {
+        !self.is_done() && !self.stuck.is_empty()
+    }
+
+    /// "2 of 3 running, 1 starting", for people.
+    pub fn summary(&self) -> String {
+        let mut text = format!("{} of {} running", self.running, self.wanted);
+        if self.starting > 0 {
+            text.push_str(&format!(", {} starting", self.starting));
+        }
+        text
+    }
+}
+
+/// A pending task the scheduler could not place says so in its message.
+fn unplaceable(task: &TaskDoc) -> bool {
+    task.message.starts_with("no worker can take it")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, slot: u32, desired: &str, state: &str) -> TaskDoc {
+        TaskDoc {
+            id: id.into(),
+            service: "web".into(),
+            slot,
+            image: None,
+            command: None,
+            env: Default::default(),
+            worker: Some("w1".into()),
+            desired_state: desired.into(),
+            state: state.into(),
+            message: String::new(),
+            container_id: None,
+            exit_code: None,
+            error: None,
+            created_at: 0.0,
+            updated_at: 0.0,
+        }
+    }
+
+    #[test]
+    fn all_running_is_done() {
+        let tasks = [
+            task("a", 0, "running", "running"),
+            task("b", 1, "running", "running"),
+        ];
+        let p = Progress::of(2, &tasks, &BTreeSet::new());
+        assert!(p.is_done() && !p.is_stuck());
+        assert_eq!(p.summary(), "2 of 2 running");
+    }
+
+    #[test]
+    fn starting_replicas_are_progress_not_a_failure() {
+        let tasks = [
+            task("a", 0, "running", "running"),
+            task("b", 1, "running", "starting"),
+            // An old replica being stopped is not counted.
+            task("c", 1, "shutdown", "running"),
+        ];
+        let p = Progress::of(2, &tasks, &BTreeSet::new());
+        assert!(!p.is_done() && !p.is_stuck());
+        assert_eq!(p.summary(), "1 of 2 running, 1 starting");
+    }
+
+    #[test]
+    fn a_new_failure_is_stuck_with_its_reason_once() {
+        let failed = |id: &str, slot| TaskDoc {
+            error: Some("cannot run '/no/such/binary': No such file or directory".into()),
+            ..task(id, slot, "running", "failed")
+        };
+        let tasks = [
+            failed("a", 0),
+            failed("b", 1),
+            task("c", 0, "running", "pending"),
+        ];
+        let p = Progress::of(2, &tasks, &BTreeSet::new());
+        assert!(p.is_stuck());
+        assert_eq!(
+            p.stuck,
+            ["replicas 0 on w1, 1 on w1: cannot run '/no/such/binary': No such file or directory"]
+        );
+    }
+
+    #[test]
+    fn an_old_failure_is_not_news() {
+        let tasks = [
+            TaskDoc {
+                exit_code: Some(3),
+                ..task("old", 0, "running", "failed")
+            },
+            task("new", 0, "running", "starting"),
+        ];
+        let known = BTreeSet::from(["old".to_string()]);
+        assert!(!Progress::of(1, &tasks, &known).is_stuck());
+        let p = Progress::of(1, &tasks, &BTreeSet::new());
+        assert_eq!(p.stuck, ["replica 0 on w1: exited with code 3"]);
+    }
+
+    #[test]
+    fn an_unplaceable_replica_is_stuck() {
+        let tasks = [TaskDoc {
+            message: "no worker can take it: 2 cannot run it (the process driver needs a command)"
+                .into(),
+            worker: None,
+            ..task("a", 0, "running", "pending")
+        }];
+        let p = Progress::of(1, &tasks, &BTreeSet::new());
+        assert!(p.is_stuck());
+        assert_eq!(
+            p.stuck,
+            ["no worker can take it: 2 cannot run it (the process driver needs a command)"]
+        );
+    }
+
+    #[test]
+    fn scaled_to_zero_is_done() {
+        let p = Progress::of(0, &[task("a", 0, "shutdown", "running")], &BTreeSet::new());
+        assert!(p.is_done());
+    }
+}
