@@ -375,6 +375,7 @@ mod tests {
 #[cfg(test)]
 mod view_tests {
     use super::*;
+    use crate::DesiredState;
 
     fn task() -> Task {
         Task {
