@@ -355,7 +355,6 @@ fn seconds(millis: Millis) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::format_uptime;
-    use crate::DesiredState;
     use std::time::Duration;
 
     #[test]
