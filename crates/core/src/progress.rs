@@ -15,7 +15,8 @@ pub struct Progress {
     pub wanted: u32,
     /// Replicas running now.
     pub running: u32,
-    /// Replicas wanted and on their way (pending, assigned, starting).
+    /// Replicas wanted and on their way (pending for a worker that is there, assigned,
+    /// starting).
     pub starting: u32,
     /// Why replicas cannot make progress (each reason once), empty if none is known.
     pub stuck: Vec<String>,
@@ -45,7 +46,6 @@ impl Progress {
             match state {
                 TaskState::Running if wanted_running => progress.running += 1,
                 TaskState::Pending if wanted_running && unplaceable(task) => {
-                    progress.starting += 1;
                     reasons.entry(task.message.clone()).or_default();
                 }
                 TaskState::Pending | TaskState::Assigned | TaskState::Starting

@@ -59,15 +59,13 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             let progress = follow(&client, &name, replicas, &known, wait).await?;
             if global.json {
                 json(&state)?;
-            } else {
+            }
+            let shown = settled(&name, progress, wait)?;
+            if !global.json {
                 let what = image.unwrap_or_else(|| command.join(" "));
-                println!(
-                    "Service {name} deployed: {what} x {replicas}{}",
-                    shown(&progress)
-                );
+                println!("Service {name} deployed: {what} x {replicas}{shown}");
                 print_state(&state);
             }
-            settled(&name, progress, wait)?;
         }
         ServiceCommand::Ls => {
             let services = client.services().await?;
@@ -105,10 +103,11 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             let progress = follow(&client, &name, service.replicas, &known, wait).await?;
             if global.json {
                 json(&service)?;
-            } else {
-                println!("Service {name} scaled to {replicas}{}", shown(&progress));
             }
-            settled(&name, progress, wait)?;
+            let shown = settled(&name, progress, wait)?;
+            if !global.json {
+                println!("Service {name} scaled to {replicas}{shown}");
+            }
         }
         ServiceCommand::Update { name, image, wait } => {
             let wait = wait_for(wait)?;
@@ -117,10 +116,11 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             let progress = follow(&client, &name, service.replicas, &known, wait).await?;
             if global.json {
                 json(&service)?;
-            } else {
-                println!("Service {name} updated to {image}{}", shown(&progress));
             }
-            settled(&name, progress, wait)?;
+            let shown = settled(&name, progress, wait)?;
+            if !global.json {
+                println!("Service {name} updated to {image}{shown}");
+            }
         }
         ServiceCommand::Rm { name } => {
             let service = client.delete_service(&name).await?;
@@ -190,25 +190,18 @@ async fn follow(
     }
 }
 
-/// " (3 of 3 running)" after a change that was waited for.
-fn shown(progress: &Option<Progress>) -> String {
-    progress
-        .as_ref()
-        .map_or(String::new(), |p| format!(" ({})", p.summary()))
-}
-
 /// Fails, saying what runs and why the rest does not, unless every replica runs (or the
-/// caller did not wait).
+/// caller did not wait); else " (3 of 3 running)" to show (empty if not waited for).
 fn settled(
     service: &str,
     progress: Option<Progress>,
     wait: Option<Duration>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let Some(progress) = progress else {
-        return Ok(());
+        return Ok(String::new());
     };
     if progress.is_done() {
-        return Ok(());
+        return Ok(format!(" ({})", progress.summary()));
     }
     let follow = format!("`mycluster tasks --service {service}` shows its replicas");
     if progress.is_stuck() {
