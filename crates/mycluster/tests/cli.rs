@@ -198,6 +198,7 @@ async fn create_scale_and_update_say_what_runs_and_fail_when_it_cannot() {
     )
     .await;
     assert_eq!(code, 1, "{out}{err}");
+    assert!(out.is_empty(), "a failed create said: {out}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains("service broken cannot make progress: 0 of 2 running"),
