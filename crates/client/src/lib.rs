@@ -159,8 +159,15 @@ impl Client {
             status: status.as_u16(),
             content_type: content_type.clone(),
         };
-        // Every answer of a manager is JSON, errors included.
+        // Every answer of a manager is JSON, errors included — but for the few its HTTP
+        // layer gives without a body (headers far too large): those say their status.
         if !content_type.starts_with("application/json") {
+            if bytes.is_empty() && !status.is_success() {
+                return Err(ClientError::Api {
+                    status: status.as_u16(),
+                    message: status.canonical_reason().unwrap_or("error").to_string(),
+                });
+            }
             return Err(not_manager());
         }
         if !status.is_success() && !accept.contains(&status) {

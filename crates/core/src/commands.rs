@@ -159,6 +159,26 @@ pub fn validate_worker_name(name: &str) -> Result<(), CommandError> {
     }
 }
 
+/// Cluster names become key prefixes (`mycluster:<cluster>:` in Redis) and container
+/// names: letters, digits, '_', '.', '-' — no ':' that would make one cluster's keys
+/// look like another's.
+pub fn validate_cluster_name(name: &str) -> Result<(), CommandError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(CommandError::Invalid(format!(
+            "invalid cluster name '{}': 1-64 of letters, digits, '_', '.', '-', starting with a letter or digit",
+            name.escape_debug()
+        )))
+    }
+}
+
 /// Registers a worker, or refreshes one that registers again (an agent restart). A
 /// worker that was down comes back ready; a draining one stays draining. The name of a
 /// worker live under another agent instance is refused (`identity::check_registration`:

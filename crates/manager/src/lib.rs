@@ -173,7 +173,7 @@ impl RunningManager {
         let _ = self.orchestrator.await;
         let _ = self.store_keeper.await;
         // The next manager of this cluster need not wait for the lease to run out.
-        self.cluster.store().release().await;
+        self.cluster.close_store().await;
         served
     }
 }

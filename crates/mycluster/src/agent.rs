@@ -115,6 +115,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if args.workers == 0 || args.workers > 1000 {
         bail!("--workers must be between 1 and 1000");
     }
+    mycluster_core::commands::validate_cluster_name(&args.name)?;
     let driver = match args.driver {
         Some(driver) => driver,
         None if DockerRuntime::available().await => Driver::Docker,
@@ -208,7 +209,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
 
     let shown = format!("http://localhost:{port}");
     // So the CLI (and `mycluster token`) find this cluster and its token.
-    let saved = crate::setup::save_dev(&args.name, port, secrets.as_ref())?;
+    let saved = crate::settings::save_dev(&args.name, port, secrets.as_ref())?;
     let auth_header = match secrets {
         Some(_) => "-H \"Authorization: Bearer $(mycluster token)\" ",
         None => "",
@@ -256,7 +257,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     manager.wait().await?;
     if temporary.is_some() && saved {
         // Its state and token die with the temporary dir.
-        crate::setup::forget(&args.name);
+        crate::settings::forget(&args.name);
     }
     drop(temporary);
     Ok(())

@@ -98,7 +98,7 @@ impl Global {
     pub fn manager_url(&self) -> String {
         match &self.manager {
             Some(url) => url.clone(),
-            None => crate::setup::current()
+            None => crate::settings::current()
                 .map(|s| s.manager_url())
                 .unwrap_or_else(|| "http://localhost:5000".into()),
         }

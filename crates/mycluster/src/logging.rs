@@ -25,20 +25,13 @@ pub fn init(role: &'static str) {
 }
 
 /// Says a panic in one log line, with where it happened, instead of the default
-/// message and backtrace hint (a backtrace still comes with `RUST_BACKTRACE=1`). Panics
-/// inside the storage engine say nothing here: the store catches them and reports the
+/// message and backtrace hint (a backtrace still comes with `RUST_BACKTRACE=1`). A panic
+/// inside the storage engine is only a debug line: the store catches it and reports the
 /// damage, with what to do, once (see `mycluster_store::EmbeddedStore`).
 fn panic_as_one_line() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let location = info.location();
-        if location.is_some_and(|l| l.file().contains("/redb-")) {
-            return;
-        }
-        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
-            default(info);
-            return;
-        }
         let message = info
             .payload()
             .downcast_ref::<String>()
@@ -46,6 +39,14 @@ fn panic_as_one_line() {
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("no message");
         let at = location.map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        if location.is_some_and(|l| l.file().contains("/redb-")) {
+            tracing::debug!("storage engine panic{at}: {message}");
+            return;
+        }
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            default(info);
+            return;
+        }
         tracing::error!("internal error{at}: {message}");
     }));
 }

@@ -10,6 +10,7 @@ mod logging;
 mod manager;
 mod output;
 mod remote;
+mod settings;
 mod setup;
 mod store_copy;
 mod tokens;
@@ -67,7 +68,7 @@ fn main() {
             cli::Command::Stats => remote::stats(&cli.global).await,
             cli::Command::Workers => remote::workers(&cli.global).await,
             cli::Command::Tasks { service } => remote::tasks(&cli.global, service.as_deref()).await,
-            cli::Command::Token { name, join } => setup::print_token(name.as_deref(), join),
+            cli::Command::Token { name, join } => settings::print_token(name.as_deref(), join),
             cli::Command::Supervise => Err(anyhow::anyhow!(
                 "the supervisor runs before the async runtime starts"
             )),

@@ -35,6 +35,7 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
         .ok()
         .filter(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_secs(3600))
         .context("--max-wait must be a number of seconds from 0.1 to 3600 (agents long-poll in a loop: 0 would spin them)")?;
+    mycluster_core::commands::validate_cluster_name(&args.name)?;
     let data_dir = args
         .data_dir
         .clone()

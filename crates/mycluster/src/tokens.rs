@@ -174,5 +174,5 @@ pub fn client_token(
     if let Some(path) = token_file {
         return read_secret(path).map(Some);
     }
-    Ok(crate::setup::saved_for(manager_url).and_then(|s| s.token))
+    Ok(crate::settings::saved_for(manager_url).and_then(|s| s.token))
 }

@@ -52,6 +52,12 @@ pub struct ClusterHost {
     docker: Docker,
 }
 
+/// A container's port bindings as it was made with, or as they are now.
+enum Bindings {
+    Configured,
+    Now,
+}
+
 fn engine(what: &str, e: DockerError) -> RuntimeError {
     RuntimeError::Engine(format!("{what}: {e}"))
 }
@@ -243,32 +249,36 @@ impl ClusterHost {
         name: &str,
         port: u16,
     ) -> Result<Option<u16>, RuntimeError> {
-        let inspect = self
-            .docker
-            .inspect_container(name, None)
-            .await
-            .map_err(|e| engine(&format!("cannot inspect {name}"), e))?;
-        Ok(inspect
-            .host_config
-            .and_then(|h| h.port_bindings)
-            .and_then(|ports| ports.get(&format!("{port}/tcp")).cloned().flatten())
-            .and_then(|bindings| bindings.into_iter().next())
+        let bindings = self.port_bindings(name, port, Bindings::Configured).await?;
+        Ok(bindings
+            .and_then(|b| b.into_iter().next())
             .map(|b| b.host_port.and_then(|p| p.parse().ok()).unwrap_or(0)))
     }
 
     /// The host port a container's `port` is published on now.
     pub async fn published_port(&self, name: &str, port: u16) -> Result<Option<u16>, RuntimeError> {
+        let bindings = self.port_bindings(name, port, Bindings::Now).await?;
+        Ok(bindings
+            .and_then(|b| b.into_iter().find_map(|b| b.host_port))
+            .and_then(|p| p.parse().ok()))
+    }
+
+    async fn port_bindings(
+        &self,
+        name: &str,
+        port: u16,
+        which: Bindings,
+    ) -> Result<Option<Vec<PortBinding>>, RuntimeError> {
         let inspect = self
             .docker
             .inspect_container(name, None)
             .await
             .map_err(|e| engine(&format!("cannot inspect {name}"), e))?;
-        Ok(inspect
-            .network_settings
-            .and_then(|n| n.ports)
-            .and_then(|ports| ports.get(&format!("{port}/tcp")).cloned().flatten())
-            .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
-            .and_then(|p| p.parse().ok()))
+        let ports = match which {
+            Bindings::Configured => inspect.host_config.and_then(|h| h.port_bindings),
+            Bindings::Now => inspect.network_settings.and_then(|n| n.ports),
+        };
+        Ok(ports.and_then(|ports| ports.get(&format!("{port}/tcp")).cloned().flatten()))
     }
 
     /// Removes the cluster's networks and volumes (by label); returns their names.

@@ -220,25 +220,37 @@ impl ContainerRuntime for ProcessRuntime {
         }
         // The supervisor gives the command its grace, kills what is left and exits.
         let deadline = Instant::now() + GRACE + STOP_MARGIN;
-        loop {
+        let stuck = loop {
             {
                 let mut children = self.lock();
                 let Some(tracked) = children.get_mut(&container.task_id) else {
                     return Ok(());
                 };
                 let running = matches!(tracked.supervisor.try_wait(), Ok(None));
-                if !running || Instant::now() >= deadline {
-                    if running {
-                        // It does not answer (stopped, or stuck): end its tree from here.
-                        tree::kill_tree(tracked.supervisor.id() as i32, KILL_PATIENCE);
-                        let _ = tracked.supervisor.wait();
-                    }
+                if !running {
                     children.remove(&container.task_id);
                     return Ok(());
                 }
+                if Instant::now() >= deadline {
+                    // Out of the map, nobody else reaps it: its pid stays its own.
+                    break children.remove(&container.task_id);
+                }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if let Some(mut stuck) = stuck {
+            // It does not answer (stopped, or stuck): end its tree from here, off the
+            // async workers and without holding the map (that may take seconds).
+            let ended = tokio::task::spawn_blocking(move || {
+                tree::kill_tree(stuck.supervisor.id() as i32, KILL_PATIENCE);
+                let _ = stuck.supervisor.wait();
+            })
+            .await;
+            if let Err(e) = ended {
+                tracing::warn!("ending the tree of {}: {e}", container.name);
+            }
         }
+        Ok(())
     }
 
     async fn list(&self) -> Result<Vec<Container>, RuntimeError> {
@@ -349,8 +361,9 @@ async fn hear(supervisor: Child, request: Vec<u8>) -> Result<(Child, i32), Strin
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err("its supervisor's handshake ended without an answer".into()),
         Err(_) => {
-            // The handshake thread sees the pipes close, then ends and reaps it.
-            tree::kill(pid, libc::SIGKILL);
+            // As when its agent dies: it ends what it started, then itself; the handshake
+            // thread sees the pipes close, and reaps it.
+            tree::kill(pid, AGENT_DIED);
             Err(format!(
                 "its supervisor did not answer in {ANSWER_TIMEOUT:?}"
             ))
@@ -454,7 +467,8 @@ fn spawn_supervisor(
             }
             // The agent died between fork and prctl: do not outlive it.
             if libc::getppid() != parent {
-                return Err(std::io::Error::other("the agent is gone"));
+                // No allocation after fork (the agent has other threads): an OS error.
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

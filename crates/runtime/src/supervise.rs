@@ -31,6 +31,9 @@ const MAGIC: &str = "mycluster-supervise/1";
 
 /// How often, at the least, the supervisor checks that its agent is still its parent.
 const PARENT_CHECK: Duration = Duration::from_secs(1);
+/// How often a tree killed after its grace period is looked at until its main process
+/// is reaped.
+const KILL_POLL: Duration = Duration::from_millis(50);
 
 /// Exit code when the supervisor itself fails before the command runs (as `docker run`
 /// answers 125 when the daemon fails).
@@ -228,7 +231,8 @@ fn start(request: &Request) -> std::io::Result<i32> {
             }
             // The supervisor died between fork and prctl: do not outlive it.
             if libc::getppid() != supervisor {
-                return Err(std::io::Error::other("the supervisor is gone"));
+                // No allocation after fork: a plain OS error.
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
@@ -247,14 +251,19 @@ enum Ended {
 /// Waits until the command's main process ends or the agent dies, handling stops.
 fn watch(signals: &Signals, agent: i32, main: i32, grace: Duration) -> Ended {
     let mut kill_at: Option<Instant> = None;
+    let mut killed_at: Option<Instant> = None;
     loop {
         if let Some(status) = reap(main) {
             return Ended::Command(status);
         }
         let now = Instant::now();
-        let timeout = kill_at.map_or(PARENT_CHECK, |at| {
-            at.saturating_duration_since(now).min(PARENT_CHECK)
-        });
+        // Never a busy loop: once the grace is over, the tree is killed and the main
+        // process looked for every `KILL_POLL` until it is reaped.
+        let timeout = kill_at
+            .map_or(PARENT_CHECK, |at| {
+                at.saturating_duration_since(now).min(PARENT_CHECK)
+            })
+            .max(KILL_POLL);
         match signals.wait(timeout) {
             Some(AGENT_DIED) => return Ended::AgentDied,
             Some(signal) if STOP_SIGNALS.contains(&signal) && kill_at.is_none() => {
@@ -268,8 +277,13 @@ fn watch(signals: &Signals, agent: i32, main: i32, grace: Duration) -> Ended {
         if unsafe { libc::getppid() } != agent {
             return Ended::AgentDied;
         }
-        if kill_at.is_some_and(|at| Instant::now() >= at) {
+        let now = Instant::now();
+        let due = kill_at.is_some_and(|at| now >= at);
+        // Once, then again each second for what was forked meanwhile (a process stuck in
+        // the kernel dies when it leaves it).
+        if due && killed_at.is_none_or(|at| now - at >= PARENT_CHECK) {
             kill_everything();
+            killed_at = Some(now);
         }
     }
 }

@@ -10,7 +10,7 @@
 //! enough to write again.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use mycluster_core::{Change, Counters};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
@@ -35,7 +35,9 @@ pub struct EmbeddedStore {
     /// The cluster's identity, made when the file was first written.
     id: String,
     /// The open file; `None` after a write failed, until it is reopened and verified.
-    db: Mutex<Option<Arc<Database>>>,
+    /// An async lock: a reopen (which reads the whole file) runs off the async workers
+    /// while it is held, so two uses never reopen at once.
+    db: tokio::sync::Mutex<Option<Arc<Database>>>,
 }
 
 /// What `meta` says of the history: the identity and the head.
@@ -128,42 +130,34 @@ impl EmbeddedStore {
             path,
             cluster: cluster.to_string(),
             id: stamp.id,
-            db: Mutex::new(Some(Arc::new(db))),
+            db: tokio::sync::Mutex::new(Some(Arc::new(db))),
         })
     }
 
     /// The open database, reopened (and verified, and written once) if the last write
-    /// left it unusable.
-    fn database(&self) -> Result<Arc<Database>, StoreError> {
-        let mut slot = self.db.lock().unwrap_or_else(|p| p.into_inner());
+    /// left it unusable — unless `reopen` is false (a ping must not read the whole file
+    /// every time it is asked while the disk is still full).
+    async fn database(&self, reopen: bool) -> Result<Arc<Database>, StoreError> {
+        let mut slot = self.db.lock().await;
         if let Some(db) = &*slot {
             return Ok(db.clone());
         }
-        let db = open_file(&self.path).map_err(|e| {
-            unavailable(format!(
-                "reopening {} after a failed write: {e}",
+        if !reopen {
+            return Err(unavailable(format!(
+                "{} is to be reopened after a failed write",
                 self.path.display()
-            ))
-        })?;
-        let stamp = read_stamp(&db)?;
-        if stamp.cluster != self.cluster || stamp.id.as_deref() != Some(self.id.as_str()) {
-            return Err(StoreError::Diverged(format!(
-                "{} is no longer this cluster's store (it holds cluster '{}', id {}; this \
-                 manager opened id {}): it was replaced while the manager ran",
-                self.path.display(),
-                stamp.cluster,
-                stamp.id.as_deref().unwrap_or("none"),
-                self.id
             )));
         }
-        // Proves the disk takes writes again before anyone is told so.
-        let txn = db.begin_write().map_err(storage)?;
-        {
-            let mut meta = txn.open_table(META).map_err(storage)?;
-            meta.insert("verified", encode(&now_secs())?.as_slice())
-                .map_err(storage)?;
-        }
-        txn.commit().map_err(storage)?;
+        let (path, cluster, id, describe) = (
+            self.path.clone(),
+            self.cluster.clone(),
+            self.id.clone(),
+            self.describe(),
+        );
+        let db = blocking("reopen", move || {
+            reopen_file(&path, &cluster, &id, &describe)
+        })
+        .await?;
         tracing::info!("store: {} reopened and verified", self.path.display());
         let db = Arc::new(db);
         *slot = Some(db.clone());
@@ -171,8 +165,8 @@ impl EmbeddedStore {
     }
 
     /// After a failed write: drop the file, so the next use reopens it.
-    fn broken(&self) {
-        *self.db.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    async fn broken(&self) {
+        *self.db.lock().await = None;
     }
 
     /// Runs `f` on the database off the async workers; a failure that redb needs a
@@ -182,14 +176,51 @@ impl EmbeddedStore {
         what: &'static str,
         f: impl FnOnce(&Database, &str) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.database()?;
+        let db = self.database(what != "ping").await?;
         let id = self.id.clone();
         let result = blocking(what, move || f(&db, &id)).await;
         if matches!(result, Err(StoreError::Unavailable(_))) {
-            self.broken();
+            self.broken().await;
         }
         result
     }
+}
+
+/// Opens the file again after a failed write, and checks it is still this cluster's and
+/// takes a write (the disk has room again) before anyone is told it does.
+fn reopen_file(
+    path: &Path,
+    cluster: &str,
+    id: &str,
+    describe: &str,
+) -> Result<Database, StoreError> {
+    let db = open_file(path).map_err(|e| {
+        unavailable(format!(
+            "reopening {} after a failed write: {e}",
+            path.display()
+        ))
+    })?;
+    let stamp = read_stamp(&db)?;
+    if stamp.cluster != cluster || stamp.id.as_deref() != Some(id) {
+        // The file was replaced while the manager ran.
+        return Err(diverged(
+            describe,
+            None,
+            &format!(
+                "cluster '{}' (id {}), not this manager's (id {id})",
+                stamp.cluster,
+                stamp.id.as_deref().unwrap_or("none"),
+            ),
+        ));
+    }
+    let txn = db.begin_write().map_err(storage)?;
+    {
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        meta.insert("verified", encode(&now_secs())?.as_slice())
+            .map_err(storage)?;
+    }
+    txn.commit().map_err(storage)?;
+    Ok(db)
 }
 
 /// Opens the file, checking every page: a damaged file is an error, not a later panic.
@@ -383,7 +414,7 @@ impl Store for EmbeddedStore {
         self.with_db("commit", move |db, id| {
             let txn = db.begin_write().map_err(storage)?;
             {
-                let mut meta = txn.open_table(META).map_err(storage)?;
+                let meta = txn.open_table(META).map_err(storage)?;
                 let found = Stamp {
                     id: read_id(&meta)?,
                     head: read_head(&meta)?,
@@ -393,29 +424,10 @@ impl Store for EmbeddedStore {
                     return Ok(());
                 }
                 if found.id != id || found.head != after {
-                    return Err(diverged(&describe, after, &found.head.to_string()));
+                    return Err(diverged(&describe, Some(after), &found.head.to_string()));
                 }
-                let mut services = txn.open_table(SERVICES).map_err(storage)?;
-                let mut tasks = txn.open_table(TASKS).map_err(storage)?;
-                let mut workers = txn.open_table(WORKERS).map_err(storage)?;
-                for change in &changes {
-                    match change {
-                        Change::PutService(s) => {
-                            services.insert(s.spec.name.as_str(), encode(s)?.as_slice())
-                        }
-                        Change::DeleteService(name) => services.remove(name.as_str()),
-                        Change::PutTask(t) => tasks.insert(t.id.as_str(), encode(t)?.as_slice()),
-                        Change::DeleteTask(id) => tasks.remove(id.as_str()),
-                        Change::PutWorker(w) => {
-                            workers.insert(w.name.as_str(), encode(w)?.as_slice())
-                        }
-                        Change::DeleteWorker(name) => workers.remove(name.as_str()),
-                        Change::PutCounters(c) => meta.insert("counters", encode(c)?.as_slice()),
-                    }
-                    .map_err(storage)?;
-                }
-                write_head(&mut meta, next)?;
             }
+            apply(&txn, &changes, next)?;
             // Durability::Immediate is redb's default: commit returns after fsync.
             txn.commit().map_err(storage)
         })
@@ -427,10 +439,13 @@ impl Store for EmbeddedStore {
         self.with_db("head", move |db, id| {
             let txn = db.begin_read().map_err(storage)?;
             let meta = txn.open_table(META).map_err(storage)?;
-            if read_id(&meta)? != id {
-                return Err(StoreError::Diverged(format!(
-                    "{describe} holds another cluster's history"
-                )));
+            let found = read_id(&meta)?;
+            if found != id {
+                return Err(diverged(
+                    &describe,
+                    None,
+                    &format!("another cluster's history (id {found})"),
+                ));
             }
             read_head(&meta)
         })
@@ -440,7 +455,7 @@ impl Store for EmbeddedStore {
     async fn check(&self, head: Head) -> Result<(), StoreError> {
         let found = self.head().await?;
         if found != head {
-            return Err(diverged(&self.describe(), head, &found.to_string()));
+            return Err(diverged(&self.describe(), Some(head), &found.to_string()));
         }
         Ok(())
     }
@@ -449,33 +464,10 @@ impl Store for EmbeddedStore {
         let snapshot = snapshot.clone();
         self.with_db("replace", move |db, _| {
             let txn = db.begin_write().map_err(storage)?;
-            {
-                for table in [SERVICES, TASKS, WORKERS] {
-                    txn.delete_table(table).map_err(storage)?;
-                }
-                let mut services = txn.open_table(SERVICES).map_err(storage)?;
-                for s in &snapshot.services {
-                    services
-                        .insert(s.spec.name.as_str(), encode(s)?.as_slice())
-                        .map_err(storage)?;
-                }
-                let mut tasks = txn.open_table(TASKS).map_err(storage)?;
-                for t in &snapshot.tasks {
-                    tasks
-                        .insert(t.id.as_str(), encode(t)?.as_slice())
-                        .map_err(storage)?;
-                }
-                let mut workers = txn.open_table(WORKERS).map_err(storage)?;
-                for w in &snapshot.workers {
-                    workers
-                        .insert(w.name.as_str(), encode(w)?.as_slice())
-                        .map_err(storage)?;
-                }
-                let mut meta = txn.open_table(META).map_err(storage)?;
-                meta.insert("counters", encode(&snapshot.counters)?.as_slice())
-                    .map_err(storage)?;
-                write_head(&mut meta, snapshot.head)?;
+            for table in [SERVICES, TASKS, WORKERS] {
+                txn.delete_table(table).map_err(storage)?;
             }
+            apply(&txn, &snapshot.changes(), snapshot.head)?;
             txn.commit().map_err(storage)
         })
         .await
@@ -485,6 +477,27 @@ impl Store for EmbeddedStore {
         self.with_db("ping", |db, _| db.begin_read().map(drop).map_err(storage))
             .await
     }
+}
+
+/// Writes `changes`, in order, and the new head into a write transaction.
+fn apply(txn: &redb::WriteTransaction, changes: &[Change], head: Head) -> Result<(), StoreError> {
+    let mut services = txn.open_table(SERVICES).map_err(storage)?;
+    let mut tasks = txn.open_table(TASKS).map_err(storage)?;
+    let mut workers = txn.open_table(WORKERS).map_err(storage)?;
+    let mut meta = txn.open_table(META).map_err(storage)?;
+    for change in changes {
+        match change {
+            Change::PutService(s) => services.insert(s.spec.name.as_str(), encode(s)?.as_slice()),
+            Change::DeleteService(name) => services.remove(name.as_str()),
+            Change::PutTask(t) => tasks.insert(t.id.as_str(), encode(t)?.as_slice()),
+            Change::DeleteTask(id) => tasks.remove(id.as_str()),
+            Change::PutWorker(w) => workers.insert(w.name.as_str(), encode(w)?.as_slice()),
+            Change::DeleteWorker(name) => workers.remove(name.as_str()),
+            Change::PutCounters(c) => meta.insert("counters", encode(c)?.as_slice()),
+        }
+        .map_err(storage)?;
+    }
+    write_head(&mut meta, head)
 }
 
 fn write_head(

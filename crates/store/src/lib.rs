@@ -59,6 +59,18 @@ pub struct Snapshot {
     pub counters: Counters,
 }
 
+impl Snapshot {
+    /// The changes that write this state into an empty store.
+    pub fn changes(&self) -> Vec<Change> {
+        let mut changes: Vec<Change> = Vec::new();
+        changes.extend(self.services.iter().cloned().map(Change::PutService));
+        changes.extend(self.tasks.iter().cloned().map(Change::PutTask));
+        changes.extend(self.workers.iter().cloned().map(Change::PutWorker));
+        changes.push(Change::PutCounters(self.counters));
+        changes
+    }
+}
+
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached or written now; the same call may succeed later. A
@@ -194,12 +206,16 @@ pub async fn open(
 
 /// The message of a store that does not hold this manager's history, with the two ways
 /// out. Shared by the backends so an operator reads the same words whichever it is.
-pub fn diverged(store: &str, expected: Head, found: &str) -> StoreError {
+/// `expected`: the head this manager last committed, when the caller knows it.
+pub fn diverged(store: &str, expected: Option<Head>, found: &str) -> StoreError {
+    let committed = expected.map_or(String::new(), |head| {
+        format!("this manager last committed {head}, ")
+    });
     StoreError::Diverged(format!(
-        "the store ({store}) no longer holds this manager's history: this manager last committed \
-         {expected}, the store holds {found}. It was emptied, evicted, restored from an older copy \
-         or written by another process. Nothing more is written until an operator chooses: \
-         `mycluster store reseed` writes this manager's state back into the store, or restarting \
-         the manager takes the store as it is (losing what it does not hold)"
+        "the store ({store}) no longer holds this manager's history: {committed}the store holds \
+         {found}. It was emptied, evicted, restored from an older copy or written by another \
+         process. Nothing more is written until an operator chooses: `mycluster store reseed` \
+         writes this manager's state back into the store, or restarting the manager takes the \
+         store as it is (losing what it does not hold)"
     ))
 }

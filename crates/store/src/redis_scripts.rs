@@ -27,82 +27,94 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return {'ok', id}
 ";
 
-/// Renews the lease if the store still holds this cluster's history at the given head
-/// (and takes it again if it ran out meanwhile and nobody else took it).
+/// Renews the lease (taking it again if it ran out and nobody else took it), then says
+/// whether the store still holds this cluster's history at the given head. The lease is
+/// kept even when it does not: a manager waiting for an operator to reseed its store
+/// must not let a second manager start an empty cluster on it meanwhile.
 /// KEYS: meta, lease. ARGV: holder, ttl ms, id, index, commit.
 pub const RENEW: &str = r"
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return {'held', holder} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 local m = redis.call('HMGET', KEYS[1], 'id', 'index', 'commit')
 if m[1] ~= ARGV[3] or m[2] ~= ARGV[4] or (m[3] or '0') ~= ARGV[5] then
   return {'diverged', m[1] or '', m[2] or '', m[3] or ''}
 end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return {'ok'}
 ";
 
-/// Writes only the ops that follow the fixed arguments, so the history check and the
-/// write are one atomic step. Ops: `S key value` (SET), `D key` (DEL), `A set member`
-/// (SADD), `R set member` (SREM), `H hash field value` (HSET), `X hash field` (HDEL).
+/// Writes the ops that follow the fixed arguments, so the history check and the write
+/// are one atomic step. Ops: `S key value` (SET), `D key` (DEL), `A set member` (SADD),
+/// `R set member` (SREM), `H hash field value` (HSET), `X hash field` (HDEL). `valid`
+/// reads them all first: Redis does not undo what a script wrote before it failed, so a
+/// malformed list must be refused before the first write.
 const APPLY_OPS: &str = r"
+local arity = {S = 3, D = 2, A = 3, R = 3, H = 4, X = 3}
+local function valid(i)
+  while i <= #ARGV do
+    local n = arity[ARGV[i]]
+    if not n or i + n - 1 > #ARGV then return false end
+    i = i + n
+  end
+  return true
+end
 local function apply(i)
   while i <= #ARGV do
     local op = ARGV[i]
-    if op == 'S' then redis.call('SET', ARGV[i+1], ARGV[i+2]); i = i + 3
-    elseif op == 'D' then redis.call('DEL', ARGV[i+1]); i = i + 2
-    elseif op == 'A' then redis.call('SADD', ARGV[i+1], ARGV[i+2]); i = i + 3
-    elseif op == 'R' then redis.call('SREM', ARGV[i+1], ARGV[i+2]); i = i + 3
-    elseif op == 'H' then redis.call('HSET', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
-    elseif op == 'X' then redis.call('HDEL', ARGV[i+1], ARGV[i+2]); i = i + 3
-    else return false end
+    if op == 'S' then redis.call('SET', ARGV[i+1], ARGV[i+2])
+    elseif op == 'D' then redis.call('DEL', ARGV[i+1])
+    elseif op == 'A' then redis.call('SADD', ARGV[i+1], ARGV[i+2])
+    elseif op == 'R' then redis.call('SREM', ARGV[i+1], ARGV[i+2])
+    elseif op == 'H' then redis.call('HSET', ARGV[i+1], ARGV[i+2], ARGV[i+3])
+    elseif op == 'X' then redis.call('HDEL', ARGV[i+1], ARGV[i+2]) end
+    i = i + arity[op]
   end
-  return true
 end
 ";
 
 /// A commit: applied if the store's head is `after` and the lease is ours (or free);
-/// `done` if the head is already `next`.
+/// `done` if the head is already `next`. A store found diverged keeps the lease (see
+/// `RENEW`).
 /// KEYS: meta, lease. ARGV: holder, ttl ms, id, after index, after commit, next index,
 /// next commit, then the ops.
 pub fn commit() -> String {
     format!(
         "{APPLY_OPS}{}",
         r"
+if not valid(8) then return redis.error_reply('mycluster: malformed store ops') end
 local m = redis.call('HMGET', KEYS[1], 'id', 'index', 'commit')
 if m[1] == ARGV[3] and m[2] == ARGV[6] and m[3] == ARGV[7] then return {'done'} end
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return {'held', holder} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 if m[1] ~= ARGV[3] or m[2] ~= ARGV[4] or (m[3] or '0') ~= ARGV[5] then
   return {'diverged', m[1] or '', m[2] or '', m[3] or ''}
 end
-if not apply(8) then return redis.error_reply('mycluster: unknown store op') end
+apply(8)
 redis.call('HSET', KEYS[1], 'index', ARGV[6], 'commit', ARGV[7])
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return {'ok'}
 "
     )
 }
 
-/// Replaces everything under the cluster's prefix (but the lease) with the ops, then
-/// sets the identity and head: `mycluster store reseed` and `store copy`. Refused only
-/// if another process holds the lease.
-/// KEYS: meta, lease. ARGV: holder, ttl ms, id, index, commit, prefix pattern for SCAN,
-/// then the ops.
+/// Replaces the cluster's state (its services' keys, the services set, the tasks and
+/// workers hashes and `meta`; nothing else under any prefix) with the ops, then sets
+/// the identity and head: `mycluster store reseed` and `store copy`. Refused only if
+/// another process holds the lease.
+/// KEYS: meta, lease, services set, tasks, workers. ARGV: holder, ttl ms, id, index,
+/// commit, the prefix of a service's key (`mycluster:<cluster>:services.`), then the ops.
 pub fn replace() -> String {
     format!(
         "{APPLY_OPS}{}",
         r"
+if not valid(7) then return redis.error_reply('mycluster: malformed store ops') end
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return {'held', holder} end
-local cursor = '0'
-repeat
-  local found = redis.call('SCAN', cursor, 'MATCH', ARGV[6], 'COUNT', 1000)
-  cursor = found[1]
-  for _, key in ipairs(found[2]) do
-    if key ~= KEYS[2] then redis.call('DEL', key) end
-  end
-until cursor == '0'
-if not apply(7) then return redis.error_reply('mycluster: unknown store op') end
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  redis.call('DEL', ARGV[6] .. name)
+end
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
+apply(7)
 redis.call('HSET', KEYS[1], 'id', ARGV[3], 'index', ARGV[4], 'commit', ARGV[5])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return {'ok'}

@@ -108,13 +108,23 @@ impl RedisStore {
 
     /// Runs a script with `meta` and `lease` as its keys.
     async fn script(&self, what: &str, code: &str, args: Vec<String>) -> Result<Reply, StoreError> {
+        self.script_with(what, code, &["meta", "lease"], args).await
+    }
+
+    /// Runs a script with these keys (names under the cluster's prefix).
+    async fn script_with(
+        &self,
+        what: &str,
+        code: &str,
+        keys: &[&str],
+        args: Vec<String>,
+    ) -> Result<Reply, StoreError> {
         let mut command = redis::cmd("EVAL");
-        command
-            .arg(code)
-            .arg(2)
-            .arg(self.key("meta"))
-            .arg(self.key("lease"))
-            .arg(args);
+        command.arg(code).arg(keys.len());
+        for key in keys {
+            command.arg(self.key(key));
+        }
+        command.arg(args);
         let mut connection = self.connection.clone();
         let values: Vec<String> = self
             .call(what, command.query_async(&mut connection))
@@ -155,8 +165,7 @@ impl RedisStore {
                     )))
                 }
                 Reply::Held(value) => {
-                    let shown = Holder::decode(&value)
-                        .map_or_else(|| format!("an unknown holder ({value})"), |h| h.to_string());
+                    let shown = Holder::shown(&value);
                     if Holder::decode(&value).is_some_and(|h| h.may_take_over()) {
                         tracing::warn!(
                             "cluster '{}' in redis at {} was held by {shown}, which is gone: taking it over",
@@ -363,10 +372,9 @@ impl RedisStore {
                  other is gone)",
                 self.cluster,
                 self.url,
-                Holder::decode(&value)
-                    .map_or_else(|| format!("an unknown holder ({value})"), |h| h.to_string())
+                Holder::shown(&value)
             ))),
-            Reply::Empty => Err(diverged(&self.describe(), head, "nothing")),
+            Reply::Empty => Err(diverged(&self.describe(), Some(head), "nothing")),
             Reply::Diverged { id, index, commit } => {
                 let found = if id.is_empty() && index.is_empty() {
                     "nothing for this cluster".to_string()
@@ -376,7 +384,7 @@ impl RedisStore {
                     let commit: u64 = commit.parse().unwrap_or_default();
                     format!("index {index} (commit {commit:016x})")
                 };
-                Err(diverged(&self.describe(), head, &found))
+                Err(diverged(&self.describe(), Some(head), &found))
             }
         }
     }
@@ -486,7 +494,7 @@ impl Store for RedisStore {
         if id.as_deref() != Some(self.id.as_str()) {
             return Err(diverged(
                 &self.describe(),
-                Head::default(),
+                None,
                 &match id {
                     None => "nothing for this cluster".to_string(),
                     Some(id) => format!("another cluster's history (id {id})"),
@@ -518,16 +526,12 @@ impl Store for RedisStore {
         args.extend([
             snapshot.head.index.to_string(),
             snapshot.head.commit.to_string(),
-            format!("{}*", glob_escape(&self.prefix)),
+            self.key("services."),
         ]);
-        let mut changes: Vec<Change> = Vec::new();
-        changes.extend(snapshot.services.iter().cloned().map(Change::PutService));
-        changes.extend(snapshot.tasks.iter().cloned().map(Change::PutTask));
-        changes.extend(snapshot.workers.iter().cloned().map(Change::PutWorker));
-        changes.push(Change::PutCounters(snapshot.counters));
-        self.ops(&changes, &mut args)?;
+        self.ops(&snapshot.changes(), &mut args)?;
+        let keys = ["meta", "lease", "services", "tasks", "workers"];
         let reply = self
-            .script("replace", &redis_scripts::replace(), args)
+            .script_with("replace", &redis_scripts::replace(), &keys, args)
             .await?;
         self.verdict(snapshot.head, reply)?;
         *self.evicted.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -546,18 +550,6 @@ impl Store for RedisStore {
             tracing::warn!("could not let go of the cluster's lease: {e}");
         }
     }
-}
-
-/// A key prefix as a SCAN pattern matching only itself.
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {

@@ -156,6 +156,36 @@ async fn an_outage_fails_commits_and_recovery_keeps_everything() {
     assert_eq!(loaded.head, at(2));
 }
 
+/// A store checked (its lease renewed) twice a second, as the manager's store keeper
+/// does, until stopped; `stop` gives what each check answered.
+struct Renewing {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: tokio::task::JoinHandle<Vec<Result<(), StoreError>>>,
+}
+
+impl Renewing {
+    fn start(store: std::sync::Arc<RedisStore>, head: Head) -> Renewing {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let handle = tokio::spawn(async move {
+            let mut checks = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                checks.push(store.check(head).await);
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            checks
+        });
+        Renewing { stop, handle }
+    }
+
+    async fn stop(self) -> Vec<Result<(), StoreError>> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let checks = self.handle.await.expect("renewing task");
+        assert!(!checks.is_empty(), "the store was never checked");
+        checks
+    }
+}
+
 /// A holder this process cannot take over at once (another host's manager).
 fn elsewhere() -> Holder {
     Holder {
@@ -218,7 +248,8 @@ async fn a_flushed_server_is_found_out_and_a_reseed_brings_it_back() {
     );
     assert!(message.contains("mycluster store reseed"), "{message}");
     // Nothing was written on top of the emptied server.
-    assert_eq!(server.cli(&["DBSIZE"]), "0");
+    // Only the lease, which the manager keeps while it waits for an operator.
+    assert_eq!(server.cli(&["KEYS", "*"]), "mycluster:test:lease");
     store.replace(&kept).await.expect("reseed");
     store.check(at(2)).await.expect("check after the reseed");
     store
@@ -265,7 +296,8 @@ async fn a_server_restarted_empty_is_found_out() {
         store.commit(at(1), at(2), Vec::new()).await,
         "commit after the restart",
     );
-    assert_eq!(server.cli(&["DBSIZE"]), "0");
+    // Only the lease, which the manager keeps while it waits for an operator.
+    assert_eq!(server.cli(&["KEYS", "*"]), "mycluster:test:lease");
 }
 
 #[tokio::test]
@@ -364,21 +396,15 @@ async fn a_second_manager_is_refused_while_the_first_renews() {
         )
         .await
         .unwrap();
-    let renewing = {
-        let first = first.clone();
-        tokio::spawn(async move {
-            loop {
-                first.check(at(1)).await.expect("the first keeps its lease");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-        })
-    };
+    let renewing = Renewing::start(first.clone(), at(1));
     let second = RedisStore::connect(
         &server.url(),
         &options("test", Holder::this_process("manager")),
     )
     .await;
-    renewing.abort();
+    for check in renewing.stop().await {
+        check.expect("the first keeps its lease");
+    }
     match second {
         Err(StoreError::Held(message)) => {
             assert!(
@@ -476,4 +502,78 @@ async fn a_released_lease_lets_the_next_manager_in() {
         .await
         .expect("opened");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+/// A manager whose store lost its history keeps the cluster's lease while it waits for
+/// an operator: a second manager started meanwhile must not take the emptied store for
+/// a new cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_waiting_for_a_reseed_keeps_the_cluster() {
+    let Some(server) = RedisServer::start("a_manager_waiting_for_a_reseed_keeps_the_cluster")
+    else {
+        return;
+    };
+    let first = std::sync::Arc::new(
+        RedisStore::connect(&server.url(), &options("test", elsewhere()))
+            .await
+            .unwrap(),
+    );
+    first
+        .commit(
+            at(0),
+            at(1),
+            vec![Change::PutService(conformance::service("web", 1))],
+        )
+        .await
+        .unwrap();
+    let kept = snapshot_at(&first, at(2)).await;
+    server.cli(&["FLUSHALL"]);
+    let renewing = Renewing::start(first.clone(), at(1));
+    let second = RedisStore::connect(
+        &server.url(),
+        &options("test", Holder::this_process("manager")),
+    )
+    .await;
+    for check in renewing.stop().await {
+        expect_diverged(check, "check after FLUSHALL");
+    }
+    match second {
+        Err(StoreError::Held(message)) => assert!(message.contains("some-other-host"), "{message}"),
+        Err(other) => panic!("expected Held, got {other}"),
+        Ok(_) => panic!("a second manager started on a store another manager waits to reseed"),
+    }
+    // Nothing was made in the emptied store; the first reseeds it.
+    assert_eq!(server.cli(&["EXISTS", "mycluster:test:meta"]), "0");
+    first.replace(&kept).await.expect("reseed");
+    assert_eq!(first.load().await.unwrap().services.len(), 1);
+}
+
+/// A reseed replaces this cluster's keys and nothing else, even where another cluster's
+/// keys share its prefix.
+#[tokio::test]
+async fn a_reseed_leaves_other_clusters_alone() {
+    let Some(server) = RedisServer::start("a_reseed_leaves_other_clusters_alone") else {
+        return;
+    };
+    let a = RedisStore::open(&server.url(), "a").await.unwrap();
+    let ab = RedisStore::open(&server.url(), "a:b").await.unwrap();
+    for store in [&a, &ab] {
+        store
+            .commit(
+                at(0),
+                at(1),
+                vec![Change::PutService(conformance::service("web", 1))],
+            )
+            .await
+            .unwrap();
+    }
+    a.replace(&Snapshot {
+        head: at(2),
+        ..Snapshot::default()
+    })
+    .await
+    .unwrap();
+    assert!(a.load().await.unwrap().services.is_empty());
+    assert_eq!(ab.load().await.unwrap().services.len(), 1);
+    ab.check(at(1)).await.expect("the other cluster is whole");
 }

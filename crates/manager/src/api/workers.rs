@@ -80,6 +80,7 @@ pub async fn register(
     let address = registration.address.clone();
     let cluster = app.cluster.clone();
     let per_second = app.config.max_heartbeats_per_second;
+    let mut noted = None;
     let registered = app
         .cluster
         .mutate(|txn, now| {
@@ -87,12 +88,11 @@ pub async fn register(
             let heard = cluster.heard(&registration.name).map(|h| h.as_of_now());
             let worker = commands::register_worker(txn, registration, heard, now)?;
             // Heard now, before the commit: a second agent's registration queued behind
-            // this one must find the name held. (Should the commit fail, a heartbeat is
-            // noted for a worker that may not exist: harmless, nothing reads it.)
-            cluster.record_heartbeat(
+            // this one must find the name held. Taken back below if the commit fails.
+            noted = Some(cluster.note_heartbeat(
                 &worker.name,
                 Some(heartbeat_interval(txn.state.workers.len(), per_second)),
-            );
+            ));
             let follow = match &old {
                 Some(old) if old.status == WorkerStatus::Down => Follow::All,
                 _ => Follow::Schedule,
@@ -103,6 +103,9 @@ pub async fn register(
     let ((worker, old), snapshot) = match registered {
         Ok(registered) => registered,
         Err(e) => {
+            if let Some((before, now)) = noted {
+                app.cluster.unnote_heartbeat(&name, now, before);
+            }
             let e = ApiError::from(e);
             if e.status == StatusCode::CONFLICT {
                 tracing::warn!(

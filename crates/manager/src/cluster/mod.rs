@@ -26,6 +26,10 @@ use mycluster_core::{reconcile, schedule, Change, ClusterState, IdSource, Limits
 use mycluster_store::{Head, Store, StoreError};
 use tokio::sync::{oneshot, watch};
 
+mod history;
+pub use history::StoreHealth;
+use history::COMPUTED_BEFORE;
+
 /// One published version of the state.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -76,28 +80,6 @@ struct InDoubt {
     head: Head,
     state: ClusterState,
     changes: Vec<Change>,
-}
-
-/// Whether the store takes writes, as the last commit or check found it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreHealth {
-    Ok,
-    /// It does not answer or cannot write (Redis down, a full disk): every write is
-    /// still tried, and fails until it can.
-    Unavailable(String),
-    /// It lost this manager's history, may evict keys, or another manager holds the
-    /// cluster: nothing is written until an operator acts (`mycluster store reseed`).
-    Refusing(String),
-}
-
-impl StoreHealth {
-    /// What a store error says of the store.
-    fn of(error: &StoreError) -> StoreHealth {
-        match error {
-            StoreError::Unavailable(why) => StoreHealth::Unavailable(why.clone()),
-            other => StoreHealth::Refusing(other.to_string()),
-        }
-    }
 }
 
 impl Heard {
@@ -282,9 +264,12 @@ impl Cluster {
             // What this batch was computed on is not the state any more.
             Ok(Some(recovered)) => {
                 base = recovered;
-                let why = "a change whose answer was lost turned out saved; this one was computed before it was known";
-                self.fail(waiters, StoreError::Unavailable(why.into()), &base)
-                    .await;
+                self.fail(
+                    waiters,
+                    StoreError::Unavailable(COMPUTED_BEFORE.into()),
+                    &base,
+                )
+                .await;
                 return;
             }
             Err(e) => {
@@ -359,131 +344,6 @@ impl Cluster {
         }
     }
 
-    /// Learns what became of a commit whose answer was lost: `None` if there was none or
-    /// it did not land; the state now published if it did.
-    async fn resolve_in_doubt(
-        &self,
-        committer: &mut Committer,
-    ) -> Result<Option<Arc<Snapshot>>, StoreError> {
-        let Some(doubt) = committer.in_doubt.take() else {
-            return Ok(None);
-        };
-        let found = match self.store.head().await {
-            Ok(found) => found,
-            Err(e) => {
-                if e.is_transient() {
-                    committer.in_doubt = Some(doubt);
-                } else {
-                    self.set_health(StoreHealth::of(&e));
-                }
-                return Err(e);
-            }
-        };
-        if found == committer.head {
-            return Ok(None);
-        }
-        if found == doubt.head {
-            tracing::info!(
-                "store: the commit at index {} whose answer was lost had landed: published now",
-                doubt.head.index
-            );
-            committer.head = doubt.head;
-            let base = self.snapshot();
-            let recovered = self.publish(&base, doubt.state, &doubt.changes, doubt.head.index);
-            // Anything queued was computed on the state before it.
-            let base = recovered.clone();
-            let why = "a change whose answer was lost turned out saved; this one was computed before it was known";
-            self.fail(Vec::new(), StoreError::Unavailable(why.into()), &base)
-                .await;
-            return Ok(Some(recovered));
-        }
-        let e =
-            mycluster_store::diverged(&self.store.describe(), committer.head, &found.to_string());
-        self.set_health(StoreHealth::of(&e));
-        Err(e)
-    }
-
-    /// Checks the store still holds this manager's history and can be written (renewing
-    /// its lease, reopening a file an I/O error left unusable), settles a commit in doubt,
-    /// and records what it found. Run every second by the store keeper.
-    pub async fn check_store(&self) -> StoreHealth {
-        let mut committer = self.committer.lock().await;
-        let checked = match self.resolve_in_doubt(&mut committer).await {
-            Ok(_) => self.store.check(committer.head).await,
-            Err(e) => Err(e),
-        };
-        let health = match checked {
-            Ok(()) => StoreHealth::Ok,
-            Err(e) => StoreHealth::of(&e),
-        };
-        self.set_health(health.clone());
-        health
-    }
-
-    /// Writes the state in memory into the store, whatever the store holds: the
-    /// operator's way back when the store lost this manager's history (emptied, evicted,
-    /// restored from an old copy). Returns the store's new head.
-    pub async fn reseed(&self) -> Result<(Head, Arc<Snapshot>), StoreError> {
-        let mut committer = self.committer.lock().await;
-        let current = self.snapshot();
-        let head = Head {
-            index: current.index + 1,
-            commit: rand::random(),
-        };
-        let state = &current.state;
-        let snapshot = mycluster_store::Snapshot {
-            head,
-            services: state.services.values().cloned().collect(),
-            tasks: state.tasks.values().map(|t| t.as_ref().clone()).collect(),
-            workers: state.workers.values().cloned().collect(),
-            counters: state.counters,
-        };
-        if let Err(e) = self.store.replace(&snapshot).await {
-            if !e.is_transient() {
-                self.set_health(StoreHealth::of(&e));
-            }
-            return Err(e);
-        }
-        // Memory is what the store holds now: a commit in doubt is not in either.
-        committer.in_doubt = None;
-        committer.head = head;
-        self.set_health(StoreHealth::Ok);
-        let published = self.publish(&current, state.clone(), &[], head.index);
-        tracing::warn!(
-            "store: reseeded {} from memory ({} services, {} tasks, {} workers, index {})",
-            self.store.describe(),
-            snapshot.services.len(),
-            snapshot.tasks.len(),
-            snapshot.workers.len(),
-            head.index
-        );
-        Ok((head, published))
-    }
-
-    /// What the last commit or check found of the store.
-    pub fn health(&self) -> StoreHealth {
-        self.health
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Records the store's health, saying so in the log when it changes.
-    fn set_health(&self, health: StoreHealth) {
-        let mut current = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        if *current == health {
-            return;
-        }
-        match &health {
-            StoreHealth::Ok => {
-                tracing::info!("store: {} takes writes again", self.store.describe())
-            }
-            StoreHealth::Unavailable(why) => tracing::warn!("store: cannot write: {why}"),
-            StoreHealth::Refusing(why) => tracing::error!("store: writes stopped: {why}"),
-        }
-        *current = health;
-    }
-
     /// Tells the long-polls of every worker whose tasks changed.
     /// Only what changes an agent's work wakes it (see `Task::news_for_agent`): a
     /// report an agent sent does not send its whole task list straight back to it.
@@ -528,17 +388,35 @@ impl Cluster {
     /// Notes that `worker` was heard from; `told` is the heartbeat interval it was just
     /// asked for (`None`: unchanged).
     pub fn record_heartbeat(&self, worker: &str, told: Option<Duration>) {
+        self.note_heartbeat(worker, told);
+    }
+
+    /// Notes a heartbeat; returns what was noted before (to put back with
+    /// `unnote_heartbeat`) and what is noted now.
+    pub fn note_heartbeat(&self, worker: &str, told: Option<Duration>) -> (Option<Heard>, Heard) {
         let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
         let interval = told
             .or_else(|| heartbeats.get(worker).map(|h| h.interval))
             .unwrap_or(mycluster_core::worker::MIN_HEARTBEAT_INTERVAL);
-        heartbeats.insert(
-            worker.to_string(),
-            Heard {
-                at: Instant::now(),
-                interval,
-            },
-        );
+        let now = Heard {
+            at: Instant::now(),
+            interval,
+        };
+        (heartbeats.insert(worker.to_string(), now), now)
+    }
+
+    /// Takes back a heartbeat noted for a change that was not saved, unless another was
+    /// heard since: a registration that failed must not make the worker's holder look
+    /// alive.
+    pub fn unnote_heartbeat(&self, worker: &str, noted: Heard, before: Option<Heard>) {
+        let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        if heartbeats.get(worker).map(|h| h.at) != Some(noted.at) {
+            return;
+        }
+        match before {
+            Some(before) => heartbeats.insert(worker.to_string(), before),
+            None => heartbeats.remove(worker),
+        };
     }
 
     /// Takes every worker as told to beat every `interval` (at start: a manager that

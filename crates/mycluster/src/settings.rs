@@ -1,0 +1,176 @@
+//! The clusters this machine set up (`mycluster setup`, `mycluster dev`): their address,
+//! port and tokens, saved for their owner only, so `manage`, `token` and every client
+//! command find a cluster again with no flags (the original kept this in `mycluster.env`).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// What `setup` made, saved so that `manage` and the CLI find the cluster again (the
+/// original kept it in `mycluster.env`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Settings {
+    pub name: String,
+    pub workers: u32,
+    pub store: String,
+    /// The host port the API is published on.
+    pub port: u16,
+    /// Whether setup chose the port (`--port 0`): it chooses another if that one is
+    /// taken when the manager's container is made.
+    #[serde(default)]
+    pub port_chosen: bool,
+    pub image: String,
+    /// With the redis store: the image of `<name>_redis_1` (none: built locally).
+    #[serde(default)]
+    pub redis_image: Option<String>,
+    /// The API token (this file is mode 0600); none: authentication is off.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The agents' join token.
+    #[serde(default)]
+    pub join_token: Option<String>,
+    /// A `mycluster dev` cluster: it lives in one process, `manage` has nothing to do.
+    #[serde(default)]
+    pub dev: bool,
+}
+
+impl Settings {
+    pub fn manager_url(&self) -> String {
+        format!("http://localhost:{}", self.port)
+    }
+}
+
+/// The saved cluster whose API is at `url` (the current one first), for its token.
+pub fn saved_for(url: &str) -> Option<Settings> {
+    let url = url.trim_end_matches('/');
+    let same = |s: &Settings| {
+        let port = s.port;
+        [
+            format!("http://localhost:{port}"),
+            format!("http://127.0.0.1:{port}"),
+            format!("http://[::1]:{port}"),
+        ]
+        .iter()
+        .any(|u| u == url)
+    };
+    if let Some(current) = current().filter(|s| same(s)) {
+        return Some(current);
+    }
+    let dir = config_dir().join("clusters");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry
+                .file_name()
+                .to_string_lossy()
+                .strip_suffix(".json")?
+                .to_string();
+            load_settings(&name)
+        })
+        .find(|s| same(s))
+}
+
+/// Saves a `dev` cluster's address and tokens, so the CLI finds them; returns whether
+/// it did (a setup cluster of the same name is left alone).
+pub fn save_dev(
+    name: &str,
+    port: u16,
+    secrets: Option<&crate::tokens::Secrets>,
+) -> anyhow::Result<bool> {
+    if load_settings(name).is_some_and(|s| !s.dev) {
+        tracing::warn!("a cluster '{name}' set up with `mycluster setup` exists: its settings stay, so the CLI needs --manager and MYCLUSTER_TOKEN for this one");
+        return Ok(false);
+    }
+    save(&Settings {
+        name: name.to_string(),
+        workers: 0,
+        store: "embedded".into(),
+        port,
+        port_chosen: false,
+        image: String::new(),
+        redis_image: None,
+        token: secrets.map(|s| s.api.clone()),
+        join_token: secrets.map(|s| s.join.clone()),
+        dev: true,
+    })?;
+    Ok(true)
+}
+
+/// `mycluster token [--join] [-n NAME]`: prints a saved cluster's token.
+pub fn print_token(name: Option<&str>, join: bool) -> anyhow::Result<()> {
+    let settings = match name {
+        Some(name) => {
+            load_settings(name).with_context(|| format!("no cluster '{name}' was set up here"))?
+        }
+        None => current()
+            .context("no cluster was set up here: run `mycluster setup` or `mycluster dev`")?,
+    };
+    let token = if join {
+        settings.join_token
+    } else {
+        settings.token
+    };
+    match token {
+        Some(token) => {
+            println!("{token}");
+            Ok(())
+        }
+        None => bail!(
+            "cluster '{}' has no token: its manager runs without authentication",
+            settings.name
+        ),
+    }
+}
+
+/// `$MYCLUSTER_CONFIG_DIR`, else `$XDG_CONFIG_HOME/mycluster`, else `~/.config/mycluster`.
+fn config_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MYCLUSTER_CONFIG_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let base = match (
+        std::env::var_os("XDG_CONFIG_HOME"),
+        std::env::var_os("HOME"),
+    ) {
+        (Some(xdg), _) if !xdg.is_empty() => PathBuf::from(xdg),
+        (_, Some(home)) if !home.is_empty() => PathBuf::from(home).join(".config"),
+        _ => PathBuf::from("/etc"),
+    };
+    base.join("mycluster")
+}
+
+pub fn settings_path(name: &str) -> PathBuf {
+    config_dir().join("clusters").join(format!("{name}.json"))
+}
+
+pub fn load_settings(name: &str) -> Option<Settings> {
+    let text = std::fs::read_to_string(settings_path(name)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The cluster set up last (or managed by name last).
+pub fn current() -> Option<Settings> {
+    let name = std::fs::read_to_string(config_dir().join("current")).ok()?;
+    load_settings(name.trim())
+}
+
+pub fn save(settings: &Settings) -> anyhow::Result<()> {
+    let path = settings_path(&settings.name);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // It holds the tokens: readable by its owner only.
+    crate::tokens::write_secret(&path, &serde_json::to_string_pretty(settings)?)?;
+    std::fs::write(config_dir().join("current"), &settings.name)
+        .with_context(|| format!("cannot write {}", config_dir().join("current").display()))?;
+    Ok(())
+}
+
+pub fn forget(name: &str) {
+    let _ = std::fs::remove_file(settings_path(name));
+    let current = config_dir().join("current");
+    if std::fs::read_to_string(&current).is_ok_and(|c| c.trim() == name) {
+        let _ = std::fs::remove_file(current);
+    }
+}
