@@ -143,28 +143,20 @@ pub struct Registration {
 
 /// Worker names become container names: letters, digits, '_', '.', '-'.
 pub fn validate_worker_name(name: &str) -> Result<(), CommandError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        && name.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
-        Ok(())
-    } else {
-        Err(CommandError::Invalid(format!(
-            "invalid worker name '{}': 1-128 of letters, digits, '_', '.', '-', starting with a letter or digit",
-            name.escape_debug()
-        )))
-    }
+    validate_name("worker", name, 128)
 }
 
 /// Cluster names become key prefixes (`mycluster:<cluster>:` in Redis) and container
-/// names: letters, digits, '_', '.', '-' — no ':' that would make one cluster's keys
-/// look like another's.
+/// names: the same characters, shorter — no ':' that would make one cluster's keys look
+/// like another's.
 pub fn validate_cluster_name(name: &str) -> Result<(), CommandError> {
+    validate_name("cluster", name, 64)
+}
+
+/// 1 to `max` of letters, digits, '_', '.', '-', starting with a letter or digit.
+fn validate_name(kind: &str, name: &str, max: usize) -> Result<(), CommandError> {
     let ok = !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= max
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
@@ -173,7 +165,7 @@ pub fn validate_cluster_name(name: &str) -> Result<(), CommandError> {
         Ok(())
     } else {
         Err(CommandError::Invalid(format!(
-            "invalid cluster name '{}': 1-64 of letters, digits, '_', '.', '-', starting with a letter or digit",
+            "invalid {kind} name '{}': 1-{max} of letters, digits, '_', '.', '-', starting with a letter or digit",
             name.escape_debug()
         )))
     }
