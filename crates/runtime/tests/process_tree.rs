@@ -356,7 +356,13 @@ async fn a_new_agent_ends_the_trees_an_old_one_left_marked_or_not() {
     let script = format!("env -u MYCLUSTER_CLUSTER -u MYCLUSTER_WORKER sleep {seconds}; true");
     let id = first.start(&task("t", &script)).await.expect("start");
     let main = pid_of(&id);
-    wait_until("the unmarked sleep", || with_argument(&seconds).len() == 1);
+    // `env` has the same arguments until it execs `sleep`: wait for the `sleep` itself.
+    wait_until("the unmarked sleep", || {
+        let found = with_argument(&seconds);
+        found.len() == 1
+            && std::fs::read_to_string(format!("/proc/{}/comm", found[0]))
+                .is_ok_and(|comm| comm.trim() == "sleep")
+    });
     let sleep = with_argument(&seconds)[0];
     assert!(!with_variable(&format!("MYCLUSTER_CLUSTER={cluster}")).contains(&sleep));
     // Forget the first runtime without stopping anything, as a crashed agent would (its
