@@ -241,14 +241,32 @@ async fn a_full_disk_degrades_then_writes_and_relocations_resume_without_a_resta
     .await;
 
     disk.fill();
-    // A change is refused, not acknowledged: it could not be written.
-    let reply = api.post("/api/v1/service?wait=0", &service("during")).await;
-    assert_eq!(reply.status, 503, "{}", reply.body);
-    let message = reply.body["message"].as_str().unwrap();
+    // A change that still fits in pages the store's file had freed is written (and
+    // durable); the first that needs the disk is refused, not acknowledged.
+    let mut refused = None;
+    for i in 0..100 {
+        let reply = api
+            .post("/api/v1/service?wait=0", &service(&format!("during-{i}")))
+            .await;
+        match reply.status {
+            201 => continue,
+            503 => {
+                refused = Some(reply.body["message"].as_str().unwrap().to_string());
+                break;
+            }
+            other => panic!("create during-{i}: {other} {}", reply.body),
+        }
+    }
+    let message = refused.expect("100 creates on a full disk were all acknowledged");
     assert!(message.contains("No space left on device"), "{message}");
+    // From then on nothing is written until the disk has room.
     let health = api.get("/healthz").await;
     assert_eq!(health.status, 503, "{}", health.body);
     assert_eq!(health.body["status"], "degraded");
+    let reply = api
+        .post("/api/v1/service?wait=0", &service("refused"))
+        .await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
 
     // A worker dies while the disk is full: its relocation cannot be written yet, but
     // the living worker's heartbeats keep it ready meanwhile (they need no write).

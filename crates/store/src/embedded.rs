@@ -6,8 +6,8 @@
 //! refused at open with what to do, never silently started afresh, and every page is
 //! checked at open (a damaged page is an error here, not a panic later). After an I/O
 //! error (a full disk) redb refuses every write until the file is reopened: the store
-//! then drops it and reopens and verifies it before its next use, so a freed disk is
-//! enough to write again.
+//! then drops it, and reopens and verifies it before its next use once the disk has room
+//! again (1 MiB free), so a freed disk is enough to write again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -194,6 +194,18 @@ fn reopen_file(
     id: &str,
     describe: &str,
 ) -> Result<Database, StoreError> {
+    // A small write may still fit in pages the file has freed while an ordinary commit
+    // does not: only a disk with room again is taken as one that can be written.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Some(free) = free_bytes(dir) {
+        if free < MIN_FREE {
+            return Err(unavailable(format!(
+                "no space left on device: {} has {free} bytes free, the store waits for {} MiB",
+                dir.display(),
+                MIN_FREE >> 20
+            )));
+        }
+    }
     let db = open_file(path).map_err(|e| {
         unavailable(format!(
             "reopening {} after a failed write: {e}",
@@ -221,6 +233,22 @@ fn reopen_file(
     }
     txn.commit().map_err(storage)?;
     Ok(db)
+}
+
+/// The room a disk needs before a store that could not write on it is opened again.
+const MIN_FREE: u64 = 1 << 20;
+
+/// The bytes an unprivileged writer may still use on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) fills a zeroed struct we own from a NUL-terminated path.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
 /// Opens the file, checking every page: a damaged file is an error, not a later panic.
