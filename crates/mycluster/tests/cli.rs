@@ -182,7 +182,8 @@ async fn create_scale_and_update_say_what_runs_and_fail_when_it_cannot() {
         "{out}"
     );
 
-    // A command that cannot run: exit 1 at once, one line, with the replicas' reason.
+    // A command that cannot run: exit 1 as soon as its replicas failed (not when a
+    // 10-minute wait runs out), one line, with the replicas' reason.
     let started = std::time::Instant::now();
     let (code, out, err) = run_cli(
         &url,
@@ -192,6 +193,8 @@ async fn create_scale_and_update_say_what_runs_and_fail_when_it_cannot() {
             "broken",
             "--replicas",
             "2",
+            "--wait",
+            "600",
             "--",
             "/no/such/binary",
         ],
@@ -207,7 +210,7 @@ async fn create_scale_and_update_say_what_runs_and_fail_when_it_cannot() {
     assert!(err.contains("cannot run '/no/such/binary'"), "{err}");
     assert!(err.contains("No such file or directory"), "{err}");
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(30),
+        started.elapsed() < std::time::Duration::from_secs(300),
         "it waited {:?} for replicas that had failed",
         started.elapsed()
     );
