@@ -1,8 +1,9 @@
 //! Joining the cluster under a worker name this agent holds alone (the rules are the
 //! core's `identity`): the agent's instance id, registration and its retries, and what
 //! the agent does when the manager says the name is another agent's — it ends, leaving
-//! its containers as they are, since they are the worker's and the agent that holds the
-//! name now adopts them (docker) or they ended with this agent anyway (process).
+//! its containers as they are: they ended with this agent anyway (process), or the agent
+//! that holds the name now adopts them when it drives the same engine (docker; on another
+//! engine they are left running: stopping cut-off copies is fencing's work).
 
 use std::time::Duration;
 

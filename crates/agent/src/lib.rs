@@ -174,7 +174,7 @@ pub async fn run(
         let _ = handle.await;
     }
     let _ = health.await;
-    // Superseded: the containers are the worker's, and the agent holding it now has them.
+    // Superseded: its containers are left as they are (see `join`).
     if let Some(why) = lock(&shared.superseded).take() {
         return Err(AgentError::Superseded(why));
     }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use mycluster_core::commands::{Registration, StatusReport, TaskReport};
 use mycluster_core::docs::{
-    AssignedTasks, HealthDoc, HeartbeatDoc, ReportDoc, ReseedDoc, ServiceDoc, StateDoc, StatsDoc,
-    TaskDoc, WorkerDoc,
+    AssignedTasks, ErrorDoc, HealthDoc, HeartbeatDoc, ReportDoc, ReseedDoc, ServiceDoc, StateDoc,
+    StatsDoc, TaskDoc, WorkerDoc,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -405,13 +405,6 @@ fn agent_path(worker: &str, action: &str, instance: &str, query: Option<String>)
         path = format!("{path}?{}", params.join("&"));
     }
     path
-}
-
-/// The manager's error document.
-#[derive(serde::Deserialize)]
-struct ErrorDoc {
-    message: String,
-    code: u16,
 }
 
 /// reqwest's Display stops at the outermost error; the cause ("connection refused") is

@@ -11,6 +11,14 @@ use serde::{Deserialize, Serialize};
 use crate::commands::Ignored;
 use crate::{ClusterState, Counters, Millis, Service, Task, TaskState, Worker, WorkerStatus};
 
+/// Every error answer of the API: `{"message": "...", "code": N}` with the HTTP status
+/// `N`, keys in the order people expect to read them.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ErrorDoc {
+    pub message: String,
+    pub code: u16,
+}
+
 /// `GET /healthz`: whether the manager can write its store. Answered with 200 when
 /// `ok`, 503 when `degraded` (the same document, with why).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

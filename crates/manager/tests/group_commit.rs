@@ -140,7 +140,14 @@ async fn a_failed_commit_fails_its_mutations_and_changes_nothing() {
     // The tip went back too: the next mutation builds on what is durable.
     store.failing.store(false, Ordering::SeqCst);
     create(&cluster, "after".into()).await.unwrap();
-    let stored: Vec<String> = store
+    let stored = stored_names(&store).await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(cluster.snapshot().state.services.len(), 2);
+}
+
+/// The services the store holds, by name.
+async fn stored_names(store: &Flaky) -> Vec<String> {
+    let mut names: Vec<String> = store
         .load()
         .await
         .unwrap()
@@ -148,8 +155,8 @@ async fn a_failed_commit_fails_its_mutations_and_changes_nothing() {
         .into_iter()
         .map(|s| s.spec.name)
         .collect();
-    assert_eq!(stored.len(), 2, "{stored:?}");
-    assert_eq!(cluster.snapshot().state.services.len(), 2);
+    names.sort();
+    names
 }
 
 fn names(cluster: &Cluster) -> Vec<String> {
@@ -229,13 +236,6 @@ async fn a_store_that_lost_the_history_is_written_no_more_until_reseeded() {
     assert_eq!(cluster.health(), StoreHealth::Ok);
     assert_eq!(store.load().await.unwrap().head, head);
     create(&cluster, "three".into()).await.unwrap();
-    let stored: Vec<String> = store
-        .load()
-        .await
-        .unwrap()
-        .services
-        .into_iter()
-        .map(|s| s.spec.name)
-        .collect();
+    let stored = stored_names(&store).await;
     assert_eq!(stored, ["one", "three", "two"]);
 }

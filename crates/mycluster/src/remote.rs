@@ -1,8 +1,7 @@
 //! The client subcommands: each calls the manager's API and prints the answer.
 
-use std::time::Duration;
-
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mycluster_client::Client;
@@ -36,7 +35,6 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                     "service {name} needs something to run: --image IMAGE (docker workers), or a command after `--` (process workers), e.g. `mycluster service create {name} -- sleep 3600`"
                 );
             }
-            let wait = wait_for(wait)?;
             let mut body = json!({"service": name, "replicas": replicas});
             if let Some(image) = &image {
                 body["image"] = json!(image);
@@ -54,13 +52,9 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 }
                 body["env"] = serde_json::Value::Object(vars);
             }
-            let known = task_ids(&client, &name).await?;
-            let state = client.put_service(&body).await?;
-            let progress = follow(&client, &name, replicas, &known, wait).await?;
-            if global.json {
-                json(&state)?;
-            }
-            let shown = settled(&name, progress, wait)?;
+            let change = client.put_service(&body);
+            let (state, shown) =
+                change_and_follow(&client, global, &name, wait, |_| replicas, change).await?;
             if !global.json {
                 let what = image.unwrap_or_else(|| command.join(" "));
                 println!("Service {name} deployed: {what} x {replicas}{shown}");
@@ -97,27 +91,17 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             replicas,
             wait,
         } => {
-            let wait = wait_for(wait)?;
-            let known = task_ids(&client, &name).await?;
-            let service = client.patch_service(&name, None, Some(replicas)).await?;
-            let progress = follow(&client, &name, service.replicas, &known, wait).await?;
-            if global.json {
-                json(&service)?;
-            }
-            let shown = settled(&name, progress, wait)?;
+            let change = client.patch_service(&name, None, Some(replicas));
+            let (_, shown) =
+                change_and_follow(&client, global, &name, wait, wanted, change).await?;
             if !global.json {
                 println!("Service {name} scaled to {replicas}{shown}");
             }
         }
         ServiceCommand::Update { name, image, wait } => {
-            let wait = wait_for(wait)?;
-            let known = task_ids(&client, &name).await?;
-            let service = client.patch_service(&name, Some(&image), None).await?;
-            let progress = follow(&client, &name, service.replicas, &known, wait).await?;
-            if global.json {
-                json(&service)?;
-            }
-            let shown = settled(&name, progress, wait)?;
+            let change = client.patch_service(&name, Some(&image), None);
+            let (_, shown) =
+                change_and_follow(&client, global, &name, wait, wanted, change).await?;
             if !global.json {
                 println!("Service {name} updated to {image}{shown}");
             }
@@ -147,6 +131,38 @@ pub async fn reseed(global: &Global) -> anyhow::Result<()> {
         done.store, done.services, done.tasks, done.workers, done.index
     );
     Ok(())
+}
+
+/// The replicas a changed service asks for.
+fn wanted(service: &ServiceDoc) -> u32 {
+    service.replicas
+}
+
+/// Makes a change to `service` (the `change` request, sent here) and waits for its
+/// replicas as `--wait` says (see `follow`). Returns the change's answer, already printed
+/// with `--json`, and " (3 of 3 running)" to show; fails saying what runs and why the
+/// rest does not.
+async fn change_and_follow<T: serde::Serialize>(
+    client: &Client,
+    global: &Global,
+    service: &str,
+    wait: WaitArgs,
+    wanted: impl FnOnce(&T) -> u32,
+    change: impl std::future::Future<Output = Result<T, mycluster_client::ClientError>>,
+) -> anyhow::Result<(T, String)> {
+    let wait = wait_for(wait)?;
+    // Failures already there are not news about this change.
+    let known = match wait {
+        Some(_) => task_ids(client, service).await?,
+        None => BTreeSet::new(),
+    };
+    let answer = change.await?;
+    let progress = follow(client, service, wanted(&answer), &known, wait).await?;
+    if global.json {
+        json(&answer)?;
+    }
+    let shown = settled(service, progress, wait)?;
+    Ok((answer, shown))
 }
 
 /// `--wait` as a duration (`None`: do not wait).

@@ -1,5 +1,6 @@
 //! `mycluster store copy`: moves a cluster's whole state from one store backend to
-//! another (e.g. from the embedded file to Redis), in one commit on the target.
+//! another (e.g. from the embedded file to Redis), in one write on the target (each
+//! backend's `replace`).
 
 use anyhow::{bail, Context};
 use mycluster_store::{Create, Head, Holder, OpenOptions, Snapshot, Store};
@@ -53,20 +54,20 @@ pub async fn copy(args: StoreCopyArgs) -> anyhow::Result<()> {
         index: source.head.index.max(target.head.index) + 1,
         commit: rand::random(),
     };
-    to.replace(&Snapshot {
-        head,
-        ..source.clone()
-    })
-    .await
-    .context("cannot write the target")?;
+    let copied = format!(
+        "{} services, {} tasks, {} workers",
+        source.services.len(),
+        source.tasks.len(),
+        source.workers.len()
+    );
+    to.replace(&Snapshot { head, ..source })
+        .await
+        .context("cannot write the target")?;
     to.release().await;
     from.release().await;
     println!(
-        "Copied cluster {}: {} services, {} tasks, {} workers and the counters (index {}) from {} to {}",
+        "Copied cluster {}: {copied} and the counters (index {}) from {} to {}",
         args.name,
-        source.services.len(),
-        source.tasks.len(),
-        source.workers.len(),
         head.index,
         from.describe(),
         to.describe()

@@ -40,13 +40,6 @@ pub struct EmbeddedStore {
     db: tokio::sync::Mutex<Option<Arc<Database>>>,
 }
 
-/// What `meta` says of the history: the identity and the head.
-#[derive(Debug, PartialEq, Eq)]
-struct Stamp {
-    id: String,
-    head: Head,
-}
-
 impl EmbeddedStore {
     /// Opens the store in `data_dir` for `cluster`, making it when there is none.
     pub async fn open(data_dir: &Path, cluster: &str) -> Result<EmbeddedStore, StoreError> {
@@ -115,13 +108,13 @@ impl EmbeddedStore {
         }
         // The engine may panic on a damaged file: that is damage too, said once.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-            || -> Result<(Database, Stamp), OpenFailure> {
+            || -> Result<(Database, String), OpenFailure> {
                 let db = open_file(&path)?;
-                let stamp = stamp_or_init(&db, cluster)?;
-                Ok((db, stamp))
+                let id = id_or_init(&db, cluster)?;
+                Ok((db, id))
             },
         ));
-        let (db, stamp) = match opened {
+        let (db, id) = match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(failure)) => return Err(at_start(&path, failure)),
             Err(panic) => return Err(corrupt(&path, &panic_message(&*panic))),
@@ -129,14 +122,13 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             path,
             cluster: cluster.to_string(),
-            id: stamp.id,
+            id,
             db: tokio::sync::Mutex::new(Some(Arc::new(db))),
         })
     }
 
     /// The open database, reopened (and verified, and written once) if the last write
-    /// left it unusable — unless `reopen` is false (a ping must not read the whole file
-    /// every time it is asked while the disk is still full).
+    /// left it unusable — unless `reopen` is false.
     async fn database(&self, reopen: bool) -> Result<Arc<Database>, StoreError> {
         let mut slot = self.db.lock().await;
         if let Some(db) = &*slot {
@@ -169,14 +161,15 @@ impl EmbeddedStore {
         *self.db.lock().await = None;
     }
 
-    /// Runs `f` on the database off the async workers; a failure that redb needs a
-    /// reopen to get over marks the file for one.
+    /// Runs `f` on the database off the async workers (reopening it first if a write
+    /// left it unusable); a failure that redb needs a reopen to get over marks the file
+    /// for one.
     async fn with_db<T: Send + 'static>(
         &self,
         what: &'static str,
         f: impl FnOnce(&Database, &str) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.database(what != "ping").await?;
+        let db = self.database(true).await?;
         let id = self.id.clone();
         let result = blocking(what, move || f(&db, &id)).await;
         if matches!(result, Err(StoreError::Unavailable(_))) {
@@ -338,9 +331,9 @@ fn read_stamp(db: &Database) -> Result<Found, StoreError> {
     })
 }
 
-/// The store's identity and head; a new file gets both (and a store written before
-/// stores had an identity gets one).
-fn stamp_or_init(db: &Database, cluster: &str) -> Result<Stamp, StoreError> {
+/// The store's identity: a new file gets one (as does a store written before stores had
+/// one).
+fn id_or_init(db: &Database, cluster: &str) -> Result<String, StoreError> {
     let found = read_stamp(db)?;
     if !found.cluster.is_empty() && found.cluster != cluster {
         return Err(StoreError::WrongCluster {
@@ -354,8 +347,8 @@ fn stamp_or_init(db: &Database, cluster: &str) -> Result<Stamp, StoreError> {
             found.schema
         )));
     }
-    let id = match found.id {
-        Some(id) => id,
+    match found.id {
+        Some(id) => Ok(id),
         None => {
             let id = format!("{:032x}", rand::random::<u128>());
             let txn = db.begin_write().map_err(storage)?;
@@ -370,15 +363,9 @@ fn stamp_or_init(db: &Database, cluster: &str) -> Result<Stamp, StoreError> {
                 meta.insert("id", id.as_bytes()).map_err(storage)?;
             }
             txn.commit().map_err(storage)?;
-            id
+            Ok(id)
         }
-    };
-    let txn = db.begin_read().map_err(storage)?;
-    let meta = txn.open_table(META).map_err(storage)?;
-    Ok(Stamp {
-        id,
-        head: read_head(&meta)?,
-    })
+    }
 }
 
 fn read_head(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Head, StoreError> {
@@ -443,16 +430,13 @@ impl Store for EmbeddedStore {
             let txn = db.begin_write().map_err(storage)?;
             {
                 let meta = txn.open_table(META).map_err(storage)?;
-                let found = Stamp {
-                    id: read_id(&meta)?,
-                    head: read_head(&meta)?,
-                };
-                if found.id == id && found.head == next {
+                let (found_id, found) = (read_id(&meta)?, read_head(&meta)?);
+                if found_id == id && found == next {
                     // Applied already, by a try whose answer was lost.
                     return Ok(());
                 }
-                if found.id != id || found.head != after {
-                    return Err(diverged(&describe, Some(after), &found.head.to_string()));
+                if found_id != id || found != after {
+                    return Err(diverged(&describe, Some(after), &found.to_string()));
                 }
             }
             apply(&txn, &changes, next)?;
@@ -501,9 +485,11 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    /// Never reopens: a ping must not read the whole file each time it is asked while
+    /// the disk is still full (the next write, or the keeper's check, reopens it).
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with_db("ping", |db, _| db.begin_read().map(drop).map_err(storage))
-            .await
+        let db = self.database(false).await?;
+        blocking("ping", move || db.begin_read().map(drop).map_err(storage)).await
     }
 }
 

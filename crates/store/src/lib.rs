@@ -22,7 +22,7 @@ use mycluster_core::{Change, Counters, Service, Task, Worker};
 
 pub use embedded::EmbeddedStore;
 pub use holder::Holder;
-pub use redis_store::RedisStore;
+pub use redis_store::{RedisStore, LEASE};
 
 /// Where a store's history stands: the index of its last commit (0 for a new store) and
 /// that commit's id (random, so two different commits of the same index differ).
@@ -154,7 +154,8 @@ pub enum Create {
     /// Yes: a missing store is a new cluster.
     IfMissing,
     /// No: the caller knows the cluster existed (its data dir holds the cluster's
-    /// secrets), so a missing store is data lost, not a fresh start.
+    /// tokens, or the record of the store it used), so a missing store is data lost, not
+    /// a fresh start.
     No,
     /// The operator asked for a new cluster (`--init`): a missing store, or an empty
     /// (0-byte) file, is made afresh. A store that holds a cluster is still opened as it

@@ -226,22 +226,9 @@ impl RedisStore {
     /// the `volatile-*` ones may evict the lease); `None` if it does not, or cannot be
     /// read (a server that refuses `CONFIG`: said once).
     async fn evicting_policy(&self) -> Result<Option<String>, StoreError> {
-        let mut connection = self.connection.clone();
-        let mut command = redis::cmd("CONFIG");
-        command.arg("GET").arg("maxmemory-policy");
-        let query = command.query_async::<Vec<String>>(&mut connection);
-        match tokio::time::timeout(CALL_TIMEOUT, query).await {
-            Err(_) => Err(unavailable(&self.url, "config: no answer")),
-            Ok(Ok(values)) => Ok(values.get(1).filter(|p| *p != "noeviction").cloned()),
-            Ok(Err(e))
-                if e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_timeout() =>
-            {
-                Err(unavailable(&self.url, format!("config: {e}")))
-            }
-            Ok(Err(e)) => {
+        match self.config_get("maxmemory-policy").await? {
+            Ok(policy) => Ok(policy.filter(|p| p != "noeviction")),
+            Err(e) => {
                 if !self
                     .config_refused
                     .swap(true, std::sync::atomic::Ordering::Relaxed)
@@ -253,6 +240,35 @@ impl RedisStore {
                 }
                 Ok(None)
             }
+        }
+    }
+
+    /// A setting of the server (`CONFIG GET`): the outer error is a server that does not
+    /// answer; the inner one a server that refuses the command (`CONFIG` renamed away,
+    /// or not allowed to this user), which is not an outage.
+    async fn config_get(
+        &self,
+        name: &str,
+    ) -> Result<Result<Option<String>, redis::RedisError>, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut command = redis::cmd("CONFIG");
+        command.arg("GET").arg(name);
+        let query = command.query_async::<Vec<String>>(&mut connection);
+        match tokio::time::timeout(CALL_TIMEOUT, query).await {
+            Err(_) => Err(unavailable(
+                &self.url,
+                format!("config: no answer in {CALL_TIMEOUT:?}"),
+            )),
+            Ok(Ok(values)) => Ok(Ok(values.get(1).cloned())),
+            Ok(Err(e))
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout() =>
+            {
+                Err(unavailable(&self.url, format!("config: {e}")))
+            }
+            Ok(Err(e)) => Ok(Err(e)),
         }
     }
 
@@ -275,20 +291,11 @@ impl RedisStore {
     }
 
     async fn warn_unless_durable(&self) {
-        let mut connection = self.connection.clone();
-        let answer: Result<Vec<String>, _> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("appendfsync")
-            .query_async(&mut connection)
-            .await;
-        let fsync = answer.ok().and_then(|a| a.get(1).cloned());
-        let mut connection = self.connection.clone();
-        let aof: Result<Vec<String>, _> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("appendonly")
-            .query_async(&mut connection)
-            .await;
-        let aof = aof.ok().and_then(|a| a.get(1).cloned());
+        let setting = |answer: Result<Result<Option<String>, redis::RedisError>, StoreError>| {
+            answer.ok().and_then(Result::ok).flatten()
+        };
+        let aof = setting(self.config_get("appendonly").await);
+        let fsync = setting(self.config_get("appendfsync").await);
         if aof.as_deref() != Some("yes") || fsync.as_deref() != Some("always") {
             tracing::warn!(
                 "redis at {} runs with appendonly={} appendfsync={}: an acknowledged change can be lost if Redis crashes (use appendonly yes, appendfsync always)",

@@ -7,7 +7,9 @@ mod redis_server;
 
 use conformance::{at, Backend};
 use mycluster_core::Change;
-use mycluster_store::{Create, Head, Holder, OpenOptions, RedisStore, Snapshot, Store, StoreError};
+use mycluster_store::{
+    Create, Head, Holder, OpenOptions, RedisStore, Snapshot, Store, StoreError, LEASE,
+};
 use redis_server::RedisServer;
 
 struct Redis;
@@ -184,6 +186,31 @@ impl Renewing {
         assert!(!checks.is_empty(), "the store was never checked");
         checks
     }
+}
+
+/// A manager of another host holding cluster `test`, with one service committed.
+async fn first_manager(server: &RedisServer) -> std::sync::Arc<RedisStore> {
+    let first = RedisStore::connect(&server.url(), &options("test", elsewhere()))
+        .await
+        .unwrap();
+    first
+        .commit(
+            at(0),
+            at(1),
+            vec![Change::PutService(conformance::service("web", 1))],
+        )
+        .await
+        .unwrap();
+    std::sync::Arc::new(first)
+}
+
+/// This process, opening cluster `test` as a second manager.
+async fn second_manager(server: &RedisServer) -> Result<RedisStore, StoreError> {
+    RedisStore::connect(
+        &server.url(),
+        &options("test", Holder::this_process("manager")),
+    )
+    .await
 }
 
 /// A holder this process cannot take over at once (another host's manager).
@@ -383,25 +410,9 @@ async fn a_second_manager_is_refused_while_the_first_renews() {
     let Some(server) = RedisServer::start("a_second_manager_is_refused") else {
         return;
     };
-    let first = std::sync::Arc::new(
-        RedisStore::connect(&server.url(), &options("test", elsewhere()))
-            .await
-            .unwrap(),
-    );
-    first
-        .commit(
-            at(0),
-            at(1),
-            vec![Change::PutService(conformance::service("web", 1))],
-        )
-        .await
-        .unwrap();
+    let first = first_manager(&server).await;
     let renewing = Renewing::start(first.clone(), at(1));
-    let second = RedisStore::connect(
-        &server.url(),
-        &options("test", Holder::this_process("manager")),
-    )
-    .await;
+    let second = second_manager(&server).await;
     for check in renewing.stop().await {
         check.expect("the first keeps its lease");
     }
@@ -478,8 +489,8 @@ async fn a_gone_holder_of_this_host_is_taken_over_at_once() {
         .await
         .expect("taken over");
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(5),
-        "waited {:?} for a holder known to be gone",
+        started.elapsed() < LEASE,
+        "waited {:?} (a lease) for a holder known to be gone",
         started.elapsed()
     );
     second
@@ -501,7 +512,8 @@ async fn a_released_lease_lets_the_next_manager_in() {
     RedisStore::open(&server.url(), "test")
         .await
         .expect("opened");
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Not the wait for the lease to run out.
+    assert!(started.elapsed() < LEASE, "waited {:?}", started.elapsed());
 }
 
 /// A manager whose store lost its history keeps the cluster's lease while it waits for
@@ -513,27 +525,11 @@ async fn a_manager_waiting_for_a_reseed_keeps_the_cluster() {
     else {
         return;
     };
-    let first = std::sync::Arc::new(
-        RedisStore::connect(&server.url(), &options("test", elsewhere()))
-            .await
-            .unwrap(),
-    );
-    first
-        .commit(
-            at(0),
-            at(1),
-            vec![Change::PutService(conformance::service("web", 1))],
-        )
-        .await
-        .unwrap();
+    let first = first_manager(&server).await;
     let kept = snapshot_at(&first, at(2)).await;
     server.cli(&["FLUSHALL"]);
     let renewing = Renewing::start(first.clone(), at(1));
-    let second = RedisStore::connect(
-        &server.url(),
-        &options("test", Holder::this_process("manager")),
-    )
-    .await;
+    let second = second_manager(&server).await;
     for check in renewing.stop().await {
         expect_diverged(check, "check after FLUSHALL");
     }

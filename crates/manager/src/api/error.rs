@@ -6,17 +6,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mycluster_core::commands::CommandError;
+use mycluster_core::docs::ErrorDoc;
 use mycluster_core::SpecError;
 use mycluster_store::StoreError;
 
 use crate::cluster::MutateError;
-
-/// The error document, keys in the order people expect to read them.
-#[derive(serde::Serialize)]
-struct ErrorDoc {
-    message: String,
-    code: u16,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

@@ -248,7 +248,7 @@ impl Cluster {
                 writer.tip.clone(),
             )
         };
-        let mut base = self.snapshot();
+        let base = self.snapshot();
         if changes.is_empty() {
             for waiter in waiters {
                 let _ = waiter.send(Ok(base.clone()));
@@ -263,13 +263,8 @@ impl Cluster {
             Ok(None) => {}
             // What this batch was computed on is not the state any more.
             Ok(Some(recovered)) => {
-                base = recovered;
-                self.fail(
-                    waiters,
-                    StoreError::Unavailable(COMPUTED_BEFORE.into()),
-                    &base,
-                )
-                .await;
+                let error = StoreError::Unavailable(COMPUTED_BEFORE.into());
+                self.fail(waiters, error, &recovered).await;
                 return;
             }
             Err(e) => {
