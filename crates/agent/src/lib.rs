@@ -5,6 +5,7 @@
 //! the manager answers again. It is one worker's only agent: if the manager says another
 //! agent holds the worker's name, it ends (see `join`).
 
+mod config;
 mod health;
 mod join;
 pub mod plan;
@@ -22,6 +23,7 @@ use mycluster_runtime::{ContainerRuntime, RuntimeError, TaskSpec};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+pub use config::ConfigError;
 pub use join::new_instance;
 use join::{held_elsewhere, register_until_done, rejoin, superseded};
 use plan::{plan, report, Action};

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cluster;
+mod config;
 mod orchestrator;
 pub mod server;
 mod store_keeper;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use api::ApiConfig;
 pub use cluster::{Cluster, StoreHealth};
+pub use config::ConfigError;
 pub use mycluster_store::Create;
 pub use server::ServerLimits;
 
@@ -40,6 +42,8 @@ pub struct ManagerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot open the store: {0}")]
     Store(#[from] mycluster_store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -101,11 +105,14 @@ pub struct RunningManager {
 }
 
 impl RunningManager {
-    /// Opens the store, loads the state, binds the listener and starts serving.
+    /// Checks the configuration, opens the store, loads the state, binds the listener
+    /// and starts serving.
     pub async fn start(
         config: ManagerConfig,
         stop: CancellationToken,
     ) -> Result<RunningManager, ManagerError> {
+        // Whoever built the configuration (flags, `dev`, a bench, a test): the same checks.
+        config.check()?;
         let cluster = match open_store(&config, &stop).await? {
             Some(cluster) => Arc::new(cluster),
             None => return Err(ManagerError::Stopped),

@@ -3,6 +3,8 @@
 //! tells the manager, which marks it down and relocates its tasks. One slow heartbeat is
 //! therefore not a death. Every decision is one log line, in the original's words.
 
+mod config;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -11,6 +13,8 @@ use mycluster_client::Client;
 use mycluster_core::docs::WorkerDoc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+pub use config::ConfigError;
 
 #[derive(Clone, Debug)]
 pub struct MonitorConfig {
