@@ -3,9 +3,13 @@
 //! monitor and agents; `--driver process` or `docker`. Prints each run, then the median
 //! and p99.
 //!
-//! cargo bench -p mycluster --bench failover -- [--driver process|docker] [--runs 20]
+//! cargo bench -p mycluster-bench --bench failover -- [--driver process|docker] [--runs 20]
+//!
+//! It drives the `mycluster` binary through the harness of its tests
+//! (`crates/mycluster/tests/common`), which finds it by the path this crate's build
+//! script gives it; it builds that binary first, with this bench's profile.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../mycluster/tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -20,6 +24,7 @@ const REPLICAS: usize = 3;
 
 #[tokio::main]
 async fn main() {
+    build_mycluster();
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str| {
         args.iter()
@@ -119,6 +124,33 @@ async fn main() {
         times[times.len() - 1].as_secs_f64()
     );
     assert!(running(&cluster).len() <= WORKERS.len() + REPLICAS);
+}
+
+/// Builds the binary under test (`BIN`): cargo builds only this package's targets for
+/// `cargo bench -p mycluster-bench`, and a stale binary would measure old code. Cargo
+/// sets $CARGO for the benches it runs; without it, BIN is taken as it is.
+fn build_mycluster() {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return;
+    };
+    let dir = std::path::Path::new(BIN)
+        .parent()
+        .and_then(|d| d.file_name())
+        .map(|d| d.to_string_lossy().into_owned());
+    // The profile whose output lands in that directory.
+    let profile = match dir.as_deref() {
+        Some("release") => "bench",
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let built = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--profile", profile])
+        .args(["-p", "mycluster", "--bin", "mycluster"])
+        .status();
+    assert!(
+        built.as_ref().is_ok_and(|s| s.success()),
+        "cannot build {BIN}: {built:?}"
+    );
 }
 
 /// The workers of running tasks, one entry per task.

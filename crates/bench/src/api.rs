@@ -5,15 +5,16 @@
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use serde_json::json;
 
 use super::manager::ManagerProcess;
-use super::{report, Figure};
+use super::{report, BenchError, Figure};
 
-pub async fn run(quick: bool) -> anyhow::Result<Vec<Figure>> {
+pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
     if Command::new("wrk").arg("--version").output().is_err() {
-        bail!("the API benchmark needs wrk (apt-get install wrk)");
+        return Err(BenchError::Failed(
+            "the API benchmark needs wrk (apt-get install wrk)".into(),
+        ));
     }
     let (workers, services) = if quick { (10, 100) } else { (100, 1_000) };
     let seconds = if quick { 2 } else { 10 };
@@ -47,7 +48,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Vec<Figure>> {
             .args(["-H", &format!("Authorization: Bearer {}", manager.token)])
             .arg(format!("{}{path}", manager.url))
             .output()
-            .context("cannot run wrk")?;
+            .map_err(|e| BenchError::context("cannot run wrk", e))?;
         let text = String::from_utf8_lossy(&output.stdout);
         let rps = field(&text, "Requests/sec:").unwrap_or_default();
         let p50 = latency(&text, "50%").unwrap_or_default();

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use super::manager::{rss_mib, ManagerProcess};
-use super::{report, Figure};
+use super::manager::{rss_mib, this_executable, ManagerProcess};
+use super::{report, BenchError, Figure};
 
-pub async fn run() -> anyhow::Result<Vec<Figure>> {
+pub async fn run() -> Result<Vec<Figure>, BenchError> {
     let mut figures = Vec::new();
-    let exe = std::env::current_exe()?;
+    let exe = this_executable()?;
     let size = std::fs::metadata(&exe)?.len() as f64 / (1024.0 * 1024.0);
     figures.push(report(
         "binary size",

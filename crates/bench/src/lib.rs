@@ -1,9 +1,17 @@
-//! `mycluster bench [--quick]`: measures the scheduler, the control plane at scale (sim
-//! driver), the API under load, the footprint and convergence side by side with Docker
-//! Swarm, on this machine, and prints each figure with what produced it. Every part is
-//! bounded in time and stops by itself; it asserts nothing about speed.
+//! MyCluster's benchmarks. `mycluster bench [--quick]` (the `run` function here)
+//! measures the scheduler, the control plane at scale (sim driver), the API under load,
+//! the footprint and convergence side by side with Docker Swarm, on this machine, and
+//! prints each figure with what produced it. Every part is bounded in time and stops by
+//! itself; it asserts nothing about speed. `benches/failover.rs` (`cargo bench -p
+//! mycluster-bench --bench failover`) times failover with real processes.
+//!
+//! Start reading at `run`, then one part per module: `sched`, `footprint`, `api`, `sim`,
+//! `swarm`; `manager` starts the manager (and agent) processes they measure. The parts
+//! run inside the `mycluster` binary: they start managers, agents and agent hosts as
+//! `mycluster` subcommands of the running executable.
 
 mod api;
+mod error;
 mod footprint;
 mod manager;
 mod sched;
@@ -12,7 +20,21 @@ mod swarm;
 
 use std::time::Duration;
 
-use crate::cli::BenchArgs;
+pub use error::BenchError;
+pub use sim::host_agents;
+
+/// What `mycluster bench` was asked to measure.
+#[derive(Clone, Debug, Default)]
+pub struct BenchOptions {
+    /// A small version of every benchmark (under 3 minutes).
+    pub quick: bool,
+    /// Only these parts: sched, footprint, api, sim, swarm (none: all).
+    pub only: Vec<String>,
+    /// Simulated workers for the sim part [default: 10000, quick 50].
+    pub workers: Option<usize>,
+    /// Replicas for the sim part [default: 1000000, quick 5000].
+    pub replicas: Option<usize>,
+}
 
 /// One measured figure, printed as it comes.
 pub struct Figure {
@@ -34,12 +56,8 @@ pub fn report(name: &str, value: impl Into<String>, detail: impl Into<String>) -
     figure
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(crate::cli::BenchPart::Agents { from, count }) = args.part {
-        let manager =
-            std::env::var("MYCLUSTER_MANAGER").unwrap_or_else(|_| "http://localhost:5000".into());
-        return sim::host_agents(&manager, from, count).await;
-    }
+/// Runs the parts asked for, printing each figure as it comes.
+pub async fn run(args: &BenchOptions) -> Result<(), BenchError> {
     let quick = args.quick;
     let only = |part: &str| args.only.is_empty() || args.only.iter().any(|o| o == part);
     println!(
@@ -75,5 +93,5 @@ fn chrono_free_date() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs();
-    crate::output::unix_time(secs)
+    mycluster_core::time::unix_time(secs)
 }

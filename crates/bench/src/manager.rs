@@ -6,7 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use mycluster_setup::secret::{generate, JOIN_TOKEN_ENV, TOKEN_ENV};
+
+use crate::BenchError;
 
 pub struct ManagerProcess {
     child: Child,
@@ -19,11 +21,11 @@ pub struct ManagerProcess {
 }
 
 impl ManagerProcess {
-    pub fn start(extra: &[&str]) -> anyhow::Result<ManagerProcess> {
+    pub fn start(extra: &[&str]) -> Result<ManagerProcess, BenchError> {
         let dir = tempfile::tempdir()?;
-        let exe = std::env::current_exe().context("cannot find this executable")?;
-        let token = crate::tokens::generate();
-        let join_token = crate::tokens::generate();
+        let exe = this_executable()?;
+        let token = generate();
+        let join_token = generate();
         let mut command = Command::new(exe);
         let mut child = die_with_parent(&mut command)
             .args([
@@ -38,14 +40,17 @@ impl ManagerProcess {
             // Every agent of a benchmark host comes from one address.
             .args(["--long-polls-per-client", "100000"])
             .args(extra)
-            .env(crate::tokens::TOKEN_ENV, &token)
-            .env(crate::tokens::JOIN_TOKEN_ENV, &join_token)
+            .env(TOKEN_ENV, &token)
+            .env(JOIN_TOKEN_ENV, &join_token)
             .env("RUST_LOG", "warn,mycluster::manager=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .context("cannot start a manager")?;
-        let stderr = child.stderr.take().context("no stderr")?;
+            .map_err(|e| BenchError::context("cannot start a manager", e))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| BenchError::Failed("no stderr".into()))?;
         let (found, address) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -64,7 +69,7 @@ impl ManagerProcess {
             }),
             Err(_) => {
                 let _ = child.kill();
-                bail!("the manager did not start")
+                Err(BenchError::Failed("the manager did not start".into()))
             }
         }
     }
@@ -75,24 +80,24 @@ impl ManagerProcess {
 
     /// A real `mycluster agent` of this manager (with its join token), killed if the
     /// bench dies; `args` after `agent`.
-    pub fn spawn_agent(&self, args: &[&str]) -> anyhow::Result<Child> {
-        let exe = std::env::current_exe().context("cannot find this executable")?;
+    pub fn spawn_agent(&self, args: &[&str]) -> Result<Child, BenchError> {
+        let exe = this_executable()?;
         let mut command = Command::new(exe);
         die_with_parent(&mut command)
             .arg("agent")
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
             .env("MYCLUSTER_MANAGER", &self.url)
-            .env(crate::tokens::JOIN_TOKEN_ENV, &self.join_token)
+            .env(JOIN_TOKEN_ENV, &self.join_token)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("cannot start an agent")
+            .map_err(|e| BenchError::context("cannot start an agent", e))
     }
 
     /// A client of it, with the API token.
-    pub fn client(&self, timeout: Duration) -> anyhow::Result<mycluster_client::Client> {
+    pub fn client(&self, timeout: Duration) -> Result<mycluster_client::Client, BenchError> {
         Ok(mycluster_client::Client::new(&self.url, timeout)?.with_token(Some(self.token.clone())))
     }
 }
@@ -102,6 +107,12 @@ impl Drop for ManagerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The running `mycluster` binary: every process a benchmark starts is one of its
+/// subcommands.
+pub fn this_executable() -> Result<std::path::PathBuf, BenchError> {
+    std::env::current_exe().map_err(|e| BenchError::context("cannot find this executable", e))
 }
 
 /// Has the child killed when this process dies, however it dies: an interrupted

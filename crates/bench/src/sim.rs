@@ -6,17 +6,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use mycluster_agent::AgentConfig;
 use mycluster_background::pace;
 use mycluster_client::Client;
 use mycluster_monitor::MonitorConfig;
 use mycluster_runtime::{Identity, SimRuntime};
+use mycluster_setup::secret::JOIN_TOKEN_ENV;
+use mycluster_setup::tokens::agent_token;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::manager::{rss_mib, ManagerProcess};
-use super::{report, Figure};
+use super::manager::{rss_mib, this_executable, ManagerProcess};
+use super::{report, BenchError, Figure};
 
 /// Replicas per service: the manager's default limit.
 const PER_SERVICE: usize = 1_000;
@@ -36,8 +37,8 @@ impl AgentHost {
         join_token: &str,
         from: usize,
         count: usize,
-    ) -> anyhow::Result<AgentHost> {
-        let exe = std::env::current_exe()?;
+    ) -> Result<AgentHost, BenchError> {
+        let exe = this_executable()?;
         let mut command = std::process::Command::new(exe);
         let child = super::manager::die_with_parent(&mut command)
             .args([
@@ -49,12 +50,12 @@ impl AgentHost {
                 &count.to_string(),
             ])
             .env("MYCLUSTER_MANAGER", manager)
-            .env(crate::tokens::JOIN_TOKEN_ENV, join_token)
+            .env(JOIN_TOKEN_ENV, join_token)
             .env("RUST_LOG", "error")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .context("cannot start an agent host")?;
+            .map_err(|e| BenchError::context("cannot start an agent host", e))?;
         Ok(AgentHost(child))
     }
 }
@@ -67,10 +68,9 @@ impl Drop for AgentHost {
 }
 
 /// `mycluster bench agents --from N --count M`: runs M sim agents named simNNNNN until
-/// killed (the benchmark's agent hosts).
-pub async fn host_agents(manager: &str, from: usize, count: usize) -> anyhow::Result<()> {
-    crate::manager::raise_open_files();
-    let token = crate::tokens::agent_token(None)?;
+/// killed (the benchmark's agent hosts; the binary raises its open files limit first).
+pub async fn host_agents(manager: &str, from: usize, count: usize) -> Result<(), BenchError> {
+    let token = agent_token(None)?;
     let mut handles = Vec::with_capacity(count);
     let stop = CancellationToken::new();
     for i in from..from + count {
@@ -102,7 +102,7 @@ pub async fn run(
     quick: bool,
     workers: Option<usize>,
     replicas: Option<usize>,
-) -> anyhow::Result<Vec<Figure>> {
+) -> Result<Vec<Figure>, BenchError> {
     let workers = workers.unwrap_or(if quick { 50 } else { 10_000 });
     let replicas = replicas.unwrap_or(if quick { 5_000 } else { 1_000_000 });
     let deadline = if quick {
@@ -132,7 +132,7 @@ pub async fn run(
     let joined = Instant::now();
     wait(&client, deadline, |ready, _| ready == workers)
         .await
-        .with_context(|| format!("{workers} agents did not all register"))?;
+        .map_err(|e| BenchError::context(format!("{workers} agents did not all register"), e))?;
     let mut figures = vec![report(
         "sim: workers registered",
         format!("{:.1} s", joined.elapsed().as_secs_f64()),
@@ -154,7 +154,8 @@ pub async fn run(
             next += 1;
         }
         if let Some(done) = submitting.join_next().await {
-            if let Err(e) = done.context("a submission panicked")? {
+            let done = done.map_err(|e| BenchError::context("a submission panicked", e))?;
+            if let Err(e) = done {
                 // The manager could not keep up: say so with what it reached, instead
                 // of losing the run's figures.
                 let stats = client.stats().await.ok();
@@ -244,7 +245,7 @@ async fn wait(
     client: &Client,
     deadline: Duration,
     done: impl Fn(usize, usize) -> bool,
-) -> anyhow::Result<()> {
+) -> Result<(), BenchError> {
     let started = Instant::now();
     let mut last = (0, 0);
     loop {
@@ -258,12 +259,12 @@ async fn wait(
             }
         }
         if started.elapsed() > deadline {
-            anyhow::bail!(
+            return Err(BenchError::Failed(format!(
                 "not within {} s (last seen: {} ready workers, {} running)",
                 deadline.as_secs(),
                 last.0,
                 last.1
-            );
+            )));
         }
         // Every 250 ms, but no more than a tenth of the time: the list of 10,000
         // workers is megabytes, and the bench must not be the manager's main load.

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use bollard::models::{LocalNodeState, ServiceSpec, SwarmInitRequest};
 use bollard::query_parameters::{
     KillContainerOptions, LeaveSwarmOptionsBuilder, ListContainersOptionsBuilder,
@@ -19,11 +18,13 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use mycluster_client::Client;
+use mycluster_setup::images::{ensure_demo, DEMO_IMAGE};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use super::error::chain;
 use super::manager::ManagerProcess;
-use super::{report, Figure};
+use super::{report, BenchError, Figure};
 
 /// Our containers carry `mycluster.cluster=benchswarm`, and every service of either side
 /// is named `benchswarm-...`: that is all cleanup ever touches.
@@ -63,20 +64,20 @@ impl Drop for Agent {
 pub async fn run(quick: bool) -> Vec<Figure> {
     let docker = match connect().await {
         Ok(docker) => docker,
-        Err(e) => return not_measured(&format!("no Docker engine: {e:#}")),
+        Err(e) => return not_measured(&format!("no Docker engine: {}", chain(&e))),
     };
     // Leftovers of an interrupted run would be counted as running.
     let _ = remove_leftovers(&docker).await;
     let (joined, had_gwbridge) = match join_swarm(&docker).await {
         Ok(done) => done,
-        Err(e) => return not_measured(&format!("swarm mode: {e:#}")),
+        Err(e) => return not_measured(&format!("swarm mode: {}", chain(&e))),
     };
     let figures = match measure(&docker, quick).await {
         Ok(figures) => figures,
-        Err(e) => not_measured(&format!("{e:#}")),
+        Err(e) => not_measured(&chain(&e)),
     };
     if let Err(e) = remove_leftovers(&docker).await {
-        eprintln!("swarm bench: cleanup: {e:#}");
+        eprintln!("swarm bench: cleanup: {}", chain(&e));
     }
     if joined {
         let leave = LeaveSwarmOptionsBuilder::new().force(true).build();
@@ -90,10 +91,12 @@ pub async fn run(quick: bool) -> Vec<Figure> {
     figures
 }
 
-async fn connect() -> anyhow::Result<Docker> {
+async fn connect() -> Result<Docker, BenchError> {
     let docker = Docker::connect_with_defaults()?;
     let agreed = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version());
-    Ok(agreed.await.context("no answer within 10 s")??)
+    Ok(agreed
+        .await
+        .map_err(|e| BenchError::context("no answer within 10 s", e))??)
 }
 
 fn not_measured(reason: &str) -> Vec<Figure> {
@@ -102,8 +105,11 @@ fn not_measured(reason: &str) -> Vec<Figure> {
 
 /// Puts the engine in swarm mode unless it is already: returns whether we did (so we
 /// leave again at the end), and whether Swarm's bridge network existed before.
-async fn join_swarm(docker: &Docker) -> anyhow::Result<(bool, bool)> {
-    let info = docker.info().await.context("cannot ask the engine")?;
+async fn join_swarm(docker: &Docker) -> Result<(bool, bool), BenchError> {
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| BenchError::context("cannot ask the engine", e))?;
     let state = info.swarm.and_then(|s| s.local_node_state);
     if state == Some(LocalNodeState::ACTIVE) {
         return Ok((false, true));
@@ -114,19 +120,18 @@ async fn join_swarm(docker: &Docker) -> anyhow::Result<(bool, bool)> {
         advertise_addr: Some("127.0.0.1".into()),
         ..Default::default()
     };
-    docker
-        .init_swarm(init)
-        .await
-        .context("docker swarm init --advertise-addr 127.0.0.1 failed")?;
+    docker.init_swarm(init).await.map_err(|e| {
+        BenchError::context("docker swarm init --advertise-addr 127.0.0.1 failed", e)
+    })?;
     Ok((true, had_gwbridge))
 }
 
-async fn measure(docker: &Docker, quick: bool) -> anyhow::Result<Vec<Figure>> {
+async fn measure(docker: &Docker, quick: bool) -> Result<Vec<Figure>, BenchError> {
     let sizes: &[usize] = if quick { &[3] } else { &[10, 50, 100] };
     let rounds = if quick { 1 } else { 3 };
-    crate::image::ensure_demo(false, &[])
+    ensure_demo(false, &[])
         .await
-        .context("cannot build the demo image")?;
+        .map_err(|e| BenchError::context("cannot build the demo image", e))?;
     let manager = ManagerProcess::start(&[])?;
     let client = manager.client(Duration::from_secs(30))?;
     // One agent, as Swarm has one node here.
@@ -146,16 +151,18 @@ async fn measure(docker: &Docker, quick: bool) -> anyhow::Result<Vec<Figure>> {
         .is_ok_and(|w| w.iter().any(|w| w.status == "ready"))
     {
         if started.elapsed() > Duration::from_secs(60) {
-            bail!("the agent did not register within 60 s");
+            return Err(BenchError::Failed(
+                "the agent did not register within 60 s".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let tag = crate::image::DEMO_IMAGE.to_string();
+    let tag = DEMO_IMAGE.to_string();
     let id = docker.inspect_image(&tag).await?.id;
     let sides = Sides {
         docker: docker.clone(),
         client,
-        id: id.context("the demo image has no id")?,
+        id: id.ok_or_else(|| BenchError::Failed("the demo image has no id".into()))?,
         tag,
     };
 
@@ -198,7 +205,7 @@ impl Sides {
     async fn converge_and_replace(&self, side: Side, name: &str, n: usize) -> [Option<f64>; 2] {
         let start = Instant::now();
         if let Err(e) = self.request(side, name, n).await {
-            eprintln!("swarm bench: {name}: {e:#}");
+            eprintln!("swarm bench: {name}: {}", chain(&e));
             return [None, None];
         }
         let up = self.wait_running(side, name, n, &[], start).await;
@@ -217,7 +224,7 @@ impl Sides {
         [up, self.wait_running(side, name, n, &running, start).await]
     }
 
-    async fn request(&self, side: Side, name: &str, n: usize) -> anyhow::Result<()> {
+    async fn request(&self, side: Side, name: &str, n: usize) -> Result<(), BenchError> {
         match side {
             Side::Ours => {
                 // wait=0: the manager answers at once, so the observer alone times both.
@@ -280,7 +287,7 @@ impl Sides {
     }
 
     /// Ids of the service's running containers, as the engine sees them.
-    async fn running(&self, side: Side, name: &str) -> anyhow::Result<Vec<String>> {
+    async fn running(&self, side: Side, name: &str) -> Result<Vec<String>, BenchError> {
         let mut filters = service_filter(side, name);
         filters.insert("status".into(), vec!["running".into()]);
         containers(&self.docker, filters, false).await
@@ -288,8 +295,8 @@ impl Sides {
 
     /// Removes the service and waits until none of its containers is left (by force
     /// after a minute).
-    async fn remove(&self, side: Side, name: &str) -> anyhow::Result<()> {
-        let removed: Option<anyhow::Error> = match side {
+    async fn remove(&self, side: Side, name: &str) -> Result<(), BenchError> {
+        let removed: Option<BenchError> = match side {
             Side::Ours => self.client.delete_service(name).await.err().map(Into::into),
             _ => self.docker.delete_service(name).await.err().map(Into::into),
         };
@@ -306,7 +313,10 @@ impl Sides {
                 force_remove(&self.docker, &left).await;
             }
             if started.elapsed() > Duration::from_secs(90) {
-                bail!("{} containers of {name} are still there", left.len());
+                return Err(BenchError::Failed(format!(
+                    "{} containers of {name} are still there",
+                    left.len()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -336,7 +346,7 @@ async fn containers(
     docker: &Docker,
     filters: HashMap<String, Vec<String>>,
     all: bool,
-) -> anyhow::Result<Vec<String>> {
+) -> Result<Vec<String>, BenchError> {
     let options = ListContainersOptionsBuilder::new()
         .all(all)
         .filters(&filters)
@@ -355,7 +365,7 @@ async fn force_remove(docker: &Docker, ids: &[String]) {
 
 /// Removes the Swarm services named `benchswarm-...` and every container of ours or
 /// theirs, and checks that none is left.
-async fn remove_leftovers(docker: &Docker) -> anyhow::Result<()> {
+async fn remove_leftovers(docker: &Docker) -> Result<(), BenchError> {
     let filter = HashMap::from([("name".to_string(), vec![format!("{CLUSTER}-")])]);
     let options = ListServicesOptionsBuilder::new().filters(&filter).build();
     // Not in swarm mode, the engine refuses to list services: then there are none.
@@ -390,7 +400,10 @@ async fn remove_leftovers(docker: &Docker) -> anyhow::Result<()> {
             return Ok(());
         }
         if started.elapsed() > Duration::from_secs(60) {
-            bail!("{} containers are still there", left.len());
+            return Err(BenchError::Failed(format!(
+                "{} containers are still there",
+                left.len()
+            )));
         }
         force_remove(docker, &left).await;
         tokio::time::sleep(Duration::from_millis(500)).await;

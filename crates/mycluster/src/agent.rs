@@ -15,6 +15,10 @@ use mycluster_runtime::{
     ContainerRuntime, DockerOptions, DockerRuntime, Identity, ProcessRuntime, SimRuntime,
     Supervisor,
 };
+use mycluster_setup::images::{ensure_demo, ORIGINAL_DEMO_IMAGE};
+use mycluster_setup::secret::private_dir;
+use mycluster_setup::settings;
+use mycluster_setup::tokens::{agent_token, client_token};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AgentArgs, DevArgs, Driver, Global, MonitorArgs};
@@ -29,13 +33,19 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--label {label}: use KEY=VALUE"))?;
         labels.insert(key.to_string(), value.to_string());
     }
-    if !(args.heartbeat > 0.0 && args.heartbeat <= 60.0) {
-        bail!("--heartbeat must be between 0 and 60 seconds");
-    }
-    let takeover_wait = Duration::try_from_secs_f64(args.takeover_wait)
-        .ok()
-        .filter(|d| *d <= Duration::from_secs(3600))
-        .context("--takeover-wait must be between 0 and 3600 seconds")?;
+    // Seconds that are no duration at all (negative, NaN, too large) become values the
+    // config's check refuses with that flag's message.
+    let mut config = AgentConfig {
+        listen: args.listen,
+        advertise: args.advertise,
+        labels,
+        capacity: args.capacity,
+        heartbeat: Duration::try_from_secs_f64(args.heartbeat).unwrap_or(Duration::ZERO),
+        takeover_wait: Duration::try_from_secs_f64(args.takeover_wait).unwrap_or(Duration::MAX),
+        http2: args.http2,
+        ..AgentConfig::new(&global.manager_url(), &args.name)
+    };
+    config.check()?;
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     let cluster = match args.cluster.clone() {
@@ -55,17 +65,7 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
         ..DockerOptions::default()
     };
     let runtime = make_runtime(args.driver, identity, docker).await?;
-    let config = AgentConfig {
-        listen: args.listen,
-        advertise: args.advertise,
-        labels,
-        capacity: args.capacity,
-        heartbeat: Duration::from_secs_f64(args.heartbeat),
-        takeover_wait,
-        token: crate::tokens::agent_token(args.join_token_file.as_deref())?,
-        http2: args.http2,
-        ..AgentConfig::new(&global.manager_url(), &args.name)
-    };
+    config.token = agent_token(args.join_token_file.as_deref())?;
     mycluster_agent::run(config, runtime, stop).await?;
     Ok(())
 }
@@ -126,10 +126,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
     if driver == Driver::Docker {
         // Offline, the original README's image cannot be pulled: stand in for it.
-        let done =
-            crate::image::ensure_demo(false, &[crate::image::ORIGINAL_DEMO_IMAGE.to_string()])
-                .await
-                .context("cannot prepare the demo image")?;
+        let done = ensure_demo(false, &[ORIGINAL_DEMO_IMAGE.to_string()])
+            .await
+            .context("cannot prepare the demo image")?;
         for line in done {
             tracing::info!("{line}");
         }
@@ -147,9 +146,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| temporary.as_ref().map(|t| t.path().to_path_buf()))
         .context("no data dir")?;
-    crate::tokens::private_dir(&data_dir)?;
-    let (auth, secrets) =
-        crate::tokens::manager_auth(args.insecure_no_auth, None, None, &data_dir)?;
+    private_dir(&data_dir)?;
+    let (auth, secrets) = crate::auth::manager_auth(args.insecure_no_auth, None, None, &data_dir)?;
     let data_dir_shown = data_dir.display().to_string();
     let stop = CancellationToken::new();
     let manager = RunningManager::start(
@@ -192,6 +190,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             token: secrets.as_ref().map(|s| s.join.clone()),
             ..AgentConfig::new(&local, &name)
         };
+        config.check()?;
         agents.push(tokio::spawn(mycluster_agent::run(
             config,
             runtime,
@@ -199,17 +198,16 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         )));
     }
 
-    let monitor = tokio::spawn(mycluster_monitor::run(
-        MonitorConfig {
-            token: secrets.as_ref().map(|s| s.api.clone()),
-            ..MonitorConfig::new(&local)
-        },
-        stop.clone(),
-    ));
+    let monitor_config = MonitorConfig {
+        token: secrets.as_ref().map(|s| s.api.clone()),
+        ..MonitorConfig::new(&local)
+    };
+    monitor_config.check()?;
+    let monitor = tokio::spawn(mycluster_monitor::run(monitor_config, stop.clone()));
 
     let shown = format!("http://localhost:{port}");
     // So the CLI (and `mycluster token`) find this cluster and its token.
-    let saved = crate::settings::save_dev(&args.name, port, secrets.as_ref())?;
+    let saved = settings::save_dev(&args.name, port, secrets.as_ref())?;
     let auth_header = match secrets {
         Some(_) => "-H \"Authorization: Bearer $(mycluster token)\" ",
         None => "",
@@ -257,7 +255,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     manager.wait().await?;
     if temporary.is_some() && saved {
         // Its state and token die with the temporary dir.
-        crate::settings::forget(&args.name);
+        settings::forget(&args.name);
     }
     drop(temporary);
     Ok(())
@@ -265,19 +263,17 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
 
 pub async fn monitor(global: &Global, args: MonitorArgs) -> anyhow::Result<()> {
     crate::logging::init("monitor");
-    let seconds = |name: &str, value: f64| {
-        Duration::try_from_secs_f64(value)
-            .ok()
-            .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
-            .with_context(|| format!("--{name} must be between 0 and 3600 seconds"))
-    };
-    let config = MonitorConfig {
-        interval: seconds("interval", args.interval)?,
-        dead_after: seconds("dead-after", args.dead_after)?,
-        probe_timeout: seconds("probe-timeout", args.probe_timeout)?,
-        token: crate::tokens::client_token(&global.manager_url(), global.token_file.as_deref())?,
+    // Seconds that are no duration at all (negative, NaN, too large) become zero, which
+    // the config's check refuses with that flag's message.
+    let seconds = |value: f64| Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO);
+    let mut config = MonitorConfig {
+        interval: seconds(args.interval),
+        dead_after: seconds(args.dead_after),
+        probe_timeout: seconds(args.probe_timeout),
         ..MonitorConfig::new(&global.manager_url())
     };
+    config.check()?;
+    config.token = client_token(&global.manager_url(), global.token_file.as_deref())?;
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     mycluster_monitor::run(config, stop).await?;

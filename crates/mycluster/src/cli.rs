@@ -98,7 +98,7 @@ impl Global {
     pub fn manager_url(&self) -> String {
         match &self.manager {
             Some(url) => url.clone(),
-            None => crate::settings::current()
+            None => mycluster_setup::settings::current()
                 .map(|s| s.manager_url())
                 .unwrap_or_else(|| "http://localhost:5000".into()),
         }
@@ -360,6 +360,34 @@ pub struct ManageArgs {
     pub name: Option<String>,
 }
 
+impl SetupArgs {
+    /// What the setup crate is asked to do.
+    pub fn options(self) -> mycluster_setup::SetupOptions {
+        mycluster_setup::SetupOptions {
+            name: self.name,
+            workers: self.workers,
+            store: match self.store {
+                StoreKind::Embedded => mycluster_setup::StoreKind::Embedded,
+                StoreKind::Redis => mycluster_setup::StoreKind::Redis,
+            },
+            redis_image: self.redis_image,
+            port: self.port,
+        }
+    }
+}
+
+impl ManageCommand {
+    /// The same command, as the setup crate names it.
+    pub fn to_setup(self) -> mycluster_setup::ManageCommand {
+        match self {
+            ManageCommand::Up => mycluster_setup::ManageCommand::Up,
+            ManageCommand::Stop => mycluster_setup::ManageCommand::Stop,
+            ManageCommand::Rm => mycluster_setup::ManageCommand::Rm,
+            ManageCommand::Ps => mycluster_setup::ManageCommand::Ps,
+        }
+    }
+}
+
 #[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
     /// A small version of every benchmark (under 3 minutes).
@@ -376,6 +404,18 @@ pub struct BenchArgs {
     pub replicas: Option<usize>,
     #[command(subcommand)]
     pub part: Option<BenchPart>,
+}
+
+impl BenchArgs {
+    /// What the bench crate is asked to measure.
+    pub fn options(&self) -> mycluster_bench::BenchOptions {
+        mycluster_bench::BenchOptions {
+            quick: self.quick,
+            only: self.only.clone(),
+            workers: self.workers,
+            replicas: self.replicas,
+        }
+    }
 }
 
 #[derive(Subcommand, Clone, Debug)]

@@ -1,19 +1,18 @@
-//! `mycluster`: every role of the cluster in one binary — the manager, and the command
-//! line client of its API.
+//! `mycluster`: every role of the cluster in one binary — the manager, an agent, the
+//! monitor, a whole `dev` cluster in one process, the demo workload — with the command
+//! line client of its API, setup and management of a cluster on a Docker host, state
+//! store tools and the benchmarks. This crate parses the command line (`cli`) and wires
+//! each role to the library crate that does the work.
 
 mod agent;
-mod bench;
+mod auth;
 mod cli;
 mod hello;
-mod image;
 mod logging;
 mod manager;
 mod output;
 mod remote;
-mod settings;
-mod setup;
 mod store_copy;
-mod tokens;
 
 use clap::Parser;
 
@@ -49,16 +48,18 @@ fn main() {
             cli::Command::Dev(args) => agent::dev(args).await,
             cli::Command::Monitor(args) => agent::monitor(&cli.global, args).await,
             cli::Command::Hello(args) => hello::run(args).await,
-            cli::Command::Bench(args) => bench::run(args).await,
+            cli::Command::Bench(args) => bench(args).await,
             cli::Command::Store(cli::StoreCommand::Copy(args)) => store_copy::copy(args).await,
             cli::Command::Store(cli::StoreCommand::Reseed) => remote::reseed(&cli.global).await,
-            cli::Command::Setup(args) => setup::setup(args).await,
-            cli::Command::Manage(args) => setup::manage(args).await,
+            cli::Command::Setup(args) => Ok(mycluster_setup::setup(args.options()).await?),
+            cli::Command::Manage(args) => {
+                Ok(mycluster_setup::manage(args.command.to_setup(), args.name).await?)
+            }
             cli::Command::Worker(cli::WorkerCommand::Ps { worker }) => {
                 remote::worker_ps(&cli.global, &worker).await
             }
             cli::Command::Image(cli::ImageCommand::Demo { aliases, rebuild }) => {
-                for line in image::ensure_demo(rebuild, &aliases).await? {
+                for line in mycluster_setup::images::ensure_demo(rebuild, &aliases).await? {
                     println!("{line}");
                 }
                 Ok(())
@@ -68,7 +69,13 @@ fn main() {
             cli::Command::Stats => remote::stats(&cli.global).await,
             cli::Command::Workers => remote::workers(&cli.global).await,
             cli::Command::Tasks { service } => remote::tasks(&cli.global, service.as_deref()).await,
-            cli::Command::Token { name, join } => settings::print_token(name.as_deref(), join),
+            cli::Command::Token { name, join } => {
+                println!(
+                    "{}",
+                    mycluster_setup::settings::token(name.as_deref(), join)?
+                );
+                Ok(())
+            }
             cli::Command::Supervise => Err(anyhow::anyhow!(
                 "the supervisor runs before the async runtime starts"
             )),
@@ -76,6 +83,19 @@ fn main() {
     });
     if let Err(e) = result {
         fail(&e);
+    }
+}
+
+/// `mycluster bench`: the benchmarks, or (internal) one of its hosts of sim agents.
+async fn bench(args: cli::BenchArgs) -> anyhow::Result<()> {
+    match args.part {
+        Some(cli::BenchPart::Agents { from, count }) => {
+            manager::raise_open_files();
+            let manager = std::env::var("MYCLUSTER_MANAGER")
+                .unwrap_or_else(|_| "http://localhost:5000".into());
+            Ok(mycluster_bench::host_agents(&manager, from, count).await?)
+        }
+        None => Ok(mycluster_bench::run(&args.options()).await?),
     }
 }
 

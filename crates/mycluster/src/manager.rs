@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mycluster_core::Limits;
+use mycluster_manager::api::auth::Auth;
 use mycluster_manager::{ApiConfig, Create, ManagerConfig, RunningManager, ServerLimits};
+use mycluster_setup::secret::private_dir;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Global, ManagerArgs};
@@ -13,59 +15,32 @@ use crate::cli::{Global, ManagerArgs};
 pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
     crate::logging::init("manager");
     raise_open_files();
-    if args.max_body_bytes == 0 {
-        anyhow::bail!("--max-body-bytes must be at least 1");
-    }
-    if args.max_header_bytes < 1024 {
-        anyhow::bail!("--max-header-bytes must be at least 1024");
-    }
-    if args.long_polls_per_client == 0
-        || args.max_connections == 0
-        || args.max_heartbeats_per_second == 0
-    {
-        anyhow::bail!(
-            "--long-polls-per-client, --max-connections and --max-heartbeats-per-second must be at least 1"
-        );
-    }
-    let request_timeout = Duration::try_from_secs_f64(args.request_timeout)
-        .ok()
-        .filter(|d| *d >= Duration::from_secs(1))
-        .context("--request-timeout must be a number of seconds, at least 1")?;
-    let max_wait = Duration::try_from_secs_f64(args.max_wait)
-        .ok()
-        .filter(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_secs(3600))
-        .context("--max-wait must be a number of seconds from 0.1 to 3600 (agents long-poll in a loop: 0 would spin them)")?;
-    mycluster_core::commands::validate_cluster_name(&args.name)?;
+    // Seconds that are no duration at all (negative, NaN, too large) become zero, which
+    // the config's check refuses with that flag's message, in the flags' order.
+    let seconds = |value: f64| Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO);
     let data_dir = args
         .data_dir
         .clone()
         .unwrap_or_else(|| default_data_dir(&args.name));
-    crate::tokens::private_dir(&data_dir)?;
-    // Before any secret is generated: whether this data dir knew the cluster already.
-    let create = create_mode(&data_dir, &args.store, &args.name, args.init);
-    let (auth, _) = crate::tokens::manager_auth(
-        args.insecure_no_auth,
-        global.token_file.as_deref(),
-        args.join_token_file.as_deref(),
-        &data_dir,
-    )?;
-    let config = ManagerConfig {
+    let mut config = ManagerConfig {
         listen: args.listen,
         data_dir,
         name: args.name,
         store: args.store,
-        create,
+        // Both decided below from the data dir, once the flags are known good: a bad
+        // flag must not create the data dir or generate tokens.
+        create: Create::No,
         limits: Limits {
             max_replicas: args.max_replicas,
             max_services: args.max_services,
             max_total_replicas: args.max_total_replicas,
         },
         api: ApiConfig {
-            auth,
+            auth: Auth::Off,
             max_body_bytes: args.max_body_bytes,
             max_header_bytes: args.max_header_bytes,
-            request_timeout,
-            max_wait,
+            request_timeout: seconds(args.request_timeout),
+            max_wait: seconds(args.max_wait),
             long_polls_per_client: args.long_polls_per_client,
             max_heartbeats_per_second: args.max_heartbeats_per_second,
             ..ApiConfig::default()
@@ -77,6 +52,16 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
         },
         reconcile_period: Duration::from_secs(1),
     };
+    config.check()?;
+    private_dir(&config.data_dir)?;
+    // Before any secret is generated: whether this data dir knew the cluster already.
+    config.create = create_mode(&config.data_dir, &config.store, &config.name, args.init);
+    (config.api.auth, _) = crate::auth::manager_auth(
+        args.insecure_no_auth,
+        global.token_file.as_deref(),
+        args.join_token_file.as_deref(),
+        &config.data_dir,
+    )?;
     let stop = CancellationToken::new();
     let manager = RunningManager::start(config.clone(), stop.clone())
         .await
@@ -130,12 +115,9 @@ fn create_mode(data_dir: &Path, store: &str, name: &str, init: bool) -> Create {
     }
     let recorded = std::fs::read_to_string(data_dir.join(STORE_RECORD))
         .is_ok_and(|text| text.trim() == store_record(store, name));
-    let secrets = [
-        crate::tokens::API_TOKEN_FILE,
-        crate::tokens::JOIN_TOKEN_FILE,
-    ]
-    .iter()
-    .any(|f| data_dir.join(f).exists());
+    let secrets = [crate::auth::API_TOKEN_FILE, crate::auth::JOIN_TOKEN_FILE]
+        .iter()
+        .any(|f| data_dir.join(f).exists());
     let embedded = matches!(store, "" | "embedded");
     if recorded || (embedded && secrets) {
         Create::No

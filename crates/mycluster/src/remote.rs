@@ -15,7 +15,7 @@ use crate::output::{json, table, unix_time};
 /// A client of the manager the flags or the saved settings point at, with its token.
 pub fn client(global: &Global) -> anyhow::Result<Client> {
     let url = global.manager_url();
-    let token = crate::tokens::client_token(&url, global.token_file.as_deref())?;
+    let token = mycluster_setup::tokens::client_token(&url, global.token_file.as_deref())?;
     Ok(Client::new(&url, Duration::from_secs(30))?.with_token(token))
 }
 

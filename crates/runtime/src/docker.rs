@@ -406,8 +406,9 @@ impl ContainerRuntime for DockerRuntime {
     }
 }
 
-/// Connects to the engine the way the docker CLI would, agreeing on a version.
-pub(crate) async fn connect_engine() -> Result<Docker, RuntimeError> {
+/// Connects to the engine the way the docker CLI would, agreeing on a version. Public so
+/// that setup (its cluster host and image builds) reaches the engine exactly as agents do.
+pub async fn connect_engine() -> Result<Docker, RuntimeError> {
     let host = engine_host();
     let docker = Docker::connect_with_defaults().map_err(|e| cannot_reach(&host, e))?;
     handshake(docker, &host).await

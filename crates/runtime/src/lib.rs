@@ -4,8 +4,6 @@
 //! only). Every driver passes the conformance suite in `tests/conformance`.
 
 mod docker;
-mod host;
-mod images;
 mod process;
 mod sim;
 pub mod supervise;
@@ -13,9 +11,7 @@ mod tree;
 
 use std::collections::BTreeMap;
 
-pub use docker::{DockerOptions, DockerRuntime};
-pub use host::{ClusterContainer, ClusterHost, RoleContainer};
-pub use images::{ContextFile, Images};
+pub use docker::{connect_engine, DockerOptions, DockerRuntime};
 pub use process::{ProcessRuntime, Supervisor};
 pub use sim::SimRuntime;
 

@@ -17,8 +17,9 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-use crate::docker::connect_engine;
-use crate::{RuntimeError, LABEL_CLUSTER, LABEL_ROLE, LABEL_WORKER};
+use mycluster_runtime::{connect_engine, LABEL_CLUSTER, LABEL_ROLE, LABEL_WORKER};
+
+use crate::SetupError;
 
 /// A container of the cluster's own (manager, monitor, worker), as setup creates it.
 #[derive(Clone, Debug, Default)]
@@ -58,8 +59,8 @@ enum Bindings {
     Now,
 }
 
-fn engine(what: &str, e: DockerError) -> RuntimeError {
-    RuntimeError::Engine(format!("{what}: {e}"))
+fn engine(what: &str, e: DockerError) -> SetupError {
+    SetupError::Engine(format!("{what}: {e}"))
 }
 
 fn not_found(e: &DockerError) -> bool {
@@ -80,7 +81,7 @@ fn cluster_filter(cluster: &str) -> HashMap<String, Vec<String>> {
 }
 
 impl ClusterHost {
-    pub async fn connect() -> Result<ClusterHost, RuntimeError> {
+    pub async fn connect() -> Result<ClusterHost, SetupError> {
         Ok(ClusterHost {
             docker: connect_engine().await?,
         })
@@ -91,7 +92,7 @@ impl ClusterHost {
         &self,
         name: &str,
         labels: &HashMap<String, String>,
-    ) -> Result<bool, RuntimeError> {
+    ) -> Result<bool, SetupError> {
         if self.docker.inspect_network(name, None).await.is_ok() {
             return Ok(false);
         }
@@ -113,7 +114,7 @@ impl ClusterHost {
         &self,
         name: &str,
         labels: &HashMap<String, String>,
-    ) -> Result<bool, RuntimeError> {
+    ) -> Result<bool, SetupError> {
         if self.docker.inspect_volume(name).await.is_ok() {
             return Ok(false);
         }
@@ -130,7 +131,7 @@ impl ClusterHost {
     }
 
     /// Creates and starts a role container.
-    pub async fn run(&self, spec: &RoleContainer) -> Result<String, RuntimeError> {
+    pub async fn run(&self, spec: &RoleContainer) -> Result<String, SetupError> {
         let port_bindings = spec.publish.map(|(inside, outside)| {
             HashMap::from([(
                 format!("{inside}/tcp"),
@@ -173,14 +174,14 @@ impl ClusterHost {
         Ok(created.id)
     }
 
-    pub async fn start(&self, name: &str) -> Result<(), RuntimeError> {
+    pub async fn start(&self, name: &str) -> Result<(), SetupError> {
         self.docker
             .start_container(name, None)
             .await
             .map_err(|e| engine(&format!("cannot start {name}"), e))
     }
 
-    pub async fn stop(&self, name: &str, grace: Duration) -> Result<(), RuntimeError> {
+    pub async fn stop(&self, name: &str, grace: Duration) -> Result<(), SetupError> {
         let options = StopContainerOptionsBuilder::default()
             .t(grace.as_secs() as i32)
             .build();
@@ -190,7 +191,7 @@ impl ClusterHost {
         }
     }
 
-    pub async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
+    pub async fn remove(&self, name: &str) -> Result<(), SetupError> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(false)
@@ -202,7 +203,7 @@ impl ClusterHost {
     }
 
     /// Every container of the cluster (its roles and its workloads), by name.
-    pub async fn containers(&self, cluster: &str) -> Result<Vec<ClusterContainer>, RuntimeError> {
+    pub async fn containers(&self, cluster: &str) -> Result<Vec<ClusterContainer>, SetupError> {
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&cluster_filter(cluster))
@@ -244,11 +245,7 @@ impl ClusterHost {
 
     /// The host port a container's `port` is configured to be published on: `Some(0)`
     /// when the engine picks one at each start, `None` when it is not published.
-    pub async fn configured_port(
-        &self,
-        name: &str,
-        port: u16,
-    ) -> Result<Option<u16>, RuntimeError> {
+    pub async fn configured_port(&self, name: &str, port: u16) -> Result<Option<u16>, SetupError> {
         let bindings = self.port_bindings(name, port, Bindings::Configured).await?;
         Ok(bindings
             .and_then(|b| b.into_iter().next())
@@ -256,7 +253,7 @@ impl ClusterHost {
     }
 
     /// The host port a container's `port` is published on now.
-    pub async fn published_port(&self, name: &str, port: u16) -> Result<Option<u16>, RuntimeError> {
+    pub async fn published_port(&self, name: &str, port: u16) -> Result<Option<u16>, SetupError> {
         let bindings = self.port_bindings(name, port, Bindings::Now).await?;
         Ok(bindings
             .and_then(|b| b.into_iter().find_map(|b| b.host_port))
@@ -268,7 +265,7 @@ impl ClusterHost {
         name: &str,
         port: u16,
         which: Bindings,
-    ) -> Result<Option<Vec<PortBinding>>, RuntimeError> {
+    ) -> Result<Option<Vec<PortBinding>>, SetupError> {
         let inspect = self
             .docker
             .inspect_container(name, None)
@@ -285,7 +282,7 @@ impl ClusterHost {
     pub async fn remove_networks_and_volumes(
         &self,
         cluster: &str,
-    ) -> Result<Vec<String>, RuntimeError> {
+    ) -> Result<Vec<String>, SetupError> {
         let mut removed = Vec::new();
         let options = ListNetworksOptionsBuilder::default()
             .filters(&cluster_filter(cluster))

@@ -7,8 +7,9 @@ use bollard::query_parameters::{BuildImageOptionsBuilder, TagImageOptionsBuilder
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use crate::docker::connect_engine;
-use crate::RuntimeError;
+use mycluster_runtime::connect_engine;
+
+use crate::SetupError;
 
 /// A file of a build context.
 pub struct ContextFile {
@@ -23,20 +24,20 @@ pub struct Images {
 }
 
 impl Images {
-    pub async fn connect() -> Result<Images, RuntimeError> {
+    pub async fn connect() -> Result<Images, SetupError> {
         Ok(Images {
             docker: connect_engine().await?,
         })
     }
 
     /// Whether the engine has this image (name:tag) locally.
-    pub async fn exists(&self, image: &str) -> Result<bool, RuntimeError> {
+    pub async fn exists(&self, image: &str) -> Result<bool, SetupError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(false),
-            Err(e) => Err(RuntimeError::Engine(format!(
+            Err(e) => Err(SetupError::Engine(format!(
                 "cannot inspect image {image}: {e}"
             ))),
         }
@@ -51,10 +52,9 @@ impl Images {
         files: &[ContextFile],
         labels: &HashMap<String, String>,
         mut progress: impl FnMut(&str),
-    ) -> Result<(), RuntimeError> {
-        let context = tar_context(dockerfile, files).map_err(|e| {
-            RuntimeError::StartFailed(format!("cannot make the build context: {e}"))
-        })?;
+    ) -> Result<(), SetupError> {
+        let context = tar_context(dockerfile, files)
+            .map_err(|e| SetupError::Build(format!("cannot make the build context: {e}")))?;
         let options = BuildImageOptionsBuilder::default()
             .dockerfile("Dockerfile")
             .t(tag)
@@ -67,12 +67,10 @@ impl Images {
                 .build_image(options, None, Some(bollard::body_full(context.into())));
         while let Some(item) = stream.next().await {
             let info =
-                item.map_err(|e| RuntimeError::StartFailed(format!("building {tag} failed: {e}")))?;
+                item.map_err(|e| SetupError::Build(format!("building {tag} failed: {e}")))?;
             if let Some(detail) = info.error_detail {
                 let why = detail.message.unwrap_or_else(|| "unknown error".into());
-                return Err(RuntimeError::StartFailed(format!(
-                    "building {tag} failed: {why}"
-                )));
+                return Err(SetupError::Build(format!("building {tag} failed: {why}")));
             }
             if let Some(line) = info.stream {
                 let line = line.trim();
@@ -85,7 +83,7 @@ impl Images {
     }
 
     /// Gives `image` a second name `alias` (repo:tag).
-    pub async fn tag(&self, image: &str, alias: &str) -> Result<(), RuntimeError> {
+    pub async fn tag(&self, image: &str, alias: &str) -> Result<(), SetupError> {
         let (repo, tag) = match alias.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
             Some((repo, tag)) => (repo, tag),
             None => (alias, "latest"),
@@ -97,7 +95,7 @@ impl Images {
         self.docker
             .tag_image(image, Some(options))
             .await
-            .map_err(|e| RuntimeError::Engine(format!("cannot tag {image} as {alias}: {e}")))
+            .map_err(|e| SetupError::Engine(format!("cannot tag {image} as {alias}: {e}")))
     }
 }
 

@@ -1,13 +1,15 @@
-//! `mycluster image demo`: builds the demo image `mycluster/hello-world` on the local
-//! engine, with no registry: `FROM scratch` plus this very binary (and, when it is not
-//! statically linked, the shared libraries it needs), answering "Hello World" on port
-//! 8000 like the original's `crccheck/hello-world`.
+//! The images a cluster runs, built on the local engine with no registry: the cluster's
+//! own image and the demo image `mycluster/hello-world` (`mycluster image demo`), both
+//! `FROM scratch` plus the running `mycluster` binary (and, when it is not statically
+//! linked, the shared libraries it needs) — the demo answering "Hello World" on port
+//! 8000 like the original's `crccheck/hello-world` — and, for the Redis store, an image
+//! of this host's `redis-server`.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::Context;
-use mycluster_runtime::{ContextFile, Images};
+use crate::image_builder::{ContextFile, Images};
+use crate::SetupError;
 
 pub const DEMO_IMAGE: &str = "mycluster/hello-world:latest";
 /// The image the original README used; offline we can stand in for it.
@@ -15,7 +17,7 @@ pub const ORIGINAL_DEMO_IMAGE: &str = "crccheck/hello-world:latest";
 
 /// Builds the demo image if it is missing (or always, with `rebuild`), and gives it the
 /// `aliases` that are not taken yet. Returns what it did, for people.
-pub async fn ensure_demo(rebuild: bool, aliases: &[String]) -> anyhow::Result<Vec<String>> {
+pub async fn ensure_demo(rebuild: bool, aliases: &[String]) -> Result<Vec<String>, SetupError> {
     let images = Images::connect().await?;
     let mut done = Vec::new();
     if rebuild || !images.exists(DEMO_IMAGE).await? {
@@ -37,9 +39,9 @@ pub async fn ensure_demo(rebuild: bool, aliases: &[String]) -> anyhow::Result<Ve
 
 /// The image the cluster's own containers run: this binary, tagged by its content so a
 /// new build gets a new image. Built if missing; returns the tag and what was done.
-pub async fn ensure_mycluster_image() -> anyhow::Result<(String, Option<String>)> {
-    let path = std::env::current_exe().context("cannot find this executable")?;
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+pub async fn ensure_mycluster_image() -> Result<(String, Option<String>), SetupError> {
+    let path = this_executable()?;
+    let bytes = read(&path)?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(&bytes, &mut hasher);
     let tag = format!(
@@ -61,8 +63,8 @@ async fn build_self_image(
     tag: &str,
     kind: &str,
     extra: &str,
-) -> anyhow::Result<&'static str> {
-    let (files, how) = self_rootfs().context("cannot package this binary into an image")?;
+) -> Result<&'static str, SetupError> {
+    let (files, how) = self_rootfs().map_err(|e| SetupError::Package(Box::new(e)))?;
     let dockerfile = format!("FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/mycluster\"]\n{extra}");
     let labels = HashMap::from([("mycluster.image".to_string(), kind.to_string())]);
     images
@@ -74,16 +76,24 @@ async fn build_self_image(
 }
 
 /// This executable at `/mycluster` in the image, and its libraries.
-fn self_rootfs() -> anyhow::Result<(Vec<ContextFile>, &'static str)> {
+fn self_rootfs() -> Result<(Vec<ContextFile>, &'static str), SetupError> {
     // The resolved path: given /proc/self/exe, ldd would describe itself.
-    let path = std::env::current_exe().context("cannot find this executable")?;
-    rootfs(&path, "/mycluster")
+    rootfs(&this_executable()?, "/mycluster")
+}
+
+/// The running binary: the one every image of ours is made of.
+fn this_executable() -> Result<std::path::PathBuf, SetupError> {
+    std::env::current_exe().map_err(|e| SetupError::io("cannot find this executable".into(), e))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, SetupError> {
+    std::fs::read(path).map_err(|e| SetupError::io(format!("cannot read {}", path.display()), e))
 }
 
 /// `binary` at `at` in the image, and if it is dynamically linked, every library `ldd`
 /// names, at the same paths, so it runs in a `FROM scratch` image.
-fn rootfs(path: &Path, at: &str) -> anyhow::Result<(Vec<ContextFile>, &'static str)> {
-    let exe = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+fn rootfs(path: &Path, at: &str) -> Result<(Vec<ContextFile>, &'static str), SetupError> {
+    let exe = read(path)?;
     let mut files = vec![ContextFile {
         path: format!("rootfs{at}"),
         contents: exe,
@@ -99,7 +109,7 @@ fn rootfs(path: &Path, at: &str) -> anyhow::Result<(Vec<ContextFile>, &'static s
         _ => Vec::new(),
     };
     for library in &libraries {
-        let contents = std::fs::read(library).with_context(|| format!("cannot read {library}"))?;
+        let contents = read(Path::new(library))?;
         files.push(ContextFile {
             path: format!("rootfs{library}"),
             contents,
@@ -117,10 +127,8 @@ fn rootfs(path: &Path, at: &str) -> anyhow::Result<(Vec<ContextFile>, &'static s
 /// The image `<name>_redis_1` runs when no registry can give one: `FROM scratch` + this
 /// host's `redis-server` and its libraries. Built if missing; returns the tag and what
 /// was done.
-pub async fn ensure_redis_image() -> anyhow::Result<(String, Option<String>)> {
-    let installed = which("redis-server").context(
-        "no Redis image: install redis-server on this host (setup builds the image from it), or give --redis-image",
-    )?;
+pub async fn ensure_redis_image() -> Result<(String, Option<String>), SetupError> {
+    let installed = which("redis-server").ok_or(SetupError::NoRedis)?;
     let version = std::process::Command::new(&installed)
         .arg("--version")
         .output()

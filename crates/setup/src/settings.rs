@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+
+use crate::secret::{write_secret, Secrets};
+use crate::SetupError;
 
 /// What `setup` made, saved so that `manage` and the CLI find the cluster again (the
 /// original kept it in `mycluster.env`).
@@ -74,11 +76,7 @@ pub fn saved_for(url: &str) -> Option<Settings> {
 
 /// Saves a `dev` cluster's address and tokens, so the CLI finds them; returns whether
 /// it did (a setup cluster of the same name is left alone).
-pub fn save_dev(
-    name: &str,
-    port: u16,
-    secrets: Option<&crate::tokens::Secrets>,
-) -> anyhow::Result<bool> {
+pub fn save_dev(name: &str, port: u16, secrets: Option<&Secrets>) -> Result<bool, SetupError> {
     if load_settings(name).is_some_and(|s| !s.dev) {
         tracing::warn!("a cluster '{name}' set up with `mycluster setup` exists: its settings stay, so the CLI needs --manager and MYCLUSTER_TOKEN for this one");
         return Ok(false);
@@ -98,30 +96,18 @@ pub fn save_dev(
     Ok(true)
 }
 
-/// `mycluster token [--join] [-n NAME]`: prints a saved cluster's token.
-pub fn print_token(name: Option<&str>, join: bool) -> anyhow::Result<()> {
+/// `mycluster token [--join] [-n NAME]`: a saved cluster's API (or join) token.
+pub fn token(name: Option<&str>, join: bool) -> Result<String, SetupError> {
     let settings = match name {
-        Some(name) => {
-            load_settings(name).with_context(|| format!("no cluster '{name}' was set up here"))?
-        }
-        None => current()
-            .context("no cluster was set up here: run `mycluster setup` or `mycluster dev`")?,
+        Some(name) => load_settings(name).ok_or_else(|| SetupError::NoSuchCluster(name.into()))?,
+        None => current().ok_or(SetupError::NothingSetUp)?,
     };
     let token = if join {
         settings.join_token
     } else {
         settings.token
     };
-    match token {
-        Some(token) => {
-            println!("{token}");
-            Ok(())
-        }
-        None => bail!(
-            "cluster '{}' has no token: its manager runs without authentication",
-            settings.name
-        ),
-    }
+    token.ok_or(SetupError::NoToken(settings.name))
 }
 
 /// `$MYCLUSTER_CONFIG_DIR`, else `$XDG_CONFIG_HOME/mycluster`, else `~/.config/mycluster`.
@@ -155,15 +141,17 @@ pub fn current() -> Option<Settings> {
     load_settings(name.trim())
 }
 
-pub fn save(settings: &Settings) -> anyhow::Result<()> {
+pub fn save(settings: &Settings) -> Result<(), SetupError> {
     let path = settings_path(&settings.name);
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SetupError::io(format!("cannot create {}", dir.display()), e))?;
     }
     // It holds the tokens: readable by its owner only.
-    crate::tokens::write_secret(&path, &serde_json::to_string_pretty(settings)?)?;
-    std::fs::write(config_dir().join("current"), &settings.name)
-        .with_context(|| format!("cannot write {}", config_dir().join("current").display()))?;
+    write_secret(&path, &serde_json::to_string_pretty(settings)?)?;
+    let current = config_dir().join("current");
+    std::fs::write(&current, &settings.name)
+        .map_err(|e| SetupError::io(format!("cannot write {}", current.display()), e))?;
     Ok(())
 }
 

@@ -1,19 +1,22 @@
-//! `mycluster setup` and `mycluster manage`: the original's docker-compose cluster on one
-//! host, through the Docker Engine API and offline. A cluster is a network, a data
-//! volume, `<name>_manager_1` (publishing the API), `<name>_monitor_1` and
-//! `<name>_worker_1..N` (agents driving the host's engine, their workloads in the
-//! worker's PID namespace). Its settings are saved (see `settings`) so `manage` and the
-//! CLI find it.
+//! Bringing a cluster up to its saved settings (`setup`, and `manage --command up`): the
+//! original's docker-compose cluster on one host, through the Docker Engine API and
+//! offline. A cluster is a network, a data volume, `<name>_manager_1` (publishing the
+//! API), `<name>_monitor_1` and `<name>_worker_1..N` (agents driving the host's engine,
+//! their workloads in the worker's PID namespace). Its settings are saved (see
+//! `settings`) so `manage` and the CLI find it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::cli::{ManageArgs, ManageCommand, SetupArgs, StoreKind};
-use crate::output::table;
-use crate::settings::{current, forget, load_settings, save, settings_path, Settings};
-use anyhow::{bail, Context};
 use mycluster_client::Client;
-use mycluster_runtime::{ClusterContainer, ClusterHost, RoleContainer, LABEL_CLUSTER, LABEL_ROLE};
+use mycluster_runtime::{LABEL_CLUSTER, LABEL_ROLE};
+
+use crate::host::{ClusterHost, RoleContainer};
+use crate::images::{ensure_demo, ensure_mycluster_image, ensure_redis_image, ORIGINAL_DEMO_IMAGE};
+use crate::ps::print_ps;
+use crate::secret::{generate, JOIN_TOKEN_ENV, TOKEN_ENV};
+use crate::settings::{save, settings_path, Settings};
+use crate::SetupError;
 
 /// Docker names: what `setupCluster.sh` would have called them.
 fn names(cluster: &str) -> (String, String, String, String, String) {
@@ -33,104 +36,22 @@ fn labels(cluster: &str, role: &str) -> HashMap<String, String> {
     ])
 }
 
-fn validate_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 40
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric();
-    if !ok {
-        bail!("invalid cluster name '{name}': 1-40 letters, digits, '-' or '_', starting with a letter or digit");
-    }
-    Ok(())
-}
-
-pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
-    validate_name(&args.name)?;
-    if args.workers == 0 || args.workers > 100 {
-        bail!("--workers must be between 1 and 100");
-    }
-    let previous = load_settings(&args.name);
-    // A cluster keeps its port when set up again; 0 asks for a free one, chosen now and
-    // saved (the engine would choose another at each start of the manager container,
-    // and the CLI would lose it).
-    let kept = previous.as_ref().map(|p| p.port).filter(|p| *p != 0);
-    let chosen_before = previous.as_ref().is_some_and(|p| p.port_chosen);
-    let (port, port_chosen) = match (args.port, kept) {
-        (Some(0), Some(kept)) | (None, Some(kept)) => (kept, chosen_before),
-        (Some(0), None) => (free_port()?, true),
-        (Some(port), _) => (port, false),
-        (None, None) => (5000, false),
-    };
-    if let Some(previous) = &previous {
-        let store = if args.store == StoreKind::Redis {
-            "redis"
-        } else {
-            "embedded"
-        };
-        if previous.store != store {
-            bail!(
-                "cluster '{}' keeps its state in the {} store: run `mycluster store copy` to move it, or remove the cluster first",
-                args.name,
-                previous.store
-            );
-        }
-    }
-    let settings = Settings {
-        name: args.name.clone(),
-        workers: args.workers,
-        store: match args.store {
-            StoreKind::Redis => "redis".into(),
-            StoreKind::Embedded => "embedded".into(),
-        },
-        port,
-        port_chosen,
-        image: String::new(),
-        redis_image: args.redis_image.clone(),
-        // A cluster keeps its tokens when set up again.
-        token: Some(
-            previous
-                .as_ref()
-                .and_then(|p| p.token.clone())
-                .unwrap_or_else(crate::tokens::generate),
-        ),
-        join_token: Some(
-            previous
-                .as_ref()
-                .and_then(|p| p.join_token.clone())
-                .unwrap_or_else(crate::tokens::generate),
-        ),
-        dev: false,
-    };
-    bring_up(settings).await
-}
-
 /// Creates what is missing, starts what is stopped, scales the workers to the wanted
 /// number, and says what it found and what it changed.
-async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
+pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
     if settings.dev {
-        bail!(
-            "cluster '{}' is a `mycluster dev` cluster: it runs in that process (stop it with Ctrl-C)",
-            settings.name
-        );
+        return Err(SetupError::DevCluster(settings.name));
     }
     // Settings saved before clusters had tokens get theirs now.
-    let api_token = settings
-        .token
-        .get_or_insert_with(crate::tokens::generate)
-        .clone();
-    let join_token = settings
-        .join_token
-        .get_or_insert_with(crate::tokens::generate)
-        .clone();
+    let api_token = settings.token.get_or_insert_with(generate).clone();
+    let join_token = settings.join_token.get_or_insert_with(generate).clone();
     if settings.port == 0 {
         // Saved by an earlier version, which let the engine choose at each start.
         settings.port = free_port()?;
         settings.port_chosen = true;
     }
-    let api_env = format!("{}={api_token}", crate::tokens::TOKEN_ENV);
-    let join_env = format!("{}={join_token}", crate::tokens::JOIN_TOKEN_ENV);
+    let api_env = format!("{TOKEN_ENV}={api_token}");
+    let join_env = format!("{JOIN_TOKEN_ENV}={join_token}");
     let cluster = settings.name.clone();
     let (network, volume, manager, monitor, worker_prefix) = names(&cluster);
     println!(
@@ -140,15 +61,13 @@ async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
     let host = ClusterHost::connect().await?;
 
     print!("[1/5] Images ... ");
-    let (image, built) = crate::image::ensure_mycluster_image().await?;
+    let (image, built) = ensure_mycluster_image().await?;
     let mut done = built.into_iter().collect::<Vec<_>>();
-    done.extend(
-        crate::image::ensure_demo(false, &[crate::image::ORIGINAL_DEMO_IMAGE.to_string()]).await?,
-    );
+    done.extend(ensure_demo(false, &[ORIGINAL_DEMO_IMAGE.to_string()]).await?);
     let redis_image = match (settings.store.as_str(), &settings.redis_image) {
         ("redis", Some(given)) => Some(given.clone()),
         ("redis", None) => {
-            let (tag, built) = crate::image::ensure_redis_image().await?;
+            let (tag, built) = ensure_redis_image().await?;
             done.extend(built);
             Some(tag)
         }
@@ -310,7 +229,7 @@ async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
                         settings.port
                     )
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             },
             None => {
                 run_role(&host, spec, &mut settings).await?;
@@ -342,12 +261,13 @@ async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
     let published = host
         .published_port(&manager, 5000)
         .await?
-        .context("the manager's port was not published")?;
+        .ok_or(SetupError::NotPublished)?;
     if published != settings.port {
-        bail!(
-            "{manager} publishes its API on port {published}, not {}: remove it (`docker rm -f {manager}`) and run this again",
-            settings.port
-        );
+        return Err(SetupError::PortMismatch {
+            manager,
+            published,
+            port: settings.port,
+        });
     }
     save(&settings)?;
     print!(
@@ -374,15 +294,14 @@ async fn bring_up(mut settings: Settings) -> anyhow::Result<()> {
 /// A port free on this host now, for the API when `--port 0` asks setup to choose:
 /// tried at random below the kernel's ephemeral range, where neither the engine nor
 /// outgoing connections pick ports of their own.
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> Result<u16, SetupError> {
     for _ in 0..100 {
         let port = rand::random_range(20_000..32_000);
         if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
             return Ok(port);
         }
     }
-    let listener = std::net::TcpListener::bind(("0.0.0.0", 0))
-        .context("cannot find a free port for the API")?;
+    let listener = std::net::TcpListener::bind(("0.0.0.0", 0)).map_err(SetupError::NoFreePort)?;
     Ok(listener.local_addr()?.port())
 }
 
@@ -392,7 +311,7 @@ async fn run_role(
     host: &ClusterHost,
     spec: &mut RoleContainer,
     settings: &mut Settings,
-) -> anyhow::Result<()> {
+) -> Result<(), SetupError> {
     let mut tries = 0;
     loop {
         match host.run(spec).await {
@@ -403,12 +322,12 @@ async fn run_role(
                 settings.port = free_port()?;
                 spec.publish = spec.publish.map(|(inside, _)| (inside, settings.port));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
 }
 
-fn port_taken(e: &mycluster_runtime::RuntimeError) -> bool {
+fn port_taken(e: &SetupError) -> bool {
     e.to_string().contains("port is already allocated")
 }
 
@@ -417,7 +336,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 }
 
 /// Waits until the manager answers and every worker is ready; returns how many are.
-async fn wait_for_workers(settings: &Settings) -> anyhow::Result<usize> {
+async fn wait_for_workers(settings: &Settings) -> Result<usize, SetupError> {
     let client = Client::new(&settings.manager_url(), Duration::from_secs(5))?
         .with_token(settings.token.clone());
     let started = Instant::now();
@@ -438,79 +357,8 @@ async fn wait_for_workers(settings: &Settings) -> anyhow::Result<usize> {
             }
         }
         if started.elapsed() > Duration::from_secs(90) {
-            bail!(
-                "the cluster did not become ready within 90 s: see `docker logs {}_manager_1` and the workers' logs",
-                settings.name
-            );
+            return Err(SetupError::NotReady(settings.name.clone()));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn print_ps(containers: &[ClusterContainer]) {
-    let mut t = table(["CONTAINER ID", "NAME", "ROLE", "STATUS", "IMAGE"]);
-    for c in containers {
-        t.add_row([
-            c.id.clone(),
-            c.name.clone(),
-            c.role.clone(),
-            c.status.clone(),
-            c.image.clone(),
-        ]);
-    }
-    println!("{t}");
-}
-
-pub async fn manage(args: ManageArgs) -> anyhow::Result<()> {
-    let name = match args.name.clone() {
-        Some(name) => name,
-        None => current().map(|s| s.name).context(
-            "no cluster was set up on this machine: give --name, or run mycluster setup",
-        )?,
-    };
-    validate_name(&name)?;
-    let host = ClusterHost::connect().await?;
-    let containers = host.containers(&name).await?;
-    match args.command {
-        ManageCommand::Ps => {
-            if containers.is_empty() {
-                println!("Cluster '{name}' has no containers");
-            } else {
-                print_ps(&containers);
-            }
-        }
-        ManageCommand::Stop => {
-            // The monitor first, so it does not relocate work from workers being stopped;
-            // the manager last, so agents can report until the end.
-            let order = ["monitor", "worker", "workload", "manager", "redis"];
-            for role in order {
-                for c in containers
-                    .iter()
-                    .filter(|c| c.role == role && c.state == "running")
-                {
-                    host.stop(&c.name, Duration::from_secs(5)).await?;
-                    println!("Stopped {}", c.name);
-                }
-            }
-            println!("Cluster '{name}' stopped; `mycluster manage --command up` starts it again");
-        }
-        ManageCommand::Up => {
-            let settings = load_settings(&name).with_context(|| {
-                format!("cluster '{name}' was not set up on this machine: run mycluster setup --name {name}")
-            })?;
-            bring_up(settings).await?;
-        }
-        ManageCommand::Rm => {
-            for c in &containers {
-                host.remove(&c.name).await?;
-                println!("Removed {}", c.name);
-            }
-            for what in host.remove_networks_and_volumes(&name).await? {
-                println!("Removed {what}");
-            }
-            forget(&name);
-            println!("Cluster '{name}' removed");
-        }
-    }
-    Ok(())
 }

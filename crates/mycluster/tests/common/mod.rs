@@ -13,7 +13,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_mycluster");
+/// The binary under test: cargo names it for this package's tests; for the failover
+/// bench (`crates/bench`, which includes this harness) its build script does.
+pub const BIN: &str = match option_env!("CARGO_BIN_EXE_mycluster") {
+    Some(bin) => bin,
+    None => match option_env!("MYCLUSTER_BIN") {
+        Some(bin) => bin,
+        None => panic!("no mycluster binary to test: CARGO_BIN_EXE_mycluster or MYCLUSTER_BIN"),
+    },
+};
 
 /// The original README's POST, byte for byte.
 pub const ORIGINAL_POST: &[u8] =

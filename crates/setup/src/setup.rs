@@ -1,0 +1,108 @@
+//! `mycluster setup`: what a cluster should be — its name, workers, store, port and
+//! tokens — decided from the options and what was saved before, then brought up (see
+//! `up`).
+
+use crate::secret::generate;
+use crate::settings::{load_settings, Settings};
+use crate::up::{bring_up, free_port};
+use crate::SetupError;
+
+/// Where the manager keeps its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A file in the manager's data volume.
+    Embedded,
+    /// A Redis container, as in the original.
+    Redis,
+}
+
+impl StoreKind {
+    /// The name saved in the settings.
+    fn name(self) -> &'static str {
+        match self {
+            StoreKind::Embedded => "embedded",
+            StoreKind::Redis => "redis",
+        }
+    }
+}
+
+/// What `mycluster setup` was asked for.
+#[derive(Clone, Debug)]
+pub struct SetupOptions {
+    /// Containers are <name>_manager_1, <name>_worker_1, ...
+    pub name: String,
+    pub workers: u32,
+    pub store: StoreKind,
+    /// With the Redis store: its image (none: built from this host's redis-server).
+    pub redis_image: Option<String>,
+    /// The host port for the API (none: the saved one, else 5000; 0: a free one).
+    pub port: Option<u16>,
+}
+
+/// Cluster names become Docker names (`<name>_manager_1`): shorter than the core's rule
+/// for cluster names, and without '.'.
+pub(crate) fn validate_name(name: &str) -> Result<(), SetupError> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if !ok {
+        return Err(SetupError::InvalidName(name.to_string()));
+    }
+    Ok(())
+}
+
+/// Sets up the cluster (or brings one set up before to what the options say), saying
+/// what it found and did on stdout.
+pub async fn setup(args: SetupOptions) -> Result<(), SetupError> {
+    validate_name(&args.name)?;
+    if args.workers == 0 || args.workers > 100 {
+        return Err(SetupError::Workers);
+    }
+    let previous = load_settings(&args.name);
+    // A cluster keeps its port when set up again; 0 asks for a free one, chosen now and
+    // saved (the engine would choose another at each start of the manager container,
+    // and the CLI would lose it).
+    let kept = previous.as_ref().map(|p| p.port).filter(|p| *p != 0);
+    let chosen_before = previous.as_ref().is_some_and(|p| p.port_chosen);
+    let (port, port_chosen) = match (args.port, kept) {
+        (Some(0), Some(kept)) | (None, Some(kept)) => (kept, chosen_before),
+        (Some(0), None) => (free_port()?, true),
+        (Some(port), _) => (port, false),
+        (None, None) => (5000, false),
+    };
+    if let Some(previous) = &previous {
+        if previous.store != args.store.name() {
+            return Err(SetupError::StoreMoved {
+                name: args.name.clone(),
+                store: previous.store.clone(),
+            });
+        }
+    }
+    let settings = Settings {
+        name: args.name.clone(),
+        workers: args.workers,
+        store: args.store.name().into(),
+        port,
+        port_chosen,
+        image: String::new(),
+        redis_image: args.redis_image.clone(),
+        // A cluster keeps its tokens when set up again.
+        token: Some(
+            previous
+                .as_ref()
+                .and_then(|p| p.token.clone())
+                .unwrap_or_else(generate),
+        ),
+        join_token: Some(
+            previous
+                .as_ref()
+                .and_then(|p| p.join_token.clone())
+                .unwrap_or_else(generate),
+        ),
+        dev: false,
+    };
+    bring_up(settings).await
+}
