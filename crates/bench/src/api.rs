@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::manager::ManagerProcess;
-use super::{report, BenchError, Figure};
+use crate::error::BenchError;
+use crate::figure::{report, Figure};
+use crate::manager::ManagerProcess;
 
 pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
     if Command::new("wrk").arg("--version").output().is_err() {

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use super::manager::{rss_mib, this_executable, ManagerProcess};
-use super::{report, BenchError, Figure};
+use crate::error::BenchError;
+use crate::figure::{report, Figure};
+use crate::manager::{rss_mib, this_executable, ManagerProcess};
 
 pub async fn run() -> Result<Vec<Figure>, BenchError> {
     let mut figures = Vec::new();

@@ -6,12 +6,13 @@
 //! mycluster-bench --bench failover`) times failover with real processes.
 //!
 //! Start reading at `run`, then one part per module: `sched`, `footprint`, `api`, `sim`,
-//! `swarm`; `manager` starts the manager (and agent) processes they measure. The parts
+//! `swarm`; `figure` prints what they measure, `manager` starts the manager (and agent) processes they measure. The parts
 //! run inside the `mycluster` binary: they start managers, agents and agent hosts as
 //! `mycluster` subcommands of the running executable.
 
 mod api;
 mod error;
+mod figure;
 mod footprint;
 mod manager;
 mod sched;
@@ -34,26 +35,6 @@ pub struct BenchOptions {
     pub workers: Option<usize>,
     /// Replicas for the sim part [default: 1000000, quick 5000].
     pub replicas: Option<usize>,
-}
-
-/// One measured figure, printed as it comes.
-pub struct Figure {
-    pub name: String,
-    pub value: String,
-    pub detail: String,
-}
-
-pub fn report(name: &str, value: impl Into<String>, detail: impl Into<String>) -> Figure {
-    let figure = Figure {
-        name: name.to_string(),
-        value: value.into(),
-        detail: detail.into(),
-    };
-    println!(
-        "{:<44} {:>22}   {}",
-        figure.name, figure.value, figure.detail
-    );
-    figure
 }
 
 /// Runs the parts asked for, printing each figure as it comes.

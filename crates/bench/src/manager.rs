@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mycluster_setup::secret::{generate, JOIN_TOKEN_ENV, TOKEN_ENV};
 
-use crate::BenchError;
+use crate::error::BenchError;
 
 pub struct ManagerProcess {
     child: Child,

@@ -8,7 +8,7 @@ use mycluster_core::{
     Worker, WorkerStatus,
 };
 
-use super::{report, Figure};
+use crate::figure::{report, Figure};
 
 pub fn run(quick: bool) -> Vec<Figure> {
     let (workers, services, replicas) = if quick {

@@ -16,8 +16,9 @@ use mycluster_setup::tokens::agent_token;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::manager::{rss_mib, this_executable, ManagerProcess};
-use super::{report, BenchError, Figure};
+use crate::error::BenchError;
+use crate::figure::{report, Figure};
+use crate::manager::{rss_mib, this_executable, ManagerProcess};
 
 /// Replicas per service: the manager's default limit.
 const PER_SERVICE: usize = 1_000;
@@ -40,7 +41,7 @@ impl AgentHost {
     ) -> Result<AgentHost, BenchError> {
         let exe = this_executable()?;
         let mut command = std::process::Command::new(exe);
-        let child = super::manager::die_with_parent(&mut command)
+        let child = crate::manager::die_with_parent(&mut command)
             .args([
                 "bench",
                 "agents",

@@ -22,9 +22,10 @@ use mycluster_setup::images::{ensure_demo, DEMO_IMAGE};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::error::chain;
-use super::manager::ManagerProcess;
-use super::{report, BenchError, Figure};
+use crate::error::chain;
+use crate::error::BenchError;
+use crate::figure::{report, Figure};
+use crate::manager::ManagerProcess;
 
 /// Our containers carry `mycluster.cluster=benchswarm`, and every service of either side
 /// is named `benchswarm-...`: that is all cleanup ever touches.

@@ -19,7 +19,7 @@ use bollard::Docker;
 
 use mycluster_runtime::{connect_engine, LABEL_CLUSTER, LABEL_ROLE, LABEL_WORKER};
 
-use crate::SetupError;
+use crate::error::SetupError;
 
 /// A container of the cluster's own (manager, monitor, worker), as setup creates it.
 #[derive(Clone, Debug, Default)]

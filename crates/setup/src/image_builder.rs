@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 
 use mycluster_runtime::connect_engine;
 
-use crate::SetupError;
+use crate::error::SetupError;
 
 /// A file of a build context.
 pub struct ContextFile {

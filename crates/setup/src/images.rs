@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::error::SetupError;
 use crate::image_builder::{ContextFile, Images};
-use crate::SetupError;
 
 pub const DEMO_IMAGE: &str = "mycluster/hello-world:latest";
 /// The image the original README used; offline we can stand in for it.

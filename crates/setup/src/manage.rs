@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use crate::error::SetupError;
 use crate::host::ClusterHost;
 use crate::ps::print_ps;
 use crate::settings::{current, forget, load_settings};
 use crate::setup::validate_name;
 use crate::up::bring_up;
-use crate::SetupError;
 
 /// What `manage` does to a cluster's containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use crate::SetupError;
+use crate::error::SetupError;
 
 /// The API token's environment variable (CLI, monitor, manager).
 pub const TOKEN_ENV: &str = "MYCLUSTER_TOKEN";

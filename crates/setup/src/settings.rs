@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::SetupError;
 use crate::secret::{write_secret, Secrets};
-use crate::SetupError;
 
 /// What `setup` made, saved so that `manage` and the CLI find the cluster again (the
 /// original kept it in `mycluster.env`).
@@ -160,5 +160,35 @@ pub fn forget(name: &str) {
     let current = config_dir().join("current");
     if std::fs::read_to_string(&current).is_ok_and(|c| c.trim() == name) {
         let _ = std::fs::remove_file(current);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One test, as it sets the process's config dir.
+    #[test]
+    fn saved_settings_are_found_by_name_address_and_as_current() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::env::set_var("MYCLUSTER_CONFIG_DIR", dir.path());
+        assert!(matches!(token(None, false), Err(SetupError::NothingSetUp)));
+        let secrets = Secrets {
+            api: "api-token".into(),
+            join: "join-token".into(),
+        };
+        assert!(save_dev("devc", 5123, Some(&secrets)).expect("saved"));
+        assert_eq!(current().map(|s| s.name).as_deref(), Some("devc"));
+        assert_eq!(token(None, false).expect("token"), "api-token");
+        assert_eq!(token(Some("devc"), true).expect("token"), "join-token");
+        let found = saved_for("http://127.0.0.1:5123/").expect("found by address");
+        assert_eq!(found.name, "devc");
+        assert!(saved_for("http://localhost:5124").is_none());
+        forget("devc");
+        assert!(current().is_none());
+        assert!(matches!(
+            token(Some("devc"), false),
+            Err(SetupError::NoSuchCluster(_))
+        ));
     }
 }

@@ -2,10 +2,10 @@
 //! tokens — decided from the options and what was saved before, then brought up (see
 //! `up`).
 
+use crate::error::SetupError;
 use crate::secret::generate;
 use crate::settings::{load_settings, Settings};
 use crate::up::{bring_up, free_port};
-use crate::SetupError;
 
 /// Where the manager keeps its state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,4 +105,19 @@ pub async fn setup(args: SetupOptions) -> Result<(), SetupError> {
         dev: false,
     };
     bring_up(settings).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_name;
+
+    #[test]
+    fn cluster_names_fit_docker_names() {
+        for good in ["test", "my-cluster_2", "A1"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", "a.b", "a b", "a:b", &"x".repeat(41)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use crate::error::SetupError;
 use crate::secret::{env_secret, read_secret, JOIN_TOKEN_ENV, TOKEN_ENV};
-use crate::SetupError;
 
 /// The token an agent presents: the join token (environment or file), else the API
 /// token from the environment, else none (a manager without authentication).

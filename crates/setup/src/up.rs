@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use mycluster_client::Client;
 use mycluster_runtime::{LABEL_CLUSTER, LABEL_ROLE};
 
+use crate::error::SetupError;
 use crate::host::{ClusterHost, RoleContainer};
 use crate::images::{ensure_demo, ensure_mycluster_image, ensure_redis_image, ORIGINAL_DEMO_IMAGE};
 use crate::ps::print_ps;
 use crate::secret::{generate, JOIN_TOKEN_ENV, TOKEN_ENV};
 use crate::settings::{save, settings_path, Settings};
-use crate::SetupError;
 
 /// Docker names: what `setupCluster.sh` would have called them.
 fn names(cluster: &str) -> (String, String, String, String, String) {
