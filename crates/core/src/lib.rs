@@ -14,6 +14,7 @@ pub mod reconcile;
 pub mod schedule;
 pub mod service;
 pub mod state;
+pub mod step;
 pub mod task;
 pub mod time;
 pub mod worker;
@@ -23,6 +24,7 @@ pub use reconcile::reconcile;
 pub use schedule::schedule;
 pub use service::{Limits, Service, ServiceSpec, SpecError};
 pub use state::{Change, ClusterState, Counters, Txn};
+pub use step::{step, Command, Context};
 pub use task::{DesiredState, Task, TaskState};
 pub use worker::{Worker, WorkerStatus};
 

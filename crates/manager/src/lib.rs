@@ -106,15 +106,13 @@ impl RunningManager {
         config: ManagerConfig,
         stop: CancellationToken,
     ) -> Result<RunningManager, ManagerError> {
-        let cluster = match open_store(&config, &stop).await? {
-            Some(cluster) => Arc::new(cluster),
+        let mut cluster = match open_store(&config, &stop).await? {
+            Some(cluster) => cluster,
             None => return Err(ManagerError::Stopped),
         };
+        cluster.set_heartbeat_rate(config.api.max_heartbeats_per_second);
+        let cluster = Arc::new(cluster);
         let snapshot = cluster.snapshot();
-        cluster.assume_heartbeat_interval(mycluster_core::worker::heartbeat_interval(
-            snapshot.state.workers.len(),
-            config.api.max_heartbeats_per_second,
-        ));
         tracing::info!(
             "cluster {}: {} services, {} tasks, {} workers loaded (index {})",
             config.name,

@@ -85,8 +85,8 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl<E: Into<ApiError>> From<MutateError<E>> for ApiError {
-    fn from(e: MutateError<E>) -> ApiError {
+impl From<MutateError> for ApiError {
+    fn from(e: MutateError) -> ApiError {
         match e {
             MutateError::Rejected(e) => e.into(),
             MutateError::Store(e) => e.into(),

@@ -10,14 +10,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use mycluster_core::commands::{self, CommandError};
+use mycluster_core::commands::CommandError;
 use mycluster_core::service::ServicePatch;
+use mycluster_core::step::{DeleteService, PatchService, PutService};
 use mycluster_core::{ServiceSpec, TaskState};
 
 use super::body::JsonBody;
 use super::query::Params;
 use super::{ApiError, AppState};
-use crate::cluster::{Follow, Snapshot};
+use crate::cluster::Snapshot;
 use mycluster_core::docs::{ServiceDoc, StateDoc};
 
 /// `POST /api/v1/service[?wait=5s]`: create, or update in place when the name exists.
@@ -41,13 +42,7 @@ pub async fn create(
         .min(app.config.max_wait);
     let spec = ServiceSpec::from_json(&body, &app.cluster.limits)?;
     let name = spec.name.clone();
-    let (created, snapshot) = app
-        .cluster
-        .mutate(|txn, now| {
-            let created = commands::put_service(txn, spec, now, &app.cluster.limits)?;
-            Ok::<_, CommandError>((created, Follow::Services(vec![name.clone()])))
-        })
-        .await?;
+    let (created, snapshot) = app.cluster.apply(PutService(spec)).await?;
     tracing::info!(
         "service {name} {}",
         if created { "created" } else { "updated" }
@@ -146,13 +141,11 @@ pub async fn patch(
     let body = body.value()?;
     let Path(name) = name?;
     let patch = ServicePatch::from_json(&body, &app.cluster.limits)?;
-    let (service, _) = app
-        .cluster
-        .mutate(|txn, now| {
-            let service = commands::patch_service(txn, &name, &patch, now, &app.cluster.limits)?;
-            Ok::<_, CommandError>((service, Follow::Services(vec![name.clone()])))
-        })
-        .await?;
+    let command = PatchService {
+        name: name.clone(),
+        patch,
+    };
+    let (service, _) = app.cluster.apply(command).await?;
     tracing::info!("service {name} updated");
     Ok(Json(ServiceDoc::new(&service)))
 }
@@ -164,13 +157,7 @@ pub async fn delete(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ServiceDoc>, ApiError> {
     let Path(name) = name?;
-    let (service, _) = app
-        .cluster
-        .mutate(|txn, _now| {
-            let service = commands::delete_service(txn, &name)?;
-            Ok::<_, CommandError>((service, Follow::Services(vec![name.clone()])))
-        })
-        .await?;
+    let (service, _) = app.cluster.apply(DeleteService(name.clone())).await?;
     tracing::info!("service {name} removed");
     Ok(Json(ServiceDoc::new(&service)))
 }
