@@ -160,6 +160,16 @@ impl Task {
     pub fn is_live(&self) -> bool {
         !self.state.is_terminal()
     }
+
+    /// Wanted, placed, and not running yet on a worker that is live (`live` says which
+    /// are: see `worker::LastHeard::is_live`), so expected to start soon: what a service
+    /// create waits for before it answers.
+    pub fn is_starting(&self, live: impl Fn(&str) -> bool) -> bool {
+        self.is_active()
+            && self.state != TaskState::Running
+            && self.state != TaskState::Pending
+            && self.worker.as_deref().is_some_and(live)
+    }
 }
 
 #[cfg(test)]

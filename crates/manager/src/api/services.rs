@@ -13,7 +13,7 @@ use axum::Json;
 use mycluster_core::commands::CommandError;
 use mycluster_core::service::ServicePatch;
 use mycluster_core::step::{DeleteService, PatchService, PutService};
-use mycluster_core::{ServiceSpec, TaskState};
+use mycluster_core::ServiceSpec;
 
 use super::body::JsonBody;
 use super::query::Params;
@@ -81,16 +81,10 @@ async fn converge(
     let deadline = tokio::time::Instant::now() + wait;
     let mut commits = app.cluster.watch_commits();
     loop {
-        let waiting = snapshot.state.tasks_of_service(name).any(|t| {
-            t.is_active()
-                && t.state != TaskState::Running
-                && t.state != TaskState::Pending
-                // A live worker is expected to start its tasks soon.
-                && t.worker
-                    .as_deref()
-                    .and_then(|w| app.cluster.heard(w))
-                    .is_some_and(|heard| heard.as_of_now().is_live())
-        });
+        let waiting = snapshot
+            .state
+            .tasks_of_service(name)
+            .any(|t| t.is_starting(|w| app.cluster.is_live(w)));
         if !waiting {
             return snapshot;
         }

@@ -435,6 +435,11 @@ impl Cluster {
         heartbeat_interval(state.workers.len(), self.heartbeat_rate)
     }
 
+    /// Whether `worker` is live by the core's one liveness rule (`LastHeard::is_live`).
+    pub fn is_live(&self, worker: &str) -> bool {
+        self.last_heard(worker).is_some_and(|h| h.is_live())
+    }
+
     /// When the worker was last heard from (`None`: not since this manager started).
     pub fn heard(&self, worker: &str) -> Option<Heard> {
         self.heartbeats
