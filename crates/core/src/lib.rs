@@ -1,8 +1,15 @@
-//! The pure core of MyCluster: the cluster's types, input validation, and the two decisions
-//! the control plane makes — `reconcile` (what tasks should exist) and `schedule` (where
-//! pending tasks go). Nothing here does I/O or needs an async runtime: every function takes
-//! a snapshot and the current time and returns the changes to make, so the manager (which
-//! owns the I/O) can commit them and tests can check them exhaustively.
+//! The pure core of MyCluster: the cluster's types, input validation, and every decision
+//! the control plane makes. Nothing here does I/O or needs an async runtime: the time,
+//! the ids and what was heard from workers are passed in, so every decision is
+//! reproducible and the property tests can check it exhaustively.
+//!
+//! Where to start reading: `step` — the one function every change goes through (a
+//! command, then `reconcile` of what it touched, then `schedule` of what is pending) —
+//! then `state` (the cluster state and its `Change`s, the unit of memory and storage),
+//! `reconcile` (which tasks should exist) and `schedule` (where pending tasks go).
+//! `commands` holds the rules each command checks; `worker` the one liveness rule;
+//! `service`, `task`, `image` the types and their validation; `docs` what the API
+//! shows; `progress` what the CLI waits for.
 
 pub mod commands;
 pub mod docs;
