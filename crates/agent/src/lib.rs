@@ -4,6 +4,9 @@
 //! unreachable it leaves its containers alone, retries with backoff, and re-syncs when
 //! the manager answers again. It is one worker's only agent: if the manager says another
 //! agent holds the worker's name, it ends (see `join`).
+//!
+//! Where to start reading: `run` below (three loops: heartbeat, watch, sync), then
+//! `plan` (the pure diff of wanted tasks against containers found), then `join`.
 
 mod health;
 mod join;

@@ -1,5 +1,8 @@
 //! A typed client of the MyCluster REST API, used by the CLI (and by agents and the
 //! monitor). Errors say which manager could not be reached, or what it answered.
+//!
+//! Where to start reading: `Client::request` (one call: the token, the timeout, the
+//! error document), then one method per endpoint, each returning the core's wire type.
 
 use std::time::Duration;
 

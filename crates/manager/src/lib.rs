@@ -1,6 +1,12 @@
 //! The manager: the cluster's single source of truth. It serves the REST API, keeps the
 //! desired and observed state in memory, writes every change through to the store before
 //! acknowledging it, and runs the orchestrator loop that keeps tasks matching services.
+//!
+//! Where to start reading: `cluster` (every change is a command of the core's `step`;
+//! this queues it, group-commits it to the store, publishes and wakes long-polls), then
+//! `api` (the router; each handler parses a request into a command, calls
+//! `Cluster::apply`, renders the answer), then `RunningManager::start` below (how the
+//! pieces start and stop), `orchestrator` and `store_keeper` (the two loops).
 
 pub mod api;
 pub mod cluster;

@@ -2,6 +2,9 @@
 //! (as the manager recorded them) *and* its agent's health endpoint does not answer — and
 //! tells the manager, which marks it down and relocates its tasks. One slow heartbeat is
 //! therefore not a death. Every decision is one log line, in the original's words.
+//!
+//! Where to start reading: `run` (the pass: list workers, pick the suspects by the core's
+//! liveness rule, probe them, declare the dead in one verdict), then `suspects`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
