@@ -16,6 +16,7 @@ pub mod service;
 pub mod state;
 pub mod task;
 pub mod time;
+pub mod wire;
 pub mod worker;
 
 pub use ids::{IdSource, SequentialIds};

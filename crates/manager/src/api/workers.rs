@@ -14,13 +14,13 @@ use mycluster_core::identity;
 use mycluster_core::worker::{heartbeat_interval, MIN_HEARTBEAT_INTERVAL};
 use mycluster_core::{ClusterState, Task, TaskState, Worker, WorkerStatus};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::body::JsonBody;
 use super::query::Params;
 use super::{json_response, ApiError, AppState};
 use crate::cluster::Follow;
 use mycluster_core::docs::{AssignedView, HeartbeatDoc, ReportDoc, TaskView, WorkerDoc};
+use mycluster_core::wire::{DownDoc, DownManyDoc, RelocationDoc, SkippedDoc};
 
 /// `GET /api/v1/workers`.
 pub async fn list(State(app): State<AppState>) -> Json<Vec<WorkerDoc>> {
@@ -296,7 +296,7 @@ pub async fn declare_down(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DownDoc>, ApiError> {
     let Path(name) = name?;
     let params = Params::parse(query, &["silent_for"])?;
     let silent_for = params.duration("silent_for")?;
@@ -309,8 +309,12 @@ pub async fn declare_down(
 }
 
 /// A worker declared down, with where each of its tasks went.
-fn down_doc(worker: String, relocated: Vec<Value>) -> Value {
-    json!({"worker": worker, "status": "down", "relocated": relocated})
+fn down_doc(worker: String, relocated: Vec<RelocationDoc>) -> DownDoc {
+    DownDoc {
+        worker,
+        status: WorkerStatus::Down,
+        relocated,
+    }
 }
 
 /// The most workers one `POST /api/v1/workers/_down` may name.
@@ -330,7 +334,7 @@ pub async fn declare_many(
     State(app): State<AppState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DownManyDoc>, ApiError> {
     let params = Params::parse(query, &["silent_for"])?;
     let silent_for = params.duration("silent_for")?;
     let request: DownRequest = body.decode()?;
@@ -340,24 +344,24 @@ pub async fn declare_many(
         )));
     }
     let verdict = declare(&app, request.workers, silent_for).await?;
-    let down: Vec<Value> = verdict
+    let down = verdict
         .down
         .into_iter()
         .map(|(worker, relocated)| down_doc(worker, relocated))
         .collect();
-    let skipped: Vec<Value> = verdict
+    let skipped = verdict
         .skipped
         .into_iter()
-        .map(|(worker, message)| json!({"worker": worker, "message": message}))
+        .map(|(worker, message)| SkippedDoc { worker, message })
         .collect();
-    Ok(Json(json!({"down": down, "skipped": skipped})))
+    Ok(Json(DownManyDoc { down, skipped }))
 }
 
 /// What one verdict did: each worker declared down with its relocations, and each left
 /// alone with why.
 #[derive(Default)]
 struct Verdict {
-    down: Vec<(String, Vec<Value>)>,
+    down: Vec<(String, Vec<RelocationDoc>)>,
     skipped: Vec<(String, String)>,
 }
 
@@ -424,7 +428,12 @@ struct Replacements<'a> {
 
 impl<'a> Replacements<'a> {
     /// The tasks `worker` lost between two states, each with the task that took its slot.
-    fn of(&mut self, before: &ClusterState, after: &'a ClusterState, worker: &str) -> Vec<Value> {
+    fn of(
+        &mut self,
+        before: &ClusterState,
+        after: &'a ClusterState,
+        worker: &str,
+    ) -> Vec<RelocationDoc> {
         let mut out = Vec::new();
         for old in before.tasks_on_worker(worker).filter(|t| t.is_active()) {
             let lost = after
@@ -449,15 +458,15 @@ impl<'a> Replacements<'a> {
                     first
                 });
             let replacement = new_ones.get(&old.slot);
-            out.push(json!({
-                "task": old.id,
-                "service": old.service,
-                "slot": old.slot,
-                "image": old.image,
-                "replacement": replacement.map(|t| t.id.clone()),
-                "worker": replacement.and_then(|t| t.worker.clone()),
-                "message": replacement.map(|t| t.message.clone()).unwrap_or_default(),
-            }));
+            out.push(RelocationDoc {
+                task: old.id.clone(),
+                service: old.service.clone(),
+                slot: old.slot,
+                image: old.image.clone(),
+                replacement: replacement.map(|t| t.id.clone()),
+                worker: replacement.and_then(|t| t.worker.clone()),
+                message: replacement.map(|t| t.message.clone()).unwrap_or_default(),
+            });
         }
         out
     }
