@@ -24,6 +24,7 @@ pub mod state;
 pub mod step;
 pub mod task;
 pub mod time;
+pub mod wire;
 pub mod worker;
 
 pub use ids::{IdSource, SequentialIds};

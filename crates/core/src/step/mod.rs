@@ -26,9 +26,7 @@ mod workers;
 
 pub use pass::Reconcile;
 pub use services::{DeleteService, PatchService, PutService};
-pub use workers::{
-    DeclareDown, Downed, Register, Registered, Relocation, Report, Verdict, WorkerBack,
-};
+pub use workers::{DeclareDown, Downed, Register, Registered, Report, Verdict, WorkerBack};
 
 /// What the manager knows of each worker's heartbeats. Heartbeats are kept in the
 /// manager's memory, not in the state (a write a second per worker is not worth it), so

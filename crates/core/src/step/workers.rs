@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::commands::{self, CommandError, Ignored, Registration, TaskReport};
 use crate::identity;
+use crate::wire::{RelocationDoc, SkippedDoc};
 use crate::worker::heartbeat_interval;
 use crate::{ClusterState, Task, TaskState, Txn, Worker, WorkerStatus};
 
@@ -115,7 +114,7 @@ pub struct DeclareDown {
 #[derive(Debug, Clone, Default)]
 pub struct Verdict {
     pub down: Vec<Downed>,
-    pub skipped: Vec<(String, String)>,
+    pub skipped: Vec<SkippedDoc>,
 }
 
 /// A worker declared down, with where each of its tasks went.
@@ -124,21 +123,7 @@ pub struct Downed {
     pub worker: String,
     /// It was down already: nothing was relocated now.
     pub was_down: bool,
-    pub relocated: Vec<Relocation>,
-}
-
-/// A task lost with its worker, and the task that took its slot (`None`: none yet).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Relocation {
-    pub task: String,
-    pub service: String,
-    pub slot: u32,
-    pub image: Option<String>,
-    pub replacement: Option<String>,
-    /// Where the replacement was placed (`None`: nowhere yet).
-    pub worker: Option<String>,
-    /// The replacement's message (why it could not be placed, say).
-    pub message: String,
+    pub relocated: Vec<RelocationDoc>,
 }
 
 impl Command for DeclareDown {
@@ -157,7 +142,10 @@ impl Command for DeclareDown {
                         "Worker {name} was heard from {:.1}s ago: not declared down",
                         age.as_secs_f64()
                     );
-                    verdict.skipped.push((name, why));
+                    verdict.skipped.push(SkippedDoc {
+                        worker: name,
+                        message: why,
+                    });
                     continue;
                 }
             }
@@ -208,7 +196,7 @@ impl<'a> Replacements<'a> {
         before: &ClusterState,
         after: &'a ClusterState,
         worker: &str,
-    ) -> Vec<Relocation> {
+    ) -> Vec<RelocationDoc> {
         let mut out = Vec::new();
         for old in before.tasks_on_worker(worker).filter(|t| t.is_active()) {
             let lost = after
@@ -233,7 +221,7 @@ impl<'a> Replacements<'a> {
                     first
                 });
             let replacement = new_ones.get(&old.slot);
-            out.push(Relocation {
+            out.push(RelocationDoc {
                 task: old.id.clone(),
                 service: old.service.clone(),
                 slot: old.slot,

@@ -11,18 +11,16 @@ use axum::response::Response;
 use axum::Json;
 use mycluster_core::commands::{CommandError, Registration, StatusReport};
 use mycluster_core::identity;
-use mycluster_core::step::{
-    DeclareDown, Register, Registered, Relocation, Report, Verdict, WorkerBack,
-};
+use mycluster_core::step::{DeclareDown, Register, Registered, Report, Verdict, WorkerBack};
 use mycluster_core::worker::MIN_HEARTBEAT_INTERVAL;
 use mycluster_core::{ClusterState, Worker, WorkerStatus};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::body::JsonBody;
 use super::query::Params;
 use super::{json_response, ApiError, AppState};
 use mycluster_core::docs::{AssignedView, HeartbeatDoc, ReportDoc, TaskView, WorkerDoc};
+use mycluster_core::wire::{DownDoc, DownManyDoc, RelocationDoc};
 
 /// `GET /api/v1/workers`.
 pub async fn list(State(app): State<AppState>) -> Json<Vec<WorkerDoc>> {
@@ -255,13 +253,13 @@ pub async fn declare_down(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DownDoc>, ApiError> {
     let Path(name) = name?;
     let params = Params::parse(query, &["silent_for"])?;
     let silent_for = params.duration("silent_for")?;
     let mut verdict = declare(&app, vec![name], silent_for).await?;
-    if let Some((_, why)) = verdict.skipped.pop() {
-        return Err(CommandError::Conflict(why).into());
+    if let Some(skipped) = verdict.skipped.pop() {
+        return Err(CommandError::Conflict(skipped.message).into());
     }
     let (worker, relocated) = verdict
         .down
@@ -272,8 +270,12 @@ pub async fn declare_down(
 }
 
 /// A worker declared down, with where each of its tasks went.
-fn down_doc(worker: String, relocated: Vec<Relocation>) -> Value {
-    json!({"worker": worker, "status": "down", "relocated": relocated})
+fn down_doc(worker: String, relocated: Vec<RelocationDoc>) -> DownDoc {
+    DownDoc {
+        worker,
+        status: WorkerStatus::Down,
+        relocated,
+    }
 }
 
 /// The most workers one `POST /api/v1/workers/_down` may name.
@@ -293,7 +295,7 @@ pub async fn declare_many(
     State(app): State<AppState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DownManyDoc>, ApiError> {
     let params = Params::parse(query, &["silent_for"])?;
     let silent_for = params.duration("silent_for")?;
     let request: DownRequest = body.decode()?;
@@ -303,17 +305,15 @@ pub async fn declare_many(
         )));
     }
     let verdict = declare(&app, request.workers, silent_for).await?;
-    let down: Vec<Value> = verdict
+    let down = verdict
         .down
         .into_iter()
         .map(|d| down_doc(d.worker, d.relocated))
         .collect();
-    let skipped: Vec<Value> = verdict
-        .skipped
-        .into_iter()
-        .map(|(worker, message)| json!({"worker": worker, "message": message}))
-        .collect();
-    Ok(Json(json!({"down": down, "skipped": skipped})))
+    Ok(Json(DownManyDoc {
+        down,
+        skipped: verdict.skipped,
+    }))
 }
 
 /// Declares `names` down in one commit (see `declare_many`), and logs each worker that
