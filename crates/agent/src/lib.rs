@@ -291,8 +291,7 @@ async fn sync_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 };
                 match sync_once(&shared, tasks).await {
                     Ok(()) => Ok(LoopControl::Continue),
-                    // Failed because the agent is stopping (superseded, say): not worth a
-                    // line.
+                    // Failed because the agent is stopping (superseded, say): no line.
                     Err(_) if stop.is_cancelled() => Ok(LoopControl::Stop),
                     Err(e) => Err(format!("sync: {e}")),
                 }
