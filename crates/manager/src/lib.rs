@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mycluster_background::Loop;
 use mycluster_core::Limits;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -67,34 +68,38 @@ async fn open_store(
     config: &ManagerConfig,
     stop: &CancellationToken,
 ) -> Result<Option<Cluster>, ManagerError> {
-    let mut failures = 0;
-    loop {
-        let attempt = async {
+    let opened = Loop::new("waiting for the store", STORE_RETRY, stop.clone())
+        .max_backoff(STORE_RETRY_CAP)
+        .retry(move || async move {
             let options = mycluster_store::OpenOptions {
                 cluster: config.name.clone(),
                 create: config.create,
                 holder: mycluster_store::Holder::this_process("manager"),
             };
-            let store = mycluster_store::open(&config.store, &config.data_dir, &options).await?;
-            tracing::info!("store: {}", store.describe());
-            Cluster::load(config.name.clone(), config.limits, store).await
-        };
-        match attempt.await {
-            Ok(cluster) => return Ok(Some(cluster)),
-            Err(mycluster_store::StoreError::Unavailable(why)) => {
-                failures += 1;
-                let wait = mycluster_background::backoff(Duration::from_millis(500), failures)
-                    .min(Duration::from_secs(5));
-                tracing::warn!("waiting for the store: {why}; retrying in {wait:?}");
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(wait) => {}
-                }
+            let attempt = async {
+                let store =
+                    mycluster_store::open(&config.store, &config.data_dir, &options).await?;
+                tracing::info!("store: {}", store.describe());
+                Cluster::load(config.name.clone(), config.limits, store).await
+            };
+            match attempt.await {
+                Ok(cluster) => Ok(Ok(cluster)),
+                // Only an unreachable store is waited for; the rest ends the start.
+                Err(mycluster_store::StoreError::Unavailable(why)) => Err(why),
+                Err(other) => Ok(Err(other)),
             }
-            Err(other) => return Err(other.into()),
-        }
+        })
+        .await;
+    match opened {
+        None => Ok(None),
+        Some(opened) => Ok(Some(opened?)),
     }
 }
+
+/// The first wait for an unreachable store, doubled at each next failure up to
+/// `STORE_RETRY_CAP`: a manager whose store comes back starts within seconds.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+const STORE_RETRY_CAP: Duration = Duration::from_secs(5);
 
 /// A manager that is listening: its address, and a handle to wait for its end.
 pub struct RunningManager {

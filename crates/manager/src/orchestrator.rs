@@ -38,5 +38,5 @@ pub async fn run(cluster: Arc<Cluster>, period: Duration, stop: CancellationToke
             )))
         }
     })
-    .await
+    .await;
 }

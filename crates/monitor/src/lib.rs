@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use mycluster_background::pace;
+use mycluster_background::{pace, Loop, LoopControl};
 use mycluster_client::Client;
 use mycluster_core::docs::WorkerDoc;
 use serde_json::Value;
@@ -80,30 +80,61 @@ pub async fn run(
         .build()
         .map_err(|e| mycluster_client::ClientError::BadUrl(e.to_string()))?;
     tracing::info!("Starting monitor agent");
-    let mut last_status: BTreeMap<String, String> = BTreeMap::new();
-    let mut answering: BTreeSet<String> = BTreeSet::new();
-    let mut manager_down = false;
-    loop {
+    let interval = config.interval;
+    let mut pass = Pass {
+        client,
+        probe,
+        config,
+        last_status: BTreeMap::new(),
+        answering: BTreeSet::new(),
+        manager_down: false,
+    };
+    Loop::new("monitor", interval, stop)
+        .run_with(&mut pass, |pass| Box::pin(pass.once()))
+        .await;
+    tracing::info!("Stopping monitor agent");
+    Ok(())
+}
+
+/// The monitor's pass, and what it remembers from one pass to the next.
+struct Pass {
+    client: Client,
+    probe: reqwest::Client,
+    config: MonitorConfig,
+    /// Each worker's status when last seen, to say what changed.
+    last_status: BTreeMap<String, String>,
+    /// Silent workers whose agent answers its probe, said once.
+    answering: BTreeSet<String>,
+    /// Whether the manager did not answer the last look, said once.
+    manager_down: bool,
+}
+
+impl Pass {
+    /// Looks at the workers, probes the silent ones and declares the dead ones down;
+    /// when to look again. It never fails as a loop's step: an unreachable manager is
+    /// said once, in the original's words, and looked for again at the usual pace (not
+    /// backed off: the moment it answers, the workers are watched again).
+    async fn once(&mut self) -> Result<LoopControl, String> {
         let asked = std::time::Instant::now();
-        let listed = client.workers().await;
+        let listed = self.client.workers().await;
         // When the list arrived: its silences were measured just before.
         let looked = std::time::Instant::now();
         let look_took = looked - asked;
         match listed {
             Ok(workers) => {
-                if manager_down {
-                    tracing::info!("The manager at {} answers again", config.manager);
-                    manager_down = false;
+                if self.manager_down {
+                    tracing::info!("The manager at {} answers again", self.config.manager);
+                    self.manager_down = false;
                 }
-                note_changes(&workers, &mut last_status);
-                let suspects = suspects(&workers, config.dead_after);
-                let alive = probe_all(&probe, &suspects, config.probe_timeout).await;
+                note_changes(&workers, &mut self.last_status);
+                let suspects = suspects(&workers, self.config.dead_after);
+                let alive = probe_all(&self.probe, &suspects, self.config.probe_timeout).await;
                 let mut dead = Vec::new();
                 for (worker, alive) in suspects.iter().zip(alive) {
                     if alive {
                         // Heartbeats are not arriving, but the agent answers: a network
                         // problem between it and the manager, not a dead worker. Say it once.
-                        if answering.insert(worker.worker.clone()) {
+                        if self.answering.insert(worker.worker.clone()) {
                             tracing::warn!(
                                 "Worker {} missed heartbeats for {:.1}s but answers its health probe: not relocating",
                                 worker.worker,
@@ -112,30 +143,37 @@ pub async fn run(
                         }
                         continue;
                     }
-                    answering.remove(&worker.worker);
+                    self.answering.remove(&worker.worker);
                     dead.push(*worker);
                 }
                 if !dead.is_empty() {
-                    declare(&client, &dead, config.dead_after, looked, &mut last_status).await;
+                    declare(
+                        &self.client,
+                        &dead,
+                        self.config.dead_after,
+                        looked,
+                        &mut self.last_status,
+                    )
+                    .await;
                 }
             }
             Err(e) => {
-                if !manager_down {
+                if !self.manager_down {
                     tracing::error!("Cannot reach the manager: {e}");
-                    manager_down = true;
+                    self.manager_down = true;
                 }
             }
         }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            // At most a tenth of the time goes to looking (a list of ten thousand workers
-            // from a busy manager takes a while); a large cluster's agents beat every few
-            // seconds anyway.
-            _ = tokio::time::sleep(pace(config.interval, look_took, 10, Duration::from_secs(5))) => {}
-        }
+        // At most a tenth of the time goes to looking (a list of ten thousand workers
+        // from a busy manager takes a while); a large cluster's agents beat every few
+        // seconds anyway.
+        Ok(LoopControl::After(pace(
+            self.config.interval,
+            look_took,
+            10,
+            Duration::from_secs(5),
+        )))
     }
-    tracing::info!("Stopping monitor agent");
-    Ok(())
 }
 
 /// Declares every confirmed-dead worker down in one request (one commit, one reconcile),
