@@ -5,7 +5,6 @@
 //! owns the I/O) can commit them and tests can check them exhaustively.
 
 pub mod commands;
-pub mod docs;
 pub mod identity;
 pub mod ids;
 pub mod image;
@@ -25,6 +24,7 @@ pub use schedule::schedule;
 pub use service::{Limits, Service, ServiceSpec, SpecError};
 pub use state::{Change, ClusterState, Counters, Txn};
 pub use task::{DesiredState, Task, TaskState};
+pub use wire::Driver;
 pub use worker::{Worker, WorkerStatus};
 
 /// Milliseconds since the Unix epoch. Passed in, never read from a clock, so that every

@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use mycluster_core::commands::{
-    register_worker, report_tasks, set_worker_status, CommandError, Registration, TaskReport,
-};
+use mycluster_core::commands::{register_worker, report_tasks, set_worker_status, CommandError};
+use mycluster_core::wire::{Registration, TaskReport};
 use mycluster_core::worker::LastHeard;
 use mycluster_core::{
-    schedule, ClusterState, Service, ServiceSpec, TaskState, Txn, Worker, WorkerStatus,
+    schedule, ClusterState, Driver, Service, ServiceSpec, TaskState, Txn, Worker, WorkerStatus,
 };
 
 fn registration(instance: &str, address: &str) -> Registration {
@@ -19,7 +18,7 @@ fn registration(instance: &str, address: &str) -> Registration {
         address: address.into(),
         labels: Default::default(),
         capacity: None,
-        driver: "process".into(),
+        driver: Driver::Process.into(),
         instance: instance.into(),
     }
 }
@@ -183,6 +182,7 @@ fn a_worker_stored_before_instances_existed_loads_with_none() {
         "driver":"process","status":"ready","registered_at":1,"updated_at":1}"#;
     let worker: Worker = serde_json::from_str(stored).unwrap();
     assert_eq!(worker.instance, "");
+    assert_eq!(worker.driver, Some(Driver::Process));
     // A registration that names none is its agent's, as before.
     let registration: Registration =
         serde_json::from_str(r#"{"name":"w1","address":"10.0.0.1:7000"}"#).unwrap();

@@ -61,7 +61,7 @@ fn worker(i: usize, status: WorkerStatus, now: Millis) -> Worker {
         address: format!("{}:7001", worker_name(i)),
         labels: BTreeMap::new(),
         capacity: None,
-        driver: String::new(),
+        driver: None,
         status,
         registered_at: 0,
         updated_at: now,

@@ -24,7 +24,7 @@ impl Cluster {
             address: format!("w{i}:7001"),
             labels: BTreeMap::new(),
             capacity: None,
-            driver: String::new(),
+            driver: None,
             status: WorkerStatus::Ready,
             registered_at: 0,
             updated_at: 0,
@@ -348,20 +348,20 @@ fn a_crash_looping_slot_backs_off_and_says_so() {
 #[test]
 fn workers_only_get_what_their_driver_can_run() {
     let mut cluster = Cluster::with_workers(0);
-    let worker = |name: &str, driver: &str| Worker {
+    let worker = |name: &str, driver: mycluster_core::Driver| Worker {
         name: name.into(),
         address: format!("{name}:7001"),
         labels: BTreeMap::new(),
         capacity: None,
-        driver: driver.into(),
+        driver: Some(driver),
         status: WorkerStatus::Ready,
         registered_at: 0,
         updated_at: 0,
         instance: String::new(),
     };
     cluster.apply([
-        Change::PutWorker(worker("d1", "docker")),
-        Change::PutWorker(worker("p1", "process")),
+        Change::PutWorker(worker("d1", mycluster_core::Driver::Docker)),
+        Change::PutWorker(worker("p1", mycluster_core::Driver::Process)),
     ]);
     let service = |name: &str, image: Option<&str>, command: Option<&str>| {
         Change::PutService(Service::updated(

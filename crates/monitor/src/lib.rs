@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use mycluster_background::pace;
 use mycluster_client::Client;
-use mycluster_core::docs::WorkerDoc;
-use serde_json::Value;
+use mycluster_core::wire::{DownDoc, WorkerDoc, WorkerStatus};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug)]
@@ -54,7 +53,7 @@ pub fn silence_allowed(worker: &WorkerDoc, dead_after: Duration) -> Duration {
 pub fn suspects(workers: &[WorkerDoc], dead_after: Duration) -> Vec<&WorkerDoc> {
     workers
         .iter()
-        .filter(|w| w.status == "ready")
+        .filter(|w| w.status == WorkerStatus::Ready)
         .filter(|w| {
             w.last_heartbeat_age
                 .is_some_and(|age| age > silence_allowed(w, dead_after).as_secs_f64())
@@ -77,7 +76,7 @@ pub async fn run(
         .build()
         .map_err(|e| mycluster_client::ClientError::BadUrl(e.to_string()))?;
     tracing::info!("Starting monitor agent");
-    let mut last_status: BTreeMap<String, String> = BTreeMap::new();
+    let mut last_status: BTreeMap<String, WorkerStatus> = BTreeMap::new();
     let mut answering: BTreeSet<String> = BTreeSet::new();
     let mut manager_down = false;
     loop {
@@ -142,7 +141,7 @@ async fn declare(
     dead: &[&WorkerDoc],
     dead_after: Duration,
     looked: std::time::Instant,
-    last_status: &mut BTreeMap<String, String>,
+    last_status: &mut BTreeMap<String, WorkerStatus>,
 ) {
     let names: Vec<&str> = dead.iter().map(|w| w.worker.as_str()).collect();
     // Each was silent longer than it may be when the list was made, and has been since
@@ -157,15 +156,15 @@ async fn declare(
         + looked.elapsed();
     match client.declare_down_many(&names, silent_for).await {
         Ok(answer) => {
-            for verdict in answer["down"].as_array().into_iter().flatten() {
-                let worker = verdict["worker"].as_str().unwrap_or("?");
+            for verdict in &answer.down {
+                let worker = verdict.worker.as_str();
                 tracing::error!("Worker {worker} was not found... relocating its services");
                 log_relocations(worker, verdict);
-                last_status.insert(worker.to_string(), "down".into());
+                last_status.insert(worker.to_string(), WorkerStatus::Down);
             }
             // It beat again meanwhile: alive after all.
-            for skipped in answer["skipped"].as_array().into_iter().flatten() {
-                tracing::info!("{}", skipped["message"].as_str().unwrap_or("skipped"));
+            for skipped in &answer.skipped {
+                tracing::info!("{}", skipped.message);
             }
         }
         Err(e) => tracing::error!(
@@ -219,11 +218,13 @@ pub fn probe_timeout(worker: &WorkerDoc, base: Duration) -> Duration {
 }
 
 /// Logs workers that came back, joined, or went down by another hand.
-fn note_changes(workers: &[WorkerDoc], last: &mut BTreeMap<String, String>) {
+fn note_changes(workers: &[WorkerDoc], last: &mut BTreeMap<String, WorkerStatus>) {
     for worker in workers {
-        let before = last.insert(worker.worker.clone(), worker.status.clone());
-        match (before.as_deref(), worker.status.as_str()) {
-            (Some("down"), "ready") => tracing::info!("Worker {} is back and ready", worker.worker),
+        let before = last.insert(worker.worker.clone(), worker.status);
+        match (before, worker.status) {
+            (Some(WorkerStatus::Down), WorkerStatus::Ready) => {
+                tracing::info!("Worker {} is back and ready", worker.worker)
+            }
             (None, _) => tracing::info!("Watching worker {} ({})", worker.worker, worker.status),
             _ => {}
         }
@@ -231,14 +232,14 @@ fn note_changes(workers: &[WorkerDoc], last: &mut BTreeMap<String, String>) {
 }
 
 /// One line per replacement, naming its service and where it went.
-fn log_relocations(worker: &str, answer: &Value) {
-    let relocated = answer["relocated"].as_array().cloned().unwrap_or_default();
+fn log_relocations(worker: &str, answer: &DownDoc) {
+    let relocated = &answer.relocated;
     tracing::info!("Relocating services from worker {worker}");
     let mut placed = 0;
-    for task in &relocated {
-        let service = task["service"].as_str().unwrap_or("?");
-        let what = task["image"].as_str().unwrap_or(service);
-        match task["worker"].as_str() {
+    for task in relocated {
+        let service = task.service.as_str();
+        let what = task.image.as_deref().unwrap_or(service);
+        match task.worker.as_deref() {
             Some(to) => {
                 placed += 1;
                 tracing::info!(
@@ -247,7 +248,7 @@ fn log_relocations(worker: &str, answer: &Value) {
             }
             None => tracing::error!(
                 "No healthy worker left for service {service}: its container stays pending ({})",
-                task["message"].as_str().unwrap_or("no worker can take it")
+                task.message
             ),
         }
     }
@@ -265,14 +266,14 @@ fn log_relocations(worker: &str, answer: &Value) {
 mod tests {
     use super::*;
 
-    fn worker(name: &str, status: &str, age: Option<f64>) -> WorkerDoc {
+    fn worker(name: &str, status: WorkerStatus, age: Option<f64>) -> WorkerDoc {
         WorkerDoc {
             worker: name.into(),
             address: "127.0.0.1:1".into(),
-            status: status.into(),
+            status,
             labels: Default::default(),
             capacity: None,
-            driver: "process".into(),
+            driver: Some(mycluster_core::Driver::Process),
             tasks: 0,
             running: 0,
             last_heartbeat_age: age,
@@ -285,11 +286,11 @@ mod tests {
     #[test]
     fn only_silent_ready_workers_are_suspects() {
         let workers = [
-            worker("fresh", "ready", Some(0.4)),
-            worker("silent", "ready", Some(2.5)),
-            worker("already-down", "down", Some(30.0)),
-            worker("draining", "draining", Some(30.0)),
-            worker("unknown", "ready", None),
+            worker("fresh", WorkerStatus::Ready, Some(0.4)),
+            worker("silent", WorkerStatus::Ready, Some(2.5)),
+            worker("already-down", WorkerStatus::Down, Some(30.0)),
+            worker("draining", WorkerStatus::Draining, Some(30.0)),
+            worker("unknown", WorkerStatus::Ready, None),
         ];
         let names: Vec<&str> = suspects(&workers, Duration::from_secs(2))
             .into_iter()
@@ -301,7 +302,7 @@ mod tests {
     #[test]
     fn a_slower_heartbeat_allows_a_slower_probe() {
         let base = Duration::from_millis(500);
-        let mut w = worker("w", "ready", Some(3.0));
+        let mut w = worker("w", WorkerStatus::Ready, Some(3.0));
         assert_eq!(probe_timeout(&w, base), base);
         w.heartbeat_interval = 10.0;
         assert_eq!(probe_timeout(&w, base), Duration::from_millis(2500));
@@ -311,9 +312,9 @@ mod tests {
 
     #[test]
     fn a_slower_heartbeat_allows_a_longer_silence() {
-        let mut slow = worker("slow", "ready", Some(12.0));
+        let mut slow = worker("slow", WorkerStatus::Ready, Some(12.0));
         slow.heartbeat_interval = 10.0;
-        let mut late = worker("late", "ready", Some(21.0));
+        let mut late = worker("late", WorkerStatus::Ready, Some(21.0));
         late.heartbeat_interval = 10.0;
         let workers = [slow, late];
         let names: Vec<&str> = suspects(&workers, Duration::from_secs(2))
@@ -326,7 +327,7 @@ mod tests {
             Duration::from_secs(20)
         );
         // A manager's absurd interval does not panic the monitor.
-        let mut absurd = worker("absurd", "ready", Some(1.0));
+        let mut absurd = worker("absurd", WorkerStatus::Ready, Some(1.0));
         absurd.heartbeat_interval = 1e300;
         assert_eq!(
             silence_allowed(&absurd, Duration::from_secs(2)),

@@ -9,18 +9,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use mycluster_core::commands::{self, CommandError, Registration, StatusReport};
+use mycluster_core::commands::{self, CommandError};
 use mycluster_core::identity;
 use mycluster_core::worker::{heartbeat_interval, MIN_HEARTBEAT_INTERVAL};
 use mycluster_core::{ClusterState, Task, TaskState, Worker, WorkerStatus};
-use serde::Deserialize;
 
 use super::body::JsonBody;
 use super::query::Params;
 use super::{json_response, ApiError, AppState};
 use crate::cluster::Follow;
-use mycluster_core::docs::{AssignedView, HeartbeatDoc, ReportDoc, TaskView, WorkerDoc};
-use mycluster_core::wire::{DownDoc, DownManyDoc, RelocationDoc, SkippedDoc};
+use mycluster_core::wire::{
+    AssignedView, DownDoc, DownManyDoc, DownRequest, HeartbeatDoc, Registration, RelocationDoc,
+    ReportDoc, SkippedDoc, StatusReport, TaskView, WorkerDoc,
+};
 
 /// `GET /api/v1/workers`.
 pub async fn list(State(app): State<AppState>) -> Json<Vec<WorkerDoc>> {
@@ -319,12 +320,6 @@ fn down_doc(worker: String, relocated: Vec<RelocationDoc>) -> DownDoc {
 
 /// The most workers one `POST /api/v1/workers/_down` may name.
 const MAX_DECLARED: usize = 10_000;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DownRequest {
-    workers: Vec<String>,
-}
 
 /// `POST /api/v1/workers/_down[?silent_for=2s]` with `{"workers": [names]}`: the verdict
 /// on many workers in one commit, so losing a rack costs one reconcile instead of one
