@@ -19,8 +19,12 @@ pub struct HealthDoc {
     pub index: u64,
     /// Why it is degraded, and what to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Absent rather than null in an answer.
+    #[schemars(with = "String")]
     pub message: Option<String>,
+    /// 503 when degraded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u16")]
     pub code: Option<u16>,
 }
 
