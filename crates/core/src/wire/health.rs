@@ -58,3 +58,23 @@ pub struct AgentHealthDoc {
     pub status: HealthStatus,
     pub worker: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An agent's health answer keeps the bytes of the JSON map it was built from.
+    #[test]
+    fn an_agents_health_keeps_its_bytes() {
+        let doc = AgentHealthDoc {
+            driver: Driver::Process,
+            status: HealthStatus::Ok,
+            worker: "w1".into(),
+        };
+        let before = serde_json::json!({"status": "ok", "worker": "w1", "driver": "process"});
+        assert_eq!(
+            serde_json::to_string(&doc).expect("writes"),
+            before.to_string()
+        );
+    }
+}

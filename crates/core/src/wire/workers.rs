@@ -101,3 +101,54 @@ pub struct HeartbeatDoc {
     /// `--max-heartbeats-per-second`.
     pub heartbeat_interval: f64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{register_worker, CommandError};
+    use crate::Txn;
+
+    fn register(body: &str) -> Result<Worker, CommandError> {
+        let registration: Registration = serde_json::from_str(body).expect("reads");
+        register_worker(
+            &mut Txn::new(ClusterState::default()),
+            registration,
+            None,
+            1,
+        )
+    }
+
+    /// The driver a registration names is refused or taken as it always was: an unknown
+    /// one with the command's own message, after the name is checked.
+    #[test]
+    fn a_registration_names_its_driver() {
+        let worker = register(r#"{"name":"w1","address":"a:1","driver":"process"}"#);
+        assert_eq!(worker.map(|w| w.driver), Ok(Some(Driver::Process)));
+        let worker = register(r#"{"name":"w1","address":"a:1","driver":""}"#);
+        assert_eq!(worker.map(|w| w.driver), Ok(None));
+        let worker = register(r#"{"name":"w1","address":"a:1"}"#);
+        assert_eq!(worker.map(|w| w.driver), Ok(None));
+        assert_eq!(
+            register(r#"{"name":"w1","address":"a:1","driver":"podman"}"#),
+            Err(CommandError::Invalid(
+                "field 'driver' must be docker, process or sim, got 'podman'".into()
+            ))
+        );
+        let both = register(r#"{"name":"bad name","address":"a:1","driver":"podman"}"#);
+        assert!(
+            matches!(&both, Err(CommandError::Invalid(m)) if m.starts_with("invalid worker name")),
+            "{both:?}"
+        );
+        // Written back as said, for an agent's registration and a worker's document.
+        let said = Registration {
+            name: "w1".into(),
+            address: "a:1".into(),
+            labels: BTreeMap::new(),
+            capacity: None,
+            driver: Driver::Sim.into(),
+            instance: String::new(),
+        };
+        let text = serde_json::to_string(&said).expect("writes");
+        assert!(text.contains(r#""driver":"sim""#), "{text}");
+    }
+}
