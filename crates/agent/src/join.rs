@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mycluster_background::{Loop, LoopControl};
 use mycluster_client::ClientError;
-use mycluster_core::commands::Registration;
+use mycluster_core::wire::Registration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +33,7 @@ pub(crate) async fn register(shared: &Shared) -> Result<(), ClientError> {
         address: shared.address.clone(),
         labels: shared.config.labels.clone(),
         capacity: shared.config.capacity,
-        driver: shared.runtime.driver().to_string(),
+        driver: shared.runtime.driver().into(),
         instance: shared.config.instance.clone(),
     };
     shared.client.register(&registration).await.map(drop)

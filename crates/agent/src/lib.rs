@@ -18,8 +18,7 @@ use std::time::Duration;
 
 use mycluster_background::{run_loop, Loop, LoopControl};
 use mycluster_client::{Client, ClientError};
-use mycluster_core::commands::TaskReport;
-use mycluster_core::docs::TaskDoc;
+use mycluster_core::wire::{TaskDoc, TaskReport};
 use mycluster_core::TaskState;
 use mycluster_runtime::{ContainerRuntime, RuntimeError, TaskSpec};
 use tokio::sync::{watch, Semaphore};
@@ -385,7 +384,7 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
         let list = Arc::make_mut(list);
         for r in reports.iter().filter(|r| !ignored.contains(&r.id.as_str())) {
             if let Some(task) = list.iter_mut().find(|t| t.id == r.id) {
-                task.state = r.state.as_str().to_string();
+                task.state = r.state;
             }
         }
         // Not a new assignment: do not wake the sync loop for it.

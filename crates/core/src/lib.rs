@@ -12,7 +12,6 @@
 //! shows; `progress` what the CLI waits for.
 
 pub mod commands;
-pub mod docs;
 pub mod identity;
 pub mod ids;
 pub mod image;
@@ -34,6 +33,7 @@ pub use service::{Limits, Service, ServiceSpec, SpecError};
 pub use state::{Change, ClusterState, Counters, Txn};
 pub use step::{step, Command, Context};
 pub use task::{DesiredState, Task, TaskState};
+pub use wire::Driver;
 pub use worker::{Worker, WorkerStatus};
 
 /// Milliseconds since the Unix epoch. Passed in, never read from a clock, so that every

@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mycluster_core::commands::{CommandError, Registration, TaskReport};
+use mycluster_core::commands::CommandError;
 use mycluster_core::step::{self, DeclareDown, PutService, Register, Report, Step};
+use mycluster_core::wire::{Registration, TaskReport};
 use mycluster_core::worker::LastHeard;
 use mycluster_core::{
-    ClusterState, Command, Context, Limits, SequentialIds, ServiceSpec, TaskState, Worker,
+    ClusterState, Command, Context, Driver, Limits, SequentialIds, ServiceSpec, TaskState, Worker,
     WorkerStatus,
 };
 
@@ -20,7 +21,7 @@ fn registration(instance: &str, address: &str) -> Registration {
         address: address.into(),
         labels: Default::default(),
         capacity: None,
-        driver: "process".into(),
+        driver: Driver::Process.into(),
         instance: instance.into(),
     }
 }
@@ -204,6 +205,7 @@ fn a_worker_stored_before_instances_existed_loads_with_none() {
         "driver":"process","status":"ready","registered_at":1,"updated_at":1}"#;
     let worker: Worker = serde_json::from_str(stored).unwrap();
     assert_eq!(worker.instance, "");
+    assert_eq!(worker.driver, Some(Driver::Process));
     // A registration that names none is its agent's, as before.
     let registration: Registration =
         serde_json::from_str(r#"{"name":"w1","address":"10.0.0.1:7000"}"#).unwrap();

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mycluster_core::commands::TaskReport;
 use mycluster_core::reconcile::HISTORY_PER_SLOT;
 use mycluster_core::service::ServicePatch;
 use mycluster_core::state::compact;
@@ -13,6 +12,7 @@ use mycluster_core::step::{
     self, DeclareDown, DeleteService, NothingHeard, PatchService, PutService, Reconcile, Report,
     WorkerBack,
 };
+use mycluster_core::wire::TaskReport;
 use mycluster_core::{
     Change, ClusterState, Command, Context, DesiredState, Limits, Millis, SequentialIds,
     ServiceSpec, Task, TaskState, Txn, Worker, WorkerStatus,
@@ -69,7 +69,7 @@ fn worker(i: usize, status: WorkerStatus, now: Millis) -> Worker {
         address: format!("{}:7001", worker_name(i)),
         labels: BTreeMap::new(),
         capacity: None,
-        driver: String::new(),
+        driver: None,
         status,
         registered_at: 0,
         updated_at: now,

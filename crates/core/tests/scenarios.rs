@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mycluster_core::commands::{Registration, TaskReport};
 use mycluster_core::step::{
     self, DeclareDown, NothingHeard, PutService, Reconcile, Register, Report, WorkerBack,
 };
+use mycluster_core::wire::{Driver, Registration, SaidDriver, TaskReport};
 use mycluster_core::worker::LastHeard;
 use mycluster_core::{
     Change, ClusterState, Command, Context, DesiredState, Limits, Millis, SequentialIds,
@@ -32,7 +32,7 @@ impl Cluster {
             now: 1_000,
         };
         for i in 1..=n {
-            cluster.register(&format!("w{i}"), "");
+            cluster.register(&format!("w{i}"), None);
         }
         cluster
     }
@@ -51,13 +51,13 @@ impl Cluster {
         stepped.outcome
     }
 
-    fn register(&mut self, name: &str, driver: &str) {
+    fn register(&mut self, name: &str, driver: Option<Driver>) {
         self.run(Register(Registration {
             name: name.into(),
             address: format!("{name}:7001"),
             labels: BTreeMap::new(),
             capacity: None,
-            driver: driver.into(),
+            driver: driver.map_or(SaidDriver::NotSaid, SaidDriver::Known),
             instance: String::new(),
         }));
     }
@@ -397,8 +397,8 @@ fn a_crash_looping_slot_backs_off_and_says_so() {
 #[test]
 fn workers_only_get_what_their_driver_can_run() {
     let mut cluster = Cluster::with_workers(0);
-    cluster.register("d1", "docker");
-    cluster.register("p1", "process");
+    cluster.register("d1", Some(Driver::Docker));
+    cluster.register("p1", Some(Driver::Process));
     let service = |name: &str, image: Option<&str>, command: Option<&str>| {
         PutService(ServiceSpec {
             name: name.into(),

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use mycluster_background::{pace, Loop, LoopControl};
 use mycluster_client::Client;
-use mycluster_core::docs::WorkerDoc;
-use serde_json::Value;
+use mycluster_core::wire::{DownDoc, WorkerDoc, WorkerStatus};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug)]
@@ -57,7 +56,7 @@ pub fn silence_allowed(worker: &WorkerDoc, dead_after: Duration) -> Duration {
 pub fn suspects(workers: &[WorkerDoc], dead_after: Duration) -> Vec<&WorkerDoc> {
     workers
         .iter()
-        .filter(|w| w.status == "ready")
+        .filter(|w| w.status == WorkerStatus::Ready)
         .filter(|w| {
             w.last_heartbeat_age
                 .is_some_and(|age| age > silence_allowed(w, dead_after).as_secs_f64())
@@ -102,7 +101,7 @@ struct Pass {
     probe: reqwest::Client,
     config: MonitorConfig,
     /// Each worker's status when last seen, to say what changed.
-    last_status: BTreeMap<String, String>,
+    last_status: BTreeMap<String, WorkerStatus>,
     /// Silent workers whose agent answers its probe, said once.
     answering: BTreeSet<String>,
     /// Whether the manager did not answer the last look, said once.
@@ -183,7 +182,7 @@ async fn declare(
     dead: &[&WorkerDoc],
     dead_after: Duration,
     looked: std::time::Instant,
-    last_status: &mut BTreeMap<String, String>,
+    last_status: &mut BTreeMap<String, WorkerStatus>,
 ) {
     let names: Vec<&str> = dead.iter().map(|w| w.worker.as_str()).collect();
     // Each was silent longer than it may be when the list was made, and has been since
@@ -198,15 +197,15 @@ async fn declare(
         + looked.elapsed();
     match client.declare_down_many(&names, silent_for).await {
         Ok(answer) => {
-            for verdict in answer["down"].as_array().into_iter().flatten() {
-                let worker = verdict["worker"].as_str().unwrap_or("?");
+            for verdict in &answer.down {
+                let worker = verdict.worker.as_str();
                 tracing::error!("Worker {worker} was not found... relocating its services");
                 log_relocations(worker, verdict);
-                last_status.insert(worker.to_string(), "down".into());
+                last_status.insert(worker.to_string(), WorkerStatus::Down);
             }
             // It beat again meanwhile: alive after all.
-            for skipped in answer["skipped"].as_array().into_iter().flatten() {
-                tracing::info!("{}", skipped["message"].as_str().unwrap_or("skipped"));
+            for skipped in &answer.skipped {
+                tracing::info!("{}", skipped.message);
             }
         }
         Err(e) => tracing::error!(
@@ -260,11 +259,13 @@ pub fn probe_timeout(worker: &WorkerDoc, base: Duration) -> Duration {
 }
 
 /// Logs workers that came back, joined, or went down by another hand.
-fn note_changes(workers: &[WorkerDoc], last: &mut BTreeMap<String, String>) {
+fn note_changes(workers: &[WorkerDoc], last: &mut BTreeMap<String, WorkerStatus>) {
     for worker in workers {
-        let before = last.insert(worker.worker.clone(), worker.status.clone());
-        match (before.as_deref(), worker.status.as_str()) {
-            (Some("down"), "ready") => tracing::info!("Worker {} is back and ready", worker.worker),
+        let before = last.insert(worker.worker.clone(), worker.status);
+        match (before, worker.status) {
+            (Some(WorkerStatus::Down), WorkerStatus::Ready) => {
+                tracing::info!("Worker {} is back and ready", worker.worker)
+            }
             (None, _) => tracing::info!("Watching worker {} ({})", worker.worker, worker.status),
             _ => {}
         }
@@ -272,14 +273,14 @@ fn note_changes(workers: &[WorkerDoc], last: &mut BTreeMap<String, String>) {
 }
 
 /// One line per replacement, naming its service and where it went.
-fn log_relocations(worker: &str, answer: &Value) {
-    let relocated = answer["relocated"].as_array().cloned().unwrap_or_default();
+fn log_relocations(worker: &str, answer: &DownDoc) {
+    let relocated = &answer.relocated;
     tracing::info!("Relocating services from worker {worker}");
     let mut placed = 0;
-    for task in &relocated {
-        let service = task["service"].as_str().unwrap_or("?");
-        let what = task["image"].as_str().unwrap_or(service);
-        match task["worker"].as_str() {
+    for task in relocated {
+        let service = task.service.as_str();
+        let what = task.image.as_deref().unwrap_or(service);
+        match task.worker.as_deref() {
             Some(to) => {
                 placed += 1;
                 tracing::info!(
@@ -288,7 +289,7 @@ fn log_relocations(worker: &str, answer: &Value) {
             }
             None => tracing::error!(
                 "No healthy worker left for service {service}: its container stays pending ({})",
-                task["message"].as_str().unwrap_or("no worker can take it")
+                task.message
             ),
         }
     }
@@ -306,14 +307,14 @@ fn log_relocations(worker: &str, answer: &Value) {
 mod tests {
     use super::*;
 
-    fn worker(name: &str, status: &str, age: Option<f64>) -> WorkerDoc {
+    fn worker(name: &str, status: WorkerStatus, age: Option<f64>) -> WorkerDoc {
         WorkerDoc {
             worker: name.into(),
             address: "127.0.0.1:1".into(),
-            status: status.into(),
+            status,
             labels: Default::default(),
             capacity: None,
-            driver: "process".into(),
+            driver: Some(mycluster_core::Driver::Process),
             tasks: 0,
             running: 0,
             last_heartbeat_age: age,
@@ -326,11 +327,11 @@ mod tests {
     #[test]
     fn only_silent_ready_workers_are_suspects() {
         let workers = [
-            worker("fresh", "ready", Some(0.4)),
-            worker("silent", "ready", Some(2.5)),
-            worker("already-down", "down", Some(30.0)),
-            worker("draining", "draining", Some(30.0)),
-            worker("unknown", "ready", None),
+            worker("fresh", WorkerStatus::Ready, Some(0.4)),
+            worker("silent", WorkerStatus::Ready, Some(2.5)),
+            worker("already-down", WorkerStatus::Down, Some(30.0)),
+            worker("draining", WorkerStatus::Draining, Some(30.0)),
+            worker("unknown", WorkerStatus::Ready, None),
         ];
         let names: Vec<&str> = suspects(&workers, Duration::from_secs(2))
             .into_iter()
@@ -342,7 +343,7 @@ mod tests {
     #[test]
     fn a_slower_heartbeat_allows_a_slower_probe() {
         let base = Duration::from_millis(500);
-        let mut w = worker("w", "ready", Some(3.0));
+        let mut w = worker("w", WorkerStatus::Ready, Some(3.0));
         assert_eq!(probe_timeout(&w, base), base);
         w.heartbeat_interval = 10.0;
         assert_eq!(probe_timeout(&w, base), Duration::from_millis(2500));
@@ -352,9 +353,9 @@ mod tests {
 
     #[test]
     fn a_slower_heartbeat_allows_a_longer_silence() {
-        let mut slow = worker("slow", "ready", Some(12.0));
+        let mut slow = worker("slow", WorkerStatus::Ready, Some(12.0));
         slow.heartbeat_interval = 10.0;
-        let mut late = worker("late", "ready", Some(21.0));
+        let mut late = worker("late", WorkerStatus::Ready, Some(21.0));
         late.heartbeat_interval = 10.0;
         let workers = [slow, late];
         let names: Vec<&str> = suspects(&workers, Duration::from_secs(2))
@@ -367,7 +368,7 @@ mod tests {
             Duration::from_secs(20)
         );
         // A manager's absurd interval does not panic the monitor.
-        let mut absurd = worker("absurd", "ready", Some(1.0));
+        let mut absurd = worker("absurd", WorkerStatus::Ready, Some(1.0));
         absurd.heartbeat_interval = 1e300;
         assert_eq!(
             silence_allowed(&absurd, Duration::from_secs(2)),

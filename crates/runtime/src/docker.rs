@@ -294,8 +294,8 @@ impl DockerRuntime {
 
 #[async_trait::async_trait]
 impl ContainerRuntime for DockerRuntime {
-    fn driver(&self) -> &'static str {
-        "docker"
+    fn driver(&self) -> mycluster_core::Driver {
+        mycluster_core::Driver::Docker
     }
 
     fn check(&self, spec: &TaskSpec) -> Result<(), RuntimeError> {

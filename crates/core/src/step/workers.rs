@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::commands::{self, CommandError, Ignored, Registration, TaskReport};
+use crate::commands::{self, CommandError};
 use crate::identity;
-use crate::wire::{RelocationDoc, SkippedDoc};
+use crate::wire::{Ignored, Registration, RelocationDoc, SkippedDoc, TaskReport};
 use crate::worker::heartbeat_interval;
 use crate::{ClusterState, Task, TaskState, Txn, Worker, WorkerStatus};
 

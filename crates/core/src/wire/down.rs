@@ -5,12 +5,21 @@
 //! The fields of each answer are in alphabetical order: the order of the answers as they
 //! were first built (from JSON maps, which sort their keys), so their bytes stay the same.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::WorkerStatus;
 
+/// The body of `POST /api/v1/workers/_down`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownRequest {
+    /// The workers to declare down (repeats are taken once).
+    pub workers: Vec<String>,
+}
+
 /// A worker declared down, with where each of its tasks went.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
 pub struct DownDoc {
     /// Its tasks that were lost, each with the task that took its slot. Empty for a
     /// worker that was already down.
@@ -21,7 +30,7 @@ pub struct DownDoc {
 }
 
 /// A task a worker lost, and the task that took its slot.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
 pub struct RelocationDoc {
     pub image: Option<String>,
     /// The replacement's message (e.g. why it is pending); empty without one.
@@ -37,7 +46,7 @@ pub struct RelocationDoc {
 }
 
 /// The answer to `POST /api/v1/workers/_down`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
 pub struct DownManyDoc {
     /// Each worker declared down, with what moved where.
     pub down: Vec<DownDoc>,
@@ -46,7 +55,7 @@ pub struct DownManyDoc {
 }
 
 /// A worker a verdict left alone, and why.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
 pub struct SkippedDoc {
     pub message: String,
     pub worker: String,

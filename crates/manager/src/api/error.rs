@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mycluster_core::commands::CommandError;
-use mycluster_core::docs::ErrorDoc;
+use mycluster_core::wire::ErrorDoc;
 use mycluster_core::SpecError;
 use mycluster_store::StoreError;
 

@@ -19,7 +19,7 @@ use super::body::JsonBody;
 use super::query::Params;
 use super::{ApiError, AppState};
 use crate::cluster::Snapshot;
-use mycluster_core::docs::{ServiceDoc, StateDoc};
+use mycluster_core::wire::{ServiceDoc, StateDoc};
 
 /// `POST /api/v1/service[?wait=5s]`: create, or update in place when the name exists.
 /// Answers 201 with the state document once the change is durable and — as the original,

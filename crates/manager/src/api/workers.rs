@@ -9,18 +9,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use mycluster_core::commands::{CommandError, Registration, StatusReport};
+use mycluster_core::commands::CommandError;
 use mycluster_core::identity;
 use mycluster_core::step::{DeclareDown, Register, Registered, Report, Verdict, WorkerBack};
 use mycluster_core::worker::MIN_HEARTBEAT_INTERVAL;
 use mycluster_core::{ClusterState, Worker, WorkerStatus};
-use serde::Deserialize;
 
 use super::body::JsonBody;
 use super::query::Params;
 use super::{json_response, ApiError, AppState};
-use mycluster_core::docs::{AssignedView, HeartbeatDoc, ReportDoc, TaskView, WorkerDoc};
-use mycluster_core::wire::{DownDoc, DownManyDoc, RelocationDoc};
+use mycluster_core::wire::{
+    AssignedView, DownDoc, DownManyDoc, DownRequest, HeartbeatDoc, Registration, RelocationDoc,
+    ReportDoc, StatusReport, TaskView, WorkerDoc,
+};
 
 /// `GET /api/v1/workers`.
 pub async fn list(State(app): State<AppState>) -> Json<Vec<WorkerDoc>> {
@@ -280,12 +281,6 @@ fn down_doc(worker: String, relocated: Vec<RelocationDoc>) -> DownDoc {
 
 /// The most workers one `POST /api/v1/workers/_down` may name.
 const MAX_DECLARED: usize = 10_000;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DownRequest {
-    workers: Vec<String>,
-}
 
 /// `POST /api/v1/workers/_down[?silent_for=2s]` with `{"workers": [names]}`: the verdict
 /// on many workers in one commit, so losing a rack costs one reconcile instead of one

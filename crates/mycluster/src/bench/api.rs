@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde_json::json;
+use mycluster_core::wire::{Driver, Registration, ServiceRequest, StateDoc};
 
 use super::manager::ManagerProcess;
 use super::{report, Figure};
@@ -20,24 +20,26 @@ pub async fn run(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let manager = ManagerProcess::start(&[])?;
     let client = manager.client(Duration::from_secs(30))?;
     for w in 0..workers {
-        let registration = mycluster_core::commands::Registration {
+        let registration = Registration {
             name: format!("w{w:03}"),
             address: "127.0.0.1:9".into(),
             labels: Default::default(),
             capacity: None,
-            driver: "sim".into(),
+            driver: Driver::Sim.into(),
             instance: String::new(),
         };
         client.register(&registration).await?;
     }
     for s in 0..services {
-        let body = json!({"service": format!("svc-{s:04}"), "image": "mycluster/hello-world", "replicas": 1});
+        let body = ServiceRequest {
+            service: format!("svc-{s:04}"),
+            image: Some("mycluster/hello-world".into()),
+            replicas: 1,
+            command: None,
+            env: None,
+        };
         client
-            .request::<serde_json::Value>(
-                reqwest::Method::POST,
-                "/api/v1/service?wait=0",
-                Some(&body),
-            )
+            .request_with::<_, StateDoc>(reqwest::Method::POST, "/api/v1/service?wait=0", &body)
             .await?;
     }
     let mut figures = Vec::new();
