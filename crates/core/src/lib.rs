@@ -8,8 +8,9 @@
 //! then `state` (the cluster state and its `Change`s, the unit of memory and storage),
 //! `reconcile` (which tasks should exist) and `schedule` (where pending tasks go).
 //! `commands` holds the rules each command checks; `worker` the one liveness rule;
-//! `service`, `task`, `image` the types and their validation; `docs` what the API
-//! shows; `progress` what the CLI waits for.
+//! `service`, `task`, `image` the types and their validation; `wire` every request and
+//! answer that crosses the network (the one wire contract); `progress` what the CLI
+//! waits for.
 
 pub mod commands;
 pub mod identity;
