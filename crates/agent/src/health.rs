@@ -3,7 +3,7 @@
 
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use mycluster_core::wire::{AgentHealthDoc, Driver, HealthStatus};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -30,17 +30,18 @@ pub async fn bind(config: &AgentConfig) -> Result<(TcpListener, String), AgentEr
     Ok((listener, address))
 }
 
-pub async fn serve(
-    listener: TcpListener,
-    worker: String,
-    driver: &'static str,
-    stop: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, worker: String, driver: Driver, stop: CancellationToken) {
     let app = Router::new().route(
         "/healthz",
         get(move || {
             let worker = worker.clone();
-            async move { Json(json!({"status": "ok", "worker": worker, "driver": driver})) }
+            async move {
+                Json(AgentHealthDoc {
+                    driver,
+                    status: HealthStatus::Ok,
+                    worker,
+                })
+            }
         }),
     );
     let served = axum::serve(listener, app)

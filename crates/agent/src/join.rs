@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use mycluster_background::backoff;
+use mycluster_background::{Loop, LoopControl};
 use mycluster_client::ClientError;
-use mycluster_core::commands::Registration;
+use mycluster_core::wire::Registration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +33,7 @@ pub(crate) async fn register(shared: &Shared) -> Result<(), ClientError> {
         address: shared.address.clone(),
         labels: shared.config.labels.clone(),
         capacity: shared.config.capacity,
-        driver: shared.runtime.driver().to_string(),
+        driver: shared.runtime.driver().into(),
         instance: shared.config.instance.clone(),
     };
     shared.client.register(&registration).await.map(drop)
@@ -63,11 +63,42 @@ pub(crate) async fn register_until_done(
     shared: &Shared,
     stop: &CancellationToken,
 ) -> Result<(), AgentError> {
-    let name = &shared.config.name;
-    let mut failures = 0;
-    let mut held_since: Option<Instant> = None;
-    let mut last_said = None;
-    loop {
+    let mut joining = Joining {
+        shared,
+        held_since: None,
+        last_said: None,
+        gave_up: None,
+    };
+    Loop::new(
+        format!("agent {}", shared.config.name),
+        REGISTER_RETRY,
+        stop.clone(),
+    )
+    // Registered, it says so itself.
+    .quiet_recovery()
+    .run_with(&mut joining, |joining| Box::pin(joining.try_once()))
+    .await;
+    joining.gave_up.map_or(Ok(()), Err)
+}
+
+/// Registration under way: what a refusal because the name is held has told so far.
+struct Joining<'a> {
+    shared: &'a Shared,
+    /// Since when the name has been held by another agent (without another refusal
+    /// between).
+    held_since: Option<Instant>,
+    /// When the agent last said that the name is held.
+    last_said: Option<Instant>,
+    /// Why it gave up, once it did.
+    gave_up: Option<AgentError>,
+}
+
+impl Joining<'_> {
+    /// One try; a name held elsewhere is not a failure to back off from but a wait at
+    /// the manager's pace (`HELD_RETRY`).
+    async fn try_once(&mut self) -> Result<LoopControl, String> {
+        let shared = self.shared;
+        let name = &shared.config.name;
         let error = match register(shared).await {
             Ok(()) => {
                 tracing::info!(
@@ -75,46 +106,45 @@ pub(crate) async fn register_until_done(
                     shared.config.manager,
                     shared.config.instance
                 );
-                return Ok(());
+                return Ok(LoopControl::Stop);
             }
             Err(e) => e,
         };
-        let wait = if let Some(message) = held_elsewhere(&error) {
-            let since = *held_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= shared.config.takeover_wait {
-                return Err(AgentError::NameHeld {
-                    message: message.to_string(),
-                    waited: shared.config.takeover_wait,
-                });
-            }
-            if last_said.is_none_or(|said: Instant| said.elapsed() >= HELD_LOG_EVERY) {
-                last_said = Some(Instant::now());
-                tracing::warn!(
-                    "agent {name}: cannot register: {message}; trying again every {HELD_RETRY:?} \
-                     for up to {:?}, in case that agent has just stopped",
-                    shared.config.takeover_wait
-                );
-            }
-            HELD_RETRY
-        } else {
-            held_since = None;
-            failures += 1;
-            let wait = backoff(Duration::from_millis(500), failures);
+        let Some(message) = held_elsewhere(&error) else {
+            self.held_since = None;
             let hint = match error.status() {
                 Some(401) | Some(403) => {
                     " (check the join token: MYCLUSTER_JOIN_TOKEN or --join-token-file)"
                 }
                 _ => "",
             };
-            tracing::warn!("agent {name}: cannot register: {error}{hint}; retrying in {wait:?}");
-            wait
+            return Err(format!("cannot register: {error}{hint}"));
         };
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(wait) => {}
+        let since = *self.held_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= shared.config.takeover_wait {
+            self.gave_up = Some(AgentError::NameHeld {
+                message: message.to_string(),
+                waited: shared.config.takeover_wait,
+            });
+            return Ok(LoopControl::Stop);
         }
+        if self
+            .last_said
+            .is_none_or(|said: Instant| said.elapsed() >= HELD_LOG_EVERY)
+        {
+            self.last_said = Some(Instant::now());
+            tracing::warn!(
+                "agent {name}: cannot register: {message}; trying again every {HELD_RETRY:?} \
+                 for up to {:?}, in case that agent has just stopped",
+                shared.config.takeover_wait
+            );
+        }
+        Ok(LoopControl::After(HELD_RETRY))
     }
 }
+
+/// The first wait after a failed registration (doubled at each next failure).
+const REGISTER_RETRY: Duration = Duration::from_millis(500);
 
 /// Registers again (the manager forgot the worker: it lost its state). Another agent
 /// holding the name by now means this one was superseded.

@@ -4,6 +4,9 @@
 //! unreachable it leaves its containers alone, retries with backoff, and re-syncs when
 //! the manager answers again. It is one worker's only agent: if the manager says another
 //! agent holds the worker's name, it ends (see `join`).
+//!
+//! Where to start reading: `run` below (three loops: heartbeat, watch, sync), then
+//! `plan` (the pure diff of wanted tasks against containers found), then `join`.
 
 mod config;
 mod health;
@@ -14,10 +17,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mycluster_background::{backoff, run_loop, LoopControl};
+use mycluster_background::{run_loop, Loop, LoopControl};
 use mycluster_client::{Client, ClientError};
-use mycluster_core::commands::TaskReport;
-use mycluster_core::docs::TaskDoc;
+use mycluster_core::wire::{TaskDoc, TaskReport};
 use mycluster_core::TaskState;
 use mycluster_runtime::{ContainerRuntime, RuntimeError, TaskSpec};
 use tokio::sync::{watch, Semaphore};
@@ -116,7 +118,7 @@ struct Shared {
     in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Reports of finished actions, for the next pass to send.
     finished: std::sync::Mutex<Vec<TaskReport>>,
-    /// Wakes the sync loop when an action finishes.
+    /// Wakes the sync loop: a new list arrived, or an action finished.
     poke: tokio::sync::Notify,
     permits: Arc<Semaphore>,
 }
@@ -223,91 +225,83 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
     })
-    .await
+    .await;
 }
 
-/// Long-polls the manager for this worker's tasks and publishes each new list.
+/// Long-polls the manager for this worker's tasks and publishes each new list. A poll
+/// that answered is the wait: the next one starts at once.
 async fn watch_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    // The index of the list last received, for the next poll to wait for a newer one.
     let mut index: Option<u64> = None;
-    let mut failures = 0;
-    loop {
-        let poll = shared.client.assigned_tasks(
-            &shared.config.name,
-            &shared.config.instance,
-            index,
-            shared.config.poll_wait,
-        );
-        let result = tokio::select! {
-            _ = stop.cancelled() => return,
-            result = poll => result,
-        };
-        match result {
-            Ok(list) => {
-                if failures > 0 {
-                    tracing::info!("agent {}: the manager answers again", shared.config.name);
-                }
-                failures = 0;
-                index = Some(list.index);
-                shared.wanted.send_replace(Some(Arc::new(list.tasks)));
-            }
-            Err(e) => {
-                if let Some(message) = held_elsewhere(&e) {
-                    superseded(&shared, message);
-                    return;
-                }
-                failures += 1;
-                if e.status() == Some(404) {
-                    let _ = rejoin(&shared).await;
-                }
-                // Keep the last list: the containers keep running as they are.
-                index = None;
-                let wait = backoff(Duration::from_millis(500), failures);
-                tracing::warn!(
-                    "agent {}: cannot get tasks: {e}; retrying in {wait:?}",
-                    shared.config.name
+    let name = format!("agent {}", shared.config.name);
+    Loop::new(name, WATCH_RETRY, stop.clone())
+        .on_recovery("the manager answers again")
+        .run_with(&mut index, |index| {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            Box::pin(async move {
+                let poll = shared.client.assigned_tasks(
+                    &shared.config.name,
+                    &shared.config.instance,
+                    *index,
+                    shared.config.poll_wait,
                 );
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
+                // A poll waits up to `poll_wait`: the stop does not wait for it.
+                let result = tokio::select! {
+                    _ = stop.cancelled() => return Ok(LoopControl::Stop),
+                    result = poll => result,
+                };
+                match result {
+                    Ok(list) => {
+                        *index = Some(list.index);
+                        shared.wanted.send_replace(Some(Arc::new(list.tasks)));
+                        shared.poke.notify_one();
+                        Ok(LoopControl::Now)
+                    }
+                    Err(e) => {
+                        if let Some(message) = held_elsewhere(&e) {
+                            superseded(&shared, message);
+                            return Ok(LoopControl::Stop);
+                        }
+                        if e.status() == Some(404) {
+                            let _ = rejoin(&shared).await;
+                        }
+                        // Keep the last list: the containers keep running as they are.
+                        *index = None;
+                        Err(format!("cannot get tasks: {e}"))
+                    }
                 }
-            }
-        }
-    }
+            })
+        })
+        .await;
 }
 
-/// Makes the runtime match the wanted tasks: on every new list, and every sync period
-/// (to notice containers that exited).
+/// The first wait after a failed poll (doubled at each next failure).
+const WATCH_RETRY: Duration = Duration::from_millis(500);
+
+/// Makes the runtime match the wanted tasks: every sync period (to notice containers
+/// that exited), and at once when woken — by a new list, or an action that finished.
 async fn sync_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut wanted = shared.wanted.subscribe();
-    let mut failures = 0;
-    loop {
-        let list = wanted.borrow_and_update().clone();
-        let wait = match list {
-            None => shared.config.sync_period,
-            Some(tasks) => match sync_once(&shared, tasks).await {
-                Ok(()) => {
-                    failures = 0;
-                    shared.config.sync_period
+    let name = format!("agent {}", shared.config.name);
+    Loop::new(name, shared.config.sync_period, stop.clone())
+        .woken_by(&shared.poke)
+        // A pass that works again says nothing: its reports are the news.
+        .quiet_recovery()
+        .run(|| {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            async move {
+                let list = shared.wanted.borrow().clone();
+                let Some(tasks) = list else {
+                    return Ok(LoopControl::Continue);
+                };
+                match sync_once(&shared, tasks).await {
+                    Ok(()) => Ok(LoopControl::Continue),
+                    // Failed because the agent is stopping (superseded, say): no line.
+                    Err(_) if stop.is_cancelled() => Ok(LoopControl::Stop),
+                    Err(e) => Err(format!("sync: {e}")),
                 }
-                Err(_) if stop.is_cancelled() => return,
-                Err(e) => {
-                    failures += 1;
-                    let wait = backoff(shared.config.sync_period, failures);
-                    tracing::warn!(
-                        "agent {}: sync: {e}; retrying in {wait:?}",
-                        shared.config.name
-                    );
-                    wait
-                }
-            },
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = wanted.changed() => {}
-            _ = shared.poke.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
+            }
+        })
+        .await;
 }
 
 /// How many containers the agent starts or removes at once.
@@ -392,7 +386,7 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
         let list = Arc::make_mut(list);
         for r in reports.iter().filter(|r| !ignored.contains(&r.id.as_str())) {
             if let Some(task) = list.iter_mut().find(|t| t.id == r.id) {
-                task.state = r.state.as_str().to_string();
+                task.state = r.state;
             }
         }
         // Not a new assignment: do not wake the sync loop for it.

@@ -5,9 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mycluster_core::commands::TaskReport;
-use mycluster_core::docs::TaskDoc;
-use mycluster_core::TaskState;
+use mycluster_core::wire::{DesiredState, TaskDoc, TaskReport, TaskState};
 use mycluster_runtime::{Container, ContainerState};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +29,7 @@ pub fn plan(wanted: &[TaskDoc], containers: &[Container]) -> (Vec<Action>, Vec<T
 
     for task in wanted {
         let container = by_task.get(task.id.as_str()).copied();
-        if task.desired_state != "running" {
+        if task.desired_state != DesiredState::Running {
             match container {
                 Some(container) => actions.push(Action::Remove {
                     container: container.clone(),
@@ -43,7 +41,7 @@ pub fn plan(wanted: &[TaskDoc], containers: &[Container]) -> (Vec<Action>, Vec<T
         }
         match container.map(|c| &c.state) {
             Some(ContainerState::Running) => {
-                if task.state != "running" {
+                if task.state != TaskState::Running {
                     let mut r = report(task, TaskState::Running, None);
                     r.container_id = container.map(|c| c.id.clone());
                     reports.push(r);
@@ -69,7 +67,7 @@ pub fn plan(wanted: &[TaskDoc], containers: &[Container]) -> (Vec<Action>, Vec<T
                     });
                 }
             }
-            None if task.state == "running" => reports.push(report(
+            None if task.state == TaskState::Running => reports.push(report(
                 task,
                 TaskState::Failed,
                 Some("its container disappeared (removed, or its agent restarted)".into()),
@@ -105,7 +103,7 @@ pub fn report(task: &TaskDoc, state: TaskState, error: Option<String>) -> TaskRe
 mod tests {
     use super::*;
 
-    fn task(id: &str, desired: &str, state: &str) -> TaskDoc {
+    fn task(id: &str, desired: DesiredState, state: TaskState) -> TaskDoc {
         TaskDoc {
             id: id.into(),
             service: "web".into(),
@@ -114,8 +112,8 @@ mod tests {
             command: None,
             env: Default::default(),
             worker: Some("w1".into()),
-            desired_state: desired.into(),
-            state: state.into(),
+            desired_state: desired,
+            state,
             message: String::new(),
             container_id: None,
             exit_code: None,
@@ -134,11 +132,33 @@ mod tests {
         }
     }
 
+    /// The manager's task list reads into the typed states the plan compares.
+    #[test]
+    fn a_task_list_reads_into_typed_states() {
+        let text = r#"{"index":7,"tasks":[{"id":"a","service":"web","slot":0,"image":"img",
+            "worker":"w1","desired_state":"running","state":"assigned","message":"",
+            "container_id":null,"exit_code":null,"error":null,"created_at":1.0,"updated_at":1.0}]}"#;
+        let list: mycluster_core::wire::AssignedTasks = serde_json::from_str(text).expect("reads");
+        assert_eq!(
+            list.tasks,
+            [TaskDoc {
+                created_at: 1.0,
+                updated_at: 1.0,
+                ..task("a", DesiredState::Running, TaskState::Assigned)
+            }]
+        );
+        let (actions, _) = plan(&list.tasks, &[]);
+        assert_eq!(actions, [Action::Start(list.tasks[0].clone())]);
+        // A state this agent does not know is refused, not taken for another.
+        let unknown = text.replace(r#""state":"assigned""#, r#""state":"paused""#);
+        assert!(serde_json::from_str::<mycluster_core::wire::AssignedTasks>(&unknown).is_err());
+    }
+
     #[test]
     fn starts_what_is_assigned_and_reports_what_runs() {
         let wanted = [
-            task("a", "running", "assigned"),
-            task("b", "running", "assigned"),
+            task("a", DesiredState::Running, TaskState::Assigned),
+            task("b", DesiredState::Running, TaskState::Assigned),
         ];
         let containers = [container("b", ContainerState::Running)];
         let (actions, reports) = plan(&wanted, &containers);
@@ -153,7 +173,7 @@ mod tests {
 
     #[test]
     fn adopts_running_containers_without_a_word() {
-        let wanted = [task("a", "running", "running")];
+        let wanted = [task("a", DesiredState::Running, TaskState::Running)];
         let containers = [container("a", ContainerState::Running)];
         assert_eq!(plan(&wanted, &containers), (vec![], vec![]));
     }
@@ -161,8 +181,8 @@ mod tests {
     #[test]
     fn removes_what_is_not_wanted_and_reports_shutdowns() {
         let wanted = [
-            task("a", "shutdown", "running"),
-            task("b", "shutdown", "assigned"),
+            task("a", DesiredState::Shutdown, TaskState::Running),
+            task("b", DesiredState::Shutdown, TaskState::Assigned),
         ];
         let containers = [
             container("a", ContainerState::Running),
@@ -192,8 +212,8 @@ mod tests {
     #[test]
     fn exits_become_complete_or_failed_with_the_code() {
         let wanted = [
-            task("ok", "running", "running"),
-            task("bad", "running", "running"),
+            task("ok", DesiredState::Running, TaskState::Running),
+            task("bad", DesiredState::Running, TaskState::Running),
         ];
         let containers = [
             container(
@@ -221,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_running_task_without_a_container_failed() {
-        let wanted = [task("a", "running", "running")];
+        let wanted = [task("a", DesiredState::Running, TaskState::Running)];
         let (actions, reports) = plan(&wanted, &[]);
         assert!(actions.is_empty());
         assert_eq!(reports[0].state, TaskState::Failed);

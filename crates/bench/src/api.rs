@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::json;
+use mycluster_core::wire::{Driver, Registration, ServiceRequest, StateDoc};
 
 use crate::error::BenchError;
 use crate::figure::{report, Figure};
@@ -22,24 +22,26 @@ pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
     let manager = ManagerProcess::start(&[])?;
     let client = manager.client(Duration::from_secs(30))?;
     for w in 0..workers {
-        let registration = mycluster_core::commands::Registration {
+        let registration = Registration {
             name: format!("w{w:03}"),
             address: "127.0.0.1:9".into(),
             labels: Default::default(),
             capacity: None,
-            driver: "sim".into(),
+            driver: Driver::Sim.into(),
             instance: String::new(),
         };
         client.register(&registration).await?;
     }
     for s in 0..services {
-        let body = json!({"service": format!("svc-{s:04}"), "image": "mycluster/hello-world", "replicas": 1});
+        let body = ServiceRequest {
+            service: format!("svc-{s:04}"),
+            image: Some("mycluster/hello-world".into()),
+            replicas: 1,
+            command: None,
+            env: None,
+        };
         client
-            .request::<serde_json::Value>(
-                reqwest::Method::POST,
-                "/api/v1/service?wait=0",
-                Some(&body),
-            )
+            .request_with::<_, StateDoc>(reqwest::Method::POST, "/api/v1/service?wait=0", &body)
             .await?;
     }
     let mut figures = Vec::new();

@@ -26,6 +26,8 @@ pub enum BenchError {
     Setup(#[from] mycluster_setup::SetupError),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Int(#[from] std::num::TryFromIntError),
 }
 
 impl BenchError {

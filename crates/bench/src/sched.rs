@@ -42,7 +42,7 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
         address: format!("10.0.0.1:{}", 7000 + i % 50_000),
         labels: Default::default(),
         capacity: None,
-        driver: "sim".into(),
+        driver: Some(mycluster_core::Driver::Sim),
         status: WorkerStatus::Ready,
         registered_at: 0,
         updated_at: 0,

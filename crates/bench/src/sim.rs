@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use mycluster_agent::AgentConfig;
 use mycluster_background::pace;
 use mycluster_client::Client;
+use mycluster_core::wire::{ServiceRequest, WorkerStatus};
 use mycluster_monitor::MonitorConfig;
 use mycluster_runtime::{Identity, SimRuntime};
 use mycluster_setup::secret::JOIN_TOKEN_ENV;
 use mycluster_setup::tokens::agent_token;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::BenchError;
@@ -149,7 +149,14 @@ pub async fn run(
     while next < services || !submitting.is_empty() {
         while next < services && submitting.len() < CONCURRENT_SUBMITS {
             let n = PER_SERVICE.min(replicas - next * PER_SERVICE);
-            let body = json!({"service": format!("svc-{next:04}"), "image": "mycluster/hello-world", "replicas": n});
+            let body = ServiceRequest {
+                service: format!("svc-{next:04}"),
+                image: Some("mycluster/hello-world".into()),
+                replicas: u32::try_from(n)
+                    .map_err(|e| BenchError::context("replicas of one service", e))?,
+                command: None,
+                env: None,
+            };
             let client = client.clone();
             submitting.spawn(async move { client.submit_service(&body).await });
             next += 1;
@@ -252,7 +259,10 @@ async fn wait(
     loop {
         let looked = Instant::now();
         if let Ok(workers) = client.workers().await {
-            let ready = workers.iter().filter(|w| w.status == "ready").count();
+            let ready = workers
+                .iter()
+                .filter(|w| w.status == WorkerStatus::Ready)
+                .count();
             let running = workers.iter().map(|w| w.running).sum();
             last = (ready, running);
             if done(ready, running) {

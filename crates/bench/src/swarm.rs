@@ -18,9 +18,10 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use mycluster_client::Client;
+use mycluster_core::wire::{ServiceRequest, StateDoc, WorkerStatus};
 use mycluster_setup::images::{ensure_demo, DEMO_IMAGE};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::error::chain;
 use crate::error::BenchError;
@@ -149,7 +150,7 @@ async fn measure(docker: &Docker, quick: bool) -> Result<Vec<Figure>, BenchError
     while !client
         .workers()
         .await
-        .is_ok_and(|w| w.iter().any(|w| w.status == "ready"))
+        .is_ok_and(|w| w.iter().any(|w| w.status == WorkerStatus::Ready))
     {
         if started.elapsed() > Duration::from_secs(60) {
             return Err(BenchError::Failed(
@@ -229,10 +230,16 @@ impl Sides {
         match side {
             Side::Ours => {
                 // wait=0: the manager answers at once, so the observer alone times both.
-                let body = json!({"service": name, "image": self.id, "replicas": n});
+                let body = ServiceRequest {
+                    service: name.to_string(),
+                    image: Some(self.id.clone()),
+                    replicas: u32::try_from(n)?,
+                    command: None,
+                    env: None,
+                };
                 let path = "/api/v1/service?wait=0";
                 self.client
-                    .request::<Value>(Method::POST, path, Some(&body))
+                    .request_with::<_, StateDoc>(Method::POST, path, &body)
                     .await?;
             }
             Side::Swarm | Side::SwarmByTag => {

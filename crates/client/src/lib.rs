@@ -1,16 +1,19 @@
 //! A typed client of the MyCluster REST API, used by the CLI (and by agents and the
 //! monitor). Errors say which manager could not be reached, or what it answered.
+//!
+//! Where to start reading: `Client::request` (one call: the token, the timeout, the
+//! error document), then one method per endpoint, each returning the core's wire type.
 
 use std::time::Duration;
 
-use mycluster_core::commands::{Registration, StatusReport, TaskReport};
-use mycluster_core::docs::{
-    AssignedTasks, ErrorDoc, HealthDoc, HeartbeatDoc, ReportDoc, ReseedDoc, ServiceDoc, StateDoc,
-    StatsDoc, TaskDoc, WorkerDoc,
+use mycluster_core::wire::{
+    AssignedTasks, DownDoc, DownManyDoc, DownRequest, ErrorDoc, HealthDoc, HeartbeatDoc,
+    Registration, ReportDoc, ReseedDoc, ServiceDoc, ServicePatchRequest, ServiceRequest, StateDoc,
+    StatsDoc, StatusReport, TaskDoc, TaskReport, WorkerDoc,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -99,25 +102,34 @@ impl Client {
         &self.base
     }
 
-    /// Sends a request and decodes a JSON answer; an error status becomes `Api` with the
-    /// manager's message.
+    /// Sends a request without a body and decodes a JSON answer; an error status becomes
+    /// `Api` with the manager's message.
     pub async fn request<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
     ) -> Result<T, ClientError> {
-        self.send(method, path, body, None, &[], &[]).await
+        self.send(method, path, NO_BODY, None, &[], &[]).await
+    }
+
+    /// The same, with `body` (a request type of `mycluster_core::wire`) as its JSON body.
+    pub async fn request_with<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.send(method, path, Some(body), None, &[], &[]).await
     }
 
     /// Sends a request and decodes its JSON answer. An error status becomes `Api` with
     /// the manager's message, except the statuses in `accept`, whose answer is decoded
     /// like a success's.
-    async fn send<T: DeserializeOwned>(
+    async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&B>,
         timeout: Option<Duration>,
         headers: &[(&str, &str)],
         accept: &[StatusCode],
@@ -191,7 +203,7 @@ impl Client {
         self.send(
             Method::GET,
             "/healthz",
-            None,
+            NO_BODY,
             None,
             &[],
             &[StatusCode::SERVICE_UNAVAILABLE],
@@ -201,29 +213,27 @@ impl Client {
 
     /// `POST /api/v1/store/reseed`: writes the manager's state back into its store.
     pub async fn reseed(&self) -> Result<ReseedDoc, ClientError> {
-        self.request(Method::POST, "/api/v1/store/reseed", None)
-            .await
+        self.request(Method::POST, "/api/v1/store/reseed").await
     }
 
     pub async fn stats(&self) -> Result<StatsDoc, ClientError> {
-        self.request(Method::GET, "/api/v1/stats", None).await
+        self.request(Method::GET, "/api/v1/stats").await
     }
 
     pub async fn state(&self) -> Result<StateDoc, ClientError> {
-        self.request(Method::GET, "/api/v1/state", None).await
+        self.request(Method::GET, "/api/v1/state").await
     }
 
-    /// Creates the service, or updates it if it exists: `body` is the document of
-    /// `POST /api/v1/service` (`service`, `image`, `replicas`, `command`, `env`).
-    pub async fn put_service(&self, body: &Value) -> Result<StateDoc, ClientError> {
-        self.request(Method::POST, "/api/v1/service", Some(body))
+    /// Creates the service, or updates it if it exists (`POST /api/v1/service`).
+    pub async fn put_service(&self, body: &ServiceRequest) -> Result<StateDoc, ClientError> {
+        self.request_with(Method::POST, "/api/v1/service", body)
             .await
     }
 
     /// Creates or updates a service without waiting for its tasks, and without the
     /// state document in the answer (`?wait=0`, `Prefer: return=minimal`): for tools
     /// that submit many.
-    pub async fn submit_service(&self, body: &Value) -> Result<ServiceDoc, ClientError> {
+    pub async fn submit_service(&self, body: &ServiceRequest) -> Result<ServiceDoc, ClientError> {
         self.send(
             Method::POST,
             "/api/v1/service?wait=0",
@@ -236,16 +246,12 @@ impl Client {
     }
 
     pub async fn service(&self, name: &str) -> Result<ServiceDoc, ClientError> {
-        self.request(
-            Method::GET,
-            &format!("/api/v1/service/{}", segment(name)),
-            None,
-        )
-        .await
+        self.request(Method::GET, &format!("/api/v1/service/{}", segment(name)))
+            .await
     }
 
     pub async fn services(&self) -> Result<Vec<ServiceDoc>, ClientError> {
-        self.request(Method::GET, "/api/v1/services", None).await
+        self.request(Method::GET, "/api/v1/services").await
     }
 
     /// Changes only the given fields of a service.
@@ -255,29 +261,25 @@ impl Client {
         image: Option<&str>,
         replicas: Option<u32>,
     ) -> Result<ServiceDoc, ClientError> {
-        let mut body = serde_json::Map::new();
-        if let Some(image) = image {
-            body.insert("image".into(), json!(image));
-        }
-        if let Some(replicas) = replicas {
-            body.insert("replicas".into(), json!(replicas));
-        }
+        let body = ServicePatchRequest {
+            image: image.map(str::to_string),
+            replicas,
+            ..ServicePatchRequest::default()
+        };
         let path = format!("/api/v1/service/{}", segment(name));
-        self.request(Method::PATCH, &path, Some(&Value::Object(body)))
-            .await
+        self.request_with(Method::PATCH, &path, &body).await
     }
 
     pub async fn delete_service(&self, name: &str) -> Result<ServiceDoc, ClientError> {
         self.request(
             Method::DELETE,
             &format!("/api/v1/service/{}", segment(name)),
-            None,
         )
         .await
     }
 
     pub async fn workers(&self) -> Result<Vec<WorkerDoc>, ClientError> {
-        self.request(Method::GET, "/api/v1/workers", None).await
+        self.request(Method::GET, "/api/v1/workers").await
     }
 
     /// Tasks, all or only those of a service or placed on a worker.
@@ -297,7 +299,7 @@ impl Client {
         if !filters.is_empty() {
             path = format!("{path}?{}", filters.join("&"));
         }
-        self.request(Method::GET, &path, None).await
+        self.request(Method::GET, &path).await
     }
 }
 
@@ -306,11 +308,7 @@ impl Client {
 /// does not hold the worker.
 impl Client {
     pub async fn register(&self, registration: &Registration) -> Result<WorkerDoc, ClientError> {
-        let body = serde_json::to_value(registration).map_err(|e| ClientError::Decode {
-            url: self.base.clone(),
-            reason: e.to_string(),
-        })?;
-        self.request(Method::POST, "/api/v1/workers", Some(&body))
+        self.request_with(Method::POST, "/api/v1/workers", registration)
             .await
     }
 
@@ -320,7 +318,7 @@ impl Client {
         instance: &str,
     ) -> Result<HeartbeatDoc, ClientError> {
         let path = agent_path(worker, "heartbeat", instance, None);
-        self.request(Method::POST, &path, None).await
+        self.request(Method::POST, &path).await
     }
 
     /// The worker's tasks; with `index`, waits up to `wait` for a change after it.
@@ -337,7 +335,7 @@ impl Client {
         self.send(
             Method::GET,
             &path,
-            None,
+            NO_BODY,
             Some(wait + Duration::from_secs(15)),
             &[],
             &[],
@@ -351,13 +349,13 @@ impl Client {
         &self,
         worker: &str,
         silent_for: Duration,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<DownDoc, ClientError> {
         let path = format!(
             "/api/v1/workers/{}/down?silent_for={}ms",
             segment(worker),
             silent_for.as_millis()
         );
-        self.request(Method::POST, &path, None).await
+        self.request(Method::POST, &path).await
     }
 
     /// Declares many workers down in one commit (`POST /api/v1/workers/_down`); those
@@ -366,13 +364,15 @@ impl Client {
         &self,
         workers: &[&str],
         silent_for: Duration,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<DownManyDoc, ClientError> {
         let path = format!(
             "/api/v1/workers/_down?silent_for={}ms",
             silent_for.as_millis()
         );
-        let body = serde_json::json!({ "workers": workers });
-        self.request(Method::POST, &path, Some(&body)).await
+        let body = DownRequest {
+            workers: workers.iter().map(|w| w.to_string()).collect(),
+        };
+        self.request_with(Method::POST, &path, &body).await
     }
 
     pub async fn report(
@@ -385,13 +385,12 @@ impl Client {
         let report = StatusReport {
             tasks: reports.to_vec(),
         };
-        let body = serde_json::to_value(report).map_err(|e| ClientError::Decode {
-            url: self.base.clone(),
-            reason: e.to_string(),
-        })?;
-        self.request(Method::POST, &path, Some(&body)).await
+        self.request_with(Method::POST, &path, &report).await
     }
 }
+
+/// No request body (the type is only there to name one).
+const NO_BODY: Option<&()> = None;
 
 /// `/api/v1/workers/<worker>/<action>`, with `?instance=` (when there is one) and any
 /// other query.

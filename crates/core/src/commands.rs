@@ -2,12 +2,9 @@
 //! its preconditions against the state, then records the changes. The manager commits
 //! them; an error leaves the transaction untouched.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-
 use crate::identity;
 use crate::service::ServicePatch;
+use crate::wire::{Ignored, Registration, TaskReport};
 use crate::worker::LastHeard;
 use crate::{
     Change, DesiredState, Limits, Millis, Service, ServiceSpec, Task, TaskState, Txn, Worker,
@@ -122,25 +119,6 @@ fn count_request(txn: &mut Txn) {
     txn.push(Change::PutCounters(counters));
 }
 
-/// What an agent sends when it joins.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Registration {
-    pub name: String,
-    pub address: String,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub capacity: Option<u32>,
-    /// `docker`, `process` or `sim`; decides which services it can run.
-    #[serde(default)]
-    pub driver: String,
-    /// The agent instance registering (see `identity`): a random id its agent made at
-    /// start. Empty or absent: none (a registration by hand).
-    #[serde(default)]
-    pub instance: String,
-}
-
 /// Worker names become container names: letters, digits, '_', '.', '-'.
 pub fn validate_worker_name(name: &str) -> Result<(), CommandError> {
     validate_name("worker", name, 128)
@@ -182,15 +160,12 @@ pub fn register_worker(
     now: Millis,
 ) -> Result<Worker, CommandError> {
     validate_worker_name(&registration.name)?;
-    if !matches!(
-        registration.driver.as_str(),
-        "" | "docker" | "process" | "sim"
-    ) {
-        return Err(CommandError::Invalid(format!(
+    let driver = registration.driver.known().map_err(|name| {
+        CommandError::Invalid(format!(
             "field 'driver' must be docker, process or sim, got '{}'",
-            registration.driver.escape_debug()
-        )));
-    }
+            name.escape_debug()
+        ))
+    })?;
     if registration.address.is_empty() || registration.address.len() > 255 {
         return Err(CommandError::Invalid(
             "field 'address' must be a host:port of 1-255 characters".into(),
@@ -220,7 +195,7 @@ pub fn register_worker(
         address: registration.address,
         labels: registration.labels,
         capacity: registration.capacity,
-        driver: registration.driver,
+        driver,
         status,
         registered_at: old.as_ref().map_or(now, |w| w.registered_at),
         updated_at: now,
@@ -264,37 +239,6 @@ pub fn set_worker_status(
     worker.updated_at = now;
     txn.push(Change::PutWorker(worker.clone()));
     Ok(worker)
-}
-
-/// What an agent reports about one of its tasks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskReport {
-    pub id: String,
-    pub state: TaskState,
-    #[serde(default)]
-    pub container_id: Option<String>,
-    #[serde(default)]
-    pub exit_code: Option<i64>,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub message: Option<String>,
-}
-
-/// The body of an agent's status report (`POST /api/v1/workers/<name>/status`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatusReport {
-    pub tasks: Vec<TaskReport>,
-}
-
-/// A report the manager did not take, and why; the agent learns the truth from its next
-/// task list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ignored {
-    pub id: String,
-    pub why: String,
 }
 
 /// Records what agent `instance` observed. A report from an instance that does not hold

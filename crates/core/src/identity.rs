@@ -112,7 +112,7 @@ mod tests {
             address: "10.0.0.7:7000".into(),
             labels: BTreeMap::new(),
             capacity: None,
-            driver: "process".into(),
+            driver: Some(crate::Driver::Process),
             status,
             registered_at: 1,
             updated_at: 1,

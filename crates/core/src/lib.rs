@@ -1,11 +1,18 @@
-//! The pure core of MyCluster: the cluster's types, input validation, and the two decisions
-//! the control plane makes — `reconcile` (what tasks should exist) and `schedule` (where
-//! pending tasks go). Nothing here does I/O or needs an async runtime: every function takes
-//! a snapshot and the current time and returns the changes to make, so the manager (which
-//! owns the I/O) can commit them and tests can check them exhaustively.
+//! The pure core of MyCluster: the cluster's types, input validation, and every decision
+//! the control plane makes. Nothing here does I/O or needs an async runtime: the time,
+//! the ids and what was heard from workers are passed in, so every decision is
+//! reproducible and the property tests can check it exhaustively.
+//!
+//! Where to start reading: `step` — the one function every change goes through (a
+//! command, then `reconcile` of what it touched, then `schedule` of what is pending) —
+//! then `state` (the cluster state and its `Change`s, the unit of memory and storage),
+//! `reconcile` (which tasks should exist) and `schedule` (where pending tasks go).
+//! `commands` holds the rules each command checks; `worker` the one liveness rule;
+//! `service`, `task`, `image` the types and their validation; `wire` every request and
+//! answer that crosses the network (the one wire contract); `progress` what the CLI
+//! waits for.
 
 pub mod commands;
-pub mod docs;
 pub mod identity;
 pub mod ids;
 pub mod image;
@@ -14,8 +21,10 @@ pub mod reconcile;
 pub mod schedule;
 pub mod service;
 pub mod state;
+pub mod step;
 pub mod task;
 pub mod time;
+pub mod wire;
 pub mod worker;
 
 pub use ids::{IdSource, SequentialIds};
@@ -23,7 +32,9 @@ pub use reconcile::reconcile;
 pub use schedule::schedule;
 pub use service::{Limits, Service, ServiceSpec, SpecError};
 pub use state::{Change, ClusterState, Counters, Txn};
+pub use step::{step, Command, Context};
 pub use task::{DesiredState, Task, TaskState};
+pub use wire::Driver;
 pub use worker::{Worker, WorkerStatus};
 
 /// Milliseconds since the Unix epoch. Passed in, never read from a clock, so that every

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::docs::TaskDoc;
+use crate::wire::TaskDoc;
 use crate::{DesiredState, TaskState};
 
 /// The state of a service's replicas.
@@ -36,12 +36,7 @@ impl Progress {
         // about the service, not a replica).
         let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for task in tasks {
-            let (Some(state), Some(desired)) = (
-                TaskState::parse(&task.state),
-                DesiredState::parse(&task.desired_state),
-            ) else {
-                continue;
-            };
+            let (state, desired) = (task.state, task.desired_state);
             let wanted_running = desired == DesiredState::Running;
             match state {
                 TaskState::Running if wanted_running => progress.running += 1,
@@ -121,8 +116,8 @@ mod tests {
             command: None,
             env: Default::default(),
             worker: Some("w1".into()),
-            desired_state: desired.into(),
-            state: state.into(),
+            desired_state: DesiredState::parse(desired).expect("a desired state"),
+            state: TaskState::parse(state).expect("a task state"),
             message: String::new(),
             container_id: None,
             exit_code: None,

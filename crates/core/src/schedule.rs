@@ -75,7 +75,7 @@ fn place_service<'a>(
     let first = tasks[0];
     let cannot_run = |load: &Load| {
         driver_cannot_run(
-            &load.worker.driver,
+            load.worker.driver,
             first.image.as_deref(),
             first.command.as_deref(),
         )

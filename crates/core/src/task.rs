@@ -1,12 +1,15 @@
 //! Tasks: one replica slot of a service, placed on one worker, run once. A task is never
 //! moved: when its worker dies it becomes `lost` and a new task takes its slot elsewhere.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::Millis;
 
 /// Where a task is in its life. States only move forward (see [`TaskState::can_become`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
     /// Waiting for a worker that can take it.
@@ -77,7 +80,7 @@ impl TaskState {
 }
 
 /// What the control plane wants of a task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DesiredState {
     Running,
@@ -96,6 +99,18 @@ impl DesiredState {
         [DesiredState::Running, DesiredState::Shutdown]
             .into_iter()
             .find(|d| d.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for DesiredState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -159,6 +174,16 @@ impl Task {
     /// Still holds (or may hold) a container on its worker.
     pub fn is_live(&self) -> bool {
         !self.state.is_terminal()
+    }
+
+    /// Wanted, placed, and not running yet on a worker that is live (`live` says which
+    /// are: see `worker::LastHeard::is_live`), so expected to start soon: what a service
+    /// create waits for before it answers.
+    pub fn is_starting(&self, live: impl Fn(&str) -> bool) -> bool {
+        self.is_active()
+            && self.state != TaskState::Running
+            && self.state != TaskState::Pending
+            && self.worker.as_deref().is_some_and(live)
     }
 }
 

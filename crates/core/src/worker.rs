@@ -2,11 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::wire::driver::name_or_empty;
+use crate::wire::Driver;
 use crate::Millis;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerStatus {
     /// Takes new tasks.
@@ -27,16 +30,22 @@ impl WorkerStatus {
     }
 }
 
+impl std::fmt::Display for WorkerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a worker's driver cannot run a task (`None`: it can). Docker runs images; the
 /// process driver runs commands; sim (and an agent that did not say) runs anything.
 pub fn driver_cannot_run(
-    driver: &str,
+    driver: Option<Driver>,
     image: Option<&str>,
     command: Option<&[String]>,
 ) -> Option<&'static str> {
     match driver {
-        "docker" if image.is_none() => Some("the docker driver needs an image"),
-        "process" if command.is_none() => Some("the process driver needs a command"),
+        Some(Driver::Docker) if image.is_none() => Some("the docker driver needs an image"),
+        Some(Driver::Process) if command.is_none() => Some("the process driver needs a command"),
         _ => None,
     }
 }
@@ -49,9 +58,10 @@ pub struct Worker {
     pub labels: BTreeMap<String, String>,
     /// The most tasks it may hold at once; `None` is unlimited.
     pub capacity: Option<u32>,
-    /// The agent's container runtime (`docker`, `process`, `sim`): what it can run.
-    #[serde(default)]
-    pub driver: String,
+    /// The agent's container runtime: what it can run. `None`: the agent did not say
+    /// (stored as `""`, as it always was; absent in a store written before drivers).
+    #[serde(default, with = "name_or_empty")]
+    pub driver: Option<Driver>,
     pub status: WorkerStatus,
     pub registered_at: Millis,
     pub updated_at: Millis,

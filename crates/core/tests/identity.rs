@@ -1,16 +1,18 @@
-//! One agent per worker name, through the commands the manager runs: a registration that
+//! One agent per worker name, through the step the manager runs: a registration that
 //! would take a live worker's name from its agent changes nothing; a down or silent
 //! worker is taken over with its tasks; a superseded agent's reports change nothing; and
 //! a worker stored before instances existed still loads.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mycluster_core::commands::{
-    register_worker, report_tasks, set_worker_status, CommandError, Registration, TaskReport,
-};
+use mycluster_core::commands::CommandError;
+use mycluster_core::step::{self, DeclareDown, PutService, Register, Report, Step};
+use mycluster_core::wire::{Registration, TaskReport};
 use mycluster_core::worker::LastHeard;
 use mycluster_core::{
-    schedule, ClusterState, Service, ServiceSpec, TaskState, Txn, Worker, WorkerStatus,
+    ClusterState, Command, Context, Driver, Limits, SequentialIds, ServiceSpec, TaskState, Worker,
+    WorkerStatus,
 };
 
 fn registration(instance: &str, address: &str) -> Registration {
@@ -19,22 +21,47 @@ fn registration(instance: &str, address: &str) -> Registration {
         address: address.into(),
         labels: Default::default(),
         capacity: None,
-        driver: "process".into(),
+        driver: Driver::Process.into(),
         instance: instance.into(),
     }
 }
 
-fn heard(age_ms: u64) -> Option<LastHeard> {
-    Some(LastHeard {
-        age: Duration::from_millis(age_ms),
-        interval: Duration::from_secs(1),
-    })
+/// Runs `command` on `state` at `now`, w1 last heard `heard_ms` ago (`None`: never).
+fn run<C: Command>(
+    state: &ClusterState,
+    command: C,
+    heard_ms: Option<u64>,
+    now: u64,
+) -> Result<Step<C::Outcome>, CommandError> {
+    let heard: BTreeMap<String, LastHeard> = heard_ms
+        .map(|ms| {
+            let heard = LastHeard {
+                age: Duration::from_millis(ms),
+                interval: Duration::from_secs(1),
+            };
+            ("w1".to_string(), heard)
+        })
+        .into_iter()
+        .collect();
+    let limits = Limits::default();
+    let ctx = Context {
+        now,
+        limits: &limits,
+        max_heartbeats_per_second: 1000,
+        heard: &heard,
+    };
+    step::step(state, command, &ctx, &mut SequentialIds::default())
 }
 
 /// A cluster with w1 registered by agent instance `aaaa` and two tasks placed on it.
 fn held_by_a() -> ClusterState {
-    let mut txn = Txn::new(ClusterState::default());
-    register_worker(&mut txn, registration("aaaa", "10.0.0.1:7000"), None, 1_000).unwrap();
+    let registered = run(
+        &ClusterState::default(),
+        Register(registration("aaaa", "10.0.0.1:7000")),
+        None,
+        1_000,
+    )
+    .unwrap();
     let spec = ServiceSpec {
         name: "web".into(),
         image: None,
@@ -42,16 +69,9 @@ fn held_by_a() -> ClusterState {
         env: Default::default(),
         replicas: 2,
     };
-    txn.push(mycluster_core::Change::PutService(Service::updated(
-        None, spec, 1_000,
-    )));
-    let mut ids = mycluster_core::SequentialIds::default();
-    let created = mycluster_core::reconcile(&txn.state, 1_000, &mut ids);
-    txn.extend(created);
-    let placed = schedule(&txn.state, 1_000);
-    txn.extend(placed);
-    assert_eq!(txn.state.tasks_on_worker("w1").count(), 2);
-    txn.state
+    let placed = run(&registered.state, PutService(spec), None, 1_000).unwrap();
+    assert_eq!(placed.state.tasks_on_worker("w1").count(), 2);
+    placed.state
 }
 
 fn conflict<T: std::fmt::Debug>(result: Result<T, CommandError>) -> String {
@@ -64,45 +84,48 @@ fn conflict<T: std::fmt::Debug>(result: Result<T, CommandError>) -> String {
 #[test]
 fn a_live_workers_name_is_not_taken_and_nothing_changes() {
     let state = held_by_a();
-    let mut txn = Txn::new(state.clone());
-    let refused = conflict(register_worker(
-        &mut txn,
-        registration("bbbb", "10.0.0.2:7000"),
-        heard(400),
+    let refused = conflict(run(
+        &state,
+        Register(registration("bbbb", "10.0.0.2:7000")),
+        Some(400),
         2_000,
     ));
     assert!(
         refused.contains("worker w1 is live at 10.0.0.1:7000"),
         "{refused}"
     );
-    assert!(txn.changes.is_empty());
-    assert_eq!(txn.state.workers["w1"], state.workers["w1"]);
     // Its own agent may register again at any time.
-    let again = register_worker(
-        &mut txn,
-        registration("aaaa", "10.0.0.1:7000"),
-        heard(400),
+    let again = run(
+        &state,
+        Register(registration("aaaa", "10.0.0.1:7000")),
+        Some(400),
         2_000,
     )
     .unwrap();
-    assert_eq!(again.instance, "aaaa");
+    assert_eq!(again.outcome.worker.instance, "aaaa");
+    assert!(again.changes.is_empty(), "nothing but the time changed");
 }
 
 #[test]
 fn a_silent_or_down_worker_is_taken_over_with_its_tasks() {
     for down in [false, true] {
-        let mut txn = Txn::new(held_by_a());
+        let mut state = held_by_a();
         if down {
-            set_worker_status(&mut txn, "w1", WorkerStatus::Down, 1_500).unwrap();
+            let verdict = DeclareDown {
+                workers: vec!["w1".into()],
+                silent_for: None,
+            };
+            state = run(&state, verdict, None, 1_500).unwrap().state;
         }
-        let heard = if down { heard(100) } else { heard(3_500) };
-        let worker = register_worker(
-            &mut txn,
-            registration("bbbb", "10.0.0.2:7000"),
+        let heard = if down { Some(100) } else { Some(3_500) };
+        let taken = run(
+            &state,
+            Register(registration("bbbb", "10.0.0.2:7000")),
             heard,
             2_000,
         )
         .unwrap();
+        let worker = &taken.outcome.worker;
         assert_eq!(worker.instance, "bbbb");
         assert_eq!(worker.address, "10.0.0.2:7000");
         assert_eq!(worker.status, WorkerStatus::Ready);
@@ -110,22 +133,30 @@ fn a_silent_or_down_worker_is_taken_over_with_its_tasks() {
             worker.registered_at, 1_000,
             "the same worker, not a new one"
         );
-        assert_eq!(txn.state.workers["w1"], worker);
-        assert_eq!(txn.state.tasks_on_worker("w1").count(), 2);
+        assert_eq!(&taken.state.workers["w1"], worker);
+        assert_eq!(
+            taken.outcome.before.map(|w| w.instance).as_deref(),
+            Some("aaaa")
+        );
+        // Silent: its tasks stay with the worker. Down: they were lost and replaced on
+        // the worker as soon as it came back.
+        let live = taken.state.tasks_on_worker("w1").filter(|t| t.is_active());
+        assert_eq!(live.count(), 2);
+        // The registration counts as a heartbeat.
+        assert_eq!(taken.heard.map(|h| h.worker).as_deref(), Some("w1"));
     }
 }
 
 #[test]
 fn a_superseded_agents_reports_change_nothing() {
-    let mut txn = Txn::new(held_by_a());
-    register_worker(
-        &mut txn,
-        registration("bbbb", "10.0.0.2:7000"),
-        heard(5_000),
+    let state = run(
+        &held_by_a(),
+        Register(registration("bbbb", "10.0.0.2:7000")),
+        Some(5_000),
         2_000,
     )
-    .unwrap();
-    let state = txn.state.clone();
+    .unwrap()
+    .state;
     let reports: Vec<TaskReport> = state
         .tasks_on_worker("w1")
         .map(|t| TaskReport {
@@ -137,30 +168,18 @@ fn a_superseded_agents_reports_change_nothing() {
             message: None,
         })
         .collect();
-    let mut late = Txn::new(state.clone());
-    let refused = conflict(report_tasks(
-        &mut late,
-        "w1",
-        "aaaa",
-        reports.clone(),
-        3_000,
-    ));
+    let report = |instance: &str| Report {
+        worker: "w1".into(),
+        instance: instance.into(),
+        tasks: reports.clone(),
+    };
+    let refused = conflict(run(&state, report("aaaa"), None, 3_000));
     assert!(refused.starts_with("superseded: worker w1"), "{refused}");
-    assert!(late.changes.is_empty());
-    let mut anonymous = Txn::new(state.clone());
-    conflict(report_tasks(
-        &mut anonymous,
-        "w1",
-        "",
-        reports.clone(),
-        3_000,
-    ));
-    assert!(anonymous.changes.is_empty());
+    conflict(run(&state, report(""), None, 3_000));
     // The holder's reports count.
-    let mut holder = Txn::new(state);
-    let (_, ignored) = report_tasks(&mut holder, "w1", "bbbb", reports, 3_000).unwrap();
-    assert!(ignored.is_empty());
-    assert!(holder
+    let taken = run(&state, report("bbbb"), None, 3_000).unwrap();
+    assert!(taken.outcome.is_empty());
+    assert!(taken
         .state
         .tasks_on_worker("w1")
         .all(|t| t.state == TaskState::Running));
@@ -168,13 +187,16 @@ fn a_superseded_agents_reports_change_nothing() {
 
 #[test]
 fn a_bad_instance_id_is_refused() {
-    let mut txn = Txn::new(ClusterState::default());
-    let result = register_worker(&mut txn, registration("a b", "10.0.0.1:7000"), None, 1);
+    let result = run(
+        &ClusterState::default(),
+        Register(registration("a b", "10.0.0.1:7000")),
+        None,
+        1,
+    );
     assert!(
         matches!(result, Err(CommandError::Invalid(_))),
         "{result:?}"
     );
-    assert!(txn.changes.is_empty());
 }
 
 #[test]
@@ -183,6 +205,7 @@ fn a_worker_stored_before_instances_existed_loads_with_none() {
         "driver":"process","status":"ready","registered_at":1,"updated_at":1}"#;
     let worker: Worker = serde_json::from_str(stored).unwrap();
     assert_eq!(worker.instance, "");
+    assert_eq!(worker.driver, Some(Driver::Process));
     // A registration that names none is its agent's, as before.
     let registration: Registration =
         serde_json::from_str(r#"{"name":"w1","address":"10.0.0.1:7000"}"#).unwrap();

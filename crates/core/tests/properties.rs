@@ -1,12 +1,20 @@
-//! Property tests for the control loop: random sequences of service changes, worker status
-//! changes and agent reports are driven through `reconcile` + `schedule` until they settle,
-//! and the invariants the control plane promises are checked after every step.
+//! Property tests for the control plane: random sequences of service changes, worker
+//! verdicts and agent reports are driven through the core's `step` (the function the
+//! manager runs for every change), then its periodic pass until it settles, and the
+//! invariants the control plane promises are checked after every step.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use mycluster_core::reconcile::HISTORY_PER_SLOT;
+use mycluster_core::service::ServicePatch;
+use mycluster_core::state::compact;
+use mycluster_core::step::{
+    self, DeclareDown, DeleteService, NothingHeard, PatchService, PutService, Reconcile, Report,
+    WorkerBack,
+};
+use mycluster_core::wire::TaskReport;
 use mycluster_core::{
-    reconcile, schedule, Change, ClusterState, DesiredState, Millis, SequentialIds, Service,
+    Change, ClusterState, Command, Context, DesiredState, Limits, Millis, SequentialIds,
     ServiceSpec, Task, TaskState, Txn, Worker, WorkerStatus,
 };
 use proptest::prelude::*;
@@ -16,7 +24,7 @@ use proptest::test_runner::TestCaseError;
 const SERVICES: [&str; 3] = ["a", "b", "c"];
 const IMAGES: [&str; 3] = ["img:1", "img:2", "img:3"];
 const MAX_REPLICAS: u32 = 8;
-/// reconcile + schedule must reach a fixpoint well within this many rounds; in practice it
+/// The periodic pass must reach a fixpoint well within this many rounds; in practice it
 /// takes two or three, so hitting the bound means they keep undoing each other.
 const MAX_ROUNDS: usize = 20;
 
@@ -61,7 +69,7 @@ fn worker(i: usize, status: WorkerStatus, now: Millis) -> Worker {
         address: format!("{}:7001", worker_name(i)),
         labels: BTreeMap::new(),
         capacity: None,
-        driver: String::new(),
+        driver: None,
         status,
         registered_at: 0,
         updated_at: now,
@@ -104,7 +112,8 @@ fn any_op(workers: usize) -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The cluster plus the things a manager would supply: ids and a clock.
+/// The cluster plus the things a manager would supply: ids and a clock. Every change is
+/// a command of the core's `step`, as in the manager.
 struct Sim {
     state: ClusterState,
     ids: SequentialIds,
@@ -132,57 +141,75 @@ impl Sim {
         self.now
     }
 
-    /// Applies changes the way the manager does (one transaction), checking that nothing
-    /// moves a task backwards and that the compacted list reaches the same state.
-    fn commit(&mut self, changes: Vec<Change>) -> Result<(), TestCaseError> {
-        let mut txn = Txn::new(self.state.clone());
-        txn.extend(changes);
-        check_forward(&self.state, &txn.state)?;
+    /// Runs one command the way the manager does (one step, one transaction), checking
+    /// that nothing moves a task backwards, that placements go only to ready workers,
+    /// and that the compacted list reaches the same state. A refused command must change
+    /// nothing (the state stays as it was). Returns the changes it made.
+    fn run<C: Command>(&mut self, command: C) -> Result<Vec<Change>, TestCaseError> {
+        let limits = Limits::default();
+        let ctx = Context {
+            now: self.now,
+            limits: &limits,
+            max_heartbeats_per_second: 1000,
+            heard: &NothingHeard,
+        };
+        let Ok(stepped) = step::step(&self.state, command, &ctx, &mut self.ids) else {
+            return Ok(Vec::new());
+        };
+        check_forward(&self.state, &stepped.state)?;
+        check_placements(&self.state, &stepped.state, &stepped.changes)?;
         let mut replayed = self.state.clone();
-        for change in txn.compacted() {
+        for change in compact(&stepped.changes) {
             replayed.apply(&change);
         }
         prop_assert!(
-            same_records(&replayed, &txn.state),
+            same_records(&replayed, &stepped.state),
             "compacted changes diverge"
         );
-        self.state = txn.state;
-        Ok(())
+        self.state = stepped.state;
+        Ok(stepped.changes)
     }
 
-    /// Runs the control loop to its fixpoint; returns every change it made.
+    /// Changes no command makes yet (an operator draining or undraining a worker), on
+    /// their own: the next pass picks them up.
+    fn raw(&mut self, changes: Vec<Change>) {
+        let mut txn = Txn::new(self.state.clone());
+        txn.extend(changes);
+        self.state = txn.state;
+    }
+
+    /// Runs the orchestrator's pass to its fixpoint; returns every change it made.
     fn settle(&mut self) -> Result<Vec<Change>, TestCaseError> {
-        let now = self.tick();
+        self.tick();
         let mut all = Vec::new();
         for _ in 0..MAX_ROUNDS {
-            let mut txn = Txn::new(self.state.clone());
-            txn.extend(reconcile(&txn.state, now, &mut self.ids));
-            let placements = schedule(&txn.state, now);
-            check_placements(&txn.state, &placements)?;
-            txn.extend(placements);
-            if txn.changes.is_empty() {
+            let changes = self.run(Reconcile)?;
+            if changes.is_empty() {
                 return Ok(all);
             }
-            all.extend(txn.changes.iter().cloned());
-            self.commit(txn.changes)?;
+            all.extend(changes);
         }
         Err(TestCaseError::fail(format!(
-            "reconcile + schedule did not settle in {MAX_ROUNDS} rounds"
+            "the periodic pass did not settle in {MAX_ROUNDS} rounds"
         )))
     }
 
-    /// Applies one operation and settles; returns the changes the control loop made.
+    /// Applies one operation as its command and settles; returns every change made.
     fn step(&mut self, op: &Op) -> Result<Vec<Change>, TestCaseError> {
         let now = self.tick();
-        let changes = match *op {
+        let mut changes = match *op {
             Op::Put {
                 service,
                 image,
                 replicas,
-            } => self.put(service, Some(IMAGES[image]), replicas, now),
-            Op::Scale { service, replicas } => {
-                self.put_existing(service, None, Some(replicas), now)
-            }
+            } => self.run(PutService(spec(SERVICES[service], IMAGES[image], replicas)))?,
+            Op::Scale { service, replicas } => self.run(PatchService {
+                name: SERVICES[service].into(),
+                patch: ServicePatch {
+                    replicas: Some(replicas),
+                    ..ServicePatch::default()
+                },
+            })?,
             Op::ChangeImage { service } => {
                 let next = self.state.services.get(SERVICES[service]).map(|s| {
                     let i = IMAGES
@@ -191,54 +218,64 @@ impl Sim {
                         .unwrap_or(0);
                     IMAGES[(i + 1) % IMAGES.len()]
                 });
-                match next {
-                    Some(image) => self.put_existing(service, Some(image), None, now),
-                    None => Vec::new(),
+                self.run(PatchService {
+                    name: SERVICES[service].into(),
+                    patch: ServicePatch {
+                        image: next.map(str::to_owned),
+                        ..ServicePatch::default()
+                    },
+                })?
+            }
+            Op::Delete { service } => self.run(DeleteService(SERVICES[service].into()))?,
+            Op::SetWorker { worker: i, status } => {
+                let name = worker_name(i);
+                let was = self.state.workers.get(&name).map(|w| w.status);
+                match (was, status) {
+                    (_, WorkerStatus::Down) => self.run(DeclareDown {
+                        workers: vec![name],
+                        silent_for: None,
+                    })?,
+                    (Some(WorkerStatus::Down), WorkerStatus::Ready) => self.run(WorkerBack {
+                        worker: name,
+                        instance: String::new(),
+                    })?,
+                    _ => {
+                        self.raw(vec![Change::PutWorker(worker(i, status, now))]);
+                        Vec::new()
+                    }
                 }
             }
-            Op::Delete { service } => vec![Change::DeleteService(SERVICES[service].into())],
-            Op::SetWorker { worker: i, status } => vec![Change::PutWorker(worker(i, status, now))],
-            Op::Agent { fail } => agent_reports(&self.state, fail, now),
+            Op::Agent { fail } => {
+                let mut changes = Vec::new();
+                for (worker, tasks) in agent_reports(&self.state, fail) {
+                    changes.extend(self.run(Report {
+                        worker,
+                        instance: String::new(),
+                        tasks,
+                    })?);
+                }
+                changes
+            }
         };
-        self.commit(changes)?;
-        self.settle()
-    }
-
-    fn put(&self, service: usize, image: Option<&str>, replicas: u32, now: Millis) -> Vec<Change> {
-        let old = self.state.services.get(SERVICES[service]);
-        let spec = ServiceSpec {
-            name: SERVICES[service].into(),
-            image: Some(
-                image
-                    .or(old.and_then(|s| s.spec.image.as_deref()))
-                    .unwrap_or(IMAGES[0])
-                    .into(),
-            ),
-            replicas,
-            command: None,
-            env: BTreeMap::new(),
-        };
-        vec![Change::PutService(Service::updated(old, spec, now))]
-    }
-
-    /// An update of a service that exists; nothing for one that does not.
-    fn put_existing(
-        &self,
-        service: usize,
-        image: Option<&str>,
-        replicas: Option<u32>,
-        now: Millis,
-    ) -> Vec<Change> {
-        match self.state.services.get(SERVICES[service]) {
-            Some(old) => self.put(service, image, replicas.unwrap_or(old.spec.replicas), now),
-            None => Vec::new(),
-        }
+        changes.extend(self.settle()?);
+        Ok(changes)
     }
 }
 
-/// What the agents would report: assigned tasks start, stopped tasks end, one may crash.
-/// Only workers that are up (ready or draining) report; a down worker is silent.
-fn agent_reports(state: &ClusterState, fail: Option<usize>, now: Millis) -> Vec<Change> {
+fn spec(name: &str, image: &str, replicas: u32) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        image: Some(image.into()),
+        replicas,
+        command: None,
+        env: BTreeMap::new(),
+    }
+}
+
+/// What the agents would report, per worker: assigned tasks start, stopped tasks end, one
+/// may crash. Only workers that are up (ready or draining) report; a down worker is
+/// silent.
+fn agent_reports(state: &ClusterState, fail: Option<usize>) -> BTreeMap<String, Vec<TaskReport>> {
     let reporting = |task: &Task| {
         task.worker
             .as_ref()
@@ -255,30 +292,33 @@ fn agent_reports(state: &ClusterState, fail: Option<usize>, now: Millis) -> Vec<
         .filter(|_| !running.is_empty())
         .map(|k| running[k % running.len()]);
 
-    let mut changes = Vec::new();
+    let mut reports: BTreeMap<String, Vec<TaskReport>> = BTreeMap::new();
     for task in state
         .tasks
         .values()
         .filter(|t| !t.state.is_terminal() && reporting(t))
     {
-        let mut next = Task::clone(task);
-        if task.desired == DesiredState::Shutdown {
-            next.state = TaskState::Shutdown;
-            next.message = "stopped".into();
+        let report = |state, exit_code, container_id: Option<String>| TaskReport {
+            id: task.id.clone(),
+            state,
+            container_id,
+            exit_code,
+            error: None,
+            message: None,
+        };
+        let report = if task.desired == DesiredState::Shutdown {
+            report(TaskState::Shutdown, None, None)
         } else if Some(&task.id) == crashed {
-            next.state = TaskState::Failed;
-            next.exit_code = Some(1);
-            next.message = "exited with status 1".into();
+            report(TaskState::Failed, Some(1), None)
         } else if task.state == TaskState::Assigned {
-            next.state = TaskState::Running;
-            next.container_id = Some(format!("c-{}", task.id));
-        }
-        if next != **task {
-            next.updated_at = now;
-            changes.push(Change::PutTask(next));
-        }
+            report(TaskState::Running, None, Some(format!("c-{}", task.id)))
+        } else {
+            continue;
+        };
+        let worker = task.worker.clone().unwrap_or_default();
+        reports.entry(worker).or_default().push(report);
     }
-    changes
+    reports
 }
 
 /// Property 6 (and a task is never moved): between two states, every task kept its
@@ -312,31 +352,41 @@ fn check_forward(old: &ClusterState, new: &ClusterState) -> Result<(), TestCaseE
     Ok(())
 }
 
-/// Property 2, second half: `schedule` places only pending tasks, only on ready workers.
-fn check_placements(state: &ClusterState, placements: &[Change]) -> Result<(), TestCaseError> {
-    for change in placements {
+/// Property 2, second half: a step places only tasks that were pending, only on ready
+/// workers, and a placed task is assigned.
+fn check_placements(
+    before: &ClusterState,
+    after: &ClusterState,
+    changes: &[Change],
+) -> Result<(), TestCaseError> {
+    for change in changes {
         let Change::PutTask(task) = change else {
-            return Err(TestCaseError::fail(format!(
-                "schedule made a change other than a task: {change:?}"
-            )));
+            continue;
         };
-        let before = state.tasks.get(&task.id);
+        let Some(name) = &task.worker else {
+            continue;
+        };
+        let placed_now = before
+            .tasks
+            .get(&task.id)
+            .is_none_or(|t| t.worker.is_none());
+        if !placed_now {
+            continue;
+        }
         prop_assert!(
-            before.is_some_and(|t| t.is_pending()),
-            "schedule touched task {} that was not pending",
+            before.tasks.get(&task.id).is_none_or(|t| t.is_pending()),
+            "task {} was placed without being pending",
             task.id
         );
-        if let Some(name) = &task.worker {
-            let status = state.workers.get(name).map(|w| w.status);
-            prop_assert_eq!(
-                status,
-                Some(WorkerStatus::Ready),
-                "task {} placed on {}",
-                &task.id,
-                name
-            );
-            prop_assert_eq!(task.state, TaskState::Assigned);
-        }
+        let status = after.workers.get(name).map(|w| w.status);
+        prop_assert_eq!(
+            status,
+            Some(WorkerStatus::Ready),
+            "task {} placed on {}",
+            &task.id,
+            name
+        );
+        prop_assert_eq!(task.state, TaskState::Assigned);
     }
     Ok(())
 }

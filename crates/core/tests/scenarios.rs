@@ -1,16 +1,23 @@
-//! Example tests for the control loop: small, named situations (placement ties, a worker
+//! Example tests for the control plane: small, named situations (placement ties, a worker
 //! dying, a worker draining, nowhere to run) with the exact outcome spelled out, to read
-//! alongside the property tests in `properties.rs`.
+//! alongside the property tests in `properties.rs`. Every change goes through the core's
+//! `step`, as in the manager.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use mycluster_core::step::{
+    self, DeclareDown, NothingHeard, PutService, Reconcile, Register, Report, WorkerBack,
+};
+use mycluster_core::wire::{Driver, Registration, SaidDriver, TaskReport};
+use mycluster_core::worker::LastHeard;
 use mycluster_core::{
-    reconcile, schedule, Change, ClusterState, DesiredState, Millis, SequentialIds, Service,
-    ServiceSpec, Task, TaskState, Txn, Worker, WorkerStatus,
+    Change, ClusterState, Command, Context, DesiredState, Limits, Millis, SequentialIds,
+    ServiceSpec, Task, TaskState, Txn, WorkerStatus,
 };
 
-/// A cluster driven the way the manager drives it: apply a change, then run reconcile and
-/// schedule until neither has anything to do.
+/// A cluster driven the way the manager drives it: each change is a command of the core's
+/// `step`, and `settle` is the orchestrator's periodic pass.
 struct Cluster {
     state: ClusterState,
     ids: SequentialIds,
@@ -19,25 +26,50 @@ struct Cluster {
 
 impl Cluster {
     fn with_workers(n: usize) -> Cluster {
-        let workers = (1..=n).map(|i| Worker {
-            name: format!("w{i}"),
-            address: format!("w{i}:7001"),
-            labels: BTreeMap::new(),
-            capacity: None,
-            driver: String::new(),
-            status: WorkerStatus::Ready,
-            registered_at: 0,
-            updated_at: 0,
-            instance: String::new(),
-        });
-        Cluster {
-            state: ClusterState::from_parts([], [], workers, Default::default()),
+        let mut cluster = Cluster {
+            state: ClusterState::default(),
             ids: SequentialIds::default(),
             now: 1_000,
+        };
+        for i in 1..=n {
+            cluster.register(&format!("w{i}"), None);
         }
+        cluster
     }
 
-    fn apply(&mut self, changes: impl IntoIterator<Item = Change>) {
+    /// Runs one command at the current time, as the manager would.
+    fn run<C: Command>(&mut self, command: C) -> C::Outcome {
+        let limits = Limits::default();
+        let ctx = Context {
+            now: self.now,
+            limits: &limits,
+            max_heartbeats_per_second: 1000,
+            heard: &NothingHeard,
+        };
+        let stepped = step::step(&self.state, command, &ctx, &mut self.ids).expect("accepted");
+        self.state = stepped.state;
+        stepped.outcome
+    }
+
+    fn register(&mut self, name: &str, driver: Option<Driver>) {
+        self.run(Register(Registration {
+            name: name.into(),
+            address: format!("{name}:7001"),
+            labels: BTreeMap::new(),
+            capacity: None,
+            driver: driver.map_or(SaidDriver::NotSaid, SaidDriver::Known),
+            instance: String::new(),
+        }));
+    }
+
+    /// The orchestrator's pass, at the current time.
+    fn settle(&mut self) {
+        self.run(Reconcile);
+    }
+
+    /// Changes with no command of their own yet (draining is set by operators in a
+    /// later version), then the periodic pass picks them up.
+    fn raw(&mut self, changes: impl IntoIterator<Item = Change>) {
         self.now += 1_000;
         let mut txn = Txn::new(self.state.clone());
         txn.extend(changes);
@@ -45,58 +77,88 @@ impl Cluster {
         self.settle();
     }
 
-    fn settle(&mut self) {
-        for _ in 0..20 {
-            let mut txn = Txn::new(self.state.clone());
-            txn.extend(reconcile(&txn.state, self.now, &mut self.ids));
-            txn.extend(schedule(&txn.state, self.now));
-            if txn.changes.is_empty() {
-                return;
-            }
-            self.state = txn.state;
-        }
-        panic!("reconcile + schedule did not settle");
-    }
-
     fn put_service(&mut self, name: &str, image: &str, replicas: u32) {
-        let spec = ServiceSpec {
+        self.now += 1_000;
+        self.run(PutService(ServiceSpec {
             name: name.into(),
             image: Some(image.into()),
             command: None,
             env: BTreeMap::new(),
             replicas,
-        };
-        let service = Service::updated(self.state.services.get(name), spec, self.now);
-        self.apply([Change::PutService(service)]);
+        }));
     }
 
+    /// The monitor's verdict (down), a down worker beating again (ready), or an
+    /// operator's drain.
     fn set_status(&mut self, worker: &str, status: WorkerStatus) {
-        let mut w = self.state.workers[worker].clone();
-        w.status = status;
-        self.apply([Change::PutWorker(w)]);
+        self.now += 1_000;
+        match status {
+            WorkerStatus::Down => {
+                self.run(DeclareDown {
+                    workers: vec![worker.into()],
+                    silent_for: None,
+                });
+            }
+            WorkerStatus::Ready => {
+                self.run(WorkerBack {
+                    worker: worker.into(),
+                    instance: String::new(),
+                });
+            }
+            WorkerStatus::Draining => {
+                let mut w = self.state.workers[worker].clone();
+                w.status = status;
+                self.raw([Change::PutWorker(w)]);
+            }
+        }
     }
 
     /// Every agent that is up reports: assigned tasks run, stopped ones end.
     fn agents_report(&mut self) {
-        let changes: Vec<Change> = self
-            .state
-            .tasks
-            .values()
-            .filter(|t| !t.state.is_terminal())
-            .filter(|t| {
-                let worker = t.worker.as_ref().and_then(|w| self.state.workers.get(w));
-                worker.is_some_and(|w| w.status != WorkerStatus::Down)
-            })
-            .map(|t| {
-                let mut next = Task::clone(t);
-                next.state = match t.desired {
-                    DesiredState::Shutdown => TaskState::Shutdown,
-                    DesiredState::Running => TaskState::Running,
-                };
-                Change::PutTask(next)
-            })
-            .collect();
-        self.apply(changes);
+        self.now += 1_000;
+        self.report(|t| match t.desired {
+            DesiredState::Shutdown => Some((TaskState::Shutdown, None)),
+            DesiredState::Running => Some((TaskState::Running, None)),
+        });
+    }
+
+    /// Each worker that is up reports, for each of its unfinished tasks, the state `what`
+    /// gives (with an exit code), if any.
+    fn report(&mut self, what: impl Fn(&Task) -> Option<(TaskState, Option<i64>)>) {
+        let mut by_worker: BTreeMap<String, Vec<TaskReport>> = BTreeMap::new();
+        for task in self.state.tasks.values().filter(|t| !t.state.is_terminal()) {
+            let Some(worker) = task.worker.as_ref().and_then(|w| self.state.workers.get(w)) else {
+                continue;
+            };
+            if worker.status == WorkerStatus::Down {
+                continue;
+            }
+            let Some((state, exit_code)) = what(task) else {
+                continue;
+            };
+            if state == task.state {
+                continue;
+            }
+            by_worker
+                .entry(worker.name.clone())
+                .or_default()
+                .push(TaskReport {
+                    id: task.id.clone(),
+                    state,
+                    container_id: None,
+                    exit_code,
+                    error: None,
+                    message: None,
+                });
+        }
+        for (worker, tasks) in by_worker {
+            let ignored = self.run(Report {
+                worker,
+                instance: String::new(),
+                tasks,
+            });
+            assert!(ignored.is_empty(), "{ignored:?}");
+        }
     }
 
     fn active(&self, service: &str) -> Vec<&Task> {
@@ -277,25 +339,12 @@ fn an_image_change_replaces_every_task() {
     }
 }
 
-/// Marks every running task of `service` failed at the current time, as an agent would
-/// report a crash.
+/// Every active task of `service` reports a crash at the current time, as its agent
+/// would.
 fn crash(cluster: &mut Cluster, service: &str) {
-    let crashed: Vec<Change> = cluster
-        .state
-        .tasks_of_service(service)
-        .filter(|t| t.is_active())
-        .map(|t| {
-            let mut t = t.clone();
-            t.state = TaskState::Failed;
-            t.exit_code = Some(1);
-            t.updated_at = cluster.now;
-            Change::PutTask(t)
-        })
-        .collect();
-    let mut txn = Txn::new(cluster.state.clone());
-    txn.extend(crashed);
-    cluster.state = txn.state;
-    cluster.settle();
+    cluster.report(|t| {
+        (t.service == service && t.is_active()).then_some((TaskState::Failed, Some(1)))
+    });
 }
 
 #[test]
@@ -348,39 +397,20 @@ fn a_crash_looping_slot_backs_off_and_says_so() {
 #[test]
 fn workers_only_get_what_their_driver_can_run() {
     let mut cluster = Cluster::with_workers(0);
-    let worker = |name: &str, driver: &str| Worker {
-        name: name.into(),
-        address: format!("{name}:7001"),
-        labels: BTreeMap::new(),
-        capacity: None,
-        driver: driver.into(),
-        status: WorkerStatus::Ready,
-        registered_at: 0,
-        updated_at: 0,
-        instance: String::new(),
-    };
-    cluster.apply([
-        Change::PutWorker(worker("d1", "docker")),
-        Change::PutWorker(worker("p1", "process")),
-    ]);
+    cluster.register("d1", Some(Driver::Docker));
+    cluster.register("p1", Some(Driver::Process));
     let service = |name: &str, image: Option<&str>, command: Option<&str>| {
-        Change::PutService(Service::updated(
-            None,
-            ServiceSpec {
-                name: name.into(),
-                image: image.map(str::to_owned),
-                replicas: 2,
-                command: command.map(|c| vec![c.to_string()]),
-                env: BTreeMap::new(),
-            },
-            0,
-        ))
+        PutService(ServiceSpec {
+            name: name.into(),
+            image: image.map(str::to_owned),
+            replicas: 2,
+            command: command.map(|c| vec![c.to_string()]),
+            env: BTreeMap::new(),
+        })
     };
-    cluster.apply([
-        service("images", Some("nginx"), None),
-        service("commands", None, Some("sleep")),
-        service("both", Some("nginx"), Some("sleep")),
-    ]);
+    cluster.run(service("images", Some("nginx"), None));
+    cluster.run(service("commands", None, Some("sleep")));
+    cluster.run(service("both", Some("nginx"), Some("sleep")));
     let on = |cluster: &Cluster, service: &str| -> Vec<String> {
         cluster.placement(service).into_values().collect()
     };
@@ -389,8 +419,9 @@ fn workers_only_get_what_their_driver_can_run() {
     assert_eq!(on(&cluster, "both"), ["d1", "p1"]);
 
     // Nowhere to run it: the reason names the driver.
-    cluster.apply([Change::DeleteWorker("d1".into())]);
-    cluster.apply([service("images2", Some("nginx"), None)]);
+    // (Workers are not removed through the API yet.)
+    cluster.raw([Change::DeleteWorker("d1".into())]);
+    cluster.run(service("images2", Some("nginx"), None));
     let pending = cluster
         .state
         .tasks_of_service("images2")
@@ -402,4 +433,55 @@ fn workers_only_get_what_their_driver_can_run() {
         pending,
         "no worker can take it: 1 cannot run it (the process driver needs a command)"
     );
+}
+
+#[test]
+fn a_down_verdict_says_where_each_task_went_and_spares_a_worker_heard_since() {
+    let mut cluster = Cluster::with_workers(3);
+    cluster.put_service("web", "nginx:1", 3);
+    cluster.agents_report();
+    let on_w1 = cluster.state.tasks_on_worker("w1").next().unwrap().clone();
+    // w2 beat 500 ms ago, w1 has been silent for 5 s.
+    let heard: BTreeMap<String, LastHeard> = [("w1", 5_000), ("w2", 500)]
+        .into_iter()
+        .map(|(w, ms)| {
+            let heard = LastHeard {
+                age: Duration::from_millis(ms),
+                interval: Duration::from_secs(1),
+            };
+            (w.to_string(), heard)
+        })
+        .collect();
+    let limits = Limits::default();
+    let ctx = Context {
+        now: cluster.now + 1_000,
+        limits: &limits,
+        max_heartbeats_per_second: 1000,
+        heard: &heard,
+    };
+    let verdict = DeclareDown {
+        workers: vec!["w2".into(), "w1".into(), "w1".into()],
+        silent_for: Some(Duration::from_secs(2)),
+    };
+    let stepped = step::step(&cluster.state, verdict, &ctx, &mut cluster.ids).unwrap();
+    let verdict = stepped.outcome;
+    assert_eq!(verdict.skipped.len(), 1);
+    assert_eq!(
+        (&*verdict.skipped[0].worker, &*verdict.skipped[0].message),
+        ("w2", "Worker w2 was heard from 0.5s ago: not declared down")
+    );
+    assert_eq!(verdict.down.len(), 1, "w1 once, though named twice");
+    let downed = &verdict.down[0];
+    assert_eq!((downed.worker.as_str(), downed.was_down), ("w1", false));
+    assert_eq!(downed.relocated.len(), 1);
+    let moved = &downed.relocated[0];
+    assert_eq!(
+        (&moved.task, moved.slot, moved.image.as_deref()),
+        (&on_w1.id, on_w1.slot, Some("nginx:1"))
+    );
+    let replacement = &stepped.state.tasks[moved.replacement.as_ref().unwrap()];
+    assert_eq!(replacement.slot, on_w1.slot);
+    assert_eq!(moved.worker, replacement.worker);
+    assert_ne!(moved.worker.as_deref(), Some("w1"));
+    assert_eq!(stepped.state.workers["w2"].status, WorkerStatus::Ready);
 }

@@ -1,6 +1,12 @@
 //! The manager: the cluster's single source of truth. It serves the REST API, keeps the
 //! desired and observed state in memory, writes every change through to the store before
 //! acknowledging it, and runs the orchestrator loop that keeps tasks matching services.
+//!
+//! Where to start reading: `cluster` (every change is a command of the core's `step`;
+//! this queues it, group-commits it to the store, publishes and wakes long-polls), then
+//! `api` (the router; each handler parses a request into a command, calls
+//! `Cluster::apply`, renders the answer), then `RunningManager::start` below (how the
+//! pieces start and stop), `orchestrator` and `store_keeper` (the two loops).
 
 pub mod api;
 pub mod cluster;
@@ -14,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mycluster_background::Loop;
 use mycluster_core::Limits;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -65,34 +72,38 @@ async fn open_store(
     config: &ManagerConfig,
     stop: &CancellationToken,
 ) -> Result<Option<Cluster>, ManagerError> {
-    let mut failures = 0;
-    loop {
-        let attempt = async {
+    let opened = Loop::new("waiting for the store", STORE_RETRY, stop.clone())
+        .max_backoff(STORE_RETRY_CAP)
+        .retry(move || async move {
             let options = mycluster_store::OpenOptions {
                 cluster: config.name.clone(),
                 create: config.create,
                 holder: mycluster_store::Holder::this_process("manager"),
             };
-            let store = mycluster_store::open(&config.store, &config.data_dir, &options).await?;
-            tracing::info!("store: {}", store.describe());
-            Cluster::load(config.name.clone(), config.limits, store).await
-        };
-        match attempt.await {
-            Ok(cluster) => return Ok(Some(cluster)),
-            Err(mycluster_store::StoreError::Unavailable(why)) => {
-                failures += 1;
-                let wait = mycluster_background::backoff(Duration::from_millis(500), failures)
-                    .min(Duration::from_secs(5));
-                tracing::warn!("waiting for the store: {why}; retrying in {wait:?}");
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(wait) => {}
-                }
+            let attempt = async {
+                let store =
+                    mycluster_store::open(&config.store, &config.data_dir, &options).await?;
+                tracing::info!("store: {}", store.describe());
+                Cluster::load(config.name.clone(), config.limits, store).await
+            };
+            match attempt.await {
+                Ok(cluster) => Ok(Ok(cluster)),
+                // Only an unreachable store is waited for; the rest ends the start.
+                Err(mycluster_store::StoreError::Unavailable(why)) => Err(why),
+                Err(other) => Ok(Err(other)),
             }
-            Err(other) => return Err(other.into()),
-        }
+        })
+        .await;
+    match opened {
+        None => Ok(None),
+        Some(opened) => Ok(Some(opened?)),
     }
 }
+
+/// The first wait for an unreachable store, doubled at each next failure up to
+/// `STORE_RETRY_CAP`: a manager whose store comes back starts within seconds.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+const STORE_RETRY_CAP: Duration = Duration::from_secs(5);
 
 /// A manager that is listening: its address, and a handle to wait for its end.
 pub struct RunningManager {
@@ -113,15 +124,13 @@ impl RunningManager {
     ) -> Result<RunningManager, ManagerError> {
         // Whoever built the configuration (flags, `dev`, a bench, a test): the same checks.
         config.check()?;
-        let cluster = match open_store(&config, &stop).await? {
-            Some(cluster) => Arc::new(cluster),
+        let mut cluster = match open_store(&config, &stop).await? {
+            Some(cluster) => cluster,
             None => return Err(ManagerError::Stopped),
         };
+        cluster.set_heartbeat_rate(config.api.max_heartbeats_per_second);
+        let cluster = Arc::new(cluster);
         let snapshot = cluster.snapshot();
-        cluster.assume_heartbeat_interval(mycluster_core::worker::heartbeat_interval(
-            snapshot.state.workers.len(),
-            config.api.max_heartbeats_per_second,
-        ));
         tracing::info!(
             "cluster {}: {} services, {} tasks, {} workers loaded (index {})",
             config.name,

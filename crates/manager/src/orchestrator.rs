@@ -1,7 +1,8 @@
-//! The orchestrator loop: reconcile and schedule the whole cluster on a timer. Every
-//! request already reconciles what it touched; this pass is the level-triggered safety
-//! net that repairs anything a missed event or a failed commit left behind, and starts
-//! the replacements whose crash-loop backoff has run out.
+//! The orchestrator loop: the core's periodic pass (`step::Reconcile`: reconcile and
+//! schedule the whole cluster) on a timer. Every request already reconciles what it
+//! touched; this pass is the level-triggered safety net that repairs anything a missed
+//! event or a failed commit left behind, and starts the replacements whose crash-loop
+//! backoff has run out.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,9 @@ use std::time::{Duration, Instant};
 use mycluster_background::{pace, run_loop, LoopControl};
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Cluster, Follow};
+use mycluster_core::step::Reconcile;
+
+use crate::cluster::Cluster;
 
 /// The pass may take at most this share of the time: it holds the writer, so on a
 /// million tasks a pass every second would leave little room for anything else.
@@ -21,7 +24,7 @@ pub async fn run(cluster: Arc<Cluster>, period: Duration, stop: CancellationToke
         async move {
             let started = Instant::now();
             cluster
-                .mutate(|_txn, _now| Ok::<_, std::convert::Infallible>(((), Follow::All)))
+                .apply(Reconcile)
                 .await
                 .map_err(|e| format!("reconcile failed: {e}"))?;
             // Never more often than `period`, never more than 1/MAX_SHARE of the time,
@@ -35,5 +38,5 @@ pub async fn run(cluster: Arc<Cluster>, period: Duration, stop: CancellationToke
             )))
         }
     })
-    .await
+    .await;
 }

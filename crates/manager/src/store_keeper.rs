@@ -25,5 +25,5 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
             Ok(LoopControl::Continue)
         }
     })
-    .await
+    .await;
 }

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mycluster_core::commands::{put_service, CommandError};
+use mycluster_core::step::PutService;
 use mycluster_core::{Limits, ServiceSpec};
-use mycluster_manager::cluster::Follow;
 use mycluster_manager::Cluster;
 use mycluster_store::{EmbeddedStore, Store};
 
@@ -31,21 +30,12 @@ async fn a_cancelled_mutation_leaves_memory_and_store_in_agreement() {
     );
     for i in 0..20 {
         let name = format!("svc-{i}");
-        let attempt = cluster.mutate(|txn, now| {
-            put_service(txn, spec(&name), now, &Default::default())?;
-            Ok::<_, CommandError>(((), Follow::Services(vec![name.clone()])))
-        });
+        let attempt = cluster.apply(PutService(spec(&name)));
         // Give up almost at once: most of these are dropped while the commit runs.
         let _ = tokio::time::timeout(Duration::from_micros(50), attempt).await;
     }
     // One more, awaited: it queues behind any commit still in flight.
-    cluster
-        .mutate(|txn, now| {
-            put_service(txn, spec("last"), now, &Default::default())?;
-            Ok::<_, CommandError>(((), Follow::Services(vec!["last".into()])))
-        })
-        .await
-        .unwrap();
+    cluster.apply(PutService(spec("last"))).await.unwrap();
     let memory = cluster.snapshot();
     let stored = store.load().await.unwrap();
     assert_eq!(memory.index, stored.head.index);

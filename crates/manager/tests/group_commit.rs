@@ -7,9 +7,9 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use mycluster_core::commands::{put_service, CommandError};
+use mycluster_core::step::PutService;
 use mycluster_core::{Change, Limits, ServiceSpec};
-use mycluster_manager::cluster::{Follow, MutateError};
+use mycluster_manager::cluster::MutateError;
 use mycluster_manager::{Cluster, StoreHealth};
 use mycluster_store::{EmbeddedStore, Head, Snapshot, Store, StoreError};
 
@@ -79,7 +79,7 @@ async fn setup() -> (tempfile::TempDir, Arc<Flaky>, Arc<Cluster>) {
     (dir, store, cluster)
 }
 
-async fn create(cluster: &Arc<Cluster>, name: String) -> Result<(), MutateError<CommandError>> {
+async fn create(cluster: &Arc<Cluster>, name: String) -> Result<(), MutateError> {
     let spec = ServiceSpec {
         name: name.clone(),
         image: Some("redis".into()),
@@ -87,13 +87,7 @@ async fn create(cluster: &Arc<Cluster>, name: String) -> Result<(), MutateError<
         command: None,
         env: Default::default(),
     };
-    cluster
-        .mutate(|txn, now| {
-            put_service(txn, spec, now, &Default::default())?;
-            Ok::<_, CommandError>(((), Follow::Services(vec![name])))
-        })
-        .await
-        .map(drop)
+    cluster.apply(PutService(spec)).await.map(drop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,16 +2,18 @@
 //! (as the manager recorded them) *and* its agent's health endpoint does not answer — and
 //! tells the manager, which marks it down and relocates its tasks. One slow heartbeat is
 //! therefore not a death. Every decision is one log line, in the original's words.
+//!
+//! Where to start reading: `run` (the pass: list workers, pick the suspects by the core's
+//! liveness rule, probe them, declare the dead in one verdict), then `suspects`.
 
 mod config;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use mycluster_background::pace;
+use mycluster_background::{pace, Loop, LoopControl};
 use mycluster_client::Client;
-use mycluster_core::docs::WorkerDoc;
-use serde_json::Value;
+use mycluster_core::wire::{DownDoc, WorkerDoc, WorkerStatus};
 use tokio_util::sync::CancellationToken;
 
 pub use config::ConfigError;
@@ -58,7 +60,7 @@ pub fn silence_allowed(worker: &WorkerDoc, dead_after: Duration) -> Duration {
 pub fn suspects(workers: &[WorkerDoc], dead_after: Duration) -> Vec<&WorkerDoc> {
     workers
         .iter()
-        .filter(|w| w.status == "ready")
+        .filter(|w| w.status == WorkerStatus::Ready)
         .filter(|w| {
             w.last_heartbeat_age
                 .is_some_and(|age| age > silence_allowed(w, dead_after).as_secs_f64())
@@ -81,30 +83,61 @@ pub async fn run(
         .build()
         .map_err(|e| mycluster_client::ClientError::BadUrl(e.to_string()))?;
     tracing::info!("Starting monitor agent");
-    let mut last_status: BTreeMap<String, String> = BTreeMap::new();
-    let mut answering: BTreeSet<String> = BTreeSet::new();
-    let mut manager_down = false;
-    loop {
+    let interval = config.interval;
+    let mut pass = Pass {
+        client,
+        probe,
+        config,
+        last_status: BTreeMap::new(),
+        answering: BTreeSet::new(),
+        manager_down: false,
+    };
+    Loop::new("monitor", interval, stop)
+        .run_with(&mut pass, |pass| Box::pin(pass.once()))
+        .await;
+    tracing::info!("Stopping monitor agent");
+    Ok(())
+}
+
+/// The monitor's pass, and what it remembers from one pass to the next.
+struct Pass {
+    client: Client,
+    probe: reqwest::Client,
+    config: MonitorConfig,
+    /// Each worker's status when last seen, to say what changed.
+    last_status: BTreeMap<String, WorkerStatus>,
+    /// Silent workers whose agent answers its probe, said once.
+    answering: BTreeSet<String>,
+    /// Whether the manager did not answer the last look, said once.
+    manager_down: bool,
+}
+
+impl Pass {
+    /// Looks at the workers, probes the silent ones and declares the dead ones down;
+    /// when to look again. It never fails as a loop's step: an unreachable manager is
+    /// said once, in the original's words, and looked for again at the usual pace (not
+    /// backed off: the moment it answers, the workers are watched again).
+    async fn once(&mut self) -> Result<LoopControl, String> {
         let asked = std::time::Instant::now();
-        let listed = client.workers().await;
+        let listed = self.client.workers().await;
         // When the list arrived: its silences were measured just before.
         let looked = std::time::Instant::now();
         let look_took = looked - asked;
         match listed {
             Ok(workers) => {
-                if manager_down {
-                    tracing::info!("The manager at {} answers again", config.manager);
-                    manager_down = false;
+                if self.manager_down {
+                    tracing::info!("The manager at {} answers again", self.config.manager);
+                    self.manager_down = false;
                 }
-                note_changes(&workers, &mut last_status);
-                let suspects = suspects(&workers, config.dead_after);
-                let alive = probe_all(&probe, &suspects, config.probe_timeout).await;
+                note_changes(&workers, &mut self.last_status);
+                let suspects = suspects(&workers, self.config.dead_after);
+                let alive = probe_all(&self.probe, &suspects, self.config.probe_timeout).await;
                 let mut dead = Vec::new();
                 for (worker, alive) in suspects.iter().zip(alive) {
                     if alive {
                         // Heartbeats are not arriving, but the agent answers: a network
                         // problem between it and the manager, not a dead worker. Say it once.
-                        if answering.insert(worker.worker.clone()) {
+                        if self.answering.insert(worker.worker.clone()) {
                             tracing::warn!(
                                 "Worker {} missed heartbeats for {:.1}s but answers its health probe: not relocating",
                                 worker.worker,
@@ -113,30 +146,37 @@ pub async fn run(
                         }
                         continue;
                     }
-                    answering.remove(&worker.worker);
+                    self.answering.remove(&worker.worker);
                     dead.push(*worker);
                 }
                 if !dead.is_empty() {
-                    declare(&client, &dead, config.dead_after, looked, &mut last_status).await;
+                    declare(
+                        &self.client,
+                        &dead,
+                        self.config.dead_after,
+                        looked,
+                        &mut self.last_status,
+                    )
+                    .await;
                 }
             }
             Err(e) => {
-                if !manager_down {
+                if !self.manager_down {
                     tracing::error!("Cannot reach the manager: {e}");
-                    manager_down = true;
+                    self.manager_down = true;
                 }
             }
         }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            // At most a tenth of the time goes to looking (a list of ten thousand workers
-            // from a busy manager takes a while); a large cluster's agents beat every few
-            // seconds anyway.
-            _ = tokio::time::sleep(pace(config.interval, look_took, 10, Duration::from_secs(5))) => {}
-        }
+        // At most a tenth of the time goes to looking (a list of ten thousand workers
+        // from a busy manager takes a while); a large cluster's agents beat every few
+        // seconds anyway.
+        Ok(LoopControl::After(pace(
+            self.config.interval,
+            look_took,
+            10,
+            Duration::from_secs(5),
+        )))
     }
-    tracing::info!("Stopping monitor agent");
-    Ok(())
 }
 
 /// Declares every confirmed-dead worker down in one request (one commit, one reconcile),
@@ -146,7 +186,7 @@ async fn declare(
     dead: &[&WorkerDoc],
     dead_after: Duration,
     looked: std::time::Instant,
-    last_status: &mut BTreeMap<String, String>,
+    last_status: &mut BTreeMap<String, WorkerStatus>,
 ) {
     let names: Vec<&str> = dead.iter().map(|w| w.worker.as_str()).collect();
     // Each was silent longer than it may be when the list was made, and has been since
@@ -161,15 +201,15 @@ async fn declare(
         + looked.elapsed();
     match client.declare_down_many(&names, silent_for).await {
         Ok(answer) => {
-            for verdict in answer["down"].as_array().into_iter().flatten() {
-                let worker = verdict["worker"].as_str().unwrap_or("?");
+            for verdict in &answer.down {
+                let worker = verdict.worker.as_str();
                 tracing::error!("Worker {worker} was not found... relocating its services");
                 log_relocations(worker, verdict);
-                last_status.insert(worker.to_string(), "down".into());
+                last_status.insert(worker.to_string(), WorkerStatus::Down);
             }
             // It beat again meanwhile: alive after all.
-            for skipped in answer["skipped"].as_array().into_iter().flatten() {
-                tracing::info!("{}", skipped["message"].as_str().unwrap_or("skipped"));
+            for skipped in &answer.skipped {
+                tracing::info!("{}", skipped.message);
             }
         }
         Err(e) => tracing::error!(
@@ -223,11 +263,13 @@ pub fn probe_timeout(worker: &WorkerDoc, base: Duration) -> Duration {
 }
 
 /// Logs workers that came back, joined, or went down by another hand.
-fn note_changes(workers: &[WorkerDoc], last: &mut BTreeMap<String, String>) {
+fn note_changes(workers: &[WorkerDoc], last: &mut BTreeMap<String, WorkerStatus>) {
     for worker in workers {
-        let before = last.insert(worker.worker.clone(), worker.status.clone());
-        match (before.as_deref(), worker.status.as_str()) {
-            (Some("down"), "ready") => tracing::info!("Worker {} is back and ready", worker.worker),
+        let before = last.insert(worker.worker.clone(), worker.status);
+        match (before, worker.status) {
+            (Some(WorkerStatus::Down), WorkerStatus::Ready) => {
+                tracing::info!("Worker {} is back and ready", worker.worker)
+            }
             (None, _) => tracing::info!("Watching worker {} ({})", worker.worker, worker.status),
             _ => {}
         }
@@ -235,14 +277,14 @@ fn note_changes(workers: &[WorkerDoc], last: &mut BTreeMap<String, String>) {
 }
 
 /// One line per replacement, naming its service and where it went.
-fn log_relocations(worker: &str, answer: &Value) {
-    let relocated = answer["relocated"].as_array().cloned().unwrap_or_default();
+fn log_relocations(worker: &str, answer: &DownDoc) {
+    let relocated = &answer.relocated;
     tracing::info!("Relocating services from worker {worker}");
     let mut placed = 0;
-    for task in &relocated {
-        let service = task["service"].as_str().unwrap_or("?");
-        let what = task["image"].as_str().unwrap_or(service);
-        match task["worker"].as_str() {
+    for task in relocated {
+        let service = task.service.as_str();
+        let what = task.image.as_deref().unwrap_or(service);
+        match task.worker.as_deref() {
             Some(to) => {
                 placed += 1;
                 tracing::info!(
@@ -251,7 +293,7 @@ fn log_relocations(worker: &str, answer: &Value) {
             }
             None => tracing::error!(
                 "No healthy worker left for service {service}: its container stays pending ({})",
-                task["message"].as_str().unwrap_or("no worker can take it")
+                task.message
             ),
         }
     }
@@ -269,14 +311,14 @@ fn log_relocations(worker: &str, answer: &Value) {
 mod tests {
     use super::*;
 
-    fn worker(name: &str, status: &str, age: Option<f64>) -> WorkerDoc {
+    fn worker(name: &str, status: WorkerStatus, age: Option<f64>) -> WorkerDoc {
         WorkerDoc {
             worker: name.into(),
             address: "127.0.0.1:1".into(),
-            status: status.into(),
+            status,
             labels: Default::default(),
             capacity: None,
-            driver: "process".into(),
+            driver: Some(mycluster_core::Driver::Process),
             tasks: 0,
             running: 0,
             last_heartbeat_age: age,
@@ -289,11 +331,11 @@ mod tests {
     #[test]
     fn only_silent_ready_workers_are_suspects() {
         let workers = [
-            worker("fresh", "ready", Some(0.4)),
-            worker("silent", "ready", Some(2.5)),
-            worker("already-down", "down", Some(30.0)),
-            worker("draining", "draining", Some(30.0)),
-            worker("unknown", "ready", None),
+            worker("fresh", WorkerStatus::Ready, Some(0.4)),
+            worker("silent", WorkerStatus::Ready, Some(2.5)),
+            worker("already-down", WorkerStatus::Down, Some(30.0)),
+            worker("draining", WorkerStatus::Draining, Some(30.0)),
+            worker("unknown", WorkerStatus::Ready, None),
         ];
         let names: Vec<&str> = suspects(&workers, Duration::from_secs(2))
             .into_iter()
@@ -305,7 +347,7 @@ mod tests {
     #[test]
     fn a_slower_heartbeat_allows_a_slower_probe() {
         let base = Duration::from_millis(500);
-        let mut w = worker("w", "ready", Some(3.0));
+        let mut w = worker("w", WorkerStatus::Ready, Some(3.0));
         assert_eq!(probe_timeout(&w, base), base);
         w.heartbeat_interval = 10.0;
         assert_eq!(probe_timeout(&w, base), Duration::from_millis(2500));
@@ -315,9 +357,9 @@ mod tests {
 
     #[test]
     fn a_slower_heartbeat_allows_a_longer_silence() {
-        let mut slow = worker("slow", "ready", Some(12.0));
+        let mut slow = worker("slow", WorkerStatus::Ready, Some(12.0));
         slow.heartbeat_interval = 10.0;
-        let mut late = worker("late", "ready", Some(21.0));
+        let mut late = worker("late", WorkerStatus::Ready, Some(21.0));
         late.heartbeat_interval = 10.0;
         let workers = [slow, late];
         let names: Vec<&str> = suspects(&workers, Duration::from_secs(2))
@@ -330,7 +372,7 @@ mod tests {
             Duration::from_secs(20)
         );
         // A manager's absurd interval does not panic the monitor.
-        let mut absurd = worker("absurd", "ready", Some(1.0));
+        let mut absurd = worker("absurd", WorkerStatus::Ready, Some(1.0));
         absurd.heartbeat_interval = 1e300;
         assert_eq!(
             silence_allowed(&absurd, Duration::from_secs(2)),

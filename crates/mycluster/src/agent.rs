@@ -76,22 +76,18 @@ async fn ask_cluster_name(
     manager: &str,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<String>> {
-    let client = Client::new(manager, Duration::from_secs(10))?;
-    let mut failures = 0;
-    loop {
-        match client.health().await {
-            Ok(health) => return Ok(Some(health.cluster)),
-            Err(e) => {
-                failures += 1;
-                let wait = mycluster_background::backoff(Duration::from_millis(500), failures);
-                tracing::warn!("waiting for the manager: {e}; retrying in {wait:?}");
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-        }
-    }
+    let client = &Client::new(manager, Duration::from_secs(10))?;
+    let cluster = mycluster_background::retry(
+        "waiting for the manager",
+        stop.clone(),
+        Duration::from_millis(500),
+        move || async move {
+            let health = client.health().await.map_err(|e| e.to_string())?;
+            Ok(health.cluster)
+        },
+    )
+    .await;
+    Ok(cluster)
 }
 
 async fn make_runtime(

@@ -1,13 +1,12 @@
 //! The client subcommands: each calls the manager's API and prints the answer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mycluster_client::Client;
-use mycluster_core::docs::{ServiceDoc, StateDoc};
 use mycluster_core::progress::Progress;
-use serde_json::json;
+use mycluster_core::wire::{ServiceDoc, ServiceRequest, StateDoc, TaskState};
 
 use crate::cli::{Global, ServiceCommand, WaitArgs};
 use crate::output::{json, table, unix_time};
@@ -35,23 +34,20 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                     "service {name} needs something to run: --image IMAGE (docker workers), or a command after `--` (process workers), e.g. `mycluster service create {name} -- sleep 3600`"
                 );
             }
-            let mut body = json!({"service": name, "replicas": replicas});
-            if let Some(image) = &image {
-                body["image"] = json!(image);
+            let mut vars = BTreeMap::new();
+            for pair in &env {
+                let (key, value) = pair
+                    .split_once('=')
+                    .with_context(|| format!("--env {pair}: use NAME=VALUE"))?;
+                vars.insert(key.to_string(), value.to_string());
             }
-            if !command.is_empty() {
-                body["command"] = json!(command);
-            }
-            if !env.is_empty() {
-                let mut vars = serde_json::Map::new();
-                for pair in &env {
-                    let (key, value) = pair
-                        .split_once('=')
-                        .with_context(|| format!("--env {pair}: use NAME=VALUE"))?;
-                    vars.insert(key.to_string(), json!(value));
-                }
-                body["env"] = serde_json::Value::Object(vars);
-            }
+            let body = ServiceRequest {
+                service: name.clone(),
+                image: image.clone(),
+                replicas,
+                command: (!command.is_empty()).then(|| command.clone()),
+                env: (!vars.is_empty()).then_some(vars),
+            };
             let change = client.put_service(&body);
             let (state, shown) =
                 change_and_follow(&client, global, &name, wait, |_| replicas, change).await?;
@@ -278,7 +274,7 @@ pub async fn workers(global: &Global) -> anyhow::Result<()> {
     for w in &workers {
         t.add_row([
             w.worker.clone(),
-            w.status.clone(),
+            w.status.to_string(),
             w.address.clone(),
             w.tasks.to_string(),
             w.running.to_string(),
@@ -312,8 +308,8 @@ pub async fn tasks(global: &Global, service: Option<&str>) -> anyhow::Result<()>
             task.service.clone(),
             task.slot.to_string(),
             task.worker.clone().unwrap_or_else(|| "-".into()),
-            task.desired_state.clone(),
-            task.state.clone(),
+            task.desired_state.to_string(),
+            task.state.to_string(),
             task.message.clone(),
         ]);
     }
@@ -370,7 +366,7 @@ fn print_state(state: &StateDoc) {
         if worker.instances.is_empty() {
             t.add_row([
                 worker.worker.clone(),
-                worker.status.clone(),
+                worker.status.to_string(),
                 "-".into(),
                 "-".into(),
                 "0".into(),
@@ -379,7 +375,7 @@ fn print_state(state: &StateDoc) {
         for instance in &worker.instances {
             t.add_row([
                 worker.worker.clone(),
-                worker.status.clone(),
+                worker.status.to_string(),
                 instance.service.clone(),
                 instance.image.clone().unwrap_or_else(|| "-".into()),
                 instance.running.to_string(),
@@ -426,10 +422,7 @@ pub async fn worker_ps(global: &Global, worker: &str) -> anyhow::Result<()> {
         "DESIRED",
         "MESSAGE",
     ]);
-    for task in tasks
-        .iter()
-        .filter(|t| !matches!(t.state.as_str(), "pending"))
-    {
+    for task in tasks.iter().filter(|t| t.state != TaskState::Pending) {
         let short: String = task.id.chars().take(8).collect();
         t.add_row([
             task.container_id
@@ -438,8 +431,8 @@ pub async fn worker_ps(global: &Global, worker: &str) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "-".into()),
             format!("{}.{}.{short}", task.service, task.slot),
             runs(&task.image, &task.command),
-            task.state.clone(),
-            task.desired_state.clone(),
+            task.state.to_string(),
+            task.desired_state.to_string(),
             task.message.clone(),
         ]);
     }

@@ -4,7 +4,7 @@
 //! Only containers carrying this runtime's cluster and worker labels are listed, replaced
 //! or removed; anything else on the engine is left alone, even when it holds a name we
 //! want. With `pid_container` set, workloads join the worker container's PID namespace,
-//! so stopping the worker kills them as a lost node would (see DESIGN.md).
+//! so stopping the worker kills them as a lost node would (see docs/ARCHITECTURE.md).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -294,8 +294,8 @@ impl DockerRuntime {
 
 #[async_trait::async_trait]
 impl ContainerRuntime for DockerRuntime {
-    fn driver(&self) -> &'static str {
-        "docker"
+    fn driver(&self) -> mycluster_core::Driver {
+        mycluster_core::Driver::Docker
     }
 
     fn check(&self, spec: &TaskSpec) -> Result<(), RuntimeError> {

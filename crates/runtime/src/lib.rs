@@ -90,8 +90,8 @@ pub enum RuntimeError {
 /// What an agent needs from a container runtime. Every method may be called concurrently.
 #[async_trait::async_trait]
 pub trait ContainerRuntime: Send + Sync + 'static {
-    /// `docker`, `process` or `sim`.
-    fn driver(&self) -> &'static str;
+    /// Which driver this is: what the agent registers with, and what its worker can run.
+    fn driver(&self) -> mycluster_core::Driver;
 
     /// Whether this driver can run `spec` at all, and if not why — before trying.
     fn check(&self, spec: &TaskSpec) -> Result<(), RuntimeError>;

@@ -135,8 +135,8 @@ impl ProcessRuntime {
 
 #[async_trait::async_trait]
 impl ContainerRuntime for ProcessRuntime {
-    fn driver(&self) -> &'static str {
-        "process"
+    fn driver(&self) -> mycluster_core::Driver {
+        mycluster_core::Driver::Process
     }
 
     fn check(&self, spec: &TaskSpec) -> Result<(), RuntimeError> {

@@ -41,8 +41,8 @@ impl SimRuntime {
 
 #[async_trait::async_trait]
 impl ContainerRuntime for SimRuntime {
-    fn driver(&self) -> &'static str {
-        "sim"
+    fn driver(&self) -> mycluster_core::Driver {
+        mycluster_core::Driver::Sim
     }
 
     fn check(&self, spec: &TaskSpec) -> Result<(), RuntimeError> {

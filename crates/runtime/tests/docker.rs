@@ -65,7 +65,7 @@ async fn guarded(identity: Identity, options: DockerOptions) -> Guarded {
 
 #[async_trait::async_trait]
 impl ContainerRuntime for Guarded {
-    fn driver(&self) -> &'static str {
+    fn driver(&self) -> mycluster_core::Driver {
         self.runtime.driver()
     }
 

@@ -344,7 +344,7 @@ async fn wait_for_workers(settings: &Settings) -> Result<usize, SetupError> {
         if let Ok(workers) = client.workers().await {
             let ready = workers
                 .iter()
-                .filter(|w| w.status == "ready")
+                .filter(|w| w.status == mycluster_core::WorkerStatus::Ready)
                 .filter(|w| {
                     w.worker
                         .strip_prefix(&format!("{}_worker_", settings.name))

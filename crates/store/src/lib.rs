@@ -9,6 +9,10 @@
 //! emptied, evicted, restored from an older copy or written by someone else is found out
 //! at the next write (or check) instead of silently taking writes on top of a different
 //! past. And one manager at a time holds a cluster's store (see `Holder`).
+//!
+//! Where to start reading: the `Store` trait below and `open` (which backend a URL
+//! names), then `embedded.rs` (redb) and `redis_store.rs` with `redis_scripts.rs` (each
+//! commit one Lua script), then `holder.rs`.
 
 mod embedded;
 mod holder;

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mycluster_core::commands::CommandError;
-use mycluster_core::docs::ErrorDoc;
+use mycluster_core::wire::ErrorDoc;
 use mycluster_core::SpecError;
 use mycluster_store::StoreError;
 
@@ -85,8 +85,8 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl<E: Into<ApiError>> From<MutateError<E>> for ApiError {
-    fn from(e: MutateError<E>) -> ApiError {
+impl From<MutateError> for ApiError {
+    fn from(e: MutateError) -> ApiError {
         match e {
             MutateError::Rejected(e) => e.into(),
             MutateError::Store(e) => e.into(),

@@ -54,7 +54,7 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(30),
             long_polls_per_client: 64,
             max_long_polls: 50_000,
-            max_heartbeats_per_second: 1000,
+            max_heartbeats_per_second: crate::cluster::DEFAULT_HEARTBEAT_RATE,
         }
     }
 }

@@ -10,15 +10,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use mycluster_core::commands::{self, CommandError};
+use mycluster_core::commands::CommandError;
 use mycluster_core::service::ServicePatch;
-use mycluster_core::{ServiceSpec, TaskState};
+use mycluster_core::step::{DeleteService, PatchService, PutService};
+use mycluster_core::ServiceSpec;
 
 use super::body::JsonBody;
 use super::query::Params;
 use super::{ApiError, AppState};
-use crate::cluster::{Follow, Snapshot};
-use mycluster_core::docs::{ServiceDoc, StateDoc};
+use crate::cluster::Snapshot;
+use mycluster_core::wire::{ServiceDoc, StateDoc};
 
 /// `POST /api/v1/service[?wait=5s]`: create, or update in place when the name exists.
 /// Answers 201 with the state document once the change is durable and — as the original,
@@ -41,13 +42,7 @@ pub async fn create(
         .min(app.config.max_wait);
     let spec = ServiceSpec::from_json(&body, &app.cluster.limits)?;
     let name = spec.name.clone();
-    let (created, snapshot) = app
-        .cluster
-        .mutate(|txn, now| {
-            let created = commands::put_service(txn, spec, now, &app.cluster.limits)?;
-            Ok::<_, CommandError>((created, Follow::Services(vec![name.clone()])))
-        })
-        .await?;
+    let (created, snapshot) = app.cluster.apply(PutService(spec)).await?;
     tracing::info!(
         "service {name} {}",
         if created { "created" } else { "updated" }
@@ -86,16 +81,10 @@ async fn converge(
     let deadline = tokio::time::Instant::now() + wait;
     let mut commits = app.cluster.watch_commits();
     loop {
-        let waiting = snapshot.state.tasks_of_service(name).any(|t| {
-            t.is_active()
-                && t.state != TaskState::Running
-                && t.state != TaskState::Pending
-                // A live worker is expected to start its tasks soon.
-                && t.worker
-                    .as_deref()
-                    .and_then(|w| app.cluster.heard(w))
-                    .is_some_and(|heard| heard.as_of_now().is_live())
-        });
+        let waiting = snapshot
+            .state
+            .tasks_of_service(name)
+            .any(|t| t.is_starting(|w| app.cluster.is_live(w)));
         if !waiting {
             return snapshot;
         }
@@ -146,13 +135,11 @@ pub async fn patch(
     let body = body.value()?;
     let Path(name) = name?;
     let patch = ServicePatch::from_json(&body, &app.cluster.limits)?;
-    let (service, _) = app
-        .cluster
-        .mutate(|txn, now| {
-            let service = commands::patch_service(txn, &name, &patch, now, &app.cluster.limits)?;
-            Ok::<_, CommandError>((service, Follow::Services(vec![name.clone()])))
-        })
-        .await?;
+    let command = PatchService {
+        name: name.clone(),
+        patch,
+    };
+    let (service, _) = app.cluster.apply(command).await?;
     tracing::info!("service {name} updated");
     Ok(Json(ServiceDoc::new(&service)))
 }
@@ -164,13 +151,7 @@ pub async fn delete(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ServiceDoc>, ApiError> {
     let Path(name) = name?;
-    let (service, _) = app
-        .cluster
-        .mutate(|txn, _now| {
-            let service = commands::delete_service(txn, &name)?;
-            Ok::<_, CommandError>((service, Follow::Services(vec![name.clone()])))
-        })
-        .await?;
+    let (service, _) = app.cluster.apply(DeleteService(name.clone())).await?;
     tracing::info!("service {name} removed");
     Ok(Json(ServiceDoc::new(&service)))
 }

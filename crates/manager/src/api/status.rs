@@ -12,7 +12,7 @@ use axum::Json;
 use super::query::Params;
 use super::{json_response, ApiError, AppState};
 use crate::cluster::StoreHealth;
-use mycluster_core::docs::{HealthDoc, HealthStatus, StateDoc, StatsDoc, TaskView};
+use mycluster_core::wire::{HealthDoc, HealthStatus, StateDoc, StatsDoc, TaskView};
 use mycluster_core::Task;
 
 /// `GET /api/v1/stats`.

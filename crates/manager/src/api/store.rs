@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use mycluster_core::docs::ReseedDoc;
+use mycluster_core::wire::ReseedDoc;
 use mycluster_store::StoreError;
 
 use super::{ApiError, AppState};

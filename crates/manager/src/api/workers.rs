@@ -9,18 +9,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use mycluster_core::commands::{self, CommandError, Registration, StatusReport};
+use mycluster_core::commands::CommandError;
 use mycluster_core::identity;
-use mycluster_core::worker::{heartbeat_interval, MIN_HEARTBEAT_INTERVAL};
-use mycluster_core::{ClusterState, Task, TaskState, Worker, WorkerStatus};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use mycluster_core::step::{DeclareDown, Register, Registered, Report, Verdict, WorkerBack};
+use mycluster_core::worker::MIN_HEARTBEAT_INTERVAL;
+use mycluster_core::{ClusterState, Worker, WorkerStatus};
 
 use super::body::JsonBody;
 use super::query::Params;
 use super::{json_response, ApiError, AppState};
-use crate::cluster::Follow;
-use mycluster_core::docs::{AssignedView, HeartbeatDoc, ReportDoc, TaskView, WorkerDoc};
+use mycluster_core::wire::{
+    AssignedView, DownDoc, DownManyDoc, DownRequest, HeartbeatDoc, Registration, RelocationDoc,
+    ReportDoc, StatusReport, TaskView, WorkerDoc,
+};
 
 /// `GET /api/v1/workers`.
 pub async fn list(State(app): State<AppState>) -> Json<Vec<WorkerDoc>> {
@@ -61,12 +62,6 @@ fn worker_doc(app: &AppState, worker: &Worker, state: &ClusterState) -> WorkerDo
     )
 }
 
-/// The heartbeat interval agents are asked for now: once a second, unless the cluster
-/// is so large that this would pass `--max-heartbeats-per-second`.
-fn interval_for(app: &AppState, state: &ClusterState) -> Duration {
-    heartbeat_interval(state.workers.len(), app.config.max_heartbeats_per_second)
-}
-
 /// `POST /api/v1/workers` with `{"name", "address", "labels"?, "capacity"?, "driver"?,
 /// "instance"?}`: an agent joins (or rejoins after a restart). The name of a worker live
 /// under another agent instance is refused with 409 (see `identity`).
@@ -75,48 +70,24 @@ pub async fn register(
     body: JsonBody,
 ) -> Result<(StatusCode, Json<WorkerDoc>), ApiError> {
     let registration: Registration = body.decode()?;
-    let name = registration.name.clone();
     let instance = registration.instance.clone();
     let address = registration.address.clone();
-    let cluster = app.cluster.clone();
-    let per_second = app.config.max_heartbeats_per_second;
-    let mut noted = None;
-    let registered = app
-        .cluster
-        .mutate(|txn, now| {
-            let old = txn.state.workers.get(&registration.name).cloned();
-            let heard = cluster.heard(&registration.name).map(|h| h.as_of_now());
-            let worker = commands::register_worker(txn, registration, heard, now)?;
-            // Heard now, before the commit: a second agent's registration queued behind
-            // this one must find the name held. Taken back below if the commit fails.
-            noted = Some(cluster.note_heartbeat(
-                &worker.name,
-                Some(heartbeat_interval(txn.state.workers.len(), per_second)),
-            ));
-            let follow = match &old {
-                Some(old) if old.status == WorkerStatus::Down => Follow::All,
-                _ => Follow::Schedule,
-            };
-            Ok::<_, CommandError>(((worker, old), follow))
-        })
-        .await;
-    let ((worker, old), snapshot) = match registered {
-        Ok(registered) => registered,
-        Err(e) => {
-            if let Some((before, now)) = noted {
-                app.cluster.unnote_heartbeat(&name, now, before);
+    let (Registered { worker, before }, snapshot) =
+        match app.cluster.apply(Register(registration)).await {
+            Ok(registered) => registered,
+            Err(e) => {
+                let e = ApiError::from(e);
+                if e.status == StatusCode::CONFLICT {
+                    tracing::warn!(
+                        "refused the registration of agent instance '{instance}' at {address}: {}",
+                        e.message
+                    );
+                }
+                return Err(e);
             }
-            let e = ApiError::from(e);
-            if e.status == StatusCode::CONFLICT {
-                tracing::warn!(
-                    "refused the registration of agent instance '{instance}' at {address}: {}",
-                    e.message
-                );
-            }
-            return Err(e);
-        }
-    };
-    match old {
+        };
+    let name = &worker.name;
+    match before {
         Some(old) if old.instance != worker.instance => tracing::warn!(
             "worker {name} taken over by agent instance '{}' at {} (it was held by instance '{}' at {}, {})",
             worker.instance,
@@ -157,23 +128,14 @@ pub async fn heartbeat(
         .ok_or_else(|| CommandError::WorkerNotFound(name.clone()))?;
     identity::check_holder(worker, &instance)?;
     let status = worker.status;
-    let interval = interval_for(&app, &snapshot.state);
+    let interval = app.cluster.heartbeat_interval(&snapshot.state);
     app.cluster.record_heartbeat(&name, Some(interval));
     let status = if status == WorkerStatus::Down {
-        let (worker, _) = app
-            .cluster
-            .mutate(|txn, now| {
-                // Again on the tip: another agent may have taken the worker over since.
-                let worker = txn
-                    .state
-                    .workers
-                    .get(&name)
-                    .ok_or_else(|| CommandError::WorkerNotFound(name.clone()))?;
-                identity::check_holder(worker, &instance)?;
-                let worker = commands::set_worker_status(txn, &name, WorkerStatus::Ready, now)?;
-                Ok::<_, CommandError>((worker, Follow::All))
-            })
-            .await?;
+        let command = WorkerBack {
+            worker: name.clone(),
+            instance,
+        };
+        let (worker, _) = app.cluster.apply(command).await?;
         tracing::info!("worker {name} is back");
         worker.status
     } else {
@@ -270,16 +232,12 @@ pub async fn report_status(
             "at most {MAX_REPORTS} task reports per request"
         )));
     }
-    let (ignored, snapshot) = app
-        .cluster
-        .mutate(|txn, now| {
-            let (touched, ignored) =
-                commands::report_tasks(txn, &name, &instance, report.tasks, now)?;
-            Ok::<_, CommandError>((ignored, Follow::Services(touched)))
-        })
-        .await?;
-    // Only now: an unknown worker was refused above, and must leave no trace.
-    app.cluster.record_heartbeat(&name, None);
+    let command = Report {
+        worker: name,
+        instance,
+        tasks: report.tasks,
+    };
+    let (ignored, snapshot) = app.cluster.apply(command).await?;
     Ok(Json(ReportDoc {
         index: snapshot.index,
         ignored,
@@ -296,31 +254,33 @@ pub async fn declare_down(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DownDoc>, ApiError> {
     let Path(name) = name?;
     let params = Params::parse(query, &["silent_for"])?;
     let silent_for = params.duration("silent_for")?;
     let mut verdict = declare(&app, vec![name], silent_for).await?;
-    if let Some((_, why)) = verdict.skipped.pop() {
-        return Err(CommandError::Conflict(why).into());
+    if let Some(skipped) = verdict.skipped.pop() {
+        return Err(CommandError::Conflict(skipped.message).into());
     }
-    let (name, relocated) = verdict.down.pop().unwrap_or_default();
-    Ok(Json(down_doc(name, relocated)))
+    let (worker, relocated) = verdict
+        .down
+        .pop()
+        .map(|d| (d.worker, d.relocated))
+        .unwrap_or_default();
+    Ok(Json(down_doc(worker, relocated)))
 }
 
 /// A worker declared down, with where each of its tasks went.
-fn down_doc(worker: String, relocated: Vec<Value>) -> Value {
-    json!({"worker": worker, "status": "down", "relocated": relocated})
+fn down_doc(worker: String, relocated: Vec<RelocationDoc>) -> DownDoc {
+    DownDoc {
+        worker,
+        status: WorkerStatus::Down,
+        relocated,
+    }
 }
 
 /// The most workers one `POST /api/v1/workers/_down` may name.
 const MAX_DECLARED: usize = 10_000;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DownRequest {
-    workers: Vec<String>,
-}
 
 /// `POST /api/v1/workers/_down[?silent_for=2s]` with `{"workers": [names]}`: the verdict
 /// on many workers in one commit, so losing a rack costs one reconcile instead of one
@@ -330,7 +290,7 @@ pub async fn declare_many(
     State(app): State<AppState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DownManyDoc>, ApiError> {
     let params = Params::parse(query, &["silent_for"])?;
     let silent_for = params.duration("silent_for")?;
     let request: DownRequest = body.decode()?;
@@ -340,125 +300,35 @@ pub async fn declare_many(
         )));
     }
     let verdict = declare(&app, request.workers, silent_for).await?;
-    let down: Vec<Value> = verdict
+    let down = verdict
         .down
         .into_iter()
-        .map(|(worker, relocated)| down_doc(worker, relocated))
+        .map(|d| down_doc(d.worker, d.relocated))
         .collect();
-    let skipped: Vec<Value> = verdict
-        .skipped
-        .into_iter()
-        .map(|(worker, message)| json!({"worker": worker, "message": message}))
-        .collect();
-    Ok(Json(json!({"down": down, "skipped": skipped})))
+    Ok(Json(DownManyDoc {
+        down,
+        skipped: verdict.skipped,
+    }))
 }
 
-/// What one verdict did: each worker declared down with its relocations, and each left
-/// alone with why.
-#[derive(Default)]
-struct Verdict {
-    down: Vec<(String, Vec<Value>)>,
-    skipped: Vec<(String, String)>,
-}
-
-/// Declares `names` down in one commit (see `declare_many`).
+/// Declares `names` down in one commit (see `declare_many`), and logs each worker that
+/// was not down already.
 async fn declare(
     app: &AppState,
-    mut names: Vec<String>,
+    names: Vec<String>,
     silent_for: Option<Duration>,
 ) -> Result<Verdict, ApiError> {
-    names.sort();
-    names.dedup();
-    let cluster = app.cluster.clone();
-    let ((before, mut verdict), after) = app
-        .cluster
-        .mutate(|txn, now| {
-            let before = txn.state.clone();
-            let mut verdict = Verdict::default();
-            let mut affected = Vec::new();
-            for name in names {
-                if let (Some(silent_for), Some(age)) = (silent_for, cluster.heartbeat_age(&name)) {
-                    if age < silent_for && txn.state.workers.contains_key(&name) {
-                        let why = format!(
-                            "Worker {name} was heard from {:.1}s ago: not declared down",
-                            age.as_secs_f64()
-                        );
-                        verdict.skipped.push((name, why));
-                        continue;
-                    }
-                }
-                commands::set_worker_status(txn, &name, WorkerStatus::Down, now)?;
-                // Only the services with tasks on these workers can change: reconciling
-                // every service here made losing many workers at once quadratic.
-                affected.extend(
-                    txn.state
-                        .tasks_on_worker(&name)
-                        .filter(|t| t.is_live())
-                        .map(|t| t.service.clone()),
-                );
-                verdict.down.push((name, Vec::new()));
-            }
-            affected.sort();
-            affected.dedup();
-            Ok::<_, CommandError>(((before, verdict), Follow::Services(affected)))
-        })
-        .await?;
-    let mut replacements = Replacements::default();
-    for (name, relocated) in &mut verdict.down {
-        *relocated = replacements.of(&before, &after.state, name);
-        if before.workers.get(name).map(|w| w.status) != Some(WorkerStatus::Down) {
-            tracing::warn!(
-                "worker {name} declared down: {} tasks relocated",
-                relocated.len()
-            );
-        }
+    let command = DeclareDown {
+        workers: names,
+        silent_for,
+    };
+    let (verdict, _) = app.cluster.apply(command).await?;
+    for downed in verdict.down.iter().filter(|d| !d.was_down) {
+        tracing::warn!(
+            "worker {} declared down: {} tasks relocated",
+            downed.worker,
+            downed.relocated.len()
+        );
     }
     Ok(verdict)
-}
-
-/// The tasks that took lost tasks' slots, found once per service.
-#[derive(Default)]
-struct Replacements<'a> {
-    by_service: HashMap<String, HashMap<u32, &'a Task>>,
-}
-
-impl<'a> Replacements<'a> {
-    /// The tasks `worker` lost between two states, each with the task that took its slot.
-    fn of(&mut self, before: &ClusterState, after: &'a ClusterState, worker: &str) -> Vec<Value> {
-        let mut out = Vec::new();
-        for old in before.tasks_on_worker(worker).filter(|t| t.is_active()) {
-            let lost = after
-                .tasks
-                .get(&old.id)
-                .is_some_and(|t| t.state == TaskState::Lost);
-            if !lost {
-                continue;
-            }
-            let new_ones = self
-                .by_service
-                .entry(old.service.clone())
-                .or_insert_with(|| {
-                    // The first new task of each slot, by id, as a search would find.
-                    let mut first = HashMap::new();
-                    for t in after
-                        .tasks_of_service(&old.service)
-                        .filter(|t| t.is_active() && !before.tasks.contains_key(&t.id))
-                    {
-                        first.entry(t.slot).or_insert(t);
-                    }
-                    first
-                });
-            let replacement = new_ones.get(&old.slot);
-            out.push(json!({
-                "task": old.id,
-                "service": old.service,
-                "slot": old.slot,
-                "image": old.image,
-                "replacement": replacement.map(|t| t.id.clone()),
-                "worker": replacement.and_then(|t| t.worker.clone()),
-                "message": replacement.map(|t| t.message.clone()).unwrap_or_default(),
-            }));
-        }
-        out
-    }
 }

@@ -1,9 +1,11 @@
 //! The manager's single source of truth: the cluster state in memory, written through to
 //! the store. Readers take an `Arc` snapshot and never wait on disk or on writers.
 //!
-//! Writers use group commit. Each mutation computes alone, under the writer lock, on the
-//! *tip* (the latest state, including changes queued but not yet durable), and queues its
-//! changes in the open batch. One commit at a time takes the whole open batch to the
+//! Every change is a command of the core's pure `step` (`mycluster_core::step`); this
+//! module only queues, commits, publishes and wakes watchers. Writers use group commit.
+//! Each command is stepped alone, under the writer lock, on the *tip* (the latest state,
+//! including changes queued but not yet durable), and queues its changes in the open
+//! batch. One commit at a time takes the whole open batch to the
 //! store (one fsync for however many mutations queued meanwhile), then publishes it and
 //! answers every mutation in it. Nothing is published or acknowledged before it is
 //! durable; if a commit fails, every mutation in it — and every one queued since, having
@@ -20,9 +22,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mycluster_core::reconcile::reconcile_services;
+use mycluster_core::commands::CommandError;
 use mycluster_core::state::compact;
-use mycluster_core::{reconcile, schedule, Change, ClusterState, IdSource, Limits, Millis, Txn};
+use mycluster_core::step::Liveness;
+use mycluster_core::worker::{heartbeat_interval, LastHeard, MIN_HEARTBEAT_INTERVAL};
+use mycluster_core::{step, Change, ClusterState, Command, Context, IdSource, Limits, Millis};
 use mycluster_store::{Head, Store, StoreError};
 use tokio::sync::{oneshot, watch};
 
@@ -41,6 +45,9 @@ pub struct Snapshot {
 pub struct Cluster {
     pub name: String,
     pub limits: Limits,
+    /// The most heartbeats a second this manager takes (`--max-heartbeats-per-second`):
+    /// sets the interval each agent is told.
+    heartbeat_rate: u32,
     started: Instant,
     store: Arc<dyn Store>,
     current: RwLock<Arc<Snapshot>>,
@@ -84,8 +91,8 @@ struct InDoubt {
 
 impl Heard {
     /// As of now, for the core's liveness rule (`LastHeard::is_live`).
-    pub fn as_of_now(&self) -> mycluster_core::worker::LastHeard {
-        mycluster_core::worker::LastHeard {
+    pub fn as_of_now(&self) -> LastHeard {
+        LastHeard {
             age: self.at.elapsed(),
             interval: self.interval,
         }
@@ -103,23 +110,13 @@ struct Writer {
     waiters: Vec<oneshot::Sender<Result<Arc<Snapshot>, StoreError>>>,
 }
 
-/// Why a mutation did not happen. Nothing was changed in either case.
+/// Why a command did not happen. Nothing was changed in either case.
 #[derive(Debug, thiserror::Error)]
-pub enum MutateError<E> {
+pub enum MutateError {
     #[error(transparent)]
-    Rejected(E),
+    Rejected(#[from] CommandError),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// What a mutation should reconcile after its command ran.
-pub enum Follow {
-    /// Nothing beyond scheduling what is pending.
-    Schedule,
-    /// These services (their tasks may have to be created or stopped).
-    Services(Vec<String>),
-    /// Everything (a worker's status changed, which may touch any service).
-    All,
 }
 
 impl Cluster {
@@ -142,12 +139,13 @@ impl Cluster {
         let now = Instant::now();
         let heard = Heard {
             at: now,
-            interval: mycluster_core::worker::MIN_HEARTBEAT_INTERVAL,
+            interval: MIN_HEARTBEAT_INTERVAL,
         };
         let heartbeats = state.workers.keys().map(|w| (w.clone(), heard)).collect();
         Ok(Cluster {
             name,
             limits,
+            heartbeat_rate: DEFAULT_HEARTBEAT_RATE,
             started: now,
             store,
             current: RwLock::new(Arc::new(Snapshot {
@@ -187,48 +185,53 @@ impl Cluster {
             .clone()
     }
 
-    /// Runs `command` on the tip, then reconciles and schedules what it touched, queues
-    /// the changes for the next group commit, and returns once they are durable and
-    /// published (with the published state). If the command refuses or the commit fails,
-    /// nothing changes. Once queued, the commit no longer depends on the caller: a client
-    /// that hangs up cannot leave memory and store apart.
-    pub async fn mutate<T, E>(
+    /// Applies `command` to the tip through the core's `step` (the command, then
+    /// reconcile and schedule of what it touched), queues the changes for the next group
+    /// commit, and returns once they are durable and published (with the published
+    /// state). If the command refuses or the commit fails, nothing changes. Once queued,
+    /// the commit no longer depends on the caller: a client that hangs up cannot leave
+    /// memory and store apart.
+    pub async fn apply<C: Command>(
         self: &Arc<Self>,
-        command: impl FnOnce(&mut Txn, Millis) -> Result<(T, Follow), E>,
-    ) -> Result<(T, Arc<Snapshot>), MutateError<E>> {
-        let (out, done) = {
+        command: C,
+    ) -> Result<(C::Outcome, Arc<Snapshot>), MutateError> {
+        let (stepped, noted, done) = {
             let mut writer = self.writer.lock().await;
-            let now = now_millis();
-            let mut txn = Txn::new(writer.tip.clone());
-            let (out, follow) = command(&mut txn, now).map_err(MutateError::Rejected)?;
-            let followups = match follow {
-                Follow::Schedule => Vec::new(),
-                Follow::Services(names) => reconcile_services(
-                    &txn.state,
-                    names.iter().map(String::as_str),
-                    now,
-                    &mut writer.ids,
-                ),
-                Follow::All => reconcile(&txn.state, now, &mut writer.ids),
+            let ctx = Context {
+                now: now_millis(),
+                limits: &self.limits,
+                max_heartbeats_per_second: self.heartbeat_rate,
+                heard: &**self,
             };
-            txn.extend(followups);
-            let placements = schedule(&txn.state, now);
-            txn.extend(placements);
+            let Writer { ids, tip, .. } = &mut *writer;
+            let mut stepped = step(tip, command, &ctx, ids)?;
+            // Heard now, before the commit: a second agent's registration queued behind
+            // this one must find the name held. Taken back below if the commit fails.
+            let noted = stepped
+                .heard
+                .take()
+                .map(|h| (self.note_heartbeat(&h.worker, h.interval), h.worker));
             // Even with nothing to write, the answer waits in line: it was computed on the
             // tip, which may hold a batch still on its way to disk.
-            writer.tip = txn.state;
-            writer.open.extend(txn.changes);
+            writer.tip = stepped.state.clone();
+            writer.open.append(&mut stepped.changes);
             let (tell, done) = oneshot::channel();
             writer.waiters.push(tell);
             // No await between queueing and this: the batch is sure to be committed.
             let cluster = self.clone();
             tokio::spawn(async move { cluster.commit_open_batch().await });
-            (out, done)
+            (stepped, noted, done)
+        };
+        let failed = |e: StoreError| {
+            if let Some(((before, now), worker)) = &noted {
+                self.unnote_heartbeat(worker, *now, *before);
+            }
+            MutateError::Store(e)
         };
         match done.await {
-            Ok(Ok(snapshot)) => Ok((out, snapshot)),
-            Ok(Err(e)) => Err(MutateError::Store(e)),
-            Err(_) => Err(MutateError::Store(StoreError::Unavailable(
+            Ok(Ok(snapshot)) => Ok((stepped.outcome, snapshot)),
+            Ok(Err(e)) => Err(failed(e)),
+            Err(_) => Err(failed(StoreError::Unavailable(
                 "the commit task ended without an answer".into(),
             ))),
         }
@@ -392,7 +395,7 @@ impl Cluster {
         let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
         let interval = told
             .or_else(|| heartbeats.get(worker).map(|h| h.interval))
-            .unwrap_or(mycluster_core::worker::MIN_HEARTBEAT_INTERVAL);
+            .unwrap_or(MIN_HEARTBEAT_INTERVAL);
         let now = Heard {
             at: Instant::now(),
             interval,
@@ -414,13 +417,27 @@ impl Cluster {
         };
     }
 
-    /// Takes every worker as told to beat every `interval` (at start: a manager that
-    /// restarts in a large cluster must not take the agents' slower pace for silence).
-    pub fn assume_heartbeat_interval(&self, interval: Duration) {
-        let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+    /// Sets the most heartbeats a second the manager takes, and takes every worker as
+    /// told the interval that gives (at start: a manager that restarts in a large cluster
+    /// must not take the agents' slower pace for silence).
+    pub fn set_heartbeat_rate(&mut self, per_second: u32) {
+        self.heartbeat_rate = per_second;
+        let interval = self.heartbeat_interval(&self.snapshot().state);
+        let heartbeats = self.heartbeats.get_mut().unwrap_or_else(|p| p.into_inner());
         for heard in heartbeats.values_mut() {
             heard.interval = interval;
         }
+    }
+
+    /// The heartbeat interval agents are asked for in `state`: once a second, unless the
+    /// cluster is so large that this would pass the heartbeat rate.
+    pub fn heartbeat_interval(&self, state: &ClusterState) -> Duration {
+        heartbeat_interval(state.workers.len(), self.heartbeat_rate)
+    }
+
+    /// Whether `worker` is live by the core's one liveness rule (`LastHeard::is_live`).
+    pub fn is_live(&self, worker: &str) -> bool {
+        self.last_heard(worker).is_some_and(|h| h.is_live())
     }
 
     /// When the worker was last heard from (`None`: not since this manager started).
@@ -431,12 +448,17 @@ impl Cluster {
             .get(worker)
             .copied()
     }
+}
 
-    /// How long ago the worker was last heard from.
-    pub fn heartbeat_age(&self, worker: &str) -> Option<Duration> {
-        self.heard(worker).map(|h| h.at.elapsed())
+/// The step reads what was heard from workers through this.
+impl Liveness for Cluster {
+    fn last_heard(&self, worker: &str) -> Option<LastHeard> {
+        self.heard(worker).map(|h| h.as_of_now())
     }
 }
+
+/// `--max-heartbeats-per-second` unless told otherwise.
+pub const DEFAULT_HEARTBEAT_RATE: u32 = 1000;
 
 pub fn now_millis() -> Millis {
     SystemTime::now()

@@ -103,7 +103,7 @@ pub fn worker(name: &str) -> Worker {
         address: "10.0.0.1:7000".into(),
         labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
         capacity: Some(10),
-        driver: "docker".into(),
+        driver: Some(mycluster_core::Driver::Docker),
         status: WorkerStatus::Ready,
         registered_at: 1_000,
         updated_at: 1_000,

@@ -1,0 +1,38 @@
+//! The wire contract: every request and answer exchanged by the manager, its agents, the
+//! monitor and the CLI, as serde types — one place to read what crosses the network. The
+//! keys of the original (`cluster.name`, `serviceInstances`, `numOfRunningContainers`,
+//! `last_updated`, …) are a contract with its users: they are spelled here once, and only
+//! here. Every type derives `JsonSchema`: the manager's tests check the hand-written
+//! OpenAPI document against those schemas (`crates/manager/tests/wire_schema.rs`).
+//!
+//! Start with `workers` (an agent joining and beating), then `tasks` (what it is asked to
+//! run and reports back), `services`, `cluster`, `down` (the monitor's verdict), `health`
+//! and `errors`.
+
+pub mod cluster;
+pub mod down;
+pub mod driver;
+pub mod errors;
+pub mod health;
+pub mod services;
+pub mod tasks;
+pub mod workers;
+
+pub use cluster::{format_uptime, ServiceInstance, StateDoc, StatsDoc, WorkerInstances};
+pub use down::{DownDoc, DownManyDoc, DownRequest, RelocationDoc, SkippedDoc};
+pub use driver::{Driver, SaidDriver};
+pub use errors::ErrorDoc;
+pub use health::{AgentHealthDoc, HealthDoc, HealthStatus, ReseedDoc};
+pub use services::{ServiceDoc, ServicePatchRequest, ServiceRequest};
+pub use tasks::{
+    AssignedTasks, AssignedView, Ignored, ReportDoc, StatusReport, TaskDoc, TaskReport, TaskView,
+};
+pub use workers::{HeartbeatDoc, Registration, WorkerDoc};
+
+// The states the wire carries are the core's own enums.
+pub use crate::{DesiredState, TaskState, WorkerStatus};
+
+/// Unix seconds with milliseconds, as the API writes times.
+fn seconds(millis: crate::Millis) -> f64 {
+    millis as f64 / 1000.0
+}

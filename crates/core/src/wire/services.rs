@@ -1,0 +1,108 @@
+//! Services: what a client asks for (`POST /api/v1/service`, `PATCH
+//! /api/v1/service/<name>`) and how the manager shows one (`GET /api/v1/service/<name>`).
+//!
+//! The manager checks a request body field by field (`ServiceSpec::from_json`), so that
+//! each refusal names the field and the problem; these types are what clients send, and
+//! what the OpenAPI document is checked against.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Service;
+
+/// The body of `POST /api/v1/service`: a service to create, or to update in place. A
+/// field given as null counts as not given.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRequest {
+    pub service: String,
+    /// Needed unless a `command` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub replicas: u32,
+    /// argv (Docker's exec form): overrides the image's command, or is the process run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+/// The body of `PATCH /api/v1/service/<name>`: only the fields given change (at least
+/// one must be).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePatchRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+/// `GET /api/v1/service/<name>`: exactly the original's four keys.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+pub struct ServiceDoc {
+    pub service: String,
+    /// Null for a service that runs only a command.
+    pub image: Option<String>,
+    pub replicas: u32,
+    /// Unix seconds of the last create or update.
+    pub last_updated: u64,
+    /// Beyond the original, and only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Absent rather than null in an answer.
+    #[schemars(with = "Vec<String>")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+impl ServiceDoc {
+    pub fn new(service: &Service) -> ServiceDoc {
+        ServiceDoc {
+            service: service.spec.name.clone(),
+            image: service.spec.image.clone(),
+            replicas: service.spec.replicas,
+            last_updated: service.updated_at / 1000,
+            command: service.spec.command.clone(),
+            env: service.spec.env.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::ServicePatch;
+    use crate::{Limits, ServiceSpec};
+
+    /// What a client sends is what the manager's checks accept.
+    #[test]
+    fn typed_requests_pass_the_managers_checks() {
+        let request = ServiceRequest {
+            service: "web".into(),
+            image: None,
+            replicas: 2,
+            command: Some(vec!["sleep".into(), "60".into()]),
+            env: Some(BTreeMap::from([("MODE".into(), "x".into())])),
+        };
+        let body = serde_json::to_value(&request).expect("serializes");
+        let spec = ServiceSpec::from_json(&body, &Limits::default()).expect("accepted");
+        assert_eq!(spec.command, request.command);
+        assert_eq!(Some(spec.env), request.env);
+
+        let patch = ServicePatchRequest {
+            replicas: Some(7),
+            ..ServicePatchRequest::default()
+        };
+        let body = serde_json::to_value(&patch).expect("serializes");
+        assert_eq!(body.to_string(), r#"{"replicas":7}"#);
+        let parsed = ServicePatch::from_json(&body, &Limits::default()).expect("accepted");
+        assert_eq!(parsed.replicas, Some(7));
+    }
+}

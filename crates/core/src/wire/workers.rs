@@ -1,0 +1,154 @@
+//! Workers on the wire: how the manager shows them (`GET /api/v1/workers`), and what an
+//! agent sends to join (`POST /api/v1/workers`) and hears when it beats
+//! (`POST /api/v1/workers/<name>/heartbeat`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::driver::name_or_empty;
+use super::{seconds, Driver, SaidDriver};
+use crate::{ClusterState, Worker, WorkerStatus};
+
+/// A worker in `GET /api/v1/workers`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+pub struct WorkerDoc {
+    pub worker: String,
+    pub address: String,
+    pub status: WorkerStatus,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Option<u32>,
+    /// Its container runtime; empty if the agent did not say (it runs anything).
+    #[serde(with = "name_or_empty")]
+    #[schemars(schema_with = "name_or_empty::schema")]
+    pub driver: Option<Driver>,
+    /// Tasks it should be running.
+    pub tasks: usize,
+    /// Tasks its agent reports running.
+    pub running: usize,
+    /// Seconds since its last heartbeat; null if none since the manager started.
+    pub last_heartbeat_age: Option<f64>,
+    /// Seconds between the heartbeats its agent was asked for: longer in large clusters
+    /// (see `--max-heartbeats-per-second`); its silence is judged against it.
+    #[serde(default = "one_second")]
+    pub heartbeat_interval: f64,
+    pub registered_at: f64,
+    /// The agent instance that holds the worker's name (empty: none named); see
+    /// `identity`.
+    #[serde(default)]
+    pub instance: String,
+}
+
+fn one_second() -> f64 {
+    1.0
+}
+
+impl WorkerDoc {
+    pub fn new(
+        worker: &Worker,
+        state: &ClusterState,
+        heartbeat_age: Option<Duration>,
+        heartbeat_interval: Duration,
+    ) -> WorkerDoc {
+        let load = state.load_of(&worker.name);
+        WorkerDoc {
+            worker: worker.name.clone(),
+            address: worker.address.clone(),
+            status: worker.status,
+            labels: worker.labels.clone(),
+            capacity: worker.capacity,
+            driver: worker.driver,
+            tasks: load.active as usize,
+            running: load.running as usize,
+            last_heartbeat_age: heartbeat_age
+                .map(|age| (age.as_secs_f64() * 1000.0).round() / 1000.0),
+            heartbeat_interval: heartbeat_interval.as_secs_f64(),
+            registered_at: seconds(worker.registered_at),
+            instance: worker.instance.clone(),
+        }
+    }
+}
+
+/// What an agent sends when it joins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    pub name: String,
+    pub address: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub capacity: Option<u32>,
+    /// `docker`, `process` or `sim`; decides which services it can run.
+    #[serde(default)]
+    pub driver: SaidDriver,
+    /// The agent instance registering (see `identity`): a random id its agent made at
+    /// start. Empty or absent: none (a registration by hand).
+    #[serde(default)]
+    pub instance: String,
+}
+
+/// The answer to an agent's heartbeat (`POST /api/v1/workers/<name>/heartbeat`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+pub struct HeartbeatDoc {
+    pub worker: String,
+    pub status: WorkerStatus,
+    /// The manager's commit index.
+    pub index: u64,
+    /// Seconds until the next heartbeat: 1, or more in a cluster past
+    /// `--max-heartbeats-per-second`.
+    pub heartbeat_interval: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{register_worker, CommandError};
+    use crate::Txn;
+
+    fn register(body: &str) -> Result<Worker, CommandError> {
+        let registration: Registration = serde_json::from_str(body).expect("reads");
+        register_worker(
+            &mut Txn::new(ClusterState::default()),
+            registration,
+            None,
+            1,
+        )
+    }
+
+    /// The driver a registration names is refused or taken as it always was: an unknown
+    /// one with the command's own message, after the name is checked.
+    #[test]
+    fn a_registration_names_its_driver() {
+        let worker = register(r#"{"name":"w1","address":"a:1","driver":"process"}"#);
+        assert_eq!(worker.map(|w| w.driver), Ok(Some(Driver::Process)));
+        let worker = register(r#"{"name":"w1","address":"a:1","driver":""}"#);
+        assert_eq!(worker.map(|w| w.driver), Ok(None));
+        let worker = register(r#"{"name":"w1","address":"a:1"}"#);
+        assert_eq!(worker.map(|w| w.driver), Ok(None));
+        assert_eq!(
+            register(r#"{"name":"w1","address":"a:1","driver":"podman"}"#),
+            Err(CommandError::Invalid(
+                "field 'driver' must be docker, process or sim, got 'podman'".into()
+            ))
+        );
+        let both = register(r#"{"name":"bad name","address":"a:1","driver":"podman"}"#);
+        assert!(
+            matches!(&both, Err(CommandError::Invalid(m)) if m.starts_with("invalid worker name")),
+            "{both:?}"
+        );
+        // Written back as said, for an agent's registration and a worker's document.
+        let said = Registration {
+            name: "w1".into(),
+            address: "a:1".into(),
+            labels: BTreeMap::new(),
+            capacity: None,
+            driver: Driver::Sim.into(),
+            instance: String::new(),
+        };
+        let text = serde_json::to_string(&said).expect("writes");
+        assert!(text.contains(r#""driver":"sim""#), "{text}");
+    }
+}
