@@ -2,6 +2,7 @@
 //! its preconditions against the state, then records the changes. The manager commits
 //! them; an error leaves the transaction untouched.
 
+pub use crate::error::CommandError;
 use crate::identity;
 use crate::service::ServicePatch;
 use crate::wire::{Ignored, Registration, TaskReport};
@@ -10,22 +11,6 @@ use crate::{
     Change, DesiredState, Limits, Millis, Service, ServiceSpec, Task, TaskState, Txn, Worker,
     WorkerStatus,
 };
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    #[error("Service {0} was not registered for this cluster.")]
-    ServiceNotFound(String),
-    #[error("Worker {0} is not registered in this cluster.")]
-    WorkerNotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// The request no longer fits the state (e.g. a worker declared dead beat again).
-    #[error("{0}")]
-    Conflict(String),
-    /// The request would take the cluster past one of its limits.
-    #[error("{0}")]
-    Limit(String),
-}
 
 /// Creates a service or updates the one of the same name (`POST /api/v1/service`).
 /// Returns whether it was created.

@@ -15,7 +15,7 @@
 //! keeps strangers out. A worker registered without one (by hand, or by an older agent)
 //! holds an empty instance, which calls naming none match.
 
-use crate::commands::CommandError;
+use crate::error::CommandError;
 use crate::worker::LastHeard;
 use crate::{Worker, WorkerStatus};
 

@@ -13,6 +13,7 @@
 //! waits for.
 
 pub mod commands;
+pub mod error;
 pub mod identity;
 pub mod ids;
 pub mod image;

@@ -1,0 +1,19 @@
+//! Why a command was refused: the one error of the core's commands and the step. The
+//! manager answers each with its status (not found: 404, invalid: 400, a conflict or a
+//! limit: 409); the message is what the user reads.
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("Service {0} was not registered for this cluster.")]
+    ServiceNotFound(String),
+    #[error("Worker {0} is not registered in this cluster.")]
+    WorkerNotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The request no longer fits the state (e.g. a worker declared dead beat again).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request would take the cluster past one of its limits.
+    #[error("{0}")]
+    Limit(String),
+}
