@@ -13,6 +13,7 @@
 //! waits for.
 
 pub mod commands;
+pub mod driver;
 pub mod error;
 pub mod identity;
 pub mod ids;
@@ -28,6 +29,7 @@ pub mod time;
 pub mod wire;
 pub mod worker;
 
+pub use driver::Driver;
 pub use ids::{IdSource, SequentialIds};
 pub use reconcile::reconcile;
 pub use schedule::schedule;
@@ -35,7 +37,6 @@ pub use service::{Limits, Service, ServiceSpec, SpecError};
 pub use state::{Change, ClusterState, Counters, Txn};
 pub use step::{step, Command, Context};
 pub use task::{DesiredState, Task, TaskState};
-pub use wire::Driver;
 pub use worker::{Worker, WorkerStatus};
 
 /// Milliseconds since the Unix epoch. Passed in, never read from a clock, so that every

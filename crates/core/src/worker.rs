@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::wire::driver::name_or_empty;
-use crate::wire::Driver;
+use crate::driver::name_or_empty;
+use crate::driver::Driver;
 use crate::Millis;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

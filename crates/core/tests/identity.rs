@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mycluster_core::commands::CommandError;
-use mycluster_core::step::{self, DeclareDown, PutService, Register, Report, Step};
+use mycluster_core::step::{self, DeclareDown, NoteWhen, PutService, Register, Report, Step};
 use mycluster_core::wire::{Registration, TaskReport};
 use mycluster_core::worker::LastHeard;
 use mycluster_core::{
@@ -142,8 +142,12 @@ fn a_silent_or_down_worker_is_taken_over_with_its_tasks() {
         // the worker as soon as it came back.
         let live = taken.state.tasks_on_worker("w1").filter(|t| t.is_active());
         assert_eq!(live.count(), 2);
-        // The registration counts as a heartbeat.
-        assert_eq!(taken.heard.map(|h| h.worker).as_deref(), Some("w1"));
+        // The registration counts as a heartbeat, noted as soon as it is queued.
+        let heard = taken.heard.expect("a heartbeat to note");
+        assert_eq!(
+            (heard.worker.as_str(), heard.when),
+            ("w1", NoteWhen::Queued)
+        );
     }
 }
 

@@ -2,6 +2,10 @@
 //! drivers — `docker` (the Docker Engine API), `process` (process trees, each under a
 //! supervisor of ours: `supervise`) and `sim` (in-memory, for scale tests and benchmarks
 //! only). Every driver passes the conformance suite in `tests/conformance`.
+//!
+//! Where to start reading: the `ContainerRuntime` trait below, then `sim.rs` (the
+//! smallest driver), `docker.rs`, and `process.rs` with `supervise.rs` and `tree.rs`
+//! (each task's process tree under a supervisor that outlives the agent).
 
 mod docker;
 mod process;

@@ -9,7 +9,9 @@
 //! saved) and `up` (making the host match it); `host` is every Engine API call they make,
 //! `images` the images and `settings` what is saved. `secret` and `tokens` say where
 //! tokens are kept and which one each role presents. The `mycluster` binary calls this
-//! crate for `setup`, `manage`, `image demo` and `token`; agents never link it.
+//! crate for `setup`, `manage`, `image demo` and `token` (and `agent` for the join token
+//! saved beside a cluster's settings); the agent crate and the runtimes do not depend on
+//! it.
 
 mod error;
 pub mod host;

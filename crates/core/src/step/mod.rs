@@ -52,7 +52,7 @@ impl Liveness for std::collections::BTreeMap<String, LastHeard> {
 }
 
 /// What a step may read besides the state: the time, the cluster's limits and policies,
-/// and what was heard from the workers. Passed in, never read from a clock or a lock.
+/// and what was heard from the workers. Passed in: the core reads no clock of its own.
 pub struct Context<'a> {
     pub now: Millis,
     pub limits: &'a Limits,
@@ -79,6 +79,18 @@ pub enum Scope {
 pub struct HeardFrom {
     pub worker: String,
     pub interval: Option<Duration>,
+    pub when: NoteWhen,
+}
+
+/// When the manager notes a heartbeat a command carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteWhen {
+    /// As soon as the command is queued, taken back if its commit fails: a second
+    /// agent's registration queued behind this one must find the name held.
+    Queued,
+    /// Once the command is committed: a refused or failed report leaves no trace, and a
+    /// down verdict queued in the same batch is judged on what was heard before.
+    Committed,
 }
 
 /// What a command did to the transaction.

@@ -10,7 +10,7 @@ use crate::wire::{Ignored, Registration, RelocationDoc, SkippedDoc, TaskReport};
 use crate::worker::heartbeat_interval;
 use crate::{ClusterState, Task, TaskState, Txn, Worker, WorkerStatus};
 
-use super::{Applied, Command, Context, HeardFrom, Scope};
+use super::{Applied, Command, Context, HeardFrom, NoteWhen, Scope};
 
 /// An agent joins, or joins again after a restart (see `commands::register_worker`). The
 /// registration counts as a heartbeat, noted before the commit: a second agent's
@@ -41,6 +41,7 @@ impl Command for Register {
             heard: Some(HeardFrom {
                 worker: worker.name.clone(),
                 interval: Some(interval),
+                when: NoteWhen::Queued,
             }),
             outcome: Registered { worker, before },
             reconcile,
@@ -96,6 +97,7 @@ impl Command for Report {
             heard: Some(HeardFrom {
                 worker: self.worker,
                 interval: None,
+                when: NoteWhen::Committed,
             }),
         })
     }

@@ -11,16 +11,15 @@
 
 pub mod cluster;
 pub mod down;
-pub mod driver;
 pub mod errors;
 pub mod health;
 pub mod services;
 pub mod tasks;
 pub mod workers;
 
+pub use crate::driver::{Driver, SaidDriver};
 pub use cluster::{format_uptime, ServiceInstance, StateDoc, StatsDoc, WorkerInstances};
 pub use down::{DownDoc, DownManyDoc, DownRequest, RelocationDoc, SkippedDoc};
-pub use driver::{Driver, SaidDriver};
 pub use errors::ErrorDoc;
 pub use health::{AgentHealthDoc, HealthDoc, HealthStatus, ReseedDoc};
 pub use services::{ServiceDoc, ServicePatchRequest, ServiceRequest};

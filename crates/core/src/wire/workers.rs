@@ -8,8 +8,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::driver::name_or_empty;
 use super::{seconds, Driver, SaidDriver};
+use crate::driver::name_or_empty;
 use crate::{ClusterState, Worker, WorkerStatus};
 
 /// A worker in `GET /api/v1/workers`.

@@ -38,7 +38,9 @@ pub struct ApiConfig {
     /// Long-polls the manager holds at once.
     pub max_long_polls: usize,
     /// Heartbeats all agents together should send per second; past it, each agent is
-    /// asked to beat less often than once a second.
+    /// asked to beat less often than once a second. Read by `RunningManager::start`,
+    /// which gives it to the `Cluster` (`Cluster::set_heartbeat_rate`): a router built on
+    /// a `Cluster` of its own keeps that cluster's rate.
     pub max_heartbeats_per_second: u32,
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mycluster_core::commands::CommandError;
 use mycluster_core::state::compact;
-use mycluster_core::step::Liveness;
+use mycluster_core::step::{Liveness, NoteWhen};
 use mycluster_core::worker::{heartbeat_interval, LastHeard, MIN_HEARTBEAT_INTERVAL};
 use mycluster_core::{step, Change, ClusterState, Command, Context, IdSource, Limits, Millis};
 use mycluster_store::{Head, Store, StoreError};
@@ -205,11 +205,11 @@ impl Cluster {
             };
             let Writer { ids, tip, .. } = &mut *writer;
             let mut stepped = step(tip, command, &ctx, ids)?;
-            // Heard now, before the commit: a second agent's registration queued behind
-            // this one must find the name held. Taken back below if the commit fails.
+            // A registration is heard now, before the commit (see `NoteWhen`), and taken
+            // back below if the commit fails.
             let noted = stepped
                 .heard
-                .take()
+                .take_if(|h| h.when == NoteWhen::Queued)
                 .map(|h| (self.note_heartbeat(&h.worker, h.interval), h.worker));
             // Even with nothing to write, the answer waits in line: it was computed on the
             // tip, which may hold a batch still on its way to disk.
@@ -229,7 +229,12 @@ impl Cluster {
             MutateError::Store(e)
         };
         match done.await {
-            Ok(Ok(snapshot)) => Ok((stepped.outcome, snapshot)),
+            Ok(Ok(snapshot)) => {
+                if let Some(h) = stepped.heard {
+                    self.note_heartbeat(&h.worker, h.interval);
+                }
+                Ok((stepped.outcome, snapshot))
+            }
             Ok(Err(e)) => Err(failed(e)),
             Err(_) => Err(failed(StoreError::Unavailable(
                 "the commit task ended without an answer".into(),
