@@ -232,12 +232,27 @@ async fn two_workers_dead_at_once_are_both_declared_and_relocated() {
     assert_eq!((all["w1"].as_str(), all["w2"].as_str()), ("down", "down"));
     let stats = api.ok("/api/v1/stats").await;
     assert_eq!(stats["workers.failures"], 2);
-    assert_eq!(stats["containers.relocated"], 2);
+    // Declared in one verdict, each worker relocates its own task. The monitor may also
+    // see one silent a beat before the other (their heartbeats need not be in step):
+    // then the first one's replacement can land on the second (still ready, first by
+    // name), which relocates it again.
+    let relocated = stats["containers.relocated"].as_u64().unwrap();
+    assert!(relocated == 2 || relocated == 3, "{stats}");
+    let total_from = |log: &str, worker: &str| -> Option<u64> {
+        let line = log
+            .lines()
+            .find(|l| l.ends_with(&format!("containers relocated from {worker}")))?;
+        line.split("Total of ")
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
     let log = eventually("both verdicts in the monitor's log", || async {
         let log = monitor.log_text();
-        (log.contains("Total of 1 containers relocated from w1")
-            && log.contains("Total of 1 containers relocated from w2"))
-        .then_some(log)
+        let totals = (total_from(&log, "w1")?, total_from(&log, "w2")?);
+        (totals.0 + totals.1 == relocated).then_some(log)
     })
     .await;
     for worker in ["w1", "w2"] {
