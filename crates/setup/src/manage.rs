@@ -10,6 +10,10 @@ use crate::settings::{current, forget, load_settings};
 use crate::setup::validate_name;
 use crate::up::bring_up;
 
+/// How many times `rm` lists and removes the cluster's containers before it leaves the
+/// rest to the network and volume removal (which then says what is still in use).
+const RM_ROUNDS: usize = 5;
+
 /// What `manage` does to a cluster's containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ManageCommand {
@@ -64,9 +68,18 @@ pub async fn manage(command: ManageCommand, name: Option<String>) -> Result<(), 
             bring_up(settings).await?;
         }
         ManageCommand::Rm => {
-            for c in &containers {
-                host.remove(&c.name).await?;
-                println!("Removed {}", c.name);
+            // A worker still running while the others go may start a container after the
+            // list was read: list again until nothing of the cluster is left.
+            let mut containers = containers;
+            for _ in 0..RM_ROUNDS {
+                if containers.is_empty() {
+                    break;
+                }
+                for c in &containers {
+                    host.remove(&c.name).await?;
+                    println!("Removed {}", c.name);
+                }
+                containers = host.containers(&name).await?;
             }
             for what in host.remove_networks_and_volumes(&name).await? {
                 println!("Removed {what}");
