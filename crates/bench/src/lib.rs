@@ -6,9 +6,9 @@
 //! mycluster-bench --bench failover`) times failover with real processes.
 //!
 //! Start reading at `run`, then one part per module: `sched`, `footprint`, `api`, `sim`,
-//! `swarm`; `figure` prints what they measure, `manager` starts the manager (and agent) processes they measure. The parts
-//! run inside the `mycluster` binary: they start managers, agents and agent hosts as
-//! `mycluster` subcommands of the running executable.
+//! `swarm`; `figure` prints what they measure, and `manager` starts the manager (and
+//! agent) processes they measure. The parts run inside the `mycluster` binary: they start
+//! managers, agents and agent hosts as `mycluster` subcommands of the running executable.
 
 mod api;
 mod error;

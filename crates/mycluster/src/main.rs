@@ -3,6 +3,9 @@
 //! line client of its API, setup and management of a cluster on a Docker host, state
 //! store tools and the benchmarks. This crate parses the command line (`cli`) and wires
 //! each role to the library crate that does the work.
+//!
+//! Start reading at `main` below (which subcommand goes where), then `cli` (every flag
+//! and its help). `docs/ARCHITECTURE.md` says which crate holds what.
 
 mod agent;
 mod auth;
