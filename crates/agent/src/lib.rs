@@ -97,6 +97,9 @@ pub enum AgentError {
     /// are.
     #[error("{0}")]
     Superseded(String),
+    /// The configuration was refused (see `AgentConfig::check`).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Shared by the agent's loops.
@@ -129,6 +132,9 @@ pub async fn run(
     runtime: Arc<dyn ContainerRuntime>,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
+    // Checked here too, so an agent started by `dev`, a bench or a test is held to the
+    // same rules as one started from flags.
+    config.check()?;
     let client = if config.http2 {
         Client::new_http2(&config.manager, Duration::from_secs(10))?
     } else {
