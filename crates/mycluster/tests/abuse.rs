@@ -448,7 +448,7 @@ impl Client {
                 Err(e) => {
                     assert!(
                         may_die,
-                        "client {}: {} {} got no answer from a live manager: {e}",
+                        "client {}: {} {} got no answer from a live manager: {e:?}",
                         self.id, op.method, op.path
                     );
                     self.in_flight = Some(op);
