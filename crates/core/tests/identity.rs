@@ -3,16 +3,19 @@
 //! worker is taken over with its tasks; a superseded agent's reports change nothing; and
 //! a worker stored before instances existed still loads.
 
+mod support;
+
+use support::step_at;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mycluster_core::commands::CommandError;
-use mycluster_core::step::{self, DeclareDown, NoteWhen, PutService, Register, Report, Step};
+use mycluster_core::step::{DeclareDown, NoteWhen, PutService, Register, Report, Step};
 use mycluster_core::wire::{Registration, TaskReport};
 use mycluster_core::worker::LastHeard;
 use mycluster_core::{
-    ClusterState, Command, Context, Driver, Limits, SequentialIds, ServiceSpec, TaskState, Worker,
-    WorkerStatus,
+    ClusterState, Command, Driver, SequentialIds, ServiceSpec, TaskState, Worker, WorkerStatus,
 };
 
 fn registration(instance: &str, address: &str) -> Registration {
@@ -43,14 +46,7 @@ fn run<C: Command>(
         })
         .into_iter()
         .collect();
-    let limits = Limits::default();
-    let ctx = Context {
-        now,
-        limits: &limits,
-        max_heartbeats_per_second: 1000,
-        heard: &heard,
-    };
-    step::step(state, command, &ctx, &mut SequentialIds::default())
+    step_at(state, command, now, &heard, &mut SequentialIds::default())
 }
 
 /// A cluster with w1 registered by agent instance `aaaa` and two tasks placed on it.

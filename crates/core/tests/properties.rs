@@ -3,19 +3,23 @@
 //! manager runs for every change), then its periodic pass until it settles, and the
 //! invariants the control plane promises are checked after every step.
 
+mod support;
+
+use support::step_at;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use mycluster_core::reconcile::HISTORY_PER_SLOT;
 use mycluster_core::service::ServicePatch;
 use mycluster_core::state::compact;
 use mycluster_core::step::{
-    self, DeclareDown, DeleteService, NothingHeard, PatchService, PutService, Reconcile, Report,
+    DeclareDown, DeleteService, NothingHeard, PatchService, PutService, Reconcile, Report,
     WorkerBack,
 };
 use mycluster_core::wire::TaskReport;
 use mycluster_core::{
-    Change, ClusterState, Command, Context, DesiredState, Limits, Millis, SequentialIds,
-    ServiceSpec, Task, TaskState, Txn, Worker, WorkerStatus,
+    Change, ClusterState, Command, DesiredState, Millis, SequentialIds, ServiceSpec, Task,
+    TaskState, Txn, Worker, WorkerStatus,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -146,14 +150,8 @@ impl Sim {
     /// and that the compacted list reaches the same state. A refused command must change
     /// nothing (the state stays as it was). Returns the changes it made.
     fn run<C: Command>(&mut self, command: C) -> Result<Vec<Change>, TestCaseError> {
-        let limits = Limits::default();
-        let ctx = Context {
-            now: self.now,
-            limits: &limits,
-            max_heartbeats_per_second: 1000,
-            heard: &NothingHeard,
-        };
-        let Ok(stepped) = step::step(&self.state, command, &ctx, &mut self.ids) else {
+        let Ok(stepped) = step_at(&self.state, command, self.now, &NothingHeard, &mut self.ids)
+        else {
             return Ok(Vec::new());
         };
         check_forward(&self.state, &stepped.state)?;

@@ -3,17 +3,21 @@
 //! alongside the property tests in `properties.rs`. Every change goes through the core's
 //! `step`, as in the manager.
 
+mod support;
+
+use support::step_at;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mycluster_core::step::{
-    self, DeclareDown, NothingHeard, PutService, Reconcile, Register, Report, WorkerBack,
+    DeclareDown, NothingHeard, PutService, Reconcile, Register, Report, WorkerBack,
 };
 use mycluster_core::wire::{Driver, Registration, SaidDriver, TaskReport};
 use mycluster_core::worker::LastHeard;
 use mycluster_core::{
-    Change, ClusterState, Command, Context, DesiredState, Limits, Millis, SequentialIds,
-    ServiceSpec, Task, TaskState, Txn, WorkerStatus,
+    Change, ClusterState, Command, DesiredState, Millis, SequentialIds, ServiceSpec, Task,
+    TaskState, Txn, WorkerStatus,
 };
 
 /// A cluster driven the way the manager drives it: each change is a command of the core's
@@ -39,14 +43,8 @@ impl Cluster {
 
     /// Runs one command at the current time, as the manager would.
     fn run<C: Command>(&mut self, command: C) -> C::Outcome {
-        let limits = Limits::default();
-        let ctx = Context {
-            now: self.now,
-            limits: &limits,
-            max_heartbeats_per_second: 1000,
-            heard: &NothingHeard,
-        };
-        let stepped = step::step(&self.state, command, &ctx, &mut self.ids).expect("accepted");
+        let stepped = step_at(&self.state, command, self.now, &NothingHeard, &mut self.ids)
+            .expect("accepted");
         self.state = stepped.state;
         stepped.outcome
     }
@@ -452,18 +450,12 @@ fn a_down_verdict_says_where_each_task_went_and_spares_a_worker_heard_since() {
             (w.to_string(), heard)
         })
         .collect();
-    let limits = Limits::default();
-    let ctx = Context {
-        now: cluster.now + 1_000,
-        limits: &limits,
-        max_heartbeats_per_second: 1000,
-        heard: &heard,
-    };
     let verdict = DeclareDown {
         workers: vec!["w2".into(), "w1".into(), "w1".into()],
         silent_for: Some(Duration::from_secs(2)),
     };
-    let stepped = step::step(&cluster.state, verdict, &ctx, &mut cluster.ids).unwrap();
+    let now = cluster.now + 1_000;
+    let stepped = step_at(&cluster.state, verdict, now, &heard, &mut cluster.ids).unwrap();
     let verdict = stepped.outcome;
     assert_eq!(verdict.skipped.len(), 1);
     assert_eq!(

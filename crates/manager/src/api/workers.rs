@@ -129,7 +129,7 @@ pub async fn heartbeat(
     identity::check_holder(worker, &instance)?;
     let status = worker.status;
     let interval = app.cluster.heartbeat_interval(&snapshot.state);
-    app.cluster.record_heartbeat(&name, Some(interval));
+    app.cluster.note_heartbeat(&name, Some(interval));
     let status = if status == WorkerStatus::Down {
         let command = WorkerBack {
             worker: name.clone(),

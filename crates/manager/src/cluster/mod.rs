@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mycluster_core::commands::CommandError;
 use mycluster_core::state::compact;
-use mycluster_core::step::{Liveness, NoteWhen};
+use mycluster_core::step::{Liveness, NoteWhen, Step};
 use mycluster_core::worker::{heartbeat_interval, LastHeard, MIN_HEARTBEAT_INTERVAL};
 use mycluster_core::{step, Change, ClusterState, Command, Context, IdSource, Limits, Millis};
 use mycluster_store::{Head, Store, StoreError};
@@ -195,7 +195,7 @@ impl Cluster {
         self: &Arc<Self>,
         command: C,
     ) -> Result<(C::Outcome, Arc<Snapshot>), MutateError> {
-        let (stepped, noted, done) = {
+        let (outcome, heard, noted, done) = {
             let mut writer = self.writer.lock().await;
             let ctx = Context {
                 now: now_millis(),
@@ -204,23 +204,27 @@ impl Cluster {
                 heard: &**self,
             };
             let Writer { ids, tip, .. } = &mut *writer;
-            let mut stepped = step(tip, command, &ctx, ids)?;
+            let Step {
+                outcome,
+                changes,
+                state,
+                mut heard,
+            } = step(tip, command, &ctx, ids)?;
             // A registration is heard now, before the commit (see `NoteWhen`), and taken
             // back below if the commit fails.
-            let noted = stepped
-                .heard
+            let noted = heard
                 .take_if(|h| h.when == NoteWhen::Queued)
                 .map(|h| (self.note_heartbeat(&h.worker, h.interval), h.worker));
             // Even with nothing to write, the answer waits in line: it was computed on the
             // tip, which may hold a batch still on its way to disk.
-            writer.tip = stepped.state.clone();
-            writer.open.append(&mut stepped.changes);
+            writer.tip = state;
+            writer.open.extend(changes);
             let (tell, done) = oneshot::channel();
             writer.waiters.push(tell);
             // No await between queueing and this: the batch is sure to be committed.
             let cluster = self.clone();
             tokio::spawn(async move { cluster.commit_open_batch().await });
-            (stepped, noted, done)
+            (outcome, heard, noted, done)
         };
         let failed = |e: StoreError| {
             if let Some(((before, now), worker)) = &noted {
@@ -230,10 +234,10 @@ impl Cluster {
         };
         match done.await {
             Ok(Ok(snapshot)) => {
-                if let Some(h) = stepped.heard {
+                if let Some(h) = heard {
                     self.note_heartbeat(&h.worker, h.interval);
                 }
-                Ok((stepped.outcome, snapshot))
+                Ok((outcome, snapshot))
             }
             Ok(Err(e)) => Err(failed(e)),
             Err(_) => Err(failed(StoreError::Unavailable(
@@ -386,12 +390,6 @@ impl Cluster {
     /// Changes with every commit.
     pub fn watch_commits(&self) -> watch::Receiver<u64> {
         self.committed.subscribe()
-    }
-
-    /// Notes that `worker` was heard from; `told` is the heartbeat interval it was just
-    /// asked for (`None`: unchanged).
-    pub fn record_heartbeat(&self, worker: &str, told: Option<Duration>) {
-        self.note_heartbeat(worker, told);
     }
 
     /// Notes a heartbeat; returns what was noted before (to put back with
