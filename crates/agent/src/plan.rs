@@ -90,6 +90,8 @@ pub fn plan(wanted: &[TaskDoc], containers: &[Container]) -> (Vec<Action>, Vec<T
 
 pub fn report(task: &TaskDoc, state: TaskState, error: Option<String>) -> TaskReport {
     TaskReport {
+        health: None,
+        health_message: None,
         id: task.id.clone(),
         state,
         container_id: None,
@@ -105,6 +107,9 @@ mod tests {
 
     fn task(id: &str, desired: DesiredState, state: TaskState) -> TaskDoc {
         TaskDoc {
+            healthcheck: None,
+            health: None,
+            health_message: None,
             id: id.into(),
             service: "web".into(),
             slot: 0,

@@ -52,6 +52,8 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
     let mut tasks = Vec::new();
     for s in 0..services {
         let spec = ServiceSpec {
+            healthcheck: None,
+            update: Default::default(),
             name: format!("svc-{s:04}"),
             image: Some("mycluster/hello-world".into()),
             replicas,
@@ -61,6 +63,12 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
         let service = Service::updated(None, spec, 0);
         for slot in 0..replicas {
             tasks.push(Task {
+                healthcheck: None,
+                generation: 0,
+                health: None,
+                health_message: None,
+                started_at: None,
+                healthy_at: None,
                 id: format!("{s:04}-{slot:06}"),
                 service: service.spec.name.clone(),
                 slot,

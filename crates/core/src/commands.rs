@@ -4,7 +4,7 @@
 
 pub use crate::error::CommandError;
 use crate::identity;
-use crate::service::ServicePatch;
+use crate::service::{Health, ServicePatch};
 use crate::wire::{Ignored, Registration, TaskReport};
 use crate::worker::LastHeard;
 use crate::{
@@ -82,7 +82,7 @@ pub fn delete_service(txn: &mut Txn, name: &str) -> Result<Service, CommandError
     Ok(old)
 }
 
-fn existing_service(txn: &Txn, name: &str) -> Result<Service, CommandError> {
+pub(crate) fn existing_service(txn: &Txn, name: &str) -> Result<Service, CommandError> {
     txn.state
         .services
         .get(name)
@@ -296,9 +296,11 @@ pub fn report_tasks(
         } else if next.state != task.state {
             next.message = describe(&next);
         }
+        note_health(&mut next, &report, now);
         if next != **task {
             next.updated_at = now;
-            if next.state.is_terminal() {
+            // A task that ended, started, or changed health may move a rollout on.
+            if next.state != task.state || next.health != task.health {
                 touched.push(next.service.clone());
             }
             txn.push(Change::PutTask(next));
@@ -312,6 +314,25 @@ pub fn report_tasks(
     touched.sort();
     touched.dedup();
     Ok((touched, ignored))
+}
+
+/// Records what a report says of a task's health. A task that starts running is
+/// `starting` until its agent's probes (or, without a health check, the update's
+/// `monitor`: see `rollout::plan`) say it is healthy.
+fn note_health(task: &mut Task, report: &TaskReport, now: Millis) {
+    if task.state == TaskState::Running && task.started_at.is_none() {
+        task.started_at = Some(now);
+        task.health.get_or_insert(Health::Starting);
+    }
+    if task.healthcheck.is_some() {
+        if let Some(health) = report.health {
+            task.health = Some(health);
+            task.health_message = report.health_message.as_deref().map(|m| bounded(m, 1024));
+        }
+    }
+    if task.health == Some(Health::Healthy) && task.healthy_at.is_none() {
+        task.healthy_at = Some(now);
+    }
 }
 
 /// At most `max` bytes of `text` (on a character boundary): what agents report is stored

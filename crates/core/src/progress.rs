@@ -109,6 +109,9 @@ mod tests {
 
     fn task(id: &str, slot: u32, desired: &str, state: &str) -> TaskDoc {
         TaskDoc {
+            healthcheck: None,
+            health: None,
+            health_message: None,
             id: id.into(),
             service: "web".into(),
             slot,

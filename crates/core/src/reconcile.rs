@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use crate::rollout;
+use crate::service::{Health, UpdateOrder};
 use crate::{
     Change, ClusterState, DesiredState, IdSource, Millis, Service, Task, TaskState, WorkerStatus,
 };
@@ -107,6 +109,56 @@ fn reconcile_service(
         }
     }
 
+    // 2. The rollout: which old tasks stop, which slots get a new task beside their old
+    //    one, and where the rollout stands (see `rollout::plan`).
+    let mut service: Option<Cow<'_, Service>> = service.map(Cow::Borrowed);
+    let mut starts: Vec<u32> = Vec::new();
+    if let Some(current) = service.as_deref() {
+        let borrowed: Vec<&Task> = tasks.iter().map(|t| t.as_ref()).collect();
+        let plan = rollout::plan(current, &borrowed, now);
+        let mut edits: HashMap<&str, Box<dyn Fn(&mut Task)>> = HashMap::new();
+        for (id, since) in &plan.healthy {
+            let since = *since;
+            edits.insert(
+                id.as_str(),
+                Box::new(move |t: &mut Task| {
+                    t.health = Some(Health::Healthy);
+                    t.healthy_at.get_or_insert(since);
+                }),
+            );
+        }
+        for stop in &plan.stop {
+            let why = stop.why.clone();
+            edits.insert(
+                stop.task.as_str(),
+                Box::new(move |t: &mut Task| {
+                    t.desired = DesiredState::Shutdown;
+                    t.message = why.clone();
+                }),
+            );
+        }
+        for task in tasks.iter_mut() {
+            if let Some(edit) = edits.get(task.id.as_str()) {
+                let mut next = Task::clone(task);
+                edit(&mut next);
+                if next.desired == DesiredState::Shutdown && next.state == TaskState::Pending {
+                    next.state = TaskState::Shutdown;
+                }
+                if next != **task {
+                    next.updated_at = now;
+                    changes.push(Change::PutTask(next.clone()));
+                    *task = Cow::Owned(next);
+                }
+            }
+        }
+        if let Some(next) = rollout::settle(current, &plan, now) {
+            changes.push(Change::PutService(next.clone()));
+            service = Some(Cow::Owned(next));
+        }
+        starts = plan.start;
+    }
+    let service = service.as_deref();
+
     // Finished tasks by slot, the most recent first; active ones by slot.
     let mut finished: Vec<&Task> = tasks
         .iter()
@@ -121,18 +173,31 @@ fn reconcile_service(
         .collect();
     active.sort_by_key(|t| t.slot);
 
-    // 2. Exactly one active task per wanted slot.
+    // 3. One active task of the current template per wanted slot (two while a rollout
+    //    replaces the slot start-first).
     if let Some(service) = service {
         // The most recent finished task of each slot decides when its next one starts.
         let latest: HashMap<u32, &Task> = finished
             .chunk_by(|a, b| a.slot == b.slot)
             .map(|done| (done[0].slot, done[0]))
             .collect();
+        // Slots whose old task is still stopping, stop-first: the new one waits for it.
+        let stopping: std::collections::HashSet<u32> = tasks
+            .iter()
+            .filter(|t| t.desired == DesiredState::Shutdown && t.is_live())
+            .map(|t| t.slot)
+            .collect();
+        let stop_first = service.spec.update.order == UpdateOrder::StopFirst;
         let mut by_slot = active.chunk_by_mut(|a, b| a.slot == b.slot).peekable();
         for slot in 0..service.spec.replicas {
             while by_slot.next_if(|group| group[0].slot < slot).is_some() {}
-            match by_slot.next_if(|group| group[0].slot == slot) {
-                None => match replacement(latest.get(&slot).copied(), now) {
+            let group = by_slot.next_if(|group| group[0].slot == slot);
+            let make = match &group {
+                None => !(stop_first && stopping.contains(&slot)),
+                Some(_) => starts.contains(&slot),
+            };
+            if make {
+                match replacement(latest.get(&slot).copied(), now) {
                     Replacement::Now(failures) => {
                         let mut task = new_task(service, slot, ids.next_id(), now);
                         task.failures = failures;
@@ -145,27 +210,29 @@ fn reconcile_service(
                             changes.push(Change::PutTask(noted));
                         }
                     }
-                },
-                Some(duplicates) if duplicates.len() > 1 => {
-                    // Should not happen; if it does, keep the one furthest along.
-                    duplicates.sort_by_key(|t| (std::cmp::Reverse(t.state), t.created_at));
-                    for extra in duplicates.iter().skip(1) {
-                        let mut next = Task::clone(extra);
-                        next.desired = DesiredState::Shutdown;
-                        next.message = format!("duplicate of another task for slot {slot}");
-                        if next.state == TaskState::Pending {
-                            next.state = TaskState::Shutdown;
-                        }
-                        next.updated_at = now;
-                        changes.push(Change::PutTask(next));
-                    }
                 }
-                Some(_) => {}
+            }
+            let Some(group) = group else { continue };
+            let mut current: Vec<&mut &Task> =
+                group.iter_mut().filter(|t| t.runs(service)).collect();
+            if current.len() > 1 {
+                // Should not happen; if it does, keep the one furthest along.
+                current.sort_by_key(|t| (std::cmp::Reverse(t.state), t.created_at));
+                for extra in current.iter().skip(1) {
+                    let mut next = Task::clone(extra);
+                    next.desired = DesiredState::Shutdown;
+                    next.message = format!("duplicate of another task for slot {slot}");
+                    if next.state == TaskState::Pending {
+                        next.state = TaskState::Shutdown;
+                    }
+                    next.updated_at = now;
+                    changes.push(Change::PutTask(next));
+                }
             }
         }
     }
 
-    // 3. Forget finished tasks beyond the history kept for a slot still wanted.
+    // 4. Forget finished tasks beyond the history kept for a slot still wanted.
     for done in finished.chunk_by(|a, b| a.slot == b.slot) {
         let keep = match service {
             Some(s) if done[0].slot < s.spec.replicas => HISTORY_PER_SLOT,
@@ -244,12 +311,6 @@ fn unwanted_because(
     if task.slot >= service.spec.replicas {
         return Some(format!("scaled down to {}", service.spec.replicas));
     }
-    if task.spec_version != service.version {
-        return Some(format!(
-            "replaced by version {} of the service",
-            service.version
-        ));
-    }
     let draining = task
         .worker
         .as_ref()
@@ -275,6 +336,12 @@ fn new_task(service: &Service, slot: u32, id: String, now: Millis) -> Task {
         exit_code: None,
         error: None,
         failures: 0,
+        healthcheck: service.spec.healthcheck.clone(),
+        generation: service.generation,
+        health: None,
+        health_message: None,
+        started_at: None,
+        healthy_at: None,
         created_at: now,
         updated_at: now,
     }

@@ -4,7 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::Millis;
+use crate::service::{Health, HealthCheck};
+use crate::{Millis, Service};
 
 /// Where a task is in its life. States only move forward (see [`TaskState::can_become`]).
 #[derive(
@@ -138,6 +139,25 @@ pub struct Task {
     /// delay before the next replacement (crash-loop backoff).
     #[serde(default)]
     pub failures: u32,
+    /// The service's health check when the task was made: what its agent probes.
+    #[serde(default)]
+    pub healthcheck: Option<HealthCheck>,
+    /// The service's restart generation when the task was made.
+    #[serde(default)]
+    pub generation: u64,
+    /// Its agent's last judgement (with a check), or the manager's (without one: healthy
+    /// once it ran for the update's `monitor`). `None` until it runs.
+    #[serde(default)]
+    pub health: Option<Health>,
+    /// Why the last probe failed, for people.
+    #[serde(default)]
+    pub health_message: Option<String>,
+    /// When its agent reported it running.
+    #[serde(default)]
+    pub started_at: Option<Millis>,
+    /// When it was first healthy.
+    #[serde(default)]
+    pub healthy_at: Option<Millis>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -146,6 +166,23 @@ impl Task {
     /// Counted against the service's replicas: wanted, and not finished.
     pub fn is_active(&self) -> bool {
         self.desired == DesiredState::Running && !self.state.is_terminal()
+    }
+
+    /// Whether the task runs what `service` asks for now: the same template and restart
+    /// generation (replicas and the update policy do not matter). One that does not is
+    /// replaced by a rollout.
+    pub fn runs(&self, service: &Service) -> bool {
+        let spec = &service.spec;
+        self.image == spec.image
+            && self.command == spec.command
+            && self.env == spec.env
+            && self.healthcheck == spec.healthcheck
+            && self.generation == service.generation
+    }
+
+    /// Running, and known healthy.
+    pub fn is_healthy(&self) -> bool {
+        self.state == TaskState::Running && self.health == Some(Health::Healthy)
     }
 
     /// Wanted, and waiting for a worker.
@@ -167,6 +204,7 @@ impl Task {
                     || old.image != self.image
                     || old.command != self.command
                     || old.env != self.env
+                    || old.healthcheck != self.healthcheck
             }
         }
     }

@@ -59,6 +59,8 @@ fn held_by_a() -> ClusterState {
     )
     .unwrap();
     let spec = ServiceSpec {
+        healthcheck: None,
+        update: Default::default(),
         name: "web".into(),
         image: None,
         command: Some(vec!["sleep".into(), "60".into()]),
@@ -160,6 +162,8 @@ fn a_superseded_agents_reports_change_nothing() {
     let reports: Vec<TaskReport> = state
         .tasks_on_worker("w1")
         .map(|t| TaskReport {
+            health: None,
+            health_message: None,
             id: t.id.clone(),
             state: TaskState::Running,
             container_id: Some("c".into()),

@@ -262,6 +262,8 @@ impl Sim {
 
 fn spec(name: &str, image: &str, replicas: u32) -> ServiceSpec {
     ServiceSpec {
+        healthcheck: None,
+        update: Default::default(),
         name: name.into(),
         image: Some(image.into()),
         replicas,
@@ -297,6 +299,8 @@ fn agent_reports(state: &ClusterState, fail: Option<usize>) -> BTreeMap<String, 
         .filter(|t| !t.state.is_terminal() && reporting(t))
     {
         let report = |state, exit_code, container_id: Option<String>| TaskReport {
+            health: None,
+            health_message: None,
             id: task.id.clone(),
             state,
             container_id,

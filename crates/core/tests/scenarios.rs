@@ -78,6 +78,8 @@ impl Cluster {
     fn put_service(&mut self, name: &str, image: &str, replicas: u32) {
         self.now += 1_000;
         self.run(PutService(ServiceSpec {
+            healthcheck: None,
+            update: Default::default(),
             name: name.into(),
             image: Some(image.into()),
             command: None,
@@ -141,6 +143,8 @@ impl Cluster {
                 .entry(worker.name.clone())
                 .or_default()
                 .push(TaskReport {
+                    health: None,
+                    health_message: None,
                     id: task.id.clone(),
                     state,
                     container_id: None,
@@ -399,6 +403,8 @@ fn workers_only_get_what_their_driver_can_run() {
     cluster.register("p1", Some(Driver::Process));
     let service = |name: &str, image: Option<&str>, command: Option<&str>| {
         PutService(ServiceSpec {
+            healthcheck: None,
+            update: Default::default(),
             name: name.into(),
             image: image.map(str::to_owned),
             replicas: 2,

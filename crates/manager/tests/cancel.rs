@@ -11,6 +11,8 @@ use mycluster_store::{EmbeddedStore, Store};
 
 fn spec(name: &str) -> ServiceSpec {
     ServiceSpec {
+        healthcheck: None,
+        update: Default::default(),
         name: name.into(),
         image: Some("redis".into()),
         replicas: 2,

@@ -327,6 +327,8 @@ fn doc_spec(doc: &Value) -> Result<ServiceSpec, TestCaseError> {
     let doc: ServiceDoc = serde_json::from_value(doc.clone())
         .map_err(|e| TestCaseError::fail(format!("not a service document ({e}): {doc}")))?;
     Ok(ServiceSpec {
+        healthcheck: None,
+        update: Default::default(),
         name: doc.service,
         image: doc.image,
         replicas: doc.replicas,

@@ -81,6 +81,8 @@ async fn setup() -> (tempfile::TempDir, Arc<Flaky>, Arc<Cluster>) {
 
 async fn create(cluster: &Arc<Cluster>, name: String) -> Result<(), MutateError> {
     let spec = ServiceSpec {
+        healthcheck: None,
+        update: Default::default(),
         name: name.clone(),
         image: Some("redis".into()),
         replicas: 1,

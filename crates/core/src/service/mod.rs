@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::rollout::{Rollout, RolloutKind};
 use crate::Millis;
 
 /// What the user asked for. A service runs an image (docker workers), a command
@@ -19,47 +20,168 @@ pub struct ServiceSpec {
     pub command: Option<Vec<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub healthcheck: Option<HealthCheck>,
+    #[serde(default)]
+    pub update: UpdatePolicy,
 }
 
 impl ServiceSpec {
-    /// Whether tasks of `self` and `other` run the same thing (only replicas differ).
+    /// Whether tasks of `self` and `other` run the same thing (only replicas or the
+    /// update policy differ): a change of the template is rolled out, the rest is not.
     pub fn same_template(&self, other: &ServiceSpec) -> bool {
-        self.image == other.image && self.command == other.command && self.env == other.env
+        self.image == other.image
+            && self.command == other.command
+            && self.env == other.env
+            && self.healthcheck == other.healthcheck
     }
+}
+
+/// How many past versions a service keeps (the current one included).
+pub const VERSIONS_KEPT: usize = 10;
+
+/// One version of a service's spec: every change of the spec is a new one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub version: u64,
+    pub spec: ServiceSpec,
+    pub created_at: Millis,
+    /// What made it, for people: "created", "updated", "rollback to version 3", ...
+    pub cause: String,
 }
 
 /// A stored service: the spec plus what the control plane tracks about it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     pub spec: ServiceSpec,
-    /// Bumped when what a task runs changes (the image), not when it only scales: tasks
-    /// of an older version are replaced, the others are kept.
+    /// Bumped by every change of the spec. Tasks whose template (image, command, env,
+    /// health check, restart generation) differs from the spec's are replaced by a
+    /// rollout; a change of replicas alone only adds or stops tasks.
     pub version: u64,
+    /// Bumped by `restart`: tasks of an older generation are replaced like outdated ones.
+    #[serde(default)]
+    pub generation: u64,
+    /// The last `VERSIONS_KEPT` versions, oldest first; the last is the current spec.
+    #[serde(default)]
+    pub history: Vec<Version>,
+    /// The latest rollout: what changed the template last, and how far it got.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
 
 impl Service {
-    /// The service after `spec` is posted over `old` (if it existed) at `now`.
+    /// The service after `spec` is posted over `old` (if it existed) at `now`. A change
+    /// of the template starts a rollout (superseding one under way); a change of replicas
+    /// or policy alone keeps the rollout as it is; a spec equal to the current one
+    /// changes nothing but the time.
     pub fn updated(old: Option<&Service>, spec: ServiceSpec, now: Millis) -> Service {
         match old {
-            None => Service {
-                spec,
-                version: 1,
-                created_at: now,
+            None => {
+                let mut service = Service {
+                    spec: spec.clone(),
+                    version: 1,
+                    generation: 0,
+                    history: Vec::new(),
+                    rollout: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                service.record("created", now);
+                service.rollout = Some(Rollout::new(RolloutKind::Create, 1, None, now));
+                service
+            }
+            Some(old) if old.spec == spec => Service {
                 updated_at: now,
+                ..old.clone()
             },
-            Some(old) => Service {
-                version: if old.spec.same_template(&spec) {
-                    old.version
+            Some(old) => {
+                let mut service = Service {
+                    spec,
+                    version: old.version + 1,
+                    updated_at: now,
+                    ..old.clone()
+                };
+                let cause = if old.spec.same_template(&service.spec) {
+                    if old.spec.replicas != service.spec.replicas {
+                        "scaled"
+                    } else {
+                        "update policy changed"
+                    }
                 } else {
-                    old.version + 1
-                },
-                spec,
-                created_at: old.created_at,
-                updated_at: now,
-            },
+                    service.rollout = Some(Rollout::new(
+                        RolloutKind::Update,
+                        service.version,
+                        Some(old.version),
+                        now,
+                    ));
+                    "updated"
+                };
+                service.record(cause, now);
+                service
+            }
         }
+    }
+
+    /// Every task replaced by a rollout of the same spec (`mycluster service restart`).
+    pub fn restarted(&self, now: Millis) -> Service {
+        let mut service = Service {
+            version: self.version + 1,
+            generation: self.generation + 1,
+            updated_at: now,
+            ..self.clone()
+        };
+        service.rollout = Some(Rollout::new(
+            RolloutKind::Restart,
+            service.version,
+            Some(self.version),
+            now,
+        ));
+        service.record("restart", now);
+        service
+    }
+
+    /// Back to `spec` (a former version's) as a new version, rolled out as usual.
+    /// `kind` says whether an operator asked or a failed rollout did.
+    pub fn rolled_back(
+        &self,
+        to: &Version,
+        spec: ServiceSpec,
+        kind: RolloutKind,
+        now: Millis,
+    ) -> Service {
+        let mut service = Service {
+            spec,
+            version: self.version + 1,
+            updated_at: now,
+            ..self.clone()
+        };
+        service.rollout = Some(Rollout::new(kind, service.version, Some(self.version), now));
+        service.record(&format!("rollback to version {}", to.version), now);
+        service
+    }
+
+    /// The version before the current one, if it is still kept.
+    pub fn previous_version(&self) -> Option<&Version> {
+        let n = self.history.len();
+        (n >= 2).then(|| &self.history[n - 2])
+    }
+
+    /// A kept version by number.
+    pub fn version_of(&self, version: u64) -> Option<&Version> {
+        self.history.iter().find(|v| v.version == version)
+    }
+
+    fn record(&mut self, cause: &str, now: Millis) {
+        self.history.push(Version {
+            version: self.version,
+            spec: self.spec.clone(),
+            created_at: now,
+            cause: cause.to_string(),
+        });
+        let excess = self.history.len().saturating_sub(VERSIONS_KEPT);
+        self.history.drain(..excess);
     }
 
     pub fn name(&self) -> &str {
@@ -125,32 +247,66 @@ pub enum SpecError {
     InvalidCommand(String),
     #[error("field 'env' {0}")]
     InvalidEnv(String),
+    /// A nested field (`healthcheck.http.port`, `update.order`) is wrong.
+    #[error("field '{field}' {why}")]
+    Invalid { field: String, why: String },
 }
 
+mod health;
 mod request;
+mod update;
 
+pub use health::{Health, HealthCheck, Probe, MAX_SPAN};
 pub use request::{validate_service_name, ServicePatch};
+pub use update::{FailureAction, Ratio, UpdateOrder, UpdatePolicy};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn version_changes_with_the_image_only() {
+    fn every_change_is_a_version_and_only_a_new_template_a_rollout() {
         let spec = |image: &str, replicas| ServiceSpec {
             name: "a".into(),
             image: Some(image.into()),
             replicas,
             command: None,
             env: BTreeMap::new(),
+            healthcheck: None,
+            update: UpdatePolicy::default(),
         };
         let v1 = Service::updated(None, spec("x", 1), 10);
+        assert_eq!(
+            v1.rollout.as_ref().map(|r| r.kind),
+            Some(RolloutKind::Create)
+        );
+        let same = Service::updated(Some(&v1), spec("x", 1), 15);
+        assert_eq!((same.version, same.history.len()), (1, 1));
         let scaled = Service::updated(Some(&v1), spec("x", 5), 20);
         assert_eq!(
             (scaled.version, scaled.created_at, scaled.updated_at),
-            (1, 10, 20)
+            (2, 10, 20)
         );
+        assert_eq!(scaled.rollout, v1.rollout, "scaling starts no rollout");
         let new_image = Service::updated(Some(&scaled), spec("y", 5), 30);
-        assert_eq!(new_image.version, 2);
+        assert_eq!(new_image.version, 3);
+        let rollout = new_image.rollout.clone().expect("a rollout");
+        assert_eq!(
+            (rollout.kind, rollout.version, rollout.from),
+            (RolloutKind::Update, 3, Some(2))
+        );
+        assert_eq!(new_image.previous_version().map(|v| v.version), Some(2));
+        let restarted = new_image.restarted(40);
+        assert_eq!((restarted.version, restarted.generation), (4, 1));
+
+        let mut service = restarted;
+        for i in 0..20 {
+            service = Service::updated(Some(&service), spec("x", i), 50 + u64::from(i));
+        }
+        assert_eq!(service.history.len(), VERSIONS_KEPT);
+        assert_eq!(
+            service.history.last().map(|v| v.version),
+            Some(service.version)
+        );
     }
 }

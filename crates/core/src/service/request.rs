@@ -6,11 +6,26 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::{Limits, ServiceSpec, SpecError};
+use super::{HealthCheck, Limits, ServiceSpec, SpecError, UpdatePolicy};
 use crate::image::validate_image;
 
-const CREATE_FIELDS: &[&str] = &["service", "image", "replicas", "command", "env"];
-const PATCH_FIELDS: &[&str] = &["image", "replicas", "command", "env"];
+const CREATE_FIELDS: &[&str] = &[
+    "service",
+    "image",
+    "replicas",
+    "command",
+    "env",
+    "healthcheck",
+    "update",
+];
+const PATCH_FIELDS: &[&str] = &[
+    "image",
+    "replicas",
+    "command",
+    "env",
+    "healthcheck",
+    "update",
+];
 
 impl ServiceSpec {
     /// Parses and checks the body of `POST /api/v1/service`.
@@ -36,6 +51,9 @@ impl ServiceSpec {
             replicas,
             command,
             env,
+            healthcheck: optional(object, "healthcheck", |_, v| HealthCheck::from_json(v))?,
+            update: optional(object, "update", |_, v| UpdatePolicy::from_json(v))?
+                .unwrap_or_default(),
         })
     }
 }
@@ -47,6 +65,8 @@ pub struct ServicePatch {
     pub replicas: Option<u32>,
     pub command: Option<Vec<String>>,
     pub env: Option<BTreeMap<String, String>>,
+    pub healthcheck: Option<HealthCheck>,
+    pub update: Option<UpdatePolicy>,
 }
 
 impl ServicePatch {
@@ -57,10 +77,12 @@ impl ServicePatch {
             replicas: optional(object, "replicas", |f, v| field_replicas(f, v, limits))?,
             command: optional(object, "command", field_command)?,
             env: optional(object, "env", field_env)?,
+            healthcheck: optional(object, "healthcheck", |_, v| HealthCheck::from_json(v))?,
+            update: optional(object, "update", |_, v| UpdatePolicy::from_json(v))?,
         };
         if patch == ServicePatch::default() {
             return Err(SpecError::EmptyPatch(
-                "'image', 'replicas', 'command', 'env'",
+                "'image', 'replicas', 'command', 'env', 'healthcheck', 'update'",
             ));
         }
         Ok(patch)
@@ -74,6 +96,11 @@ impl ServicePatch {
             replicas: self.replicas.unwrap_or(spec.replicas),
             command: self.command.clone().or_else(|| spec.command.clone()),
             env: self.env.clone().unwrap_or_else(|| spec.env.clone()),
+            healthcheck: self
+                .healthcheck
+                .clone()
+                .or_else(|| spec.healthcheck.clone()),
+            update: self.update.unwrap_or(spec.update),
         }
     }
 }
@@ -107,14 +134,40 @@ fn as_object<'a>(body: &'a Value, allowed: &[&str]) -> Result<&'a Map<String, Va
     let object = body
         .as_object()
         .ok_or_else(|| SpecError::NotAnObject(type_name(body)))?;
+    unknown_field(object, "", allowed)?;
+    Ok(object)
+}
+
+/// The object a nested field (`healthcheck`, `update.…`) holds, with only `allowed` keys.
+pub(crate) fn check_fields<'a>(
+    field: &str,
+    value: &'a Value,
+    allowed: &[&str],
+) -> Result<&'a Map<String, Value>, SpecError> {
+    let object = value.as_object().ok_or_else(|| SpecError::Invalid {
+        field: field.to_string(),
+        why: format!("must be an object, got {}", describe(value)),
+    })?;
+    unknown_field(object, &format!("{field}."), allowed)?;
+    Ok(object)
+}
+
+fn unknown_field(
+    object: &Map<String, Value>,
+    prefix: &str,
+    allowed: &[&str],
+) -> Result<(), SpecError> {
     if let Some(field) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
         let hint = allowed
             .iter()
-            .find(|known| edit_distance(field, known) <= 2)
+            .map(|known| (edit_distance(field, known), known))
+            .filter(|(distance, _)| *distance <= 2)
+            .min_by_key(|(distance, _)| *distance)
+            .map(|(_, known)| known)
             .map(|known| format!(" (did you mean '{known}'?)"))
             .unwrap_or_default();
         return Err(SpecError::UnknownField {
-            field: field.escape_debug().to_string(),
+            field: format!("{prefix}{}", field.escape_debug()),
             hint,
             allowed: allowed
                 .iter()
@@ -123,7 +176,7 @@ fn as_object<'a>(body: &'a Value, allowed: &[&str]) -> Result<&'a Map<String, Va
                 .join(", "),
         });
     }
-    Ok(object)
+    Ok(())
 }
 
 fn required<T>(
@@ -281,7 +334,7 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-fn describe(value: &Value) -> String {
+pub(crate) fn describe(value: &Value) -> String {
     match value {
         Value::String(s) => {
             let shown: String = s.chars().take(40).collect();
@@ -332,6 +385,8 @@ mod tests {
                 replicas: 3,
                 command: None,
                 env: BTreeMap::new(),
+                healthcheck: None,
+                update: UpdatePolicy::default(),
             })
         );
     }
@@ -479,6 +534,8 @@ mod tests {
             replicas: 1,
             command: None,
             env: BTreeMap::new(),
+            healthcheck: None,
+            update: UpdatePolicy::default(),
         };
         assert_eq!(patch.apply(&spec).replicas, 7);
         assert_eq!(patch.apply(&spec).image.as_deref(), Some("img"));

@@ -2,8 +2,9 @@
 //! `DELETE`. Each reconciles the one service it wrote.
 
 use crate::commands::{self, CommandError};
+use crate::rollout::RolloutKind;
 use crate::service::ServicePatch;
-use crate::{Service, ServiceSpec, Txn};
+use crate::{Change, Service, ServiceSpec, Txn};
 
 use super::{Applied, Command, Context, Scope};
 
@@ -45,6 +46,42 @@ impl Command for DeleteService {
 
     fn apply(self, txn: &mut Txn, _ctx: &Context) -> Result<Applied<Service>, CommandError> {
         let service = commands::delete_service(txn, &self.0)?;
+        Ok(Applied::new(service, Scope::Services(vec![self.0])))
+    }
+}
+
+/// Rolls the version before the current one out again (`mycluster service rollback`):
+/// its whole spec, replicas included, as a new version. Answers the service as it is now.
+pub struct RollbackService(pub String);
+
+impl Command for RollbackService {
+    type Outcome = Service;
+
+    fn apply(self, txn: &mut Txn, ctx: &Context) -> Result<Applied<Service>, CommandError> {
+        let old = commands::existing_service(txn, &self.0)?;
+        let Some(to) = old.previous_version() else {
+            return Err(CommandError::Conflict(format!(
+                "service {} has no previous version to roll back to (it has only version {})",
+                self.0, old.version
+            )));
+        };
+        let service = old.rolled_back(to, to.spec.clone(), RolloutKind::Rollback, ctx.now);
+        txn.push(Change::PutService(service.clone()));
+        Ok(Applied::new(service, Scope::Services(vec![self.0])))
+    }
+}
+
+/// Replaces every task of a service with a new one of the same spec, as a rollout
+/// (`mycluster service restart`). Answers the service as it is now.
+pub struct RestartService(pub String);
+
+impl Command for RestartService {
+    type Outcome = Service;
+
+    fn apply(self, txn: &mut Txn, ctx: &Context) -> Result<Applied<Service>, CommandError> {
+        let old = commands::existing_service(txn, &self.0)?;
+        let service = old.restarted(ctx.now);
+        txn.push(Change::PutService(service.clone()));
         Ok(Applied::new(service, Scope::Services(vec![self.0])))
     }
 }

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::seconds;
+use crate::service::{Health, HealthCheck};
 use crate::{DesiredState, Task, TaskState};
 
 /// A task in `GET /api/v1/tasks` and in an agent's task list.
@@ -29,6 +30,17 @@ pub struct TaskDoc {
     pub container_id: Option<String>,
     pub exit_code: Option<i64>,
     pub error: Option<String>,
+    /// What its agent probes (absent without a health check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "HealthCheck")]
+    pub healthcheck: Option<HealthCheck>,
+    /// `starting`, `healthy` or `unhealthy` once it runs (null before). Without a health
+    /// check, healthy once it has run for the update policy's `monitor`.
+    #[serde(default)]
+    pub health: Option<Health>,
+    /// Why its last health probe failed.
+    #[serde(default)]
+    pub health_message: Option<String>,
     pub created_at: f64,
     pub updated_at: f64,
 }
@@ -54,6 +66,10 @@ pub struct TaskView<'a> {
     container_id: Option<&'a str>,
     exit_code: Option<i64>,
     error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<&'a HealthCheck>,
+    health: Option<Health>,
+    health_message: Option<&'a str>,
     created_at: f64,
     updated_at: f64,
 }
@@ -74,6 +90,9 @@ impl<'a> TaskView<'a> {
             container_id: task.container_id.as_deref(),
             exit_code: task.exit_code,
             error: task.error.as_deref(),
+            healthcheck: task.healthcheck.as_ref(),
+            health: task.health,
+            health_message: task.health_message.as_deref(),
             created_at: seconds(task.created_at),
             updated_at: seconds(task.updated_at),
         }
@@ -111,6 +130,12 @@ pub struct TaskReport {
     pub error: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+    /// The task's health, when it has a health check and runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    /// Why its last probe failed (with `health`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_message: Option<String>,
 }
 
 /// The body of an agent's status report (`POST /api/v1/workers/<name>/status`).
@@ -143,6 +168,12 @@ mod tests {
 
     fn task() -> Task {
         Task {
+            healthcheck: None,
+            generation: 0,
+            health: None,
+            health_message: None,
+            started_at: None,
+            healthy_at: None,
             id: "0123456789abcdef".into(),
             service: "web".into(),
             slot: 2,
@@ -189,6 +220,9 @@ mod tests {
         let text = serde_json::to_string(&TaskView::new(&full)).expect("view");
         let back: TaskDoc = serde_json::from_str(&text).expect("a TaskDoc reads it");
         let expected = TaskDoc {
+            healthcheck: None,
+            health: None,
+            health_message: None,
             id: "0123456789abcdef".into(),
             service: "web".into(),
             slot: 2,

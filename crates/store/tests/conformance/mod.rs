@@ -62,7 +62,12 @@ macro_rules! conformance_suite {
 
 pub fn service(name: &str, replicas: u32) -> Service {
     Service {
+        generation: 0,
+        history: Vec::new(),
+        rollout: None,
         spec: ServiceSpec {
+            healthcheck: None,
+            update: Default::default(),
             name: name.into(),
             image: Some("mycluster/hello-world".into()),
             replicas,
@@ -77,6 +82,12 @@ pub fn service(name: &str, replicas: u32) -> Service {
 
 pub fn task(id: &str, service: &str, slot: u32) -> Task {
     Task {
+        healthcheck: None,
+        generation: 0,
+        health: None,
+        health_message: None,
+        started_at: None,
+        healthy_at: None,
         id: id.into(),
         service: service.into(),
         slot,
