@@ -116,31 +116,32 @@ fn reconcile_service(
     if let Some(current) = service.as_deref() {
         let borrowed: Vec<&Task> = tasks.iter().map(|t| t.as_ref()).collect();
         let plan = rollout::plan(current, &borrowed, now);
-        let mut edits: HashMap<&str, Box<dyn Fn(&mut Task)>> = HashMap::new();
+        // What the plan does to existing tasks: healthy by the manager's judgement, or
+        // stopped.
+        enum Edit<'a> {
+            Healthy(Millis),
+            Stop(&'a str),
+        }
+        let mut edits: HashMap<&str, Edit> = HashMap::new();
         for (id, since) in &plan.healthy {
-            let since = *since;
-            edits.insert(
-                id.as_str(),
-                Box::new(move |t: &mut Task| {
-                    t.health = Some(Health::Healthy);
-                    t.healthy_at.get_or_insert(since);
-                }),
-            );
+            edits.insert(id.as_str(), Edit::Healthy(*since));
         }
         for stop in &plan.stop {
-            let why = stop.why.clone();
-            edits.insert(
-                stop.task.as_str(),
-                Box::new(move |t: &mut Task| {
-                    t.desired = DesiredState::Shutdown;
-                    t.message = why.clone();
-                }),
-            );
+            edits.insert(stop.task.as_str(), Edit::Stop(&stop.why));
         }
         for task in tasks.iter_mut() {
             if let Some(edit) = edits.get(task.id.as_str()) {
                 let mut next = Task::clone(task);
-                edit(&mut next);
+                match edit {
+                    Edit::Healthy(since) => {
+                        next.health = Some(Health::Healthy);
+                        next.healthy_at.get_or_insert(*since);
+                    }
+                    Edit::Stop(why) => {
+                        next.desired = DesiredState::Shutdown;
+                        next.message = why.to_string();
+                    }
+                }
                 if next.desired == DesiredState::Shutdown && next.state == TaskState::Pending {
                     next.state = TaskState::Shutdown;
                 }

@@ -63,15 +63,34 @@ fn place_service<'a>(
     now: Millis,
     changes: &mut Vec<Change>,
 ) {
-    let mut same_service: HashMap<&str, u32> = HashMap::new();
+    // The spread counts each slot once, where it will be: at its task of the current
+    // template, or (while a rollout has not reached it yet) at its old task, whose
+    // replacement goes to the same worker when that worker can take it. Counting old
+    // and new tasks both would pile the new ones onto whichever worker sorts first, and
+    // a rollout would leave a spread that a later scale-down (which stops the highest
+    // slots wherever they run) makes worse.
+    let service = state.services.get(&tasks[0].service);
+    let mut homes: HashMap<u32, (bool, &str)> = HashMap::new();
     for task in state
         .tasks_of_service(&tasks[0].service)
         .filter(|t| t.is_active())
     {
-        if let Some(worker) = &task.worker {
-            *same_service.entry(worker.as_str()).or_default() += 1;
+        let Some(worker) = &task.worker else { continue };
+        let current = service.is_none_or(|s| task.runs(s));
+        let home = homes.entry(task.slot).or_insert((current, worker.as_str()));
+        if current && !home.0 {
+            *home = (true, worker.as_str());
         }
     }
+    let mut same_service: HashMap<&str, u32> = HashMap::new();
+    for (_, worker) in homes.values() {
+        *same_service.entry(worker).or_default() += 1;
+    }
+    let old_home: HashMap<u32, &str> = homes
+        .iter()
+        .filter(|(_, (current, _))| !current)
+        .map(|(slot, (_, worker))| (*slot, *worker))
+        .collect();
     let first = tasks[0];
     let cannot_run = |load: &Load| {
         driver_cannot_run(
@@ -94,7 +113,15 @@ fn place_service<'a>(
         .collect();
 
     for task in tasks {
-        match ranked.pop_first() {
+        let best = ranked.first().copied();
+        let home = old_home
+            .get(&task.slot)
+            .and_then(|home| ranked.iter().find(|(_, _, name)| name == home).copied());
+        let pick = home.or(best);
+        if let Some(entry) = pick {
+            ranked.remove(&entry);
+        }
+        match pick {
             Some((mine, active, name)) => {
                 let mut placed = (*task).clone();
                 placed.worker = Some(name.to_string());
@@ -108,7 +135,9 @@ fn place_service<'a>(
                 load.active += 1;
                 load.live += 1;
                 if load.has_room() {
-                    ranked.insert((mine + 1, active + 1, name));
+                    // A slot replaced at its old home was counted there already.
+                    let slots = if home.is_some() { mine } else { mine + 1 };
+                    ranked.insert((slots, active + 1, name));
                 }
             }
             None => {

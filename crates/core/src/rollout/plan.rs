@@ -127,17 +127,20 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
             }
             continue;
         }
-        // Only old tasks: one that is up is kept until its slot's turn; others go.
-        let serving = group.iter().any(|t| up(t));
-        if serving {
-            for old in group.iter().filter(|t| !up(t)) {
-                plan.stop.push(SlotMove {
-                    task: old.id.clone(),
-                    why: format!("superseded by version {} of the service", service.version),
-                });
-            }
+        // Only old tasks: one that is up is kept until its slot's turn. The others serve
+        // nothing (pending, starting, not healthy), so they go now, and a slot left
+        // empty gets its new task at once (reconcile).
+        for old in group.iter().filter(|t| !up(t)) {
+            plan.stop.push(SlotMove {
+                task: old.id.clone(),
+                why: format!("superseded by version {} of the service", service.version),
+            });
         }
-        outdated.push((slot, group));
+        if group.iter().any(|t| up(t)) {
+            outdated.push((slot, group));
+        } else {
+            in_flight += 1;
+        }
     }
 
     let Some(rollout) = &service.rollout else {
