@@ -16,12 +16,15 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mycluster_core::rollout::RolloutState;
+use mycluster_core::commands::CommandError;
+use mycluster_core::rollout::{RolloutKind, RolloutState};
 use mycluster_core::service::{
     FailureAction, Health, HealthCheck, Probe, ServicePatch, UpdateOrder, UpdatePolicy,
 };
 use mycluster_core::span::Span;
-use mycluster_core::step::{NothingHeard, PatchService, PutService, Reconcile, Report};
+use mycluster_core::step::{
+    NothingHeard, PatchService, PutService, Reconcile, Report, RestartService, RollbackService,
+};
 use mycluster_core::wire::TaskReport;
 use mycluster_core::{
     ClusterState, Command, DesiredState, Millis, SequentialIds, ServiceSpec, Task, TaskState,
@@ -478,4 +481,106 @@ fn a_failing_update_is_rolled_back_and_says_why() {
         "{reason}"
     );
     assert_eq!(service.version, 3, "the rollback is a version of its own");
+}
+
+/// stop-first with parallelism 2: never more than `replicas` tasks, never fewer than
+/// `replicas - 2` serving, and done in the end.
+#[test]
+fn a_stop_first_update_takes_out_at_most_parallelism_slots() {
+    let case = Case {
+        order: UpdateOrder::StopFirst,
+        parallelism: 2,
+        action: FailureAction::Rollback,
+        checked: false,
+        replicas: 4,
+    };
+    let mut sim = Sim::new(&case).expect("created");
+    sim.apply(&Op::Update { good: true }).expect("updated");
+    let mut fewest = u32::MAX;
+    for _ in 0..40 {
+        sim.tick().expect("tick");
+        let serving = sim
+            .state
+            .tasks_of_service(SERVICE)
+            .filter(|t| up(t))
+            .count() as u32;
+        fewest = fewest.min(serving);
+    }
+    assert_eq!(fewest, 2);
+    let service = sim.service().expect("service");
+    assert_eq!(
+        service.rollout.as_ref().map(|r| r.state),
+        Some(RolloutState::Completed)
+    );
+}
+
+/// `restart` replaces every task with the same spec; `rollback` goes to the version
+/// before the current one, replicas included; with no version before, it is refused.
+#[test]
+fn restart_and_rollback_are_rollouts_of_their_own() {
+    let case = Case {
+        order: UpdateOrder::StartFirst,
+        parallelism: 1,
+        action: FailureAction::Rollback,
+        checked: true,
+        replicas: 2,
+    };
+    let mut sim = Sim::new(&case).expect("created");
+    let refused = step_at(
+        &sim.state,
+        RollbackService(SERVICE.into()),
+        sim.now,
+        &NothingHeard,
+        &mut sim.ids,
+    );
+    assert!(matches!(refused, Err(CommandError::Conflict(m)) if m.contains("no previous version")));
+
+    let before: BTreeSet<String> = sim
+        .state
+        .tasks_of_service(SERVICE)
+        .filter(|t| t.is_active())
+        .map(|t| t.id.clone())
+        .collect();
+    sim.run(RestartService(SERVICE.into())).expect("restart");
+    for _ in 0..30 {
+        sim.tick().expect("tick");
+    }
+    let after: BTreeSet<String> = sim
+        .state
+        .tasks_of_service(SERVICE)
+        .filter(|t| t.is_active())
+        .map(|t| t.id.clone())
+        .collect();
+    assert_eq!(after.len(), 2);
+    assert!(before.is_disjoint(&after), "every task was replaced");
+    let service = sim.service().expect("service").clone();
+    assert_eq!(
+        service.rollout.as_ref().map(|r| (r.kind, r.state)),
+        Some((RolloutKind::Restart, RolloutState::Completed))
+    );
+
+    sim.apply(&Op::Update { good: true }).expect("updated");
+    sim.apply(&Op::Scale(3)).expect("scaled");
+    for _ in 0..30 {
+        sim.tick().expect("tick");
+    }
+    sim.run(RollbackService(SERVICE.into())).expect("rollback");
+    for _ in 0..30 {
+        sim.tick().expect("tick");
+    }
+    let service = sim.service().expect("service");
+    // Back to the version before the scale: the new image, 2 replicas.
+    assert_eq!(
+        (service.spec.image.as_deref(), service.spec.replicas),
+        (Some("good:1"), 2)
+    );
+    let rollout = service.rollout.clone().expect("rollout");
+    assert_eq!(
+        (rollout.kind, rollout.state),
+        (RolloutKind::Rollback, RolloutState::Completed)
+    );
+    assert_eq!(
+        service.history.last().map(|v| v.cause.as_str()),
+        Some("rollback to version 4")
+    );
 }
