@@ -581,6 +581,6 @@ fn restart_and_rollback_are_rollouts_of_their_own() {
     );
     assert_eq!(
         service.history.last().map(|v| v.cause.as_str()),
-        Some("rollback to version 4")
+        Some("rollback to version 3")
     );
 }
