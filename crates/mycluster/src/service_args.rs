@@ -83,7 +83,7 @@ pub struct WaitArgs {
     /// Seconds to wait for every replica to run, or for the change's rollout to complete;
     /// past it, or as soon as a replica cannot make progress or the rollout is rolled
     /// back or paused, the command exits 1 saying why. 0: do not wait.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
     pub wait: f64,
     /// --detach (or --detach=true): return once the change is saved, without waiting.
     /// --detach=false: wait, and show the rollout's progress (redrawn in place on a
