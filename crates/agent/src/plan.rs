@@ -19,7 +19,7 @@ use crate::verdict::Verdict;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Start a container for this task, then report it running (or failed).
-    Start(TaskDoc),
+    Start(Box<TaskDoc>),
     /// Stop and remove this container; `report` says the task was shut down.
     Remove {
         container: Container,
@@ -131,7 +131,7 @@ pub fn plan(
             )),
             // Ended (failed, complete...): the manager replaces it; never started again.
             None if task.state.is_terminal() => {}
-            None => actions.push(Action::Start(task.clone())),
+            None => actions.push(Action::Start(Box::new(task.clone()))),
         }
     }
 
@@ -229,7 +229,7 @@ mod tests {
             }]
         );
         let (actions, _) = plan(&list.tasks, &[], &none());
-        assert_eq!(actions, [Action::Start(list.tasks[0].clone())]);
+        assert_eq!(actions, [Action::Start(Box::new(list.tasks[0].clone()))]);
         // A state this agent does not know is refused, not taken for another.
         let unknown = text.replace(r#""state":"assigned""#, r#""state":"paused""#);
         assert!(serde_json::from_str::<mycluster_core::wire::AssignedTasks>(&unknown).is_err());
@@ -243,7 +243,7 @@ mod tests {
         ];
         let containers = [container("b", ContainerState::Running)];
         let (actions, reports) = plan(&wanted, &containers, &none());
-        assert_eq!(actions, [Action::Start(wanted[0].clone())]);
+        assert_eq!(actions, [Action::Start(Box::new(wanted[0].clone()))]);
         assert_eq!(reports.len(), 1);
         assert_eq!(
             (reports[0].id.as_str(), reports[0].state),
