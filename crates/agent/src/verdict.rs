@@ -8,7 +8,9 @@
 //! resets the count. Timing: the first probe runs as soon as the container runs; while
 //! the task is `starting` a probe runs every min(`interval`, 1 s) — as Docker's
 //! `start_interval` does — so a fresh replica is seen healthy within about a second and a
-//! rollout waiting on it moves on; once healthy, every `interval`.
+//! rollout waiting on it moves on; once healthy, every `interval`. Those faster probes
+//! only look for the first pass: a failure counts at most once per `interval`, so a task
+//! still has `retries × interval` to come up, as with Docker.
 
 use std::time::Duration;
 
@@ -35,6 +37,8 @@ pub struct Tracker {
     health: Health,
     /// Failures in a row that counted.
     failures: u32,
+    /// When (since the start) the last failure counted.
+    last_counted: Option<Duration>,
     last_failure: Option<String>,
 }
 
@@ -52,6 +56,7 @@ impl Tracker {
                 _ => Health::Starting,
             },
             failures: 0,
+            last_counted: None,
             last_failure: None,
         }
     }
@@ -76,14 +81,20 @@ impl Tracker {
         match result {
             Ok(()) => {
                 self.failures = 0;
+                self.last_counted = None;
                 self.last_failure = None;
                 self.health = Health::Healthy;
             }
             Err(why) => {
                 self.last_failure = Some(why);
                 let grace = self.health == Health::Starting && since_start < self.start_period;
-                if !grace {
+                // The faster probes of a starting task do not spend its retries faster.
+                let too_soon = self
+                    .last_counted
+                    .is_some_and(|at| since_start.saturating_sub(at) < self.interval);
+                if !grace && !too_soon {
                     self.failures = self.failures.saturating_add(1);
+                    self.last_counted = Some(since_start);
                     if self.failures >= self.retries {
                         self.health = Health::Unhealthy;
                     }
@@ -218,6 +229,24 @@ mod tests {
         assert_eq!(t.next_probe(), Some(secs(30)));
         let fast = Tracker::new(&check(200, 3, 0), None);
         assert_eq!(fast.next_probe(), Some(Duration::from_millis(200)));
+    }
+
+    /// A slow starter probed every second still has `retries × interval` to come up.
+    #[test]
+    fn the_fast_probes_of_a_starting_task_do_not_spend_its_retries() {
+        let mut t = Tracker::new(&check(5000, 3, 0), None);
+        for s in 0..10 {
+            t.observe(secs(s), fail("refused"));
+            assert_eq!(t.health(), Health::Starting, "at {s}s");
+        }
+        assert!(t.observe(secs(10), fail("refused")));
+        assert_eq!(t.health(), Health::Unhealthy);
+        let mut slow = Tracker::new(&check(5000, 3, 0), None);
+        for s in 0..4 {
+            slow.observe(secs(s), fail("refused"));
+        }
+        assert!(slow.observe(secs(4), Ok(())));
+        assert_eq!(slow.health(), Health::Healthy);
     }
 
     #[test]

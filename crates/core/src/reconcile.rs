@@ -267,7 +267,10 @@ fn replacement(latest: Option<&Task>, now: Millis) -> Replacement<'_> {
         return Replacement::Now(0);
     };
     let ran = last.updated_at.saturating_sub(last.created_at);
-    let failures = if ran >= HEALTHY_RUN {
+    // A long run resets the count only if it was a healthy one: a task that never passed
+    // its health check was crash-looping slowly, not working.
+    let healthy_run = last.healthcheck.is_none() || last.healthy_at.is_some();
+    let failures = if ran >= HEALTHY_RUN && healthy_run {
         1
     } else {
         last.failures + 1

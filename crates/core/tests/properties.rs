@@ -571,7 +571,9 @@ fn check_scale_down(
         return Ok(());
     };
     let (n, m) = (old.spec.replicas, new.spec.replicas);
-    if m >= n || !old.spec.same_template(&new.spec) {
+    // Only a plain scale: not a new template, nor one a failed rollout rolled back
+    // during the settle (a version more).
+    if m >= n || !old.spec.same_template(&new.spec) || new.version != old.version + 1 {
         return Ok(());
     }
     let was = active_by_slot(before, service);

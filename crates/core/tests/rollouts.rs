@@ -584,3 +584,117 @@ fn restart_and_rollback_are_rollouts_of_their_own() {
         Some("rollback to version 3")
     );
 }
+
+/// A rollback whose version fails too is paused, saying so, instead of replacing
+/// replicas forever.
+#[test]
+fn a_rollback_that_fails_too_is_paused() {
+    let case = Case {
+        order: UpdateOrder::StartFirst,
+        parallelism: 1,
+        action: FailureAction::Rollback,
+        checked: false,
+        replicas: 2,
+    };
+    let mut sim = Sim::new(&case).expect("created");
+    // The running version turns bad under its replicas (its image was rebuilt, say):
+    // modelled as an update to a bad image that completes with nothing to replace...
+    sim.apply(&Op::Scale(1)).expect("scaled");
+    for _ in 0..10 {
+        sim.tick().expect("tick");
+    }
+    sim.run(PatchService {
+        name: SERVICE.into(),
+        patch: ServicePatch {
+            replicas: Some(0),
+            ..ServicePatch::default()
+        },
+    })
+    .expect("to zero");
+    sim.apply(&Op::Update { good: false })
+        .expect("bad:1 with nothing to replace");
+    sim.tick().expect("tick");
+    sim.apply(&Op::Scale(2))
+        .expect("scaled up: bad:1 crash-loops");
+    // ...then an update that fails: its rollback goes back to bad:1, which fails too.
+    sim.apply(&Op::Update { good: false }).expect("bad:2");
+    for _ in 0..40 {
+        sim.tick().expect("tick");
+    }
+    let service = sim.service().expect("service");
+    let rollout = service.rollout.clone().expect("rollout");
+    assert_eq!(
+        (rollout.kind, rollout.state),
+        (RolloutKind::Rollback, RolloutState::Paused)
+    );
+    let reason = rollout.reason.unwrap_or_default();
+    assert!(reason.contains("the rollback failed too"), "{reason}");
+}
+
+/// The failure ratio is of slots: one slot failing again and again is one failure.
+#[test]
+fn the_failure_ratio_counts_slots_not_attempts() {
+    let case = Case {
+        order: UpdateOrder::StartFirst,
+        parallelism: 4,
+        action: FailureAction::Rollback,
+        checked: false,
+        replicas: 4,
+    };
+    let mut sim = Sim::new(&case).expect("created");
+    sim.run(PatchService {
+        name: SERVICE.into(),
+        patch: ServicePatch {
+            update: Some(UpdatePolicy {
+                max_failure_ratio: mycluster_core::service::Ratio(0.5),
+                ..sim.service().expect("service").spec.update
+            }),
+            ..ServicePatch::default()
+        },
+    })
+    .expect("policy");
+    sim.apply(&Op::Update { good: true }).expect("updated");
+    // Slot 0's new task crashes every time it runs; the others come up.
+    for _ in 0..120 {
+        sim.tick().expect("tick");
+        let crashing: Vec<Task> = sim
+            .state
+            .tasks_of_service(SERVICE)
+            .filter(|t| {
+                t.slot == 0
+                    && t.is_active()
+                    && t.state == TaskState::Running
+                    && t.image.as_deref() == Some("good:1")
+            })
+            .cloned()
+            .collect();
+        for task in crashing {
+            let worker = task.worker.clone().unwrap_or_default();
+            sim.run(Report {
+                worker,
+                instance: String::new(),
+                tasks: vec![TaskReport {
+                    id: task.id.clone(),
+                    state: TaskState::Failed,
+                    container_id: None,
+                    exit_code: Some(1),
+                    error: None,
+                    message: None,
+                    health: None,
+                    health_message: None,
+                }],
+            })
+            .expect("crash");
+        }
+    }
+    let service = sim.service().expect("service");
+    let rollout = service.rollout.clone().expect("rollout");
+    assert_eq!(
+        service.spec.image.as_deref(),
+        Some("good:1"),
+        "not rolled back"
+    );
+    assert_eq!(rollout.failed_slots, vec![0]);
+    assert!(rollout.failed.len() >= 2, "{rollout:?}");
+    assert_eq!(rollout.state, RolloutState::InProgress);
+}

@@ -218,11 +218,16 @@ fn settled(
     let what = what(rollout.kind);
     let because = rollout.reason.as_deref().unwrap_or("no reason given");
     if rollout.version != version {
-        let rolled_back = rollout.kind == Some(RolloutKind::Rollback)
-            && rollout.from_version == Some(version)
-            && rollout.state == RolloutState::RolledBack;
-        if rolled_back {
-            bail!("update of {service} rolled back: {because}");
+        // An automatic rollback is a version of its own, after ours (and after any scale
+        // made meanwhile); it says why, and if it failed too, that it is paused.
+        let automatic = rollout.kind == Some(RolloutKind::Rollback)
+            && rollout.version > version
+            && matches!(
+                rollout.state,
+                RolloutState::RolledBack | RolloutState::Paused
+            );
+        if automatic {
+            bail!("version {version} of {service} was rolled back: {because}");
         }
         bail!(
             "the change of {service} to version {version} was superseded by version {} (a {}); `mycluster service rollout {service}` shows it",

@@ -9,6 +9,7 @@ mod plan;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::reconcile::HISTORY_PER_SLOT;
 use crate::{Millis, Service, ServiceSpec};
 
 pub use plan::{plan, Plan, SlotMove, Verdict};
@@ -60,6 +61,16 @@ pub enum RolloutKind {
     Restart,
 }
 
+/// What a rollout replaces: kept in the rollout itself, so a failed one can go back
+/// even after the version left the history (every scale is a version too).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Base {
+    pub version: u64,
+    pub spec: ServiceSpec,
+    #[serde(default)]
+    pub generation: u64,
+}
+
 /// The latest rollout of a service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollout {
@@ -69,35 +80,53 @@ pub struct Rollout {
     pub version: u64,
     /// The version it replaces (none for a create).
     pub from: Option<u64>,
+    /// What it goes back to when it fails (none for a create or a rollback).
+    #[serde(default)]
+    pub base: Option<Base>,
     /// Tasks of this rollout counted as failures (each once).
     #[serde(default)]
     pub failed: Vec<String>,
+    /// The slots those tasks held: the failure ratio is of slots, not of attempts.
+    #[serde(default)]
+    pub failed_slots: Vec<u32>,
     /// Why it is paused or was rolled back: the failure that decided it.
     #[serde(default)]
     pub reason: Option<String>,
     pub started_at: Millis,
     pub updated_at: Millis,
+    /// When every slot ran the version, healthy (for a rollback: when it was done).
+    /// Failures after it are a task's own, not the rollout's.
+    #[serde(default)]
+    pub completed_at: Option<Millis>,
 }
 
 impl Rollout {
-    pub fn new(kind: RolloutKind, version: u64, from: Option<u64>, now: Millis) -> Rollout {
+    pub fn new(kind: RolloutKind, version: u64, base: Option<Base>, now: Millis) -> Rollout {
         Rollout {
             kind,
             state: RolloutState::InProgress,
             version,
-            from,
+            from: base.as_ref().map(|b| b.version),
+            base,
             failed: Vec::new(),
+            failed_slots: Vec::new(),
             reason: None,
             started_at: now,
             updated_at: now,
+            completed_at: None,
         }
+    }
+
+    /// Whether failures of its tasks still count against it.
+    pub fn is_watching(&self) -> bool {
+        self.kind != RolloutKind::Create && self.completed_at.is_none() && self.state.is_moving()
     }
 }
 
 /// The service after `plan`'s verdict and failures are recorded in its rollout; `None`
-/// when nothing changes. A rollback restores the replaced version's template and policy
-/// (the replicas stay as they are now: a scale during the rollout is kept), as a new
-/// version, and says why.
+/// when nothing changes. A rollback restores the replaced version's template, policy and
+/// generation (the replicas stay as they are now: a scale during the rollout is kept), as
+/// a new version, and says why.
 pub fn settle(service: &Service, plan: &Plan, now: Millis) -> Option<Service> {
     let rollout = service.rollout.as_ref()?;
     if plan.failed.is_empty() && plan.verdict == Verdict::Unchanged {
@@ -105,21 +134,41 @@ pub fn settle(service: &Service, plan: &Plan, now: Millis) -> Option<Service> {
     }
     let mut next = service.clone();
     let mut record = rollout.clone();
-    record.failed.extend(plan.failed.iter().cloned());
-    // Bounded: past the replicas, more ids say nothing new.
-    let keep = (service.spec.replicas as usize).max(1) + 1;
+    for (id, slot) in &plan.failed {
+        record.failed.push(id.clone());
+        if !record.failed_slots.contains(slot) {
+            record.failed_slots.push(*slot);
+        }
+    }
+    // Bounded, yet longer than the failed tasks a slot keeps in its history, so an id
+    // dropped here is gone from the state too and is not counted again.
+    let keep = (service.spec.replicas as usize).max(1) * (HISTORY_PER_SLOT + 1) + 1;
     let excess = record.failed.len().saturating_sub(keep);
     record.failed.drain(..excess);
     record.updated_at = now;
     match &plan.verdict {
         Verdict::Unchanged => {}
-        Verdict::Completed => record.state = RolloutState::Completed,
+        Verdict::Completed => {
+            // A rolled-back rollout stays `rolled_back`: that is what the user must read.
+            if record.state == RolloutState::InProgress {
+                record.state = RolloutState::Completed;
+            }
+            record.completed_at = Some(now);
+        }
         Verdict::Pause(reason) => {
             record.state = RolloutState::Paused;
             record.reason = Some(reason.clone());
         }
         Verdict::Rollback(reason) => {
-            let Some(to) = record.from.and_then(|v| service.version_of(v)) else {
+            let base = record.base.clone().or_else(|| {
+                let from = record.from?;
+                service.version_of(from).map(|v| Base {
+                    version: v.version,
+                    spec: v.spec.clone(),
+                    generation: v.generation,
+                })
+            });
+            let Some(base) = base else {
                 record.state = RolloutState::Paused;
                 record.reason = Some(format!(
                     "{reason}; cannot roll back: version {} is no longer kept",
@@ -128,11 +177,8 @@ pub fn settle(service: &Service, plan: &Plan, now: Millis) -> Option<Service> {
                 next.rollout = Some(record);
                 return Some(next);
             };
-            let spec = ServiceSpec {
-                replicas: service.spec.replicas,
-                ..to.spec.clone()
-            };
-            let mut back = service.rolled_back(to, spec, RolloutKind::Rollback, now);
+            let mut back =
+                service.rolled_back(&base, service.spec.replicas, RolloutKind::Rollback, now);
             if let Some(r) = back.rollout.as_mut() {
                 r.state = RolloutState::RolledBack;
                 r.reason = Some(reason.clone());

@@ -16,10 +16,11 @@
 //! - A new task that fails, or is not healthy within its start period + `monitor`, is a
 //!   failure; past `max_failure_ratio` of the replicas the failure action applies.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{RolloutKind, RolloutState};
 use crate::service::{FailureAction, UpdateOrder};
+use crate::span::Span;
 use crate::{Millis, Service, Task, TaskState};
 
 /// A task to stop, and why.
@@ -49,8 +50,8 @@ pub struct Plan {
     pub start: Vec<u32>,
     /// Tasks to stop.
     pub stop: Vec<SlotMove>,
-    /// Tasks newly counted as failures of the rollout.
-    pub failed: Vec<String>,
+    /// Tasks newly counted as failures of the rollout, with their slots.
+    pub failed: Vec<(String, u32)>,
     pub verdict: Verdict,
     /// Tasks without a health check that have run for the policy's `monitor`: healthy
     /// since the time given.
@@ -160,14 +161,11 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
         return plan;
     };
 
-    // Failures: tasks of this rollout's template, made since it started, that failed or
-    // did not become healthy in time.
-    if rollout.state == RolloutState::InProgress && rollout.kind != RolloutKind::Create {
-        let start_period = |t: &Task| {
-            t.healthcheck
-                .as_ref()
-                .map_or(0, |c| c.start_period.millis())
-        };
+    // Failures: tasks of this rollout's template, made since it started, that failed,
+    // did not become healthy in time, or could not be placed. Counted until the rollout
+    // is done (a rollback's too: a version that fails on the way back pauses it).
+    if rollout.is_watching() {
+        let mut failed_slots: BTreeSet<u32> = rollout.failed_slots.iter().copied().collect();
         for task in tasks {
             if !task.runs(service)
                 || task.created_at < rollout.started_at
@@ -175,45 +173,30 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
             {
                 continue;
             }
-            let why = match task.state {
-                TaskState::Failed => Some(failure_reason(task)),
-                TaskState::Complete if task.healthy_at.is_none() => {
-                    Some("exited before it was healthy".to_string())
-                }
-                TaskState::Running if !up(task) => {
-                    let started = task.started_at.unwrap_or(task.updated_at);
-                    (now >= started + start_period(task) + monitor).then(|| {
-                        format!(
-                            "not healthy {} after it started{}",
-                            crate::span::Span(start_period(task) + monitor),
-                            task.health_message
-                                .as_deref()
-                                .map(|m| format!(" ({m})"))
-                                .unwrap_or_default()
-                        )
-                    })
-                }
-                _ => None,
+            let Some(why) = failure(task, monitor, now, up(task)) else {
+                continue;
             };
-            if let Some(why) = why {
-                plan.failed.push(task.id.clone());
-                let total = rollout.failed.len() + plan.failed.len();
-                let allowed = policy.max_failure_ratio.0 * f64::from(spec.replicas.max(1));
-                if total as f64 > allowed && plan.verdict == Verdict::Unchanged {
-                    let reason = format!(
-                        "replica {} of version {} failed: {why}",
-                        task.slot, service.version
-                    );
-                    plan.verdict = match (policy.failure_action, rollout.kind, rollout.from) {
-                        (
-                            FailureAction::Rollback,
-                            RolloutKind::Update | RolloutKind::Restart,
-                            Some(_),
-                        ) => Verdict::Rollback(reason),
-                        (FailureAction::Continue, _, _) => Verdict::Unchanged,
-                        _ => Verdict::Pause(reason),
-                    };
-                }
+            plan.failed.push((task.id.clone(), task.slot));
+            failed_slots.insert(task.slot);
+            let allowed = policy.max_failure_ratio.0 * f64::from(spec.replicas.max(1));
+            if failed_slots.len() as f64 > allowed && plan.verdict == Verdict::Unchanged {
+                let reason = format!(
+                    "replica {} of version {} failed: {why}",
+                    task.slot, service.version
+                );
+                plan.verdict = match (policy.failure_action, rollout.kind, rollout.state) {
+                    // A rollback that fails too stops where it is.
+                    (_, _, RolloutState::RolledBack) => {
+                        Verdict::Pause(format!("the rollback failed too: {reason}"))
+                    }
+                    (FailureAction::Continue, _, _) => Verdict::Unchanged,
+                    (FailureAction::Rollback, RolloutKind::Update | RolloutKind::Restart, _)
+                        if rollout.base.is_some() || rollout.from.is_some() =>
+                    {
+                        Verdict::Rollback(reason)
+                    }
+                    _ => Verdict::Pause(reason),
+                };
             }
         }
     }
@@ -223,7 +206,7 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
         return plan;
     }
     if outdated.is_empty() && in_flight == 0 {
-        if rollout.state == RolloutState::InProgress {
+        if rollout.completed_at.is_none() {
             plan.verdict = Verdict::Completed;
         }
         return plan;
@@ -261,6 +244,46 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
         }
     }
     plan
+}
+
+/// Why a task of a rollout counts as a failure, if it does: it failed, exited before it
+/// was healthy, is not healthy within its start period + `monitor` (for a task with a
+/// check, at least one probe interval + timeout), or no worker can take it for `monitor`.
+fn failure(task: &Task, monitor: Millis, now: Millis, up: bool) -> Option<String> {
+    match task.state {
+        TaskState::Failed => Some(failure_reason(task)),
+        TaskState::Complete if task.healthy_at.is_none() => {
+            Some("exited before it was healthy".to_string())
+        }
+        TaskState::Running if !up => {
+            let (start_period, probe) = task.healthcheck.as_ref().map_or((0, 0), |c| {
+                (
+                    c.start_period.millis(),
+                    c.interval.millis() + c.timeout.millis(),
+                )
+            });
+            let allowed = start_period + monitor.max(probe);
+            let started = task.started_at.unwrap_or(task.updated_at);
+            (now >= started + allowed).then(|| {
+                format!(
+                    "not healthy {} after it started{}",
+                    Span(allowed),
+                    task.health_message
+                        .as_deref()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                )
+            })
+        }
+        // The scheduler's own words for a task it cannot place.
+        TaskState::Pending
+            if task.message.starts_with("no worker can take it")
+                && now >= task.created_at + monitor =>
+        {
+            Some(task.message.clone())
+        }
+        _ => None,
+    }
 }
 
 fn failure_reason(task: &Task) -> String {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rollout::{Rollout, RolloutKind, RolloutState};
+use crate::rollout::{Base, Rollout, RolloutKind, RolloutState};
 use crate::Millis;
 
 /// What the user asked for. A service runs an image (docker workers), a command
@@ -45,6 +45,9 @@ pub const VERSIONS_KEPT: usize = 10;
 pub struct Version {
     pub version: u64,
     pub spec: ServiceSpec,
+    /// The restart generation it ran with (a rollback restores it too).
+    #[serde(default)]
+    pub generation: u64,
     pub created_at: Millis,
     /// What made it, for people: "created", "updated", "rollback to version 3", ...
     pub cause: String,
@@ -97,12 +100,8 @@ impl Service {
                 ..old.clone()
             },
             Some(old) => {
-                let mut service = Service {
-                    spec,
-                    version: old.version + 1,
-                    updated_at: now,
-                    ..old.clone()
-                };
+                let mut service = old.next_version(now);
+                service.spec = spec;
                 let cause = if old.spec.same_template(&service.spec) {
                     if old.spec.replicas != service.spec.replicas {
                         "scaled"
@@ -113,7 +112,7 @@ impl Service {
                     service.rollout = Some(Rollout::new(
                         RolloutKind::Update,
                         service.version,
-                        old.stable_version(),
+                        old.stable_base(),
                         now,
                     ));
                     "updated"
@@ -126,54 +125,78 @@ impl Service {
 
     /// Every task replaced by a rollout of the same spec (`mycluster service restart`).
     pub fn restarted(&self, now: Millis) -> Service {
-        let mut service = Service {
-            version: self.version + 1,
-            generation: self.generation + 1,
-            updated_at: now,
-            ..self.clone()
-        };
+        let mut service = self.next_version(now);
+        service.generation = self.generation + 1;
         service.rollout = Some(Rollout::new(
             RolloutKind::Restart,
             service.version,
-            self.stable_version(),
+            self.stable_base(),
             now,
         ));
         service.record("restart", now);
         service
     }
 
-    /// Back to `spec` (a former version's) as a new version, rolled out as usual.
-    /// `kind` says whether an operator asked or a failed rollout did.
-    pub fn rolled_back(
-        &self,
-        to: &Version,
-        spec: ServiceSpec,
-        kind: RolloutKind,
-        now: Millis,
-    ) -> Service {
-        let mut service = Service {
-            spec,
+    /// Back to `to` (a former version: its spec, with `replicas`, and its generation) as
+    /// a new version, rolled out as usual. `kind` says whether an operator asked or a
+    /// failed rollout did.
+    pub fn rolled_back(&self, to: &Base, replicas: u32, kind: RolloutKind, now: Millis) -> Service {
+        let mut service = self.next_version(now);
+        service.spec = ServiceSpec {
+            replicas,
+            ..to.spec.clone()
+        };
+        service.generation = to.generation;
+        let mut rollout = Rollout::new(kind, service.version, None, now);
+        rollout.from = Some(self.version);
+        service.rollout = Some(rollout);
+        service.record(&format!("rollback to version {}", to.version), now);
+        service
+    }
+
+    /// The next version's starting point: `self` one version on, with its history (a
+    /// service stored before versions were kept starts its history with what it was).
+    fn next_version(&self, now: Millis) -> Service {
+        let mut next = Service {
             version: self.version + 1,
             updated_at: now,
             ..self.clone()
         };
-        service.rollout = Some(Rollout::new(kind, service.version, Some(self.version), now));
-        service.record(&format!("rollback to version {}", to.version), now);
-        service
+        if next.history.is_empty() {
+            next.history
+                .push(self.as_version("stored before versions were kept"));
+        }
+        next
+    }
+
+    fn as_version(&self, cause: &str) -> Version {
+        Version {
+            version: self.version,
+            spec: self.spec.clone(),
+            generation: self.generation,
+            created_at: self.updated_at,
+            cause: cause.to_string(),
+        }
     }
 
     /// What a new rollout replaces, and a failed one goes back to: the current version,
     /// unless a rollout of it is still under way or paused — then what that one was
     /// replacing, since the current version never became what runs.
-    fn stable_version(&self) -> Option<u64> {
+    fn stable_base(&self) -> Option<Base> {
+        let current = || Base {
+            version: self.version,
+            spec: self.spec.clone(),
+            generation: self.generation,
+        };
         match &self.rollout {
             Some(r)
                 if r.kind != RolloutKind::Create
+                    && r.completed_at.is_none()
                     && matches!(r.state, RolloutState::InProgress | RolloutState::Paused) =>
             {
-                r.from.or(Some(self.version))
+                r.base.clone().or_else(|| Some(current()))
             }
-            _ => Some(self.version),
+            _ => Some(current()),
         }
     }
 
@@ -189,12 +212,9 @@ impl Service {
     }
 
     fn record(&mut self, cause: &str, now: Millis) {
-        self.history.push(Version {
-            version: self.version,
-            spec: self.spec.clone(),
-            created_at: now,
-            cause: cause.to_string(),
-        });
+        let mut version = self.as_version(cause);
+        version.created_at = now;
+        self.history.push(version);
         let excess = self.history.len().saturating_sub(VERSIONS_KEPT);
         self.history.drain(..excess);
     }
@@ -272,7 +292,7 @@ mod request;
 mod update;
 
 pub use health::{Health, HealthCheck, Probe, MAX_SPAN};
-pub use request::{validate_service_name, ServicePatch};
+pub use request::{validate_service_name, ServicePatch, ServicePost};
 pub use update::{FailureAction, Ratio, UpdateOrder, UpdatePolicy};
 
 #[cfg(test)]
@@ -323,5 +343,68 @@ mod tests {
             service.history.last().map(|v| v.version),
             Some(service.version)
         );
+    }
+}
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+    use crate::rollout::{settle, Plan, Verdict};
+
+    fn spec(image: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: "a".into(),
+            image: Some(image.into()),
+            replicas: 2,
+            command: None,
+            env: BTreeMap::new(),
+            healthcheck: None,
+            update: UpdatePolicy::default(),
+        }
+    }
+
+    /// A service stored before versions were kept (no history, no rollout) can still be
+    /// rolled back after its first update.
+    #[test]
+    fn a_service_stored_before_versions_starts_its_history_with_what_it_was() {
+        let stored = Service {
+            spec: spec("x"),
+            version: 4,
+            generation: 0,
+            history: Vec::new(),
+            rollout: None,
+            created_at: 1,
+            updated_at: 2,
+        };
+        let updated = Service::updated(Some(&stored), spec("y"), 10);
+        let versions: Vec<u64> = updated.history.iter().map(|v| v.version).collect();
+        assert_eq!(versions, [4, 5]);
+        assert_eq!(
+            updated.previous_version().map(|v| v.spec.image.clone()),
+            Some(Some("x".into()))
+        );
+        assert_eq!(
+            updated.rollout.and_then(|r| r.base).map(|b| b.version),
+            Some(4)
+        );
+    }
+
+    /// Rolling a failed restart back restores the generation: the old tasks are kept.
+    #[test]
+    fn a_failed_restart_rolls_back_to_its_generation() {
+        let service = Service::updated(None, spec("x"), 1);
+        let restarted = service.restarted(5);
+        assert_eq!(restarted.generation, 1);
+        let plan = Plan {
+            start: Vec::new(),
+            stop: Vec::new(),
+            failed: vec![("t1".into(), 0)],
+            verdict: Verdict::Rollback("replica 0 of version 2 failed".into()),
+            healthy: Vec::new(),
+            done: 0,
+        };
+        let back = settle(&restarted, &plan, 9).expect("rolled back");
+        assert_eq!((back.generation, back.version), (0, 3));
+        assert_eq!(back.spec, service.spec);
     }
 }

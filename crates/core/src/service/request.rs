@@ -58,6 +58,48 @@ impl ServiceSpec {
     }
 }
 
+/// The body of `POST /api/v1/service`: a whole spec, and which of the fields the
+/// original API did not have were left out. A client of the original's (service, image,
+/// replicas) re-POSTing to change the image must not drop a health check or an update
+/// policy it never knew of: left out, they keep the service's own; given as null, the
+/// health check is removed and the policy goes back to the defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePost {
+    pub spec: ServiceSpec,
+    pub healthcheck_given: bool,
+    pub update_given: bool,
+}
+
+impl ServicePost {
+    pub fn from_json(body: &Value, limits: &Limits) -> Result<ServicePost, SpecError> {
+        let spec = ServiceSpec::from_json(body, limits)?;
+        let given = |key: &str| body.as_object().is_some_and(|o| o.contains_key(key));
+        Ok(ServicePost {
+            spec,
+            healthcheck_given: given("healthcheck"),
+            update_given: given("update"),
+        })
+    }
+
+    /// The spec to store over `old` (if the service exists).
+    pub fn over(self, old: Option<&ServiceSpec>) -> ServiceSpec {
+        let Some(old) = old else { return self.spec };
+        ServiceSpec {
+            healthcheck: if self.healthcheck_given {
+                self.spec.healthcheck
+            } else {
+                old.healthcheck.clone()
+            },
+            update: if self.update_given {
+                self.spec.update
+            } else {
+                old.update
+            },
+            ..self.spec
+        }
+    }
+}
+
 /// A partial update (`PATCH /api/v1/service/<name>`): only the fields given change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServicePatch {
@@ -539,5 +581,35 @@ mod tests {
         };
         assert_eq!(patch.apply(&spec).replicas, 7);
         assert_eq!(patch.apply(&spec).image.as_deref(), Some("img"));
+    }
+
+    #[test]
+    fn a_post_that_leaves_the_new_fields_out_keeps_them() {
+        let limits = Limits::default();
+        let old = ServiceSpec::from_json(
+            &json!({"service": "a", "image": "x", "replicas": 2,
+                    "healthcheck": {"tcp": {"port": 80}}, "update": {"order": "stop-first"}}),
+            &limits,
+        )
+        .expect("old");
+        // The original's body: image and replicas only.
+        let post = ServicePost::from_json(
+            &json!({"service": "a", "image": "y", "replicas": 3}),
+            &limits,
+        )
+        .expect("post");
+        let kept = post.over(Some(&old));
+        assert_eq!((kept.image.as_deref(), kept.replicas), (Some("y"), 3));
+        assert_eq!(kept.healthcheck, old.healthcheck);
+        assert_eq!(kept.update, old.update);
+        // Given as null: removed, and back to the defaults.
+        let post = ServicePost::from_json(
+            &json!({"service": "a", "image": "y", "replicas": 3, "healthcheck": null, "update": null}),
+            &limits,
+        )
+        .expect("post");
+        let replaced = post.over(Some(&old));
+        assert_eq!(replaced.healthcheck, None);
+        assert_eq!(replaced.update, UpdatePolicy::default());
     }
 }

@@ -25,7 +25,9 @@ mod services;
 mod workers;
 
 pub use pass::Reconcile;
-pub use services::{DeleteService, PatchService, PutService, RestartService, RollbackService};
+pub use services::{
+    DeleteService, PatchService, PostService, PutService, RestartService, RollbackService,
+};
 pub use workers::{DeclareDown, Downed, Register, Registered, Report, Verdict, WorkerBack};
 
 /// What the manager knows of each worker's heartbeats. Heartbeats are kept in the

@@ -2,8 +2,8 @@
 //! `DELETE`. Each reconciles the one service it wrote.
 
 use crate::commands::{self, CommandError};
-use crate::rollout::RolloutKind;
-use crate::service::ServicePatch;
+use crate::rollout::{Base, RolloutKind};
+use crate::service::{ServicePatch, ServicePost};
 use crate::{Change, Service, ServiceSpec, Txn};
 
 use super::{Applied, Command, Context, Scope};
@@ -19,6 +19,24 @@ impl Command for PutService {
         let name = self.0.name.clone();
         let created = commands::put_service(txn, self.0, ctx.now, ctx.limits)?;
         Ok(Applied::new(created, Scope::Services(vec![name])))
+    }
+}
+
+/// `POST /api/v1/service`: creates a service, or replaces the spec of the one of the
+/// same name, keeping its health check and update policy when the body left them out
+/// (see `ServicePost`). Answers whether it was created.
+pub struct PostService(pub ServicePost);
+
+impl Command for PostService {
+    type Outcome = bool;
+
+    fn apply(self, txn: &mut Txn, ctx: &Context) -> Result<Applied<bool>, CommandError> {
+        let old = txn
+            .state
+            .services
+            .get(&self.0.spec.name)
+            .map(|s| s.spec.clone());
+        PutService(self.0.over(old.as_ref())).apply(txn, ctx)
     }
 }
 
@@ -65,7 +83,12 @@ impl Command for RollbackService {
                 self.0, old.version
             )));
         };
-        let service = old.rolled_back(to, to.spec.clone(), RolloutKind::Rollback, ctx.now);
+        let base = Base {
+            version: to.version,
+            spec: to.spec.clone(),
+            generation: to.generation,
+        };
+        let service = old.rolled_back(&base, to.spec.replicas, RolloutKind::Rollback, ctx.now);
         txn.push(Change::PutService(service.clone()));
         Ok(Applied::new(service, Scope::Services(vec![self.0])))
     }

@@ -12,8 +12,8 @@ use axum::response::IntoResponse;
 use axum::Json;
 use mycluster_core::commands::CommandError;
 use mycluster_core::service::ServicePatch;
-use mycluster_core::step::{DeleteService, PatchService, PutService};
-use mycluster_core::ServiceSpec;
+use mycluster_core::service::ServicePost;
+use mycluster_core::step::{DeleteService, PatchService, PostService};
 
 use super::body::JsonBody;
 use super::query::Params;
@@ -40,9 +40,9 @@ pub async fn create(
         .duration("wait")?
         .unwrap_or(DEFAULT_CONVERGE_WAIT)
         .min(app.config.max_wait);
-    let spec = ServiceSpec::from_json(&body, &app.cluster.limits)?;
-    let name = spec.name.clone();
-    let (created, snapshot) = app.cluster.apply(PutService(spec)).await?;
+    let post = ServicePost::from_json(&body, &app.cluster.limits)?;
+    let name = post.spec.name.clone();
+    let (created, snapshot) = app.cluster.apply(PostService(post)).await?;
     tracing::info!(
         "service {name} {}",
         if created { "created" } else { "updated" }
