@@ -30,7 +30,7 @@ use crate::manager::ManagerProcess;
 
 /// Our containers carry `mycluster.cluster=benchswarm`, and every service of either side
 /// is named `benchswarm-...`: that is all cleanup ever touches.
-const CLUSTER: &str = "benchswarm";
+pub(crate) const CLUSTER: &str = "benchswarm";
 const POLL: Duration = Duration::from_millis(50);
 const DEADLINE: Duration = Duration::from_secs(120);
 /// Swarm creates this bridge for its tasks and leaves it behind when the node leaves.
@@ -81,6 +81,13 @@ pub async fn run(quick: bool) -> Vec<Figure> {
     if let Err(e) = remove_leftovers(&docker).await {
         eprintln!("swarm bench: cleanup: {}", chain(&e));
     }
+    leave_swarm(&docker, joined, had_gwbridge).await;
+    figures
+}
+
+/// Leaves swarm mode if `join_swarm` joined it, and removes Swarm's bridge if it made it:
+/// the engine is left as it was found.
+pub(crate) async fn leave_swarm(docker: &Docker, joined: bool, had_gwbridge: bool) {
     if joined {
         let leave = LeaveSwarmOptionsBuilder::new().force(true).build();
         if let Err(e) = docker.leave_swarm(Some(leave)).await {
@@ -90,10 +97,9 @@ pub async fn run(quick: bool) -> Vec<Figure> {
             let _ = docker.remove_network(GWBRIDGE).await;
         }
     }
-    figures
 }
 
-async fn connect() -> Result<Docker, BenchError> {
+pub(crate) async fn connect() -> Result<Docker, BenchError> {
     let docker = Docker::connect_with_defaults()?;
     let agreed = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version());
     Ok(agreed
@@ -107,7 +113,7 @@ fn not_measured(reason: &str) -> Vec<Figure> {
 
 /// Puts the engine in swarm mode unless it is already: returns whether we did (so we
 /// leave again at the end), and whether Swarm's bridge network existed before.
-async fn join_swarm(docker: &Docker) -> Result<(bool, bool), BenchError> {
+pub(crate) async fn join_swarm(docker: &Docker) -> Result<(bool, bool), BenchError> {
     let info = docker
         .info()
         .await
@@ -350,7 +356,7 @@ fn service_filter(side: Side, name: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), labels)])
 }
 
-async fn containers(
+pub(crate) async fn containers(
     docker: &Docker,
     filters: HashMap<String, Vec<String>>,
     all: bool,
@@ -364,7 +370,7 @@ async fn containers(
 }
 
 /// Best effort: a container may be on its way out already.
-async fn force_remove(docker: &Docker, ids: &[String]) {
+pub(crate) async fn force_remove(docker: &Docker, ids: &[String]) {
     let options = RemoveContainerOptionsBuilder::new().force(true).build();
     for id in ids {
         let _ = docker.remove_container(id, Some(options.clone())).await;
@@ -373,7 +379,7 @@ async fn force_remove(docker: &Docker, ids: &[String]) {
 
 /// Removes the Swarm services named `benchswarm-...` and every container of ours or
 /// theirs, and checks that none is left.
-async fn remove_leftovers(docker: &Docker) -> Result<(), BenchError> {
+pub(crate) async fn remove_leftovers(docker: &Docker) -> Result<(), BenchError> {
     let filter = HashMap::from([("name".to_string(), vec![format!("{CLUSTER}-")])]);
     let options = ListServicesOptionsBuilder::new().filters(&filter).build();
     // Not in swarm mode, the engine refuses to list services: then there are none.
