@@ -33,8 +33,12 @@ use serde_json::{json, Value};
 use crate::error::{chain, BenchError};
 use crate::figure::{report, Figure};
 use crate::manager::ManagerProcess;
-use crate::swarm::{self, CLUSTER};
+use crate::swarm;
 
+/// Our containers carry `mycluster.cluster=benchroll`, and every service of either side
+/// is named `benchroll-...`: that is all cleanup ever touches (not `swarm`'s `benchswarm`,
+/// so the two benches do not remove each other's services on a shared engine).
+const CLUSTER: &str = "benchroll";
 const POLL: Duration = Duration::from_millis(50);
 /// A rollout of 50 replicas one at a time takes about a minute on 2 cores: this leaves
 /// room for a slow machine without waiting forever on a stuck one.
@@ -98,7 +102,7 @@ pub async fn run(quick: bool) -> Vec<Figure> {
         Err(e) => return not_measured(&format!("no Docker engine: {}", chain(&e))),
     };
     // Leftovers of an interrupted run would be counted as running.
-    let _ = swarm::remove_leftovers(&docker).await;
+    let _ = swarm::remove_leftovers(&docker, CLUSTER).await;
     let (joined, had_gwbridge) = match swarm::join_swarm(&docker).await {
         Ok(done) => done,
         Err(e) => return not_measured(&format!("swarm mode: {}", chain(&e))),
@@ -107,7 +111,7 @@ pub async fn run(quick: bool) -> Vec<Figure> {
         Ok(figures) => figures,
         Err(e) => not_measured(&chain(&e)),
     };
-    if let Err(e) = swarm::remove_leftovers(&docker).await {
+    if let Err(e) = swarm::remove_leftovers(&docker, CLUSTER).await {
         eprintln!("rollout bench: cleanup: {}", chain(&e));
     }
     swarm::leave_swarm(&docker, joined, had_gwbridge).await;
@@ -199,7 +203,7 @@ async fn measure(docker: &Docker, quick: bool) -> Result<Vec<Figure>, BenchError
     for &(n, parallelism) in &cases {
         for (side, order) in VARIANTS {
             let name = format!(
-                "{CLUSTER}-roll-{}-{}-n{n}-p{parallelism}",
+                "{CLUSTER}-{}-{}-n{n}-p{parallelism}",
                 label(side),
                 order.as_str()
             );

@@ -30,7 +30,7 @@ use crate::manager::ManagerProcess;
 
 /// Our containers carry `mycluster.cluster=benchswarm`, and every service of either side
 /// is named `benchswarm-...`: that is all cleanup ever touches.
-pub(crate) const CLUSTER: &str = "benchswarm";
+const CLUSTER: &str = "benchswarm";
 const POLL: Duration = Duration::from_millis(50);
 const DEADLINE: Duration = Duration::from_secs(120);
 /// Swarm creates this bridge for its tasks and leaves it behind when the node leaves.
@@ -69,7 +69,7 @@ pub async fn run(quick: bool) -> Vec<Figure> {
         Err(e) => return not_measured(&format!("no Docker engine: {}", chain(&e))),
     };
     // Leftovers of an interrupted run would be counted as running.
-    let _ = remove_leftovers(&docker).await;
+    let _ = remove_leftovers(&docker, CLUSTER).await;
     let (joined, had_gwbridge) = match join_swarm(&docker).await {
         Ok(done) => done,
         Err(e) => return not_measured(&format!("swarm mode: {}", chain(&e))),
@@ -78,7 +78,7 @@ pub async fn run(quick: bool) -> Vec<Figure> {
         Ok(figures) => figures,
         Err(e) => not_measured(&chain(&e)),
     };
-    if let Err(e) = remove_leftovers(&docker).await {
+    if let Err(e) = remove_leftovers(&docker, CLUSTER).await {
         eprintln!("swarm bench: cleanup: {}", chain(&e));
     }
     leave_swarm(&docker, joined, had_gwbridge).await;
@@ -377,10 +377,12 @@ pub(crate) async fn force_remove(docker: &Docker, ids: &[String]) {
     }
 }
 
-/// Removes the Swarm services named `benchswarm-...` and every container of ours or
-/// theirs, and checks that none is left.
-pub(crate) async fn remove_leftovers(docker: &Docker) -> Result<(), BenchError> {
-    let filter = HashMap::from([("name".to_string(), vec![format!("{CLUSTER}-")])]);
+/// Removes the Swarm services named `<cluster>-...` and every container of ours (labelled
+/// with the cluster) or theirs, and checks that none is left. Each bench has a cluster
+/// name of its own (`benchswarm` here, `benchroll` for rollouts), so one does not remove
+/// another's services when both run on the same engine.
+pub(crate) async fn remove_leftovers(docker: &Docker, cluster: &str) -> Result<(), BenchError> {
+    let filter = HashMap::from([("name".to_string(), vec![format!("{cluster}-")])]);
     let options = ListServicesOptionsBuilder::new().filters(&filter).build();
     // Not in swarm mode, the engine refuses to list services: then there are none.
     let services = docker
@@ -394,7 +396,7 @@ pub(crate) async fn remove_leftovers(docker: &Docker) -> Result<(), BenchError> 
     }
     let started = Instant::now();
     loop {
-        let ours = HashMap::from([("label".into(), vec![format!("mycluster.cluster={CLUSTER}")])]);
+        let ours = HashMap::from([("label".into(), vec![format!("mycluster.cluster={cluster}")])]);
         let mut left = containers(docker, ours, true).await?;
         // The engine filters labels by value, not by prefix: Swarm's task containers of
         // our services are picked by name here, anyone else's are left alone.
@@ -406,7 +408,7 @@ pub(crate) async fn remove_leftovers(docker: &Docker) -> Result<(), BenchError> 
             .build();
         for container in docker.list_containers(Some(options)).await? {
             let service = container.labels.as_ref().and_then(|l| l.get(key));
-            if service.is_some_and(|s| s.starts_with(&format!("{CLUSTER}-"))) {
+            if service.is_some_and(|s| s.starts_with(&format!("{cluster}-"))) {
                 left.extend(container.id);
             }
         }
