@@ -5,13 +5,21 @@
 //! the manager answers again. It is one worker's only agent: if the manager says another
 //! agent holds the worker's name, it ends (see `join`).
 //!
+//! Health checks: the sync pass keeps one prober per running container whose task has a
+//! `healthcheck` (`probers`, running `probe`s, judged by `verdict`); the plan reports
+//! each change of health, and replaces an unhealthy container as it would a crashed one.
+//!
 //! Where to start reading: `run` below (three loops: heartbeat, watch, sync), then
-//! `plan` (the pure diff of wanted tasks against containers found), then `join`.
+//! `plan` (the pure diff of wanted tasks against containers found), then `join`, then
+//! `probers`.
 
 mod config;
 mod health;
 mod join;
 pub mod plan;
+mod probe;
+mod probers;
+pub mod verdict;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +37,7 @@ pub use config::ConfigError;
 pub use join::new_instance;
 use join::{held_elsewhere, register_until_done, rejoin, superseded};
 use plan::{plan, report, Action};
+use probers::Probers;
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -100,6 +109,8 @@ pub enum AgentError {
     /// The configuration was refused (see `AgentConfig::check`).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("cannot set up the HTTP client of health checks: {0}")]
+    ProbeClient(reqwest::Error),
 }
 
 /// Shared by the agent's loops.
@@ -124,6 +135,8 @@ struct Shared {
     /// Wakes the sync loop: a new list arrived, or an action finished.
     poke: tokio::sync::Notify,
     permits: Arc<Semaphore>,
+    /// The health checks of running containers.
+    probers: Probers,
 }
 
 /// Runs the agent until `stop` is cancelled; returns once every loop has ended.
@@ -141,6 +154,7 @@ pub async fn run(
         Client::new(&config.manager, Duration::from_secs(10))?
     }
     .with_token(config.token.clone());
+    let probers = Probers::new().map_err(AgentError::ProbeClient)?;
     let (listener, address) = health::bind(&config).await?;
     let (wanted, _) = watch::channel(None);
     let quit = stop.child_token();
@@ -156,6 +170,7 @@ pub async fn run(
         finished: Default::default(),
         poke: tokio::sync::Notify::new(),
         permits: Arc::new(Semaphore::new(PARALLEL_ACTIONS)),
+        probers,
     });
     tracing::info!(
         "agent {} ({} driver) for {}, health on {}",
@@ -183,6 +198,8 @@ pub async fn run(
     for handle in loops {
         let _ = handle.await;
     }
+    // Cancelled with `quit` already; this drops their handles too.
+    shared.probers.stop_all();
     let _ = health.await;
     // Superseded: its containers are left as they are (see `join`).
     if let Some(why) = lock(&shared.superseded).take() {
@@ -323,7 +340,8 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
     // running). Such a task is left to the next pass, which sees it as it is.
     let under_way_before = lock(&shared.in_flight).clone();
     let containers = shared.runtime.list().await.map_err(|e| e.to_string())?;
-    let (actions, mut reports) = plan(&tasks, &containers);
+    let verdicts = Probers::sync(shared, &tasks, &containers);
+    let (actions, mut reports) = plan(&tasks, &containers, &verdicts);
     for action in actions {
         let key = match &action {
             Action::Start(task) => format!("task:{}", task.id),
@@ -393,6 +411,10 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
         for r in reports.iter().filter(|r| !ignored.contains(&r.id.as_str())) {
             if let Some(task) = list.iter_mut().find(|t| t.id == r.id) {
                 task.state = r.state;
+                if r.health.is_some() {
+                    task.health = r.health;
+                    task.health_message = r.health_message.clone();
+                }
             }
         }
         // Not a new assignment: do not wake the sync loop for it.

@@ -1,17 +1,25 @@
 //! The agent's decision, as a pure function: given the tasks the manager assigned to this
 //! worker and the containers the runtime has, what to start, what to remove, and what to
-//! report. Level-triggered: it looks only at the two lists, so a pass that was missed or
-//! failed is repaired by the next.
+//! report. Level-triggered: it looks only at the two lists (and the health checks' latest
+//! verdicts), so a pass that was missed or failed is repaired by the next.
+//!
+//! Health: a verdict that differs from the health the manager holds is reported, with the
+//! task still running. A container found unhealthy is removed like a crashed one; once it
+//! is gone the task is reported failed, `error: "unhealthy: <why>"`, and the manager
+//! replaces it with its crash backoff.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use mycluster_core::service::Health;
 use mycluster_core::wire::{DesiredState, TaskDoc, TaskReport, TaskState};
 use mycluster_runtime::{Container, ContainerState};
+
+use crate::verdict::Verdict;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Start a container for this task, then report it running (or failed).
-    Start(TaskDoc),
+    Start(Box<TaskDoc>),
     /// Stop and remove this container; `report` says the task was shut down.
     Remove {
         container: Container,
@@ -20,7 +28,12 @@ pub enum Action {
 }
 
 /// What to do now, and what to tell the manager (before the actions' own reports).
-pub fn plan(wanted: &[TaskDoc], containers: &[Container]) -> (Vec<Action>, Vec<TaskReport>) {
+/// `verdicts` are the health checks' latest, by task id.
+pub fn plan(
+    wanted: &[TaskDoc],
+    containers: &[Container],
+    verdicts: &BTreeMap<String, Verdict>,
+) -> (Vec<Action>, Vec<TaskReport>) {
     let by_task: BTreeMap<&str, &Container> =
         containers.iter().map(|c| (c.task_id.as_str(), c)).collect();
     let wanted_ids: BTreeSet<&str> = wanted.iter().map(|t| t.id.as_str()).collect();
@@ -39,12 +52,48 @@ pub fn plan(wanted: &[TaskDoc], containers: &[Container]) -> (Vec<Action>, Vec<T
             }
             continue;
         }
+        // The verdict on this very container, if its health is checked.
+        let verdict = verdicts.get(&task.id);
+        let on_this = verdict.filter(|v| container.is_some_and(|c| c.id == v.container_id));
+        let unhealthy = verdict.filter(|v| v.health == Health::Unhealthy);
         match container.map(|c| &c.state) {
             Some(ContainerState::Running) => {
-                if task.state != TaskState::Running {
-                    let mut r = report(task, TaskState::Running, None);
-                    r.container_id = container.map(|c| c.id.clone());
-                    reports.push(r);
+                let Some(container) = container else { continue };
+                match on_this {
+                    // Replaced like a crashed container: removed first, reported failed
+                    // once gone (below), so no second report races the removal.
+                    Some(v) if v.health == Health::Unhealthy => actions.push(Action::Remove {
+                        container: container.clone(),
+                        report: None,
+                    }),
+                    Some(v)
+                        if task.state != TaskState::Running || task.health != Some(v.health) =>
+                    {
+                        let mut r = report(task, TaskState::Running, None);
+                        r.container_id = Some(container.id.clone());
+                        r.health = Some(v.health);
+                        r.health_message = v.message.clone();
+                        reports.push(r);
+                    }
+                    Some(_) => {}
+                    None if task.state != TaskState::Running => {
+                        let mut r = report(task, TaskState::Running, None);
+                        r.container_id = Some(container.id.clone());
+                        reports.push(r);
+                    }
+                    None => {}
+                }
+            }
+            // Ended while being removed as unhealthy: that is the news, not its exit.
+            Some(ContainerState::Exited { code, .. })
+                if on_this.is_some_and(|v| v.health == Health::Unhealthy) =>
+            {
+                if let Some(v) = on_this {
+                    if task.state != TaskState::Failed {
+                        let mut r = unhealthy_report(task, v);
+                        r.exit_code = Some(*code);
+                        reports.push(r);
+                    }
                 }
             }
             Some(ContainerState::Exited { code, error }) => {
@@ -67,12 +116,22 @@ pub fn plan(wanted: &[TaskDoc], containers: &[Container]) -> (Vec<Action>, Vec<T
                     });
                 }
             }
+            // Removed as unhealthy: now it is reported failed, and why.
+            None if unhealthy.is_some() => {
+                if let Some(v) = unhealthy {
+                    if task.state != TaskState::Failed {
+                        reports.push(unhealthy_report(task, v));
+                    }
+                }
+            }
             None if task.state == TaskState::Running => reports.push(report(
                 task,
                 TaskState::Failed,
                 Some("its container disappeared (removed, or its agent restarted)".into()),
             )),
-            None => actions.push(Action::Start(task.clone())),
+            // Ended (failed, complete...): the manager replaces it; never started again.
+            None if task.state.is_terminal() => {}
+            None => actions.push(Action::Start(Box::new(task.clone()))),
         }
     }
 
@@ -86,6 +145,19 @@ pub fn plan(wanted: &[TaskDoc], containers: &[Container]) -> (Vec<Action>, Vec<T
         }
     }
     (actions, reports)
+}
+
+/// A task failed because its health check found it unhealthy.
+fn unhealthy_report(task: &TaskDoc, verdict: &Verdict) -> TaskReport {
+    let why = verdict
+        .message
+        .as_deref()
+        .unwrap_or("its health check failed");
+    let mut r = report(task, TaskState::Failed, Some(format!("unhealthy: {why}")));
+    r.container_id = Some(verdict.container_id.clone());
+    r.health = Some(Health::Unhealthy);
+    r.health_message = verdict.message.clone();
+    r
 }
 
 pub fn report(task: &TaskDoc, state: TaskState, error: Option<String>) -> TaskReport {
@@ -128,6 +200,10 @@ mod tests {
         }
     }
 
+    fn none() -> BTreeMap<String, Verdict> {
+        BTreeMap::new()
+    }
+
     fn container(task: &str, state: ContainerState) -> Container {
         Container {
             task_id: task.into(),
@@ -152,8 +228,8 @@ mod tests {
                 ..task("a", DesiredState::Running, TaskState::Assigned)
             }]
         );
-        let (actions, _) = plan(&list.tasks, &[]);
-        assert_eq!(actions, [Action::Start(list.tasks[0].clone())]);
+        let (actions, _) = plan(&list.tasks, &[], &none());
+        assert_eq!(actions, [Action::Start(Box::new(list.tasks[0].clone()))]);
         // A state this agent does not know is refused, not taken for another.
         let unknown = text.replace(r#""state":"assigned""#, r#""state":"paused""#);
         assert!(serde_json::from_str::<mycluster_core::wire::AssignedTasks>(&unknown).is_err());
@@ -166,8 +242,8 @@ mod tests {
             task("b", DesiredState::Running, TaskState::Assigned),
         ];
         let containers = [container("b", ContainerState::Running)];
-        let (actions, reports) = plan(&wanted, &containers);
-        assert_eq!(actions, [Action::Start(wanted[0].clone())]);
+        let (actions, reports) = plan(&wanted, &containers, &none());
+        assert_eq!(actions, [Action::Start(Box::new(wanted[0].clone()))]);
         assert_eq!(reports.len(), 1);
         assert_eq!(
             (reports[0].id.as_str(), reports[0].state),
@@ -180,7 +256,7 @@ mod tests {
     fn adopts_running_containers_without_a_word() {
         let wanted = [task("a", DesiredState::Running, TaskState::Running)];
         let containers = [container("a", ContainerState::Running)];
-        assert_eq!(plan(&wanted, &containers), (vec![], vec![]));
+        assert_eq!(plan(&wanted, &containers, &none()), (vec![], vec![]));
     }
 
     #[test]
@@ -193,7 +269,7 @@ mod tests {
             container("a", ContainerState::Running),
             container("orphan", ContainerState::Running),
         ];
-        let (actions, reports) = plan(&wanted, &containers);
+        let (actions, reports) = plan(&wanted, &containers, &none());
         assert_eq!(
             actions,
             [
@@ -236,7 +312,7 @@ mod tests {
                 },
             ),
         ];
-        let (actions, reports) = plan(&wanted, &containers);
+        let (actions, reports) = plan(&wanted, &containers, &none());
         assert!(actions.is_empty());
         assert_eq!(reports[0].state, TaskState::Complete);
         assert_eq!(reports[1].state, TaskState::Failed);
@@ -247,9 +323,120 @@ mod tests {
     #[test]
     fn a_running_task_without_a_container_failed() {
         let wanted = [task("a", DesiredState::Running, TaskState::Running)];
-        let (actions, reports) = plan(&wanted, &[]);
+        let (actions, reports) = plan(&wanted, &[], &none());
         assert!(actions.is_empty());
         assert_eq!(reports[0].state, TaskState::Failed);
         assert!(reports[0].error.as_deref().unwrap().contains("disappeared"));
+    }
+
+    fn verdict(container: &str, health: Health, message: Option<&str>) -> Verdict {
+        Verdict {
+            container_id: container.into(),
+            health,
+            message: message.map(str::to_owned),
+        }
+    }
+
+    fn verdicts(list: &[(&str, Verdict)]) -> BTreeMap<String, Verdict> {
+        list.iter()
+            .map(|(t, v)| (t.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_change_of_health_is_reported_with_the_task_running() {
+        let mut t = task("a", DesiredState::Running, TaskState::Running);
+        t.health = Some(Health::Starting);
+        let containers = [container("a", ContainerState::Running)];
+        let healthy = verdicts(&[("a", verdict("c-a", Health::Healthy, None))]);
+        let (actions, reports) = plan(&[t.clone()], &containers, &healthy);
+        assert!(actions.is_empty());
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].state, TaskState::Running);
+        assert_eq!(reports[0].health, Some(Health::Healthy));
+        assert_eq!(reports[0].container_id.as_deref(), Some("c-a"));
+        // Once the manager holds it, nothing more to say.
+        t.health = Some(Health::Healthy);
+        assert_eq!(plan(&[t.clone()], &containers, &healthy), (vec![], vec![]));
+        // A verdict on another container of the task says nothing of this one.
+        let stale = verdicts(&[("a", verdict("c-old", Health::Starting, None))]);
+        assert_eq!(plan(&[t], &containers, &stale), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_starting_task_reports_running_and_its_health_at_once() {
+        let t = task("a", DesiredState::Running, TaskState::Starting);
+        let containers = [container("a", ContainerState::Running)];
+        let starting = verdicts(&[("a", verdict("c-a", Health::Starting, Some("refused")))]);
+        let (_, reports) = plan(&[t], &containers, &starting);
+        assert_eq!(reports[0].state, TaskState::Running);
+        assert_eq!(reports[0].health, Some(Health::Starting));
+        assert_eq!(reports[0].health_message.as_deref(), Some("refused"));
+    }
+
+    #[test]
+    fn an_unhealthy_container_is_removed_then_its_task_reported_failed() {
+        let mut t = task("a", DesiredState::Running, TaskState::Running);
+        t.health = Some(Health::Healthy);
+        let running = [container("a", ContainerState::Running)];
+        let unhealthy = verdicts(&[(
+            "a",
+            verdict("c-a", Health::Unhealthy, Some("GET http://x/ answered 500")),
+        )]);
+        let (actions, reports) = plan(&[t.clone()], &running, &unhealthy);
+        assert_eq!(
+            actions,
+            [Action::Remove {
+                container: running[0].clone(),
+                report: None
+            }]
+        );
+        assert!(
+            reports.is_empty(),
+            "no report races the removal: {reports:?}"
+        );
+
+        // Exited during its stop: still the health check's failure, not the exit's.
+        let exited = [container(
+            "a",
+            ContainerState::Exited {
+                code: 143,
+                error: None,
+            },
+        )];
+        let (actions, reports) = plan(&[t.clone()], &exited, &unhealthy);
+        assert!(actions.is_empty());
+        assert_eq!(
+            reports[0].error.as_deref(),
+            Some("unhealthy: GET http://x/ answered 500")
+        );
+
+        // Gone: failed, unhealthy, and why; never "disappeared", never started again.
+        let (actions, reports) = plan(&[t.clone()], &[], &unhealthy);
+        assert!(actions.is_empty());
+        assert_eq!(reports.len(), 1);
+        let r = &reports[0];
+        assert_eq!(r.state, TaskState::Failed);
+        assert_eq!(r.health, Some(Health::Unhealthy));
+        assert_eq!(
+            r.error.as_deref(),
+            Some("unhealthy: GET http://x/ answered 500")
+        );
+        assert_eq!(
+            r.health_message.as_deref(),
+            Some("GET http://x/ answered 500")
+        );
+        assert_eq!(r.container_id.as_deref(), Some("c-a"));
+        // Once reported, the failed task is left to the manager.
+        t.state = TaskState::Failed;
+        assert_eq!(plan(&[t], &[], &unhealthy), (vec![], vec![]));
+    }
+
+    #[test]
+    fn an_ended_task_without_a_container_is_never_started_again() {
+        for state in [TaskState::Failed, TaskState::Complete, TaskState::Shutdown] {
+            let t = task("a", DesiredState::Running, state);
+            assert_eq!(plan(&[t], &[], &none()), (vec![], vec![]), "{state:?}");
+        }
     }
 }

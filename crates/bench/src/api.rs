@@ -39,6 +39,8 @@ pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
             replicas: 1,
             command: None,
             env: None,
+            healthcheck: None,
+            update: None,
         };
         client
             .request_with::<_, StateDoc>(reqwest::Method::POST, "/api/v1/service?wait=0", &body)

@@ -156,6 +156,8 @@ pub async fn run(
                     .map_err(|e| BenchError::context("replicas of one service", e))?,
                 command: None,
                 env: None,
+                healthcheck: None,
+                update: None,
             };
             let client = client.clone();
             submitting.spawn(async move { client.submit_service(&body).await });

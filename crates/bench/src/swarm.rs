@@ -242,6 +242,8 @@ impl Sides {
                     replicas: u32::try_from(n)?,
                     command: None,
                     env: None,
+                    healthcheck: None,
+                    update: None,
                 };
                 let path = "/api/v1/service?wait=0";
                 self.client

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use mycluster_core::wire::{
     AssignedTasks, DownDoc, DownManyDoc, DownRequest, ErrorDoc, HealthDoc, HeartbeatDoc,
-    Registration, ReportDoc, ReseedDoc, ServiceDoc, ServicePatchRequest, ServiceRequest, StateDoc,
-    StatsDoc, StatusReport, TaskDoc, TaskReport, WorkerDoc,
+    Registration, ReportDoc, ReseedDoc, RolloutDoc, ServiceDoc, ServicePatchRequest,
+    ServiceRequest, StateDoc, StatsDoc, StatusReport, TaskDoc, TaskReport, VersionsDoc, WorkerDoc,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -266,8 +266,41 @@ impl Client {
             replicas,
             ..ServicePatchRequest::default()
         };
+        self.patch_service_with(name, &body).await
+    }
+
+    /// Changes the fields `patch` gives (`PATCH /api/v1/service/<name>`).
+    pub async fn patch_service_with(
+        &self,
+        name: &str,
+        patch: &ServicePatchRequest,
+    ) -> Result<ServiceDoc, ClientError> {
         let path = format!("/api/v1/service/{}", segment(name));
-        self.request_with(Method::PATCH, &path, &body).await
+        self.request_with(Method::PATCH, &path, patch).await
+    }
+
+    /// The versions of a service's spec the manager keeps, newest first.
+    pub async fn versions(&self, name: &str) -> Result<VersionsDoc, ClientError> {
+        let path = format!("/api/v1/service/{}/versions", segment(name));
+        self.request(Method::GET, &path).await
+    }
+
+    /// Where a service's latest rollout stands.
+    pub async fn rollout(&self, name: &str) -> Result<RolloutDoc, ClientError> {
+        let path = format!("/api/v1/service/{}/rollout", segment(name));
+        self.request(Method::GET, &path).await
+    }
+
+    /// Rolls the previous version of a service out again; answers the rollout started.
+    pub async fn rollback(&self, name: &str) -> Result<RolloutDoc, ClientError> {
+        let path = format!("/api/v1/service/{}/rollback", segment(name));
+        self.request(Method::POST, &path).await
+    }
+
+    /// Replaces every task of a service, as a rollout; answers the rollout started.
+    pub async fn restart(&self, name: &str) -> Result<RolloutDoc, ClientError> {
+        let path = format!("/api/v1/service/{}/restart", segment(name));
+        self.request(Method::POST, &path).await
     }
 
     pub async fn delete_service(&self, name: &str) -> Result<ServiceDoc, ClientError> {

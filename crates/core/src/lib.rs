@@ -6,7 +6,8 @@
 //! Where to start reading: `step` — the one function every change goes through (a
 //! command, then `reconcile` of what it touched, then `schedule` of what is pending) —
 //! then `state` (the cluster state and its `Change`s, the unit of memory and storage),
-//! `reconcile` (which tasks should exist) and `schedule` (where pending tasks go).
+//! `reconcile` (which tasks should exist), `rollout` (which slots a rollout replaces
+//! next) and `schedule` (where pending tasks go).
 //! `commands` holds the rules each command checks; `worker` the one liveness rule;
 //! `service`, `task`, `image` the types and their validation; `wire` every request and
 //! answer that crosses the network (the one wire contract); `progress` what the CLI

@@ -115,7 +115,13 @@ fn reconcile_service(
     let mut starts: Vec<u32> = Vec::new();
     if let Some(current) = service.as_deref() {
         let borrowed: Vec<&Task> = tasks.iter().map(|t| t.as_ref()).collect();
-        let plan = rollout::plan(current, &borrowed, now);
+        let mut plan = rollout::plan(current, &borrowed, now);
+        if matches!(plan.verdict, rollout::Verdict::Rollback(_)) {
+            // The spec changes back: moves planned for the failed version would stop
+            // and start the wrong tasks. The next pass plans the rollback itself.
+            plan.stop.clear();
+            plan.start.clear();
+        }
         // What the plan does to existing tasks: healthy by the manager's judgement, or
         // stopped.
         enum Edit<'a> {

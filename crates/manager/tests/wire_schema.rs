@@ -74,6 +74,24 @@ fn documented() -> Vec<(&'static str, &'static str, Value)> {
         ("DownDoc", "DownResult", answer::<DownDoc>()),
         ("RelocationDoc", "Relocation", answer::<RelocationDoc>()),
         ("DownManyDoc", "DownManyResult", answer::<DownManyDoc>()),
+        ("RolloutDoc", "RolloutDoc", answer::<RolloutDoc>()),
+        ("VersionsDoc", "VersionsDoc", answer::<VersionsDoc>()),
+        ("VersionDoc", "VersionDoc", answer::<VersionDoc>()),
+        // A version's spec: the request body, as the manager writes it back.
+        ("ServiceRequest", "VersionSpec", answer::<ServiceRequest>()),
+        // As stored and shown (every field written), and as sent (defaults optional).
+        ("HealthCheck", "HealthCheck", answer::<HealthCheck>()),
+        (
+            "HealthCheck",
+            "HealthCheckRequest",
+            request::<HealthCheck>(),
+        ),
+        ("UpdatePolicy", "UpdatePolicy", answer::<UpdatePolicy>()),
+        (
+            "UpdatePolicy",
+            "UpdatePolicyRequest",
+            request::<UpdatePolicy>(),
+        ),
     ]
 }
 
@@ -96,6 +114,15 @@ const NOT_COMPONENTS: &[(&str, &str)] = &[
     ("DesiredState", "an enum, checked where it is used"),
     ("TaskState", "an enum, checked where it is used"),
     ("WorkerStatus", "an enum, checked where it is used"),
+    ("Health", "an enum, checked where it is used"),
+    ("RolloutKind", "an enum, checked where it is used"),
+    ("RolloutState", "an enum, checked where it is used"),
+    ("UpdateOrder", "an enum, checked where it is used"),
+    ("FailureAction", "an enum, checked where it is used"),
+    (
+        "Probe",
+        "flattened into HealthCheck: its variants are HealthCheck's http, tcp and exec",
+    ),
     ("format_uptime", "a function"),
 ];
 
@@ -112,6 +139,9 @@ enum Leeway {
     Omitted,
     /// It requires a property the type may skip: this answer always has it.
     Required,
+    /// It leaves optional a property the type requires: the manager's parser gives it
+    /// a default that the serde type does not state.
+    Defaulted,
 }
 
 const LEEWAY: &[(&str, &str, Leeway)] = &[
@@ -123,6 +153,8 @@ const LEEWAY: &[(&str, &str, Leeway)] = &[
     ("HealthDegraded", "message", Leeway::Required),
     ("HealthDegraded", "code", Leeway::Required),
     ("DownResult", "status", Leeway::Narrower),
+    // `healthcheck.http.path` defaults to "/" (`HealthCheck::from_json`).
+    ("HealthCheckRequest", "path", Leeway::Defaulted),
 ];
 
 fn leeway(component: &str, property: &str, kind: Leeway) -> bool {
@@ -167,6 +199,25 @@ fn shape(schema: &Value, doc: Option<&Value>, component: &str) -> Shape {
         inner.nullable |= schema["nullable"] == true;
         return inner;
     }
+    // `Option<T>` of a T that schemars cannot mark nullable in place (an enum, an object
+    // with a flattened enum): T or null.
+    for branches in ["anyOf", "oneOf"] {
+        if let Some([a, b]) = schema
+            .get(branches)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+        {
+            let is_null = |v: &Value| v["enum"] == serde_json::json!([null]);
+            if let Some(other) = [(a, b), (b, a)]
+                .into_iter()
+                .find_map(|(x, y)| is_null(y).then_some(x))
+            {
+                let mut inner = shape(other, doc, component);
+                inner.nullable = true;
+                return inner;
+            }
+        }
+    }
     let mut out = Shape {
         component: component.to_string(),
         nullable: schema["nullable"] == true,
@@ -204,6 +255,10 @@ fn shape(schema: &Value, doc: Option<&Value>, component: &str) -> Shape {
             }
         }
     }
+    // A nullable enum lists null among its values (OpenAPI 3.0): that is nullability.
+    if values.remove("null") {
+        out.nullable = true;
+    }
     if !values.is_empty() {
         out.values = Some(values);
     }
@@ -224,6 +279,27 @@ fn shape(schema: &Value, doc: Option<&Value>, component: &str) -> Shape {
             .filter_map(Value::as_str)
             .map(str::to_string)
             .collect();
+    }
+    // An enum flattened into a struct (serde's `flatten`, as HealthCheck's probe): one
+    // branch per variant, each with its own property; for the struct, optional ones.
+    for branches in ["oneOf", "anyOf"] {
+        let branches: Vec<&Value> = schema
+            .get(branches)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .collect();
+        if branches.is_empty() || !branches.iter().all(|b| b["properties"].is_object()) {
+            continue;
+        }
+        let properties = out.properties.get_or_insert_with(BTreeMap::new);
+        for branch in branches {
+            for (name, p) in branch["properties"].as_object().into_iter().flatten() {
+                if !properties.contains_key(name) {
+                    properties.insert(name.clone(), shape(p, doc, component));
+                }
+            }
+        }
     }
     if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
         out.map_values = Some(Box::new(shape(values, doc, component)));
@@ -287,7 +363,8 @@ fn compare(path: &str, doc: &Shape, ty: &Shape, property: &str, out: &mut Vec<St
                 let doc_requires = doc.required.contains(name);
                 let ty_requires = ty.required.contains(name);
                 let leeway_required = doc_requires && leeway(component, name, Leeway::Required);
-                if doc_requires != ty_requires && !leeway_required {
+                let defaulted = ty_requires && leeway(component, name, Leeway::Defaulted);
+                if doc_requires != ty_requires && !leeway_required && !defaulted {
                     out.push(format!(
                         "{at}: {} in the wire type, {} in openapi.json",
                         required(ty_requires),

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::service_args::{ServiceCommand, WaitArgs};
+
 #[derive(Parser)]
 #[command(
     name = "mycluster",
@@ -474,56 +476,4 @@ pub enum ImageCommand {
         #[arg(long)]
         rebuild: bool,
     },
-}
-
-#[derive(Subcommand)]
-pub enum ServiceCommand {
-    /// Create a service (or update the one with that name). Give an image (docker
-    /// workers), a command after `--` (process workers), or both. Waits until its
-    /// replicas run, and fails (exit 1, with why) if they cannot.
-    Create {
-        name: String,
-        #[arg(long)]
-        image: Option<String>,
-        #[arg(long, default_value_t = 1)]
-        replicas: u32,
-        /// An environment variable NAME=VALUE (repeatable).
-        #[arg(long = "env", value_name = "NAME=VALUE")]
-        env: Vec<String>,
-        #[command(flatten)]
-        wait: WaitArgs,
-        /// The command to run, after `--`.
-        #[arg(last = true, value_name = "COMMAND")]
-        command: Vec<String>,
-    },
-    /// List the services.
-    Ls,
-    /// Show one service.
-    Get { name: String },
-    /// Change a service's number of replicas; waits until they run.
-    Scale {
-        name: String,
-        replicas: u32,
-        #[command(flatten)]
-        wait: WaitArgs,
-    },
-    /// Change a service's image (its tasks are replaced); waits until they run.
-    Update {
-        name: String,
-        #[arg(long)]
-        image: String,
-        #[command(flatten)]
-        wait: WaitArgs,
-    },
-    /// Remove a service and stop its containers.
-    Rm { name: String },
-}
-
-#[derive(Args, Clone, Copy, Debug)]
-pub struct WaitArgs {
-    /// Seconds to wait for every replica to run; past it, or as soon as a replica fails
-    /// or cannot be placed, the command exits 1 saying what runs and why the rest does
-    /// not. 0: do not wait.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
-    pub wait: f64,
 }

@@ -10,11 +10,14 @@
 mod agent;
 mod auth;
 mod cli;
+mod follow;
 mod hello;
 mod logging;
 mod manager;
 mod output;
 mod remote;
+mod service_args;
+mod spec_flags;
 mod store_copy;
 
 use clap::Parser;

@@ -20,3 +20,90 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 }
 
 pub use mycluster_core::time::{civil_from_days, unix_time};
+
+use mycluster_core::wire::{HealthCheck, RolloutDoc, UpdatePolicy, VersionsDoc};
+
+/// `http :8000/healthz every 5s, timeout 2s, 3 retries, start period 0s`.
+pub fn describe_check(check: &HealthCheck) -> String {
+    format!(
+        "{} every {}, timeout {}, {} retries, start period {}",
+        check.probe, check.interval, check.timeout, check.retries, check.start_period
+    )
+}
+
+/// `parallelism 1, start-first, delay 0s, monitor 5s, on failure rollback (ratio 0)`.
+pub fn describe_policy(policy: &UpdatePolicy) -> String {
+    format!(
+        "parallelism {}, {}, delay {}, monitor {}, on failure {} (max failure ratio {})",
+        policy.parallelism,
+        policy.order.as_str(),
+        policy.delay,
+        policy.monitor,
+        policy.failure_action.as_str(),
+        policy.max_failure_ratio.0
+    )
+}
+
+/// `mycluster service versions`: newest first, the current one marked.
+pub fn print_versions(doc: &VersionsDoc) {
+    let mut t = table([
+        "VERSION",
+        "CAUSE",
+        "CREATED",
+        "RUNS",
+        "REPLICAS",
+        "HEALTHCHECK",
+    ]);
+    for v in &doc.versions {
+        let mark = if v.version == doc.current { " *" } else { "" };
+        let runs = match (&v.spec.image, &v.spec.command) {
+            (Some(image), _) => image.clone(),
+            (None, Some(command)) => command.join(" "),
+            (None, None) => "-".into(),
+        };
+        t.add_row([
+            format!("{}{mark}", v.version),
+            v.cause.clone(),
+            unix_time(v.created_at as u64),
+            runs,
+            v.spec.replicas.to_string(),
+            v.spec
+                .healthcheck
+                .as_ref()
+                .map_or("-".to_string(), |c| c.probe.to_string()),
+        ]);
+    }
+    println!("{t}");
+}
+
+/// `mycluster service rollout`: the rollout's fields, and a bar.
+pub fn print_rollout(r: &RolloutDoc) {
+    println!(
+        "{}",
+        crate::follow::bar_line(
+            &r.service,
+            r.updated,
+            r.total,
+            &format!("updated, {}", r.state.as_str())
+        )
+    );
+    let mut t = table(["FIELD", "VALUE"]);
+    t.add_row(["kind".to_string(), crate::follow::what(r.kind).to_string()]);
+    t.add_row(["state".to_string(), r.state.as_str().to_string()]);
+    let from = r.from_version.map_or("-".to_string(), |v| v.to_string());
+    t.add_row([
+        "version".to_string(),
+        format!("{} (from {from})", r.version),
+    ]);
+    t.add_row([
+        "updated".to_string(),
+        format!("{} of {}", r.updated, r.total),
+    ]);
+    t.add_row(["failures".to_string(), r.failures.to_string()]);
+    if let Some(reason) = &r.reason {
+        t.add_row(["reason".to_string(), reason.clone()]);
+    }
+    t.add_row(["started".to_string(), unix_time(r.started_at as u64)]);
+    t.add_row(["updated_at".to_string(), unix_time(r.updated_at as u64)]);
+    println!("{t}");
+}

@@ -1,15 +1,18 @@
 //! The client subcommands: each calls the manager's API and prints the answer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mycluster_client::Client;
-use mycluster_core::progress::Progress;
-use mycluster_core::wire::{ServiceDoc, ServiceRequest, StateDoc, TaskState};
+use mycluster_core::wire::{
+    RolloutDoc, ServiceDoc, ServicePatchRequest, ServiceRequest, StateDoc, TaskState,
+};
 
-use crate::cli::{Global, ServiceCommand, WaitArgs};
-use crate::output::{json, table, unix_time};
+use crate::cli::{Global, ServiceCommand};
+use crate::follow::{change_and_follow, Follow, Goal};
+use crate::output::{json, print_rollout, print_versions, table, unix_time};
+use crate::spec_flags;
 
 /// A client of the manager the flags or the saved settings point at, with its token.
 pub fn client(global: &Global) -> anyhow::Result<Client> {
@@ -26,6 +29,8 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             image,
             replicas,
             env,
+            health,
+            update,
             wait,
             command,
         } => {
@@ -47,10 +52,20 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 replicas,
                 command: (!command.is_empty()).then(|| command.clone()),
                 env: (!vars.is_empty()).then_some(vars),
+                healthcheck: spec_flags::healthcheck(&health, None)?,
+                update: spec_flags::update_policy(&update, None)?,
             };
+            let follow = Follow::new(wait, global)?;
             let change = client.put_service(&body);
-            let (state, shown) =
-                change_and_follow(&client, global, &name, wait, |_| replicas, change).await?;
+            let (state, shown) = change_and_follow(
+                &client,
+                global,
+                &name,
+                follow,
+                |_| Goal::Replicas(replicas),
+                change,
+            )
+            .await?;
             if !global.json {
                 let what = image.unwrap_or_else(|| command.join(" "));
                 println!("Service {name} deployed: {what} x {replicas}{shown}");
@@ -87,20 +102,114 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             replicas,
             wait,
         } => {
+            let follow = Follow::new(wait, global)?;
             let change = client.patch_service(&name, None, Some(replicas));
-            let (_, shown) =
-                change_and_follow(&client, global, &name, wait, wanted, change).await?;
+            let (_, shown) = change_and_follow(
+                &client,
+                global,
+                &name,
+                follow,
+                |s: &ServiceDoc| Goal::Replicas(s.replicas),
+                change,
+            )
+            .await?;
             if !global.json {
                 println!("Service {name} scaled to {replicas}{shown}");
             }
         }
-        ServiceCommand::Update { name, image, wait } => {
-            let change = client.patch_service(&name, Some(&image), None);
-            let (_, shown) =
-                change_and_follow(&client, global, &name, wait, wanted, change).await?;
-            if !global.json {
-                println!("Service {name} updated to {image}{shown}");
+        ServiceCommand::Update {
+            name,
+            image,
+            health,
+            update,
+            wait,
+        } => {
+            if image.is_none() && !health.any() && !update.any() {
+                bail!(
+                    "nothing to change in service {name}: give --image, a --health-* or an --update-* flag (`mycluster service update --help`)"
+                );
             }
+            // The API replaces a whole health check or policy: flags not given keep the
+            // service's.
+            let current = client.service(&name).await?;
+            let patch = ServicePatchRequest {
+                image: image.clone(),
+                healthcheck: spec_flags::healthcheck(&health, current.healthcheck.as_ref())?,
+                update: spec_flags::update_policy(&update, current.update.as_ref())?,
+                ..ServicePatchRequest::default()
+            };
+            let follow = Follow::new(wait, global)?;
+            let change = client.patch_service_with(&name, &patch);
+            let (_, shown) = change_and_follow(
+                &client,
+                global,
+                &name,
+                follow,
+                |s: &ServiceDoc| Goal::Replicas(s.replicas),
+                change,
+            )
+            .await?;
+            if !global.json {
+                match image {
+                    Some(image) => println!("Service {name} updated to {image}{shown}"),
+                    None => println!("Service {name} updated{shown}"),
+                }
+            }
+        }
+        ServiceCommand::Rollback { name, wait } => {
+            let follow = Follow::new(wait, global)?;
+            let change = client.rollback(&name);
+            let (rollout, shown) = change_and_follow(
+                &client,
+                global,
+                &name,
+                follow,
+                |r: &RolloutDoc| Goal::Rollout(r.version),
+                change,
+            )
+            .await?;
+            if !global.json {
+                let from = rollout
+                    .from_version
+                    .map_or(String::new(), |v| format!(" (from version {v})"));
+                println!(
+                    "Service {name} rolled back: version {}{from}{shown}",
+                    rollout.version
+                );
+            }
+        }
+        ServiceCommand::Restart { name, wait } => {
+            let follow = Follow::new(wait, global)?;
+            let change = client.restart(&name);
+            let (rollout, shown) = change_and_follow(
+                &client,
+                global,
+                &name,
+                follow,
+                |r: &RolloutDoc| Goal::Rollout(r.version),
+                change,
+            )
+            .await?;
+            if !global.json {
+                println!(
+                    "Service {name} restarted: version {}{shown}",
+                    rollout.version
+                );
+            }
+        }
+        ServiceCommand::Versions { name } => {
+            let versions = client.versions(&name).await?;
+            if global.json {
+                return json(&versions);
+            }
+            print_versions(&versions);
+        }
+        ServiceCommand::Rollout { name } => {
+            let rollout = client.rollout(&name).await?;
+            if global.json {
+                return json(&rollout);
+            }
+            print_rollout(&rollout);
         }
         ServiceCommand::Rm { name } => {
             let service = client.delete_service(&name).await?;
@@ -127,107 +236,6 @@ pub async fn reseed(global: &Global) -> anyhow::Result<()> {
         done.store, done.services, done.tasks, done.workers, done.index
     );
     Ok(())
-}
-
-/// The replicas a changed service asks for.
-fn wanted(service: &ServiceDoc) -> u32 {
-    service.replicas
-}
-
-/// Makes a change to `service` (the `change` request, sent here) and waits for its
-/// replicas as `--wait` says (see `follow`). Returns the change's answer, already printed
-/// with `--json`, and " (3 of 3 running)" to show; fails saying what runs and why the
-/// rest does not.
-async fn change_and_follow<T: serde::Serialize>(
-    client: &Client,
-    global: &Global,
-    service: &str,
-    wait: WaitArgs,
-    wanted: impl FnOnce(&T) -> u32,
-    change: impl std::future::Future<Output = Result<T, mycluster_client::ClientError>>,
-) -> anyhow::Result<(T, String)> {
-    let wait = wait_for(wait)?;
-    // Failures already there are not news about this change.
-    let known = match wait {
-        Some(_) => task_ids(client, service).await?,
-        None => BTreeSet::new(),
-    };
-    let answer = change.await?;
-    let progress = follow(client, service, wanted(&answer), &known, wait).await?;
-    if global.json {
-        json(&answer)?;
-    }
-    let shown = settled(service, progress, wait)?;
-    Ok((answer, shown))
-}
-
-/// `--wait` as a duration (`None`: do not wait).
-fn wait_for(wait: WaitArgs) -> anyhow::Result<Option<Duration>> {
-    if !(0.0..=86_400.0).contains(&wait.wait) {
-        bail!("--wait must be between 0 and 86400 seconds");
-    }
-    Ok(Some(Duration::from_secs_f64(wait.wait)).filter(|d| !d.is_zero()))
-}
-
-/// The ids of a service's tasks now: failures among them are not news after a change.
-async fn task_ids(client: &Client, service: &str) -> anyhow::Result<BTreeSet<String>> {
-    Ok(client
-        .tasks(Some(service), None)
-        .await?
-        .into_iter()
-        .map(|t| t.id)
-        .collect())
-}
-
-/// Waits until every wanted replica of `service` runs, one cannot make progress, or
-/// `wait` is over (`None`: does not wait). Returns where it got.
-async fn follow(
-    client: &Client,
-    service: &str,
-    wanted: u32,
-    known: &BTreeSet<String>,
-    wait: Option<Duration>,
-) -> anyhow::Result<Option<Progress>> {
-    let Some(wait) = wait else {
-        return Ok(None);
-    };
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let tasks = client.tasks(Some(service), None).await?;
-        let progress = Progress::of(wanted, &tasks, known);
-        if progress.is_done() || progress.is_stuck() || tokio::time::Instant::now() >= deadline {
-            return Ok(Some(progress));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Fails, saying what runs and why the rest does not, unless every replica runs (or the
-/// caller did not wait); else " (3 of 3 running)" to show (empty if not waited for).
-fn settled(
-    service: &str,
-    progress: Option<Progress>,
-    wait: Option<Duration>,
-) -> anyhow::Result<String> {
-    let Some(progress) = progress else {
-        return Ok(String::new());
-    };
-    if progress.is_done() {
-        return Ok(format!(" ({})", progress.summary()));
-    }
-    let follow = format!("`mycluster tasks --service {service}` shows its replicas");
-    if progress.is_stuck() {
-        bail!(
-            "service {service} cannot make progress: {}; {} ({follow})",
-            progress.summary(),
-            progress.stuck.join("; ")
-        );
-    }
-    bail!(
-        "service {service}: {} after {:.0}s ({follow}; --wait SECONDS waits longer)",
-        progress.summary(),
-        wait.unwrap_or_default().as_secs_f64()
-    );
 }
 
 pub async fn state(global: &Global) -> anyhow::Result<()> {
@@ -300,9 +308,14 @@ pub async fn tasks(global: &Global, service: Option<&str>) -> anyhow::Result<()>
         return json(&tasks);
     }
     let mut t = table([
-        "TASK", "SERVICE", "SLOT", "WORKER", "DESIRED", "STATE", "MESSAGE",
+        "TASK", "SERVICE", "SLOT", "WORKER", "DESIRED", "STATE", "HEALTH", "MESSAGE",
     ]);
     for task in &tasks {
+        // Why the last probe failed says more than the state's message.
+        let message = match &task.health_message {
+            Some(why) if !why.is_empty() => format!("{} (health: {why})", task.message),
+            _ => task.message.clone(),
+        };
         t.add_row([
             task.id.clone(),
             task.service.clone(),
@@ -310,7 +323,8 @@ pub async fn tasks(global: &Global, service: Option<&str>) -> anyhow::Result<()>
             task.worker.clone().unwrap_or_else(|| "-".into()),
             task.desired_state.to_string(),
             task.state.to_string(),
-            task.message.clone(),
+            task.health.map_or("-".to_string(), |h| h.to_string()),
+            message.trim().to_string(),
         ]);
     }
     println!("{t}");
@@ -350,6 +364,15 @@ fn print_service(service: &ServiceDoc) {
         t.add_row(["env".to_string(), format!("{name}={value}")]);
     }
     t.add_row(["replicas".to_string(), service.replicas.to_string()]);
+    if let Some(check) = &service.healthcheck {
+        t.add_row([
+            "healthcheck".to_string(),
+            crate::output::describe_check(check),
+        ]);
+    }
+    if let Some(update) = &service.update {
+        t.add_row(["update".to_string(), crate::output::describe_policy(update)]);
+    }
     t.add_row(["last_updated".to_string(), unix_time(service.last_updated)]);
     println!("{t}");
 }

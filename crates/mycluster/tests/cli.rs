@@ -220,12 +220,12 @@ async fn create_scale_and_update_say_what_runs_and_fail_when_it_cannot() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no worker can take it"), "{err}");
 
-    // An update is followed the same way (the service keeps its command: process workers
-    // run it), and the failures of other services are not its business.
+    // An update is a rollout, followed until it completes (the service keeps its command:
+    // process workers run it), and the failures of other services are not its business.
     let (code, out, err) = run_cli(&url, &["service", "update", "ok", "--image", "redis"]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("Service ok updated to redis (3 of 3 running)"),
+        out.contains("Service ok updated to redis (3/3 updated)"),
         "{out}"
     );
 }

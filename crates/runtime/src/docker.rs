@@ -7,12 +7,14 @@
 //! so stopping the worker kills them as a lost node would (see docs/ARCHITECTURE.md).
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum,
-    HostConfig,
+    EndpointSettings, HostConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -22,8 +24,8 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use crate::{
-    Container, ContainerRuntime, ContainerState, Identity, RuntimeError, TaskSpec, LABEL_CLUSTER,
-    LABEL_ROLE, LABEL_SERVICE, LABEL_TASK, LABEL_WORKER,
+    BoundedOutput, Container, ContainerRuntime, ContainerState, ExecOutcome, Identity,
+    RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_ROLE, LABEL_SERVICE, LABEL_TASK, LABEL_WORKER,
 };
 
 /// What bollard connects to when `DOCKER_HOST` is unset (its own constant is private).
@@ -404,6 +406,113 @@ impl ContainerRuntime for DockerRuntime {
         containers.sort_by(|a, b| a.task_id.cmp(&b.task_id).then(a.id.cmp(&b.id)));
         Ok(containers)
     }
+
+    /// The container's IP on the workloads' network (`DockerOptions::network`), else on
+    /// the default bridge, else on its first network; loopback for `--network host`.
+    async fn address(&self, container: &Container) -> Result<Option<IpAddr>, RuntimeError> {
+        if container.id.is_empty() {
+            return Ok(None);
+        }
+        let inspected = match self.docker.inspect_container(&container.id, None).await {
+            Ok(inspected) => inspected,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => {
+                return Err(engine_error(
+                    &format!("cannot inspect container {}", container.id),
+                    e,
+                ))
+            }
+        };
+        let networks = inspected
+            .network_settings
+            .and_then(|settings| settings.networks)
+            .unwrap_or_default();
+        Ok(pick_address(&networks, self.options.network.as_deref()))
+    }
+
+    /// Docker exec, its output attached. The engine has no way to kill an exec: one that
+    /// outlives its timeout goes on inside the container (as with Docker's own health
+    /// checks), only its output is no longer read.
+    async fn exec(
+        &self,
+        container: &Container,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        let attempt = async {
+            let options = CreateExecOptions {
+                cmd: Some(argv.to_vec()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            };
+            let created = self.docker.create_exec(&container.id, options).await?;
+            let mut output = BoundedOutput::default();
+            if let StartExecResults::Attached {
+                output: mut stream, ..
+            } = self.docker.start_exec(&created.id, None).await?
+            {
+                while let Some(chunk) = stream.next().await {
+                    output.push(&chunk?.into_bytes());
+                }
+            }
+            // The stream can end a moment before the engine notes the exit code.
+            loop {
+                let inspected = self.docker.inspect_exec(&created.id).await?;
+                match (inspected.running, inspected.exit_code) {
+                    (Some(true), _) | (_, None) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    (_, Some(code)) => {
+                        return Ok::<_, DockerError>(ExecOutcome {
+                            code,
+                            output: output.text(),
+                        })
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(e)) if is_transport(&e) => Err(engine_error(
+                &format!("cannot exec in container {}", container.name),
+                e,
+            )),
+            Ok(Err(e)) => Err(RuntimeError::StartFailed(format!(
+                "cannot exec in container {}: {}",
+                container.name,
+                message(&e)
+            ))),
+            Err(_) => Err(RuntimeError::TimedOut(format!(
+                "'{}' did not end within {:?}",
+                argv.first().map(String::as_str).unwrap_or_default(),
+                timeout
+            ))),
+        }
+    }
+}
+
+/// Which of a container's networks its address is taken from: the one named, else the
+/// default bridge, else the first by name that has an address (a stable choice).
+fn pick_address(
+    networks: &HashMap<String, EndpointSettings>,
+    wanted: Option<&str>,
+) -> Option<IpAddr> {
+    if networks.contains_key("host") && networks.len() == 1 {
+        return Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    let ip = |name: &str| {
+        networks
+            .get(name)
+            .and_then(|endpoint| endpoint.ip_address.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+    };
+    if let Some(wanted) = wanted {
+        return ip(wanted);
+    }
+    let mut names: Vec<&String> = networks.keys().collect();
+    names.sort();
+    ip("bridge").or_else(|| names.into_iter().find_map(|name| ip(name)))
 }
 
 /// Connects to the engine the way the docker CLI would, agreeing on a version. Public so
@@ -504,6 +613,31 @@ mod tests {
             split_reference("redis@sha256:abcd"),
             ("redis@sha256:abcd", None)
         );
+    }
+
+    #[test]
+    fn the_address_is_taken_from_the_right_network() {
+        let endpoint = |ip: &str| EndpointSettings {
+            ip_address: Some(ip.into()),
+            ..Default::default()
+        };
+        let networks = HashMap::from([
+            ("bridge".to_string(), endpoint("172.17.0.2")),
+            ("apps".to_string(), endpoint("172.18.0.5")),
+            ("zeta".to_string(), endpoint("")),
+        ]);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().expect("an IP"));
+        assert_eq!(pick_address(&networks, Some("apps")), ip("172.18.0.5"));
+        assert_eq!(pick_address(&networks, None), ip("172.17.0.2"));
+        assert_eq!(pick_address(&networks, Some("zeta")), None);
+        let no_bridge = HashMap::from([
+            ("b".to_string(), endpoint("10.0.0.2")),
+            ("a".to_string(), endpoint("")),
+        ]);
+        assert_eq!(pick_address(&no_bridge, None), ip("10.0.0.2"));
+        let host = HashMap::from([("host".to_string(), endpoint(""))]);
+        assert_eq!(pick_address(&host, None), ip("127.0.0.1"));
+        assert_eq!(pick_address(&HashMap::new(), None), None);
     }
 
     #[tokio::test]

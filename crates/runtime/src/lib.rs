@@ -8,12 +8,15 @@
 //! (each task's process tree under a supervisor that outlives the agent).
 
 mod docker;
+mod exec;
 mod process;
 mod sim;
 pub mod supervise;
 mod tree;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
 
 pub use docker::{connect_engine, DockerOptions, DockerRuntime};
 pub use process::{ProcessRuntime, Supervisor};
@@ -89,6 +92,23 @@ pub enum RuntimeError {
     /// The engine did not answer or failed; the same call may work later.
     #[error("{0}")]
     Engine(String),
+    /// A command run in a container (`exec`) did not end within its time; it was killed
+    /// where the driver can kill it.
+    #[error("{0}")]
+    TimedOut(String),
+}
+
+/// The most output of an `exec` a driver keeps: enough for a health check to say why it
+/// failed, small enough to store with every task.
+pub const EXEC_OUTPUT_LIMIT: usize = 512;
+
+/// How a command run in a container ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutcome {
+    pub code: i64,
+    /// Its stdout and stderr as they came, at most [`EXEC_OUTPUT_LIMIT`] bytes of them
+    /// (lossy UTF-8, trimmed).
+    pub output: String,
 }
 
 /// What an agent needs from a container runtime. Every method may be called concurrently.
@@ -109,4 +129,34 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Every container of this runtime's identity, running or not.
     async fn list(&self) -> Result<Vec<Container>, RuntimeError>;
+
+    /// The IP address at which this host reaches the container's ports (what HTTP and TCP
+    /// health checks connect to); `None` when it has none (gone, or on no network).
+    async fn address(&self, container: &Container) -> Result<Option<IpAddr>, RuntimeError>;
+
+    /// Runs `argv` inside the running container (Docker exec; for the process driver a
+    /// child process with the task's environment) and returns how it ended;
+    /// `RuntimeError::TimedOut` if it took longer than `timeout`.
+    async fn exec(
+        &self,
+        container: &Container,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError>;
+}
+
+/// Collects a command's output up to [`EXEC_OUTPUT_LIMIT`] bytes; what comes after is
+/// read and dropped, so the command never blocks on a full pipe.
+#[derive(Default)]
+pub(crate) struct BoundedOutput(Vec<u8>);
+
+impl BoundedOutput {
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        let room = EXEC_OUTPUT_LIMIT.saturating_sub(self.0.len());
+        self.0.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0).trim().to_string()
+    }
 }

@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -24,7 +25,10 @@ use std::time::{Duration, Instant};
 
 use crate::supervise::{Reply, Request, AGENT_DIED};
 use crate::tree;
-use crate::{Container, ContainerRuntime, ContainerState, Identity, RuntimeError, TaskSpec};
+use crate::{
+    exec, Container, ContainerRuntime, ContainerState, ExecOutcome, Identity, RuntimeError,
+    TaskSpec,
+};
 
 /// Environment variables that mark a process as ours (the process driver's labels).
 pub const ENV_CLUSTER: &str = "MYCLUSTER_CLUSTER";
@@ -88,6 +92,8 @@ struct Tracked {
     /// The task's supervisor: its exit status is the command's.
     supervisor: Child,
     container: Container,
+    /// The task's environment, labels included: what an `exec` in it runs with.
+    env: BTreeMap<String, String>,
 }
 
 impl ProcessRuntime {
@@ -168,7 +174,7 @@ impl ContainerRuntime for ProcessRuntime {
         let request = Request {
             grace: GRACE,
             command: command.clone(),
-            env,
+            env: env.clone(),
         }
         .encode()
         .map_err(|e| cannot_run(e.to_string()))?;
@@ -195,6 +201,7 @@ impl ContainerRuntime for ProcessRuntime {
             Tracked {
                 supervisor,
                 container,
+                env,
             },
         );
         Ok(id)
@@ -273,6 +280,43 @@ impl ContainerRuntime for ProcessRuntime {
             out.push(tracked.container.clone());
         }
         Ok(out)
+    }
+
+    /// Tasks run on this host, sharing its network: their ports are on loopback.
+    async fn address(&self, container: &Container) -> Result<Option<IpAddr>, RuntimeError> {
+        Ok(self
+            .running_env(container)
+            .map(|_| IpAddr::V4(Ipv4Addr::LOCALHOST)))
+    }
+
+    /// A child of the agent (not of the task's supervisor: it is not part of the task's
+    /// tree), with the task's environment and the agent's working directory, as the task
+    /// has; killed with everything it started when its time is up.
+    async fn exec(
+        &self,
+        container: &Container,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        let Some(env) = self.running_env(container) else {
+            return Err(RuntimeError::StartFailed(format!(
+                "cannot exec in {}: it is not running",
+                container.name
+            )));
+        };
+        exec::run(argv, &env, timeout).await
+    }
+}
+
+impl ProcessRuntime {
+    /// The environment of the task's process, if it still runs as `container`.
+    fn running_env(&self, container: &Container) -> Option<BTreeMap<String, String>> {
+        let mut children = self.lock();
+        let tracked = children.get_mut(&container.task_id)?;
+        let running = tracked.container.id == container.id
+            && tracked.container.state == ContainerState::Running
+            && matches!(tracked.supervisor.try_wait(), Ok(None));
+        running.then(|| tracked.env.clone())
     }
 }
 

@@ -2,10 +2,14 @@
 //! tests and benchmarks of the control plane; never a claim about real containers.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
-use crate::{Container, ContainerRuntime, ContainerState, Identity, RuntimeError, TaskSpec};
+use crate::{
+    Container, ContainerRuntime, ContainerState, ExecOutcome, Identity, RuntimeError, TaskSpec,
+};
 
 pub struct SimRuntime {
     identity: Identity,
@@ -36,6 +40,13 @@ impl SimRuntime {
 
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    fn is_running(&self, container: &Container) -> bool {
+        let containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        containers
+            .get(&container.task_id)
+            .is_some_and(|c| c.id == container.id && c.state == ContainerState::Running)
     }
 }
 
@@ -90,5 +101,32 @@ impl ContainerRuntime for SimRuntime {
     async fn list(&self) -> Result<Vec<Container>, RuntimeError> {
         let containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
         Ok(containers.values().cloned().collect())
+    }
+
+    /// Simulated containers "listen" on this host: an address exists, nothing answers.
+    async fn address(&self, container: &Container) -> Result<Option<IpAddr>, RuntimeError> {
+        Ok(self
+            .is_running(container)
+            .then_some(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+    }
+
+    /// Every command succeeds at once in a simulated container: exec health checks of
+    /// sim tasks always pass, so scale tests see tasks turn healthy.
+    async fn exec(
+        &self,
+        container: &Container,
+        _argv: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        if !self.is_running(container) {
+            return Err(RuntimeError::StartFailed(format!(
+                "cannot exec in {}: it is not running",
+                container.name
+            )));
+        }
+        Ok(ExecOutcome {
+            code: 0,
+            output: String::new(),
+        })
     }
 }

@@ -6,9 +6,12 @@ mod conformance;
 mod support;
 
 use conformance::{spec, wait_for, Driver};
+use std::net::IpAddr;
+use std::time::Duration;
+
 use mycluster_runtime::{
-    Container, ContainerRuntime, ContainerState, DockerOptions, DockerRuntime, Identity,
-    RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_WORKER,
+    Container, ContainerRuntime, ContainerState, DockerOptions, DockerRuntime, ExecOutcome,
+    Identity, RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_WORKER,
 };
 use support::{docker, docker_ready, test_image, unique, Cleanup, TEST_OWNER_LABEL};
 
@@ -31,6 +34,18 @@ impl Driver for Docker {
             Some(&test_image()),
             Some(vec!["exit", &code]),
         ))
+    }
+
+    fn exec_printing(&self, code: i64) -> Option<Vec<String>> {
+        Some(
+            ["/prog", "say", &code.to_string(), "hello"]
+                .map(String::from)
+                .to_vec(),
+        )
+    }
+
+    fn exec_hanging(&self) -> Option<Vec<String>> {
+        Some(["/prog", "sleep"].map(String::from).to_vec())
     }
 }
 
@@ -83,6 +98,19 @@ impl ContainerRuntime for Guarded {
 
     async fn list(&self) -> Result<Vec<Container>, RuntimeError> {
         self.runtime.list().await
+    }
+
+    async fn address(&self, container: &Container) -> Result<Option<IpAddr>, RuntimeError> {
+        self.runtime.address(container).await
+    }
+
+    async fn exec(
+        &self,
+        container: &Container,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        self.runtime.exec(container, argv, timeout).await
     }
 }
 
@@ -349,4 +377,49 @@ async fn stopping_the_pid_container_kills_its_workloads() {
     })
     .await;
     assert_eq!(list[0].task_id, "t-pid");
+}
+
+/// The address is where this host reaches the container's ports: what HTTP and TCP health
+/// checks connect to. (Containers on the default bridge are reachable from the host.)
+#[tokio::test]
+async fn the_address_reaches_the_containers_port() {
+    if !docker_ready("the_address_reaches_the_containers_port") {
+        return;
+    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = guarded(identity("address-port"), DockerOptions::default()).await;
+    runtime
+        .start(&spec(
+            "t-serve",
+            Some(&test_image()),
+            Some(vec!["serve", "8000"]),
+        ))
+        .await
+        .expect("start");
+    let list = wait_for(&runtime, "running", |l| {
+        l.iter().any(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    let ip = runtime
+        .address(&list[0])
+        .await
+        .expect("address")
+        .expect("an address on the bridge");
+    // The program may not listen yet: try until it answers.
+    let started = std::time::Instant::now();
+    let answer = loop {
+        let attempt = async {
+            let mut stream = tokio::net::TcpStream::connect((ip, 8000)).await?;
+            stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await?;
+            Ok::<_, std::io::Error>(answer)
+        };
+        match attempt.await {
+            Ok(answer) => break answer,
+            Err(e) if started.elapsed() > Duration::from_secs(60) => panic!("{ip}:8000: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert!(answer.starts_with("HTTP/1.0 200 OK"), "{answer}");
 }

@@ -31,6 +31,20 @@ impl Driver for Process {
             Some(vec!["sh", "-c", &format!("exit {code}")]),
         ))
     }
+
+    fn exec_printing(&self, code: i64) -> Option<Vec<String>> {
+        // The spec's GREETING is "hello": the task's environment reaches the command.
+        let script = format!("echo \"$GREETING\"; exit {code}");
+        Some(["sh", "-c", &script].map(String::from).to_vec())
+    }
+
+    fn exec_hanging(&self) -> Option<Vec<String>> {
+        Some(
+            ["sh", "-c", "sleep 300; echo never"]
+                .map(String::from)
+                .to_vec(),
+        )
+    }
 }
 
 runtime_suite!(Process);

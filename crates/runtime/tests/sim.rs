@@ -20,6 +20,14 @@ impl Driver for Sim {
     fn exiting(&self, _task_id: &str, _code: i64) -> Option<TaskSpec> {
         None
     }
+
+    fn exec_printing(&self, _code: i64) -> Option<Vec<String>> {
+        None
+    }
+
+    fn exec_hanging(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 runtime_suite!(Sim);

@@ -115,6 +115,19 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
             }
             continue;
         }
+        // Two old versions serving one slot (a rollback or a superseding update met a
+        // slot mid-way): one of them is enough until the slot's turn.
+        let mut old_up: Vec<&&Task> = group.iter().filter(|t| !t.runs(service) && up(t)).collect();
+        old_up.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.id.as_str())));
+        for surplus in old_up.iter().skip(1) {
+            plan.stop.push(SlotMove {
+                task: surplus.id.clone(),
+                why: format!(
+                    "another task serves slot {slot} until version {} replaces it",
+                    service.version
+                ),
+            });
+        }
         let has_current = group.iter().any(|t| t.runs(service));
         if has_current || group.is_empty() {
             in_flight += 1;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rollout::{Rollout, RolloutKind};
+use crate::rollout::{Rollout, RolloutKind, RolloutState};
 use crate::Millis;
 
 /// What the user asked for. A service runs an image (docker workers), a command
@@ -113,7 +113,7 @@ impl Service {
                     service.rollout = Some(Rollout::new(
                         RolloutKind::Update,
                         service.version,
-                        Some(old.version),
+                        old.stable_version(),
                         now,
                     ));
                     "updated"
@@ -135,7 +135,7 @@ impl Service {
         service.rollout = Some(Rollout::new(
             RolloutKind::Restart,
             service.version,
-            Some(self.version),
+            self.stable_version(),
             now,
         ));
         service.record("restart", now);
@@ -160,6 +160,21 @@ impl Service {
         service.rollout = Some(Rollout::new(kind, service.version, Some(self.version), now));
         service.record(&format!("rollback to version {}", to.version), now);
         service
+    }
+
+    /// What a new rollout replaces, and a failed one goes back to: the current version,
+    /// unless a rollout of it is still under way or paused — then what that one was
+    /// replacing, since the current version never became what runs.
+    fn stable_version(&self) -> Option<u64> {
+        match &self.rollout {
+            Some(r)
+                if r.kind != RolloutKind::Create
+                    && matches!(r.state, RolloutState::InProgress | RolloutState::Paused) =>
+            {
+                r.from.or(Some(self.version))
+            }
+            _ => Some(self.version),
+        }
     }
 
     /// The version before the current one, if it is still kept.

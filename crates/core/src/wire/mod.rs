@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod down;
 pub mod errors;
 pub mod health;
+pub mod rollouts;
 pub mod services;
 pub mod tasks;
 pub mod workers;
@@ -22,6 +23,7 @@ pub use cluster::{format_uptime, ServiceInstance, StateDoc, StatsDoc, WorkerInst
 pub use down::{DownDoc, DownManyDoc, DownRequest, RelocationDoc, SkippedDoc};
 pub use errors::ErrorDoc;
 pub use health::{AgentHealthDoc, HealthDoc, HealthStatus, ReseedDoc};
+pub use rollouts::{RolloutDoc, VersionDoc, VersionsDoc};
 pub use services::{ServiceDoc, ServicePatchRequest, ServiceRequest};
 pub use tasks::{
     AssignedTasks, AssignedView, Ignored, ReportDoc, StatusReport, TaskDoc, TaskReport, TaskView,
@@ -29,6 +31,8 @@ pub use tasks::{
 pub use workers::{HeartbeatDoc, Registration, WorkerDoc};
 
 // The states the wire carries are the core's own enums.
+pub use crate::rollout::{RolloutKind, RolloutState};
+pub use crate::service::{FailureAction, Health, HealthCheck, Probe, UpdateOrder, UpdatePolicy};
 pub use crate::{DesiredState, TaskState, WorkerStatus};
 
 /// Unix seconds with milliseconds, as the API writes times.

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::Service;
+use crate::service::{HealthCheck, UpdatePolicy};
+use crate::{Service, ServiceSpec};
 
 /// The body of `POST /api/v1/service`: a service to create, or to update in place. A
 /// field given as null counts as not given.
@@ -27,6 +28,29 @@ pub struct ServiceRequest {
     pub command: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
+    /// How its agent tells that a task serves (none: running for `update.monitor` is
+    /// enough).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthCheck>,
+    /// How a change of what its tasks run is rolled out (fields not given: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdatePolicy>,
+}
+
+impl ServiceRequest {
+    /// The body that would ask for `spec` as it is: every field it sets, the update
+    /// policy always (so a version reads back whole).
+    pub fn from_spec(spec: &ServiceSpec) -> ServiceRequest {
+        ServiceRequest {
+            service: spec.name.clone(),
+            image: spec.image.clone(),
+            replicas: spec.replicas,
+            command: spec.command.clone(),
+            env: (!spec.env.is_empty()).then(|| spec.env.clone()),
+            healthcheck: spec.healthcheck.clone(),
+            update: Some(spec.update),
+        }
+    }
 }
 
 /// The body of `PATCH /api/v1/service/<name>`: only the fields given change (at least
@@ -42,9 +66,16 @@ pub struct ServicePatchRequest {
     pub command: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
+    /// Replaces the health check (a change of what the tasks run: rolled out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthCheck>,
+    /// Replaces the update policy (fields not given: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdatePolicy>,
 }
 
-/// `GET /api/v1/service/<name>`: exactly the original's four keys.
+/// `GET /api/v1/service/<name>`: the original's four keys, and the additions only when
+/// they say something (so a plain service reads exactly as the original's).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 pub struct ServiceDoc {
     pub service: String,
@@ -60,6 +91,15 @@ pub struct ServiceDoc {
     pub command: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Only when the service has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Absent rather than null in an answer.
+    #[schemars(with = "HealthCheck")]
+    pub healthcheck: Option<HealthCheck>,
+    /// Only when it is not the default policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "UpdatePolicy")]
+    pub update: Option<UpdatePolicy>,
 }
 
 impl ServiceDoc {
@@ -71,6 +111,8 @@ impl ServiceDoc {
             last_updated: service.updated_at / 1000,
             command: service.spec.command.clone(),
             env: service.spec.env.clone(),
+            healthcheck: service.spec.healthcheck.clone(),
+            update: Some(service.spec.update).filter(|u| *u != UpdatePolicy::default()),
         }
     }
 }
@@ -90,11 +132,20 @@ mod tests {
             replicas: 2,
             command: Some(vec!["sleep".into(), "60".into()]),
             env: Some(BTreeMap::from([("MODE".into(), "x".into())])),
+            healthcheck: Some(HealthCheck::new(crate::service::Probe::Tcp { port: 80 })),
+            update: Some(UpdatePolicy {
+                parallelism: 2,
+                ..UpdatePolicy::default()
+            }),
         };
         let body = serde_json::to_value(&request).expect("serializes");
         let spec = ServiceSpec::from_json(&body, &Limits::default()).expect("accepted");
         assert_eq!(spec.command, request.command);
-        assert_eq!(Some(spec.env), request.env);
+        assert_eq!(Some(spec.env.clone()), request.env);
+        assert_eq!(spec.healthcheck, request.healthcheck);
+        assert_eq!(Some(spec.update), request.update);
+        // A version reads back as the body that asked for it.
+        assert_eq!(ServiceRequest::from_spec(&spec), request);
 
         let patch = ServicePatchRequest {
             replicas: Some(7),

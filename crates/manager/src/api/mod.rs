@@ -6,6 +6,7 @@ mod body;
 mod error;
 pub mod guard;
 mod query;
+mod rollouts;
 mod services;
 mod status;
 mod store;
@@ -114,6 +115,10 @@ pub fn router(state: AppState) -> Router {
                 .patch(services::patch)
                 .delete(services::delete),
         )
+        .route("/api/v1/service/{name}/versions", get(rollouts::versions))
+        .route("/api/v1/service/{name}/rollout", get(rollouts::get))
+        .route("/api/v1/service/{name}/rollback", post(rollouts::rollback))
+        .route("/api/v1/service/{name}/restart", post(rollouts::restart))
         .route("/api/v1/services", get(services::list))
         .route("/api/v1/tasks", get(status::tasks))
         .route("/api/v1/store/reseed", post(store::reseed))

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mycluster_runtime::{Container, ContainerRuntime, ContainerState, Identity, TaskSpec};
+use mycluster_runtime::{
+    Container, ContainerRuntime, ContainerState, Identity, RuntimeError, TaskSpec,
+    EXEC_OUTPUT_LIMIT,
+};
 
 /// How the suite makes runtimes and specs of one driver.
 #[async_trait::async_trait]
@@ -17,6 +20,12 @@ pub trait Driver: Send + Sync {
     /// A spec whose container exits by itself with `code`; `None` if the driver cannot
     /// run programs (sim).
     fn exiting(&self, task_id: &str, code: i64) -> Option<TaskSpec>;
+    /// A command that prints "hello" (the spec's `GREETING`, where the driver can show
+    /// that the task's environment reaches it) and exits with `code`; `None` if the
+    /// driver runs no programs (sim: every exec succeeds).
+    fn exec_printing(&self, code: i64) -> Option<Vec<String>>;
+    /// A command that never ends by itself; `None` as above.
+    fn exec_hanging(&self) -> Option<Vec<String>>;
     /// A unique cluster name per test, so parallel tests and runs never meet.
     fn cluster(&self, test: &str) -> String {
         format!("conformance-{test}-{}", std::process::id())
@@ -32,6 +41,8 @@ macro_rules! runtime_suite {
             exit_codes_are_reported,
             other_workers_containers_are_invisible,
             many_containers_start_and_stop,
+            a_running_container_has_an_address,
+            exec_runs_a_command_in_the_container,
         );
     };
     (@cases $driver:expr; $($case:ident),* $(,)?) => {
@@ -177,4 +188,74 @@ pub async fn many_containers_start_and_stop<D: Driver>(driver: &D) {
     clean(&*runtime).await;
     assert_eq!(tasks.len(), 8);
     assert!(runtime.list().await.expect("list").is_empty());
+}
+
+pub async fn a_running_container_has_an_address<D: Driver>(driver: &D) {
+    let runtime = driver.runtime(identity(driver, "address", "w1")).await;
+    runtime
+        .start(&driver.long_running("t-address-1"))
+        .await
+        .expect("start");
+    let list = wait_for(&*runtime, "running", |l| {
+        l.iter().any(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    let address = runtime.address(&list[0]).await;
+    runtime.remove(&list[0]).await.expect("remove");
+    let after = runtime.address(&list[0]).await;
+    clean(&*runtime).await;
+    let ip = address
+        .expect("address")
+        .expect("a running container has an address");
+    assert!(!ip.is_unspecified(), "{ip}");
+    assert_eq!(after, Ok(None), "a removed container has no address");
+}
+
+pub async fn exec_runs_a_command_in_the_container<D: Driver>(driver: &D) {
+    let runtime = driver.runtime(identity(driver, "exec", "w1")).await;
+    runtime
+        .start(&driver.long_running("t-exec-1"))
+        .await
+        .expect("start");
+    let list = wait_for(&*runtime, "running", |l| {
+        l.iter().any(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    let container = &list[0];
+    let long = Duration::from_secs(30);
+    let printing = driver.exec_printing(3);
+    let printed = match &printing {
+        Some(argv) => runtime.exec(container, argv, long).await,
+        None => runtime.exec(container, &["true".to_string()], long).await,
+    };
+    let hanging = match driver.exec_hanging() {
+        Some(argv) => {
+            let started = Instant::now();
+            let result = runtime
+                .exec(container, &argv, Duration::from_millis(300))
+                .await;
+            Some((result, started.elapsed()))
+        }
+        None => None,
+    };
+    runtime.remove(container).await.expect("remove");
+    let gone = runtime.exec(container, &["true".to_string()], long).await;
+    clean(&*runtime).await;
+
+    let printed = printed.expect("exec");
+    if printing.is_some() {
+        assert_eq!(printed.code, 3, "{printed:?}");
+        assert_eq!(printed.output, "hello");
+        assert!(printed.output.len() <= EXEC_OUTPUT_LIMIT);
+    } else {
+        assert_eq!(printed.code, 0, "{printed:?}");
+    }
+    if let Some((result, took)) = hanging {
+        assert!(
+            matches!(result, Err(RuntimeError::TimedOut(_))),
+            "{result:?}"
+        );
+        assert!(took < Duration::from_secs(20), "the timeout held: {took:?}");
+    }
+    assert!(gone.is_err(), "exec in a removed container: {gone:?}");
 }

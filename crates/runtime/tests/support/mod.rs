@@ -26,12 +26,17 @@ pub const TEST_IMAGE_REPO: &str = "mycluster-test/runtime";
 /// - `sleep`: waits for a signal; SIGTERM or SIGINT end it with 0 (as PID 1 of a container
 ///   it would otherwise ignore them, and every stop would take the whole grace period);
 /// - `exit N`: exits with N;
-/// - `env NAME VALUE`: exits 0 if `$NAME` is `VALUE`, else 1.
+/// - `env NAME VALUE`: exits 0 if `$NAME` is `VALUE`, else 1;
+/// - `say N TEXT`: prints TEXT on stdout and exits with N;
+/// - `serve PORT`: answers every connection on PORT with `HTTP/1.0 200 OK` and "ok".
 ///
 /// Anything else exits with 2.
-pub const TEST_PROGRAM: &str = r#"#include <signal.h>
+pub const TEST_PROGRAM: &str = r#"#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static void on_signal(int sig) { (void)sig; _exit(0); }
@@ -46,6 +51,29 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "env") == 0 && argc == 4) {
         const char *value = getenv(argv[2]);
         return value != NULL && strcmp(value, argv[3]) == 0 ? 0 : 1;
+    }
+    if (strcmp(argv[1], "say") == 0 && argc == 4) {
+        puts(argv[3]);
+        return atoi(argv[2]);
+    }
+    if (strcmp(argv[1], "serve") == 0 && argc == 3) {
+        signal(SIGTERM, on_signal);
+        signal(SIGINT, on_signal);
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        int one = 1;
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        struct sockaddr_in a;
+        memset(&a, 0, sizeof a);
+        a.sin_family = AF_INET;
+        a.sin_port = htons(atoi(argv[2]));
+        if (bind(s, (struct sockaddr *)&a, sizeof a) != 0 || listen(s, 16) != 0) return 3;
+        const char *answer = "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        for (;;) {
+            int c = accept(s, NULL, NULL);
+            if (c < 0) continue;
+            write(c, answer, strlen(answer));
+            close(c);
+        }
     }
     return 2;
 }
