@@ -7,8 +7,8 @@
 //!
 //! The rollout's own record (`GET /api/v1/service/<name>/rollout`) is read only when the
 //! manager answers it (see `rollout_record`); until then the task list alone says how a
-//! rollout ended. Tests that need the agent's own probes (HTTP/TCP/exec health checks)
-//! are `#[ignore]`d until the agent's health checks are merged.
+//! rollout ended. Two tests have the agent's own probes (HTTP on docker, exec on the
+//! process driver) decide health instead of the manager's `monitor`.
 
 mod common;
 
@@ -26,9 +26,9 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 /// How long a rollout may take before a test gives up: generous, a loaded CI machine
 /// must not fail a test by being slow (the rollouts here take seconds).
 const ROLLOUT_DEADLINE: Duration = Duration::from_secs(240);
-/// Once `GET /api/v1/service/<name>/rollout` is merged (branch `rollout-api`), set this
-/// so a missing endpoint fails the tests instead of being read around.
-const REQUIRE_ROLLOUT_ENDPOINT: bool = false;
+/// `GET /api/v1/service/<name>/rollout` is merged (branch `rollout-api`): a missing
+/// endpoint fails the tests instead of being read around.
+const REQUIRE_ROLLOUT_ENDPOINT: bool = true;
 
 // ---------------------------------------------------------------------------------------
 // The sampler.
@@ -384,6 +384,14 @@ async fn docker_start_first_image_update_keeps_every_replica_serving() {
     samples.assert_live_at_most(5, &tasks);
     let service = api.ok("/api/v1/service/web").await;
     assert_eq!(service["image"], v2, "{service}");
+    if let Some(record) = rollout_record(&api, "web").await {
+        assert_eq!(
+            (&record["updated"], &record["total"]),
+            (&json!(4), &json!(4)),
+            "{record}"
+        );
+        assert_eq!(record["failures"], 0, "{record}");
+    }
 }
 
 /// (b) stop-first, parallelism 2: never fewer than 2 running and healthy, and never
@@ -499,12 +507,12 @@ async fn docker_update_that_crashes_is_rolled_back_with_the_old_replicas_serving
         assert_eq!(record["state"], "rolled_back", "{record}");
         let reason = record["reason"].as_str().unwrap_or("");
         assert!(!reason.is_empty(), "the record says why: {record}");
+        eprintln!("rollback record: {record}");
     }
 }
 
 /// (a) with the agent's HTTP probe deciding health instead of the manager's `monitor`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the agent's health probes (branch health-agent)"]
 async fn docker_start_first_with_an_http_health_check() {
     if !engine_or_skip("docker_start_first_with_an_http_health_check") {
         return;
@@ -606,7 +614,6 @@ async fn process_start_first_command_update_keeps_every_replica_serving() {
 
 /// (d) with an `exec` health check run by the agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the agent's health probes (branch health-agent)"]
 async fn process_start_first_with_an_exec_health_check() {
     let cluster = ProcessCluster::start("rolloutexec", 2).await;
     let api = cluster.manager.api();
