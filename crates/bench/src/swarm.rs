@@ -69,7 +69,7 @@ pub async fn run(quick: bool) -> Vec<Figure> {
         Err(e) => return not_measured(&format!("no Docker engine: {}", chain(&e))),
     };
     // Leftovers of an interrupted run would be counted as running.
-    let _ = remove_leftovers(&docker).await;
+    let _ = remove_leftovers(&docker, CLUSTER).await;
     let (joined, had_gwbridge) = match join_swarm(&docker).await {
         Ok(done) => done,
         Err(e) => return not_measured(&format!("swarm mode: {}", chain(&e))),
@@ -78,9 +78,16 @@ pub async fn run(quick: bool) -> Vec<Figure> {
         Ok(figures) => figures,
         Err(e) => not_measured(&chain(&e)),
     };
-    if let Err(e) = remove_leftovers(&docker).await {
+    if let Err(e) = remove_leftovers(&docker, CLUSTER).await {
         eprintln!("swarm bench: cleanup: {}", chain(&e));
     }
+    leave_swarm(&docker, joined, had_gwbridge).await;
+    figures
+}
+
+/// Leaves swarm mode if `join_swarm` joined it, and removes Swarm's bridge if it made it:
+/// the engine is left as it was found.
+pub(crate) async fn leave_swarm(docker: &Docker, joined: bool, had_gwbridge: bool) {
     if joined {
         let leave = LeaveSwarmOptionsBuilder::new().force(true).build();
         if let Err(e) = docker.leave_swarm(Some(leave)).await {
@@ -90,10 +97,9 @@ pub async fn run(quick: bool) -> Vec<Figure> {
             let _ = docker.remove_network(GWBRIDGE).await;
         }
     }
-    figures
 }
 
-async fn connect() -> Result<Docker, BenchError> {
+pub(crate) async fn connect() -> Result<Docker, BenchError> {
     let docker = Docker::connect_with_defaults()?;
     let agreed = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version());
     Ok(agreed
@@ -107,7 +113,7 @@ fn not_measured(reason: &str) -> Vec<Figure> {
 
 /// Puts the engine in swarm mode unless it is already: returns whether we did (so we
 /// leave again at the end), and whether Swarm's bridge network existed before.
-async fn join_swarm(docker: &Docker) -> Result<(bool, bool), BenchError> {
+pub(crate) async fn join_swarm(docker: &Docker) -> Result<(bool, bool), BenchError> {
     let info = docker
         .info()
         .await
@@ -352,7 +358,7 @@ fn service_filter(side: Side, name: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), labels)])
 }
 
-async fn containers(
+pub(crate) async fn containers(
     docker: &Docker,
     filters: HashMap<String, Vec<String>>,
     all: bool,
@@ -366,17 +372,19 @@ async fn containers(
 }
 
 /// Best effort: a container may be on its way out already.
-async fn force_remove(docker: &Docker, ids: &[String]) {
+pub(crate) async fn force_remove(docker: &Docker, ids: &[String]) {
     let options = RemoveContainerOptionsBuilder::new().force(true).build();
     for id in ids {
         let _ = docker.remove_container(id, Some(options.clone())).await;
     }
 }
 
-/// Removes the Swarm services named `benchswarm-...` and every container of ours or
-/// theirs, and checks that none is left.
-async fn remove_leftovers(docker: &Docker) -> Result<(), BenchError> {
-    let filter = HashMap::from([("name".to_string(), vec![format!("{CLUSTER}-")])]);
+/// Removes the Swarm services named `<cluster>-...` and every container of ours (labelled
+/// with the cluster) or theirs, and checks that none is left. Each bench has a cluster
+/// name of its own (`benchswarm` here, `benchroll` for rollouts), so one does not remove
+/// another's services when both run on the same engine.
+pub(crate) async fn remove_leftovers(docker: &Docker, cluster: &str) -> Result<(), BenchError> {
+    let filter = HashMap::from([("name".to_string(), vec![format!("{cluster}-")])]);
     let options = ListServicesOptionsBuilder::new().filters(&filter).build();
     // Not in swarm mode, the engine refuses to list services: then there are none.
     let services = docker
@@ -390,7 +398,7 @@ async fn remove_leftovers(docker: &Docker) -> Result<(), BenchError> {
     }
     let started = Instant::now();
     loop {
-        let ours = HashMap::from([("label".into(), vec![format!("mycluster.cluster={CLUSTER}")])]);
+        let ours = HashMap::from([("label".into(), vec![format!("mycluster.cluster={cluster}")])]);
         let mut left = containers(docker, ours, true).await?;
         // The engine filters labels by value, not by prefix: Swarm's task containers of
         // our services are picked by name here, anyone else's are left alone.
@@ -402,7 +410,7 @@ async fn remove_leftovers(docker: &Docker) -> Result<(), BenchError> {
             .build();
         for container in docker.list_containers(Some(options)).await? {
             let service = container.labels.as_ref().and_then(|l| l.get(key));
-            if service.is_some_and(|s| s.starts_with(&format!("{CLUSTER}-"))) {
+            if service.is_some_and(|s| s.starts_with(&format!("{cluster}-"))) {
                 left.extend(container.id);
             }
         }
