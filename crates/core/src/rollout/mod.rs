@@ -81,8 +81,9 @@ pub struct Rollout {
     /// The version it replaces (none for a create).
     pub from: Option<u64>,
     /// What it goes back to when it fails (none for a create or a rollback).
+    /// (Boxed: a spec is large, and every stored service carries this.)
     #[serde(default)]
-    pub base: Option<Base>,
+    pub base: Option<Box<Base>>,
     /// Tasks of this rollout counted as failures (each once).
     #[serde(default)]
     pub failed: Vec<String>,
@@ -107,7 +108,7 @@ impl Rollout {
             state: RolloutState::InProgress,
             version,
             from: base.as_ref().map(|b| b.version),
-            base,
+            base: base.map(Box::new),
             failed: Vec::new(),
             failed_slots: Vec::new(),
             reason: None,
@@ -160,7 +161,7 @@ pub fn settle(service: &Service, plan: &Plan, now: Millis) -> Option<Service> {
             record.reason = Some(reason.clone());
         }
         Verdict::Rollback(reason) => {
-            let base = record.base.clone().or_else(|| {
+            let base = record.base.clone().map(|b| *b).or_else(|| {
                 let from = record.from?;
                 service.version_of(from).map(|v| Base {
                     version: v.version,

@@ -194,7 +194,7 @@ impl Service {
                     && r.completed_at.is_none()
                     && matches!(r.state, RolloutState::InProgress | RolloutState::Paused) =>
             {
-                r.base.clone().or_else(|| Some(current()))
+                r.base.as_deref().cloned().or_else(|| Some(current()))
             }
             _ => Some(current()),
         }
