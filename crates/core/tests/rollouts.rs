@@ -698,3 +698,34 @@ fn the_failure_ratio_counts_slots_not_attempts() {
     assert!(rollout.failed.len() >= 2, "{rollout:?}");
     assert_eq!(rollout.state, RolloutState::InProgress);
 }
+
+/// A new task without a health check is due healthy when its monitor runs out: the
+/// orchestrator runs its pass then (`rollout::next_due`).
+#[test]
+fn the_next_pass_is_due_when_a_new_task_s_monitor_runs_out() {
+    let case = Case {
+        order: UpdateOrder::StartFirst,
+        parallelism: 1,
+        action: FailureAction::Rollback,
+        checked: false,
+        replicas: 2,
+    };
+    let mut sim = Sim::new(&case).expect("created");
+    assert_eq!(
+        mycluster_core::rollout::next_due(&sim.state, sim.now),
+        None,
+        "settled"
+    );
+    sim.apply(&Op::Update { good: true }).expect("updated");
+    sim.tick().expect("the new task runs");
+    let started = sim
+        .state
+        .tasks_of_service(SERVICE)
+        .find(|t| t.image.as_deref() == Some("good:1") && t.state == TaskState::Running)
+        .and_then(|t| t.started_at)
+        .expect("a new task running");
+    assert_eq!(
+        mycluster_core::rollout::next_due(&sim.state, sim.now),
+        Some(started + 2_000)
+    );
+}

@@ -10,9 +10,13 @@ use std::time::{Duration, Instant};
 use mycluster_background::{pace, run_loop, LoopControl};
 use tokio_util::sync::CancellationToken;
 
+use mycluster_core::rollout::next_due;
 use mycluster_core::step::Reconcile;
 
-use crate::cluster::Cluster;
+use crate::cluster::{now_millis, Cluster};
+
+/// The shortest wait between passes, however soon a rollout is due.
+const MIN_WAIT: Duration = Duration::from_millis(10);
 
 /// The pass may take at most this share of the time: it holds the writer, so on a
 /// million tasks a pass every second would leave little room for anything else.
@@ -23,19 +27,22 @@ pub async fn run(cluster: Arc<Cluster>, period: Duration, stop: CancellationToke
         let cluster = cluster.clone();
         async move {
             let started = Instant::now();
-            cluster
+            let (_, snapshot) = cluster
                 .apply(Reconcile)
                 .await
                 .map_err(|e| format!("reconcile failed: {e}"))?;
             // Never more often than `period`, never more than 1/MAX_SHARE of the time,
-            // and never so rarely that crash-loop retries wait minutes for it.
+            // and never so rarely that crash-loop retries wait minutes for it...
             let took = started.elapsed();
-            Ok(LoopControl::After(pace(
-                period,
-                took,
-                MAX_SHARE,
-                period * 30,
-            )))
+            let mut next = pace(period, took, MAX_SHARE, period * 30);
+            // ...except when a rollout moves on at a known moment (a new task's monitor
+            // runs out): then, still within the share, at that moment.
+            let now = now_millis();
+            if let Some(due) = next_due(&snapshot.state, now) {
+                let wait = Duration::from_millis(due.saturating_sub(now));
+                next = next.min(wait.max(took.saturating_mul(MAX_SHARE)).max(MIN_WAIT));
+            }
+            Ok(LoopControl::After(next))
         }
     })
     .await;

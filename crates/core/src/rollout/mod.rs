@@ -190,3 +190,37 @@ pub fn settle(service: &Service, plan: &Plan, now: Millis) -> Option<Service> {
     next.rollout = Some(record);
     Some(next)
 }
+
+/// The earliest moment after `now` at which a pass would move a rollout on by time alone:
+/// a task without a health check reaching its `monitor` (it is then healthy), or a
+/// `delay` running out. The orchestrator runs its pass then rather than on its next tick,
+/// so a rollout does not wait up to a period per batch.
+pub fn next_due(state: &crate::ClusterState, now: Millis) -> Option<Millis> {
+    let mut due: Option<Millis> = None;
+    for service in state.services.values() {
+        let Some(rollout) = &service.rollout else {
+            continue;
+        };
+        if !rollout.state.is_moving() || rollout.completed_at.is_some() {
+            continue;
+        }
+        let policy = service.spec.update;
+        for task in state.tasks_of_service(service.name()) {
+            let at = if task.is_active()
+                && task.state == crate::TaskState::Running
+                && task.healthcheck.is_none()
+                && task.health != Some(crate::service::Health::Healthy)
+            {
+                task.started_at.map(|s| s + policy.monitor.millis())
+            } else if policy.delay.millis() > 0 && task.runs(service) {
+                task.healthy_at.map(|h| h + policy.delay.millis())
+            } else {
+                None
+            };
+            if let Some(at) = at.filter(|at| *at > now) {
+                due = Some(due.map_or(at, |d| d.min(at)));
+            }
+        }
+    }
+    due
+}
