@@ -333,6 +333,10 @@ fn note_health(task: &mut Task, report: &TaskReport, now: Millis) {
     if task.health == Some(Health::Healthy) && task.healthy_at.is_none() {
         task.healthy_at = Some(now);
     }
+    // A finished task's health says nothing any more, unless it is why it finished.
+    if task.state.is_terminal() && task.health != Some(Health::Unhealthy) {
+        task.health = None;
+    }
 }
 
 /// At most `max` bytes of `text` (on a character boundary): what agents report is stored

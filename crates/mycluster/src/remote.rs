@@ -39,13 +39,7 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                     "service {name} needs something to run: --image IMAGE (docker workers), or a command after `--` (process workers), e.g. `mycluster service create {name} -- sleep 3600`"
                 );
             }
-            let mut vars = BTreeMap::new();
-            for pair in &env {
-                let (key, value) = pair
-                    .split_once('=')
-                    .with_context(|| format!("--env {pair}: use NAME=VALUE"))?;
-                vars.insert(key.to_string(), value.to_string());
-            }
+            let vars = env_vars(&env)?;
             let body = ServiceRequest {
                 service: name.clone(),
                 image: image.clone(),
@@ -120,20 +114,30 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
         ServiceCommand::Update {
             name,
             image,
+            env,
             health,
             update,
             wait,
+            command,
         } => {
-            if image.is_none() && !health.any() && !update.any() {
+            if image.is_none()
+                && env.is_empty()
+                && command.is_empty()
+                && !health.any()
+                && !update.any()
+            {
                 bail!(
-                    "nothing to change in service {name}: give --image, a --health-* or an --update-* flag (`mycluster service update --help`)"
+                    "nothing to change in service {name}: give --image, --env, a command after `--`, a --health-* or an --update-* flag (`mycluster service update --help`)"
                 );
             }
+            let vars = env_vars(&env)?;
             // The API replaces a whole health check or policy: flags not given keep the
             // service's.
             let current = client.service(&name).await?;
             let patch = ServicePatchRequest {
                 image: image.clone(),
+                command: (!command.is_empty()).then(|| command.clone()),
+                env: (!vars.is_empty()).then_some(vars),
                 healthcheck: spec_flags::healthcheck(&health, current.healthcheck.as_ref())?,
                 update: spec_flags::update_policy(&update, current.update.as_ref())?,
                 ..ServicePatchRequest::default()
@@ -461,4 +465,16 @@ pub async fn worker_ps(global: &Global, worker: &str) -> anyhow::Result<()> {
     }
     println!("{t}");
     Ok(())
+}
+
+/// `--env NAME=VALUE` flags as a map.
+fn env_vars(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut vars = BTreeMap::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--env {pair}: use NAME=VALUE"))?;
+        vars.insert(key.to_string(), value.to_string());
+    }
+    Ok(vars)
 }

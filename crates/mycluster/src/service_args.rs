@@ -42,20 +42,27 @@ pub enum ServiceCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
-    /// Change a service's image, health check or update policy. A new image or health
-    /// check is rolled out (see --update-*); waits until the rollout completes, and fails
-    /// (exit 1, with why) if it is rolled back or paused.
+    /// Change a service's image, command, env, health check or update policy. A new
+    /// image, command, env or health check is rolled out (see --update-*); waits until the
+    /// rollout completes, and fails (exit 1, with why) if it is rolled back or paused.
     Update {
         name: String,
         /// The new image.
         #[arg(long)]
         image: Option<String>,
+        /// The new environment, NAME=VALUE (repeatable; given, it replaces the whole
+        /// environment).
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
         #[command(flatten)]
         health: HealthArgs,
         #[command(flatten)]
         update: UpdateArgs,
         #[command(flatten)]
         wait: WaitArgs,
+        /// The new command, after `--`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// Roll the service's previous version out again (as a new version).
     Rollback {
