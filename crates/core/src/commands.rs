@@ -294,7 +294,7 @@ pub fn report_tasks(
         if let Some(message) = &report.message {
             next.message = bounded(message, 4096);
         } else if next.state != task.state {
-            next.message = describe(&next);
+            next.message = describe(&next, &task.message);
         }
         note_health(&mut next, &report, now);
         if next != **task {
@@ -352,8 +352,16 @@ fn bounded(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-fn describe(task: &Task) -> String {
+/// The message of a task that reached its state, given the one it had (a stopped task
+/// keeps why it was stopped: "stopped: replaced by version 3 of the service").
+fn describe(task: &Task, before: &str) -> String {
+    let why_stopped = task.desired == DesiredState::Shutdown
+        && !before.is_empty()
+        && !matches!(before, "running" | "starting" | "stopped");
     match (task.state, task.desired) {
+        (TaskState::Shutdown, DesiredState::Shutdown) if why_stopped => {
+            format!("stopped: {before}")
+        }
         (TaskState::Failed, _) => match (&task.error, task.exit_code) {
             (Some(error), _) => format!("failed: {error}"),
             (None, Some(code)) => format!("exited with code {code}"),

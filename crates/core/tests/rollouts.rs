@@ -726,6 +726,6 @@ fn the_next_pass_is_due_when_a_new_task_s_monitor_runs_out() {
         .expect("a new task running");
     assert_eq!(
         mycluster_core::rollout::next_due(&sim.state, sim.now),
-        Some(started + 2_000)
+        Some(started + 2_000 + mycluster_core::rollout::REPORT_LAG)
     );
 }

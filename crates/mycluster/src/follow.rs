@@ -370,7 +370,7 @@ mod tests {
         let err = settled("web", 3, &back, &progress).expect_err("rolled back");
         assert_eq!(
             err.to_string(),
-            "update of web rolled back: replica 1 of version 3 failed: exited with code 1"
+            "version 3 of web was rolled back: replica 1 of version 3 failed: exited with code 1"
         );
         let paused = rollout(3, RolloutKind::Update, RolloutState::Paused);
         let err = settled("web", 3, &paused, &progress).expect_err("paused");

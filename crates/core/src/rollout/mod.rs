@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::reconcile::HISTORY_PER_SLOT;
 use crate::{Millis, Service, ServiceSpec};
 
-pub use plan::{plan, Plan, SlotMove, Verdict};
+pub use plan::{healthy_due, plan, Plan, SlotMove, Verdict, REPORT_LAG};
 
 /// Where a rollout is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -211,7 +211,7 @@ pub fn next_due(state: &crate::ClusterState, now: Millis) -> Option<Millis> {
                 && task.healthcheck.is_none()
                 && task.health != Some(crate::service::Health::Healthy)
             {
-                task.started_at.map(|s| s + policy.monitor.millis())
+                Some(plan::healthy_due(task, policy.monitor.millis()))
             } else if policy.delay.millis() > 0 && task.runs(service) {
                 task.healthy_at.map(|h| h + policy.delay.millis())
             } else {

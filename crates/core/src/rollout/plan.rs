@@ -74,13 +74,16 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
         done: 0,
     };
 
-    // The manager's own judgement of tasks without a health check.
+    // The manager's own judgement of tasks without a health check: running for
+    // `monitor`, and no exit reported for one agent pass more (an agent notices an exit
+    // at its next pass: without that margin a task that died just before its monitor
+    // ran out would count as healthy, and its slot's old task be stopped).
     for task in tasks {
         if task.state == TaskState::Running
             && task.healthcheck.is_none()
             && task.health != Some(crate::service::Health::Healthy)
         {
-            let since = task.started_at.unwrap_or(task.updated_at) + monitor;
+            let since = healthy_due(task, monitor);
             if now >= since {
                 plan.healthy.push((task.id.clone(), since));
             }
@@ -165,6 +168,9 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
     // did not become healthy in time, or could not be placed. Counted until the rollout
     // is done (a rollback's too: a version that fails on the way back pauses it).
     if rollout.is_watching() {
+        // Something serves: a new task that cannot be placed beside it is the version's
+        // failure. With nothing serving (no worker at all), rolling back would not help.
+        let serving = tasks.iter().any(|t| up(t));
         let mut failed_slots: BTreeSet<u32> = rollout.failed_slots.iter().copied().collect();
         for task in tasks {
             if !task.runs(service)
@@ -173,7 +179,7 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
             {
                 continue;
             }
-            let Some(why) = failure(task, monitor, now, up(task)) else {
+            let Some(why) = failure(task, monitor, now, up(task), serving) else {
                 continue;
             };
             plan.failed.push((task.id.clone(), task.slot));
@@ -248,8 +254,9 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
 
 /// Why a task of a rollout counts as a failure, if it does: it failed, exited before it
 /// was healthy, is not healthy within its start period + `monitor` (for a task with a
-/// check, at least one probe interval + timeout), or no worker can take it for `monitor`.
-fn failure(task: &Task, monitor: Millis, now: Millis, up: bool) -> Option<String> {
+/// check, at least one probe interval + timeout), or no worker can take it for `monitor`
+/// while others of the service serve.
+fn failure(task: &Task, monitor: Millis, now: Millis, up: bool, serving: bool) -> Option<String> {
     match task.state {
         TaskState::Failed => Some(failure_reason(task)),
         TaskState::Complete if task.healthy_at.is_none() => {
@@ -262,7 +269,9 @@ fn failure(task: &Task, monitor: Millis, now: Millis, up: bool) -> Option<String
                     c.interval.millis() + c.timeout.millis(),
                 )
             });
-            let allowed = start_period + monitor.max(probe);
+            // Never before a task without a check could be judged healthy, and with the
+            // same margin for a probe's result to be reported.
+            let allowed = start_period + monitor.max(probe) + REPORT_LAG;
             let started = task.started_at.unwrap_or(task.updated_at);
             (now >= started + allowed).then(|| {
                 format!(
@@ -277,13 +286,22 @@ fn failure(task: &Task, monitor: Millis, now: Millis, up: bool) -> Option<String
         }
         // The scheduler's own words for a task it cannot place.
         TaskState::Pending
-            if task.message.starts_with("no worker can take it")
+            if serving
+                && task.message.starts_with("no worker can take it")
                 && now >= task.created_at + monitor =>
         {
             Some(task.message.clone())
         }
         _ => None,
     }
+}
+
+/// How long an agent may take to report what it saw: its sync pass runs every second.
+pub const REPORT_LAG: Millis = 1_000;
+
+/// When a running task without a health check counts as healthy.
+pub fn healthy_due(task: &Task, monitor: Millis) -> Millis {
+    task.started_at.unwrap_or(task.updated_at) + monitor + REPORT_LAG
 }
 
 fn failure_reason(task: &Task) -> String {
