@@ -1,6 +1,7 @@
 //! `mycluster hello`: the demo workload. An HTTP server answering "Hello World" on every
-//! path, as the original's `crccheck/hello-world` did on port 8000; `--exit-after` makes
-//! it end on its own, to show crash handling.
+//! path, as the original's `crccheck/hello-world` did on port 8000, with an
+//! `X-Served-By: <hostname>` header naming the replica; `--exit-after` makes it end on
+//! its own, to show crash handling.
 
 use std::time::Duration;
 
@@ -16,7 +17,13 @@ pub async fn run(args: HelloArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.port))
         .await
         .with_context(|| format!("cannot listen on port {}", args.port))?;
-    let app = Router::new().fallback(|| async { "Hello World\n" });
+    // Which replica answered, without changing the body: behind a load balancer a user
+    // sees the balancing (`curl -i`). In a container the hostname is the container's.
+    let served_by = hostname();
+    let app = Router::new().fallback(move || {
+        let served_by = served_by.clone();
+        async move { ([("x-served-by", served_by)], "Hello World\n") }
+    });
     // As PID 1 of a container, the kernel gives it no default SIGTERM action: without its
     // own handler every `docker stop` would wait out the whole grace period.
     let stop = CancellationToken::new();
@@ -34,4 +41,13 @@ pub async fn run(args: HelloArgs) -> anyhow::Result<()> {
         None => server.await?,
     }
     Ok(())
+}
+
+/// This host's name: in a container, the container's (Docker sets it to the short id).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty() && h.is_ascii())
+        .unwrap_or_else(|| "unknown".into())
 }
