@@ -24,7 +24,11 @@ pub async fn bind(config: &AgentConfig) -> Result<(TcpListener, String), AgentEr
     })?;
     let address = match &config.advertise {
         Some(address) => address.clone(),
-        None if bound.ip().is_unspecified() => format!("{}:{}", hostname(), bound.port()),
+        None if bound.ip().is_unspecified() => format!(
+            "{}:{}",
+            hostname().unwrap_or_else(|| "localhost".into()),
+            bound.port()
+        ),
         None => bound.to_string(),
     };
     Ok((listener, address))
@@ -52,11 +56,11 @@ pub async fn serve(listener: TcpListener, worker: String, driver: Driver, stop: 
     }
 }
 
-/// This host's name (in a container: the container's), for the advertised address.
-fn hostname() -> String {
+/// This host's name (in a container: the container's, which Docker sets to its short
+/// id): the agent's advertised address, and the demo workload's `X-Served-By`.
+pub fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }

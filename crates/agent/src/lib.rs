@@ -34,6 +34,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub use config::ConfigError;
+pub use health::hostname;
 pub use join::new_instance;
 use join::{held_elsewhere, register_until_done, rejoin, superseded};
 use plan::{plan, report, Action};

@@ -25,7 +25,6 @@ use bollard::models::ServiceSpec;
 use bollard::query_parameters::{ListContainersOptionsBuilder, UpdateServiceOptions};
 use bollard::Docker;
 use mycluster_client::Client;
-use mycluster_core::wire::WorkerStatus;
 use mycluster_setup::images::{ensure_demo, DEMO_IMAGE};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -172,27 +171,7 @@ async fn measure(docker: &Docker, quick: bool) -> Result<Vec<Figure>, BenchError
     let manager = ManagerProcess::start(&[])?;
     let client = manager.client(Duration::from_secs(30))?;
     // One agent, as Swarm has one node here.
-    let _agent = KillOnDrop(manager.spawn_agent(&[
-        "--driver",
-        "docker",
-        "--cluster",
-        CLUSTER,
-        "--name",
-        CLUSTER,
-    ])?);
-    let started = Instant::now();
-    while !client
-        .workers()
-        .await
-        .is_ok_and(|w| w.iter().any(|w| w.status == WorkerStatus::Ready))
-    {
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err(BenchError::Failed(
-                "the agent did not register within 60 s".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let _agent = swarm::docker_agent(&manager, &client, CLUSTER).await?;
     let sides = Sides {
         docker: docker.clone(),
         client,
@@ -246,16 +225,6 @@ fn parse_cases(spec: &str) -> Result<Vec<(usize, u32)>, BenchError> {
             Ok((number(n)? as usize, number(p)?))
         })
         .collect()
-}
-
-/// An agent process, killed when dropped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn label(side: Side) -> &'static str {

@@ -54,7 +54,38 @@ struct Sides {
 }
 
 /// A `mycluster agent` process (this binary, docker driver); killed when dropped.
-struct Agent(Child);
+pub(crate) struct Agent(Child);
+
+/// Starts one docker agent named and labelled `cluster` (as Swarm has one node here) and
+/// waits until the manager holds it ready.
+pub(crate) async fn docker_agent(
+    manager: &ManagerProcess,
+    client: &Client,
+    cluster: &str,
+) -> Result<Agent, BenchError> {
+    let agent = Agent(manager.spawn_agent(&[
+        "--driver",
+        "docker",
+        "--cluster",
+        cluster,
+        "--name",
+        cluster,
+    ])?);
+    let started = Instant::now();
+    while !client
+        .workers()
+        .await
+        .is_ok_and(|w| w.iter().any(|w| w.status == WorkerStatus::Ready))
+    {
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(BenchError::Failed(
+                "the agent did not register within 60 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(agent)
+}
 
 impl Drop for Agent {
     fn drop(&mut self) {
@@ -142,29 +173,7 @@ async fn measure(docker: &Docker, quick: bool) -> Result<Vec<Figure>, BenchError
         .map_err(|e| BenchError::context("cannot build the demo image", e))?;
     let manager = ManagerProcess::start(&[])?;
     let client = manager.client(Duration::from_secs(30))?;
-    // One agent, as Swarm has one node here.
-    let agent = manager.spawn_agent(&[
-        "--driver",
-        "docker",
-        "--cluster",
-        CLUSTER,
-        "--name",
-        CLUSTER,
-    ])?;
-    let agent = Agent(agent);
-    let started = Instant::now();
-    while !client
-        .workers()
-        .await
-        .is_ok_and(|w| w.iter().any(|w| w.status == WorkerStatus::Ready))
-    {
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err(BenchError::Failed(
-                "the agent did not register within 60 s".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let agent = docker_agent(&manager, &client, CLUSTER).await?;
     let tag = DEMO_IMAGE.to_string();
     let id = docker.inspect_image(&tag).await?.id;
     let sides = Sides {

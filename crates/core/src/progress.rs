@@ -100,7 +100,7 @@ impl Progress {
 
 /// A pending task the scheduler could not place says so in its message.
 fn unplaceable(task: &TaskDoc) -> bool {
-    task.message.starts_with("no worker can take it")
+    crate::schedule::is_unplaceable(&task.message)
 }
 
 #[cfg(test)]

@@ -7,6 +7,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::worker::driver_cannot_run;
 use crate::{Change, ClusterState, Millis, Task, TaskState, Worker, WorkerStatus};
 
+/// How the message of a task no worker can take begins: the CLI's wait and the rollout
+/// planner read it back (`is_unplaceable`).
+const UNPLACEABLE: &str = "no worker can take it";
+
+/// Whether a pending task's message is the scheduler's word that no worker can take it.
+pub fn is_unplaceable(message: &str) -> bool {
+    message.starts_with(UNPLACEABLE)
+}
+
 /// Placements (and new pending reasons) for every pending task.
 pub fn schedule(state: &ClusterState, now: Millis) -> Vec<Change> {
     let mut pending: Vec<&Task> = state.pending_tasks().collect();
@@ -161,7 +170,7 @@ fn unplaceable_reason(
     cannot_run: &dyn Fn(&Load) -> Option<&'static str>,
 ) -> String {
     if state.workers.is_empty() {
-        return "no worker can take it: no workers registered".into();
+        return format!("{UNPLACEABLE}: no workers registered");
     }
     let count = |status| {
         state
@@ -193,5 +202,5 @@ fn unplaceable_reason(
         .filter(|(n, _)| *n > 0)
         .map(|(n, what)| format!("{n} {what}"))
         .collect();
-    format!("no worker can take it: {}", parts.join(", "))
+    format!("{UNPLACEABLE}: {}", parts.join(", "))
 }

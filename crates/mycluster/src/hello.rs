@@ -19,7 +19,9 @@ pub async fn run(args: HelloArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on port {}", args.port))?;
     // Which replica answered, without changing the body: behind a load balancer a user
     // sees the balancing (`curl -i`). In a container the hostname is the container's.
-    let served_by = hostname();
+    let served_by = mycluster_agent::hostname()
+        .filter(|h| h.is_ascii())
+        .unwrap_or_else(|| "unknown".into());
     let app = Router::new().fallback(move || {
         let served_by = served_by.clone();
         async move { ([("x-served-by", served_by)], "Hello World\n") }
@@ -41,13 +43,4 @@ pub async fn run(args: HelloArgs) -> anyhow::Result<()> {
         None => server.await?,
     }
     Ok(())
-}
-
-/// This host's name: in a container, the container's (Docker sets it to the short id).
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty() && h.is_ascii())
-        .unwrap_or_else(|| "unknown".into())
 }

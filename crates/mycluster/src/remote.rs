@@ -161,17 +161,8 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             }
         }
         ServiceCommand::Rollback { name, wait } => {
-            let follow = Follow::new(wait, global)?;
             let change = client.rollback(&name);
-            let (rollout, shown) = change_and_follow(
-                &client,
-                global,
-                &name,
-                follow,
-                |r: &RolloutDoc| Goal::Rollout(r.version),
-                change,
-            )
-            .await?;
+            let (rollout, shown) = start_rollout(&client, global, &name, wait, change).await?;
             if !global.json {
                 let from = rollout
                     .from_version
@@ -183,17 +174,8 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             }
         }
         ServiceCommand::Restart { name, wait } => {
-            let follow = Follow::new(wait, global)?;
             let change = client.restart(&name);
-            let (rollout, shown) = change_and_follow(
-                &client,
-                global,
-                &name,
-                follow,
-                |r: &RolloutDoc| Goal::Rollout(r.version),
-                change,
-            )
-            .await?;
+            let (rollout, shown) = start_rollout(&client, global, &name, wait, change).await?;
             if !global.json {
                 println!(
                     "Service {name} restarted: version {}{shown}",
@@ -477,4 +459,25 @@ fn env_vars(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         vars.insert(key.to_string(), value.to_string());
     }
     Ok(vars)
+}
+
+/// Makes a change that answers with its rollout (`rollback`, `restart`) and follows that
+/// rollout to its end.
+async fn start_rollout(
+    client: &Client,
+    global: &Global,
+    name: &str,
+    wait: crate::service_args::WaitArgs,
+    change: impl std::future::Future<Output = Result<RolloutDoc, mycluster_client::ClientError>>,
+) -> anyhow::Result<(RolloutDoc, String)> {
+    let follow = Follow::new(wait, global)?;
+    change_and_follow(
+        client,
+        global,
+        name,
+        follow,
+        |r: &RolloutDoc| Goal::Rollout(r.version),
+        change,
+    )
+    .await
 }

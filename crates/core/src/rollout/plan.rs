@@ -287,7 +287,7 @@ fn failure(task: &Task, monitor: Millis, now: Millis, up: bool, serving: bool) -
         // The scheduler's own words for a task it cannot place.
         TaskState::Pending
             if serving
-                && task.message.starts_with("no worker can take it")
+                && crate::schedule::is_unplaceable(&task.message)
                 && now >= task.created_at + monitor =>
         {
             Some(task.message.clone())
