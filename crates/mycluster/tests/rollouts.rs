@@ -5,9 +5,8 @@
 //! allows), how many tasks are wanted at once (never more than it allows), and how the
 //! rollout ends (every slot on the new version, or the old one back after a failure).
 //!
-//! The rollout's own record (`GET /api/v1/service/<name>/rollout`) is read only when the
-//! manager answers it (see `rollout_record`); until then the task list alone says how a
-//! rollout ended. Two tests have the agent's own probes (HTTP on docker, exec on the
+//! A rollout has ended when both its tasks and its own record
+//! (`GET /api/v1/service/<name>/rollout`) say so. Two tests have the agent's own probes (HTTP on docker, exec on the
 //! process driver) decide health instead of the manager's `monitor`.
 
 mod common;
@@ -26,9 +25,6 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 /// How long a rollout may take before a test gives up: generous, a loaded CI machine
 /// must not fail a test by being slow (the rollouts here take seconds).
 const ROLLOUT_DEADLINE: Duration = Duration::from_secs(240);
-/// `GET /api/v1/service/<name>/rollout` is merged (branch `rollout-api`): a missing
-/// endpoint fails the tests instead of being read around.
-const REQUIRE_ROLLOUT_ENDPOINT: bool = true;
 
 // ---------------------------------------------------------------------------------------
 // The sampler.
@@ -205,29 +201,9 @@ fn show_tasks(tasks: &[Value]) -> String {
 // ---------------------------------------------------------------------------------------
 // Waiting for a rollout to settle.
 
-/// The rollout record, if the manager serves `GET /api/v1/service/<name>/rollout`
-/// (documented shape: `{"state", "updated", "total", "reason", ...}`). Read only here and
-/// only as JSON, so the test switches over to the endpoint by flipping
-/// `REQUIRE_ROLLOUT_ENDPOINT` once it is merged.
-async fn rollout_record(api: &Api, service: &str) -> Option<Value> {
-    let reply = api
-        .raw(
-            "GET",
-            &format!("/api/v1/service/{service}/rollout"),
-            None,
-            None,
-        )
-        .await;
-    if reply.status == 200 {
-        return Some(reply.body);
-    }
-    if REQUIRE_ROLLOUT_ENDPOINT {
-        panic!(
-            "GET /api/v1/service/{service}/rollout answered {}: {}",
-            reply.status, reply.body
-        );
-    }
-    None
+/// The service's rollout record (`GET /api/v1/service/<name>/rollout`).
+async fn rollout_record(api: &Api, service: &str) -> Value {
+    api.ok(&format!("/api/v1/service/{service}/rollout")).await
 }
 
 /// How a slot's task is told apart: by the field the update changed.
@@ -247,8 +223,7 @@ impl Version<'_> {
 }
 
 /// Waits until the service settled on `version`: `replicas` active tasks, all of it and
-/// up, and nothing else left running; and, if the manager serves the record, the
-/// rollout in `state`. Returns the seconds it took and the task list then.
+/// up, and nothing else left running; and the rollout's record in `state`. Returns the seconds it took and the task list then.
 async fn settled(
     api: &Api,
     service: &str,
@@ -264,16 +239,13 @@ async fn settled(
         let tasks_done = active.len() == replicas
             && live == replicas
             && active.iter().all(|t| version.matches(t) && is_up(t));
-        let record_done = match rollout_record(api, service).await {
-            Some(record) => record["state"] == state,
-            None => true,
-        };
+        let record_done = rollout_record(api, service).await["state"] == state;
         if tasks_done && record_done {
             return (started.elapsed().as_secs_f64(), tasks);
         }
         assert!(
             started.elapsed() < ROLLOUT_DEADLINE,
-            "the service did not settle ({state}) within {ROLLOUT_DEADLINE:?}; rollout record: {:?}\ntasks:\n{}",
+            "the service did not settle ({state}) within {ROLLOUT_DEADLINE:?}; rollout record: {}\ntasks:\n{}",
             rollout_record(api, service).await,
             show_tasks(&tasks)
         );
@@ -384,14 +356,13 @@ async fn docker_start_first_image_update_keeps_every_replica_serving() {
     samples.assert_live_at_most(5, &tasks);
     let service = api.ok("/api/v1/service/web").await;
     assert_eq!(service["image"], v2, "{service}");
-    if let Some(record) = rollout_record(&api, "web").await {
-        assert_eq!(
-            (&record["updated"], &record["total"]),
-            (&json!(4), &json!(4)),
-            "{record}"
-        );
-        assert_eq!(record["failures"], 0, "{record}");
-    }
+    let record = rollout_record(&api, "web").await;
+    assert_eq!(
+        (&record["updated"], &record["total"]),
+        (&json!(4), &json!(4)),
+        "{record}"
+    );
+    assert_eq!(record["failures"], 0, "{record}");
 }
 
 /// (b) stop-first, parallelism 2: never fewer than 2 running and healthy, and never
@@ -503,12 +474,11 @@ async fn docker_update_that_crashes_is_rolled_back_with_the_old_replicas_serving
         .filter(|t| t["image"] == v2 && t["state"] == "failed")
         .count();
     assert!(failed >= 1, "a new replica failed:\n{}", show_tasks(&tasks));
-    if let Some(record) = rollout_record(&api, "web").await {
-        assert_eq!(record["state"], "rolled_back", "{record}");
-        let reason = record["reason"].as_str().unwrap_or("");
-        assert!(!reason.is_empty(), "the record says why: {record}");
-        eprintln!("rollback record: {record}");
-    }
+    let record = rollout_record(&api, "web").await;
+    assert_eq!(record["state"], "rolled_back", "{record}");
+    let reason = record["reason"].as_str().unwrap_or("");
+    assert!(!reason.is_empty(), "the record says why: {record}");
+    eprintln!("rollback record: {record}");
 }
 
 /// (a) with the agent's HTTP probe deciding health instead of the manager's `monitor`.
