@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
+use mycluster_core::span::Span;
 
 use super::ApiError;
 
@@ -41,7 +42,7 @@ impl Params {
             .transpose()
     }
 
-    /// A duration like `30s`, `500ms`, `2m`, or a number of seconds.
+    /// A duration like `30s`, `500ms`, `2m`, `1m30s`, or a number of seconds.
     pub fn duration(&self, key: &str) -> Result<Option<Duration>, ApiError> {
         self.get(key)
             .map(|v| {
@@ -55,18 +56,14 @@ impl Params {
     }
 }
 
+/// A bare number of seconds, or the notation of a spec's durations (`core::span`).
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    match unit {
-        "" | "s" => Some(Duration::from_secs(n)),
-        "ms" => Some(Duration::from_millis(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        _ => None,
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok().map(Duration::from_secs);
     }
+    Span::parse(text)
+        .ok()
+        .map(|s| Duration::from_millis(s.millis()))
 }
 
 #[cfg(test)]
@@ -80,7 +77,8 @@ mod tests {
         assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        for bad in ["", "s", "-1s", "1h", "1.5s", "99999999999999999999m"] {
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        for bad in ["", "s", "-1s", "1x", "99999999999999999999m"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }
