@@ -208,3 +208,40 @@ async fn bad_health_checks_and_policies_are_refused_naming_the_field() {
     let (_, services) = call(&app, "GET", "/api/v1/services", None).await;
     assert_eq!(services, json!([]), "a refused request changes nothing");
 }
+
+/// The original's re-POST (service, image, replicas) keeps the health check and policy
+/// it knows nothing of; given as null, they are removed / back to the defaults.
+#[tokio::test]
+async fn a_repost_keeps_the_health_check_and_policy_it_leaves_out() {
+    let (app, _dir) = app().await;
+    let create = json!({"service": "web", "image": "nginx:1", "replicas": 2,
+        "healthcheck": {"tcp": {"port": 80}}, "update": {"order": "stop-first"}});
+    let (status, body) = call(&app, "POST", "/api/v1/service?wait=0", Some(create)).await;
+    assert_eq!(status, 201, "{body}");
+
+    let original = json!({"service": "web", "image": "nginx:2", "replicas": 3});
+    let (status, body) = call(&app, "POST", "/api/v1/service?wait=0", Some(original)).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, service) = call(&app, "GET", "/api/v1/service/web", None).await;
+    assert_eq!(
+        (&service["image"], &service["replicas"]),
+        (&json!("nginx:2"), &json!(3))
+    );
+    assert_eq!(
+        service["healthcheck"]["tcp"],
+        json!({"port": 80}),
+        "{service}"
+    );
+    assert_eq!(service["update"]["order"], "stop-first", "{service}");
+
+    let cleared = json!({"service": "web", "image": "nginx:2", "replicas": 3,
+        "healthcheck": null, "update": null});
+    let (status, body) = call(&app, "POST", "/api/v1/service?wait=0", Some(cleared)).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, service) = call(&app, "GET", "/api/v1/service/web", None).await;
+    assert!(service.get("healthcheck").is_none(), "{service}");
+    assert!(
+        service.get("update").is_none(),
+        "defaults are not shown: {service}"
+    );
+}

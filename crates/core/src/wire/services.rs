@@ -14,7 +14,9 @@ use crate::service::{HealthCheck, UpdatePolicy};
 use crate::{Service, ServiceSpec};
 
 /// The body of `POST /api/v1/service`: a service to create, or to update in place. A
-/// field given as null counts as not given.
+/// field given as null counts as not given, except `healthcheck` and `update`: left
+/// out, an existing service keeps its own (see `service::ServicePost`); null removes
+/// the check and restores the default policy.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceRequest {
