@@ -439,14 +439,8 @@ async fn act(shared: &Shared, action: Action) -> Option<TaskReport> {
             Ok(()) => {
                 tracing::info!("agent {}: removed {}", shared.config.name, container.name);
                 wanted_report.map(|id| TaskReport {
-                    health: None,
-                    health_message: None,
-                    id,
-                    state: TaskState::Shutdown,
                     container_id: Some(container.id.clone()),
-                    exit_code: None,
-                    error: None,
-                    message: None,
+                    ..TaskReport::new(id, TaskState::Shutdown)
                 })
             }
             Err(e) => {

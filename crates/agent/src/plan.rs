@@ -162,14 +162,8 @@ fn unhealthy_report(task: &TaskDoc, verdict: &Verdict) -> TaskReport {
 
 pub fn report(task: &TaskDoc, state: TaskState, error: Option<String>) -> TaskReport {
     TaskReport {
-        health: None,
-        health_message: None,
-        id: task.id.clone(),
-        state,
-        container_id: None,
-        exit_code: None,
         error,
-        message: None,
+        ..TaskReport::new(task.id.clone(), state)
     }
 }
 
@@ -197,6 +191,9 @@ mod tests {
             error: None,
             created_at: 0.0,
             updated_at: 0.0,
+            ports: Vec::new(),
+            address: None,
+            stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
         }
     }
 

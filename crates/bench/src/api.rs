@@ -41,6 +41,9 @@ pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
             env: None,
             healthcheck: None,
             update: None,
+            ports: None,
+            stop_grace_period: None,
+            proxy_protocol: None,
         };
         client
             .request_with::<_, StateDoc>(reqwest::Method::POST, "/api/v1/service?wait=0", &body)

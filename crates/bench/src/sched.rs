@@ -59,6 +59,9 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
             replicas,
             command: None,
             env: Default::default(),
+            ports: Vec::new(),
+            stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+            proxy_protocol: false,
         };
         let service = Service::updated(None, spec, 0);
         for slot in 0..replicas {
@@ -86,6 +89,9 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
                 failures: 0,
                 created_at: 0,
                 updated_at: 0,
+                ports: Vec::new(),
+                address: None,
+                stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
             });
         }
         all_services.push(service);

@@ -158,6 +158,9 @@ pub async fn run(
                 env: None,
                 healthcheck: None,
                 update: None,
+                ports: None,
+                stop_grace_period: None,
+                proxy_protocol: None,
             };
             let client = client.clone();
             submitting.spawn(async move { client.submit_service(&body).await });

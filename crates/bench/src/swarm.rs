@@ -253,6 +253,9 @@ impl Sides {
                     env: None,
                     healthcheck: None,
                     update: None,
+                    ports: None,
+                    stop_grace_period: None,
+                    proxy_protocol: None,
                 };
                 let path = "/api/v1/service?wait=0";
                 self.client

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use mycluster_core::wire::{
     AssignedTasks, DownDoc, DownManyDoc, DownRequest, ErrorDoc, HealthDoc, HeartbeatDoc,
-    Registration, ReportDoc, ReseedDoc, RolloutDoc, ServiceDoc, ServicePatchRequest,
-    ServiceRequest, StateDoc, StatsDoc, StatusReport, TaskDoc, TaskReport, VersionsDoc, WorkerDoc,
+    Registration, ReportDoc, ReseedDoc, RolloutDoc, RouteTable, ServiceDoc, ServiceEndpoints,
+    ServicePatchRequest, ServiceRequest, StateDoc, StatsDoc, StatusReport, TaskDoc, TaskReport,
+    VersionsDoc, WorkerDoc,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -283,6 +284,39 @@ impl Client {
     pub async fn versions(&self, name: &str) -> Result<VersionsDoc, ClientError> {
         let path = format!("/api/v1/service/{}/versions", segment(name));
         self.request(Method::GET, &path).await
+    }
+
+    /// Where a service's replicas are reached now, per target port.
+    pub async fn service_endpoints(&self, name: &str) -> Result<ServiceEndpoints, ClientError> {
+        let path = format!("/api/v1/service/{}/endpoints", segment(name));
+        self.request(Method::GET, &path).await
+    }
+
+    /// The ingress's route table; with `version` (one answered before), waits up to
+    /// `wait` for a table that differs from it.
+    pub async fn route_table(
+        &self,
+        version: Option<&str>,
+        wait: Duration,
+    ) -> Result<RouteTable, ClientError> {
+        let path = match version {
+            Some(version) => format!(
+                "/api/v1/endpoints?version={}&wait={}ms",
+                segment(version),
+                wait.as_millis()
+            ),
+            None => "/api/v1/endpoints".to_string(),
+        };
+        // The answer may take the whole wait: allow for it.
+        self.send(
+            Method::GET,
+            &path,
+            NO_BODY,
+            Some(wait + Duration::from_secs(15)),
+            &[],
+            &[],
+        )
+        .await
     }
 
     /// Where a service's latest rollout stands.

@@ -21,6 +21,7 @@ pub fn put_service(
     limits: &Limits,
 ) -> Result<bool, CommandError> {
     check_limits(txn, &spec, limits)?;
+    check_ports(txn, &spec)?;
     let old = txn.state.services.get(&spec.name).cloned();
     let service = Service::updated(old.as_ref(), spec, now);
     txn.push(Change::PutService(service));
@@ -58,6 +59,25 @@ fn check_limits(txn: &Txn, spec: &ServiceSpec, limits: &Limits) -> Result<(), Co
     Ok(())
 }
 
+/// Refuses a spec that publishes a port another service publishes: one port reaches one
+/// service (409, naming the owner). A deleted service's ports are free at once.
+pub(crate) fn check_ports(txn: &Txn, spec: &ServiceSpec) -> Result<(), CommandError> {
+    for port in spec.published() {
+        let owner = txn
+            .state
+            .services
+            .values()
+            .find(|s| s.spec.name != spec.name && s.spec.published().any(|p| p == port));
+        if let Some(owner) = owner {
+            let owner = &owner.spec.name;
+            return Err(CommandError::Conflict(format!(
+                "port {port} is already published by service {owner}: publish another port, or remove it from {owner} first"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Changes some fields of an existing service (`PATCH /api/v1/service/<name>`).
 pub fn patch_service(
     txn: &mut Txn,
@@ -69,6 +89,7 @@ pub fn patch_service(
     let old = existing_service(txn, name)?;
     let spec = patch.apply(&old.spec);
     check_limits(txn, &spec, limits)?;
+    check_ports(txn, &spec)?;
     let service = Service::updated(Some(&old), spec, now);
     txn.push(Change::PutService(service.clone()));
     count_request(txn);
@@ -297,6 +318,7 @@ pub fn report_tasks(
             next.message = describe(&next, &task.message);
         }
         note_health(&mut next, &report, now);
+        note_ports(&mut next, &report);
         if next != **task {
             next.updated_at = now;
             // A task that ended, started, or changed health may move a rollout on.
@@ -314,6 +336,20 @@ pub fn report_tasks(
     touched.sort();
     touched.dedup();
     Ok((touched, ignored))
+}
+
+/// Records where a running task's ports are reached: its address, and the port of each
+/// target its agent named (a target the task does not listen on is ignored). A report
+/// without them (a restarted agent's) keeps what is known.
+fn note_ports(task: &mut Task, report: &TaskReport) {
+    if report.address.is_some() {
+        task.address = report.address;
+    }
+    for reported in &report.ports {
+        if let Some(port) = task.ports.iter_mut().find(|p| p.target == reported.target) {
+            port.port = reported.port.or(port.port);
+        }
+    }
 }
 
 /// Records what a report says of a task's health. A task that starts running is

@@ -7,7 +7,8 @@
 //! command, then `reconcile` of what it touched, then `schedule` of what is pending) —
 //! then `state` (the cluster state and its `Change`s, the unit of memory and storage),
 //! `reconcile` (which tasks should exist), `rollout` (which slots a rollout replaces
-//! next) and `schedule` (where pending tasks go).
+//! next) and `schedule` (where pending tasks go); `endpoints` reads where services are
+//! reached off the state.
 //! `commands` holds the rules each command checks; `worker` the one liveness rule;
 //! `service`, `task`, `image` the types and their validation; `wire` every request and
 //! answer that crosses the network (the one wire contract); `progress` what the CLI
@@ -15,6 +16,7 @@
 
 pub mod commands;
 pub mod driver;
+pub mod endpoints;
 pub mod error;
 pub mod identity;
 pub mod ids;

@@ -127,6 +127,9 @@ mod tests {
             error: None,
             created_at: 0.0,
             updated_at: 0.0,
+            ports: Vec::new(),
+            address: None,
+            stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
         }
     }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use crate::rollout;
 use crate::service::{Health, UpdateOrder};
+use crate::task::TaskPort;
 use crate::{
     Change, ClusterState, DesiredState, IdSource, Millis, Service, Task, TaskState, WorkerStatus,
 };
@@ -352,6 +353,14 @@ fn new_task(service: &Service, slot: u32, id: String, now: Millis) -> Task {
         health_message: None,
         started_at: None,
         healthy_at: None,
+        ports: service
+            .spec
+            .targets()
+            .into_iter()
+            .map(|target| TaskPort { target, port: None })
+            .collect(),
+        address: None,
+        stop_grace_period: service.spec.stop_grace_period,
         created_at: now,
         updated_at: now,
     }

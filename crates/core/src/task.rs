@@ -4,8 +4,21 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::service::{Health, HealthCheck};
+use std::net::IpAddr;
+
+use crate::service::{distinct, Health, HealthCheck};
+use crate::span::Span;
 use crate::{Millis, Service};
+
+/// One port of a task: the `target` it listens on, and the `port` at which its agent
+/// said it is reached (the target itself on the docker driver, a free port the agent
+/// chose on the process driver; null until it runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct TaskPort {
+    pub target: u16,
+    #[serde(default)]
+    pub port: Option<u16>,
+}
 
 /// Where a task is in its life. States only move forward (see [`TaskState::can_become`]).
 #[derive(
@@ -158,6 +171,17 @@ pub struct Task {
     /// When it was first healthy.
     #[serde(default)]
     pub healthy_at: Option<Millis>,
+    /// The ports it listens on (the service's targets when it was made) and, once its
+    /// agent reported them, where each is reached at `address`.
+    #[serde(default)]
+    pub ports: Vec<TaskPort>,
+    /// Where the task's ports are reached (its IP on the cluster network; loopback for
+    /// the process driver), as its agent reported when it ran.
+    #[serde(default)]
+    pub address: Option<IpAddr>,
+    /// From SIGTERM to SIGKILL when it is stopped (the service's, when it was made).
+    #[serde(default = "crate::service::default_stop_grace_period")]
+    pub stop_grace_period: Span,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -177,7 +201,14 @@ impl Task {
             && self.command == spec.command
             && self.env == spec.env
             && self.healthcheck == spec.healthcheck
+            && self.targets() == spec.targets()
+            && self.stop_grace_period == spec.stop_grace_period
             && self.generation == service.generation
+    }
+
+    /// The target ports it listens on, in order.
+    pub fn targets(&self) -> Vec<u16> {
+        distinct(self.ports.iter().map(|p| p.target))
     }
 
     /// Running, and known healthy.
@@ -205,6 +236,8 @@ impl Task {
                     || old.command != self.command
                     || old.env != self.env
                     || old.healthcheck != self.healthcheck
+                    || old.targets() != self.targets()
+                    || old.stop_grace_period != self.stop_grace_period
             }
         }
     }

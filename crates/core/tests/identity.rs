@@ -66,6 +66,9 @@ fn held_by_a() -> ClusterState {
         command: Some(vec!["sleep".into(), "60".into()]),
         env: Default::default(),
         replicas: 2,
+        ports: Vec::new(),
+        stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+        proxy_protocol: false,
     };
     let placed = run(&registered.state, PutService(spec), None, 1_000).unwrap();
     assert_eq!(placed.state.tasks_on_worker("w1").count(), 2);
@@ -170,6 +173,8 @@ fn a_superseded_agents_reports_change_nothing() {
             exit_code: None,
             error: None,
             message: None,
+            address: None,
+            ports: Vec::new(),
         })
         .collect();
     let report = |instance: &str| Report {

@@ -281,6 +281,9 @@ fn spec(name: &str, image: &str, replicas: u32) -> ServiceSpec {
         replicas,
         command: None,
         env: BTreeMap::new(),
+        ports: Vec::new(),
+        stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+        proxy_protocol: false,
     }
 }
 
@@ -319,6 +322,8 @@ fn agent_reports(state: &ClusterState, fail: Option<usize>) -> BTreeMap<String, 
             exit_code,
             error: None,
             message: None,
+            address: None,
+            ports: Vec::new(),
         };
         let report = if task.desired == DesiredState::Shutdown {
             report(TaskState::Shutdown, None, None)

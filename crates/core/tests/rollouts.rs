@@ -135,6 +135,9 @@ impl Sim {
                 monitor: Span(2_000),
                 ..UpdatePolicy::default()
             },
+            ports: Vec::new(),
+            stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+            proxy_protocol: false,
         };
         sim.run(PutService(spec))?;
         for _ in 0..20 {
@@ -177,6 +180,8 @@ impl Sim {
                 message: None,
                 health,
                 health_message: None,
+                address: None,
+                ports: Vec::new(),
             };
             let report = match (task.desired, task.state) {
                 (DesiredState::Shutdown, _) => report(TaskState::Shutdown, None),
@@ -246,6 +251,8 @@ impl Sim {
                     message: None,
                     health: None,
                     health_message: None,
+                    address: None,
+                    ports: Vec::new(),
                 };
                 let worker = task.worker.clone().unwrap_or_default();
                 self.run(Report {
@@ -682,6 +689,8 @@ fn the_failure_ratio_counts_slots_not_attempts() {
                     message: None,
                     health: None,
                     health_message: None,
+                    address: None,
+                    ports: Vec::new(),
                 }],
             })
             .expect("crash");

@@ -85,6 +85,9 @@ impl Cluster {
             command: None,
             env: BTreeMap::new(),
             replicas,
+            ports: Vec::new(),
+            stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+            proxy_protocol: false,
         }));
     }
 
@@ -151,6 +154,8 @@ impl Cluster {
                     exit_code,
                     error: None,
                     message: None,
+                    address: None,
+                    ports: Vec::new(),
                 });
         }
         for (worker, tasks) in by_worker {
@@ -410,6 +415,9 @@ fn workers_only_get_what_their_driver_can_run() {
             replicas: 2,
             command: command.map(|c| vec![c.to_string()]),
             env: BTreeMap::new(),
+            ports: Vec::new(),
+            stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+            proxy_protocol: false,
         })
     };
     cluster.run(service("images", Some("nginx"), None));

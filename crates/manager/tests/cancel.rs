@@ -18,6 +18,9 @@ fn spec(name: &str) -> ServiceSpec {
         replicas: 2,
         command: None,
         env: Default::default(),
+        ports: Vec::new(),
+        stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+        proxy_protocol: false,
     }
 }
 

@@ -334,6 +334,9 @@ fn doc_spec(doc: &Value) -> Result<ServiceSpec, TestCaseError> {
         replicas: doc.replicas,
         command: doc.command,
         env: doc.env,
+        ports: Vec::new(),
+        stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+        proxy_protocol: false,
     })
 }
 

@@ -88,6 +88,9 @@ async fn create(cluster: &Arc<Cluster>, name: String) -> Result<(), MutateError>
         replicas: 1,
         command: None,
         env: Default::default(),
+        ports: Vec::new(),
+        stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+        proxy_protocol: false,
     };
     cluster.apply(PutService(spec)).await.map(drop)
 }

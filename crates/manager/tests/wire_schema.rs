@@ -77,6 +77,18 @@ fn documented() -> Vec<(&'static str, &'static str, Value)> {
         ("RolloutDoc", "RolloutDoc", answer::<RolloutDoc>()),
         ("VersionsDoc", "VersionsDoc", answer::<VersionsDoc>()),
         ("VersionDoc", "VersionDoc", answer::<VersionDoc>()),
+        ("RouteTable", "RouteTable", answer::<RouteTable>()),
+        ("Route", "Route", answer::<Route>()),
+        ("Endpoint", "Endpoint", answer::<Endpoint>()),
+        (
+            "ServiceEndpoints",
+            "ServiceEndpoints",
+            answer::<ServiceEndpoints>(),
+        ),
+        ("PortSpec", "PortSpec", answer::<PortSpec>()),
+        ("PortSpec", "PortSpecRequest", request::<PortSpec>()),
+        ("TaskPort", "TaskPort", answer::<TaskPort>()),
+        ("TaskPort", "TaskPortReport", request::<TaskPort>()),
         // A version's spec: the request body, as the manager writes it back.
         ("ServiceRequest", "VersionSpec", answer::<ServiceRequest>()),
         // As stored and shown (every field written), and as sent (defaults optional).
@@ -119,6 +131,7 @@ const NOT_COMPONENTS: &[(&str, &str)] = &[
     ("RolloutState", "an enum, checked where it is used"),
     ("UpdateOrder", "an enum, checked where it is used"),
     ("FailureAction", "an enum, checked where it is used"),
+    ("Protocol", "an enum, checked where it is used"),
     (
         "Probe",
         "flattened into HealthCheck: its variants are HealthCheck's http, tcp and exec",

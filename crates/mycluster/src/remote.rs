@@ -48,6 +48,9 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 env: (!vars.is_empty()).then_some(vars),
                 healthcheck: spec_flags::healthcheck(&health, None)?,
                 update: spec_flags::update_policy(&update, None)?,
+                ports: None,
+                stop_grace_period: None,
+                proxy_protocol: None,
             };
             let follow = Follow::new(wait, global)?;
             let change = client.put_service(&body);

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::rollout::{Base, Rollout, RolloutKind, RolloutState};
+use crate::span::Span;
 use crate::Millis;
 
 /// What the user asked for. A service runs an image (docker workers), a command
@@ -24,16 +25,47 @@ pub struct ServiceSpec {
     pub healthcheck: Option<HealthCheck>,
     #[serde(default)]
     pub update: UpdatePolicy,
+    /// The ports its tasks listen on, and which the ingress publishes.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// How long a stopping task has to finish open connections and exit after it is
+    /// taken out of the ingress's table and signalled (then it is killed).
+    #[serde(default = "default_stop_grace_period")]
+    pub stop_grace_period: Span,
+    /// Whether the ingress sends a PROXY protocol v2 header to the replicas, so they
+    /// see the client's address.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+/// Docker's and Swarm's default: 10 s from SIGTERM to SIGKILL.
+pub const DEFAULT_STOP_GRACE_PERIOD: Span = Span::secs(10);
+
+/// What a stored spec or task without the field reads as.
+pub fn default_stop_grace_period() -> Span {
+    DEFAULT_STOP_GRACE_PERIOD
 }
 
 impl ServiceSpec {
-    /// Whether tasks of `self` and `other` run the same thing (only replicas or the
-    /// update policy differ): a change of the template is rolled out, the rest is not.
+    /// Whether tasks of `self` and `other` run the same thing (only replicas, the update
+    /// policy, published ports or the PROXY protocol differ): a change of the template is rolled out, the rest is not.
     pub fn same_template(&self, other: &ServiceSpec) -> bool {
         self.image == other.image
             && self.command == other.command
             && self.env == other.env
             && self.healthcheck == other.healthcheck
+            && self.targets() == other.targets()
+            && self.stop_grace_period == other.stop_grace_period
+    }
+
+    /// The distinct ports its tasks listen on, in order.
+    pub fn targets(&self) -> Vec<u16> {
+        distinct(self.ports.iter().map(|p| p.target))
+    }
+
+    /// The ports the ingress publishes for it.
+    pub fn published(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports.iter().filter_map(|p| p.published)
     }
 }
 
@@ -288,10 +320,12 @@ pub enum SpecError {
 }
 
 mod health;
+mod ports;
 mod request;
 mod update;
 
 pub use health::{Health, HealthCheck, Probe, MAX_SPAN};
+pub use ports::{distinct, PortSpec, Protocol, MAX_PORTS};
 pub use request::{validate_service_name, ServicePatch, ServicePost};
 pub use update::{FailureAction, Ratio, UpdateOrder, UpdatePolicy};
 
@@ -309,6 +343,9 @@ mod tests {
             env: BTreeMap::new(),
             healthcheck: None,
             update: UpdatePolicy::default(),
+            ports: Vec::new(),
+            stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
+            proxy_protocol: false,
         };
         let v1 = Service::updated(None, spec("x", 1), 10);
         assert_eq!(
@@ -360,6 +397,9 @@ mod upgrade_tests {
             env: BTreeMap::new(),
             healthcheck: None,
             update: UpdatePolicy::default(),
+            ports: Vec::new(),
+            stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
+            proxy_protocol: false,
         }
     }
 

@@ -6,8 +6,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::{HealthCheck, Limits, ServiceSpec, SpecError, UpdatePolicy};
+use super::health::span_field;
+use super::{
+    HealthCheck, Limits, PortSpec, ServiceSpec, SpecError, UpdatePolicy, DEFAULT_STOP_GRACE_PERIOD,
+};
 use crate::image::validate_image;
+use crate::span::Span;
 
 const CREATE_FIELDS: &[&str] = &[
     "service",
@@ -17,6 +21,9 @@ const CREATE_FIELDS: &[&str] = &[
     "env",
     "healthcheck",
     "update",
+    "ports",
+    "stop_grace_period",
+    "proxy_protocol",
 ];
 const PATCH_FIELDS: &[&str] = &[
     "image",
@@ -25,6 +32,9 @@ const PATCH_FIELDS: &[&str] = &[
     "env",
     "healthcheck",
     "update",
+    "ports",
+    "stop_grace_period",
+    "proxy_protocol",
 ];
 
 impl ServiceSpec {
@@ -54,6 +64,11 @@ impl ServiceSpec {
             healthcheck: optional(object, "healthcheck", |_, v| HealthCheck::from_json(v))?,
             update: optional(object, "update", |_, v| UpdatePolicy::from_json(v))?
                 .unwrap_or_default(),
+            ports: optional(object, "ports", |_, v| PortSpec::list_from_json(v))?
+                .unwrap_or_default(),
+            stop_grace_period: optional(object, "stop_grace_period", field_grace)?
+                .unwrap_or(DEFAULT_STOP_GRACE_PERIOD),
+            proxy_protocol: optional(object, "proxy_protocol", field_bool)?.unwrap_or(false),
         })
     }
 }
@@ -62,12 +77,17 @@ impl ServiceSpec {
 /// original API did not have were left out. A client of the original's (service, image,
 /// replicas) re-POSTing to change the image must not drop a health check or an update
 /// policy it never knew of: left out, they keep the service's own; given as null, the
-/// health check is removed and the policy goes back to the defaults.
+/// health check is removed and the policy goes back to the defaults. The same holds for
+/// `ports` (null: none), `stop_grace_period` (null: 10 s) and `proxy_protocol` (null:
+/// off).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePost {
     pub spec: ServiceSpec,
     pub healthcheck_given: bool,
     pub update_given: bool,
+    pub ports_given: bool,
+    pub stop_grace_period_given: bool,
+    pub proxy_protocol_given: bool,
 }
 
 impl ServicePost {
@@ -78,6 +98,9 @@ impl ServicePost {
             spec,
             healthcheck_given: given("healthcheck"),
             update_given: given("update"),
+            ports_given: given("ports"),
+            stop_grace_period_given: given("stop_grace_period"),
+            proxy_protocol_given: given("proxy_protocol"),
         })
     }
 
@@ -95,6 +118,21 @@ impl ServicePost {
             } else {
                 old.update
             },
+            ports: if self.ports_given {
+                self.spec.ports
+            } else {
+                old.ports.clone()
+            },
+            stop_grace_period: if self.stop_grace_period_given {
+                self.spec.stop_grace_period
+            } else {
+                old.stop_grace_period
+            },
+            proxy_protocol: if self.proxy_protocol_given {
+                self.spec.proxy_protocol
+            } else {
+                old.proxy_protocol
+            },
             ..self.spec
         }
     }
@@ -109,6 +147,10 @@ pub struct ServicePatch {
     pub env: Option<BTreeMap<String, String>>,
     pub healthcheck: Option<HealthCheck>,
     pub update: Option<UpdatePolicy>,
+    /// Replaces the whole list (`[]` removes every port).
+    pub ports: Option<Vec<PortSpec>>,
+    pub stop_grace_period: Option<Span>,
+    pub proxy_protocol: Option<bool>,
 }
 
 impl ServicePatch {
@@ -121,10 +163,13 @@ impl ServicePatch {
             env: optional(object, "env", field_env)?,
             healthcheck: optional(object, "healthcheck", |_, v| HealthCheck::from_json(v))?,
             update: optional(object, "update", |_, v| UpdatePolicy::from_json(v))?,
+            ports: optional(object, "ports", |_, v| PortSpec::list_from_json(v))?,
+            stop_grace_period: optional(object, "stop_grace_period", field_grace)?,
+            proxy_protocol: optional(object, "proxy_protocol", field_bool)?,
         };
         if patch == ServicePatch::default() {
             return Err(SpecError::EmptyPatch(
-                "'image', 'replicas', 'command', 'env', 'healthcheck', 'update'",
+                "'image', 'replicas', 'command', 'env', 'healthcheck', 'update', 'ports', 'stop_grace_period', 'proxy_protocol'",
             ));
         }
         Ok(patch)
@@ -143,6 +188,9 @@ impl ServicePatch {
                 .clone()
                 .or_else(|| spec.healthcheck.clone()),
             update: self.update.unwrap_or(spec.update),
+            ports: self.ports.clone().unwrap_or_else(|| spec.ports.clone()),
+            stop_grace_period: self.stop_grace_period.unwrap_or(spec.stop_grace_period),
+            proxy_protocol: self.proxy_protocol.unwrap_or(spec.proxy_protocol),
         }
     }
 }
@@ -252,6 +300,20 @@ fn field_string(field: &'static str, value: &Value) -> Result<String, SpecError>
             expected: "a string",
             got: describe(value),
         })
+}
+
+fn field_bool(field: &'static str, value: &Value) -> Result<bool, SpecError> {
+    value.as_bool().ok_or_else(|| SpecError::WrongType {
+        field,
+        expected: "true or false",
+        got: describe(value),
+    })
+}
+
+/// `stop_grace_period`: a duration (`"10s"`, `"1m"`, or a number of seconds).
+fn field_grace(field: &'static str, value: &Value) -> Result<Span, SpecError> {
+    let object = Map::from_iter([(field.to_string(), value.clone())]);
+    span_field(&object, field, field, DEFAULT_STOP_GRACE_PERIOD)
 }
 
 fn field_image(field: &'static str, value: &Value) -> Result<String, SpecError> {
@@ -429,6 +491,9 @@ mod tests {
                 env: BTreeMap::new(),
                 healthcheck: None,
                 update: UpdatePolicy::default(),
+                ports: Vec::new(),
+                stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
+                proxy_protocol: false,
             })
         );
     }
@@ -578,6 +643,9 @@ mod tests {
             env: BTreeMap::new(),
             healthcheck: None,
             update: UpdatePolicy::default(),
+            ports: Vec::new(),
+            stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
+            proxy_protocol: false,
         };
         assert_eq!(patch.apply(&spec).replicas, 7);
         assert_eq!(patch.apply(&spec).image.as_deref(), Some("img"));

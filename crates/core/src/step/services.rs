@@ -88,6 +88,7 @@ impl Command for RollbackService {
             spec: to.spec.clone(),
             generation: to.generation,
         };
+        commands::check_ports(txn, &base.spec)?;
         let service = old.rolled_back(&base, to.spec.replicas, RolloutKind::Rollback, ctx.now);
         txn.push(Change::PutService(service.clone()));
         Ok(Applied::new(service, Scope::Services(vec![self.0])))

@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod down;
+pub mod endpoints;
 pub mod errors;
 pub mod health;
 pub mod rollouts;
@@ -21,6 +22,7 @@ pub mod workers;
 pub use crate::driver::{Driver, SaidDriver};
 pub use cluster::{format_uptime, ServiceInstance, StateDoc, StatsDoc, WorkerInstances};
 pub use down::{DownDoc, DownManyDoc, DownRequest, RelocationDoc, SkippedDoc};
+pub use endpoints::{RouteTable, ServiceEndpoints};
 pub use errors::ErrorDoc;
 pub use health::{AgentHealthDoc, HealthDoc, HealthStatus, ReseedDoc};
 pub use rollouts::{RolloutDoc, VersionDoc, VersionsDoc};
@@ -31,8 +33,12 @@ pub use tasks::{
 pub use workers::{HeartbeatDoc, Registration, WorkerDoc};
 
 // The states the wire carries are the core's own enums.
+pub use crate::endpoints::{Endpoint, Route};
 pub use crate::rollout::{RolloutKind, RolloutState};
-pub use crate::service::{FailureAction, Health, HealthCheck, Probe, UpdateOrder, UpdatePolicy};
+pub use crate::service::{
+    FailureAction, Health, HealthCheck, PortSpec, Probe, Protocol, UpdateOrder, UpdatePolicy,
+};
+pub use crate::task::TaskPort;
 pub use crate::{DesiredState, TaskState, WorkerStatus};
 
 /// Unix seconds with milliseconds, as the API writes times.

@@ -130,6 +130,9 @@ mod tests {
             env: Default::default(),
             healthcheck: None,
             update: Default::default(),
+            ports: Vec::new(),
+            stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
+            proxy_protocol: false,
         }
     }
 

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::service::{HealthCheck, UpdatePolicy};
+use crate::service::{HealthCheck, PortSpec, UpdatePolicy, DEFAULT_STOP_GRACE_PERIOD};
+use crate::span::Span;
 use crate::{Service, ServiceSpec};
 
 /// The body of `POST /api/v1/service`: a service to create, or to update in place. A
@@ -37,6 +38,17 @@ pub struct ServiceRequest {
     /// How a change of what its tasks run is rolled out (fields not given: the defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdatePolicy>,
+    /// The ports its tasks listen on; those with `published` are reached through the
+    /// ingress on that port (one service per published port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<PortSpec>>,
+    /// From SIGTERM to SIGKILL when a task is stopped (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<Span>,
+    /// Whether the ingress starts each connection to a replica with a PROXY protocol v2
+    /// header carrying the client's address (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<bool>,
 }
 
 impl ServiceRequest {
@@ -51,6 +63,9 @@ impl ServiceRequest {
             env: (!spec.env.is_empty()).then(|| spec.env.clone()),
             healthcheck: spec.healthcheck.clone(),
             update: Some(spec.update),
+            ports: (!spec.ports.is_empty()).then(|| spec.ports.clone()),
+            stop_grace_period: Some(spec.stop_grace_period),
+            proxy_protocol: spec.proxy_protocol.then_some(true),
         }
     }
 }
@@ -74,6 +89,13 @@ pub struct ServicePatchRequest {
     /// Replaces the update policy (fields not given: the defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdatePolicy>,
+    /// Replaces the whole list of ports (`[]`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<PortSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<Span>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<bool>,
 }
 
 /// `GET /api/v1/service/<name>`: the original's four keys, and the additions only when
@@ -102,6 +124,16 @@ pub struct ServiceDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "UpdatePolicy")]
     pub update: Option<UpdatePolicy>,
+    /// Only when it names ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    /// Only when it is not the default (10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Span")]
+    pub stop_grace_period: Option<Span>,
+    /// Only when on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
 }
 
 impl ServiceDoc {
@@ -115,6 +147,10 @@ impl ServiceDoc {
             env: service.spec.env.clone(),
             healthcheck: service.spec.healthcheck.clone(),
             update: Some(service.spec.update).filter(|u| *u != UpdatePolicy::default()),
+            ports: service.spec.ports.clone(),
+            stop_grace_period: Some(service.spec.stop_grace_period)
+                .filter(|g| *g != DEFAULT_STOP_GRACE_PERIOD),
+            proxy_protocol: service.spec.proxy_protocol,
         }
     }
 }
@@ -139,6 +175,13 @@ mod tests {
                 parallelism: 2,
                 ..UpdatePolicy::default()
             }),
+            ports: Some(vec![PortSpec {
+                published: Some(8080),
+                target: 8000,
+                protocol: crate::service::Protocol::Tcp,
+            }]),
+            stop_grace_period: Some(Span::secs(3)),
+            proxy_protocol: Some(true),
         };
         let body = serde_json::to_value(&request).expect("serializes");
         let spec = ServiceSpec::from_json(&body, &Limits::default()).expect("accepted");
@@ -146,6 +189,9 @@ mod tests {
         assert_eq!(Some(spec.env.clone()), request.env);
         assert_eq!(spec.healthcheck, request.healthcheck);
         assert_eq!(Some(spec.update), request.update);
+        assert_eq!(spec.published().collect::<Vec<_>>(), vec![8080]);
+        assert_eq!(spec.stop_grace_period, Span::secs(3));
+        assert!(spec.proxy_protocol);
         // A version reads back as the body that asked for it.
         assert_eq!(ServiceRequest::from_spec(&spec), request);
 

@@ -2,12 +2,15 @@
 //! long-poll) and what agents report about them (`POST /api/v1/workers/<name>/status`).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::seconds;
-use crate::service::{Health, HealthCheck};
+use crate::service::{default_stop_grace_period, Health, HealthCheck};
+use crate::span::Span;
+use crate::task::TaskPort;
 use crate::{DesiredState, Task, TaskState};
 
 /// A task in `GET /api/v1/tasks` and in an agent's task list.
@@ -41,6 +44,18 @@ pub struct TaskDoc {
     /// Why its last health probe failed.
     #[serde(default)]
     pub health_message: Option<String>,
+    /// The ports it listens on and where its agent said each is reached (absent when
+    /// the service names none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<TaskPort>,
+    /// Where its ports are reached, once it runs (absent before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "IpAddr")]
+    pub address: Option<IpAddr>,
+    /// From SIGTERM to SIGKILL when its agent stops it.
+    #[serde(default = "default_stop_grace_period")]
+    #[schemars(required)]
+    pub stop_grace_period: Span,
     pub created_at: f64,
     pub updated_at: f64,
 }
@@ -70,6 +85,11 @@ pub struct TaskView<'a> {
     healthcheck: Option<&'a HealthCheck>,
     health: Option<Health>,
     health_message: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[TaskPort]>::is_empty")]
+    ports: &'a [TaskPort],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<IpAddr>,
+    stop_grace_period: Span,
     created_at: f64,
     updated_at: f64,
 }
@@ -93,6 +113,9 @@ impl<'a> TaskView<'a> {
             healthcheck: task.healthcheck.as_ref(),
             health: task.health,
             health_message: task.health_message.as_deref(),
+            ports: &task.ports,
+            address: task.address,
+            stop_grace_period: task.stop_grace_period,
             created_at: seconds(task.created_at),
             updated_at: seconds(task.updated_at),
         }
@@ -136,6 +159,30 @@ pub struct TaskReport {
     /// Why its last probe failed (with `health`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_message: Option<String>,
+    /// Where the task's ports are reached (with `running`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+    /// The port at which each target is reached (with `running`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<TaskPort>,
+}
+
+impl TaskReport {
+    /// A report of `state` that says nothing else.
+    pub fn new(id: impl Into<String>, state: TaskState) -> TaskReport {
+        TaskReport {
+            id: id.into(),
+            state,
+            container_id: None,
+            exit_code: None,
+            error: None,
+            message: None,
+            health: None,
+            health_message: None,
+            address: None,
+            ports: Vec::new(),
+        }
+    }
 }
 
 /// The body of an agent's status report (`POST /api/v1/workers/<name>/status`).
@@ -191,6 +238,9 @@ mod tests {
             failures: 0,
             created_at: 1_700_000_000_123,
             updated_at: 1_700_000_000_456,
+            ports: Vec::new(),
+            address: None,
+            stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
         }
     }
 
@@ -238,6 +288,9 @@ mod tests {
             error: Some("killed".into()),
             created_at: 1_700_000_000.123,
             updated_at: 1_700_000_000.456,
+            ports: Vec::new(),
+            address: None,
+            stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
         };
         assert_eq!(back, expected);
         // And writes the same bytes as the view.

@@ -1,5 +1,6 @@
 //! Who may call what: the cluster's API token opens every endpoint, the join token only
-//! the few an agent needs (register, heartbeat, its tasks, its reports), and `/healthz`
+//! the few an agent needs (register, heartbeat, its tasks, its reports) and the
+//! ingress's route table (`GET /api/v1/endpoints`), and `/healthz`
 //! is open so load balancers and the monitor can probe without a secret.
 
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -78,6 +79,10 @@ pub fn access_for(method: &Method, path: &str) -> Access {
     if path == "/healthz" {
         return Access::Open;
     }
+    // The ingress's route table: an ingress runs beside an agent, with its join token.
+    if path == "/api/v1/endpoints" && method == Method::GET {
+        return Access::Agent;
+    }
     let agent = match path.strip_prefix("/api/v1/workers") {
         Some("") => method == Method::POST,
         Some(rest) => match rest.strip_prefix('/').and_then(|r| r.split_once('/')) {
@@ -123,7 +128,7 @@ impl Auth {
             (false, true, Access::Agent) => Ok(()),
             (false, true, _) => Err(AuthError(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "the join token only lets agents register, beat and report: use the cluster's API token",
+                "the join token only lets agents register, beat and report (and an ingress read its routes): use the cluster's API token",
             ))),
             (false, false, _) => Err(AuthError::unauthorized("invalid token")),
         }

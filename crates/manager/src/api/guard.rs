@@ -79,7 +79,7 @@ enum Wait {
     No,
     /// `POST /api/v1/service?wait=`: waits for its tasks, bounded by `max_wait`.
     Converge,
-    /// An agent's blocking query for its tasks.
+    /// An agent's blocking query for its tasks, or an ingress's for its routes.
     LongPoll,
 }
 
@@ -89,7 +89,7 @@ fn may_wait(method: &Method, path: &str) -> Wait {
     }
     if method == Method::GET
         && access_for(method, path) == Access::Agent
-        && path.ends_with("/tasks")
+        && (path.ends_with("/tasks") || path == "/api/v1/endpoints")
     {
         return Wait::LongPoll;
     }

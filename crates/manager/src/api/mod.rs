@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod body;
+mod endpoints;
 mod error;
 pub mod guard;
 mod query;
@@ -116,6 +117,11 @@ pub fn router(state: AppState) -> Router {
                 .delete(services::delete),
         )
         .route("/api/v1/service/{name}/versions", get(rollouts::versions))
+        .route(
+            "/api/v1/service/{name}/endpoints",
+            get(endpoints::of_service),
+        )
+        .route("/api/v1/endpoints", get(endpoints::table))
         .route("/api/v1/service/{name}/rollout", get(rollouts::get))
         .route("/api/v1/service/{name}/rollback", post(rollouts::rollback))
         .route("/api/v1/service/{name}/restart", post(rollouts::restart))

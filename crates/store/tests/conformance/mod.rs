@@ -73,6 +73,9 @@ pub fn service(name: &str, replicas: u32) -> Service {
             replicas,
             command: None,
             env: BTreeMap::new(),
+            ports: Vec::new(),
+            stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+            proxy_protocol: false,
         },
         version: 1,
         created_at: 1_000,
@@ -105,6 +108,9 @@ pub fn task(id: &str, service: &str, slot: u32) -> Task {
         failures: 2,
         created_at: 1_000,
         updated_at: 1_500,
+        ports: Vec::new(),
+        address: None,
+        stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
     }
 }
 

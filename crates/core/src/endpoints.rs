@@ -1,0 +1,141 @@
+//! Endpoints: where a service's replicas are reached, read off the cluster state. The
+//! ingress balances each published port over its route's endpoints (`GET
+//! /api/v1/endpoints`, long-polled); `GET /api/v1/service/<name>/endpoints` lists one
+//! service's for discovery.
+//!
+//! A task is an endpoint while it is wanted, runs, has an address, and is not known
+//! unhealthy (with a health check: once its probes passed). The table is a pure function
+//! of the state, so a task the manager decides to stop (scale-down, rolling update,
+//! drain, delete) leaves the table in the same commit that tells its agent to stop it:
+//! the agent then waits [`DEREGISTER_DELAY`] before signalling it, so every ingress has
+//! stopped sending it new connections by then.
+
+use std::net::IpAddr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::service::{Health, Protocol};
+use crate::{ClusterState, DesiredState, Millis, Service, Task, TaskState};
+
+/// How long an agent waits, after a task with ports is asked to stop, before it signals
+/// it: the time the ingresses have to take it out of their tables (they hear of it by
+/// long-poll, within milliseconds on a healthy network).
+pub const DEREGISTER_DELAY: Millis = 1_000;
+
+/// One replica's address for one of its ports.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct Endpoint {
+    pub task: String,
+    pub slot: u32,
+    pub worker: String,
+    pub address: IpAddr,
+    /// Where `target` is reached at `address` (the target itself, except on the process
+    /// driver, whose agent gives each task a free port).
+    pub port: u16,
+    pub target: u16,
+}
+
+/// What the ingress does with one published port: the service it reaches and the
+/// replicas it balances over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Route {
+    pub published: u16,
+    pub protocol: Protocol,
+    pub service: String,
+    pub target: u16,
+    /// Whether each connection to a replica starts with a PROXY protocol v2 header.
+    pub proxy_protocol: bool,
+    /// The healthy replicas, by slot.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Whether `task` should get new connections.
+pub fn serves(task: &Task) -> bool {
+    task.desired == DesiredState::Running
+        && task.state == TaskState::Running
+        && task.address.is_some()
+        && match task.healthcheck {
+            Some(_) => task.health == Some(Health::Healthy),
+            None => task.health != Some(Health::Unhealthy),
+        }
+}
+
+/// `task`'s endpoint for `target`, if it serves and listens on it.
+fn endpoint(task: &Task, target: u16) -> Option<Endpoint> {
+    if !serves(task) {
+        return None;
+    }
+    let port = task.ports.iter().find(|p| p.target == target)?;
+    Some(Endpoint {
+        task: task.id.clone(),
+        slot: task.slot,
+        worker: task.worker.clone()?,
+        address: task.address?,
+        port: port.port.unwrap_or(target),
+        target,
+    })
+}
+
+/// The endpoints of `service` for each of its targets, by target then slot.
+pub fn of_service(state: &ClusterState, service: &Service) -> Vec<Endpoint> {
+    let mut tasks: Vec<&Task> = state.tasks_of_service(&service.spec.name).collect();
+    tasks.sort_by(|a, b| (a.slot, &a.id).cmp(&(b.slot, &b.id)));
+    service
+        .spec
+        .targets()
+        .into_iter()
+        .flat_map(|target| tasks.iter().filter_map(move |t| endpoint(t, target)))
+        .collect()
+}
+
+/// Every published port's route, by port. Should two services claim one port (a
+/// failed rollout's automatic rollback can bring an old claim back), the service
+/// created first keeps it.
+pub fn routes(state: &ClusterState) -> Vec<Route> {
+    let mut services: Vec<&Service> = state
+        .services
+        .values()
+        .filter(|s| s.spec.published().next().is_some())
+        .collect();
+    services.sort_by(|a, b| (a.created_at, &a.spec.name).cmp(&(b.created_at, &b.spec.name)));
+    let mut routes: Vec<Route> = Vec::new();
+    for service in services {
+        let mut tasks: Vec<&Task> = state.tasks_of_service(&service.spec.name).collect();
+        tasks.sort_by(|a, b| (a.slot, &a.id).cmp(&(b.slot, &b.id)));
+        for port in &service.spec.ports {
+            let Some(published) = port.published else {
+                continue;
+            };
+            if routes.iter().any(|r| r.published == published) {
+                continue;
+            }
+            routes.push(Route {
+                published,
+                protocol: port.protocol,
+                service: service.spec.name.clone(),
+                target: port.target,
+                proxy_protocol: service.spec.proxy_protocol,
+                endpoints: tasks
+                    .iter()
+                    .filter_map(|t| endpoint(t, port.target))
+                    .collect(),
+            });
+        }
+    }
+    routes.sort_by_key(|r| r.published);
+    routes
+}
+
+/// A short fingerprint of a route table (FNV-1a over its JSON): what an ingress passes
+/// back to wait for the next change, whatever the manager's commit index did meanwhile
+/// (a restarted manager gives the same table the same version).
+pub fn version(routes: &[Route]) -> String {
+    let bytes = serde_json::to_vec(routes).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
