@@ -39,9 +39,6 @@ pub trait RouteSource: Send + Sync {
     /// The table. Without `known`, at once; with the version of the table last seen,
     /// once the table differs from it, or after `wait` whatever it is.
     async fn fetch(&self, known: Option<&str>, wait: Duration) -> Result<RouteTable, FeedError>;
-
-    /// What to call the source in log lines (the manager's URL).
-    fn describe(&self) -> String;
 }
 
 /// The manager's route table, `GET /api/v1/endpoints?version=V&wait=W`.
@@ -63,10 +60,6 @@ impl RouteSource for ManagerSource {
     async fn fetch(&self, known: Option<&str>, wait: Duration) -> Result<RouteTable, FeedError> {
         Ok(self.client.route_table(known, wait).await?)
     }
-
-    fn describe(&self) -> String {
-        self.client.base().to_string()
-    }
 }
 
 /// A table set by hand: the sender's current value, for tests and for embedding the
@@ -82,10 +75,6 @@ impl RouteSource for watch::Receiver<RouteTable> {
             Err(_) => Ok(self.borrow().clone()),
         };
         changed
-    }
-
-    fn describe(&self) -> String {
-        "a scripted table".into()
     }
 }
 
@@ -126,9 +115,8 @@ impl Feed {
 
     /// Runs until the stop: each table that differs from the last is handed on.
     pub async fn run(mut self) {
-        let name = format!("ingress: route table from {}", self.source.describe());
         let stop = self.stop.clone();
-        Loop::new(name, RETRY, stop)
+        Loop::new("ingress", RETRY, stop)
             .max_backoff(RETRY_CAP)
             .on_recovery("the manager answers again")
             .run_with(&mut self, |feed| Box::pin(feed.step()))
@@ -158,8 +146,11 @@ impl Feed {
                 Ok(LoopControl::Now)
             }
             Err(FeedError::Ended) => Ok(LoopControl::Stop),
-            // The last table stays in force.
-            Err(e) => Err(format!("{e}; the ports stay as they are meanwhile")),
+            Err(e) => Err(match self.known {
+                None => format!("{e}; no port is served until it answers"),
+                // The replicas still run: keep reaching them.
+                Some(_) => format!("{e}; the last route table stays in force"),
+            }),
         }
     }
 }

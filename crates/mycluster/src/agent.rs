@@ -1,5 +1,5 @@
-//! `mycluster agent` (one worker) and `mycluster dev` (a manager and N workers in one
-//! process).
+//! `mycluster agent` (one worker) and `mycluster dev` (a manager, N workers, the monitor
+//! and an ingress in one process).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use mycluster_agent::AgentConfig;
 use mycluster_client::Client;
 use mycluster_core::Limits;
+use mycluster_ingress::IngressConfig;
 use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager, ServerLimits};
 use mycluster_monitor::MonitorConfig;
 use mycluster_runtime::{
@@ -201,6 +202,20 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     monitor_config.check()?;
     let monitor = tokio::spawn(mycluster_monitor::run(monitor_config, stop.clone()));
 
+    // The published ports, served on this host as `setup`'s ingress container does, with
+    // the agents' token.
+    let ingress = match args.no_ingress {
+        true => None,
+        false => {
+            let config = IngressConfig {
+                token: secrets.as_ref().map(|s| s.join.clone()),
+                ..IngressConfig::new(&local)
+            };
+            config.check()?;
+            Some(tokio::spawn(mycluster_ingress::run(config, stop.clone())))
+        }
+    };
+
     let shown = format!("http://localhost:{port}");
     // So the CLI (and `mycluster token`) find this cluster and its token.
     let saved = settings::save_dev(&args.name, port, secrets.as_ref())?;
@@ -221,15 +236,22 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         Driver::Process => "process",
         Driver::Sim => "sim",
     };
+    // The process driver gives each task a port of its own, in $PORT (which `hello`
+    // reads): three replicas share one host.
     let example = match driver {
-        Driver::Process => "-- mycluster hello --port 0",
-        _ => "--image crccheck/hello-world",
+        Driver::Process => "--publish 8080:8000 -- mycluster hello",
+        _ => "--publish 8080:8000 --image crccheck/hello-world",
+    };
+    let ports_line = match ingress {
+        Some(_) => "Published ports: served on this host by the built-in ingress (curl localhost:8080 below)",
+        None => "Published ports: not served (--no-ingress)",
     };
     println!(
         "MyCluster dev cluster '{name}': a manager and {workers} workers ({driver_name} driver)\n\
-         API: {shown}\n{auth_line}\n\
+         API: {shown}\n{auth_line}\n{ports_line}\n\
          Try:\n  curl {auth_header}-H \"Content-Type: application/json\" -X GET {shown}/api/v1/state\n\
          \x20 mycluster service create hello --replicas 3 {example}\n\
+         \x20 curl -i localhost:8080\n\
          Stop with Ctrl-C (its containers are removed).",
         name = args.name,
         workers = args.workers,
@@ -247,6 +269,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     stop.cancel();
     if let Ok(Err(e)) = monitor.await {
         tracing::error!("the monitor failed: {e}");
+    }
+    if let Some(ingress) = ingress {
+        match ingress.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("the ingress failed: {e}"),
+            Err(e) => tracing::error!("the ingress panicked: {e}"),
+        }
     }
     manager.wait().await?;
     if temporary.is_some() && saved {

@@ -44,8 +44,12 @@ pub enum Command {
     Agent(AgentArgs),
     /// Run the monitor: find dead workers and have their services relocated.
     Monitor(MonitorArgs),
-    /// Run a whole cluster in this process: a manager, a monitor and N workers.
+    /// Run a whole cluster in this process: a manager, a monitor, N workers and an
+    /// ingress serving the published ports.
     Dev(DevArgs),
+    /// Run an ingress: listen on every port the cluster's services publish and spread
+    /// each new connection over the service's running, healthy replicas.
+    Ingress(IngressArgs),
     /// Serve "Hello World" over HTTP: the demo workload (like crccheck/hello-world).
     Hello(HelloArgs),
     /// Set up a cluster on this Docker host: a manager, a monitor and N workers.
@@ -291,6 +295,46 @@ pub struct DevArgs {
     /// Serve the API without any token (for local experiments only).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Do not serve the published ports on this host (no ingress in the process).
+    #[arg(long)]
+    pub no_ingress: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+#[command(
+    after_help = "The manager comes from --manager (or $MYCLUSTER_MANAGER). The token is \
+the cluster's join token ($MYCLUSTER_JOIN_TOKEN or --join-token-file, as an agent's), else \
+the API token ($MYCLUSTER_TOKEN, --token-file, or the one saved for that manager)."
+)]
+pub struct IngressArgs {
+    /// The address to bind each published port on.
+    #[arg(
+        long,
+        env = "MYCLUSTER_INGRESS_LISTEN_ADDRESS",
+        default_value = "0.0.0.0"
+    )]
+    pub listen_address: std::net::IpAddr,
+    /// How long a replica has to accept a connection before the next one is tried
+    /// (e.g. 250ms, 1s).
+    #[arg(
+        long,
+        env = "MYCLUSTER_INGRESS_CONNECT_TIMEOUT",
+        default_value = "250ms",
+        value_parser = crate::ingress::duration
+    )]
+    pub connect_timeout: std::time::Duration,
+    /// How long a replica that did not take a connection is tried only after the others
+    /// (0: never).
+    #[arg(
+        long,
+        env = "MYCLUSTER_INGRESS_COOLING",
+        default_value = "3s",
+        value_parser = crate::ingress::duration
+    )]
+    pub cooling: std::time::Duration,
+    /// A file holding the join token [default: $MYCLUSTER_JOIN_TOKEN].
+    #[arg(long, env = "MYCLUSTER_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -304,6 +348,11 @@ pub struct HelloArgs {
     /// The exit code when --exit-after ends it.
     #[arg(long, default_value_t = 0)]
     pub exit_code: i32,
+    /// Expect a PROXY protocol v2 header at the start of each connection (a service with
+    /// "proxy_protocol": true, behind the ingress), and answer with the client's address
+    /// it gives in an `X-Client-Address` header.
+    #[arg(long)]
+    pub proxy_protocol: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

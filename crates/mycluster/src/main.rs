@@ -12,6 +12,7 @@ mod auth;
 mod cli;
 mod follow;
 mod hello;
+mod ingress;
 mod logging;
 mod manager;
 mod output;
@@ -52,6 +53,7 @@ fn main() {
             cli::Command::Manager(args) => manager::run(&cli.global, args).await,
             cli::Command::Agent(args) => agent::run(&cli.global, args).await,
             cli::Command::Dev(args) => agent::dev(args).await,
+            cli::Command::Ingress(args) => ingress::run(&cli.global, args).await,
             cli::Command::Monitor(args) => agent::monitor(&cli.global, args).await,
             cli::Command::Hello(args) => hello::run(args).await,
             cli::Command::Bench(args) => bench(args).await,
