@@ -16,7 +16,7 @@ mod ports;
 mod proxy;
 pub mod proxy_protocol;
 mod stats;
-pub mod table;
+mod table;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{ConfigError, IngressConfig};
 pub use feed::{FeedError, ManagerSource, RouteSource};
-pub use ports::BIND_RETRY;
 pub use stats::StatsSnapshot;
 
 use crate::feed::Feed;

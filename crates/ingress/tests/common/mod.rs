@@ -83,13 +83,14 @@ pub async fn refusing() -> SocketAddr {
     listener.local_addr().expect("address")
 }
 
-/// An address that does not answer: a listener whose backlog (of one) is full, so the
-/// kernel drops new SYNs and a connect hangs. Keep it (and its one queued connection)
-/// for as long as it must stay silent.
+/// An address that does not answer: a listener whose backlog is full, so the kernel
+/// drops new SYNs and a connect hangs. (Addresses outside the host are no good here: a
+/// sandbox's network may answer for any of them.) Keep it, and the connections that fill
+/// its queue, for as long as it must stay silent.
 pub struct Silent {
     pub addr: SocketAddr,
     _listener: TcpListener,
-    _queued: TcpStream,
+    _queued: Vec<TcpStream>,
 }
 
 impl Silent {
@@ -100,16 +101,22 @@ impl Silent {
             .expect("bind");
         let listener = socket.listen(0).expect("listen");
         let addr = listener.local_addr().expect("address");
-        let queued = TcpStream::connect(addr)
-            .await
-            .expect("the one queued connection");
-        // What the test relies on: a connect now gets no answer.
-        let probe =
-            tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await;
-        assert!(
-            probe.is_err(),
-            "this kernel answers connects to a listener with a full backlog ({probe:?}): the test needs another silent address"
-        );
+        // Connect until one gets no answer: the queue is full (one connection on Linux,
+        // a few elsewhere).
+        let mut queued = Vec::new();
+        loop {
+            let attempt =
+                tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await;
+            match attempt {
+                Err(_) => break,
+                Ok(Ok(stream)) => queued.push(stream),
+                Ok(Err(e)) => panic!("cannot fill a listener's backlog: {e}"),
+            }
+            assert!(
+                queued.len() < 64,
+                "this kernel answers connects to a listener with a full backlog: the test needs another silent address"
+            );
+        }
         Silent {
             addr,
             _listener: listener,
