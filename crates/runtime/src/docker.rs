@@ -4,7 +4,9 @@
 //! Only containers carrying this runtime's cluster and worker labels are listed, replaced
 //! or removed; anything else on the engine is left alone, even when it holds a name we
 //! want. With `pid_container` set, workloads join the worker container's PID namespace,
-//! so stopping the worker kills them as a lost node would (see docs/ARCHITECTURE.md).
+//! so stopping the worker kills them as a lost node would (see docs/ARCHITECTURE.md). On
+//! a user-defined `network`, each workload carries its service's name as an alias, so
+//! other workloads reach a service by its name (the engine's DNS answers every replica).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,7 +16,7 @@ use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum,
-    EndpointSettings, HostConfig,
+    EndpointSettings, HostConfig, NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -34,7 +36,7 @@ const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// The `mycluster.role` of the containers this driver creates.
 const ROLE_WORKLOAD: &str = "workload";
 
-/// bollard's default per-request timeout; a stop must be allowed its grace on top.
+/// bollard's default per-request timeout; a stop is allowed its grace on top.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A wedged engine must not hold an agent's start-up (or a driver choice) forever.
@@ -164,6 +166,7 @@ impl DockerRuntime {
                 network_mode: self.options.network.clone(),
                 ..Default::default()
             }),
+            networking_config: self.aliases(spec),
             ..Default::default()
         };
         let mut replaced = false;
@@ -190,6 +193,26 @@ impl DockerRuntime {
                 }
             }
         }
+    }
+
+    /// The service's name as the container's alias on the workloads' network: Docker's
+    /// embedded DNS then answers the name with every replica's address (in turn), so
+    /// other workloads on the network find a service by its name. Only a user-defined
+    /// network has that DNS; the engine refuses aliases anywhere else.
+    fn aliases(&self, spec: &TaskSpec) -> Option<NetworkingConfig> {
+        let network = self.options.network.as_deref()?;
+        if !has_dns(network) {
+            return None;
+        }
+        Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network.to_string(),
+                EndpointSettings {
+                    aliases: Some(vec![spec.service.clone()]),
+                    ..Default::default()
+                },
+            )])),
+        })
     }
 
     /// Removes the container holding `name` if it is this worker's, for the same task.
@@ -338,7 +361,11 @@ impl ContainerRuntime for DockerRuntime {
         Ok(id)
     }
 
-    async fn remove(&self, container: &Container) -> Result<(), RuntimeError> {
+    async fn remove(
+        &self,
+        container: &Container,
+        grace: Option<Duration>,
+    ) -> Result<(), RuntimeError> {
         if container.id.is_empty() {
             return Ok(());
         }
@@ -360,13 +387,19 @@ impl ContainerRuntime for DockerRuntime {
             )));
         }
         let id = inspected.id.as_deref().unwrap_or(&container.id);
-        let grace = self.options.stop_grace;
+        let grace = grace.unwrap_or(self.options.stop_grace);
+        // The engine counts whole seconds: a part of one is rounded up, never cut.
         let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
         let options = StopContainerOptionsBuilder::default()
             .t(i32::try_from(seconds).unwrap_or(i32::MAX))
             .build();
+        // The engine answers a stop once the container ended: the request may take the
+        // whole grace on top of the usual time.
+        let docker = self.docker.clone().with_timeout(
+            REQUEST_TIMEOUT.saturating_add(Duration::from_secs(seconds.min(u64::from(u32::MAX)))),
+        );
         // bollard already reports 304 (stopped before) as success.
-        match self.docker.stop_container(id, Some(options)).await {
+        match docker.stop_container(id, Some(options)).await {
             Ok(()) => {}
             Err(e) if status(&e) == Some(404) => return Ok(()),
             // The forced remove below kills it anyway.
@@ -490,6 +523,14 @@ impl ContainerRuntime for DockerRuntime {
             ))),
         }
     }
+}
+
+/// Whether containers on `network` can carry aliases: a network of the user's, not one
+/// of the engine's own modes (`bridge`, the default, has no embedded DNS; `host` and
+/// `none` have no endpoint; `container:<id>` shares another's).
+fn has_dns(network: &str) -> bool {
+    !matches!(network, "" | "bridge" | "default" | "host" | "none")
+        && !network.starts_with("container:")
 }
 
 /// Which of a container's networks its address is taken from: the one named, else the
@@ -638,6 +679,16 @@ mod tests {
         let host = HashMap::from([("host".to_string(), endpoint(""))]);
         assert_eq!(pick_address(&host, None), ip("127.0.0.1"));
         assert_eq!(pick_address(&HashMap::new(), None), None);
+    }
+
+    #[test]
+    fn only_user_defined_networks_carry_aliases() {
+        for network in ["apps", "test_default", "my-net"] {
+            assert!(has_dns(network), "{network}");
+        }
+        for network in ["", "bridge", "default", "host", "none", "container:abc"] {
+            assert!(!has_dns(network), "{network}");
+        }
     }
 
     #[tokio::test]
