@@ -20,6 +20,7 @@
 //! `plan` (the pure diff of wanted tasks against containers found), then `join`, then
 //! `probers`.
 
+mod act;
 mod config;
 mod health;
 mod join;
@@ -27,6 +28,7 @@ pub mod plan;
 pub mod ports;
 mod probe;
 mod probers;
+mod stop;
 pub mod verdict;
 pub mod workload;
 
@@ -38,7 +40,7 @@ use mycluster_background::{run_loop, Loop, LoopControl};
 use mycluster_client::{Client, ClientError};
 use mycluster_core::wire::{TaskDoc, TaskReport};
 use mycluster_core::TaskState;
-use mycluster_runtime::{Container, ContainerRuntime, ContainerState, RuntimeError};
+use mycluster_runtime::ContainerRuntime;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -373,7 +375,7 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
     };
     let verdicts = Probers::sync(shared, &tasks, &containers);
     let (actions, mut reports) = plan(&tasks, &containers, &verdicts, &announced);
-    add_where_reached(shared, &tasks, &containers, &mut reports).await;
+    act::add_where_reached(shared, &tasks, &containers, &mut reports).await;
     for action in actions {
         let key = match &action {
             Action::Start(task) => format!("task:{}", task.id),
@@ -421,7 +423,7 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
                 }
             }
             let permit = shared.permits.clone().acquire_owned().await.ok();
-            let done = act(&shared, action).await;
+            let done = act::act(&shared, action).await;
             drop(permit);
             if let Some(done) = done {
                 lock(&shared.finished).push(done);
@@ -490,126 +492,6 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Adds where each task reported running is reached (its address, and its ports) to
-/// the report, unless it says already.
-async fn add_where_reached(
-    shared: &Shared,
-    tasks: &[TaskDoc],
-    containers: &[Container],
-    reports: &mut [TaskReport],
-) {
-    for r in reports
-        .iter_mut()
-        .filter(|r| r.state == TaskState::Running && r.address.is_none())
-    {
-        let Some(task) = tasks.iter().find(|t| t.id == r.id) else {
-            continue;
-        };
-        let Some(container) = containers
-            .iter()
-            .find(|c| Some(&c.id) == r.container_id.as_ref())
-        else {
-            continue;
-        };
-        r.address = address(shared, container).await;
-        r.ports = shared.ports.reached(task, shared.runtime.driver());
-    }
-}
-
-/// Where the runtime says `container` is reached; none when it cannot say (the report
-/// goes without it, and the manager keeps what it knew).
-async fn address(shared: &Shared, container: &Container) -> Option<std::net::IpAddr> {
-    match shared.runtime.address(container).await {
-        Ok(address) => address,
-        Err(e) => {
-            tracing::warn!(
-                "agent {}: cannot tell where {} is reached: {e}",
-                shared.config.name,
-                container.name
-            );
-            None
-        }
-    }
-}
-
-/// Carries out one action; returns the report it leads to, if any.
-async fn act(shared: &Shared, action: Action) -> Option<TaskReport> {
-    match action {
-        Action::Start(task) => Some(start(shared, &task).await),
-        Action::Remove {
-            container,
-            report: wanted_report,
-            stop,
-        } => match shared.runtime.remove(&container, stop.grace).await {
-            Ok(()) => {
-                tracing::info!("agent {}: removed {}", shared.config.name, container.name);
-                wanted_report.map(|id| TaskReport {
-                    container_id: Some(container.id.clone()),
-                    ..TaskReport::new(id, TaskState::Shutdown)
-                })
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "agent {}: cannot remove {}: {e}",
-                    shared.config.name,
-                    container.name
-                );
-                None
-            }
-        },
-    }
-}
-
-async fn start(shared: &Shared, task: &TaskDoc) -> TaskReport {
-    let driver = shared.runtime.driver();
-    let ports = match shared.ports.assign(task, driver) {
-        Ok(ports) => ports,
-        Err(e) => {
-            tracing::warn!("agent {}: {e}", shared.config.name);
-            return report(task, TaskState::Failed, Some(e.to_string()));
-        }
-    };
-    let spec = workload::spec(task, &ports, driver, &shared.host);
-    let result = match shared.runtime.check(&spec) {
-        Ok(()) => shared.runtime.start(&spec).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(id) => {
-            tracing::info!(
-                "agent {}: started {} for service {}",
-                shared.config.name,
-                spec.container_name(),
-                task.service
-            );
-            let container = Container {
-                task_id: task.id.clone(),
-                id: id.clone(),
-                name: spec.container_name(),
-                state: ContainerState::Running,
-            };
-            let mut r = report(task, TaskState::Running, None);
-            r.address = address(shared, &container).await;
-            r.ports = ports;
-            r.container_id = Some(id);
-            r
-        }
-        Err(e) => {
-            shared.ports.release(&task.id);
-            tracing::warn!(
-                "agent {}: cannot start {}: {e}",
-                shared.config.name,
-                spec.container_name()
-            );
-            let error = match e {
-                RuntimeError::Engine(why) => format!("the container engine failed: {why}"),
-                other => other.to_string(),
-            };
-            report(task, TaskState::Failed, Some(error))
-        }
-    }
 }
 
 async fn remove_everything(runtime: &dyn ContainerRuntime) {

@@ -8,11 +8,7 @@
 //! is gone the task is reported failed, `error: "unhealthy: <why>"`, and the manager
 //! replaces it with its crash backoff.
 //!
-//! Stops: a task is stopped with its own `stop_grace_period` (SIGTERM, then SIGKILL once
-//! it passed); a container no task speaks for, with the driver's default. A running task
-//! with ports that the manager asks to stop left the route table in that same commit; it
-//! is signalled only [`DEREGISTER_DELAY`] later, once every ingress stopped sending it new
-//! connections (see `mycluster_core::endpoints`).
+//! Stops: how each container is stopped is decided here too (see `stop`).
 //!
 //! Where a task is reached: the sync pass adds the address and ports to every `running`
 //! report (the plan only decides to report). A running task with ports whose address the
@@ -20,13 +16,12 @@
 //! container in this agent's life (`announced`), so a restarted agent fills it in.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
-use mycluster_core::endpoints::DEREGISTER_DELAY;
 use mycluster_core::service::Health;
 use mycluster_core::wire::{DesiredState, TaskDoc, TaskReport, TaskState};
 use mycluster_runtime::{Container, ContainerState};
 
+pub use crate::stop::Stop;
 use crate::verdict::Verdict;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,42 +34,6 @@ pub enum Action {
         report: Option<String>,
         stop: Stop,
     },
-}
-
-/// How a container is stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Stop {
-    /// How long to wait before signalling it at all.
-    pub delay: Duration,
-    /// From SIGTERM to SIGKILL; `None`: the driver's default.
-    pub grace: Option<Duration>,
-}
-
-impl Stop {
-    /// How `task`'s `container` is stopped when the manager no longer wants it: after
-    /// the deregister delay if it may be in the route table (it runs, and has ports),
-    /// else at once; with the task's grace period either way.
-    pub fn unwanted(task: &TaskDoc, container: &Container) -> Stop {
-        let routed = task.state == TaskState::Running
-            && !task.ports.is_empty()
-            && container.state == ContainerState::Running;
-        Stop {
-            delay: if routed {
-                Duration::from_millis(DEREGISTER_DELAY)
-            } else {
-                Duration::ZERO
-            },
-            ..Stop::of(task)
-        }
-    }
-
-    /// At once, with `task`'s grace period.
-    pub fn of(task: &TaskDoc) -> Stop {
-        Stop {
-            delay: Duration::ZERO,
-            grace: Some(Duration::from_millis(task.stop_grace_period.millis())),
-        }
-    }
 }
 
 /// What to do now, and what to tell the manager (before the actions' own reports).
@@ -230,6 +189,8 @@ pub fn report(task: &TaskDoc, state: TaskState, error: Option<String>) -> TaskRe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mycluster_core::endpoints::DEREGISTER_DELAY;
+    use std::time::Duration;
 
     fn task(id: &str, desired: DesiredState, state: TaskState) -> TaskDoc {
         TaskDoc {

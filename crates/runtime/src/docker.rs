@@ -9,14 +9,14 @@
 //! other workloads reach a service by its name (the engine's DNS answers every replica).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum,
-    EndpointSettings, HostConfig, NetworkingConfig,
+    HostConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -25,6 +25,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use crate::network;
 use crate::{
     BoundedOutput, Container, ContainerRuntime, ContainerState, ExecOutcome, Identity,
     RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_ROLE, LABEL_SERVICE, LABEL_TASK, LABEL_WORKER,
@@ -51,7 +52,8 @@ pub struct DockerOptions {
     pub pid_container: Option<String>,
     /// Workloads are attached to this network (`--network <name>`).
     pub network: Option<String>,
-    /// How long a stopped container gets between SIGTERM and SIGKILL.
+    /// How long a stopped container gets between SIGTERM and SIGKILL when the stop gives
+    /// no grace of its own (a container no task speaks for).
     pub stop_grace: Duration,
 }
 
@@ -166,7 +168,7 @@ impl DockerRuntime {
                 network_mode: self.options.network.clone(),
                 ..Default::default()
             }),
-            networking_config: self.aliases(spec),
+            networking_config: network::aliases(self.options.network.as_deref(), &spec.service),
             ..Default::default()
         };
         let mut replaced = false;
@@ -193,26 +195,6 @@ impl DockerRuntime {
                 }
             }
         }
-    }
-
-    /// The service's name as the container's alias on the workloads' network: Docker's
-    /// embedded DNS then answers the name with every replica's address (in turn), so
-    /// other workloads on the network find a service by its name. Only a user-defined
-    /// network has that DNS; the engine refuses aliases anywhere else.
-    fn aliases(&self, spec: &TaskSpec) -> Option<NetworkingConfig> {
-        let network = self.options.network.as_deref()?;
-        if !has_dns(network) {
-            return None;
-        }
-        Some(NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(
-                network.to_string(),
-                EndpointSettings {
-                    aliases: Some(vec![spec.service.clone()]),
-                    ..Default::default()
-                },
-            )])),
-        })
     }
 
     /// Removes the container holding `name` if it is this worker's, for the same task.
@@ -460,7 +442,10 @@ impl ContainerRuntime for DockerRuntime {
             .network_settings
             .and_then(|settings| settings.networks)
             .unwrap_or_default();
-        Ok(pick_address(&networks, self.options.network.as_deref()))
+        Ok(network::pick_address(
+            &networks,
+            self.options.network.as_deref(),
+        ))
     }
 
     /// Docker exec, its output attached. The engine has no way to kill an exec: one that
@@ -523,37 +508,6 @@ impl ContainerRuntime for DockerRuntime {
             ))),
         }
     }
-}
-
-/// Whether containers on `network` can carry aliases: a network of the user's, not one
-/// of the engine's own modes (`bridge`, the default, has no embedded DNS; `host` and
-/// `none` have no endpoint; `container:<id>` shares another's).
-fn has_dns(network: &str) -> bool {
-    !matches!(network, "" | "bridge" | "default" | "host" | "none")
-        && !network.starts_with("container:")
-}
-
-/// Which of a container's networks its address is taken from: the one named, else the
-/// default bridge, else the first by name that has an address (a stable choice).
-fn pick_address(
-    networks: &HashMap<String, EndpointSettings>,
-    wanted: Option<&str>,
-) -> Option<IpAddr> {
-    if networks.contains_key("host") && networks.len() == 1 {
-        return Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    }
-    let ip = |name: &str| {
-        networks
-            .get(name)
-            .and_then(|endpoint| endpoint.ip_address.as_deref())
-            .and_then(|ip| ip.parse::<IpAddr>().ok())
-    };
-    if let Some(wanted) = wanted {
-        return ip(wanted);
-    }
-    let mut names: Vec<&String> = networks.keys().collect();
-    names.sort();
-    ip("bridge").or_else(|| names.into_iter().find_map(|name| ip(name)))
 }
 
 /// Connects to the engine the way the docker CLI would, agreeing on a version. Public so
@@ -654,41 +608,6 @@ mod tests {
             split_reference("redis@sha256:abcd"),
             ("redis@sha256:abcd", None)
         );
-    }
-
-    #[test]
-    fn the_address_is_taken_from_the_right_network() {
-        let endpoint = |ip: &str| EndpointSettings {
-            ip_address: Some(ip.into()),
-            ..Default::default()
-        };
-        let networks = HashMap::from([
-            ("bridge".to_string(), endpoint("172.17.0.2")),
-            ("apps".to_string(), endpoint("172.18.0.5")),
-            ("zeta".to_string(), endpoint("")),
-        ]);
-        let ip = |s: &str| Some(s.parse::<IpAddr>().expect("an IP"));
-        assert_eq!(pick_address(&networks, Some("apps")), ip("172.18.0.5"));
-        assert_eq!(pick_address(&networks, None), ip("172.17.0.2"));
-        assert_eq!(pick_address(&networks, Some("zeta")), None);
-        let no_bridge = HashMap::from([
-            ("b".to_string(), endpoint("10.0.0.2")),
-            ("a".to_string(), endpoint("")),
-        ]);
-        assert_eq!(pick_address(&no_bridge, None), ip("10.0.0.2"));
-        let host = HashMap::from([("host".to_string(), endpoint(""))]);
-        assert_eq!(pick_address(&host, None), ip("127.0.0.1"));
-        assert_eq!(pick_address(&HashMap::new(), None), None);
-    }
-
-    #[test]
-    fn only_user_defined_networks_carry_aliases() {
-        for network in ["apps", "test_default", "my-net"] {
-            assert!(has_dns(network), "{network}");
-        }
-        for network in ["", "bridge", "default", "host", "none", "container:abc"] {
-            assert!(!has_dns(network), "{network}");
-        }
     }
 
     #[tokio::test]

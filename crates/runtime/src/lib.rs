@@ -9,6 +9,7 @@
 
 mod docker;
 mod exec;
+mod network;
 mod process;
 mod sim;
 pub mod supervise;
