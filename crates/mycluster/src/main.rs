@@ -16,6 +16,7 @@ mod logging;
 mod manager;
 mod output;
 mod remote;
+mod resolve;
 mod service_args;
 mod spec_flags;
 mod store_copy;
@@ -54,6 +55,7 @@ fn main() {
             cli::Command::Dev(args) => agent::dev(args).await,
             cli::Command::Monitor(args) => agent::monitor(&cli.global, args).await,
             cli::Command::Hello(args) => hello::run(args).await,
+            cli::Command::Resolve { name } => resolve::run(&name).await,
             cli::Command::Bench(args) => bench(args).await,
             cli::Command::Store(cli::StoreCommand::Copy(args)) => store_copy::copy(args).await,
             cli::Command::Store(cli::StoreCommand::Reseed) => remote::reseed(&cli.global).await,
