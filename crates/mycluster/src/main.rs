@@ -17,6 +17,7 @@ mod logging;
 mod manager;
 mod output;
 mod remote;
+mod resolve;
 mod service_args;
 mod spec_flags;
 mod store_copy;
@@ -56,6 +57,7 @@ fn main() {
             cli::Command::Ingress(args) => ingress::run(&cli.global, args).await,
             cli::Command::Monitor(args) => agent::monitor(&cli.global, args).await,
             cli::Command::Hello(args) => hello::run(args).await,
+            cli::Command::Resolve { name } => resolve::run(&name).await,
             cli::Command::Bench(args) => bench(args).await,
             cli::Command::Store(cli::StoreCommand::Copy(args)) => store_copy::copy(args).await,
             cli::Command::Store(cli::StoreCommand::Reseed) => remote::reseed(&cli.global).await,
