@@ -35,13 +35,14 @@ pub async fn table(
             routes,
         }
     };
+    // Every commit may change the table (a task ran, turned healthy, was told to stop):
+    // each wakes this poll, which answers only when the table did change. Watched before
+    // the table is read, so a commit in between wakes it too.
+    let mut commits = app.cluster.watch_commits();
     let mut table = current();
     let Some(known) = params.get("version") else {
         return Ok(Json(table));
     };
-    // Every commit may change the table (a task ran, turned healthy, was told to stop):
-    // each wakes this poll, which answers only when the table did change.
-    let mut commits = app.cluster.watch_commits();
     let deadline = tokio::time::sleep(wait);
     tokio::pin!(deadline);
     while table.version == known {
