@@ -3,8 +3,8 @@
 //! /api/v1/endpoints`, long-polled); `GET /api/v1/service/<name>/endpoints` lists one
 //! service's for discovery.
 //!
-//! A task is an endpoint while it is wanted, runs, has an address, and is not known
-//! unhealthy (with a health check: once its probes passed). The table is a pure function
+//! A task is an endpoint while it is wanted, runs, is healthy (see [`serves`]) and its
+//! agent said where it is reached. The table is a pure function
 //! of the state, so a task the manager decides to stop (scale-down, rolling update,
 //! drain, delete) leaves the table in the same commit that tells its agent to stop it:
 //! the agent then waits [`DEREGISTER_DELAY`] before signalling it, so every ingress has
@@ -15,8 +15,8 @@ use std::net::IpAddr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::service::{Health, Protocol};
-use crate::{ClusterState, DesiredState, Millis, Service, Task, TaskState};
+use crate::service::Protocol;
+use crate::{ClusterState, DesiredState, Millis, Service, Task};
 
 /// How long an agent waits, after a task with ports is asked to stop, before it signals
 /// it: the time the ingresses have to take it out of their tables (they hear of it by
@@ -50,15 +50,15 @@ pub struct Route {
     pub endpoints: Vec<Endpoint>,
 }
 
-/// Whether `task` should get new connections.
+/// Whether `task` should get new connections: wanted, running, healthy, and its agent
+/// said where it is reached. Healthy is the rollout planner's own judgement (a health
+/// check's probes passed; without a check, it ran for the update policy's `monitor`),
+/// so the planner's promise — a start-first rollout stops a healthy replica only once
+/// another healthy task serves its slot — is the route table's: a rollout never leaves a
+/// published service without an endpoint. A new replica without a check is routed to
+/// once it has run for `monitor` (5 s by default).
 pub fn serves(task: &Task) -> bool {
-    task.desired == DesiredState::Running
-        && task.state == TaskState::Running
-        && task.address.is_some()
-        && match task.healthcheck {
-            Some(_) => task.health == Some(Health::Healthy),
-            None => task.health != Some(Health::Unhealthy),
-        }
+    task.desired == DesiredState::Running && task.is_healthy() && task.address.is_some()
 }
 
 /// `task`'s endpoint for `target`, if it serves and listens on it.

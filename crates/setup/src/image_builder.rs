@@ -50,10 +50,7 @@ impl Images {
     ) -> Result<Option<std::collections::HashMap<String, String>>, SetupError> {
         match self.docker.inspect_image(image).await {
             Ok(inspected) => Ok(Some(
-                inspected
-                    .config
-                    .and_then(|c| c.labels)
-                    .unwrap_or_default(),
+                inspected.config.and_then(|c| c.labels).unwrap_or_default(),
             )),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
