@@ -17,10 +17,18 @@ pub fn init(role: &'static str) {
     panic_as_one_line();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .event_format(Original { role })
+        // A log line that cannot be written (stderr a closed pipe, as in
+        // `mycluster ingress 2>&1 | head`) is dropped: reporting it would panic the task
+        // that logged, and that may be the one waiting for SIGTERM.
+        .log_internal_errors(false);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
         .try_init();
 }
 
