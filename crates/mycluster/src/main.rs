@@ -15,6 +15,7 @@ mod hello;
 mod logging;
 mod manager;
 mod output;
+mod port_flags;
 mod remote;
 mod service_args;
 mod spec_flags;
@@ -119,7 +120,8 @@ fn usage_error(e: clap::Error) -> ! {
     let text = e.render().to_string();
     let message: Vec<&str> = text
         .lines()
-        .take_while(|l| !l.starts_with("Usage:"))
+        // clap's pointer to --help closes a value error; ours says it once.
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
