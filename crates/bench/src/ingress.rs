@@ -8,20 +8,24 @@
 //! - **Swarm**: Docker Swarm's routing mesh (`docker service create -p P:8000
 //!   --replicas 3`), which balances in the kernel (IPVS).
 //!
-//! Each measurement is `wrk -t2 -c32 --latency` for a few seconds, twice per side: with
-//! keep-alive (wrk's default: 32 connections reused, so the ingress balances 32
-//! connections once) and with `Connection: close` (a new connection per request, each
-//! balanced anew: what a failover test's client does). The sides alternate within each
-//! round, so a busy machine slows all alike. What differs between the sides: ours is a
-//! user-space proxy that copies every byte (two more sockets per connection), Swarm's
-//! mesh rewrites packets in the kernel; wrk, the ingress and the replicas share this
-//! machine's cores, while Swarm's balancing costs kernel time only.
+//! Each measurement is `wrk -t2 -c32 --latency`, twice per side: with keep-alive (wrk's
+//! default, 10 s: 32 connections reused, so the ingress balances 32 connections once)
+//! and with `Connection: close` (5 s: a new connection per request, each balanced anew:
+//! what a failover test's client does). The sides alternate within each round, so a busy
+//! machine slows all alike. wrk reaches the ingress and the mesh at this host's address on
+//! Docker's default bridge, as it reaches the replica at the replica's, never on
+//! loopback, and each new-connection run waits until the previous one's connections to
+//! its destination have left TIME_WAIT (`drain`), so all sides have the same ports.
+//! What differs between the sides: ours is a user-space proxy that copies every byte
+//! (two more sockets per connection, and a process competing with wrk and the replicas
+//! for this machine's cores), Swarm's mesh rewrites packets in the kernel (IPVS).
 //!
-//! `--quick` (CI) measures one short round and leaves Swarm out (its swarm init, mesh set
-//! up and leave would double the part's time); the full run has three rounds.
+//! `--quick` (CI) measures one round of 1 s runs and leaves Swarm out (its swarm init,
+//! mesh set up and leave would double the part's time); the full run has three rounds.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,7 +43,8 @@ use serde_json::json;
 use crate::error::{chain, BenchError};
 use crate::figure::{report, Figure};
 use crate::manager::{die_with_parent, rss_mib, this_executable, ManagerProcess};
-use crate::{api, swarm};
+use crate::swarm;
+use crate::wrk::{self, Connections};
 
 /// Our containers carry `mycluster.cluster=benchingress`, and every service of either
 /// side is named `benchingress-...`: all that cleanup touches (not the other benches').
@@ -71,31 +76,6 @@ impl Side {
             Side::Swarm => "swarm mesh",
         }
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum Connections {
-    KeepAlive,
-    Close,
-}
-
-impl Connections {
-    fn describe(self) -> &'static str {
-        match self {
-            Connections::KeepAlive => "keep-alive",
-            Connections::Close => "new conns",
-        }
-    }
-}
-
-/// One wrk run, as it printed it.
-#[derive(Clone, Debug, Default)]
-struct Run {
-    rps: f64,
-    p50: String,
-    p99: String,
-    /// Socket errors and non-2xx/3xx answers.
-    errors: u64,
 }
 
 pub async fn run(quick: bool) -> Vec<Figure> {
@@ -138,7 +118,9 @@ async fn measure(
     quick: bool,
     swarm_mode: Option<&Result<(bool, bool), String>>,
 ) -> Result<Vec<Figure>, BenchError> {
-    let (rounds, seconds) = if quick { (1, 1) } else { (3, 10) };
+    // Keep-alive and new-connection runs' seconds: a new-connection run must stay under
+    // the ephemeral ports one destination has (see `drain`).
+    let (rounds, seconds) = if quick { (1, [1, 1]) } else { (3, [10, 5]) };
     ensure_demo(false, &[])
         .await
         .map_err(|e| BenchError::context("cannot build the demo image", e))?;
@@ -151,17 +133,18 @@ async fn measure(
     let client = manager.client(Duration::from_secs(30))?;
     let _agent = swarm::docker_agent(&manager, &client, CLUSTER).await?;
 
-    // Each side's URL, or why it is not measured.
-    let mut urls: Vec<(Side, Result<String, String>)> = Vec::new();
+    // Each side's address, or why it is not measured. The ingress and the mesh are
+    // reached at this host's address on the replicas' network, not on loopback: the
+    // kernel reuses ports in TIME_WAIT on loopback only, which would favour them over
+    // the direct side in the new-connection runs.
     let ours_port = free_port()?;
     create_ours(docker, &client, &image, ours_port).await?;
-    urls.push((
-        Side::Direct,
-        direct_url(docker).await.map_err(|e| chain(&e)),
-    ));
-    let ingress = match Ingress::start(&manager, &client, ours_port).await {
+    let (direct, host) = addresses(docker).await?;
+    let ours = SocketAddrV4::new(host, ours_port);
+    let mut urls: Vec<(Side, Result<SocketAddrV4, String>)> = vec![(Side::Direct, Ok(direct))];
+    let ingress = match Ingress::start(&manager, &client, ours).await {
         Ok(ingress) => {
-            urls.push((Side::Ours, Ok(format!("http://127.0.0.1:{ours_port}/"))));
+            urls.push((Side::Ours, Ok(ours)));
             Some(ingress)
         }
         Err(e) => {
@@ -173,7 +156,9 @@ async fn measure(
         None => {}
         Some(Err(why)) => urls.push((Side::Swarm, Err(why.clone()))),
         Some(Ok(_)) => {
-            let url = swarm_side(docker, &image).await.map_err(|e| chain(&e));
+            let url = swarm_side(docker, &image, host)
+                .await
+                .map_err(|e| chain(&e));
             urls.push((Side::Swarm, url));
         }
     }
@@ -181,8 +166,8 @@ async fn measure(
     let mut figures = Vec::new();
     // The balancing before the load: one connection per request, as a new user's.
     for (side, url) in &urls {
-        if let (Side::Ours | Side::Swarm, Ok(url)) = (side, url) {
-            let served = served_by(url, SPREAD_REQUESTS).await;
+        if let (Side::Ours | Side::Swarm, Ok(at)) = (side, url) {
+            let served = served_by(&http(*at), SPREAD_REQUESTS).await;
             figures.push(report(
                 &format!("ingress: {SPREAD_REQUESTS} new conns -> {}", side.describe()),
                 format!("served by {} of {REPLICAS}", served.len()),
@@ -193,22 +178,31 @@ async fn measure(
         }
     }
 
-    let mut runs: HashMap<(Connections, Side), Vec<Run>> = HashMap::new();
+    let mut runs: HashMap<(Connections, Side), Vec<wrk::Run>> = HashMap::new();
     for _ in 0..rounds {
-        for connections in [Connections::KeepAlive, Connections::Close] {
+        for (i, connections) in [Connections::KeepAlive, Connections::Close]
+            .into_iter()
+            .enumerate()
+        {
             for (side, url) in &urls {
-                if let Ok(url) = url {
-                    let run = wrk(url, seconds, connections).await?;
+                if let Ok(at) = url {
+                    if connections == Connections::Close {
+                        wrk::drain(*at).await;
+                    }
+                    let run = wrk::run(&http(*at), seconds[i], connections).await?;
                     runs.entry((connections, *side)).or_default().push(run);
                 }
             }
         }
     }
-    let command = format!("wrk -t2 -c32 -d{seconds}s --latency");
-    for connections in [Connections::KeepAlive, Connections::Close] {
+    for (i, connections) in [Connections::KeepAlive, Connections::Close]
+        .into_iter()
+        .enumerate()
+    {
+        let command = format!("wrk -t2 -c32 -d{}s --latency", seconds[i]);
         let direct = runs
             .get(&(connections, Side::Direct))
-            .and_then(|r| median(r))
+            .and_then(|r| wrk::median(r))
             .map(|r| r.rps);
         for (side, url) in &urls {
             let name = format!("ingress: {} -> {}", connections.describe(), side.describe());
@@ -216,7 +210,9 @@ async fn measure(
             let Some(all) = runs.get(&(connections, *side)) else {
                 continue;
             };
-            let Some(mid) = median(all) else { continue };
+            let Some(mid) = wrk::median(all) else {
+                continue;
+            };
             let each: Vec<String> = all.iter().map(|r| format!("{:.0}", r.rps)).collect();
             let errors: u64 = all.iter().map(|r| r.errors).sum();
             let share = match direct {
@@ -349,8 +345,10 @@ fn ours_filter() -> HashMap<String, Vec<String>> {
 }
 
 /// One of our replicas' container address, as the engine gives it: what the direct side
-/// loads (the same container for every round).
-async fn direct_url(docker: &Docker) -> Result<String, BenchError> {
+/// loads (the same container for every round); and this host's address on that
+/// container's network (its gateway), where wrk reaches the ingress and the mesh, which
+/// listen on every address, off loopback as it reaches the replica.
+async fn addresses(docker: &Docker) -> Result<(SocketAddrV4, Ipv4Addr), BenchError> {
     let mut ids = swarm::containers(docker, ours_filter(), false).await?;
     ids.sort();
     let id = ids
@@ -361,12 +359,20 @@ async fn direct_url(docker: &Docker) -> Result<String, BenchError> {
         .network_settings
         .and_then(|s| s.networks)
         .unwrap_or_default();
-    let ip = networks
+    let ipv4 = |text: &Option<String>| text.as_deref()?.parse::<Ipv4Addr>().ok();
+    networks
         .values()
-        .filter_map(|n| n.ip_address.clone())
-        .find(|ip| !ip.is_empty())
-        .ok_or_else(|| BenchError::Failed(format!("container {id} has no address")))?;
-    Ok(format!("http://{ip}:{TARGET}/"))
+        .find_map(|n| Some((ipv4(&n.ip_address)?, ipv4(&n.gateway)?)))
+        .map(|(ip, gateway)| (SocketAddrV4::new(ip, TARGET), gateway))
+        .ok_or_else(|| {
+            BenchError::Failed(format!(
+                "container {id} has no IPv4 address with a gateway on its network"
+            ))
+        })
+}
+
+fn http(at: SocketAddrV4) -> String {
+    format!("http://{at}/")
 }
 
 /// A `mycluster ingress` process (this binary) in front of the manager's route table;
@@ -381,7 +387,7 @@ impl Ingress {
     async fn start(
         manager: &ManagerProcess,
         client: &Client,
-        port: u16,
+        at: SocketAddrV4,
     ) -> Result<Ingress, BenchError> {
         wait_endpoints(client).await?;
         let mut command = Command::new(this_executable()?);
@@ -406,7 +412,7 @@ impl Ingress {
             });
         }
         let mut ingress = Ingress { child };
-        let url = format!("http://127.0.0.1:{port}/");
+        let url = http(at);
         let started = Instant::now();
         loop {
             if !served_by(&url, 1).await.is_empty() {
@@ -426,7 +432,7 @@ impl Ingress {
             }
             if started.elapsed() > Duration::from_secs(60) {
                 return Err(BenchError::Failed(format!(
-                    "`mycluster ingress` did not answer on port {port} within 60 s; its log: {}",
+                    "`mycluster ingress` did not answer at {at} within 60 s; its log: {}",
                     last()
                 )));
             }
@@ -448,7 +454,11 @@ impl Drop for Ingress {
 
 /// Swarm's side: the same image by id, 3 replicas, a free port published through the
 /// routing mesh; its URL once the mesh answers.
-async fn swarm_side(docker: &Docker, image: &str) -> Result<String, BenchError> {
+async fn swarm_side(
+    docker: &Docker,
+    image: &str,
+    host: Ipv4Addr,
+) -> Result<SocketAddrV4, BenchError> {
     let port = free_port()?;
     // What `docker service create --detach --no-resolve-image -p PORT:8000 --replicas 3`
     // posts.
@@ -484,9 +494,9 @@ async fn swarm_side(docker: &Docker, image: &str) -> Result<String, BenchError> 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let url = format!("http://127.0.0.1:{port}/");
+    let at = SocketAddrV4::new(host, port);
     let started = Instant::now();
-    while served_by(&url, 1).await.is_empty() {
+    while served_by(&http(at), 1).await.is_empty() {
         if started.elapsed() > MESH_DEADLINE {
             // The mesh is IPVS: without it in the kernel the engine only logs so.
             let ipvs = std::path::Path::new("/proc/net/ip_vs").exists();
@@ -496,13 +506,13 @@ async fn swarm_side(docker: &Docker, image: &str) -> Result<String, BenchError> 
                 " (this kernel has no IPVS, which the mesh balances with: the engine logs 'Could not get ipvs family information from the kernel')"
             };
             return Err(BenchError::Failed(format!(
-                "Swarm's routing mesh did not answer on port {port} within {} s, with {REPLICAS} replicas running{why}",
+                "Swarm's routing mesh did not answer at {at} within {} s, with {REPLICAS} replicas running{why}",
                 MESH_DEADLINE.as_secs()
             )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(url)
+    Ok(at)
 }
 
 /// The distinct replicas (`X-Served-By`) that answered `n` GETs of `url`, each on a new
@@ -532,99 +542,4 @@ async fn served_by(url: &str, n: usize) -> BTreeSet<String> {
         }
     }
     served
-}
-
-/// One `wrk` run against `url`.
-async fn wrk(url: &str, seconds: u64, connections: Connections) -> Result<Run, BenchError> {
-    let mut command = tokio::process::Command::new("wrk");
-    command.args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency"]);
-    if connections == Connections::Close {
-        command.args(["-H", "Connection: close"]);
-    }
-    let output = command
-        .arg(url)
-        .output()
-        .await
-        .map_err(|e| BenchError::context("cannot run wrk", e))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(BenchError::Failed(format!(
-            "wrk {url} failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    Ok(parse_wrk(&text))
-}
-
-/// What wrk printed: requests/s, p50 and p99 latency, and every error it counted.
-fn parse_wrk(text: &str) -> Run {
-    let rps = api::field(text, "Requests/sec:")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    let non_2xx = api::field(text, "Non-2xx or 3xx responses:")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    // "Socket errors: connect 0, read 12, write 0, timeout 3"
-    let socket: u64 = api::field(text, "Socket errors:")
-        .map(|v| {
-            v.split(',')
-                .filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    Run {
-        rps,
-        p50: api::latency(text, "50%").unwrap_or_else(|| "-".into()),
-        p99: api::latency(text, "99%").unwrap_or_else(|| "-".into()),
-        errors: non_2xx + socket,
-    }
-}
-
-/// The run with the median requests/s (the lower middle of an even count).
-fn median(runs: &[Run]) -> Option<Run> {
-    let mut sorted = runs.to_vec();
-    sorted.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-    sorted.get(sorted.len().saturating_sub(1) / 2).cloned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_wrk_output_with_its_errors() {
-        let text = "Running 2s test @ http://127.0.0.1:8080/
-  2 threads and 32 connections
-  Thread Stats   Avg      Stdev     Max   +/- Stdev
-    Latency     1.20ms  500.00us   9.00ms   80.00%
-  Latency Distribution
-     50%    1.10ms
-     75%    1.40ms
-     90%    1.80ms
-     99%    3.20ms
-  24000 requests in 2.00s, 3.00MB read
-  Socket errors: connect 0, read 12, write 1, timeout 3
-  Non-2xx or 3xx responses: 2
-Requests/sec:  12000.50
-Transfer/sec:      1.50MB
-";
-        let run = parse_wrk(text);
-        assert_eq!(run.rps, 12000.5);
-        assert_eq!((run.p50.as_str(), run.p99.as_str()), ("1.10ms", "3.20ms"));
-        assert_eq!(run.errors, 18);
-        let clean = parse_wrk("Requests/sec:  10.00\n");
-        assert_eq!((clean.errors, clean.p50.as_str()), (0, "-"));
-    }
-
-    #[test]
-    fn the_median_run_is_the_middle_one() {
-        let run = |rps| Run {
-            rps,
-            ..Run::default()
-        };
-        let median_rps = |runs: &[Run]| median(runs).map(|r| r.rps);
-        assert_eq!(median_rps(&[run(3.0), run(1.0), run(2.0)]), Some(2.0));
-        assert_eq!(median_rps(&[run(3.0), run(1.0)]), Some(1.0));
-        assert_eq!(median_rps(&[]), None);
-    }
 }

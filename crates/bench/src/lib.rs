@@ -7,7 +7,7 @@
 //! mycluster-bench --bench failover`) times failover with real processes.
 //!
 //! Start reading at `run`, then one part per module: `sched`, `footprint`, `api`, `sim`,
-//! `swarm`, `rollout`, `ingress`; `figure` prints what they measure, and `manager` starts the manager (and
+//! `swarm`, `rollout`, `ingress` (with `wrk`, which runs the load); `figure` prints what they measure, and `manager` starts the manager (and
 //! agent) processes they measure. The parts run inside the `mycluster` binary: they start
 //! managers, agents and agent hosts as `mycluster` subcommands of the running executable.
 
@@ -21,6 +21,7 @@ mod rollout;
 mod sched;
 mod sim;
 mod swarm;
+mod wrk;
 
 use std::time::Duration;
 

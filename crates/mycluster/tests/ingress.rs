@@ -43,7 +43,10 @@ impl Env {
         let output = self.mycluster(args);
         let text = String::from_utf8_lossy(&output.stdout).into_owned()
             + &String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "mycluster {args:?} failed:\n{text}");
+        assert!(
+            output.status.success(),
+            "mycluster {args:?} failed:\n{text}"
+        );
         text
     }
 
@@ -207,8 +210,7 @@ async fn rollout_completed(api: &Api, service: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_published_service_is_reached_through_the_ingress_and_keeps_answering() {
-    if !engine_or_skip("a_published_service_is_reached_through_the_ingress_and_keeps_answering")
-    {
+    if !engine_or_skip("a_published_service_is_reached_through_the_ingress_and_keeps_answering") {
         return;
     }
     let cluster = format!("ingress{}", std::process::id());
@@ -372,9 +374,7 @@ async fn a_published_service_is_reached_through_the_ingress_and_keeps_answering(
     assert_eq!(resolved("web"), addresses(&web));
 
     // Deleted, web's port is free at once: `other` publishes it and the ingress serves it.
-    let reply = api
-        .raw("DELETE", "/api/v1/service/web", None, None)
-        .await;
+    let reply = api.raw("DELETE", "/api/v1/service/web", None, None).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let reply = api.post("/api/v1/service", &other).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
