@@ -9,19 +9,30 @@
 //! `healthcheck` (`probers`, running `probe`s, judged by `verdict`); the plan reports
 //! each change of health, and replaces an unhealthy container as it would a crashed one.
 //!
+//! Ports: a task is run with its `workload` environment (who it is, and the ports it
+//! listens on: each target itself on the docker driver, free ports of the host that
+//! `ports` holds for it on the process driver), and reported `running` with where it is
+//! reached (its address and ports), which puts it in the ingress's route table. A task
+//! the manager stops while it may be in that table is signalled only after
+//! `DEREGISTER_DELAY`, and every stop gives the task its own grace period (see `plan`).
+//!
 //! Where to start reading: `run` below (three loops: heartbeat, watch, sync), then
 //! `plan` (the pure diff of wanted tasks against containers found), then `join`, then
 //! `probers`.
 
+mod act;
 mod config;
 mod health;
 mod join;
 pub mod plan;
+pub mod ports;
 mod probe;
 mod probers;
+mod stop;
 pub mod verdict;
+pub mod workload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +40,7 @@ use mycluster_background::{run_loop, Loop, LoopControl};
 use mycluster_client::{Client, ClientError};
 use mycluster_core::wire::{TaskDoc, TaskReport};
 use mycluster_core::TaskState;
-use mycluster_runtime::{ContainerRuntime, RuntimeError, TaskSpec};
+use mycluster_runtime::ContainerRuntime;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +49,7 @@ pub use health::hostname;
 pub use join::new_instance;
 use join::{held_elsewhere, register_until_done, rejoin, superseded};
 use plan::{plan, report, Action};
+use ports::Ports;
 use probers::Probers;
 
 #[derive(Clone, Debug)]
@@ -138,6 +150,12 @@ struct Shared {
     permits: Arc<Semaphore>,
     /// The health checks of running containers.
     probers: Probers,
+    /// The ports handed to this worker's tasks.
+    ports: Ports,
+    /// The containers this agent reported running since it started (see `plan`).
+    announced: std::sync::Mutex<BTreeSet<String>>,
+    /// This host's name, as workloads are told it (`MYCLUSTER_SERVED_BY`).
+    host: String,
 }
 
 /// Runs the agent until `stop` is cancelled; returns once every loop has ended.
@@ -172,6 +190,9 @@ pub async fn run(
         poke: tokio::sync::Notify::new(),
         permits: Arc::new(Semaphore::new(PARALLEL_ACTIONS)),
         probers,
+        ports: Ports::default(),
+        announced: Default::default(),
+        host: hostname().unwrap_or_else(|| "localhost".into()),
     });
     tracing::info!(
         "agent {} ({} driver) for {}, health on {}",
@@ -341,8 +362,20 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
     // running). Such a task is left to the next pass, which sees it as it is.
     let under_way_before = lock(&shared.in_flight).clone();
     let containers = shared.runtime.list().await.map_err(|e| e.to_string())?;
+    // A task's ports are held while it has a process here, or a start under way.
+    let present: HashSet<&str> = containers.iter().map(|c| c.task_id.as_str()).collect();
+    shared.ports.retain(|task| {
+        present.contains(task) || under_way_before.contains(&format!("task:{task}"))
+    });
+    let announced = {
+        let ids: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+        let mut announced = lock(&shared.announced);
+        announced.retain(|id| ids.contains(id.as_str()));
+        announced.clone()
+    };
     let verdicts = Probers::sync(shared, &tasks, &containers);
-    let (actions, mut reports) = plan(&tasks, &containers, &verdicts);
+    let (actions, mut reports) = plan(&tasks, &containers, &verdicts, &announced);
+    act::add_where_reached(shared, &tasks, &containers, &mut reports).await;
     for action in actions {
         let key = match &action {
             Action::Start(task) => format!("task:{}", task.id),
@@ -367,8 +400,30 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
         }
         let shared = shared.clone();
         tokio::spawn(async move {
+            // Waited out before taking a permit: other starts and stops go on meanwhile.
+            if let Action::Remove {
+                container, stop, ..
+            } = &action
+            {
+                if !stop.delay.is_zero() {
+                    tracing::info!(
+                        "agent {}: {} left the route table; stopping it in {:?}",
+                        shared.config.name,
+                        container.name,
+                        stop.delay
+                    );
+                    tokio::select! {
+                        // The agent stops: the container is left as it is.
+                        _ = shared.quit.cancelled() => {
+                            lock(&shared.in_flight).remove(&key);
+                            return;
+                        }
+                        _ = tokio::time::sleep(stop.delay) => {}
+                    }
+                }
+            }
             let permit = shared.permits.clone().acquire_owned().await.ok();
-            let done = act(&shared, action).await;
+            let done = act::act(&shared, action).await;
             drop(permit);
             if let Some(done) = done {
                 lock(&shared.finished).push(done);
@@ -406,6 +461,14 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
     // What was accepted is known now: note it, so the next pass does not repeat it
     // before the manager's new list arrives.
     let ignored: Vec<&str> = answer.ignored.iter().map(|i| i.id.as_str()).collect();
+    {
+        let mut announced = lock(&shared.announced);
+        for r in reports.iter().filter(|r| !ignored.contains(&r.id.as_str())) {
+            if let (TaskState::Running, Some(id)) = (r.state, &r.container_id) {
+                announced.insert(id.clone());
+            }
+        }
+    }
     shared.wanted.send_if_modified(|list| {
         let Some(list) = list else { return false };
         let list = Arc::make_mut(list);
@@ -415,6 +478,9 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
                 if r.health.is_some() {
                     task.health = r.health;
                     task.health_message = r.health_message.clone();
+                }
+                if r.address.is_some() {
+                    task.address = r.address;
                 }
             }
         }
@@ -428,78 +494,11 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Carries out one action; returns the report it leads to, if any.
-async fn act(shared: &Shared, action: Action) -> Option<TaskReport> {
-    match action {
-        Action::Start(task) => Some(start(shared, &task).await),
-        Action::Remove {
-            container,
-            report: wanted_report,
-        } => match shared.runtime.remove(&container).await {
-            Ok(()) => {
-                tracing::info!("agent {}: removed {}", shared.config.name, container.name);
-                wanted_report.map(|id| TaskReport {
-                    container_id: Some(container.id.clone()),
-                    ..TaskReport::new(id, TaskState::Shutdown)
-                })
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "agent {}: cannot remove {}: {e}",
-                    shared.config.name,
-                    container.name
-                );
-                None
-            }
-        },
-    }
-}
-
-async fn start(shared: &Shared, task: &TaskDoc) -> TaskReport {
-    let spec = TaskSpec {
-        task_id: task.id.clone(),
-        service: task.service.clone(),
-        slot: task.slot,
-        image: task.image.clone(),
-        command: task.command.clone(),
-        env: task.env.clone(),
-    };
-    let result = match shared.runtime.check(&spec) {
-        Ok(()) => shared.runtime.start(&spec).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(id) => {
-            tracing::info!(
-                "agent {}: started {} for service {}",
-                shared.config.name,
-                spec.container_name(),
-                task.service
-            );
-            let mut r = report(task, TaskState::Running, None);
-            r.container_id = Some(id);
-            r
-        }
-        Err(e) => {
-            tracing::warn!(
-                "agent {}: cannot start {}: {e}",
-                shared.config.name,
-                spec.container_name()
-            );
-            let error = match e {
-                RuntimeError::Engine(why) => format!("the container engine failed: {why}"),
-                other => other.to_string(),
-            };
-            report(task, TaskState::Failed, Some(error))
-        }
-    }
-}
-
 async fn remove_everything(runtime: &dyn ContainerRuntime) {
     match runtime.list().await {
         Ok(containers) => {
             for container in containers {
-                if let Err(e) = runtime.remove(&container).await {
+                if let Err(e) = runtime.remove(&container, None).await {
                     tracing::warn!("cannot remove {}: {e}", container.name);
                 }
             }

@@ -7,6 +7,13 @@
 //! task still running. A container found unhealthy is removed like a crashed one; once it
 //! is gone the task is reported failed, `error: "unhealthy: <why>"`, and the manager
 //! replaces it with its crash backoff.
+//!
+//! Stops: how each container is stopped is decided here too (see `stop`).
+//!
+//! Where a task is reached: the sync pass adds the address and ports to every `running`
+//! report (the plan only decides to report). A running task with ports whose address the
+//! manager lacks (reported by an agent that did not send it) is reported again, once per
+//! container in this agent's life (`announced`), so a restarted agent fills it in.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +21,7 @@ use mycluster_core::service::Health;
 use mycluster_core::wire::{DesiredState, TaskDoc, TaskReport, TaskState};
 use mycluster_runtime::{Container, ContainerState};
 
+pub use crate::stop::Stop;
 use crate::verdict::Verdict;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,15 +32,18 @@ pub enum Action {
     Remove {
         container: Container,
         report: Option<String>,
+        stop: Stop,
     },
 }
 
 /// What to do now, and what to tell the manager (before the actions' own reports).
-/// `verdicts` are the health checks' latest, by task id.
+/// `verdicts` are the health checks' latest, by task id; `announced`, the containers this
+/// agent reported running (with where they are reached) since it started.
 pub fn plan(
     wanted: &[TaskDoc],
     containers: &[Container],
     verdicts: &BTreeMap<String, Verdict>,
+    announced: &BTreeSet<String>,
 ) -> (Vec<Action>, Vec<TaskReport>) {
     let by_task: BTreeMap<&str, &Container> =
         containers.iter().map(|c| (c.task_id.as_str(), c)).collect();
@@ -47,6 +58,7 @@ pub fn plan(
                 Some(container) => actions.push(Action::Remove {
                     container: container.clone(),
                     report: Some(task.id.clone()),
+                    stop: Stop::unwanted(task, container),
                 }),
                 None => reports.push(report(task, TaskState::Shutdown, None)),
             }
@@ -65,6 +77,7 @@ pub fn plan(
                     Some(v) if v.health == Health::Unhealthy => actions.push(Action::Remove {
                         container: container.clone(),
                         report: None,
+                        stop: Stop::of(task),
                     }),
                     Some(v)
                         if task.state != TaskState::Running || task.health != Some(v.health) =>
@@ -76,7 +89,11 @@ pub fn plan(
                         reports.push(r);
                     }
                     Some(_) => {}
-                    None if task.state != TaskState::Running => {
+                    None if task.state != TaskState::Running
+                        || (task.address.is_none()
+                            && !task.ports.is_empty()
+                            && !announced.contains(&container.id)) =>
+                    {
                         let mut r = report(task, TaskState::Running, None);
                         r.container_id = Some(container.id.clone());
                         reports.push(r);
@@ -113,6 +130,7 @@ pub fn plan(
                     actions.push(Action::Remove {
                         container: container.clone(),
                         report: None,
+                        stop: Stop::of(task),
                     });
                 }
             }
@@ -141,6 +159,7 @@ pub fn plan(
             actions.push(Action::Remove {
                 container: container.clone(),
                 report: None,
+                stop: Stop::default(),
             });
         }
     }
@@ -170,6 +189,8 @@ pub fn report(task: &TaskDoc, state: TaskState, error: Option<String>) -> TaskRe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mycluster_core::endpoints::DEREGISTER_DELAY;
+    use std::time::Duration;
 
     fn task(id: &str, desired: DesiredState, state: TaskState) -> TaskDoc {
         TaskDoc {
@@ -225,7 +246,7 @@ mod tests {
                 ..task("a", DesiredState::Running, TaskState::Assigned)
             }]
         );
-        let (actions, _) = plan(&list.tasks, &[], &none());
+        let (actions, _) = plan(&list.tasks, &[], &none(), &BTreeSet::new());
         assert_eq!(actions, [Action::Start(Box::new(list.tasks[0].clone()))]);
         // A state this agent does not know is refused, not taken for another.
         let unknown = text.replace(r#""state":"assigned""#, r#""state":"paused""#);
@@ -239,7 +260,7 @@ mod tests {
             task("b", DesiredState::Running, TaskState::Assigned),
         ];
         let containers = [container("b", ContainerState::Running)];
-        let (actions, reports) = plan(&wanted, &containers, &none());
+        let (actions, reports) = plan(&wanted, &containers, &none(), &BTreeSet::new());
         assert_eq!(actions, [Action::Start(Box::new(wanted[0].clone()))]);
         assert_eq!(reports.len(), 1);
         assert_eq!(
@@ -253,7 +274,10 @@ mod tests {
     fn adopts_running_containers_without_a_word() {
         let wanted = [task("a", DesiredState::Running, TaskState::Running)];
         let containers = [container("a", ContainerState::Running)];
-        assert_eq!(plan(&wanted, &containers, &none()), (vec![], vec![]));
+        assert_eq!(
+            plan(&wanted, &containers, &none(), &BTreeSet::new()),
+            (vec![], vec![])
+        );
     }
 
     #[test]
@@ -266,17 +290,24 @@ mod tests {
             container("a", ContainerState::Running),
             container("orphan", ContainerState::Running),
         ];
-        let (actions, reports) = plan(&wanted, &containers, &none());
+        let (actions, reports) = plan(&wanted, &containers, &none(), &BTreeSet::new());
         assert_eq!(
             actions,
             [
                 Action::Remove {
                     container: containers[0].clone(),
-                    report: Some("a".into())
+                    report: Some("a".into()),
+                    // No ports: in no route table, stopped at once with its grace.
+                    stop: Stop {
+                        delay: Duration::ZERO,
+                        grace: Some(Duration::from_secs(10))
+                    }
                 },
+                // No task speaks for it: the driver's default grace.
                 Action::Remove {
                     container: containers[1].clone(),
-                    report: None
+                    report: None,
+                    stop: Stop::default()
                 },
             ]
         );
@@ -284,6 +315,96 @@ mod tests {
         assert_eq!(
             (reports[0].id.as_str(), reports[0].state),
             ("b", TaskState::Shutdown)
+        );
+    }
+
+    fn with_ports(mut t: TaskDoc) -> TaskDoc {
+        t.ports = vec![mycluster_core::task::TaskPort {
+            target: 8000,
+            port: Some(41000),
+        }];
+        t.stop_grace_period = mycluster_core::span::Span(1_500);
+        t
+    }
+
+    #[test]
+    fn a_routed_task_is_stopped_after_the_deregister_delay_with_its_grace() {
+        let routed = with_ports(task("a", DesiredState::Shutdown, TaskState::Running));
+        let running = container("a", ContainerState::Running);
+        let stop = |t: &TaskDoc, c: &Container| match plan(
+            std::slice::from_ref(t),
+            std::slice::from_ref(c),
+            &none(),
+            &BTreeSet::new(),
+        )
+        .0
+        .as_slice()
+        {
+            [Action::Remove { stop, .. }] => *stop,
+            other => panic!("expected one removal, got {other:?}"),
+        };
+        let grace = Some(Duration::from_millis(1_500));
+        assert_eq!(
+            stop(&routed, &running),
+            Stop {
+                delay: Duration::from_millis(DEREGISTER_DELAY),
+                grace
+            }
+        );
+        // Not in any route table: stopped at once, still with its grace.
+        let at_once = Stop {
+            delay: Duration::ZERO,
+            grace,
+        };
+        let starting = with_ports(task("a", DesiredState::Shutdown, TaskState::Starting));
+        assert_eq!(stop(&starting, &running), at_once);
+        let exited = container(
+            "a",
+            ContainerState::Exited {
+                code: 0,
+                error: None,
+            },
+        );
+        assert_eq!(stop(&routed, &exited), at_once);
+        let mut portless = routed.clone();
+        portless.ports.clear();
+        assert_eq!(stop(&portless, &running), at_once);
+    }
+
+    #[test]
+    fn a_running_task_the_manager_has_no_address_for_is_reported_once() {
+        let t = with_ports(task("a", DesiredState::Running, TaskState::Running));
+        let containers = [container("a", ContainerState::Running)];
+        let (actions, reports) = plan(
+            std::slice::from_ref(&t),
+            &containers,
+            &none(),
+            &BTreeSet::new(),
+        );
+        assert!(actions.is_empty());
+        assert_eq!(reports.len(), 1);
+        assert_eq!(
+            (reports[0].state, reports[0].container_id.as_deref()),
+            (TaskState::Running, Some("c-a"))
+        );
+        // Once reported by this agent, or once the manager knows it: nothing more.
+        let announced = BTreeSet::from(["c-a".to_string()]);
+        assert_eq!(
+            plan(std::slice::from_ref(&t), &containers, &none(), &announced),
+            (vec![], vec![])
+        );
+        let mut known = t.clone();
+        known.address = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(
+            plan(&[known], &containers, &none(), &BTreeSet::new()),
+            (vec![], vec![])
+        );
+        // Without ports it is in no route table: adopted without a word.
+        let mut portless = t;
+        portless.ports.clear();
+        assert_eq!(
+            plan(&[portless], &containers, &none(), &BTreeSet::new()),
+            (vec![], vec![])
         );
     }
 
@@ -309,7 +430,7 @@ mod tests {
                 },
             ),
         ];
-        let (actions, reports) = plan(&wanted, &containers, &none());
+        let (actions, reports) = plan(&wanted, &containers, &none(), &BTreeSet::new());
         assert!(actions.is_empty());
         assert_eq!(reports[0].state, TaskState::Complete);
         assert_eq!(reports[1].state, TaskState::Failed);
@@ -320,7 +441,7 @@ mod tests {
     #[test]
     fn a_running_task_without_a_container_failed() {
         let wanted = [task("a", DesiredState::Running, TaskState::Running)];
-        let (actions, reports) = plan(&wanted, &[], &none());
+        let (actions, reports) = plan(&wanted, &[], &none(), &BTreeSet::new());
         assert!(actions.is_empty());
         assert_eq!(reports[0].state, TaskState::Failed);
         assert!(reports[0].error.as_deref().unwrap().contains("disappeared"));
@@ -346,7 +467,7 @@ mod tests {
         t.health = Some(Health::Starting);
         let containers = [container("a", ContainerState::Running)];
         let healthy = verdicts(&[("a", verdict("c-a", Health::Healthy, None))]);
-        let (actions, reports) = plan(&[t.clone()], &containers, &healthy);
+        let (actions, reports) = plan(&[t.clone()], &containers, &healthy, &BTreeSet::new());
         assert!(actions.is_empty());
         assert_eq!(reports.len(), 1);
         assert_eq!(reports[0].state, TaskState::Running);
@@ -354,10 +475,16 @@ mod tests {
         assert_eq!(reports[0].container_id.as_deref(), Some("c-a"));
         // Once the manager holds it, nothing more to say.
         t.health = Some(Health::Healthy);
-        assert_eq!(plan(&[t.clone()], &containers, &healthy), (vec![], vec![]));
+        assert_eq!(
+            plan(&[t.clone()], &containers, &healthy, &BTreeSet::new()),
+            (vec![], vec![])
+        );
         // A verdict on another container of the task says nothing of this one.
         let stale = verdicts(&[("a", verdict("c-old", Health::Starting, None))]);
-        assert_eq!(plan(&[t], &containers, &stale), (vec![], vec![]));
+        assert_eq!(
+            plan(&[t], &containers, &stale, &BTreeSet::new()),
+            (vec![], vec![])
+        );
     }
 
     #[test]
@@ -365,7 +492,7 @@ mod tests {
         let t = task("a", DesiredState::Running, TaskState::Starting);
         let containers = [container("a", ContainerState::Running)];
         let starting = verdicts(&[("a", verdict("c-a", Health::Starting, Some("refused")))]);
-        let (_, reports) = plan(&[t], &containers, &starting);
+        let (_, reports) = plan(&[t], &containers, &starting, &BTreeSet::new());
         assert_eq!(reports[0].state, TaskState::Running);
         assert_eq!(reports[0].health, Some(Health::Starting));
         assert_eq!(reports[0].health_message.as_deref(), Some("refused"));
@@ -380,12 +507,13 @@ mod tests {
             "a",
             verdict("c-a", Health::Unhealthy, Some("GET http://x/ answered 500")),
         )]);
-        let (actions, reports) = plan(&[t.clone()], &running, &unhealthy);
+        let (actions, reports) = plan(&[t.clone()], &running, &unhealthy, &BTreeSet::new());
         assert_eq!(
             actions,
             [Action::Remove {
                 container: running[0].clone(),
-                report: None
+                report: None,
+                stop: Stop::of(&t)
             }]
         );
         assert!(
@@ -401,7 +529,7 @@ mod tests {
                 error: None,
             },
         )];
-        let (actions, reports) = plan(&[t.clone()], &exited, &unhealthy);
+        let (actions, reports) = plan(&[t.clone()], &exited, &unhealthy, &BTreeSet::new());
         assert!(actions.is_empty());
         assert_eq!(
             reports[0].error.as_deref(),
@@ -409,7 +537,7 @@ mod tests {
         );
 
         // Gone: failed, unhealthy, and why; never "disappeared", never started again.
-        let (actions, reports) = plan(&[t.clone()], &[], &unhealthy);
+        let (actions, reports) = plan(&[t.clone()], &[], &unhealthy, &BTreeSet::new());
         assert!(actions.is_empty());
         assert_eq!(reports.len(), 1);
         let r = &reports[0];
@@ -426,14 +554,21 @@ mod tests {
         assert_eq!(r.container_id.as_deref(), Some("c-a"));
         // Once reported, the failed task is left to the manager.
         t.state = TaskState::Failed;
-        assert_eq!(plan(&[t], &[], &unhealthy), (vec![], vec![]));
+        assert_eq!(
+            plan(&[t], &[], &unhealthy, &BTreeSet::new()),
+            (vec![], vec![])
+        );
     }
 
     #[test]
     fn an_ended_task_without_a_container_is_never_started_again() {
         for state in [TaskState::Failed, TaskState::Complete, TaskState::Shutdown] {
             let t = task("a", DesiredState::Running, state);
-            assert_eq!(plan(&[t], &[], &none()), (vec![], vec![]), "{state:?}");
+            assert_eq!(
+                plan(&[t], &[], &none(), &BTreeSet::new()),
+                (vec![], vec![]),
+                "{state:?}"
+            );
         }
     }
 }

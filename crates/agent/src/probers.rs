@@ -89,6 +89,11 @@ impl Probers {
                 if running.contains_key(&task.id) {
                     continue;
                 }
+                // Probed where the task listens: on the process driver, not at the
+                // target the check names but at the port the agent gave it for it.
+                let reached = shared.ports.reached(task, shared.runtime.driver());
+                let mut check = check.clone();
+                check.probe = crate::ports::retarget(&check.probe, &reached);
                 let stop = shared.quit.child_token();
                 running.insert(
                     task.id.clone(),
@@ -97,11 +102,12 @@ impl Probers {
                         _stop: stop.clone().drop_guard(),
                     },
                 );
+                let tracker = Tracker::new(&check, task.health);
                 tokio::spawn(watch(
                     shared.clone(),
                     container.clone(),
-                    check.clone(),
-                    Tracker::new(check, task.health),
+                    check,
+                    tracker,
                     stop,
                 ));
             }

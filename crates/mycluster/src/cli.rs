@@ -48,6 +48,13 @@ pub enum Command {
     Dev(DevArgs),
     /// Serve "Hello World" over HTTP: the demo workload (like crccheck/hello-world).
     Hello(HelloArgs),
+    /// Print the addresses a name resolves to, one per line: run in a workload on the
+    /// cluster network to check discovery (`docker exec <container> /mycluster resolve
+    /// web` lists the replicas of service `web`). Exits 1 when the name does not resolve.
+    Resolve {
+        /// The name to look up: a service's name, or any host name.
+        name: String,
+    },
     /// Set up a cluster on this Docker host: a manager, a monitor and N workers.
     Setup(SetupArgs),
     /// Start, stop, list or remove the containers of a cluster set up here.

@@ -17,6 +17,7 @@ mod manager;
 mod output;
 mod port_flags;
 mod remote;
+mod resolve;
 mod service_args;
 mod spec_flags;
 mod store_copy;
@@ -55,6 +56,7 @@ fn main() {
             cli::Command::Dev(args) => agent::dev(args).await,
             cli::Command::Monitor(args) => agent::monitor(&cli.global, args).await,
             cli::Command::Hello(args) => hello::run(args).await,
+            cli::Command::Resolve { name } => resolve::run(&name).await,
             cli::Command::Bench(args) => bench(args).await,
             cli::Command::Store(cli::StoreCommand::Copy(args)) => store_copy::copy(args).await,
             cli::Command::Store(cli::StoreCommand::Reseed) => remote::reseed(&cli.global).await,

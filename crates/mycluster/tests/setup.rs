@@ -206,6 +206,35 @@ async fn walkthrough(store: &'static str) {
     assert!(!worker_env.contains(&token), "a worker holds the API token");
     assert!(worker_env.contains("MYCLUSTER_JOIN_TOKEN="), "{worker_env}");
 
+    // The ingress serves published ports on this host: on the host's network, following
+    // the API at its published port, with the join token only.
+    let ingress = format!("{cluster}_ingress_1");
+    let made = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.NetworkMode}} {{json .Config.Cmd}} {{index .Config.Labels \"mycluster.role\"}}",
+        &ingress,
+    ]);
+    let api_port = env
+        .manager_url(&cluster)
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        made,
+        format!(r#"host ["ingress","--manager","http://127.0.0.1:{api_port}"] ingress"#)
+    );
+    let ingress_env = docker(&["inspect", "--format", "{{json .Config.Env}}", &ingress]);
+    assert!(
+        !ingress_env.contains(&token),
+        "the ingress holds the API token"
+    );
+    assert!(
+        ingress_env.contains("MYCLUSTER_JOIN_TOKEN="),
+        "{ingress_env}"
+    );
+
     // Set up with port 0 (MYCLUSTER_PORT), the manager's port survives a restart of its
     // container, and the CLI still finds it.
     let port_before = env.manager_url(&cluster);

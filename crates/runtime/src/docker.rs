@@ -4,17 +4,19 @@
 //! Only containers carrying this runtime's cluster and worker labels are listed, replaced
 //! or removed; anything else on the engine is left alone, even when it holds a name we
 //! want. With `pid_container` set, workloads join the worker container's PID namespace,
-//! so stopping the worker kills them as a lost node would (see docs/ARCHITECTURE.md).
+//! so stopping the worker kills them as a lost node would (see docs/ARCHITECTURE.md). On
+//! a user-defined `network`, each workload carries its service's name as an alias, so
+//! other workloads reach a service by its name (the engine's DNS answers every replica).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum,
-    EndpointSettings, HostConfig,
+    HostConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -23,6 +25,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use crate::network;
 use crate::{
     BoundedOutput, Container, ContainerRuntime, ContainerState, ExecOutcome, Identity,
     RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_ROLE, LABEL_SERVICE, LABEL_TASK, LABEL_WORKER,
@@ -34,7 +37,7 @@ const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// The `mycluster.role` of the containers this driver creates.
 const ROLE_WORKLOAD: &str = "workload";
 
-/// bollard's default per-request timeout; a stop must be allowed its grace on top.
+/// bollard's default per-request timeout; a stop is allowed its grace on top.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A wedged engine must not hold an agent's start-up (or a driver choice) forever.
@@ -49,7 +52,8 @@ pub struct DockerOptions {
     pub pid_container: Option<String>,
     /// Workloads are attached to this network (`--network <name>`).
     pub network: Option<String>,
-    /// How long a stopped container gets between SIGTERM and SIGKILL.
+    /// How long a stopped container gets between SIGTERM and SIGKILL when the stop gives
+    /// no grace of its own (a container no task speaks for).
     pub stop_grace: Duration,
 }
 
@@ -164,6 +168,7 @@ impl DockerRuntime {
                 network_mode: self.options.network.clone(),
                 ..Default::default()
             }),
+            networking_config: network::aliases(self.options.network.as_deref(), &spec.service),
             ..Default::default()
         };
         let mut replaced = false;
@@ -338,7 +343,11 @@ impl ContainerRuntime for DockerRuntime {
         Ok(id)
     }
 
-    async fn remove(&self, container: &Container) -> Result<(), RuntimeError> {
+    async fn remove(
+        &self,
+        container: &Container,
+        grace: Option<Duration>,
+    ) -> Result<(), RuntimeError> {
         if container.id.is_empty() {
             return Ok(());
         }
@@ -360,13 +369,19 @@ impl ContainerRuntime for DockerRuntime {
             )));
         }
         let id = inspected.id.as_deref().unwrap_or(&container.id);
-        let grace = self.options.stop_grace;
+        let grace = grace.unwrap_or(self.options.stop_grace);
+        // The engine counts whole seconds: a part of one is rounded up, never cut.
         let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
         let options = StopContainerOptionsBuilder::default()
             .t(i32::try_from(seconds).unwrap_or(i32::MAX))
             .build();
+        // The engine answers a stop once the container ended: the request may take the
+        // whole grace on top of the usual time.
+        let docker = self.docker.clone().with_timeout(
+            REQUEST_TIMEOUT.saturating_add(Duration::from_secs(seconds.min(u64::from(u32::MAX)))),
+        );
         // bollard already reports 304 (stopped before) as success.
-        match self.docker.stop_container(id, Some(options)).await {
+        match docker.stop_container(id, Some(options)).await {
             Ok(()) => {}
             Err(e) if status(&e) == Some(404) => return Ok(()),
             // The forced remove below kills it anyway.
@@ -427,7 +442,10 @@ impl ContainerRuntime for DockerRuntime {
             .network_settings
             .and_then(|settings| settings.networks)
             .unwrap_or_default();
-        Ok(pick_address(&networks, self.options.network.as_deref()))
+        Ok(network::pick_address(
+            &networks,
+            self.options.network.as_deref(),
+        ))
     }
 
     /// Docker exec, its output attached. The engine has no way to kill an exec: one that
@@ -490,29 +508,6 @@ impl ContainerRuntime for DockerRuntime {
             ))),
         }
     }
-}
-
-/// Which of a container's networks its address is taken from: the one named, else the
-/// default bridge, else the first by name that has an address (a stable choice).
-fn pick_address(
-    networks: &HashMap<String, EndpointSettings>,
-    wanted: Option<&str>,
-) -> Option<IpAddr> {
-    if networks.contains_key("host") && networks.len() == 1 {
-        return Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    }
-    let ip = |name: &str| {
-        networks
-            .get(name)
-            .and_then(|endpoint| endpoint.ip_address.as_deref())
-            .and_then(|ip| ip.parse::<IpAddr>().ok())
-    };
-    if let Some(wanted) = wanted {
-        return ip(wanted);
-    }
-    let mut names: Vec<&String> = networks.keys().collect();
-    names.sort();
-    ip("bridge").or_else(|| names.into_iter().find_map(|name| ip(name)))
 }
 
 /// Connects to the engine the way the docker CLI would, agreeing on a version. Public so
@@ -613,31 +608,6 @@ mod tests {
             split_reference("redis@sha256:abcd"),
             ("redis@sha256:abcd", None)
         );
-    }
-
-    #[test]
-    fn the_address_is_taken_from_the_right_network() {
-        let endpoint = |ip: &str| EndpointSettings {
-            ip_address: Some(ip.into()),
-            ..Default::default()
-        };
-        let networks = HashMap::from([
-            ("bridge".to_string(), endpoint("172.17.0.2")),
-            ("apps".to_string(), endpoint("172.18.0.5")),
-            ("zeta".to_string(), endpoint("")),
-        ]);
-        let ip = |s: &str| Some(s.parse::<IpAddr>().expect("an IP"));
-        assert_eq!(pick_address(&networks, Some("apps")), ip("172.18.0.5"));
-        assert_eq!(pick_address(&networks, None), ip("172.17.0.2"));
-        assert_eq!(pick_address(&networks, Some("zeta")), None);
-        let no_bridge = HashMap::from([
-            ("b".to_string(), endpoint("10.0.0.2")),
-            ("a".to_string(), endpoint("")),
-        ]);
-        assert_eq!(pick_address(&no_bridge, None), ip("10.0.0.2"));
-        let host = HashMap::from([("host".to_string(), endpoint(""))]);
-        assert_eq!(pick_address(&host, None), ip("127.0.0.1"));
-        assert_eq!(pick_address(&HashMap::new(), None), None);
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 
 mod docker;
 mod exec;
+mod network;
 mod process;
 mod sim;
 pub mod supervise;
@@ -124,8 +125,14 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// missing.
     async fn start(&self, spec: &TaskSpec) -> Result<String, RuntimeError>;
 
-    /// Stops (with a short grace period) and removes a container. Gone already is fine.
-    async fn remove(&self, container: &Container) -> Result<(), RuntimeError>;
+    /// Stops and removes a container: SIGTERM, then SIGKILL once `grace` has passed
+    /// (`None`: the driver's own default, for a container no task speaks for). Gone
+    /// already is fine.
+    async fn remove(
+        &self,
+        container: &Container,
+        grace: Option<Duration>,
+    ) -> Result<(), RuntimeError>;
 
     /// Every container of this runtime's identity, running or not.
     async fn list(&self) -> Result<Vec<Container>, RuntimeError>;
@@ -143,6 +150,15 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutcome, RuntimeError>;
+}
+
+/// `after` from now; a span too long for the clock (a grace period of centuries) counts
+/// as a century, which is never reached either.
+pub(crate) fn later(after: Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 /// Collects a command's output up to [`EXEC_OUTPUT_LIMIT`] bytes; what comes after is

@@ -36,7 +36,8 @@ pub const ENV_WORKER: &str = "MYCLUSTER_WORKER";
 pub const ENV_SERVICE: &str = "MYCLUSTER_SERVICE";
 pub const ENV_TASK: &str = "MYCLUSTER_TASK";
 
-/// How long a stopped task gets between SIGTERM and SIGKILL.
+/// How long a stopped task gets between SIGTERM and SIGKILL when no grace is given (a
+/// process no task speaks for any more), unless `with_stop_grace` says otherwise.
 const GRACE: Duration = Duration::from_secs(5);
 /// How much longer than the grace the agent waits for a stopping supervisor before it
 /// kills the tree itself.
@@ -83,6 +84,8 @@ impl Supervisor {
 pub struct ProcessRuntime {
     identity: Identity,
     supervisor: Supervisor,
+    /// From SIGTERM to SIGKILL when a stop gives no grace of its own.
+    stop_grace: Duration,
     children: Arc<Mutex<BTreeMap<String, Tracked>>>,
     spawner: Spawner,
     cleaned: std::sync::Once,
@@ -106,10 +109,17 @@ impl ProcessRuntime {
         ProcessRuntime {
             identity,
             supervisor,
+            stop_grace: GRACE,
             children: Arc::new(Mutex::new(BTreeMap::new())),
             spawner: Spawner::start(),
             cleaned: std::sync::Once::new(),
         }
+    }
+
+    /// The grace of a stop that gives none (as `DockerOptions::stop_grace`).
+    pub fn with_stop_grace(mut self, grace: Duration) -> ProcessRuntime {
+        self.stop_grace = grace;
+        self
     }
 
     fn clean_leftovers_once(&self) {
@@ -172,7 +182,7 @@ impl ContainerRuntime for ProcessRuntime {
         let mut env = spec.env.clone();
         env.extend(marks.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let request = Request {
-            grace: GRACE,
+            grace: self.stop_grace,
             command: command.clone(),
             env: env.clone(),
         }
@@ -207,7 +217,12 @@ impl ContainerRuntime for ProcessRuntime {
         Ok(id)
     }
 
-    async fn remove(&self, container: &Container) -> Result<(), RuntimeError> {
+    async fn remove(
+        &self,
+        container: &Container,
+        grace: Option<Duration>,
+    ) -> Result<(), RuntimeError> {
+        let grace = grace.unwrap_or(self.stop_grace);
         {
             let mut children = self.lock();
             let Some(tracked) = children.get_mut(&container.task_id) else {
@@ -217,8 +232,13 @@ impl ContainerRuntime for ProcessRuntime {
                 return Ok(());
             }
             // Signalled under the lock: no `list` can reap it meanwhile and free its pid.
+            // The grace travels with the stop (see `supervise`).
             match tracked.supervisor.try_wait() {
-                Ok(None) => tree::kill(tracked.supervisor.id() as i32, libc::SIGTERM),
+                Ok(None) => tree::queue(
+                    tracked.supervisor.id() as i32,
+                    libc::SIGTERM,
+                    usize::try_from(grace.as_millis()).unwrap_or(usize::MAX),
+                ),
                 _ => {
                     children.remove(&container.task_id);
                     return Ok(());
@@ -226,7 +246,7 @@ impl ContainerRuntime for ProcessRuntime {
             }
         }
         // The supervisor gives the command its grace, kills what is left and exits.
-        let deadline = Instant::now() + GRACE + STOP_MARGIN;
+        let deadline = crate::later(grace + STOP_MARGIN);
         let stuck = loop {
             {
                 let mut children = self.lock();

@@ -87,7 +87,12 @@ impl ContainerRuntime for SimRuntime {
         Ok(id)
     }
 
-    async fn remove(&self, container: &Container) -> Result<(), RuntimeError> {
+    /// Gone at once: nothing runs that a grace period would wait for.
+    async fn remove(
+        &self,
+        container: &Container,
+        _grace: Option<Duration>,
+    ) -> Result<(), RuntimeError> {
         let mut containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
         if containers
             .get(&container.task_id)

@@ -9,7 +9,10 @@
 //! or `failed <reason>` when the command cannot be executed), then waits for signals:
 //!
 //! - SIGTERM (or SIGINT, SIGHUP, SIGQUIT), a stop: SIGTERM to the command's group, and
-//!   after the grace period SIGKILL to the whole tree;
+//!   after the grace period SIGKILL to the whole tree. The grace is the request's, unless
+//!   the stop carries one: the agent sends it with sigqueue(3), the task's own grace in
+//!   milliseconds as the signal's value (a task's grace is known when it is stopped, not
+//!   only when it starts);
 //! - the command's main process ends: whatever it left is killed, and the supervisor exits
 //!   with the same status (the same signal, when it was killed by one), so the agent
 //!   reports what it would for the command itself;
@@ -265,10 +268,15 @@ fn watch(signals: &Signals, agent: i32, main: i32, grace: Duration) -> Ended {
             })
             .max(KILL_POLL);
         match signals.wait(timeout) {
-            Some(AGENT_DIED) => return Ended::AgentDied,
-            Some(signal) if STOP_SIGNALS.contains(&signal) && kill_at.is_none() => {
+            Some(Received {
+                signal: AGENT_DIED, ..
+            }) => return Ended::AgentDied,
+            Some(Received {
+                signal,
+                grace: given,
+            }) if STOP_SIGNALS.contains(&signal) && kill_at.is_none() => {
                 tree::kill_group(main, libc::SIGTERM);
-                kill_at = Some(Instant::now() + grace);
+                kill_at = Some(crate::later(given.unwrap_or(grace)));
             }
             // SIGCHLD, a repeated stop, or the timeout: look again below.
             _ => {}
@@ -389,17 +397,32 @@ impl Signals {
     }
 
     /// The next of the signals, or `None` after `timeout` (or an interruption).
-    fn wait(&self, timeout: Duration) -> Option<libc::c_int> {
+    fn wait(&self, timeout: Duration) -> Option<Received> {
         let timeout = libc::timespec {
             tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
             // Below 10^9: fits any c_long.
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
         };
-        // SAFETY: sigtimedwait(2) reads the set and the timeout, both locals or owned, and
-        // accepts a null siginfo.
-        let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &timeout) };
-        (signal > 0).then_some(signal)
+        // SAFETY: siginfo_t is plain data; sigtimedwait(2) reads the set and the timeout
+        // and writes the siginfo, all locals or owned. si_value is read only for a signal
+        // sent by sigqueue (SI_QUEUE), the one case where the kernel filled it in.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let signal = libc::sigtimedwait(&self.set, &mut info, &timeout);
+            if signal <= 0 {
+                return None;
+            }
+            let grace = (info.si_code == libc::SI_QUEUE)
+                .then(|| Duration::from_millis(info.si_value().sival_ptr as usize as u64));
+            Some(Received { signal, grace })
+        }
     }
+}
+
+/// A signal, and the grace a stop sent with sigqueue(3) carries.
+struct Received {
+    signal: libc::c_int,
+    grace: Option<Duration>,
 }
 
 #[cfg(test)]

@@ -92,6 +92,21 @@ pub(crate) fn kill(pid: i32, signal: libc::c_int) {
     }
 }
 
+/// Sends `signal` to one process with `value` attached (sigqueue(3)): the receiver reads
+/// it with the signal, where a plain kill(2) carries nothing.
+pub(crate) fn queue(pid: i32, signal: libc::c_int, value: usize) {
+    if pid > 0 {
+        let value = libc::sigval {
+            // A number, not a pointer: sigval is a union of the two.
+            sival_ptr: value as *mut libc::c_void,
+        };
+        // SAFETY: sigqueue(3) on one pid, with a value passed by copy.
+        unsafe {
+            libc::sigqueue(pid, signal, value);
+        }
+    }
+}
+
 /// Signals the process group `leader` leads.
 pub(crate) fn kill_group(leader: i32, signal: libc::c_int) {
     if leader > 0 {

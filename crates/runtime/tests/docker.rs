@@ -20,7 +20,11 @@ struct Docker;
 #[async_trait::async_trait]
 impl Driver for Docker {
     async fn runtime(&self, identity: Identity) -> Box<dyn ContainerRuntime> {
-        Box::new(guarded(identity, DockerOptions::default()).await)
+        let options = DockerOptions {
+            stop_grace: conformance::DEFAULT_GRACE,
+            ..DockerOptions::default()
+        };
+        Box::new(guarded(identity, options).await)
     }
 
     fn long_running(&self, task_id: &str) -> TaskSpec {
@@ -46,6 +50,12 @@ impl Driver for Docker {
 
     fn exec_hanging(&self) -> Option<Vec<String>> {
         Some(["/prog", "sleep"].map(String::from).to_vec())
+    }
+
+    fn ignoring_sigterm(&self, task_id: &str) -> Option<(TaskSpec, Vec<String>)> {
+        // PID 1 of its container: a SIGTERM without a handler is ignored from the start.
+        let spec = spec(task_id, Some(&test_image()), Some(vec!["stubborn"]));
+        Some((spec, ["/prog", "exit", "0"].map(String::from).to_vec()))
     }
 }
 
@@ -92,8 +102,12 @@ impl ContainerRuntime for Guarded {
         self.runtime.start(spec).await
     }
 
-    async fn remove(&self, container: &Container) -> Result<(), RuntimeError> {
-        self.runtime.remove(container).await
+    async fn remove(
+        &self,
+        container: &Container,
+        grace: Option<Duration>,
+    ) -> Result<(), RuntimeError> {
+        self.runtime.remove(container, grace).await
     }
 
     async fn list(&self) -> Result<Vec<Container>, RuntimeError> {
@@ -219,7 +233,7 @@ async fn containers_without_our_labels_are_never_listed_or_touched() {
         name: mine.container_name(),
         state: ContainerState::Running,
     };
-    let removed = runtime.remove(&pretend).await;
+    let removed = runtime.remove(&pretend, None).await;
     assert!(removed.is_err(), "{removed:?}");
     assert!(is_running(&foreign), "the foreign container was removed");
 }
@@ -422,4 +436,51 @@ async fn the_address_reaches_the_containers_port() {
         }
     };
     assert!(answer.starts_with("HTTP/1.0 200 OK"), "{answer}");
+}
+
+/// Removes a test's network when dropped (after its containers: declare it first).
+struct NetworkCleanup(String);
+
+impl Drop for NetworkCleanup {
+    fn drop(&mut self) {
+        let _ = docker(&["network", "rm", &self.0]);
+    }
+}
+
+/// On a user-defined network each workload carries its service's name as an alias (what
+/// the engine's DNS answers); on the default bridge, which has no DNS, none is asked for
+/// (the engine would refuse the container).
+#[tokio::test]
+async fn workloads_carry_their_service_name_on_the_network() {
+    if !docker_ready("workloads_carry_their_service_name_on_the_network") {
+        return;
+    }
+    let network = unique("mycluster-test-net");
+    let _network_cleanup = NetworkCleanup(network.clone());
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        &format!("{TEST_OWNER_LABEL}={network}"),
+        &network,
+    ])
+    .expect("create the network");
+    let options = DockerOptions {
+        network: Some(network.clone()),
+        ..DockerOptions::default()
+    };
+    let runtime = guarded(identity("aliases"), options).await;
+    let id = runtime
+        .start(&Docker.long_running("t-alias"))
+        .await
+        .expect("start");
+    let format = format!("{{{{json (index .NetworkSettings.Networks \"{network}\").Aliases}}}}");
+    let aliases = docker(&["inspect", "--format", &format, &id]).expect("inspect");
+    assert!(aliases.contains(r#""conformance""#), "{aliases}");
+
+    let on_bridge = guarded(identity("no-aliases"), DockerOptions::default()).await;
+    on_bridge
+        .start(&Docker.long_running("t-bridge"))
+        .await
+        .expect("a container on the default bridge starts without an alias");
 }

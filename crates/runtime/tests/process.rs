@@ -17,7 +17,9 @@ struct Process;
 #[async_trait::async_trait]
 impl Driver for Process {
     async fn runtime(&self, identity: Identity) -> Box<dyn ContainerRuntime> {
-        Box::new(ProcessRuntime::new(identity, supervisor()))
+        Box::new(
+            ProcessRuntime::new(identity, supervisor()).with_stop_grace(conformance::DEFAULT_GRACE),
+        )
     }
 
     fn long_running(&self, task_id: &str) -> TaskSpec {
@@ -44,6 +46,30 @@ impl Driver for Process {
                 .map(String::from)
                 .to_vec(),
         )
+    }
+
+    fn ignoring_sigterm(&self, task_id: &str) -> Option<(TaskSpec, Vec<String>)> {
+        // The mark file says the trap is set (an ignored signal stays ignored across
+        // exec); the check removes it, so nothing is left behind.
+        let mark = std::env::temp_dir().join(format!(
+            "mycluster-stubborn-{}-{task_id}",
+            std::process::id()
+        ));
+        let mut spec = spec(
+            task_id,
+            None,
+            Some(vec![
+                "sh",
+                "-c",
+                r#"trap "" TERM; : > "$READY"; exec sleep 300"#,
+            ]),
+        );
+        spec.env
+            .insert("READY".into(), mark.to_string_lossy().into_owned());
+        Some((
+            spec,
+            ["sh", "-c", r#"rm "$READY""#].map(String::from).to_vec(),
+        ))
     }
 }
 

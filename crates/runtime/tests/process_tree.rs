@@ -286,7 +286,7 @@ async fn a_stop_ends_a_grandchild_that_left_the_group_and_its_parent() {
         .into_iter()
         .find(|c| c.task_id == "t")
         .expect("listed");
-    runtime.remove(&container).await.expect("remove");
+    runtime.remove(&container, None).await.expect("remove");
     // The supervisor exits only once its tree is empty, and the stop waits for it.
     assert!(!alive(grandchild), "the grandchild outlived the stop");
     assert!(with_argument(&seconds).is_empty());
@@ -401,7 +401,7 @@ async fn a_stop_kills_the_whole_tree_after_the_grace_when_sigterm_is_ignored() {
         state: ContainerState::Running,
     };
     let asked = Instant::now();
-    runtime.remove(&container).await.expect("remove");
+    runtime.remove(&container, None).await.expect("remove");
     // Nothing could end them before the SIGKILL that follows the 5 s grace.
     assert!(
         asked.elapsed() >= Duration::from_secs(5),

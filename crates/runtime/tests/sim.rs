@@ -28,6 +28,10 @@ impl Driver for Sim {
     fn exec_hanging(&self) -> Option<Vec<String>> {
         None
     }
+
+    fn ignoring_sigterm(&self, _task_id: &str) -> Option<(TaskSpec, Vec<String>)> {
+        None
+    }
 }
 
 runtime_suite!(Sim);

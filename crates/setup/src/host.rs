@@ -21,7 +21,8 @@ use mycluster_runtime::{connect_engine, LABEL_CLUSTER, LABEL_ROLE, LABEL_WORKER}
 
 use crate::error::SetupError;
 
-/// A container of the cluster's own (manager, monitor, worker), as setup creates it.
+/// A container of the cluster's own (manager, monitor, worker, ingress), as setup
+/// creates it.
 #[derive(Clone, Debug, Default)]
 pub struct RoleContainer {
     pub name: String,
@@ -29,6 +30,7 @@ pub struct RoleContainer {
     pub cmd: Vec<String>,
     pub env: Vec<String>,
     pub labels: HashMap<String, String>,
+    /// The network it joins (`host`: the host's own).
     pub network: String,
     pub binds: Vec<String>,
     /// (container port, host port); host port 0 lets the engine choose.
@@ -145,12 +147,14 @@ impl ClusterHost {
                 }]),
             )])
         });
+        // On the host's network a container has the host's name, as it has its network.
+        let on_host = spec.network == "host";
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: Some(spec.cmd.clone()),
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
-            hostname: Some(spec.name.clone()),
+            hostname: (!on_host).then(|| spec.name.clone()),
             exposed_ports: spec
                 .publish
                 .map(|(inside, _)| vec![format!("{inside}/tcp")]),
@@ -241,6 +245,16 @@ impl ClusterHost {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// The command a container was made with (its `Cmd`, after the entrypoint).
+    pub async fn configured_cmd(&self, name: &str) -> Result<Option<Vec<String>>, SetupError> {
+        let inspect = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| engine(&format!("cannot inspect {name}"), e))?;
+        Ok(inspect.config.and_then(|c| c.cmd))
     }
 
     /// The host port a container's `port` is configured to be published on: `Some(0)`

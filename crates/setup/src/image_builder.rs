@@ -43,6 +43,27 @@ impl Images {
         }
     }
 
+    /// The labels of this image, or `None` when the engine does not have it.
+    pub async fn labels(
+        &self,
+        image: &str,
+    ) -> Result<Option<std::collections::HashMap<String, String>>, SetupError> {
+        match self.docker.inspect_image(image).await {
+            Ok(inspected) => Ok(Some(
+                inspected
+                    .config
+                    .and_then(|c| c.labels)
+                    .unwrap_or_default(),
+            )),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(SetupError::Engine(format!(
+                "cannot inspect image {image}: {e}"
+            ))),
+        }
+    }
+
     /// Builds `tag` from `dockerfile` and `files`, labelled with `labels`; calls
     /// `progress` with each line the build prints.
     pub async fn build(

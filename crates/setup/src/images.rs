@@ -15,18 +15,34 @@ pub const DEMO_IMAGE: &str = "mycluster/hello-world:latest";
 /// The image the original README used; offline we can stand in for it.
 pub const ORIGINAL_DEMO_IMAGE: &str = "crccheck/hello-world:latest";
 
-/// Builds the demo image if it is missing (or always, with `rebuild`), and gives it the
-/// `aliases` that are not taken yet. Returns what it did, for people.
+/// The label that says which build of `mycluster` an image of ours holds.
+const LABEL_BINARY: &str = "mycluster.binary";
+/// The label that says what an image of ours is (`demo`, `mycluster`).
+const LABEL_KIND: &str = "mycluster.image";
+
+/// Builds the demo image if it is missing, or was built by us from another build of
+/// `mycluster` (so a new release's demo, e.g. its `X-Served-By` header or `mycluster
+/// resolve`, is what runs), or always with `rebuild`; and gives it the `aliases` that are
+/// not taken yet, or that are our stand-ins of an older build. An image of that name
+/// that is not ours is left alone. Returns what it did, for people.
 pub async fn ensure_demo(rebuild: bool, aliases: &[String]) -> Result<Vec<String>, SetupError> {
     let images = Images::connect().await?;
+    let binary = binary_tag()?;
+    let outdated = |labels: &Option<HashMap<String, String>>| match labels {
+        None => true,
+        Some(labels) => {
+            labels.get(LABEL_KIND).map(String::as_str) == Some("demo")
+                && labels.get(LABEL_BINARY) != Some(&binary)
+        }
+    };
     let mut done = Vec::new();
-    if rebuild || !images.exists(DEMO_IMAGE).await? {
+    if rebuild || outdated(&images.labels(DEMO_IMAGE).await?) {
         let extra = "EXPOSE 8000\nCMD [\"hello\", \"--port\", \"8000\"]\n";
         let how = build_self_image(&images, DEMO_IMAGE, "demo", extra).await?;
         done.push(format!("built {DEMO_IMAGE} ({how})"));
     }
     for alias in aliases {
-        if images.exists(alias).await? {
+        if !outdated(&images.labels(alias).await?) {
             continue;
         }
         images.tag(DEMO_IMAGE, alias).await?;
@@ -37,18 +53,22 @@ pub async fn ensure_demo(rebuild: bool, aliases: &[String]) -> Result<Vec<String
     Ok(done)
 }
 
+/// `<version>-<hash of this binary>`: what tells one build of `mycluster` from another.
+fn binary_tag() -> Result<String, SetupError> {
+    let bytes = read(&this_executable()?)?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&bytes, &mut hasher);
+    Ok(format!(
+        "{}-{:08x}",
+        env!("CARGO_PKG_VERSION"),
+        std::hash::Hasher::finish(&hasher) as u32
+    ))
+}
+
 /// The image the cluster's own containers run: this binary, tagged by its content so a
 /// new build gets a new image. Built if missing; returns the tag and what was done.
 pub async fn ensure_mycluster_image() -> Result<(String, Option<String>), SetupError> {
-    let path = this_executable()?;
-    let bytes = read(&path)?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    std::hash::Hash::hash(&bytes, &mut hasher);
-    let tag = format!(
-        "mycluster:{}-{:08x}",
-        env!("CARGO_PKG_VERSION"),
-        std::hash::Hasher::finish(&hasher) as u32
-    );
+    let tag = format!("mycluster:{}", binary_tag()?);
     let images = Images::connect().await?;
     if images.exists(&tag).await? {
         return Ok((tag, None));
@@ -66,7 +86,10 @@ async fn build_self_image(
 ) -> Result<&'static str, SetupError> {
     let (files, how) = self_rootfs().map_err(|e| SetupError::Package(Box::new(e)))?;
     let dockerfile = format!("FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/mycluster\"]\n{extra}");
-    let labels = HashMap::from([("mycluster.image".to_string(), kind.to_string())]);
+    let labels = HashMap::from([
+        (LABEL_KIND.to_string(), kind.to_string()),
+        (LABEL_BINARY.to_string(), binary_tag()?),
+    ]);
     images
         .build(tag, &dockerfile, &files, &labels, |line| {
             tracing::debug!("build: {line}")

@@ -48,9 +48,12 @@ pub async fn manage(command: ManageCommand, name: Option<String>) -> Result<(), 
             }
         }
         ManageCommand::Stop => {
-            // The monitor first, so it does not relocate work from workers being stopped;
-            // the manager last, so agents can report until the end.
-            let order = ["monitor", "worker", "workload", "manager", "redis"];
+            // The ingress first, so no connection is sent to a replica being stopped; the
+            // monitor next, so it does not relocate work from workers being stopped; the
+            // manager last, so agents can report until the end.
+            let order = [
+                "ingress", "monitor", "worker", "workload", "manager", "redis",
+            ];
             for role in order {
                 for c in containers
                     .iter()

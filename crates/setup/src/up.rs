@@ -1,9 +1,12 @@
 //! Bringing a cluster up to its saved settings (`setup`, and `manage --command up`): the
 //! original's docker-compose cluster on one host, through the Docker Engine API and
 //! offline. A cluster is a network, a data volume, `<name>_manager_1` (publishing the
-//! API), `<name>_monitor_1` and `<name>_worker_1..N` (agents driving the host's engine,
-//! their workloads in the worker's PID namespace). Its settings are saved (see
-//! `settings`) so `manage` and the CLI find it.
+//! API), `<name>_monitor_1`, `<name>_worker_1..N` (agents driving the host's engine,
+//! their workloads in the worker's PID namespace) and `<name>_ingress_1` (on the host's
+//! network, so the services' published ports are this host's ports: it reaches the
+//! manager at the API's published port, and the replicas at their addresses on the
+//! cluster network, which the host routes to). Its settings are saved (see `settings`)
+//! so `manage` and the CLI find it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,6 +20,15 @@ use crate::images::{ensure_demo, ensure_mycluster_image, ensure_redis_image, ORI
 use crate::ps::print_ps;
 use crate::secret::{generate, JOIN_TOKEN_ENV, TOKEN_ENV};
 use crate::settings::{save, settings_path, Settings};
+
+/// The Docker network the ingress joins: the host's own.
+const HOST_NETWORK: &str = "host";
+
+/// The ingress's command: it follows the route table of the manager's API at `port`, the
+/// API's port on this host (the ingress shares the host's network).
+fn ingress_cmd(port: u16) -> Vec<String> {
+    strings(&["ingress", "--manager", &format!("http://127.0.0.1:{port}")])
+}
 
 /// Docker names: what `setupCluster.sh` would have called them.
 fn names(cluster: &str) -> (String, String, String, String, String) {
@@ -54,8 +66,9 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
     let join_env = format!("{JOIN_TOKEN_ENV}={join_token}");
     let cluster = settings.name.clone();
     let (network, volume, manager, monitor, worker_prefix) = names(&cluster);
+    let ingress = format!("{cluster}_ingress_1");
     println!(
-        "Setting up cluster '{cluster}': a manager, a monitor and {} workers",
+        "Setting up cluster '{cluster}': a manager, a monitor, {} workers and an ingress",
         settings.workers
     );
     let host = ClusterHost::connect().await?;
@@ -196,7 +209,22 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
             ..RoleContainer::default()
         });
     }
+    // Published ports are served on this host: the ingress joins its network, and has the
+    // join token only (it reads the route table; it cannot read or change services).
+    wanted.push(RoleContainer {
+        name: ingress.clone(),
+        image: image.clone(),
+        cmd: ingress_cmd(settings.port),
+        env: vec![join_env.clone()],
+        labels: labels(&cluster, "ingress"),
+        network: HOST_NETWORK.into(),
+        ..RoleContainer::default()
+    });
     for spec in &mut wanted {
+        if spec.name == ingress {
+            // The API's port as it is now: making the manager may have moved it.
+            spec.cmd = ingress_cmd(settings.port);
+        }
         let found = existing.iter().find(|c| c.name == spec.name);
         let moved_port = match (found, spec.publish) {
             (Some(_), Some((inside, outside))) => {
@@ -217,6 +245,12 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
                 host.remove(&spec.name).await?;
                 run_role(&host, spec, &mut settings).await?;
                 format!("recreated (image {} -> {})", c.image, spec.image)
+            }
+            Some(_) if host.configured_cmd(&spec.name).await? != Some(spec.cmd.clone()) => {
+                // Made with another command (the ingress, for an API on another port).
+                host.remove(&spec.name).await?;
+                run_role(&host, spec, &mut settings).await?;
+                "recreated (its command changed)".to_string()
             }
             Some(c) if c.state == "running" => "exists, running".to_string(),
             Some(_) => match host.start(&spec.name).await {
@@ -284,7 +318,10 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
          Try:\n  curl -H \"Authorization: Bearer $MYCLUSTER_TOKEN\" -H \"Content-Type: application/json\" -X GET {url}/api/v1/state\n  \
          curl -H \"Authorization: Bearer $MYCLUSTER_TOKEN\" -H \"Content-Type: application/json\" -X POST -d '{{\"service\": \"hello-world\", \"image\": \"crccheck/hello-world\", \"replicas\": 3}}' {url}/api/v1/service\n  \
          mycluster state        (the CLI now talks to this cluster, with its token)\n  \
-         mycluster manage --command stop|up|ps|rm",
+         mycluster manage --command stop|up|ps|rm\n\
+         Services' published ports are served on this host (by {ingress}), e.g.:\n  \
+         curl -H \"Authorization: Bearer $MYCLUSTER_TOKEN\" -H \"Content-Type: application/json\" -X POST -d '{{\"service\": \"web\", \"image\": \"mycluster/hello-world\", \"replicas\": 3, \"ports\": [{{\"published\": 8080, \"target\": 8000}}]}}' {url}/api/v1/service\n  \
+         curl localhost:8080    (answered by each replica in turn)",
         settings_path(&settings.name).display(),
         url = settings.manager_url()
     );

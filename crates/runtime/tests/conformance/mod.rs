@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mycluster_runtime::{
-    Container, ContainerRuntime, ContainerState, Identity, RuntimeError, TaskSpec,
+    Container, ContainerRuntime, ContainerState, ExecOutcome, Identity, RuntimeError, TaskSpec,
     EXEC_OUTPUT_LIMIT,
 };
 
@@ -26,6 +26,9 @@ pub trait Driver: Send + Sync {
     fn exec_printing(&self, code: i64) -> Option<Vec<String>>;
     /// A command that never ends by itself; `None` as above.
     fn exec_hanging(&self) -> Option<Vec<String>>;
+    /// A spec whose container ignores SIGTERM (only SIGKILL ends it), and a command that
+    /// succeeds, run in it, once it does; `None` if the driver runs no programs.
+    fn ignoring_sigterm(&self, task_id: &str) -> Option<(TaskSpec, Vec<String>)>;
     /// A unique cluster name per test, so parallel tests and runs never meet.
     fn cluster(&self, test: &str) -> String {
         format!("conformance-{test}-{}", std::process::id())
@@ -43,6 +46,7 @@ macro_rules! runtime_suite {
             many_containers_start_and_stop,
             a_running_container_has_an_address,
             exec_runs_a_command_in_the_container,
+            a_container_ignoring_sigterm_is_killed_after_the_grace_given,
         );
     };
     (@cases $driver:expr; $($case:ident),* $(,)?) => {
@@ -73,6 +77,10 @@ fn identity<D: Driver>(driver: &D, test: &str, worker: &str) -> Identity {
     }
 }
 
+/// The grace of a stop that gives none, in the runtimes the suite makes: far longer than
+/// any grace a case gives, so a case sees which of the two a stop used.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+
 /// Polls the runtime until `check` holds (generous deadline).
 pub async fn wait_for(
     runtime: &dyn ContainerRuntime,
@@ -96,7 +104,7 @@ pub async fn wait_for(
 /// Removes whatever a case left, even when it failed half-way.
 async fn clean(runtime: &dyn ContainerRuntime) {
     for container in runtime.list().await.unwrap_or_default() {
-        let _ = runtime.remove(&container).await;
+        let _ = runtime.remove(&container, None).await;
     }
 }
 
@@ -125,10 +133,10 @@ pub async fn removed_containers_are_gone<D: Driver>(driver: &D) {
         .await
         .expect("start");
     let list = wait_for(&*runtime, "running", |l| l.len() == 1).await;
-    runtime.remove(&list[0]).await.expect("remove");
+    runtime.remove(&list[0], None).await.expect("remove");
     let after = runtime.list().await.expect("list");
     // Removing again, or something already gone, is not an error.
-    let again = runtime.remove(&list[0]).await;
+    let again = runtime.remove(&list[0], None).await;
     clean(&*runtime).await;
     assert!(after.is_empty(), "{after:?}");
     assert!(again.is_ok(), "{again:?}");
@@ -201,7 +209,7 @@ pub async fn a_running_container_has_an_address<D: Driver>(driver: &D) {
     })
     .await;
     let address = runtime.address(&list[0]).await;
-    runtime.remove(&list[0]).await.expect("remove");
+    runtime.remove(&list[0], None).await.expect("remove");
     let after = runtime.address(&list[0]).await;
     clean(&*runtime).await;
     let ip = address
@@ -238,7 +246,7 @@ pub async fn exec_runs_a_command_in_the_container<D: Driver>(driver: &D) {
         }
         None => None,
     };
-    runtime.remove(container).await.expect("remove");
+    runtime.remove(container, None).await.expect("remove");
     let gone = runtime.exec(container, &["true".to_string()], long).await;
     clean(&*runtime).await;
 
@@ -258,4 +266,47 @@ pub async fn exec_runs_a_command_in_the_container<D: Driver>(driver: &D) {
         assert!(took < Duration::from_secs(20), "the timeout held: {took:?}");
     }
     assert!(gone.is_err(), "exec in a removed container: {gone:?}");
+}
+
+pub async fn a_container_ignoring_sigterm_is_killed_after_the_grace_given<D: Driver>(driver: &D) {
+    let Some((spec, ready)) = driver.ignoring_sigterm("t-stubborn-1") else {
+        return; // This driver runs no programs.
+    };
+    let runtime = driver.runtime(identity(driver, "grace", "w1")).await;
+    runtime.start(&spec).await.expect("start");
+    let list = wait_for(&*runtime, "running", |l| {
+        l.iter().any(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    let container = list[0].clone();
+    // A SIGTERM sent before it set itself to ignore it would end it at once.
+    let started = Instant::now();
+    loop {
+        let outcome = runtime
+            .exec(&container, &ready, Duration::from_secs(30))
+            .await;
+        if matches!(outcome, Ok(ExecOutcome { code: 0, .. })) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "it never said it ignores SIGTERM: {outcome:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grace = Duration::from_secs(1);
+    let stopping = Instant::now();
+    let removed = runtime.remove(&container, Some(grace)).await;
+    let took = stopping.elapsed();
+    let after = runtime.list().await.expect("list");
+    clean(&*runtime).await;
+    removed.expect("remove");
+    assert!(after.is_empty(), "killed and removed: {after:?}");
+    // It ignored the SIGTERM: only the SIGKILL at the end of the grace ended it...
+    assert!(took >= grace, "stopped after {took:?}, before its grace");
+    // ...the grace given, not the runtime's default.
+    assert!(
+        took < DEFAULT_GRACE / 3,
+        "stopped after {took:?}: the default grace ({DEFAULT_GRACE:?}), not the one given"
+    );
 }

@@ -28,7 +28,8 @@ pub const TEST_IMAGE_REPO: &str = "mycluster-test/runtime";
 /// - `exit N`: exits with N;
 /// - `env NAME VALUE`: exits 0 if `$NAME` is `VALUE`, else 1;
 /// - `say N TEXT`: prints TEXT on stdout and exits with N;
-/// - `serve PORT`: answers every connection on PORT with `HTTP/1.0 200 OK` and "ok".
+/// - `serve PORT`: answers every connection on PORT with `HTTP/1.0 200 OK` and "ok";
+/// - `stubborn`: ignores SIGTERM and waits: only SIGKILL ends it.
 ///
 /// Anything else exits with 2.
 pub const TEST_PROGRAM: &str = r#"#include <netinet/in.h>
@@ -45,6 +46,10 @@ int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "sleep") == 0) {
         signal(SIGTERM, on_signal);
         signal(SIGINT, on_signal);
+        for (;;) pause();
+    }
+    if (strcmp(argv[1], "stubborn") == 0) {
+        signal(SIGTERM, SIG_IGN);
         for (;;) pause();
     }
     if (strcmp(argv[1], "exit") == 0 && argc == 3) return atoi(argv[2]);
