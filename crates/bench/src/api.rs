@@ -70,13 +70,13 @@ pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
     Ok(figures)
 }
 
-fn field(text: &str, name: &str) -> Option<String> {
+pub(crate) fn field(text: &str, name: &str) -> Option<String> {
     text.lines()
         .find_map(|l| l.trim().strip_prefix(name))
         .map(|v| v.trim().to_string())
 }
 
-fn latency(text: &str, percentile: &str) -> Option<String> {
+pub(crate) fn latency(text: &str, percentile: &str) -> Option<String> {
     text.lines()
         .map(str::trim)
         .find(|l| l.starts_with(percentile))

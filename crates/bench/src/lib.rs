@@ -1,12 +1,13 @@
 //! MyCluster's benchmarks. `mycluster bench [--quick]` (the `run` function here)
 //! measures the scheduler, the control plane at scale (sim driver), the API under load,
-//! the footprint, convergence and rolling updates side by side with Docker Swarm, on this machine, and
+//! the footprint, convergence and rolling updates side by side with Docker Swarm, requests
+//! through the ingress against a replica and Swarm's routing mesh, on this machine, and
 //! prints each figure with what produced it. Every part is bounded in time and stops by
 //! itself; it asserts nothing about speed. `benches/failover.rs` (`cargo bench -p
 //! mycluster-bench --bench failover`) times failover with real processes.
 //!
 //! Start reading at `run`, then one part per module: `sched`, `footprint`, `api`, `sim`,
-//! `swarm`, `rollout`; `figure` prints what they measure, and `manager` starts the manager (and
+//! `swarm`, `rollout`, `ingress` (with `wrk`, which runs the load); `figure` prints what they measure, and `manager` starts the manager (and
 //! agent) processes they measure. The parts run inside the `mycluster` binary: they start
 //! managers, agents and agent hosts as `mycluster` subcommands of the running executable.
 
@@ -14,11 +15,13 @@ mod api;
 mod error;
 mod figure;
 mod footprint;
+mod ingress;
 mod manager;
 mod rollout;
 mod sched;
 mod sim;
 mod swarm;
+mod wrk;
 
 use std::time::Duration;
 
@@ -30,7 +33,7 @@ pub use sim::host_agents;
 pub struct BenchOptions {
     /// A small version of every benchmark (under 3 minutes).
     pub quick: bool,
-    /// Only these parts: sched, footprint, api, sim, swarm, rollout (none: all).
+    /// Only these parts: sched, footprint, api, sim, swarm, rollout, ingress (none: all).
     pub only: Vec<String>,
     /// Simulated workers for the sim part [default: 10000, quick 50].
     pub workers: Option<usize>,
@@ -67,6 +70,9 @@ pub async fn run(args: &BenchOptions) -> Result<(), BenchError> {
     }
     if only("rollout") {
         figures.extend(rollout::run(quick).await);
+    }
+    if only("ingress") {
+        figures.extend(ingress::run(quick).await);
     }
     println!("{} figures", figures.len());
     Ok(())

@@ -451,7 +451,7 @@ pub struct BenchArgs {
     /// A small version of every benchmark (under 3 minutes).
     #[arg(long)]
     pub quick: bool,
-    /// Only these parts: sched, footprint, api, sim, swarm, rollout (repeatable).
+    /// Only these parts: sched, footprint, api, sim, swarm, rollout, ingress (repeatable).
     #[arg(long)]
     pub only: Vec<String>,
     /// Simulated workers for the sim part [default: 10000, --quick 50].

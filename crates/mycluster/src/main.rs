@@ -16,6 +16,7 @@ mod ingress;
 mod logging;
 mod manager;
 mod output;
+mod port_flags;
 mod remote;
 mod resolve;
 mod service_args;
@@ -123,7 +124,8 @@ fn usage_error(e: clap::Error) -> ! {
     let text = e.render().to_string();
     let message: Vec<&str> = text
         .lines()
-        .take_while(|l| !l.starts_with("Usage:"))
+        // clap's pointer to --help closes a value error; ours says it once.
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();

@@ -5,7 +5,7 @@ use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
 /// A table with a header row, laid out for the terminal.
-pub fn table<const N: usize>(header: [&str; N]) -> Table {
+pub fn table(header: impl Into<comfy_table::Row>) -> Table {
     let mut table = Table::new();
     table
         .load_preset(UTF8_FULL_CONDENSED)
@@ -21,7 +21,7 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 
 pub use mycluster_core::time::{civil_from_days, unix_time};
 
-use mycluster_core::wire::{HealthCheck, RolloutDoc, UpdatePolicy, VersionsDoc};
+use mycluster_core::wire::{HealthCheck, RolloutDoc, ServiceEndpoints, UpdatePolicy, VersionsDoc};
 
 /// `http :8000/healthz every 5s, timeout 2s, 3 retries, start period 0s`.
 pub fn describe_check(check: &HealthCheck) -> String {
@@ -106,4 +106,36 @@ pub fn print_rollout(r: &RolloutDoc) {
     t.add_row(["started".to_string(), unix_time(r.started_at as u64)]);
     t.add_row(["updated_at".to_string(), unix_time(r.updated_at as u64)]);
     println!("{t}");
+}
+
+/// `mycluster service endpoints`: the service's ports, then a row per replica and port.
+pub fn print_endpoints(doc: &ServiceEndpoints) {
+    match crate::port_flags::list(&doc.ports) {
+        Some(ports) => println!("Service {}: {ports}", doc.service),
+        None => {
+            println!(
+                "Service {0} names no port: `mycluster service update {0} --publish PUBLISHED:TARGET` publishes one",
+                doc.service
+            );
+            return;
+        }
+    }
+    let mut t = table(["TASK", "SLOT", "WORKER", "ADDRESS", "PORT", "TARGET"]);
+    for e in &doc.endpoints {
+        t.add_row([
+            e.task.clone(),
+            e.slot.to_string(),
+            e.worker.clone(),
+            e.address.to_string(),
+            e.port.to_string(),
+            e.target.to_string(),
+        ]);
+    }
+    println!("{t}");
+    if doc.endpoints.is_empty() {
+        println!(
+            "No replica serves yet (`mycluster tasks --service {}` says why)",
+            doc.service
+        );
+    }
 }

@@ -6,13 +6,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use mycluster_client::Client;
 use mycluster_core::wire::{
-    RolloutDoc, ServiceDoc, ServicePatchRequest, ServiceRequest, StateDoc, TaskState,
+    RolloutDoc, ServiceDoc, ServicePatchRequest, ServiceRequest, StateDoc, TaskDoc, TaskState,
 };
 
 use crate::cli::{Global, ServiceCommand};
 use crate::follow::{change_and_follow, Follow, Goal};
-use crate::output::{json, print_rollout, print_versions, table, unix_time};
-use crate::spec_flags;
+use crate::output::{json, print_endpoints, print_rollout, print_versions, table, unix_time};
+use crate::{port_flags, spec_flags};
 
 /// A client of the manager the flags or the saved settings point at, with its token.
 pub fn client(global: &Global) -> anyhow::Result<Client> {
@@ -31,6 +31,7 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             env,
             health,
             update,
+            ports,
             wait,
             command,
         } => {
@@ -48,9 +49,9 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 env: (!vars.is_empty()).then_some(vars),
                 healthcheck: spec_flags::healthcheck(&health, None)?,
                 update: spec_flags::update_policy(&update, None)?,
-                ports: None,
-                stop_grace_period: None,
-                proxy_protocol: None,
+                ports: port_flags::create(&ports.publish)?,
+                stop_grace_period: ports.stop_grace_period,
+                proxy_protocol: ports.proxy_protocol,
             };
             let follow = Follow::new(wait, global)?;
             let change = client.put_service(&body);
@@ -75,13 +76,21 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 return json(&services);
             }
             let state = client.state().await?;
-            let mut t = table(["SERVICE", "IMAGE", "RUNNING", "REPLICAS", "LAST UPDATED"]);
+            let mut t = table([
+                "SERVICE",
+                "IMAGE",
+                "RUNNING",
+                "REPLICAS",
+                "PORTS",
+                "LAST UPDATED",
+            ]);
             for s in &services {
                 t.add_row([
                     s.service.clone(),
                     runs(&s.image, &s.command),
                     running(&state, &s.service).to_string(),
                     s.replicas.to_string(),
+                    port_flags::list(&s.ports).unwrap_or_default(),
                     unix_time(s.last_updated),
                 ]);
             }
@@ -120,6 +129,9 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             env,
             health,
             update,
+            ports,
+            publish_rm,
+            no_publish,
             wait,
             command,
         } => {
@@ -128,9 +140,12 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 && command.is_empty()
                 && !health.any()
                 && !update.any()
+                && !ports.any()
+                && publish_rm.is_empty()
+                && !no_publish
             {
                 bail!(
-                    "nothing to change in service {name}: give --image, --env, a command after `--`, a --health-* or an --update-* flag (`mycluster service update --help`)"
+                    "nothing to change in service {name}: give --image, --env, a command after `--`, a --health-* or an --update-* flag, --publish, --publish-rm, --no-publish, --stop-grace-period or --proxy-protocol (`mycluster service update --help`)"
                 );
             }
             let vars = env_vars(&env)?;
@@ -143,6 +158,9 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 env: (!vars.is_empty()).then_some(vars),
                 healthcheck: spec_flags::healthcheck(&health, current.healthcheck.as_ref())?,
                 update: spec_flags::update_policy(&update, current.update.as_ref())?,
+                ports: port_flags::update(&ports.publish, &publish_rm, no_publish, &current.ports)?,
+                stop_grace_period: ports.stop_grace_period,
+                proxy_protocol: ports.proxy_protocol,
                 ..ServicePatchRequest::default()
             };
             let follow = Follow::new(wait, global)?;
@@ -199,6 +217,13 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 return json(&rollout);
             }
             print_rollout(&rollout);
+        }
+        ServiceCommand::Endpoints { name } => {
+            let endpoints = client.service_endpoints(&name).await?;
+            if global.json {
+                return json(&endpoints);
+            }
+            print_endpoints(&endpoints);
         }
         ServiceCommand::Rm { name } => {
             let service = client.delete_service(&name).await?;
@@ -296,16 +321,23 @@ pub async fn tasks(global: &Global, service: Option<&str>) -> anyhow::Result<()>
     if global.json {
         return json(&tasks);
     }
-    let mut t = table([
-        "TASK", "SERVICE", "SLOT", "WORKER", "DESIRED", "STATE", "HEALTH", "MESSAGE",
-    ]);
+    // Where tasks are reached, only when some are: the table is wide already.
+    let addresses = tasks.iter().any(|t| t.address.is_some());
+    let mut header = vec![
+        "TASK", "SERVICE", "SLOT", "WORKER", "DESIRED", "STATE", "HEALTH",
+    ];
+    if addresses {
+        header.push("ADDRESS");
+    }
+    header.push("MESSAGE");
+    let mut t = table(header);
     for task in &tasks {
         // Why the last probe failed says more than the state's message.
         let message = match &task.health_message {
             Some(why) if !why.is_empty() => format!("{} (health: {why})", task.message),
             _ => task.message.clone(),
         };
-        t.add_row([
+        let mut row = vec![
             task.id.clone(),
             task.service.clone(),
             task.slot.to_string(),
@@ -313,11 +345,42 @@ pub async fn tasks(global: &Global, service: Option<&str>) -> anyhow::Result<()>
             task.desired_state.to_string(),
             task.state.to_string(),
             task.health.map_or("-".to_string(), |h| h.to_string()),
-            message.trim().to_string(),
-        ]);
+        ];
+        if addresses {
+            row.push(reached_at(task));
+        }
+        row.push(message.trim().to_string());
+        t.add_row(row);
     }
     println!("{t}");
     Ok(())
+}
+
+/// Where a task is reached, for a table cell: `172.18.0.5:8000`, one per port (with the
+/// target when the agent gave the task another port: `127.0.0.1:41234->8000`), its
+/// address alone when it names no port, `-` before it runs.
+fn reached_at(task: &TaskDoc) -> String {
+    let Some(address) = task.address else {
+        return "-".into();
+    };
+    let reached: Vec<String> = task
+        .ports
+        .iter()
+        .map(|p| {
+            let port = p.port.unwrap_or(p.target);
+            let at = std::net::SocketAddr::new(address, port);
+            if port == p.target {
+                at.to_string()
+            } else {
+                format!("{at}->{}", p.target)
+            }
+        })
+        .collect();
+    if reached.is_empty() {
+        address.to_string()
+    } else {
+        reached.join(", ")
+    }
 }
 
 /// What a service runs, for a table cell: its image, else its command.
@@ -362,6 +425,16 @@ fn print_service(service: &ServiceDoc) {
     if let Some(update) = &service.update {
         t.add_row(["update".to_string(), crate::output::describe_policy(update)]);
     }
+    if let Some(ports) = port_flags::list(&service.ports) {
+        t.add_row(["ports".to_string(), ports]);
+    }
+    let grace = service
+        .stop_grace_period
+        .unwrap_or(mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD);
+    t.add_row(["stop_grace_period".to_string(), grace.to_string()]);
+    if service.proxy_protocol {
+        t.add_row(["proxy_protocol".to_string(), "true".to_string()]);
+    }
     t.add_row(["last_updated".to_string(), unix_time(service.last_updated)]);
     println!("{t}");
 }
@@ -397,13 +470,21 @@ fn print_state(state: &StateDoc) {
     if !state.workers.is_empty() {
         println!("{t}");
     }
-    let mut s = table(["SERVICE", "IMAGE", "REPLICAS", "RUNNING", "LAST UPDATED"]);
+    let mut s = table([
+        "SERVICE",
+        "IMAGE",
+        "REPLICAS",
+        "RUNNING",
+        "PORTS",
+        "LAST UPDATED",
+    ]);
     for service in &state.services {
         s.add_row([
             service.service.clone(),
             runs(&service.image, &service.command),
             service.replicas.to_string(),
             running(state, &service.service).to_string(),
+            port_flags::list(&service.ports).unwrap_or_default(),
             unix_time(service.last_updated),
         ]);
     }

@@ -26,6 +26,8 @@ pub enum ServiceCommand {
         #[command(flatten)]
         update: UpdateArgs,
         #[command(flatten)]
+        ports: PortArgs,
+        #[command(flatten)]
         wait: WaitArgs,
         /// The command to run, after `--`.
         #[arg(last = true, value_name = "COMMAND")]
@@ -42,9 +44,10 @@ pub enum ServiceCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
-    /// Change a service's image, command, env, health check or update policy. A new
-    /// image, command, env or health check is rolled out (see --update-*); waits until the
-    /// rollout completes, and fails (exit 1, with why) if it is rolled back or paused.
+    /// Change a service's image, command, env, health check, update policy or ports. A
+    /// new image, command, env, health check, target port or stop grace period is rolled
+    /// out (see --update-*); waits until the rollout completes, and fails (exit 1, with
+    /// why) if it is rolled back or paused.
     Update {
         name: String,
         /// The new image.
@@ -58,6 +61,15 @@ pub enum ServiceCommand {
         health: HealthArgs,
         #[command(flatten)]
         update: UpdateArgs,
+        #[command(flatten)]
+        ports: PortArgs,
+        /// Remove one port, keeping the others: the port published on PORT, or a
+        /// discovery-only port whose target is PORT (repeatable).
+        #[arg(long, value_name = "PORT", conflicts_with_all = ["publish", "no_publish"])]
+        publish_rm: Vec<u16>,
+        /// Remove every port of the service (`"ports": []`).
+        #[arg(long, conflicts_with = "publish")]
+        no_publish: bool,
         #[command(flatten)]
         wait: WaitArgs,
         /// The new command, after `--`.
@@ -81,6 +93,10 @@ pub enum ServiceCommand {
     Versions { name: String },
     /// Show where the service's latest rollout stands.
     Rollout { name: String },
+    /// List the replicas that serve a service's ports now (running, and healthy if it
+    /// has a health check): where each is reached, as the ingress and discovery see them
+    /// (`GET /api/v1/service/<name>/endpoints`).
+    Endpoints { name: String },
     /// Remove a service and stop its containers.
     Rm { name: String },
 }
@@ -162,6 +178,53 @@ pub struct UpdateArgs {
     /// action applies [default: 0: the first failure].
     #[arg(long, value_name = "RATIO")]
     pub update_max_failure_ratio: Option<f64>,
+}
+
+/// `--publish`, `--stop-grace-period`, `--proxy-protocol`: the spec's `ports`,
+/// `stop_grace_period` and `proxy_protocol`, one flag per field. Flags not given keep
+/// the service's values (a new service gets the defaults).
+#[derive(Args, Clone, Debug, Default)]
+pub struct PortArgs {
+    /// A port of the service's tasks (repeatable): PUBLISHED:TARGET publishes TARGET on
+    /// the cluster's ingress at PUBLISHED (e.g. 8080:8000, then `curl localhost:8080` on
+    /// a `setup` host reaches a healthy replica); TARGET alone names it for discovery
+    /// only. `/tcp` may follow. On `service update` the ports given replace the
+    /// service's whole list (`ports` in the API).
+    #[arg(
+        long,
+        value_name = "PUBLISHED:TARGET",
+        value_parser = mycluster_core::service::PortSpec::parse_flag
+    )]
+    pub publish: Vec<mycluster_core::service::PortSpec>,
+    /// How long a stopping task has, once it is out of the ingress and signalled, to
+    /// finish open connections and exit before it is killed, e.g. 30s
+    /// (`stop_grace_period`) [default: 10s].
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = mycluster_core::span::Span::parse
+    )]
+    pub stop_grace_period: Option<mycluster_core::span::Span>,
+    /// --proxy-protocol (or =true): the ingress starts each connection to a replica with
+    /// a PROXY protocol v2 header carrying the client's address; the service must expect
+    /// it (`proxy_protocol`) [default: false].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub proxy_protocol: Option<bool>,
+}
+
+impl PortArgs {
+    /// Whether any of these flags was given.
+    pub fn any(&self) -> bool {
+        !self.publish.is_empty()
+            || self.stop_grace_period.is_some()
+            || self.proxy_protocol.is_some()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -43,5 +43,20 @@ fn bench_quick_runs_every_part() {
             stdout.contains("GET /api/v1/state") && stdout.contains("req/s"),
             "{stdout}"
         );
+        // The ingress part: wrk straight to a replica and through `mycluster ingress`,
+        // and 30 new connections spread over the 3 replicas.
+        for figure in [
+            "ingress: keep-alive -> direct to 1 replica",
+            "ingress: keep-alive -> our ingress",
+            "ingress: new conns -> our ingress",
+            "ingress: 30 new conns -> our ingress",
+        ] {
+            let line = stdout.lines().find(|l| l.starts_with(figure));
+            assert!(
+                line.is_some_and(|l| !l.contains("not measured")),
+                "{figure} not measured:\n{stdout}"
+            );
+        }
+        assert!(stdout.contains("served by 3 of 3"), "{stdout}");
     }
 }
