@@ -13,9 +13,10 @@
 //! and with `Connection: close` (5 s: a new connection per request, each balanced anew:
 //! what a failover test's client does). The sides alternate within each round, so a busy
 //! machine slows all alike. wrk reaches the ingress and the mesh at this host's address on
-//! Docker's default bridge, as it reaches the replica at the replica's, never on
-//! loopback, and each new-connection run waits until the previous one's connections to
-//! its destination have left TIME_WAIT (`drain`), so all sides have the same ports.
+//! the replicas' network, as it reaches the replica at the replica's, never on loopback
+//! (where the kernel reuses ports in TIME_WAIT, elsewhere not), and a new-connection run
+//! does not start while many of the last one's connections to its destination are in
+//! TIME_WAIT here (`wrk::drain`), so all sides have the same ports.
 //! What differs between the sides: ours is a user-space proxy that copies every byte
 //! (two more sockets per connection, and a process competing with wrk and the replicas
 //! for this machine's cores), Swarm's mesh rewrites packets in the kernel (IPVS).

@@ -1,6 +1,6 @@
 //! Load by `wrk` (Debian's package): one run against a URL, with keep-alive or a new
 //! connection per request, read back into requests/s, p50/p99 latency and errors; and
-//! the wait that gives every new-connection run the same ephemeral ports.
+//! the wait that starts every new-connection run with the same ephemeral ports free.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -90,10 +90,11 @@ pub fn median(runs: &[Run]) -> Option<Run> {
 }
 
 /// Waits (up to 65 s) until this host holds fewer than 1,000 connections to `at` in
-/// TIME_WAIT. wrk closes each connection of a new-connection run first, so each leaves
-/// one in TIME_WAIT for 60 s, holding one of the ~28,000 ephemeral ports a destination
-/// has (`net.ipv4.ip_local_port_range`); a run that starts with them taken is slowed by
-/// the port search and then fails to connect, whichever side it measures.
+/// TIME_WAIT. Whichever end closes a connection first keeps it in TIME_WAIT for 60 s;
+/// where that is wrk, each holds one of the ~28,000 ephemeral ports a destination has
+/// (`net.ipv4.ip_local_port_range`), and a run that starts with many of them taken is
+/// slowed by the port search, whichever side it measures. (Servers answering
+/// `Connection: close` mostly close first, so this seldom waits.)
 pub async fn drain(at: SocketAddrV4) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(65) {
