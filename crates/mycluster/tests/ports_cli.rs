@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{cli, Api, Manager};
+use common::{cli, eventually, Api, Manager};
 use serde_json::{json, Value};
 
 async fn run(url: &str, args: &[&str]) -> (i32, String, String) {
@@ -288,6 +288,13 @@ async fn endpoints_and_tasks_show_where_replicas_are_reached() {
 
     let ids = report_running(&api).await;
     assert_eq!(ids.len(), 2);
+    // Without a health check a running task serves once it has run the update policy's
+    // monitor (the manager's judgement).
+    eventually("both replicas to serve", || async {
+        let doc = api.ok("/api/v1/service/web/endpoints").await;
+        (doc["endpoints"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
     let (code, out, _) = run(url, &["service", "endpoints", "web"]).await;
     assert_eq!(code, 0);
     for header in ["TASK", "SLOT", "WORKER", "ADDRESS", "PORT", "TARGET"] {
