@@ -321,6 +321,7 @@ pub enum SpecError {
     Invalid { field: String, why: String },
 }
 
+mod fields;
 mod health;
 mod ports;
 mod request;
