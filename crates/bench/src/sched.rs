@@ -92,6 +92,8 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
                 ports: Vec::new(),
                 address: None,
                 stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+                proxy_protocol: false,
+                published: Default::default(),
             });
         }
         all_services.push(service);

@@ -61,8 +61,14 @@ fn check_limits(txn: &Txn, spec: &ServiceSpec, limits: &Limits) -> Result<(), Co
 
 /// Refuses a spec that publishes a port another service publishes: one port reaches one
 /// service (409, naming the owner). A deleted service's ports are free at once.
+///
+/// Only ports the service does not publish already are checked: should two services
+/// hold one port anyway (see `release_taken_ports`), neither is stuck with a 409 on
+/// every change.
 pub(crate) fn check_ports(txn: &Txn, spec: &ServiceSpec) -> Result<(), CommandError> {
-    for port in spec.published() {
+    let old = txn.state.services.get(&spec.name);
+    let held = |port: u16| old.is_some_and(|s| s.spec.published().any(|p| p == port));
+    for port in spec.published().filter(|p| !held(*p)) {
         let owner = txn
             .state
             .services

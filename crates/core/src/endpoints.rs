@@ -34,6 +34,10 @@ pub struct Endpoint {
     /// driver, whose agent gives each task a free port).
     pub port: u16,
     pub target: u16,
+    /// Whether this replica expects a PROXY protocol v2 header (what its service asked
+    /// when it was made: during a rollout that turns the header on or off, old and new
+    /// replicas differ).
+    pub proxy_protocol: bool,
 }
 
 /// What the ingress does with one published port: the service it reaches and the
@@ -44,7 +48,8 @@ pub struct Route {
     pub protocol: Protocol,
     pub service: String,
     pub target: u16,
-    /// Whether each connection to a replica starts with a PROXY protocol v2 header.
+    /// Whether the service asks for a PROXY protocol v2 header now (each endpoint says
+    /// whether its replica expects one: that is what the ingress follows).
     pub proxy_protocol: bool,
     /// The healthy replicas, by slot.
     pub endpoints: Vec<Endpoint>,
@@ -74,6 +79,17 @@ fn endpoint(task: &Task, target: u16) -> Option<Endpoint> {
         address: task.address?,
         port: port.port.unwrap_or(target),
         target,
+        proxy_protocol: task.proxy_protocol,
+    })
+}
+
+/// `task`'s endpoint for the published port `published`, whose target is `target` now:
+/// a task made before a rollout that moved the port to another target is reached on the
+/// target it was made with, so it keeps serving until it is replaced.
+fn published_endpoint(task: &Task, published: u16, target: u16) -> Option<Endpoint> {
+    endpoint(task, target).or_else(|| {
+        let own = *task.published.get(&published)?;
+        (own != target).then(|| endpoint(task, own)).flatten()
     })
 }
 
@@ -118,7 +134,7 @@ pub fn routes(state: &ClusterState) -> Vec<Route> {
                 proxy_protocol: service.spec.proxy_protocol,
                 endpoints: tasks
                     .iter()
-                    .filter_map(|t| endpoint(t, port.target))
+                    .filter_map(|t| published_endpoint(t, published, port.target))
                     .collect(),
             });
         }

@@ -159,7 +159,10 @@ fn reconcile_service(
                 }
             }
         }
-        if let Some(next) = rollout::settle(current, &plan, now) {
+        if let Some(mut next) = rollout::settle(current, &plan, now) {
+            if matches!(plan.verdict, rollout::Verdict::Rollback(_)) {
+                release_taken_ports(state, &mut next);
+            }
             changes.push(Change::PutService(next.clone()));
             service = Some(Cow::Owned(next));
         }
@@ -330,6 +333,41 @@ fn unwanted_because(
     draining.then(|| "worker is draining".to_string())
 }
 
+/// An automatic rollback brings back the ports of the version it restores; one that
+/// another service has published since (it was free after the failed update moved away
+/// from it) is not taken back: it stays the other service's, and the rollback's reason
+/// says so. (An operator's rollback onto a taken port is refused with 409 instead.)
+fn release_taken_ports(state: &ClusterState, service: &mut Service) {
+    let name = service.spec.name.clone();
+    let taken = |port: u16| {
+        state
+            .services
+            .values()
+            .find(|s| s.spec.name != name && s.spec.published().any(|p| p == port))
+            .map(|s| s.spec.name.clone())
+    };
+    let mut released = Vec::new();
+    for port in &mut service.spec.ports {
+        if let Some(owner) = port.published.and_then(taken) {
+            released.push(format!(
+                "port {} is not published again: service {owner} publishes it now",
+                port.published.unwrap_or_default()
+            ));
+            port.published = None;
+        }
+    }
+    if released.is_empty() {
+        return;
+    }
+    if let Some(version) = service.history.last_mut() {
+        version.spec.ports = service.spec.ports.clone();
+    }
+    if let Some(rollout) = service.rollout.as_mut() {
+        let reason = rollout.reason.take().unwrap_or_default();
+        rollout.reason = Some(format!("{reason}; {}", released.join("; ")));
+    }
+}
+
 fn new_task(service: &Service, slot: u32, id: String, now: Millis) -> Task {
     Task {
         id,
@@ -361,6 +399,13 @@ fn new_task(service: &Service, slot: u32, id: String, now: Millis) -> Task {
             .collect(),
         address: None,
         stop_grace_period: service.spec.stop_grace_period,
+        published: service
+            .spec
+            .ports
+            .iter()
+            .filter_map(|p| Some((p.published?, p.target)))
+            .collect(),
+        proxy_protocol: service.spec.proxy_protocol,
         created_at: now,
         updated_at: now,
     }

@@ -182,6 +182,15 @@ pub struct Task {
     /// From SIGTERM to SIGKILL when it is stopped (the service's, when it was made).
     #[serde(default = "crate::service::default_stop_grace_period")]
     pub stop_grace_period: Span,
+    /// The ports its service published when it was made, and on which target (published
+    /// → target): a rollout that moves a published port to another target routes the
+    /// port to this task on its own target until it is replaced.
+    #[serde(default)]
+    pub published: std::collections::BTreeMap<u16, u16>,
+    /// Whether the ingress starts each connection to it with a PROXY protocol v2 header
+    /// (the service's, when it was made: the replica expects the header or not).
+    #[serde(default)]
+    pub proxy_protocol: bool,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -203,6 +212,7 @@ impl Task {
             && self.healthcheck == spec.healthcheck
             && self.targets() == spec.targets()
             && self.stop_grace_period == spec.stop_grace_period
+            && self.proxy_protocol == spec.proxy_protocol
             && self.generation == service.generation
     }
 

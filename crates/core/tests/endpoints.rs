@@ -4,9 +4,12 @@
 //!   owner, and a deleted (or changed) service's port is free in the same step;
 //! - only wanted, running, reachable and healthy tasks are endpoints, and
 //!   a task leaves the table in the very step that asks its agent to stop it;
-//! - property: through random start-first rolling updates and scaling (never to zero),
-//!   a service that had an endpoint always has one — what "no failed request during a
-//!   rolling update or a scale-down" rests on.
+//! - property: through random start-first rolling updates (new images, the published
+//!   port moved to another target, the PROXY protocol turned on or off) and scaling
+//!   (never to zero), a service that had an endpoint always has one, each reached where
+//!   it listens and as it expects — what "no failed request during a rolling update or
+//!   a scale-down" rests on;
+//! - an automatic rollback does not take back a port another service published since.
 
 mod support;
 
@@ -264,6 +267,80 @@ fn a_rollback_onto_a_port_taken_since_is_refused() {
 }
 
 #[test]
+fn an_automatic_rollback_leaves_a_port_another_service_took_since() {
+    let mut cluster = Cluster::new();
+    let mut web = spec("web", "good", 1, vec![port(Some(8080), 8000)]);
+    web.healthcheck = Some(HealthCheck::new(Probe::Tcp { port: 8000 }));
+    cluster.run(PutService(web.clone())).expect("created");
+    cluster.settle();
+    // A bad image that also moves to 9090; api takes the freed 8080.
+    let mut bad = web.clone();
+    bad.image = Some("bad".into());
+    bad.ports = vec![port(Some(9090), 8000)];
+    cluster.run(PutService(bad)).expect("updated");
+    cluster
+        .run(PutService(spec(
+            "api",
+            "b",
+            1,
+            vec![port(Some(8080), 9000)],
+        )))
+        .expect("8080 is free");
+    // The bad replica fails: the rollout rolls back.
+    for _ in 0..5 {
+        let failing: Vec<TaskReport> = cluster
+            .state
+            .tasks
+            .values()
+            .filter(|t| t.image.as_deref() == Some("bad") && !t.state.is_terminal())
+            .map(|t| TaskReport {
+                exit_code: Some(1),
+                ..TaskReport::new(&t.id, TaskState::Failed)
+            })
+            .collect();
+        if !failing.is_empty() {
+            cluster
+                .run(Report {
+                    worker: "w1".into(),
+                    instance: String::new(),
+                    tasks: failing,
+                })
+                .ok();
+        }
+        cluster.tick(|_| {});
+    }
+    let web = cluster.state.services.get("web").expect("web");
+    let rollout = web.rollout.as_ref().expect("a rollout");
+    assert_eq!(
+        rollout.state,
+        mycluster_core::rollout::RolloutState::RolledBack
+    );
+    assert_eq!(web.spec.image.as_deref(), Some("good"));
+    assert_eq!(web.spec.ports, vec![port(None, 8000)], "8080 stays api's");
+    let reason = rollout.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("port 8080 is not published again: service api publishes it now"),
+        "{reason}"
+    );
+    let owners: Vec<(u16, String)> = cluster
+        .routes()
+        .iter()
+        .map(|r| (r.published, r.service.clone()))
+        .collect();
+    assert_eq!(owners, vec![(8080, "api".to_string())]);
+    // Both can still be changed: no 409 for a port a service already holds.
+    let scale = |name: &str| PatchService {
+        name: name.into(),
+        patch: ServicePatch {
+            replicas: Some(2),
+            ..ServicePatch::default()
+        },
+    };
+    cluster.run(scale("api")).expect("api scales");
+    cluster.run(scale("web")).expect("web scales");
+}
+
+#[test]
 fn only_serving_tasks_are_endpoints_and_a_stopped_one_leaves_in_the_same_step() {
     let mut cluster = Cluster::new();
     let mut web = spec(
@@ -328,6 +405,10 @@ fn only_serving_tasks_are_endpoints_and_a_stopped_one_leaves_in_the_same_step() 
 #[derive(Clone, Debug)]
 enum Op {
     Update,
+    /// The published port moves to another target (with a new image: a rollout).
+    Retarget(u16),
+    /// The PROXY protocol turned on or off (a rollout).
+    Proxy(bool),
     Scale(u32),
     Tick,
 }
@@ -335,6 +416,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => Just(Op::Update),
+        1 => (8000u16..8003).prop_map(Op::Retarget),
+        1 => any::<bool>().prop_map(Op::Proxy),
         1 => (1u32..=5).prop_map(Op::Scale),
         6 => Just(Op::Tick),
     ]
@@ -384,6 +467,30 @@ proptest! {
                     cluster.run(patch).expect("updated");
                     check(&cluster.state, &mut had, &mut failure);
                 }
+                Op::Retarget(target) => {
+                    images += 1;
+                    let patch = PatchService {
+                        name: "web".into(),
+                        patch: ServicePatch {
+                            image: Some(format!("v{images}")),
+                            ports: Some(vec![port(Some(8080), *target)]),
+                            ..ServicePatch::default()
+                        },
+                    };
+                    cluster.run(patch).expect("retargeted");
+                    check(&cluster.state, &mut had, &mut failure);
+                }
+                Op::Proxy(on) => {
+                    let patch = PatchService {
+                        name: "web".into(),
+                        patch: ServicePatch {
+                            proxy_protocol: Some(*on),
+                            ..ServicePatch::default()
+                        },
+                    };
+                    cluster.run(patch).expect("proxy protocol");
+                    check(&cluster.state, &mut had, &mut failure);
+                }
                 Op::Scale(n) => {
                     let patch = PatchService {
                         name: "web".into(),
@@ -403,7 +510,8 @@ proptest! {
 }
 
 /// Notes the first broken promise of the route table in `state`: once the route had an
-/// endpoint (`had`), it always has one, and only wanted running tasks are endpoints.
+/// endpoint (`had`), it always has one, only wanted running tasks are endpoints, and each
+/// on a target it listens on, with the PROXY header it expects.
 fn check(state: &ClusterState, had: &mut bool, failure: &mut Option<String>) {
     if failure.is_some() {
         return;
@@ -423,6 +531,20 @@ fn check(state: &ClusterState, had: &mut bool, failure: &mut Option<String>) {
             *failure = Some(format!("endpoint {} is no task", endpoint.task));
             return;
         };
+        // Each replica is reached where it listens, and with the header it expects.
+        if !task.ports.iter().any(|p| p.target == endpoint.target)
+            || endpoint.proxy_protocol != task.proxy_protocol
+        {
+            *failure = Some(format!(
+                "task {} is routed on target {} (proxy {}) but listens on {:?} (proxy {})",
+                task.id,
+                endpoint.target,
+                endpoint.proxy_protocol,
+                task.targets(),
+                task.proxy_protocol
+            ));
+            return;
+        }
         if task.desired != DesiredState::Running || task.state != TaskState::Running {
             *failure = Some(format!(
                 "task {} is an endpoint while {} (wanted {})",

@@ -163,9 +163,9 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, port: &Port, relays: &Re
     // Small requests and answers (HTTP, RPC) must not wait for Nagle's algorithm on
     // either side of the relay.
     let _ = client.set_nodelay(true);
-    let (candidates, proxy_protocol) = {
+    let (candidates, proxied) = {
         let mut route = port.route();
-        (route.balancer.order(Instant::now()), route.proxy_protocol)
+        (route.balancer.order(Instant::now()), route.proxied.clone())
     };
     let Some((endpoint, mut backend)) = connect(&candidates, port, relays).await else {
         relays.stats.failed();
@@ -176,7 +176,8 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, port: &Port, relays: &Re
     };
     relays.stats.relayed();
     let _ = backend.set_nodelay(true);
-    if proxy_protocol {
+    // The replica says whether it expects the header (see `Endpoint::proxy_protocol`).
+    if proxied.contains(&endpoint) {
         let local = match client.local_addr() {
             Ok(local) => local,
             Err(e) => {

@@ -5,7 +5,7 @@
 //! All of it is pure (the time is passed in), so the choice of replica — round robin,
 //! skipping the ones that just failed to answer — is tested here without a socket.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -112,12 +112,26 @@ pub fn addresses(route: &Route) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// The endpoints of `route` that expect a PROXY protocol v2 header: each replica says
+/// (during a rollout that turns the header on or off, old and new ones differ).
+pub fn proxied(route: &Route) -> HashSet<SocketAddr> {
+    route
+        .endpoints
+        .iter()
+        .filter(|e| e.proxy_protocol)
+        .map(|e| SocketAddr::new(e.address, e.port))
+        .collect()
+}
+
 /// What one published port serves now, as its connections see it.
 #[derive(Debug)]
 pub struct PortRoute {
     pub service: String,
     pub target: u16,
+    /// What the service asks for now (for people: each connection follows `proxied`).
     pub proxy_protocol: bool,
+    /// The endpoints that get a PROXY protocol v2 header.
+    pub proxied: HashSet<SocketAddr>,
     pub balancer: Balancer,
 }
 
@@ -129,6 +143,7 @@ impl PortRoute {
             service: route.service.clone(),
             target: route.target,
             proxy_protocol: route.proxy_protocol,
+            proxied: proxied(route),
             balancer,
         }
     }
@@ -139,6 +154,7 @@ impl PortRoute {
         self.service = route.service.clone();
         self.target = route.target;
         self.proxy_protocol = route.proxy_protocol;
+        self.proxied = proxied(route);
         let before = self.balancer.endpoints().len();
         let changed = self.balancer.set(addresses(route));
         Update {
@@ -318,6 +334,7 @@ mod tests {
                     address: addr(port).ip(),
                     port,
                     target: 8000,
+                    proxy_protocol: false,
                 })
                 .collect(),
         }

@@ -215,20 +215,34 @@ async fn a_port_held_by_someone_else_is_retried_and_the_others_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_protocol_header_carries_the_client_address() {
+    // Two replicas of one route, as during a rollout that turns the header on: only the
+    // one that expects it gets it.
     let backend = Backend::start("pp", true).await;
+    let plain = Backend::start("plain", false).await;
     let port = free_port().await;
-    let mut web = route(port, "web", &[backend.addr]);
+    let mut web = route(port, "web", &[backend.addr, plain.addr]);
     web.proxy_protocol = true;
+    web.endpoints[0].proxy_protocol = true;
     let s = scripted(table(vec![web]), config(Duration::from_secs(3)));
     let mut ports = s.ingress.ports();
     ports_until(&mut ports, "the port to open", |p| p.contains_key(&port)).await;
-    let mut asked = try_ask(port).await.expect("an answer");
-    let client = asked
-        .stream
-        .get_ref()
-        .local_addr()
-        .expect("the client's address");
-    assert_eq!(asked.line, format!("pp {client}"));
-    // The header came first, and only once: the rest is the client's own bytes.
-    assert_eq!(asked.echo("hello").await, "hello");
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let mut asked = try_ask(port).await.expect("an answer");
+        if asked.line == "plain" {
+            answers.push("plain".to_string());
+            continue;
+        }
+        let client = asked
+            .stream
+            .get_ref()
+            .local_addr()
+            .expect("the client's address");
+        assert_eq!(asked.line, format!("pp {client}"));
+        // The header came first, and only once: the rest is the client's own bytes.
+        assert_eq!(asked.echo("hello").await, "hello");
+        answers.push("pp".to_string());
+    }
+    answers.sort();
+    assert_eq!(answers, ["plain", "pp"]);
 }

@@ -93,9 +93,9 @@ pub enum ServiceCommand {
     Versions { name: String },
     /// Show where the service's latest rollout stands.
     Rollout { name: String },
-    /// List the replicas that serve a service's ports now (running, and healthy if it
-    /// has a health check): where each is reached, as the ingress and discovery see them
-    /// (`GET /api/v1/service/<name>/endpoints`).
+    /// List the replicas that serve a service's ports now (running and healthy: a health
+    /// check passed or, without one, running for the update's monitor): where each is
+    /// reached, as the ingress sees them (`GET /api/v1/service/<name>/endpoints`).
     Endpoints { name: String },
     /// Remove a service and stop its containers.
     Rm { name: String },

@@ -276,6 +276,7 @@ async fn a_published_service_is_reached_through_the_ingress_and_keeps_answering(
         "rolling update: {} of {requests} failed: {failures:?}",
         failures.len()
     );
+    eprintln!("rolling update: 0 of {requests} requests failed");
 
     // Scale 3 -> 1 under load: no request fails.
     let load = Load::start(port);
@@ -289,6 +290,7 @@ async fn a_published_service_is_reached_through_the_ingress_and_keeps_answering(
         "scale 3 -> 1: {} of {requests} failed: {failures:?}",
         failures.len()
     );
+    eprintln!("scale 3 -> 1: 0 of {requests} requests failed");
 
     // Back to 3, then `docker stop` of a worker holding a replica under load: at most 1%.
     env.ok(&["service", "scale", "web", "3"]);

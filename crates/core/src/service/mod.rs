@@ -48,7 +48,8 @@ pub fn default_stop_grace_period() -> Span {
 
 impl ServiceSpec {
     /// Whether tasks of `self` and `other` run the same thing (only replicas, the update
-    /// policy, published ports or the PROXY protocol differ): a change of the template is rolled out, the rest is not.
+    /// policy or which ports are published differ). The PROXY protocol is part of it: a
+    /// replica expects the header or not, so a change is rolled out like a new image: a change of the template is rolled out, the rest is not.
     pub fn same_template(&self, other: &ServiceSpec) -> bool {
         self.image == other.image
             && self.command == other.command
@@ -56,6 +57,7 @@ impl ServiceSpec {
             && self.healthcheck == other.healthcheck
             && self.targets() == other.targets()
             && self.stop_grace_period == other.stop_grace_period
+            && self.proxy_protocol == other.proxy_protocol
     }
 
     /// The distinct ports its tasks listen on, in order.
@@ -319,6 +321,7 @@ pub enum SpecError {
     Invalid { field: String, why: String },
 }
 
+mod fields;
 mod health;
 mod ports;
 mod request;

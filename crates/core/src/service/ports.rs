@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::request::{check_fields, describe};
+use super::fields::{check_fields, describe};
 use super::SpecError;
 
 /// The most ports one service may name.

@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::fields::{check_fields, describe};
 use super::health::span_field;
-use super::request::{check_fields, describe};
 use super::SpecError;
 use crate::span::Span;
 

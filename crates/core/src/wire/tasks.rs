@@ -241,6 +241,8 @@ mod tests {
             ports: Vec::new(),
             address: None,
             stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
+            proxy_protocol: false,
+            published: Default::default(),
         }
     }
 

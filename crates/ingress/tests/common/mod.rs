@@ -197,6 +197,7 @@ pub fn route(published: u16, service: &str, backends: &[SocketAddr]) -> Route {
                 address: addr.ip(),
                 port: addr.port(),
                 target: 8000,
+                proxy_protocol: false,
             })
             .collect(),
     }

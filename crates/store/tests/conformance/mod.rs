@@ -111,6 +111,8 @@ pub fn task(id: &str, service: &str, slot: u32) -> Task {
         ports: Vec::new(),
         address: None,
         stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+        proxy_protocol: false,
+        published: Default::default(),
     }
 }
 
