@@ -7,7 +7,8 @@
 //!
 //! Health checks: the sync pass keeps one prober per running container whose task has a
 //! `healthcheck` (`probers`, running `probe`s, judged by `verdict`); the plan reports
-//! each change of health, and replaces an unhealthy container as it would a crashed one.
+//! each change of health, and replaces an unhealthy container as it would a crashed one
+//! (one with ports once the manager took it out of the route table: see `plan`).
 //!
 //! Ports: a task is run with its `workload` environment (who it is, and the ports it
 //! listens on: each target itself on the docker driver, free ports of the host that
@@ -38,6 +39,7 @@ use std::time::Duration;
 
 use mycluster_background::{run_loop, Loop, LoopControl};
 use mycluster_client::{Client, ClientError};
+use mycluster_core::service::Health;
 use mycluster_core::wire::{TaskDoc, TaskReport};
 use mycluster_core::TaskState;
 use mycluster_runtime::ContainerRuntime;
@@ -48,7 +50,7 @@ pub use config::ConfigError;
 pub use health::hostname;
 pub use join::new_instance;
 use join::{held_elsewhere, register_until_done, rejoin, superseded};
-use plan::{plan, report, Action};
+use plan::{announces, plan, report, Action};
 use ports::Ports;
 use probers::Probers;
 
@@ -147,13 +149,21 @@ struct Shared {
     finished: std::sync::Mutex<Vec<TaskReport>>,
     /// Wakes the sync loop: a new list arrived, or an action finished.
     poke: tokio::sync::Notify,
-    permits: Arc<Semaphore>,
+    /// Turns for starts, and apart from them for stops: a stop may wait out a task's
+    /// whole grace period (up to an hour), and stops that do must not hold up the
+    /// starts — replacements among them — behind them.
+    start_permits: Arc<Semaphore>,
+    stop_permits: Arc<Semaphore>,
     /// The health checks of running containers.
     probers: Probers,
     /// The ports handed to this worker's tasks.
     ports: Ports,
-    /// The containers this agent reported running since it started (see `plan`).
+    /// The containers this agent reported running since it started, with where they
+    /// are reached when their task has ports (see `plan`).
     announced: std::sync::Mutex<BTreeSet<String>>,
+    /// The running containers whose address the runtime could not tell, each warned
+    /// about once (a task with ports is out of the route table until it can; see `act`).
+    unroutable: std::sync::Mutex<BTreeSet<String>>,
     /// This host's name, as workloads are told it (`MYCLUSTER_SERVED_BY`).
     host: String,
 }
@@ -188,10 +198,12 @@ pub async fn run(
         in_flight: Default::default(),
         finished: Default::default(),
         poke: tokio::sync::Notify::new(),
-        permits: Arc::new(Semaphore::new(PARALLEL_ACTIONS)),
+        start_permits: Arc::new(Semaphore::new(PARALLEL_STARTS)),
+        stop_permits: Arc::new(Semaphore::new(PARALLEL_STOPS)),
         probers,
         ports: Ports::default(),
         announced: Default::default(),
+        unroutable: Default::default(),
         host: hostname().unwrap_or_else(|| "localhost".into()),
     });
     tracing::info!(
@@ -349,8 +361,11 @@ async fn sync_loop(shared: Arc<Shared>, stop: CancellationToken) {
         .await;
 }
 
-/// How many containers the agent starts or removes at once.
-const PARALLEL_ACTIONS: usize = 16;
+/// How many containers the agent starts at once.
+const PARALLEL_STARTS: usize = 16;
+
+/// How many containers the agent stops and removes at once, besides its starts.
+const PARALLEL_STOPS: usize = 16;
 
 /// One pass: compare, launch what must change, and report. Actions run in the
 /// background and report through `finished` when done, so a slow image pull holds up
@@ -369,6 +384,7 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
     });
     let announced = {
         let ids: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+        lock(&shared.unroutable).retain(|id| ids.contains(id.as_str()));
         let mut announced = lock(&shared.announced);
         announced.retain(|id| ids.contains(id.as_str()));
         announced.clone()
@@ -398,39 +414,7 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
             // Seen at once in GET /tasks, however long the pull takes.
             reports.push(report(task, TaskState::Starting, None));
         }
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            // Waited out before taking a permit: other starts and stops go on meanwhile.
-            if let Action::Remove {
-                container, stop, ..
-            } = &action
-            {
-                if !stop.delay.is_zero() {
-                    tracing::info!(
-                        "agent {}: {} left the route table; stopping it in {:?}",
-                        shared.config.name,
-                        container.name,
-                        stop.delay
-                    );
-                    tokio::select! {
-                        // The agent stops: the container is left as it is.
-                        _ = shared.quit.cancelled() => {
-                            lock(&shared.in_flight).remove(&key);
-                            return;
-                        }
-                        _ = tokio::time::sleep(stop.delay) => {}
-                    }
-                }
-            }
-            let permit = shared.permits.clone().acquire_owned().await.ok();
-            let done = act::act(&shared, action).await;
-            drop(permit);
-            if let Some(done) = done {
-                lock(&shared.finished).push(done);
-            }
-            lock(&shared.in_flight).remove(&key);
-            shared.poke.notify_one();
-        });
+        act::launch(shared.clone(), action, key);
     }
     reports.append(&mut lock(&shared.finished));
     if reports.is_empty() {
@@ -461,10 +445,11 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
     // What was accepted is known now: note it, so the next pass does not repeat it
     // before the manager's new list arrives.
     let ignored: Vec<&str> = answer.ignored.iter().map(|i| i.id.as_str()).collect();
+    let accepted = || reports.iter().filter(|r| !ignored.contains(&r.id.as_str()));
     {
         let mut announced = lock(&shared.announced);
-        for r in reports.iter().filter(|r| !ignored.contains(&r.id.as_str())) {
-            if let (TaskState::Running, Some(id)) = (r.state, &r.container_id) {
+        for r in accepted().filter(|r| announces(r, tasks.iter().find(|t| t.id == r.id))) {
+            if let Some(id) = &r.container_id {
                 announced.insert(id.clone());
             }
         }
@@ -472,7 +457,7 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
     shared.wanted.send_if_modified(|list| {
         let Some(list) = list else { return false };
         let list = Arc::make_mut(list);
-        for r in reports.iter().filter(|r| !ignored.contains(&r.id.as_str())) {
+        for r in accepted() {
             if let Some(task) = list.iter_mut().find(|t| t.id == r.id) {
                 task.state = r.state;
                 if r.health.is_some() {
@@ -487,6 +472,12 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
         // Not a new assignment: do not wake the sync loop for it.
         false
     });
+    // A replica that just said it is unhealthy is out of the route table now: the next
+    // pass starts its stop (and the deregister delay before it) at once, not a sync
+    // period later.
+    if accepted().any(|r| r.state == TaskState::Running && r.health == Some(Health::Unhealthy)) {
+        shared.poke.notify_one();
+    }
     Ok(())
 }
 

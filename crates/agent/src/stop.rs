@@ -3,7 +3,9 @@
 //! driver's default. A running task with ports that the manager asks to stop left the
 //! route table in that same commit; it is signalled only [`DEREGISTER_DELAY`] later, once
 //! every ingress stopped sending it new connections (see `mycluster_core::endpoints`).
-//! The wait holds up nothing else: the agent's other starts and stops go on meanwhile.
+//! A replica with ports found unhealthy is stopped the same way, once the manager holds
+//! it unhealthy (which took it out of the table; see `plan`). The wait holds up nothing
+//! else: the agent's other starts and stops go on meanwhile.
 
 use std::time::Duration;
 
@@ -28,12 +30,18 @@ impl Stop {
         let routed = task.state == TaskState::Running
             && !task.ports.is_empty()
             && container.state == ContainerState::Running;
+        if routed {
+            Stop::deregistered(task)
+        } else {
+            Stop::of(task)
+        }
+    }
+
+    /// After the deregister delay, with `task`'s grace period: for a task that just left
+    /// the route table (the manager stopped it, or holds it unhealthy now).
+    pub fn deregistered(task: &TaskDoc) -> Stop {
         Stop {
-            delay: if routed {
-                Duration::from_millis(DEREGISTER_DELAY)
-            } else {
-                Duration::ZERO
-            },
+            delay: Duration::from_millis(DEREGISTER_DELAY),
             ..Stop::of(task)
         }
     }

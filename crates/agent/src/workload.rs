@@ -15,11 +15,18 @@
 //! reports is the one the task must listen on. They are added to what is run, never to
 //! the task's `env` as the manager stores and shows it.
 //!
-//! The command's arguments may name these variables — `$PORT`, `${PORT}`,
-//! `$MYCLUSTER_PORT_8000`, `${MYCLUSTER_SLOT}`... — and the agent puts their values in,
-//! as a shell would (`--command mycluster hello --port '$PORT'` works without one).
-//! Only the variables the agent sets are replaced; any other `$NAME` is left as written,
-//! and there is no escape: a `$` that does not start one of these names stays a `$`.
+//! On the process driver the command's arguments may name these variables — `$PORT`,
+//! `${PORT}`, `$MYCLUSTER_PORT_8000`, `${MYCLUSTER_SLOT}`... — and the agent puts their
+//! values in, as a shell would (`-- mycluster hello --port '$PORT'` works without one):
+//! there the port is the agent's choice, known only when the task starts. Only the
+//! variables the agent sets are replaced; any other `$NAME` is left as written; `$$` is a
+//! `$` (`$$PORT` gives `$PORT`), for an argument that must keep one before such a name.
+//!
+//! On the docker driver the arguments are passed as written, as Docker itself does: the
+//! ports there are the targets, known when the service is written, and a workload that
+//! wants the variables reads its environment (`sh -c 'echo $PORT'` expands them in the
+//! container, with the shell's own rules) — replacing them beforehand would change what
+//! such a shell script means.
 
 use std::collections::BTreeMap;
 
@@ -39,7 +46,10 @@ pub fn spec(task: &TaskDoc, ports: &[TaskPort], driver: Driver, host: &str) -> T
         service: task.service.clone(),
         slot: task.slot,
         image: task.image.clone(),
-        command: task.command.as_ref().map(|argv| expand(argv, &added)),
+        command: task.command.as_ref().map(|argv| match driver {
+            Driver::Process => expand(argv, &added),
+            Driver::Docker | Driver::Sim => argv.clone(),
+        }),
         env,
     }
 }
@@ -77,7 +87,7 @@ pub fn agent_env(
 }
 
 /// `argv` with `$NAME` and `${NAME}` replaced by `vars[NAME]` wherever NAME is one of
-/// `vars`; everything else as written.
+/// `vars`, and `$$` by `$`; everything else as written.
 pub fn expand(argv: &[String], vars: &BTreeMap<String, String>) -> Vec<String> {
     argv.iter().map(|arg| expand_one(arg, vars)).collect()
 }
@@ -89,6 +99,12 @@ fn expand_one(arg: &str, vars: &BTreeMap<String, String>) -> String {
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
+        // `$$`: a `$` that starts nothing.
+        if let Some(escaped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = escaped;
+            continue;
+        }
         // `${NAME}`: the name is what the braces hold.
         if let Some(braced) = after.strip_prefix('{') {
             if let Some(end) = braced.find('}') {
@@ -205,6 +221,33 @@ mod tests {
     }
 
     #[test]
+    fn only_the_process_driver_expands_the_command() {
+        let mut t = task(&[8000]);
+        let script = "for PORT in 1 2; do echo $PORT; done";
+        t.command = Some(["sh", "-c", script].map(String::from).to_vec());
+        let ports = reached(&[(8000, 8000)]);
+        // Docker never expands argv: the shell in the container does, with its own rules.
+        for driver in [Driver::Docker, Driver::Sim] {
+            let run = spec(&t, &ports, driver, "box");
+            assert_eq!(run.command, t.command, "{driver:?}");
+            assert_eq!(run.env.get("PORT").map(String::as_str), Some("8000"));
+        }
+        let run = spec(&t, &reached(&[(8000, 41000)]), Driver::Process, "box");
+        assert_eq!(
+            run.command.as_ref().map(|c| c[2].as_str()),
+            Some("for PORT in 1 2; do echo 41000; done")
+        );
+        // Kept for the shell with `$$`.
+        t.command = Some(
+            ["sh", "-c", "for PORT in 1 2; do echo $$PORT; done"]
+                .map(String::from)
+                .to_vec(),
+        );
+        let run = spec(&t, &reached(&[(8000, 41000)]), Driver::Process, "box");
+        assert_eq!(run.command.as_ref().map(|c| c[2].as_str()), Some(script));
+    }
+
+    #[test]
     fn the_docker_driver_passes_the_targets_and_no_served_by() {
         let t = task(&[8000]);
         let env = agent_env(&t, &reached(&[(8000, 8000)]), Driver::Docker, "box");
@@ -252,7 +295,13 @@ mod tests {
             ("${PORT", "${PORT"),
             ("$", "$"),
             ("50$", "50$"),
-            ("$$PORT", "$41000"),
+            // `$$` is a `$`, which starts no name.
+            ("$$PORT", "$PORT"),
+            ("$${PORT}", "${PORT}"),
+            ("$$$PORT", "$41000"),
+            ("$$", "$"),
+            ("a$$b", "a$b"),
+            ("$$$$PORT", "$$PORT"),
             ("$MYCLUSTER_PORT_9000", "$MYCLUSTER_PORT_9000"),
             ("plain", "plain"),
             ("é$PORTé", "é41000é"),
