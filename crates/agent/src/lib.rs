@@ -23,6 +23,8 @@
 
 mod act;
 mod config;
+#[cfg(test)]
+mod fixtures;
 mod health;
 mod join;
 pub mod plan;

@@ -159,34 +159,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mycluster_core::wire::{DesiredState, TaskState};
 
     fn task(id: &str, targets: &[u16]) -> TaskDoc {
         TaskDoc {
-            healthcheck: None,
-            health: None,
-            health_message: None,
-            id: id.into(),
-            service: "web".into(),
-            slot: 0,
             image: None,
             command: Some(vec!["serve".into()]),
-            env: Default::default(),
-            worker: Some("w1".into()),
-            desired_state: DesiredState::Running,
-            state: TaskState::Assigned,
-            message: String::new(),
-            container_id: None,
-            exit_code: None,
-            error: None,
-            created_at: 0.0,
-            updated_at: 0.0,
             ports: targets
                 .iter()
                 .map(|&target| TaskPort { target, port: None })
                 .collect(),
-            address: None,
-            stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+            ..crate::fixtures::task_doc(id)
         }
     }
 

@@ -133,15 +133,9 @@ fn expand_one(arg: &str, vars: &BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mycluster_core::wire::{DesiredState, TaskState};
 
     fn task(targets: &[u16]) -> TaskDoc {
         TaskDoc {
-            healthcheck: None,
-            health: None,
-            health_message: None,
-            id: "t123".into(),
-            service: "web".into(),
             slot: 2,
             image: None,
             command: Some(
@@ -153,21 +147,11 @@ mod tests {
                 ("GREETING".to_string(), "hi".to_string()),
                 ("PORT".to_string(), "1".to_string()),
             ]),
-            worker: Some("w1".into()),
-            desired_state: DesiredState::Running,
-            state: TaskState::Assigned,
-            message: String::new(),
-            container_id: None,
-            exit_code: None,
-            error: None,
-            created_at: 0.0,
-            updated_at: 0.0,
             ports: targets
                 .iter()
                 .map(|&target| TaskPort { target, port: None })
                 .collect(),
-            address: None,
-            stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+            ..crate::fixtures::task_doc("t123")
         }
     }
 

@@ -7,27 +7,9 @@ use std::time::Duration;
 
 fn task(id: &str, desired: DesiredState, state: TaskState) -> TaskDoc {
     TaskDoc {
-        healthcheck: None,
-        health: None,
-        health_message: None,
-        id: id.into(),
-        service: "web".into(),
-        slot: 0,
-        image: Some("img".into()),
-        command: None,
-        env: Default::default(),
-        worker: Some("w1".into()),
         desired_state: desired,
         state,
-        message: String::new(),
-        container_id: None,
-        exit_code: None,
-        error: None,
-        created_at: 0.0,
-        updated_at: 0.0,
-        ports: Vec::new(),
-        address: None,
-        stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+        ..crate::fixtures::task_doc(id)
     }
 }
 
