@@ -5,9 +5,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
-use common::docker::{engine_or_skip, running, test_image, Cleanup};
+use common::docker::{docker, engine_or_skip, running, test_image, Cleanup};
 use common::{eventually, ready_workers, Agent, Api, Manager};
 use serde_json::json;
 
@@ -33,11 +32,6 @@ fn per_worker(containers: &[(String, String)]) -> Vec<usize> {
         *counts.entry(worker.as_str()).or_default() += 1;
     }
     counts.into_values().collect()
-}
-
-fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker").args(args).output().expect("docker");
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::docker::engine_or_skip;
+use common::docker::{docker, engine_or_skip, Teardown};
 use common::{eventually, Api, BIN};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,29 +63,6 @@ impl Env {
             &format!("http://127.0.0.1:{}", settings["port"]),
             Some(&token),
         )
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker").args(args).output().expect("docker");
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-/// Removes everything labelled with the cluster, whatever state the test left it in.
-struct Teardown(String);
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        let label = format!("label=mycluster.cluster={}", self.0);
-        for id in docker(&["ps", "-aq", "--filter", &label]).lines() {
-            docker(&["rm", "-f", id]);
-        }
-        for id in docker(&["network", "ls", "-q", "--filter", &label]).lines() {
-            docker(&["network", "rm", id]);
-        }
-        for name in docker(&["volume", "ls", "-q", "--filter", &label]).lines() {
-            docker(&["volume", "rm", "-f", name]);
-        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::docker::{container_ip, engine_or_skip};
+use common::docker::{container_ip, docker, engine_or_skip, Teardown};
 use common::{eventually, Api, BIN};
 use serde_json::{json, Value};
 
@@ -79,29 +79,6 @@ impl Env {
     fn token(&self, cluster: &str) -> String {
         let out = self.run(Path::new(BIN), &["token", "-n", cluster]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker").args(args).output().expect("docker");
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-/// Removes everything labelled with the cluster, whatever state the test left it in.
-struct Teardown(String);
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        let label = format!("label=mycluster.cluster={}", self.0);
-        for id in docker(&["ps", "-aq", "--filter", &label]).lines() {
-            docker(&["rm", "-f", id]);
-        }
-        for id in docker(&["network", "ls", "-q", "--filter", &label]).lines() {
-            docker(&["network", "rm", id]);
-        }
-        for name in docker(&["volume", "ls", "-q", "--filter", &label]).lines() {
-            docker(&["volume", "rm", "-f", name]);
-        }
     }
 }
 

@@ -86,6 +86,31 @@ pub fn test_image() -> &'static str {
     })
 }
 
+/// `docker ARGS...`: what it printed on stdout, trimmed.
+pub fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker").args(args).output().expect("docker");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Removes everything labelled with the cluster (containers, networks, volumes) when
+/// dropped, whatever state the test left it in: what a `setup` cluster makes.
+pub struct Teardown(pub String);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let label = format!("label=mycluster.cluster={}", self.0);
+        for id in docker(&["ps", "-aq", "--filter", &label]).lines() {
+            docker(&["rm", "-f", id]);
+        }
+        for id in docker(&["network", "ls", "-q", "--filter", &label]).lines() {
+            docker(&["network", "rm", id]);
+        }
+        for name in docker(&["volume", "ls", "-q", "--filter", &label]).lines() {
+            docker(&["volume", "rm", "-f", name]);
+        }
+    }
+}
+
 /// Removes every container labelled `mycluster.cluster=<cluster>` when dropped, so a
 /// failing test leaves nothing behind.
 pub struct Cleanup {
