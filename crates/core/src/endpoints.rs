@@ -93,10 +93,16 @@ fn published_endpoint(task: &Task, published: u16, target: u16) -> Option<Endpoi
     })
 }
 
-/// The endpoints of `service` for each of its targets, by target then slot.
-pub fn of_service(state: &ClusterState, service: &Service) -> Vec<Endpoint> {
+/// `service`'s tasks in the order endpoints are listed: by slot, then id.
+fn by_slot<'a>(state: &'a ClusterState, service: &Service) -> Vec<&'a Task> {
     let mut tasks: Vec<&Task> = state.tasks_of_service(&service.spec.name).collect();
     tasks.sort_by(|a, b| (a.slot, &a.id).cmp(&(b.slot, &b.id)));
+    tasks
+}
+
+/// The endpoints of `service` for each of its targets, by target then slot.
+pub fn of_service(state: &ClusterState, service: &Service) -> Vec<Endpoint> {
+    let tasks = by_slot(state, service);
     service
         .spec
         .targets()
@@ -117,8 +123,7 @@ pub fn routes(state: &ClusterState) -> Vec<Route> {
     services.sort_by(|a, b| (a.created_at, &a.spec.name).cmp(&(b.created_at, &b.spec.name)));
     let mut routes: Vec<Route> = Vec::new();
     for service in services {
-        let mut tasks: Vec<&Task> = state.tasks_of_service(&service.spec.name).collect();
-        tasks.sort_by(|a, b| (a.slot, &a.id).cmp(&(b.slot, &b.id)));
+        let tasks = by_slot(state, service);
         for port in &service.spec.ports {
             let Some(published) = port.published else {
                 continue;

@@ -65,6 +65,18 @@ impl Span {
     }
 }
 
+/// A duration given on a command line or in a query string: the spec's notation
+/// (`250ms`, `30s`, `1m30s`) or a bare whole number of seconds (`30`). The API's `?wait=`
+/// and the ingress's flags read durations with it.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok().map(std::time::Duration::from_secs);
+    }
+    Span::parse(text)
+        .ok()
+        .map(|s| std::time::Duration::from_millis(s.millis()))
+}
+
 impl fmt::Display for Span {
     /// The shortest exact form: `0s`, `500ms`, `5s`, `1m30s`, `2h`, `1500ms`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -136,6 +148,19 @@ impl JsonSchema for Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_from_flags_and_query_strings() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        for bad in ["", "s", "-1s", "1x", "99999999999999999999m"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn parses_and_shows_the_same_notation() {

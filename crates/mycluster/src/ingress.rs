@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mycluster_core::span::Span;
+use mycluster_core::span::parse_duration;
 use mycluster_ingress::IngressConfig;
 use mycluster_setup::tokens::{agent_token, client_token};
 use tokio_util::sync::CancellationToken;
@@ -35,14 +35,11 @@ pub async fn run(global: &Global, args: IngressArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A duration flag: `250ms`, `3s`, `1m30s` (the spec's notation), or a bare number of
-/// seconds (as the API reads one).
+/// A duration flag: `250ms`, `3s`, `1m30s` (the spec's notation), or a whole number of
+/// seconds, as the API reads one (`core::span::parse_duration`).
 pub fn duration(text: &str) -> Result<Duration, String> {
-    if let Ok(seconds) = text.trim().parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds)
-            .map_err(|_| format!("'{text}' is not a duration: write e.g. 250ms, 3s or 1.5"));
-    }
-    Span::parse(text).map(|span| Duration::from_millis(span.millis()))
+    parse_duration(text)
+        .ok_or_else(|| format!("'{text}' is not a duration: write e.g. 250ms, 3s or 1m30s"))
 }
 
 #[cfg(test)]
@@ -53,7 +50,8 @@ mod tests {
     fn duration_flags() {
         assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(duration("0"), Ok(Duration::ZERO));
         assert!(duration("-1").is_err());
         assert!(duration("soon").is_err());

@@ -9,12 +9,11 @@ use std::time::Duration;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use mycluster_core::commands::CommandError;
 use mycluster_core::endpoints;
 use mycluster_core::wire::{RouteTable, ServiceEndpoints};
 
 use super::query::Params;
-use super::{ApiError, AppState};
+use super::{known, ApiError, AppState};
 
 /// `GET /api/v1/endpoints[?version=V&wait=30s]`: the route table; with `version`, waits
 /// (up to `wait`, default 30 s) until the table differs from that version. Agents' join
@@ -68,11 +67,7 @@ pub async fn of_service(
 ) -> Result<Json<ServiceEndpoints>, ApiError> {
     let Path(name) = name?;
     let snapshot = app.cluster.snapshot();
-    let service = snapshot
-        .state
-        .services
-        .get(&name)
-        .ok_or(CommandError::ServiceNotFound(name))?;
+    let service = known(&snapshot.state, &name)?;
     Ok(Json(ServiceEndpoints {
         service: service.spec.name.clone(),
         ports: service.spec.ports.clone(),

@@ -100,6 +100,16 @@ fn json_response(document: &impl serde::Serialize) -> Result<axum::response::Res
         .into_response())
 }
 
+/// The service named `name` in `state`, or the 404 that says it is not there.
+fn known<'a>(
+    state: &'a mycluster_core::ClusterState,
+    name: &str,
+) -> Result<&'a mycluster_core::Service, ApiError> {
+    state.services.get(name).ok_or_else(|| {
+        mycluster_core::commands::CommandError::ServiceNotFound(name.to_string()).into()
+    })
+}
+
 /// The OpenAPI 3 document of this API, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
-use mycluster_core::span::Span;
+use mycluster_core::span::parse_duration;
 
 use super::ApiError;
 
@@ -53,33 +53,5 @@ impl Params {
                 })
             })
             .transpose()
-    }
-}
-
-/// A bare number of seconds, or the notation of a spec's durations (`core::span`).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse().ok().map(Duration::from_secs);
-    }
-    Span::parse(text)
-        .ok()
-        .map(|s| Duration::from_millis(s.millis()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        for bad in ["", "s", "-1s", "1x", "99999999999999999999m"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
     }
 }

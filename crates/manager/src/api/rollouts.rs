@@ -7,12 +7,11 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::Json;
-use mycluster_core::commands::CommandError;
 use mycluster_core::step::{RestartService, RollbackService};
 use mycluster_core::wire::{RolloutDoc, VersionsDoc};
 use mycluster_core::{rollout, ClusterState, Service, Task};
 
-use super::{ApiError, AppState};
+use super::{known, ApiError, AppState};
 use crate::cluster::now_millis;
 
 /// `GET /api/v1/service/<name>/versions`: the kept versions, newest first.
@@ -59,13 +58,6 @@ pub async fn restart(
     let (service, snapshot) = app.cluster.apply(RestartService(name.clone())).await?;
     tracing::info!("service {name} restarted");
     Ok(Json(document(&snapshot.state, &service)))
-}
-
-fn known<'a>(state: &'a ClusterState, name: &str) -> Result<&'a Service, ApiError> {
-    state
-        .services
-        .get(name)
-        .ok_or_else(|| CommandError::ServiceNotFound(name.to_string()).into())
 }
 
 /// The rollout document of `service`, its `updated` planned on `state`'s tasks with the

@@ -10,14 +10,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use mycluster_core::commands::CommandError;
 use mycluster_core::service::ServicePatch;
 use mycluster_core::service::ServicePost;
 use mycluster_core::step::{DeleteService, PatchService, PostService};
 
 use super::body::JsonBody;
 use super::query::Params;
-use super::{ApiError, AppState};
+use super::{known, ApiError, AppState};
 use crate::cluster::Snapshot;
 use mycluster_core::wire::{ServiceDoc, StateDoc};
 
@@ -104,11 +103,7 @@ pub async fn get(
 ) -> Result<Json<ServiceDoc>, ApiError> {
     let Path(name) = name?;
     let snapshot = app.cluster.snapshot();
-    let service = snapshot
-        .state
-        .services
-        .get(&name)
-        .ok_or(CommandError::ServiceNotFound(name))?;
+    let service = known(&snapshot.state, &name)?;
     Ok(Json(ServiceDoc::new(service)))
 }
 
