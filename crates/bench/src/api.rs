@@ -29,6 +29,8 @@ pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
             capacity: None,
             driver: Driver::Sim.into(),
             instance: String::new(),
+            resources: Default::default(),
+            host: String::new(),
         };
         client.register(&registration).await?;
     }

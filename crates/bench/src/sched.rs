@@ -47,6 +47,10 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
         registered_at: 0,
         updated_at: 0,
         instance: String::new(),
+        resources: Default::default(),
+        host: String::new(),
+        drain: false,
+        label_overrides: Default::default(),
     });
     let mut all_services = Vec::new();
     let mut tasks = Vec::new();
@@ -62,6 +66,11 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
             ports: Vec::new(),
             stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
             proxy_protocol: false,
+            constraints: Vec::new(),
+            spread: None,
+            resources: Default::default(),
+            volumes: Vec::new(),
+            restart: Default::default(),
         };
         let service = Service::updated(None, spec, 0);
         for slot in 0..replicas {
@@ -94,9 +103,13 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
                 stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
                 proxy_protocol: false,
                 published: Default::default(),
+                constraints: Vec::new(),
+                resources: Default::default(),
+                mounts: Vec::new(),
+                moving: None,
             });
         }
         all_services.push(service);
     }
-    ClusterState::from_parts(all_services, tasks, workers, Counters::default())
+    ClusterState::from_parts(all_services, tasks, workers, [], Counters::default())
 }

@@ -193,25 +193,50 @@ pub fn register_worker(
             "labels: at most 64, keys of 1-253 and values of 0-253 characters".into(),
         ));
     }
+    if let Some(key) = registration
+        .labels
+        .keys()
+        .find(|k| !crate::service::valid_label_key(k))
+    {
+        return Err(CommandError::Invalid(format!(
+            "label key '{}' must be 1-253 letters, digits, '.', '_', '-' or '/'",
+            key.escape_debug()
+        )));
+    }
+    if registration.host.len() > 255 {
+        return Err(CommandError::Invalid(
+            "field 'host' must be at most 255 characters".into(),
+        ));
+    }
     identity::validate_instance(&registration.instance)?;
     let old = txn.state.workers.get(&registration.name).cloned();
     if let Some(old) = &old {
         identity::check_registration(old, &registration.instance, heard)?;
     }
-    let status = match old.as_ref().map(|w| w.status) {
-        Some(WorkerStatus::Draining) => WorkerStatus::Draining,
-        _ => WorkerStatus::Ready,
-    };
+    // An operator's drain and labels outlive the agent's restarts.
+    let drain = old.as_ref().is_some_and(|w| w.drain);
+    let label_overrides = old
+        .as_ref()
+        .map(|w| w.label_overrides.clone())
+        .unwrap_or_default();
     let worker = Worker {
         name: registration.name,
         address: registration.address,
-        labels: registration.labels,
+        labels: crate::worker::effective_labels(&registration.labels, &label_overrides),
         capacity: registration.capacity,
         driver,
-        status,
+        status: if drain {
+            WorkerStatus::Draining
+        } else {
+            WorkerStatus::Ready
+        },
         registered_at: old.as_ref().map_or(now, |w| w.registered_at),
         updated_at: now,
         instance: registration.instance,
+        resources: registration.resources,
+        host: registration.host,
+        drain,
+        label_overrides,
     };
     // A re-registration that changes nothing but the time is not worth a write.
     match old {

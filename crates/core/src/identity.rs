@@ -117,6 +117,10 @@ mod tests {
             registered_at: 1,
             updated_at: 1,
             instance: instance.into(),
+            resources: Default::default(),
+            host: String::new(),
+            drain: false,
+            label_overrides: Default::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::rollout;
-use crate::service::{Health, UpdateOrder};
+use crate::service::{Health, Mount, UpdateOrder};
 use crate::task::TaskPort;
 use crate::{
     Change, ClusterState, DesiredState, IdSource, Millis, Service, Task, TaskState, WorkerStatus,
@@ -406,6 +406,10 @@ fn new_task(service: &Service, slot: u32, id: String, now: Millis) -> Task {
             .filter_map(|p| Some((p.published?, p.target)))
             .collect(),
         proxy_protocol: service.spec.proxy_protocol,
+        constraints: service.spec.constraints.clone(),
+        resources: service.spec.resources,
+        mounts: Mount::for_slot(&service.spec.name, slot, &service.spec.volumes),
+        moving: None,
         created_at: now,
         updated_at: now,
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
+use crate::service::Volume;
 use crate::{Service, Task, Worker};
 
 /// The stats counters of the original's `/api/v1/stats`; stored, so they survive restarts.
@@ -35,6 +36,8 @@ pub enum Change {
     PutWorker(Worker),
     DeleteWorker(String),
     PutCounters(Counters),
+    PutVolume(Volume),
+    DeleteVolume(String),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -44,6 +47,8 @@ pub struct ClusterState {
     pub tasks: OrdMap<String, Arc<Task>>,
     pub workers: OrdMap<String, Worker>,
     pub counters: Counters,
+    /// The volumes made for slots, by name.
+    pub volumes: OrdMap<String, Volume>,
     /// Tasks by service name and by worker name, kept by `apply`. They hold the tasks
     /// themselves (shared), so walking a service's or a worker's tasks costs no lookups.
     by_service: OrdMap<String, OrdMap<String, Arc<Task>>>,
@@ -64,6 +69,9 @@ pub struct WorkerLoad {
     pub live: u32,
     /// Reported running by its agent.
     pub running: u32,
+    /// What the live tasks reserve: thousandths of CPUs, and bytes of memory.
+    pub reserved_cpus: u64,
+    pub reserved_memory: u64,
 }
 
 impl WorkerLoad {
@@ -76,6 +84,27 @@ impl WorkerLoad {
         step(&mut self.active, task.is_active());
         step(&mut self.live, task.is_live());
         step(&mut self.running, task.state == crate::TaskState::Running);
+        if task.is_live() {
+            let sum = |n: &mut u64, by: u64| {
+                *n = if sign > 0 {
+                    n.saturating_add(by)
+                } else {
+                    n.saturating_sub(by)
+                }
+            };
+            let r = task.resources.reservations;
+            sum(&mut self.reserved_cpus, r.cpus.map_or(0, |c| c.0));
+            sum(&mut self.reserved_memory, r.memory.map_or(0, |m| m.0));
+        }
+    }
+
+    /// What the live tasks reserve.
+    pub fn reserved(&self) -> crate::service::Amount {
+        use crate::service::{Bytes, Cpus};
+        crate::service::Amount {
+            cpus: (self.reserved_cpus > 0).then_some(Cpus(self.reserved_cpus)),
+            memory: (self.reserved_memory > 0).then_some(Bytes(self.reserved_memory)),
+        }
     }
 }
 
@@ -85,6 +114,7 @@ impl ClusterState {
         services: impl IntoIterator<Item = Service>,
         tasks: impl IntoIterator<Item = Task>,
         workers: impl IntoIterator<Item = Worker>,
+        volumes: impl IntoIterator<Item = Volume>,
         counters: Counters,
     ) -> ClusterState {
         let mut state = ClusterState {
@@ -99,6 +129,9 @@ impl ClusterState {
         }
         for worker in workers {
             state.apply(&Change::PutWorker(worker));
+        }
+        for volume in volumes {
+            state.apply(&Change::PutVolume(volume));
         }
         state
     }
@@ -136,6 +169,12 @@ impl ClusterState {
                 self.workers.remove(name);
             }
             Change::PutCounters(counters) => self.counters = *counters,
+            Change::PutVolume(volume) => {
+                self.volumes.insert(volume.name.clone(), volume.clone());
+            }
+            Change::DeleteVolume(name) => {
+                self.volumes.remove(name);
+            }
         }
     }
 
@@ -253,6 +292,8 @@ pub fn compact(changes: &[Change]) -> Vec<Change> {
             Change::PutWorker(w) => (2, w.name.clone()),
             Change::DeleteWorker(name) => (2, name.clone()),
             Change::PutCounters(_) => (3, String::new()),
+            Change::PutVolume(v) => (4, v.name.clone()),
+            Change::DeleteVolume(name) => (4, name.clone()),
         }
     };
     let mut position = std::collections::HashMap::new();

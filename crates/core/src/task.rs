@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use std::net::IpAddr;
 
-use crate::service::{distinct, Health, HealthCheck};
+use crate::service::{distinct, Constraint, Health, HealthCheck, Mount, Resources};
 use crate::span::Span;
 use crate::{Millis, Service};
 
@@ -191,6 +191,19 @@ pub struct Task {
     /// (the service's, when it was made: the replica expects the header or not).
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// The service's constraints when it was made: where it may be placed.
+    #[serde(default)]
+    pub constraints: Vec<Constraint>,
+    /// What it reserves on its worker and may use (the service's, when it was made).
+    #[serde(default)]
+    pub resources: Resources,
+    /// The volumes and bind mounts it mounts, resolved for its slot.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    /// Marked to move to another worker (a drain or a rebalance), with why: a replacement
+    /// starts beside it, and it stops once that one is healthy.
+    #[serde(default)]
+    pub moving: Option<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -213,6 +226,9 @@ impl Task {
             && self.targets() == spec.targets()
             && self.stop_grace_period == spec.stop_grace_period
             && self.proxy_protocol == spec.proxy_protocol
+            && self.constraints == spec.constraints
+            && self.resources == spec.resources
+            && self.mounts == Mount::for_slot(&spec.name, self.slot, &spec.volumes)
             && self.generation == service.generation
     }
 
@@ -248,6 +264,8 @@ impl Task {
                     || old.healthcheck != self.healthcheck
                     || old.targets() != self.targets()
                     || old.stop_grace_period != self.stop_grace_period
+                    || old.resources != self.resources
+                    || old.mounts != self.mounts
             }
         }
     }

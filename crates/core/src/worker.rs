@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::driver::name_or_empty;
 use crate::driver::Driver;
+use crate::service::Amount;
 use crate::Millis;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -70,6 +71,49 @@ pub struct Worker {
     /// without one (by hand, by an older agent, or in a store written before it existed).
     #[serde(default)]
     pub instance: String,
+    /// What it has for tasks' reservations, as its agent reported (the host's CPUs and
+    /// memory, or its `--capacity-cpus`/`--capacity-memory`); empty: not said, no bound.
+    #[serde(default)]
+    pub resources: Amount,
+    /// The host its agent runs on (its Docker engine's id, or the machine's): workers on
+    /// one host share its volumes. Empty: not said.
+    #[serde(default)]
+    pub host: String,
+    /// Drained by its operator (`worker drain`): it takes nothing new and its tasks move
+    /// elsewhere; kept while it is down, so a drained worker that comes back stays
+    /// drained until `worker activate`.
+    #[serde(default)]
+    pub drain: bool,
+    /// Labels set by its operator (`worker label`) over the ones its agent registers
+    /// with: a value sets one, `None` removes one. `labels` holds the result.
+    #[serde(default)]
+    pub label_overrides: BTreeMap<String, Option<String>>,
+}
+
+impl Worker {
+    /// The status it has when it is up: draining if its operator drained it.
+    pub fn up_status(&self) -> WorkerStatus {
+        if self.drain {
+            WorkerStatus::Draining
+        } else {
+            WorkerStatus::Ready
+        }
+    }
+}
+
+/// `agent` labels with `overrides` laid over them.
+pub fn effective_labels(
+    agent: &BTreeMap<String, String>,
+    overrides: &BTreeMap<String, Option<String>>,
+) -> BTreeMap<String, String> {
+    let mut labels = agent.clone();
+    for (key, value) in overrides {
+        match value {
+            Some(v) => labels.insert(key.clone(), v.clone()),
+            None => labels.remove(key),
+        };
+    }
+    labels
 }
 
 /// The shortest interval between an agent's heartbeats.

@@ -58,6 +58,11 @@ fn spec(name: &str, image: &str, replicas: u32, ports: Vec<PortSpec>) -> Service
         ports,
         stop_grace_period: DEFAULT_STOP_GRACE_PERIOD,
         proxy_protocol: false,
+        constraints: Vec::new(),
+        spread: None,
+        resources: Default::default(),
+        volumes: Vec::new(),
+        restart: Default::default(),
     }
 }
 
@@ -80,9 +85,13 @@ impl Cluster {
             registered_at: 0,
             updated_at: 0,
             instance: String::new(),
+            resources: Default::default(),
+            host: String::new(),
+            drain: false,
+            label_overrides: Default::default(),
         });
         Cluster {
-            state: ClusterState::from_parts([], [], workers, Default::default()),
+            state: ClusterState::from_parts([], [], workers, [], Default::default()),
             ids: SequentialIds::default(),
             now: 1_000,
         }

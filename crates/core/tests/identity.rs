@@ -26,6 +26,8 @@ fn registration(instance: &str, address: &str) -> Registration {
         capacity: None,
         driver: Driver::Process.into(),
         instance: instance.into(),
+        resources: Default::default(),
+        host: String::new(),
     }
 }
 
@@ -69,6 +71,11 @@ fn held_by_a() -> ClusterState {
         ports: Vec::new(),
         stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
         proxy_protocol: false,
+        constraints: Vec::new(),
+        spread: None,
+        resources: Default::default(),
+        volumes: Vec::new(),
+        restart: Default::default(),
     };
     let placed = run(&registered.state, PutService(spec), None, 1_000).unwrap();
     assert_eq!(placed.state.tasks_on_worker("w1").count(), 2);

@@ -79,6 +79,10 @@ fn worker(i: usize, status: WorkerStatus, now: Millis) -> Worker {
         registered_at: 0,
         updated_at: now,
         instance: String::new(),
+        resources: Default::default(),
+        host: String::new(),
+        drain: false,
+        label_overrides: Default::default(),
     }
 }
 
@@ -129,7 +133,7 @@ impl Sim {
     fn new(statuses: &[WorkerStatus]) -> Result<Sim, TestCaseError> {
         let workers = statuses.iter().enumerate().map(|(i, &s)| worker(i, s, 0));
         let mut sim = Sim {
-            state: ClusterState::from_parts([], [], workers, Default::default()),
+            state: ClusterState::from_parts([], [], workers, [], Default::default()),
             ids: SequentialIds::default(),
             now: 1_000,
         };
@@ -284,6 +288,11 @@ fn spec(name: &str, image: &str, replicas: u32) -> ServiceSpec {
         ports: Vec::new(),
         stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
         proxy_protocol: false,
+        constraints: Vec::new(),
+        spread: None,
+        resources: Default::default(),
+        volumes: Vec::new(),
+        restart: Default::default(),
     }
 }
 

@@ -111,9 +111,13 @@ impl Sim {
             registered_at: 0,
             updated_at: 0,
             instance: String::new(),
+            resources: Default::default(),
+            host: String::new(),
+            drain: false,
+            label_overrides: Default::default(),
         });
         let mut sim = Sim {
-            state: ClusterState::from_parts([], [], workers, Default::default()),
+            state: ClusterState::from_parts([], [], workers, [], Default::default()),
             ids: SequentialIds::default(),
             now: 1_000,
             images: 0,
@@ -138,6 +142,11 @@ impl Sim {
             ports: Vec::new(),
             stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
             proxy_protocol: false,
+            constraints: Vec::new(),
+            spread: None,
+            resources: Default::default(),
+            volumes: Vec::new(),
+            restart: Default::default(),
         };
         sim.run(PutService(spec))?;
         for _ in 0..20 {

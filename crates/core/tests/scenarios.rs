@@ -57,6 +57,8 @@ impl Cluster {
             capacity: None,
             driver: driver.map_or(SaidDriver::NotSaid, SaidDriver::Known),
             instance: String::new(),
+            resources: Default::default(),
+            host: String::new(),
         }));
     }
 
@@ -88,6 +90,11 @@ impl Cluster {
             ports: Vec::new(),
             stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
             proxy_protocol: false,
+            constraints: Vec::new(),
+            spread: None,
+            resources: Default::default(),
+            volumes: Vec::new(),
+            restart: Default::default(),
         }));
     }
 
@@ -418,6 +425,11 @@ fn workers_only_get_what_their_driver_can_run() {
             ports: Vec::new(),
             stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
             proxy_protocol: false,
+            constraints: Vec::new(),
+            spread: None,
+            resources: Default::default(),
+            volumes: Vec::new(),
+            restart: Default::default(),
         })
     };
     cluster.run(service("images", Some("nginx"), None));

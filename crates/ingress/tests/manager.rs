@@ -132,6 +132,8 @@ async fn serves_what_the_manager_publishes_and_keeps_it_while_the_manager_is_awa
             capacity: None,
             driver: Default::default(),
             instance: String::new(),
+            resources: Default::default(),
+            host: String::new(),
         })
         .await
         .expect("registered");

@@ -84,7 +84,7 @@ async fn open_store(
                 let store =
                     mycluster_store::open(&config.store, &config.data_dir, &options).await?;
                 tracing::info!("store: {}", store.describe());
-                Cluster::load(config.name.clone(), config.limits, store).await
+                Cluster::load(config.name.clone(), config.limits.clone(), store).await
             };
             match attempt.await {
                 Ok(cluster) => Ok(Ok(cluster)),

@@ -21,6 +21,11 @@ fn spec(name: &str) -> ServiceSpec {
         ports: Vec::new(),
         stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
         proxy_protocol: false,
+        constraints: Vec::new(),
+        spread: None,
+        resources: Default::default(),
+        volumes: Vec::new(),
+        restart: Default::default(),
     }
 }
 

@@ -337,6 +337,11 @@ fn doc_spec(doc: &Value) -> Result<ServiceSpec, TestCaseError> {
         ports: Vec::new(),
         stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
         proxy_protocol: false,
+        constraints: Vec::new(),
+        spread: None,
+        resources: Default::default(),
+        volumes: Vec::new(),
+        restart: Default::default(),
     })
 }
 

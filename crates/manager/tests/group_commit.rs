@@ -91,6 +91,11 @@ async fn create(cluster: &Arc<Cluster>, name: String) -> Result<(), MutateError>
         ports: Vec::new(),
         stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
         proxy_protocol: false,
+        constraints: Vec::new(),
+        spread: None,
+        resources: Default::default(),
+        volumes: Vec::new(),
+        restart: Default::default(),
     };
     cluster.apply(PutService(spec)).await.map(drop)
 }

@@ -325,6 +325,10 @@ mod tests {
             heartbeat_interval: 1.0,
             registered_at: 0.0,
             instance: String::new(),
+            resources: Default::default(),
+            reserved: Default::default(),
+            host: String::new(),
+            drain: false,
         }
     }
 

@@ -34,6 +34,8 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
             max_replicas: args.max_replicas,
             max_services: args.max_services,
             max_total_replicas: args.max_total_replicas,
+            allow_bind: Vec::new(),
+            rebalance: false,
         },
         api: ApiConfig {
             auth: Auth::Off,

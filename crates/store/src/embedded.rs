@@ -22,6 +22,9 @@ use crate::{diverged, Create, Head, Snapshot, Store, StoreError};
 const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
+/// Volumes made for slots (absent from a file written before volumes existed: read as
+/// none, made at the first write).
+const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The store's file in a data dir.
@@ -353,7 +356,7 @@ fn id_or_init(db: &Database, cluster: &str) -> Result<String, StoreError> {
             let id = format!("{:032x}", rand::random::<u128>());
             let txn = db.begin_write().map_err(storage)?;
             {
-                for table in [SERVICES, TASKS, WORKERS] {
+                for table in [SERVICES, TASKS, WORKERS, VOLUMES] {
                     txn.open_table(table).map_err(storage)?;
                 }
                 let mut meta = txn.open_table(META).map_err(storage)?;
@@ -409,6 +412,10 @@ impl Store for EmbeddedStore {
                 services: read_all(&txn, SERVICES)?,
                 tasks: read_all(&txn, TASKS)?,
                 workers: read_all(&txn, WORKERS)?,
+                volumes: match txn.open_table(VOLUMES) {
+                    Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+                    _ => read_all(&txn, VOLUMES)?,
+                },
                 counters,
             })
         })
@@ -476,7 +483,7 @@ impl Store for EmbeddedStore {
         let snapshot = snapshot.clone();
         self.with_db("replace", move |db, _| {
             let txn = db.begin_write().map_err(storage)?;
-            for table in [SERVICES, TASKS, WORKERS] {
+            for table in [SERVICES, TASKS, WORKERS, VOLUMES] {
                 txn.delete_table(table).map_err(storage)?;
             }
             apply(&txn, &snapshot.changes(), snapshot.head)?;
@@ -498,6 +505,7 @@ fn apply(txn: &redb::WriteTransaction, changes: &[Change], head: Head) -> Result
     let mut services = txn.open_table(SERVICES).map_err(storage)?;
     let mut tasks = txn.open_table(TASKS).map_err(storage)?;
     let mut workers = txn.open_table(WORKERS).map_err(storage)?;
+    let mut volumes = txn.open_table(VOLUMES).map_err(storage)?;
     let mut meta = txn.open_table(META).map_err(storage)?;
     for change in changes {
         match change {
@@ -508,6 +516,8 @@ fn apply(txn: &redb::WriteTransaction, changes: &[Change], head: Head) -> Result
             Change::PutWorker(w) => workers.insert(w.name.as_str(), encode(w)?.as_slice()),
             Change::DeleteWorker(name) => workers.remove(name.as_str()),
             Change::PutCounters(c) => meta.insert("counters", encode(c)?.as_slice()),
+            Change::PutVolume(v) => volumes.insert(v.name.as_str(), encode(v)?.as_slice()),
+            Change::DeleteVolume(name) => volumes.remove(name.as_str()),
         }
         .map_err(storage)?;
     }

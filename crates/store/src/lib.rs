@@ -22,6 +22,7 @@ mod redis_store;
 use std::path::Path;
 use std::sync::Arc;
 
+use mycluster_core::service::Volume;
 use mycluster_core::{Change, Counters, Service, Task, Worker};
 
 pub use embedded::EmbeddedStore;
@@ -60,6 +61,7 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     pub tasks: Vec<Task>,
     pub workers: Vec<Worker>,
+    pub volumes: Vec<Volume>,
     pub counters: Counters,
 }
 
@@ -70,6 +72,7 @@ impl Snapshot {
         changes.extend(self.services.iter().cloned().map(Change::PutService));
         changes.extend(self.tasks.iter().cloned().map(Change::PutTask));
         changes.extend(self.workers.iter().cloned().map(Change::PutWorker));
+        changes.extend(self.volumes.iter().cloned().map(Change::PutVolume));
         changes.push(Change::PutCounters(self.counters));
         changes
     }

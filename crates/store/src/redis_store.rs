@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use mycluster_core::service::Volume;
 use mycluster_core::{Change, Counters, Service, Task, Worker};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
@@ -28,6 +29,9 @@ use serde::Serialize;
 
 use crate::redis_scripts::{self, Reply};
 use crate::{diverged, Create, Head, Holder, OpenOptions, Snapshot, Store, StoreError};
+
+/// Where a volume record lives in the `meta` hash: `volume.<name>`.
+const VOLUME_PREFIX: &str = "volume.";
 
 pub struct RedisStore {
     connection: ConnectionManager,
@@ -344,6 +348,15 @@ impl RedisStore {
                 Change::PutWorker(w) => op(&["H", &workers, &w.name, &encode(w)?]),
                 Change::DeleteWorker(name) => op(&["X", &workers, name]),
                 Change::PutCounters(c) => op(&["H", &meta, "counters", &encode(c)?]),
+                // Volumes live in `meta` under `volume.<name>`: no new key for the
+                // scripts to know, and `replace` clears them with the rest of `meta`.
+                Change::PutVolume(v) => op(&[
+                    "H",
+                    &meta,
+                    &format!("{VOLUME_PREFIX}{}", v.name),
+                    &encode(v)?,
+                ]),
+                Change::DeleteVolume(name) => op(&["X", &meta, &format!("{VOLUME_PREFIX}{name}")]),
             }
         }
         Ok(())
@@ -458,6 +471,11 @@ impl Store for RedisStore {
             workers: workers
                 .iter()
                 .map(|(name, v)| decode::<Worker>(&format!("workers/{name}"), v))
+                .collect::<Result<_, _>>()?,
+            volumes: meta
+                .iter()
+                .filter_map(|(key, v)| Some((key.strip_prefix(VOLUME_PREFIX)?, v)))
+                .map(|(name, v)| decode::<Volume>(&format!("volumes/{name}"), v))
                 .collect::<Result<_, _>>()?,
             counters: match meta.get("counters") {
                 Some(v) => decode::<Counters>("counters", v)?,

@@ -36,6 +36,21 @@ pub struct ServiceSpec {
     /// see the client's address.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Where its tasks may run: every constraint must hold on the worker.
+    #[serde(default)]
+    pub constraints: Vec<Constraint>,
+    /// The worker attribute its replicas are spread over first.
+    #[serde(default)]
+    pub spread: Option<Spread>,
+    /// What each task reserves on its worker, and may use at most.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Volumes per slot, and bind mounts.
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
+    /// What happens when a task exits.
+    #[serde(default)]
+    pub restart: RestartPolicy,
 }
 
 /// Docker's and Swarm's default: 10 s from SIGTERM to SIGKILL.
@@ -48,8 +63,10 @@ pub fn default_stop_grace_period() -> Span {
 
 impl ServiceSpec {
     /// Whether tasks of `self` and `other` run the same thing (only replicas, the update
-    /// policy or which ports are published differ). The PROXY protocol is part of it: a
-    /// replica expects the header or not, so a change is rolled out like a new image: a change of the template is rolled out, the rest is not.
+    /// or restart policy, the spread or which ports are published differ): a change of
+    /// the template is rolled out, the rest is not. The PROXY protocol is part of it (a
+    /// replica expects the header or not), and so are the constraints (a task where it
+    /// may no longer run is replaced), resources and volumes.
     pub fn same_template(&self, other: &ServiceSpec) -> bool {
         self.image == other.image
             && self.command == other.command
@@ -58,6 +75,9 @@ impl ServiceSpec {
             && self.targets() == other.targets()
             && self.stop_grace_period == other.stop_grace_period
             && self.proxy_protocol == other.proxy_protocol
+            && self.constraints == other.constraints
+            && self.resources == other.resources
+            && self.volumes == other.volumes
     }
 
     /// The distinct ports its tasks listen on, in order.
@@ -104,6 +124,10 @@ pub struct Service {
     /// The latest rollout: what changed the template last, and how far it got.
     #[serde(default)]
     pub rollout: Option<Rollout>,
+    /// An operator asked for its spread to be evened out (`service rebalance`): moves go
+    /// on, one at a time, until it is even; then this is cleared.
+    #[serde(default)]
+    pub rebalance: bool,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -124,6 +148,7 @@ impl Service {
                     rollout: None,
                     created_at: now,
                     updated_at: now,
+                    rebalance: false,
                 };
                 service.record("created", now);
                 service.rollout = Some(Rollout::new(RolloutKind::Create, 1, None, now));
@@ -258,8 +283,9 @@ impl Service {
     }
 }
 
-/// Limits a request is checked against; the manager's flags set them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Limits a request is checked against, and the cluster's policies; the manager's flags
+/// set them.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Replicas of one service.
     pub max_replicas: u32,
@@ -267,6 +293,11 @@ pub struct Limits {
     pub max_services: usize,
     /// Replicas of all services together.
     pub max_total_replicas: u64,
+    /// Host directories under which bind mounts are allowed (`--allow-bind`).
+    pub allow_bind: Vec<String>,
+    /// Whether every service's spread is evened out on its own, one move at a time,
+    /// when workers join or come back (`--rebalance`).
+    pub rebalance: bool,
 }
 
 impl Default for Limits {
@@ -275,6 +306,8 @@ impl Default for Limits {
             max_replicas: 1000,
             max_services: 10_000,
             max_total_replicas: 1_000_000,
+            allow_bind: Vec::new(),
+            rebalance: false,
         }
     }
 }
@@ -323,14 +356,22 @@ pub enum SpecError {
 
 mod fields;
 mod health;
+mod placement;
 mod ports;
 mod request;
+mod resources;
+mod restart;
 mod update;
+mod volumes;
 
 pub use health::{Health, HealthCheck, Probe, MAX_SPAN};
+pub use placement::{valid_label_key, Attribute, Constraint, Op, Spread};
 pub use ports::{distinct, PortSpec, Protocol, MAX_PORTS};
 pub use request::{validate_service_name, ServicePatch, ServicePost};
+pub use resources::{Amount, Bytes, Cpus, Resources};
+pub use restart::{AfterExit, RestartCondition, RestartPolicy};
 pub use update::{FailureAction, Ratio, UpdateOrder, UpdatePolicy};
+pub use volumes::{bind_allowed, volume_name, Mount, MountKind, Volume, VolumeSpec};
 
 #[cfg(test)]
 mod tests {
@@ -349,6 +390,11 @@ mod tests {
             ports: Vec::new(),
             stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
             proxy_protocol: false,
+            constraints: Vec::new(),
+            spread: None,
+            resources: Default::default(),
+            volumes: Vec::new(),
+            restart: Default::default(),
         };
         let v1 = Service::updated(None, spec("x", 1), 10);
         assert_eq!(
@@ -403,6 +449,11 @@ mod upgrade_tests {
             ports: Vec::new(),
             stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
             proxy_protocol: false,
+            constraints: Vec::new(),
+            spread: None,
+            resources: Default::default(),
+            volumes: Vec::new(),
+            restart: Default::default(),
         }
     }
 
@@ -418,6 +469,7 @@ mod upgrade_tests {
             rollout: None,
             created_at: 1,
             updated_at: 2,
+            rebalance: false,
         };
         let updated = Service::updated(Some(&stored), spec("y"), 10);
         let versions: Vec<u64> = updated.history.iter().map(|v| v.version).collect();

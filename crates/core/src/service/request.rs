@@ -11,7 +11,8 @@ use super::fields::{
     field_string, optional, required,
 };
 use super::{
-    HealthCheck, Limits, PortSpec, ServiceSpec, SpecError, UpdatePolicy, DEFAULT_STOP_GRACE_PERIOD,
+    Constraint, HealthCheck, Limits, PortSpec, Resources, RestartPolicy, ServiceSpec, SpecError,
+    Spread, UpdatePolicy, VolumeSpec, DEFAULT_STOP_GRACE_PERIOD,
 };
 use crate::span::Span;
 
@@ -26,6 +27,11 @@ const CREATE_FIELDS: &[&str] = &[
     "ports",
     "stop_grace_period",
     "proxy_protocol",
+    "constraints",
+    "spread",
+    "resources",
+    "volumes",
+    "restart",
 ];
 const PATCH_FIELDS: &[&str] = &[
     "image",
@@ -37,6 +43,26 @@ const PATCH_FIELDS: &[&str] = &[
     "ports",
     "stop_grace_period",
     "proxy_protocol",
+    "constraints",
+    "spread",
+    "resources",
+    "volumes",
+    "restart",
+];
+
+/// The fields of `POST /api/v1/service` that the original API did not have: left out of
+/// a POST that updates a service, they keep the service's own (see `ServicePost`).
+const KEPT_WHEN_LEFT_OUT: &[&str] = &[
+    "healthcheck",
+    "update",
+    "ports",
+    "stop_grace_period",
+    "proxy_protocol",
+    "constraints",
+    "spread",
+    "resources",
+    "volumes",
+    "restart",
 ];
 
 impl ServiceSpec {
@@ -71,6 +97,15 @@ impl ServiceSpec {
             stop_grace_period: optional(object, "stop_grace_period", field_grace)?
                 .unwrap_or(DEFAULT_STOP_GRACE_PERIOD),
             proxy_protocol: optional(object, "proxy_protocol", field_bool)?.unwrap_or(false),
+            constraints: optional(object, "constraints", Constraint::list_from_json)?
+                .unwrap_or_default(),
+            spread: optional(object, "spread", Spread::from_json)?,
+            resources: optional(object, "resources", Resources::from_json)?.unwrap_or_default(),
+            volumes: optional(object, "volumes", |f, v| {
+                VolumeSpec::list_from_json(f, v, &limits.allow_bind)
+            })?
+            .unwrap_or_default(),
+            restart: optional(object, "restart", RestartPolicy::from_json)?.unwrap_or_default(),
         })
     }
 }
@@ -78,65 +113,64 @@ impl ServiceSpec {
 /// The body of `POST /api/v1/service`: a whole spec, and which of the fields the
 /// original API did not have were left out. A client of the original's (service, image,
 /// replicas) re-POSTing to change the image must not drop a health check or an update
-/// policy it never knew of: left out, they keep the service's own; given as null, the
-/// health check is removed and the policy goes back to the defaults. The same holds for
-/// `ports` (null: none), `stop_grace_period` (null: 10 s) and `proxy_protocol` (null:
-/// off).
+/// policy it never knew of: left out, the fields of `KEPT_WHEN_LEFT_OUT` keep the
+/// service's own; given as null, they go back to their defaults (no health check, no
+/// ports, 10 s of grace, no PROXY header, no constraints, no spread, no resources, no
+/// volumes, restart `any`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePost {
     pub spec: ServiceSpec,
-    pub healthcheck_given: bool,
-    pub update_given: bool,
-    pub ports_given: bool,
-    pub stop_grace_period_given: bool,
-    pub proxy_protocol_given: bool,
+    /// The fields of `KEPT_WHEN_LEFT_OUT` the body gave (null included).
+    pub given: Vec<&'static str>,
 }
 
 impl ServicePost {
     pub fn from_json(body: &Value, limits: &Limits) -> Result<ServicePost, SpecError> {
         let spec = ServiceSpec::from_json(body, limits)?;
-        let given = |key: &str| body.as_object().is_some_and(|o| o.contains_key(key));
-        Ok(ServicePost {
-            spec,
-            healthcheck_given: given("healthcheck"),
-            update_given: given("update"),
-            ports_given: given("ports"),
-            stop_grace_period_given: given("stop_grace_period"),
-            proxy_protocol_given: given("proxy_protocol"),
-        })
+        let given = KEPT_WHEN_LEFT_OUT
+            .iter()
+            .copied()
+            .filter(|key| body.as_object().is_some_and(|o| o.contains_key(*key)))
+            .collect();
+        Ok(ServicePost { spec, given })
     }
 
     /// The spec to store over `old` (if the service exists).
     pub fn over(self, old: Option<&ServiceSpec>) -> ServiceSpec {
         let Some(old) = old else { return self.spec };
-        ServiceSpec {
-            healthcheck: if self.healthcheck_given {
-                self.spec.healthcheck
-            } else {
-                old.healthcheck.clone()
-            },
-            update: if self.update_given {
-                self.spec.update
-            } else {
-                old.update
-            },
-            ports: if self.ports_given {
-                self.spec.ports
-            } else {
-                old.ports.clone()
-            },
-            stop_grace_period: if self.stop_grace_period_given {
-                self.spec.stop_grace_period
-            } else {
-                old.stop_grace_period
-            },
-            proxy_protocol: if self.proxy_protocol_given {
-                self.spec.proxy_protocol
-            } else {
-                old.proxy_protocol
-            },
-            ..self.spec
+        let mut spec = self.spec;
+        let kept = |key: &str| !self.given.contains(&key);
+        if kept("healthcheck") {
+            spec.healthcheck = old.healthcheck.clone();
         }
+        if kept("update") {
+            spec.update = old.update;
+        }
+        if kept("ports") {
+            spec.ports = old.ports.clone();
+        }
+        if kept("stop_grace_period") {
+            spec.stop_grace_period = old.stop_grace_period;
+        }
+        if kept("proxy_protocol") {
+            spec.proxy_protocol = old.proxy_protocol;
+        }
+        if kept("constraints") {
+            spec.constraints = old.constraints.clone();
+        }
+        if kept("spread") {
+            spec.spread = old.spread.clone();
+        }
+        if kept("resources") {
+            spec.resources = old.resources;
+        }
+        if kept("volumes") {
+            spec.volumes = old.volumes.clone();
+        }
+        if kept("restart") {
+            spec.restart = old.restart;
+        }
+        spec
     }
 }
 
@@ -153,6 +187,14 @@ pub struct ServicePatch {
     pub ports: Option<Vec<PortSpec>>,
     pub stop_grace_period: Option<Span>,
     pub proxy_protocol: Option<bool>,
+    /// Replaces the whole list (`[]` removes every constraint).
+    pub constraints: Option<Vec<Constraint>>,
+    /// `Some(None)`: no spread (given as `""`).
+    pub spread: Option<Option<Spread>>,
+    pub resources: Option<Resources>,
+    /// Replaces the whole list (`[]` removes every volume; the volumes are kept).
+    pub volumes: Option<Vec<VolumeSpec>>,
+    pub restart: Option<RestartPolicy>,
 }
 
 impl ServicePatch {
@@ -168,10 +210,20 @@ impl ServicePatch {
             ports: optional(object, "ports", |_, v| PortSpec::list_from_json(v))?,
             stop_grace_period: optional(object, "stop_grace_period", field_grace)?,
             proxy_protocol: optional(object, "proxy_protocol", field_bool)?,
+            constraints: optional(object, "constraints", Constraint::list_from_json)?,
+            spread: optional(object, "spread", |f, v| match v.as_str() {
+                Some("") => Ok(None),
+                _ => Spread::from_json(f, v).map(Some),
+            })?,
+            resources: optional(object, "resources", Resources::from_json)?,
+            volumes: optional(object, "volumes", |f, v| {
+                VolumeSpec::list_from_json(f, v, &limits.allow_bind)
+            })?,
+            restart: optional(object, "restart", RestartPolicy::from_json)?,
         };
         if patch == ServicePatch::default() {
             return Err(SpecError::EmptyPatch(
-                "'image', 'replicas', 'command', 'env', 'healthcheck', 'update', 'ports', 'stop_grace_period', 'proxy_protocol'",
+                "'image', 'replicas', 'command', 'env', 'healthcheck', 'update', 'ports', 'stop_grace_period', 'proxy_protocol', 'constraints', 'spread', 'resources', 'volumes', 'restart'",
             ));
         }
         Ok(patch)
@@ -193,6 +245,14 @@ impl ServicePatch {
             ports: self.ports.clone().unwrap_or_else(|| spec.ports.clone()),
             stop_grace_period: self.stop_grace_period.unwrap_or(spec.stop_grace_period),
             proxy_protocol: self.proxy_protocol.unwrap_or(spec.proxy_protocol),
+            constraints: self
+                .constraints
+                .clone()
+                .unwrap_or_else(|| spec.constraints.clone()),
+            spread: self.spread.clone().unwrap_or_else(|| spec.spread.clone()),
+            resources: self.resources.unwrap_or(spec.resources),
+            volumes: self.volumes.clone().unwrap_or_else(|| spec.volumes.clone()),
+            restart: self.restart.unwrap_or(spec.restart),
         }
     }
 }
@@ -249,6 +309,11 @@ mod tests {
                 ports: Vec::new(),
                 stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
                 proxy_protocol: false,
+                constraints: Vec::new(),
+                spread: None,
+                resources: Default::default(),
+                volumes: Vec::new(),
+                restart: Default::default(),
             })
         );
     }
@@ -401,6 +466,11 @@ mod tests {
             ports: Vec::new(),
             stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
             proxy_protocol: false,
+            constraints: Vec::new(),
+            spread: None,
+            resources: Default::default(),
+            volumes: Vec::new(),
+            restart: Default::default(),
         };
         assert_eq!(patch.apply(&spec).replicas, 7);
         assert_eq!(patch.apply(&spec).image.as_deref(), Some("img"));

@@ -49,8 +49,8 @@ impl Command for Register {
     }
 }
 
-/// A worker declared down beats again: it is ready again (any other status is left as it
-/// is). Only the agent instance that
+/// A worker declared down beats again: it is ready again, or draining if its operator
+/// drained it (any other status is left as it is). Only the agent instance that
 /// holds the worker may bring it back (checked again here, on the latest state: another
 /// agent may have taken it over since the heartbeat was read).
 pub struct WorkerBack {
@@ -72,7 +72,8 @@ impl Command for WorkerBack {
         if worker.status != WorkerStatus::Down {
             return Ok(Applied::new(worker.clone(), Scope::Nothing));
         }
-        let worker = commands::set_worker_status(txn, &self.worker, WorkerStatus::Ready, ctx.now)?;
+        let status = worker.up_status();
+        let worker = commands::set_worker_status(txn, &self.worker, status, ctx.now)?;
         Ok(Applied::new(worker, Scope::All))
     }
 }

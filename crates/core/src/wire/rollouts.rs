@@ -133,6 +133,11 @@ mod tests {
             ports: Vec::new(),
             stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
             proxy_protocol: false,
+            constraints: Vec::new(),
+            spread: None,
+            resources: Default::default(),
+            volumes: Vec::new(),
+            restart: Default::default(),
         }
     }
 

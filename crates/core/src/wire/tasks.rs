@@ -243,6 +243,10 @@ mod tests {
             stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
             proxy_protocol: false,
             published: Default::default(),
+            constraints: Vec::new(),
+            resources: Default::default(),
+            mounts: Vec::new(),
+            moving: None,
         }
     }
 

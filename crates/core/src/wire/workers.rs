@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{seconds, Driver, SaidDriver};
 use crate::driver::name_or_empty;
+use crate::service::Amount;
 use crate::{ClusterState, Worker, WorkerStatus};
 
 /// A worker in `GET /api/v1/workers`.
@@ -39,6 +40,20 @@ pub struct WorkerDoc {
     /// `identity`.
     #[serde(default)]
     pub instance: String,
+    /// What it has for reservations (CPUs, memory in bytes); empty: its agent did not
+    /// say, and nothing bounds what is placed on it.
+    #[serde(default)]
+    pub resources: Amount,
+    /// What its live tasks reserve.
+    #[serde(default)]
+    pub reserved: Amount,
+    /// The host its agent runs on (workers on one host share its volumes).
+    #[serde(default)]
+    pub host: String,
+    /// Drained by its operator: it stays draining when it comes back from down, until
+    /// `worker activate`.
+    #[serde(default)]
+    pub drain: bool,
 }
 
 fn one_second() -> f64 {
@@ -67,6 +82,10 @@ impl WorkerDoc {
             heartbeat_interval: heartbeat_interval.as_secs_f64(),
             registered_at: seconds(worker.registered_at),
             instance: worker.instance.clone(),
+            resources: worker.resources,
+            reserved: load.reserved(),
+            host: worker.host.clone(),
+            drain: worker.drain,
         }
     }
 }
@@ -88,6 +107,13 @@ pub struct Registration {
     /// start. Empty or absent: none (a registration by hand).
     #[serde(default)]
     pub instance: String,
+    /// What the worker has for tasks' reservations: `{"cpus": 4, "memory": 8589934592}`
+    /// (the host's, or the agent's `--capacity-cpus`/`--capacity-memory`).
+    #[serde(default)]
+    pub resources: Amount,
+    /// The host the agent runs on: its Docker engine's id, or the machine's id.
+    #[serde(default)]
+    pub host: String,
 }
 
 /// The answer to an agent's heartbeat (`POST /api/v1/workers/<name>/heartbeat`).
@@ -147,6 +173,8 @@ mod tests {
             capacity: None,
             driver: Driver::Sim.into(),
             instance: String::new(),
+            resources: Default::default(),
+            host: String::new(),
         };
         let text = serde_json::to_string(&said).expect("writes");
         assert!(text.contains(r#""driver":"sim""#), "{text}");

@@ -119,6 +119,7 @@ impl Cluster {
             services: state.services.values().cloned().collect(),
             tasks: state.tasks.values().map(|t| t.as_ref().clone()).collect(),
             workers: state.workers.values().cloned().collect(),
+            volumes: state.volumes.values().cloned().collect(),
             counters: state.counters,
         };
         if let Err(e) = self.store.replace(&snapshot).await {

@@ -132,6 +132,7 @@ impl Cluster {
             stored.services,
             stored.tasks,
             stored.workers,
+            stored.volumes,
             stored.counters,
         );
         // Every known worker gets a fresh grace period: after a restart, silence is only

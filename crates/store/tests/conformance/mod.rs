@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use mycluster_core::service::Volume;
 use mycluster_core::{
     Change, Counters, DesiredState, Service, ServiceSpec, Task, TaskState, Worker, WorkerStatus,
 };
@@ -60,6 +61,20 @@ macro_rules! conformance_suite {
     };
 }
 
+/// A volume record of slot 0 of `service`.
+pub fn volume(service: &str) -> Volume {
+    Volume {
+        name: format!("{service}-data-0"),
+        service: service.into(),
+        source: "data".into(),
+        slot: 0,
+        host: "engine-1".into(),
+        worker: "w1".into(),
+        remove: false,
+        created_at: 1_500,
+    }
+}
+
 pub fn service(name: &str, replicas: u32) -> Service {
     Service {
         generation: 0,
@@ -76,10 +91,16 @@ pub fn service(name: &str, replicas: u32) -> Service {
             ports: Vec::new(),
             stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
             proxy_protocol: false,
+            constraints: Vec::new(),
+            spread: None,
+            resources: Default::default(),
+            volumes: Vec::new(),
+            restart: Default::default(),
         },
         version: 1,
         created_at: 1_000,
         updated_at: 2_000,
+        rebalance: false,
     }
 }
 
@@ -113,6 +134,10 @@ pub fn task(id: &str, service: &str, slot: u32) -> Task {
         stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
         proxy_protocol: false,
         published: Default::default(),
+        constraints: Vec::new(),
+        resources: Default::default(),
+        mounts: Vec::new(),
+        moving: None,
     }
 }
 
@@ -127,6 +152,10 @@ pub fn worker(name: &str) -> Worker {
         registered_at: 1_000,
         updated_at: 1_000,
         instance: String::new(),
+        resources: Default::default(),
+        host: String::new(),
+        drain: false,
+        label_overrides: Default::default(),
     }
 }
 
@@ -148,6 +177,7 @@ fn sorted(mut snapshot: Snapshot) -> Snapshot {
         .sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     snapshot.tasks.sort_by(|a, b| a.id.cmp(&b.id));
     snapshot.workers.sort_by(|a, b| a.name.cmp(&b.name));
+    snapshot.volumes.sort_by(|a, b| a.name.cmp(&b.name));
     snapshot
 }
 
@@ -175,6 +205,7 @@ pub async fn commit_then_load_round_trips<B: Backend>(backend: &B) {
         Change::PutTask(task("t1", "web", 0)),
         Change::PutTask(task("t2", "web", 1)),
         Change::PutWorker(worker("test_worker_1")),
+        Change::PutVolume(volume("web")),
         Change::PutCounters(counters),
     ];
     store.commit(at(0), at(1), changes).await.expect("commit");
@@ -183,6 +214,7 @@ pub async fn commit_then_load_round_trips<B: Backend>(backend: &B) {
         services: vec![service("web", 2)],
         tasks: vec![task("t1", "web", 0), task("t2", "web", 1)],
         workers: vec![worker("test_worker_1")],
+        volumes: vec![volume("web")],
         counters,
     };
     assert_eq!(load(&*store).await, expected);
@@ -500,6 +532,7 @@ pub async fn replace_takes_any_history<B: Backend>(backend: &B) {
                 Change::PutService(service("old", 1)),
                 Change::PutTask(task("t-old", "old", 0)),
                 Change::PutWorker(worker("w-old")),
+                Change::PutVolume(volume("old")),
             ],
         )
         .await
@@ -509,6 +542,7 @@ pub async fn replace_takes_any_history<B: Backend>(backend: &B) {
         services: vec![service("a", 2), service("b", 1)],
         tasks: vec![task("t1", "a", 0), task("t2", "a", 1)],
         workers: vec![worker("w1")],
+        volumes: vec![volume("a")],
         counters: Counters {
             total_requests: 9,
             ..Counters::default()
