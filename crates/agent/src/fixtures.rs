@@ -28,5 +28,8 @@ pub fn task_doc(id: &str) -> TaskDoc {
         ports: Vec::new(),
         address: None,
         stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
+        resources: Default::default(),
+        mounts: Vec::new(),
+        moving: None,
     }
 }

@@ -451,6 +451,7 @@ impl Client {
         let path = agent_path(worker, "status", instance, None);
         let report = StatusReport {
             tasks: reports.to_vec(),
+            removed_volumes: Vec::new(),
         };
         self.request_with(Method::POST, &path, &report).await
     }

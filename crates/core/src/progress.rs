@@ -130,6 +130,9 @@ mod tests {
             ports: Vec::new(),
             address: None,
             stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
+            resources: Default::default(),
+            mounts: Vec::new(),
+            moving: None,
         }
     }
 

@@ -204,3 +204,28 @@ fn unplaceable_reason(
         .collect();
     format!("{UNPLACEABLE}: {}", parts.join(", "))
 }
+
+/// Whether `worker` can take `task` now (ready, able to run it, within its constraints,
+/// its volume's host, and its room), and if not the first cause, in words that read
+/// after a count of workers ("lack label disk=ssd"). What the scheduler filters with, and
+/// what a rebalance checks a move's target against.
+pub fn fits(state: &ClusterState, task: &Task, worker: &Worker) -> Result<(), String> {
+    if worker.status != WorkerStatus::Ready {
+        return Err(format!("are {}", worker.status));
+    }
+    if let Some(why) = driver_cannot_run(
+        worker.driver,
+        task.image.as_deref(),
+        task.command.as_deref(),
+    ) {
+        return Err(format!("cannot run it ({why})"));
+    }
+    if let Some(c) = task.constraints.iter().find(|c| !c.allows(worker)) {
+        return Err(c.miss());
+    }
+    let load = state.load_of(&worker.name);
+    if worker.capacity.is_some_and(|cap| load.live >= cap) {
+        return Err("are at capacity".into());
+    }
+    Ok(())
+}

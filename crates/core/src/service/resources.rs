@@ -210,12 +210,14 @@ impl Amount {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(b) if b > 0 => Some(Bytes(b)),
-                _ => return Err(invalid(
-                    "memory",
-                    format!(
+                _ => {
+                    return Err(invalid(
+                        "memory",
+                        format!(
                         "must be a positive number of bytes or a size such as \"256M\", got {n}"
                     ),
-                )),
+                    ))
+                }
             },
             Some(Value::String(s)) => Some(Bytes::parse(s).map_err(|w| invalid("memory", w))?),
             Some(other) => {

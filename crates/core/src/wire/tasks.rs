@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::seconds;
-use crate::service::{default_stop_grace_period, Health, HealthCheck};
+use crate::service::{default_stop_grace_period, Health, HealthCheck, Mount, Resources};
 use crate::span::Span;
 use crate::task::TaskPort;
 use crate::{DesiredState, Task, TaskState};
@@ -56,6 +56,15 @@ pub struct TaskDoc {
     #[serde(default = "default_stop_grace_period")]
     #[schemars(required)]
     pub stop_grace_period: Span,
+    /// What it reserves and may use (absent when its service names none).
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    /// The volumes and bind mounts it mounts (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    /// Why it is being moved to another worker (a drain or a rebalance), while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<String>,
     pub created_at: f64,
     pub updated_at: f64,
 }
@@ -90,6 +99,12 @@ pub struct TaskView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     address: Option<IpAddr>,
     stop_grace_period: Span,
+    #[serde(skip_serializing_if = "Resources::is_empty")]
+    resources: Resources,
+    #[serde(skip_serializing_if = "<[Mount]>::is_empty")]
+    mounts: &'a [Mount],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    moving: Option<&'a str>,
     created_at: f64,
     updated_at: f64,
 }
@@ -116,6 +131,9 @@ impl<'a> TaskView<'a> {
             ports: &task.ports,
             address: task.address,
             stop_grace_period: task.stop_grace_period,
+            resources: task.resources,
+            mounts: &task.mounts,
+            moving: task.moving.as_deref(),
             created_at: seconds(task.created_at),
             updated_at: seconds(task.updated_at),
         }
@@ -130,6 +148,11 @@ pub struct AssignedTasks {
     pub index: u64,
     /// Every task on this worker that is not finished, with what is wanted of it.
     pub tasks: Vec<TaskDoc>,
+    /// Volumes on this worker's host that were asked to be removed (`service rm
+    /// --volumes`, `volume rm`) and that no task uses: the agent removes them and says
+    /// so in its next status report (`removed_volumes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_volumes: Vec<String>,
 }
 
 /// `AssignedTasks` as the manager writes it, from borrowed tasks.
@@ -137,6 +160,8 @@ pub struct AssignedTasks {
 pub struct AssignedView<'a> {
     pub index: u64,
     pub tasks: Vec<TaskView<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove_volumes: Vec<&'a str>,
 }
 
 /// What an agent reports about one of its tasks.
@@ -190,6 +215,9 @@ impl TaskReport {
 #[serde(deny_unknown_fields)]
 pub struct StatusReport {
     pub tasks: Vec<TaskReport>,
+    /// Volumes its agent removed, as `remove_volumes` asked: their records go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_volumes: Vec<String>,
 }
 
 /// The answer to an agent's status report.
@@ -297,6 +325,9 @@ mod tests {
             ports: Vec::new(),
             address: None,
             stop_grace_period: crate::service::DEFAULT_STOP_GRACE_PERIOD,
+            resources: Default::default(),
+            mounts: Vec::new(),
+            moving: None,
         };
         assert_eq!(back, expected);
         // And writes the same bytes as the view.

@@ -207,6 +207,7 @@ pub async fn assigned_tasks(
             .filter(|t| t.is_live())
             .map(TaskView::new)
             .collect(),
+        remove_volumes: Vec::new(),
     };
     json_response(&list)
 }
