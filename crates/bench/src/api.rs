@@ -46,6 +46,7 @@ pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
             ports: None,
             stop_grace_period: None,
             proxy_protocol: None,
+            ..ServiceRequest::default()
         };
         client
             .request_with::<_, StateDoc>(reqwest::Method::POST, "/api/v1/service?wait=0", &body)

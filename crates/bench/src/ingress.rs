@@ -294,6 +294,7 @@ async fn create_ours(
         }]),
         stop_grace_period: None,
         proxy_protocol: None,
+        ..ServiceRequest::default()
     };
     client.put_service(&body).await?;
     let started = Instant::now();

@@ -161,6 +161,7 @@ pub async fn run(
                 ports: None,
                 stop_grace_period: None,
                 proxy_protocol: None,
+                ..ServiceRequest::default()
             };
             let client = client.clone();
             submitting.spawn(async move { client.submit_service(&body).await });

@@ -256,6 +256,7 @@ impl Sides {
                     ports: None,
                     stop_grace_period: None,
                     proxy_protocol: None,
+                    ..ServiceRequest::default()
                 };
                 let path = "/api/v1/service?wait=0";
                 self.client

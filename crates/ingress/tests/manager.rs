@@ -78,6 +78,7 @@ async fn run_service(
         }]),
         stop_grace_period: None,
         proxy_protocol: None,
+        ..ServiceRequest::default()
     };
     api.submit_service(&request).await.expect("created");
     let tasks = eventually("the replicas to be assigned", || async {

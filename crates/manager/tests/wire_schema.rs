@@ -104,6 +104,23 @@ fn documented() -> Vec<(&'static str, &'static str, Value)> {
             "UpdatePolicyRequest",
             request::<UpdatePolicy>(),
         ),
+        // Issue 17: placement, resources, volumes, restart policy, drain and rebalance.
+        ("Amount", "Amount", answer::<Amount>()),
+        ("Resources", "Resources", answer::<Resources>()),
+        ("Resources", "ResourcesRequest", request::<Resources>()),
+        ("VolumeSpec", "VolumeSpec", answer::<VolumeSpec>()),
+        ("VolumeSpec", "VolumeSpecRequest", request::<VolumeSpec>()),
+        ("RestartPolicy", "RestartPolicy", answer::<RestartPolicy>()),
+        (
+            "RestartPolicy",
+            "RestartPolicyRequest",
+            request::<RestartPolicy>(),
+        ),
+        ("Mount", "Mount", answer::<Mount>()),
+        ("VolumeDoc", "VolumeDoc", answer::<VolumeDoc>()),
+        ("LabelRequest", "LabelRequest", request::<LabelRequest>()),
+        ("RebalanceDoc", "RebalanceDoc", answer::<RebalanceDoc>()),
+        ("MoveDoc", "MoveDoc", answer::<MoveDoc>()),
     ]
 }
 
@@ -132,6 +149,10 @@ const NOT_COMPONENTS: &[(&str, &str)] = &[
     ("UpdateOrder", "an enum, checked where it is used"),
     ("FailureAction", "an enum, checked where it is used"),
     ("Protocol", "an enum, checked where it is used"),
+    ("MountKind", "an enum, checked where it is used"),
+    ("RestartCondition", "an enum, checked where it is used"),
+    ("Constraint", "a string, checked where it is used"),
+    ("Spread", "a string, checked where it is used"),
     (
         "Probe",
         "flattened into HealthCheck: its variants are HealthCheck's http, tcp and exec",

@@ -6,9 +6,11 @@
 //! OpenAPI document against those schemas (`crates/manager/tests/wire_schema.rs`).
 //!
 //! Start with `workers` (an agent joining and beating), then `tasks` (what it is asked to
-//! run and reports back), `services`, `cluster`, `down` (the monitor's verdict), `health`
-//! and `errors`.
+//! run and reports back), `services`, `cluster`, `down` (the monitor's verdict), `health`,
+//! `volumes` (the volume records), `admin` (an operator's labels and rebalances) and
+//! `errors`.
 
+pub mod admin;
 pub mod cluster;
 pub mod down;
 pub mod endpoints;
@@ -17,9 +19,11 @@ pub mod health;
 pub mod rollouts;
 pub mod services;
 pub mod tasks;
+pub mod volumes;
 pub mod workers;
 
 pub use crate::driver::{Driver, SaidDriver};
+pub use admin::{LabelRequest, MoveDoc, RebalanceDoc};
 pub use cluster::{format_uptime, ServiceInstance, StateDoc, StatsDoc, WorkerInstances};
 pub use down::{DownDoc, DownManyDoc, DownRequest, RelocationDoc, SkippedDoc};
 pub use endpoints::{RouteTable, ServiceEndpoints};
@@ -30,13 +34,16 @@ pub use services::{ServiceDoc, ServicePatchRequest, ServiceRequest};
 pub use tasks::{
     AssignedTasks, AssignedView, Ignored, ReportDoc, StatusReport, TaskDoc, TaskReport, TaskView,
 };
+pub use volumes::VolumeDoc;
 pub use workers::{HeartbeatDoc, Registration, WorkerDoc};
 
 // The states the wire carries are the core's own enums.
 pub use crate::endpoints::{Endpoint, Route};
 pub use crate::rollout::{RolloutKind, RolloutState};
 pub use crate::service::{
-    FailureAction, Health, HealthCheck, PortSpec, Probe, Protocol, UpdateOrder, UpdatePolicy,
+    Amount, Constraint, FailureAction, Health, HealthCheck, Mount, MountKind, PortSpec, Probe,
+    Protocol, Resources, RestartCondition, RestartPolicy, Spread, UpdateOrder, UpdatePolicy,
+    VolumeSpec,
 };
 pub use crate::task::TaskPort;
 pub use crate::{DesiredState, TaskState, WorkerStatus};

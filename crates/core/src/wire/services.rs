@@ -10,15 +10,19 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::service::{HealthCheck, PortSpec, UpdatePolicy, DEFAULT_STOP_GRACE_PERIOD};
+use crate::service::{
+    Constraint, HealthCheck, PortSpec, Resources, RestartPolicy, Spread, UpdatePolicy, VolumeSpec,
+    DEFAULT_STOP_GRACE_PERIOD,
+};
 use crate::span::Span;
 use crate::{Service, ServiceSpec};
 
 /// The body of `POST /api/v1/service`: a service to create, or to update in place. A
-/// field given as null counts as not given, except `healthcheck` and `update`: left
-/// out, an existing service keeps its own (see `service::ServicePost`); null removes
-/// the check and restores the default policy.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+/// field given as null counts as not given, except `healthcheck`, `update`, `ports`,
+/// `stop_grace_period`, `proxy_protocol`, `constraints`, `spread`, `resources`,
+/// `volumes` and `restart`: left out, an existing service keeps its own (see
+/// `service::ServicePost`); null removes it or restores its default.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceRequest {
     pub service: String,
@@ -49,6 +53,23 @@ pub struct ServiceRequest {
     /// header carrying the client's address (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<bool>,
+    /// Where its tasks may run: `"node.labels.disk == ssd"`, `"node.name != w1"`,
+    /// `"node.driver == docker"`, `"node.host == H"` (every one must hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<Vec<Constraint>>,
+    /// The worker attribute its replicas are spread over first (`"node.labels.zone"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<Spread>,
+    /// What each task reserves on its worker and may use at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// A volume per slot (`source` a name: `<service>-<source>-<slot>`) or a bind mount
+    /// (`source` an absolute path under the manager's `--allow-bind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<VolumeSpec>>,
+    /// What happens when a task exits (default: `any`, replaced after a backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
 }
 
 impl ServiceRequest {
@@ -66,6 +87,11 @@ impl ServiceRequest {
             ports: (!spec.ports.is_empty()).then(|| spec.ports.clone()),
             stop_grace_period: Some(spec.stop_grace_period),
             proxy_protocol: spec.proxy_protocol.then_some(true),
+            constraints: (!spec.constraints.is_empty()).then(|| spec.constraints.clone()),
+            spread: spec.spread.clone(),
+            resources: (!spec.resources.is_empty()).then_some(spec.resources),
+            volumes: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
+            restart: Some(spec.restart).filter(|r| *r != RestartPolicy::default()),
         }
     }
 }
@@ -96,6 +122,21 @@ pub struct ServicePatchRequest {
     pub stop_grace_period: Option<Span>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<bool>,
+    /// Replaces the whole list of constraints (`[]`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<Vec<Constraint>>,
+    /// A worker attribute (`"node.labels.zone"`), or `""` for no spread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<String>,
+    /// Replaces the reservations and limits (`{}`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Replaces the whole list of volumes (`[]`: none; the volumes themselves are kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<VolumeSpec>>,
+    /// Replaces the restart policy (fields not given: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
 }
 
 /// `GET /api/v1/service/<name>`: the original's four keys, and the additions only when
@@ -134,6 +175,31 @@ pub struct ServiceDoc {
     /// Only when on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub proxy_protocol: bool,
+    /// Only when it names some.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    /// Only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Spread")]
+    pub spread: Option<Spread>,
+    /// Only when it reserves or limits something.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    /// Only when it mounts some.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
+    /// Only when it is not the default (`any`, no limit, 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "RestartPolicy")]
+    pub restart: Option<RestartPolicy>,
+    /// Only in the answer to `DELETE /api/v1/service/<name>`: the service's volumes that
+    /// are kept (without `?volumes=true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_volumes: Vec<String>,
+    /// Only in the answer to `DELETE /api/v1/service/<name>?volumes=true`: the service's
+    /// volumes being removed (by the agents of their host, once no task uses them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_volumes: Vec<String>,
 }
 
 impl ServiceDoc {
@@ -151,6 +217,13 @@ impl ServiceDoc {
             stop_grace_period: Some(service.spec.stop_grace_period)
                 .filter(|g| *g != DEFAULT_STOP_GRACE_PERIOD),
             proxy_protocol: service.spec.proxy_protocol,
+            constraints: service.spec.constraints.clone(),
+            spread: service.spec.spread.clone(),
+            resources: service.spec.resources,
+            volumes: service.spec.volumes.clone(),
+            restart: Some(service.spec.restart).filter(|r| *r != RestartPolicy::default()),
+            kept_volumes: Vec::new(),
+            removed_volumes: Vec::new(),
         }
     }
 }
@@ -182,6 +255,26 @@ mod tests {
             }]),
             stop_grace_period: Some(Span::secs(3)),
             proxy_protocol: Some(true),
+            constraints: Some(vec![
+                crate::service::Constraint::parse("node.labels.disk == ssd").expect("valid")
+            ]),
+            spread: Some(Spread(crate::service::Attribute::Label("zone".into()))),
+            resources: Some(
+                serde_json::from_str(
+                    r#"{"reservations": {"cpus": 0.5, "memory": "256M"}, "limits": {"memory": 536870912}}"#,
+                )
+                .expect("resources"),
+            ),
+            volumes: Some(vec![VolumeSpec {
+                source: "data".into(),
+                target: "/data".into(),
+                read_only: true,
+            }]),
+            restart: Some(RestartPolicy {
+                condition: crate::service::RestartCondition::OnFailure,
+                max_attempts: 3,
+                delay: Span::secs(2),
+            }),
         };
         let body = serde_json::to_value(&request).expect("serializes");
         let spec = ServiceSpec::from_json(&body, &Limits::default()).expect("accepted");
@@ -192,6 +285,11 @@ mod tests {
         assert_eq!(spec.published().collect::<Vec<_>>(), vec![8080]);
         assert_eq!(spec.stop_grace_period, Span::secs(3));
         assert!(spec.proxy_protocol);
+        assert_eq!(Some(spec.constraints.clone()), request.constraints);
+        assert_eq!(spec.spread, request.spread);
+        assert_eq!(Some(spec.resources), request.resources);
+        assert_eq!(Some(spec.volumes.clone()), request.volumes);
+        assert_eq!(Some(spec.restart), request.restart);
         // A version reads back as the body that asked for it.
         assert_eq!(ServiceRequest::from_spec(&spec), request);
 
@@ -203,5 +301,15 @@ mod tests {
         assert_eq!(body.to_string(), r#"{"replicas":7}"#);
         let parsed = ServicePatch::from_json(&body, &Limits::default()).expect("accepted");
         assert_eq!(parsed.replicas, Some(7));
+        // A spread of "" clears it.
+        let patch = ServicePatchRequest {
+            spread: Some(String::new()),
+            constraints: Some(Vec::new()),
+            ..ServicePatchRequest::default()
+        };
+        let body = serde_json::to_value(&patch).expect("serializes");
+        let parsed = ServicePatch::from_json(&body, &Limits::default()).expect("accepted");
+        assert_eq!(parsed.spread, Some(None));
+        assert_eq!(parsed.constraints, Some(Vec::new()));
     }
 }

@@ -1,6 +1,7 @@
 //! The REST API: the original's endpoints (`/api/v1/stats`, `/state`, `/service`), the
 //! additions an operator needs, and the endpoints agents talk to.
 
+mod admin;
 pub mod auth;
 mod body;
 mod endpoints;
@@ -11,13 +12,14 @@ mod rollouts;
 mod services;
 mod status;
 mod store;
+pub(crate) mod volumes;
 mod workers;
 
 use std::sync::Arc;
 
 use std::time::Duration;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
@@ -135,6 +137,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/service/{name}/rollout", get(rollouts::get))
         .route("/api/v1/service/{name}/rollback", post(rollouts::rollback))
         .route("/api/v1/service/{name}/restart", post(rollouts::restart))
+        .route(
+            "/api/v1/service/{name}/rebalance",
+            post(admin::rebalance_service),
+        )
+        .route("/api/v1/rebalance", post(admin::rebalance_all))
+        .route("/api/v1/volumes", get(volumes::list))
+        .route("/api/v1/volumes/{name}", delete(volumes::remove))
         .route("/api/v1/services", get(services::list))
         .route("/api/v1/tasks", get(status::tasks))
         .route("/api/v1/store/reseed", post(store::reseed))
@@ -142,7 +151,13 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/workers",
             get(workers::list).post(workers::register),
         )
-        .route("/api/v1/workers/{name}", get(workers::get_one))
+        .route(
+            "/api/v1/workers/{name}",
+            get(workers::get_one).delete(admin::remove),
+        )
+        .route("/api/v1/workers/{name}/drain", post(admin::drain))
+        .route("/api/v1/workers/{name}/activate", post(admin::activate))
+        .route("/api/v1/workers/{name}/labels", patch(admin::labels))
         .route("/api/v1/workers/{name}/heartbeat", post(workers::heartbeat))
         .route("/api/v1/workers/{name}/tasks", get(workers::assigned_tasks))
         .route(

@@ -42,6 +42,19 @@ impl Params {
             .transpose()
     }
 
+    /// `true` or `false` (also `1`/`0`; absent: `None`).
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, ApiError> {
+        self.get(key)
+            .map(|v| match v {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(ApiError::bad_request(format!(
+                    "query parameter '{key}' must be true or false"
+                ))),
+            })
+            .transpose()
+    }
+
     /// A duration like `30s`, `500ms`, `2m`, `1m30s`, or a number of seconds.
     pub fn duration(&self, key: &str) -> Result<Option<Duration>, ApiError> {
         self.get(key)

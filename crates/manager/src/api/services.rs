@@ -139,14 +139,33 @@ pub async fn patch(
     Ok(Json(ServiceDoc::new(&service)))
 }
 
-/// `DELETE /api/v1/service/<name>`: removes it and stops its tasks; answers with the
-/// service as it was.
+/// `DELETE /api/v1/service/<name>[?volumes=true]`: removes it and stops its tasks;
+/// answers with the service as it was. Its volumes are kept and named under
+/// `kept_volumes`, or with `volumes=true` marked for removal (their agents remove them
+/// once the tasks have ended) and named under `removed_volumes`; a service without
+/// volumes answers exactly as before volumes existed.
 pub async fn delete(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<ServiceDoc>, ApiError> {
     let Path(name) = name?;
-    let (service, _) = app.cluster.apply(DeleteService(name.clone())).await?;
-    tracing::info!("service {name} removed");
-    Ok(Json(ServiceDoc::new(&service)))
+    let volumes = Params::parse(query, &["volumes"])?
+        .bool("volumes")?
+        .unwrap_or(false);
+    let command = DeleteService {
+        name: name.clone(),
+        volumes,
+    };
+    let (deleted, _) = app.cluster.apply(command).await?;
+    let mut doc = ServiceDoc::new(&deleted.service);
+    let (removed, kept): (Vec<_>, Vec<_>) = deleted.volumes.into_iter().partition(|v| v.remove);
+    doc.removed_volumes = removed.into_iter().map(|v| v.name).collect();
+    doc.kept_volumes = kept.into_iter().map(|v| v.name).collect();
+    match (doc.removed_volumes.len(), doc.kept_volumes.len()) {
+        (0, 0) => tracing::info!("service {name} removed"),
+        (removed, 0) => tracing::info!("service {name} removed with its {removed} volumes"),
+        (_, kept) => tracing::info!("service {name} removed; its {kept} volumes are kept"),
+    }
+    Ok(Json(doc))
 }

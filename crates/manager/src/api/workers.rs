@@ -52,7 +52,7 @@ pub async fn get_one(
 }
 
 /// A worker as the API shows it, with what the manager heard from it.
-fn worker_doc(app: &AppState, worker: &Worker, state: &ClusterState) -> WorkerDoc {
+pub(super) fn worker_doc(app: &AppState, worker: &Worker, state: &ClusterState) -> WorkerDoc {
     let heard = app.cluster.heard(&worker.name);
     WorkerDoc::new(
         worker,
@@ -163,7 +163,9 @@ fn check_holder(state: &ClusterState, name: &str, instance: &str) -> Result<(), 
 /// as Nomad's. It answers at once if the worker's tasks changed after `index` (or no index
 /// is given), otherwise when they change, or when `wait` runs out. Only the agent
 /// instance that holds the worker gets its tasks (409 otherwise, also when another took
-/// it over during the wait).
+/// it over during the wait). The answer also names the volumes of the worker's host that
+/// were asked to be removed and that no task uses (`remove_volumes`): a change of those
+/// wakes the long-poll too.
 pub async fn assigned_tasks(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -207,7 +209,7 @@ pub async fn assigned_tasks(
             .filter(|t| t.is_live())
             .map(TaskView::new)
             .collect(),
-        remove_volumes: Vec::new(),
+        remove_volumes: super::volumes::to_remove(&snapshot.state, &name),
     };
     json_response(&list)
 }
@@ -216,7 +218,8 @@ pub async fn assigned_tasks(
 const MAX_REPORTS: usize = 10_000;
 
 /// `POST /api/v1/workers/<name>/status[?instance=ID]` with `{"tasks": [{"id", "state",
-/// ...}]}`: what the agent observes. Reports that cannot apply are returned under
+/// ...}], "removed_volumes"?: [names]}`: what the agent observes, and the volumes it
+/// removed as its task list asked (their records go). Reports that cannot apply are returned under
 /// `ignored`; a report from an agent instance that does not hold the worker is refused
 /// whole (409).
 pub async fn report_status(
@@ -237,6 +240,7 @@ pub async fn report_status(
         worker: name,
         instance,
         tasks: report.tasks,
+        removed_volumes: report.removed_volumes,
     };
     let (ignored, snapshot) = app.cluster.apply(command).await?;
     Ok(Json(ReportDoc {

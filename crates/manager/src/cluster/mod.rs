@@ -34,6 +34,8 @@ mod history;
 pub use history::StoreHealth;
 use history::COMPUTED_BEFORE;
 
+use crate::api::volumes::to_remove;
+
 /// One published version of the state.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -328,7 +330,7 @@ impl Cluster {
             .current
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
-        self.wake_workers(&before.state, changes, index);
+        self.wake_workers(&before.state, &next.state, changes, index);
         self.committed.send_replace(index);
         next
     }
@@ -352,11 +354,27 @@ impl Cluster {
         }
     }
 
-    /// Tells the long-polls of every worker whose tasks changed.
-    /// Only what changes an agent's work wakes it (see `Task::news_for_agent`): a
-    /// report an agent sent does not send its whole task list straight back to it.
-    fn wake_workers(&self, before: &ClusterState, changes: &[Change], index: u64) {
+    /// Tells the long-polls of every worker whose tasks changed, or whose volumes to
+    /// remove did. Only what changes an agent's work wakes it (see
+    /// `Task::news_for_agent`): a report an agent sent does not send its whole task list
+    /// straight back to it.
+    fn wake_workers(
+        &self,
+        before: &ClusterState,
+        after: &ClusterState,
+        changes: &[Change],
+        index: u64,
+    ) {
         let mut workers = BTreeSet::new();
+        if touches_volumes(before, changes) {
+            let watches = self.task_watch.lock().unwrap_or_else(|p| p.into_inner());
+            workers.extend(
+                watches
+                    .keys()
+                    .filter(|w| to_remove(before, w) != to_remove(after, w))
+                    .cloned(),
+            );
+        }
         for change in changes {
             match change {
                 Change::PutTask(task)
@@ -378,7 +396,8 @@ impl Cluster {
         }
     }
 
-    /// A receiver that changes when the worker's tasks change. Its value is the index of
+    /// A receiver that changes when the worker's tasks change (or the volumes it must
+    /// remove). Its value is the index of
     /// the last such change (or the index at the time it was first asked for).
     pub fn watch_worker(&self, worker: &str) -> watch::Receiver<u64> {
         let mut watches = self.task_watch.lock().unwrap_or_else(|p| p.into_inner());
@@ -419,6 +438,23 @@ impl Cluster {
             Some(before) => heartbeats.insert(worker.to_string(), before),
             None => heartbeats.remove(worker),
         };
+    }
+
+    /// Forgets what was heard from a worker that was removed, and answers its agent's
+    /// long-poll (which then finds the worker gone).
+    pub fn forget_worker(&self, worker: &str) {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(worker);
+        let watch = self
+            .task_watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(worker);
+        if let Some(sender) = watch {
+            sender.send_replace(self.snapshot().index);
+        }
     }
 
     /// Sets the most heartbeats a second the manager takes, and takes every worker as
@@ -478,4 +514,26 @@ impl IdSource for RandomIds {
     fn next_id(&mut self) -> String {
         format!("{:016x}", rand::random::<u64>())
     }
+}
+
+/// Whether `changes` may change which volumes some agent must remove: a volume record
+/// changed, or a task that mounts a volume ended or went.
+fn touches_volumes(before: &ClusterState, changes: &[Change]) -> bool {
+    let mounts = |t: &mycluster_core::Task| {
+        t.mounts
+            .iter()
+            .any(|m| m.kind == mycluster_core::service::MountKind::Volume)
+    };
+    changes.iter().any(|change| match change {
+        Change::PutVolume(_) | Change::DeleteVolume(_) => true,
+        Change::PutTask(task) => {
+            mounts(task)
+                && before
+                    .tasks
+                    .get(&task.id)
+                    .is_none_or(|old| old.is_live() != task.is_live())
+        }
+        Change::DeleteTask(id) => before.tasks.get(id).is_some_and(|t| mounts(t)),
+        _ => false,
+    })
 }
