@@ -146,7 +146,11 @@ pub async fn delete(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ServiceDoc>, ApiError> {
     let Path(name) = name?;
-    let (service, _) = app.cluster.apply(DeleteService(name.clone())).await?;
+    let command = DeleteService {
+        name: name.clone(),
+        volumes: false,
+    };
+    let (deleted, _) = app.cluster.apply(command).await?;
     tracing::info!("service {name} removed");
-    Ok(Json(ServiceDoc::new(&service)))
+    Ok(Json(ServiceDoc::new(&deleted.service)))
 }

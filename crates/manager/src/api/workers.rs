@@ -237,6 +237,7 @@ pub async fn report_status(
         worker: name,
         instance,
         tasks: report.tasks,
+        removed_volumes: report.removed_volumes,
     };
     let (ignored, snapshot) = app.cluster.apply(command).await?;
     Ok(Json(ReportDoc {
