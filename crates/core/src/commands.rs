@@ -117,7 +117,7 @@ pub(crate) fn existing_service(txn: &Txn, name: &str) -> Result<Service, Command
         .ok_or_else(|| CommandError::ServiceNotFound(name.to_string()))
 }
 
-fn existing_worker(txn: &Txn, name: &str) -> Result<Worker, CommandError> {
+pub(crate) fn existing_worker(txn: &Txn, name: &str) -> Result<Worker, CommandError> {
     txn.state
         .workers
         .get(name)

@@ -22,6 +22,7 @@ pub mod identity;
 pub mod ids;
 pub mod image;
 pub mod progress;
+pub mod rebalance;
 pub mod reconcile;
 pub mod rollout;
 pub mod schedule;

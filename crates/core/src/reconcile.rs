@@ -5,8 +5,10 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+mod moves;
+
 use crate::rollout;
-use crate::service::{Health, Mount, UpdateOrder};
+use crate::service::{AfterExit, Health, Mount, UpdateOrder};
 use crate::task::TaskPort;
 use crate::{
     Change, ClusterState, DesiredState, IdSource, Millis, Service, Task, TaskState, WorkerStatus,
@@ -21,23 +23,38 @@ pub const HEALTHY_RUN: Millis = 30_000;
 /// The longest a crash-looping slot waits before its next try.
 pub const MAX_RESTART_DELAY: Millis = 60_000;
 
-/// The wait before replacing the `n`th consecutive failure: 1 s, 2 s, 4 s, … 60 s.
-pub fn restart_delay(failures: u32) -> Millis {
+/// The wait before replacing the `n`th consecutive failure: `first` (the restart
+/// policy's `delay`, 1 s by default), then doubled each time: 1 s, 2 s, 4 s, … 60 s.
+pub fn restart_delay(failures: u32, first: Millis) -> Millis {
     match failures {
         0 => 0,
-        n => (1000u64 << (n - 1).min(16)).min(MAX_RESTART_DELAY),
+        n => first
+            .saturating_mul(1u64 << (n - 1).min(16))
+            .min(MAX_RESTART_DELAY.max(first)),
     }
 }
 
-/// Reconciles every service, and every service name that still has tasks.
-pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Vec<Change> {
+/// Reconciles every service, and every service name that still has tasks. `rebalance`:
+/// even out every service's spread on its own (the manager's `--rebalance`).
+pub fn reconcile(
+    state: &ClusterState,
+    now: Millis,
+    ids: &mut dyn IdSource,
+    rebalance: bool,
+) -> Vec<Change> {
     let mut names: Vec<&String> = state.services.keys().collect();
     names.extend(
         state
             .services_with_tasks()
             .filter(|name| !state.services.contains_key(*name)),
     );
-    reconcile_services(state, names.into_iter().map(String::as_str), now, ids)
+    reconcile_services(
+        state,
+        names.into_iter().map(String::as_str),
+        now,
+        ids,
+        rebalance,
+    )
 }
 
 /// Reconciles only the named services: what the manager runs after a change that touched
@@ -47,11 +64,12 @@ pub fn reconcile_services<'a>(
     names: impl IntoIterator<Item = &'a str>,
     now: Millis,
     ids: &mut dyn IdSource,
+    rebalance: bool,
 ) -> Vec<Change> {
     let mut changes = Vec::new();
     let mut relocated = 0;
     for name in names {
-        relocated += reconcile_service(state, name, now, ids, &mut changes);
+        relocated += reconcile_service(state, name, now, ids, rebalance, &mut changes);
     }
     if relocated > 0 {
         let mut counters = state.counters;
@@ -70,8 +88,10 @@ fn reconcile_service(
     name: &str,
     now: Millis,
     ids: &mut dyn IdSource,
+    rebalance: bool,
     changes: &mut Vec<Change>,
 ) -> u64 {
+    let first_change = changes.len();
     let service = state.services.get(name);
     let mut relocated = 0;
     let mut tasks: Vec<Cow<'_, Task>> = state.tasks_of_service(name).map(Cow::Borrowed).collect();
@@ -80,7 +100,7 @@ fn reconcile_service(
     for task in tasks.iter_mut().filter(|t| !t.state.is_terminal()) {
         let lost = lost_because(state, task);
         let unwanted = match (&lost, task.desired) {
-            (None, DesiredState::Running) => unwanted_because(state, service, task),
+            (None, DesiredState::Running) => unwanted_because(service, task),
             _ => None,
         };
         let stopped_unplaced =
@@ -168,6 +188,23 @@ fn reconcile_service(
         }
         starts = plan.start;
     }
+
+    // 2b. Moves: replicas leaving a draining worker, or moved by a rebalance, go
+    //     start-first, one slot of the service at a time (see `moves`).
+    if let Some(current) = service.as_deref() {
+        let untouched = changes.len() == first_change;
+        if let Some(next) = moves::plan(
+            state,
+            current,
+            &mut tasks,
+            &mut starts,
+            (rebalance || current.rebalance) && untouched,
+            now,
+            changes,
+        ) {
+            service = Some(Cow::Owned(next));
+        }
+    }
     let service = service.as_deref();
 
     // Finished tasks by slot, the most recent first; active ones by slot.
@@ -208,7 +245,14 @@ fn reconcile_service(
                 Some(_) => starts.contains(&slot),
             };
             if make {
-                match replacement(latest.get(&slot).copied(), now) {
+                match replacement(latest.get(&slot).copied(), service, now) {
+                    Replacement::Done { task, message } => {
+                        if task.message != message {
+                            let mut noted = task.clone();
+                            noted.message = message;
+                            changes.push(Change::PutTask(noted));
+                        }
+                    }
                     Replacement::Now(failures) => {
                         let mut task = new_task(service, slot, ids.next_id(), now);
                         task.failures = failures;
@@ -224,6 +268,10 @@ fn reconcile_service(
                 }
             }
             let Some(group) = group else { continue };
+            // A slot being moved has its old task and its replacement: both wanted.
+            if group.iter().any(|t| moves::leaving(state, t)) {
+                continue;
+            }
             let mut current: Vec<&mut &Task> =
                 group.iter_mut().filter(|t| t.runs(service)).collect();
             if current.len() > 1 {
@@ -261,25 +309,67 @@ enum Replacement<'a> {
     Now(u32),
     /// Not yet: the slot is crash-looping. Say so on the failed task.
     After { failed: &'a Task, message: String },
+    /// Never: the restart policy leaves the slot done (say so on its last task).
+    Done { task: &'a Task, message: String },
 }
 
-/// When a slot whose last task ended gets its next one: at once after a lost, stopped or
-/// completed task, or after a failure that ran long enough; otherwise after a delay that
-/// doubles with each failure in a row, so a crash-looping image does not spin.
-fn replacement(latest: Option<&Task>, now: Millis) -> Replacement<'_> {
-    let Some(last) = latest.filter(|t| t.state == TaskState::Failed) else {
-        return Replacement::Now(0);
-    };
+/// How many tasks of a slot failed in a row, counting `last` (failed): a long healthy
+/// run before the failure starts the count again.
+fn failures_in_a_row(last: &Task) -> u32 {
     let ran = last.updated_at.saturating_sub(last.created_at);
     // A long run resets the count only if it was a healthy one: a task that never passed
     // its health check was crash-looping slowly, not working.
     let healthy_run = last.healthcheck.is_none() || last.healthy_at.is_some();
-    let failures = if ran >= HEALTHY_RUN && healthy_run {
+    if ran >= HEALTHY_RUN && healthy_run {
         1
     } else {
         last.failures + 1
+    }
+}
+
+/// Why the restart policy leaves a slot done with its latest finished task, if it does:
+/// the task ran the current template and completed (`on-failure`, `none`), failed
+/// (`none`), or failed once too often (`max_attempts`). A lost task is always replaced:
+/// it did not finish, its worker did.
+pub fn finished_slot(service: &Service, latest: Option<&Task>) -> Option<String> {
+    let last = latest?;
+    if !last.runs(service) || !matches!(last.state, TaskState::Complete | TaskState::Failed) {
+        return None;
+    }
+    let failures = if last.state == TaskState::Failed {
+        failures_in_a_row(last)
+    } else {
+        0
     };
-    let due = last.updated_at + restart_delay(failures);
+    match service.spec.restart.after_exit(last, failures) {
+        AfterExit::Done(why) => Some(why),
+        AfterExit::Replace => None,
+    }
+}
+
+/// When a slot whose last task ended gets its next one: at once after a lost, stopped or
+/// completed task, or after a failure that ran long enough; otherwise after a delay that
+/// doubles with each failure in a row, so a crash-looping image does not spin. Never,
+/// when the restart policy says the slot is done.
+fn replacement<'a>(latest: Option<&'a Task>, service: &Service, now: Millis) -> Replacement<'a> {
+    if let (Some(last), Some(why)) = (latest, finished_slot(service, latest)) {
+        let condition = service.spec.restart.condition.as_str();
+        let message = if last.state == TaskState::Complete {
+            format!("{why}; not restarted (restart condition {condition})")
+        } else {
+            why
+        };
+        return Replacement::Done {
+            task: last,
+            message,
+        };
+    }
+    let Some(last) = latest.filter(|t| t.state == TaskState::Failed) else {
+        return Replacement::Now(0);
+    };
+    let failures = failures_in_a_row(last);
+    let delay = restart_delay(failures, service.spec.restart.delay.millis());
+    let due = last.updated_at + delay;
     if now >= due {
         return Replacement::Now(failures);
     }
@@ -293,8 +383,8 @@ fn replacement(latest: Option<&Task>, now: Millis) -> Replacement<'_> {
         // The delay, not a countdown: the message is stored, and must not change (and
         // be committed) on every pass while the slot waits.
         message: format!(
-            "{reason}; restarts {}s after the failure (failure {failures} in a row)",
-            restart_delay(failures) / 1000
+            "{reason}; restarts {} after the failure (failure {failures} in a row)",
+            crate::span::Span(delay)
         ),
     }
 }
@@ -314,23 +404,15 @@ fn lost_because(state: &ClusterState, task: &Task) -> Option<String> {
     }
 }
 
-fn unwanted_because(
-    state: &ClusterState,
-    service: Option<&Service>,
-    task: &Task,
-) -> Option<String> {
+fn unwanted_because(service: Option<&Service>, task: &Task) -> Option<String> {
     let Some(service) = service else {
         return Some("service removed".into());
     };
     if task.slot >= service.spec.replicas {
         return Some(format!("scaled down to {}", service.spec.replicas));
     }
-    let draining = task
-        .worker
-        .as_ref()
-        .and_then(|w| state.workers.get(w))
-        .is_some_and(|w| w.status == WorkerStatus::Draining);
-    draining.then(|| "worker is draining".to_string())
+    // A task on a draining worker moves start-first (`moves`), not here.
+    None
 }
 
 /// An automatic rollback brings back the ports of the version it restores; one that

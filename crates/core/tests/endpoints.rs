@@ -148,6 +148,7 @@ impl Cluster {
                 worker,
                 instance: String::new(),
                 tasks,
+                removed_volumes: Vec::new(),
             };
             if self.run(report).is_ok() {
                 after_each(&self.state);
@@ -219,7 +220,12 @@ fn a_published_port_belongs_to_one_service_and_is_free_once_it_is_deleted() {
     };
     assert!(matches!(cluster.run(patch), Err(CommandError::Conflict(_))));
 
-    cluster.run(DeleteService("web".into())).expect("deleted");
+    cluster
+        .run(DeleteService {
+            name: "web".into(),
+            volumes: false,
+        })
+        .expect("deleted");
     assert!(cluster.routes().iter().all(|r| r.published != 8080));
     cluster
         .run(PutService(spec(
@@ -313,6 +319,7 @@ fn an_automatic_rollback_leaves_a_port_another_service_took_since() {
                     worker: "w1".into(),
                     instance: String::new(),
                     tasks: failing,
+                    removed_volumes: Vec::new(),
                 })
                 .ok();
         }

@@ -188,6 +188,7 @@ fn a_superseded_agents_reports_change_nothing() {
         worker: "w1".into(),
         instance: instance.into(),
         tasks: reports.clone(),
+        removed_volumes: Vec::new(),
     };
     let refused = conflict(run(&state, report("aaaa"), None, 3_000));
     assert!(refused.starts_with("superseded: worker w1"), "{refused}");

@@ -214,6 +214,7 @@ impl Sim {
                 worker,
                 instance: String::new(),
                 tasks,
+                removed_volumes: Vec::new(),
             })?;
         }
         self.now += 1_000;
@@ -268,6 +269,7 @@ impl Sim {
                     worker,
                     instance: String::new(),
                     tasks: vec![report],
+                    removed_volumes: Vec::new(),
                 })
             }
             Op::Tick => self.tick(),
@@ -701,6 +703,7 @@ fn the_failure_ratio_counts_slots_not_attempts() {
                     address: None,
                     ports: Vec::new(),
                 }],
+                removed_volumes: Vec::new(),
             })
             .expect("crash");
         }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mycluster_core::step::{
-    DeclareDown, NothingHeard, PutService, Reconcile, Register, Report, WorkerBack,
+    DeclareDown, NothingHeard, PutService, Reconcile, Register, Report, SetDrain, WorkerBack,
 };
 use mycluster_core::wire::{Driver, Registration, SaidDriver, TaskReport};
 use mycluster_core::worker::LastHeard;
@@ -116,9 +116,10 @@ impl Cluster {
                 });
             }
             WorkerStatus::Draining => {
-                let mut w = self.state.workers[worker].clone();
-                w.status = status;
-                self.raw([Change::PutWorker(w)]);
+                self.run(SetDrain {
+                    worker: worker.into(),
+                    drain: true,
+                });
             }
         }
     }
@@ -170,6 +171,7 @@ impl Cluster {
                 worker,
                 instance: String::new(),
                 tasks,
+                removed_volumes: Vec::new(),
             });
             assert!(ignored.is_empty(), "{ignored:?}");
         }
@@ -248,7 +250,7 @@ fn tasks_on_a_down_worker_are_lost_and_replaced_elsewhere() {
 }
 
 #[test]
-fn a_draining_workers_tasks_are_stopped_and_replaced() {
+fn a_draining_workers_tasks_move_start_first() {
     let mut cluster = Cluster::with_workers(3);
     cluster.put_service("web", "nginx:1", 3);
     cluster.agents_report();
@@ -256,17 +258,42 @@ fn a_draining_workers_tasks_are_stopped_and_replaced() {
 
     cluster.set_status("w1", WorkerStatus::Draining);
 
-    // The old task is asked to stop (its container still runs until the agent stops it);
-    // its slot already has a replacement on another worker.
-    let stopping = &cluster.state.tasks[&old.id];
+    // The old task keeps running until its replacement is healthy; the replacement of its
+    // slot is placed on another worker at once.
+    let leaving = &cluster.state.tasks[&old.id];
     assert_eq!(
-        (stopping.desired, stopping.state),
-        (DesiredState::Shutdown, TaskState::Running)
+        (leaving.desired, leaving.state),
+        (DesiredState::Running, TaskState::Running)
     );
-    assert_eq!(stopping.message, "worker is draining");
+    let replacement = cluster
+        .active("web")
+        .into_iter()
+        .find(|t| t.slot == old.slot && t.id != old.id)
+        .expect("a replacement beside the old task")
+        .clone();
+    assert_eq!(replacement.state, TaskState::Assigned);
+    assert_ne!(replacement.worker.as_deref(), Some("w1"));
+    // One slot at a time: nothing else of the service moves yet.
+    assert_eq!(cluster.active("web").len(), 4);
+
+    // It runs; once it has run for the update policy's monitor it is healthy, and only
+    // then is the old task asked to stop.
+    cluster.agents_report();
     assert_eq!(
-        cluster.placement("web"),
-        by_slot(&[(0, "w2"), (1, "w2"), (2, "w3")])
+        cluster.state.tasks[&old.id].desired,
+        DesiredState::Running,
+        "stopped before its replacement was healthy"
+    );
+    cluster.now += 10_000;
+    cluster.settle();
+    let stopping = &cluster.state.tasks[&old.id];
+    assert_eq!(stopping.desired, DesiredState::Shutdown);
+    assert_eq!(
+        stopping.message,
+        format!(
+            "moved to {} (worker w1 is draining)",
+            replacement.worker.as_deref().unwrap_or_default()
+        )
     );
     // Draining is not a failure: nothing counts as relocated.
     assert_eq!(cluster.state.counters.containers_relocated, 0);
@@ -281,6 +308,7 @@ fn a_draining_workers_tasks_are_stopped_and_replaced() {
             .count(),
         0
     );
+    assert_eq!(cluster.active("web").len(), 3);
 }
 
 #[test]

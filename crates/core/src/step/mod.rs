@@ -20,13 +20,16 @@ use crate::reconcile::reconcile_services;
 use crate::worker::LastHeard;
 use crate::{reconcile, schedule, Change, ClusterState, IdSource, Limits, Millis, Txn};
 
+mod admin;
 mod pass;
 mod services;
 mod workers;
 
+pub use admin::{in_use, LabelWorker, Rebalance, RemoveVolumes, RemoveWorker, SetDrain};
 pub use pass::Reconcile;
 pub use services::{
-    DeleteService, PatchService, PostService, PutService, RestartService, RollbackService,
+    DeleteService, DeletedService, PatchService, PostService, PutService, RestartService,
+    RollbackService,
 };
 pub use workers::{DeclareDown, Downed, Register, Registered, Report, Verdict, WorkerBack};
 
@@ -154,10 +157,14 @@ pub fn step<C: Command>(
     let applied = command.apply(&mut txn, ctx)?;
     let followups = match &applied.reconcile {
         Scope::Nothing => Vec::new(),
-        Scope::Services(names) => {
-            reconcile_services(&txn.state, names.iter().map(String::as_str), ctx.now, ids)
-        }
-        Scope::All => reconcile(&txn.state, ctx.now, ids),
+        Scope::Services(names) => reconcile_services(
+            &txn.state,
+            names.iter().map(String::as_str),
+            ctx.now,
+            ids,
+            ctx.limits.rebalance,
+        ),
+        Scope::All => reconcile(&txn.state, ctx.now, ids, ctx.limits.rebalance),
     };
     txn.extend(followups);
     let placements = schedule(&txn.state, ctx.now);

@@ -3,7 +3,7 @@
 
 use crate::commands::{self, CommandError};
 use crate::rollout::{Base, RolloutKind};
-use crate::service::{ServicePatch, ServicePost};
+use crate::service::{ServicePatch, ServicePost, Volume};
 use crate::{Change, Service, ServiceSpec, Txn};
 
 use super::{Applied, Command, Context, Scope};
@@ -56,15 +56,43 @@ impl Command for PatchService {
     }
 }
 
-/// Removes a service; reconcile stops its tasks. Answers the service as it was.
-pub struct DeleteService(pub String);
+/// Removes a service; reconcile stops its tasks. Its volumes are kept (a mistake must
+/// not lose data) unless `volumes` says to remove them too: then they are marked, and
+/// the agents of their host remove them once the tasks are gone.
+pub struct DeleteService {
+    pub name: String,
+    pub volumes: bool,
+}
+
+/// A service removed: as it was, and its volumes (kept, or marked for removal).
+#[derive(Debug, Clone)]
+pub struct DeletedService {
+    pub service: Service,
+    pub volumes: Vec<Volume>,
+}
 
 impl Command for DeleteService {
-    type Outcome = Service;
+    type Outcome = DeletedService;
 
-    fn apply(self, txn: &mut Txn, _ctx: &Context) -> Result<Applied<Service>, CommandError> {
-        let service = commands::delete_service(txn, &self.0)?;
-        Ok(Applied::new(service, Scope::Services(vec![self.0])))
+    fn apply(self, txn: &mut Txn, _ctx: &Context) -> Result<Applied<DeletedService>, CommandError> {
+        let service = commands::delete_service(txn, &self.name)?;
+        let mut volumes: Vec<Volume> = txn
+            .state
+            .volumes
+            .values()
+            .filter(|v| v.service == self.name)
+            .cloned()
+            .collect();
+        if self.volumes {
+            for volume in volumes.iter_mut().filter(|v| !v.remove) {
+                volume.remove = true;
+                txn.push(Change::PutVolume(volume.clone()));
+            }
+        }
+        Ok(Applied::new(
+            DeletedService { service, volumes },
+            Scope::Services(vec![self.name]),
+        ))
     }
 }
 

@@ -84,6 +84,8 @@ pub struct Report {
     pub worker: String,
     pub instance: String,
     pub tasks: Vec<TaskReport>,
+    /// Volumes the agent removed, as its task list asked (`remove_volumes`).
+    pub removed_volumes: Vec<String>,
 }
 
 impl Command for Report {
@@ -92,6 +94,15 @@ impl Command for Report {
     fn apply(self, txn: &mut Txn, ctx: &Context) -> Result<Applied<Vec<Ignored>>, CommandError> {
         let (touched, ignored) =
             commands::report_tasks(txn, &self.worker, &self.instance, self.tasks, ctx.now)?;
+        if !self.removed_volumes.is_empty() {
+            let host = txn
+                .state
+                .workers
+                .get(&self.worker)
+                .map(|w| w.host.clone())
+                .unwrap_or_default();
+            super::admin::volumes_removed(txn, &host, &self.removed_volumes);
+        }
         Ok(Applied {
             outcome: ignored,
             reconcile: Scope::Services(touched),

@@ -1,0 +1,128 @@
+//! Moves: a replica leaves its worker without an outage. A task *leaves* when its
+//! worker is draining (`worker drain`) or a rebalance marked it `moving`. Its slot gets
+//! a replacement beside it (start-first, placed elsewhere by the scheduler), and the
+//! leaving task stops only once the replacement is healthy; a leaving task that is not
+//! running (pending, assigned, starting) stops at once. One slot of a service moves at
+//! a time, and none while a rollout starts tasks, so a service never has more than
+//! `replicas + 1` active tasks and never fewer than `replicas` healthy because of a
+//! move. A replacement that cannot be placed leaves the old task running (its pending
+//! reason says why the drain does not finish).
+
+use std::borrow::Cow;
+
+use crate::rebalance;
+use crate::{Change, ClusterState, DesiredState, Millis, Service, Task, TaskState, WorkerStatus};
+
+/// Whether `task` is leaving its worker: active, and marked `moving` or on a draining
+/// worker.
+pub(super) fn leaving(state: &ClusterState, task: &Task) -> bool {
+    task.is_active() && (task.moving.is_some() || on_draining(state, task))
+}
+
+fn on_draining(state: &ClusterState, task: &Task) -> bool {
+    task.worker
+        .as_ref()
+        .and_then(|w| state.workers.get(w))
+        .is_some_and(|w| w.status == WorkerStatus::Draining)
+}
+
+/// Why a leaving task leaves, for people.
+fn why(state: &ClusterState, task: &Task) -> String {
+    match (&task.moving, &task.worker) {
+        (Some(why), _) => why.clone(),
+        (None, Some(worker)) if on_draining(state, task) => format!("worker {worker} is draining"),
+        _ => "moving".into(),
+    }
+}
+
+/// Plans `service`'s moves on `tasks` (its tasks as reconcile has them so far): marks the
+/// next rebalance move when `rebalance` says to look for one (the manager's
+/// `--rebalance` or the service's own request, on a pass that has changed nothing else
+/// of the service), stops
+/// leaving tasks whose replacement is healthy (or that serve nothing), and adds to
+/// `starts` the slot whose replacement starts now. Answers the service when its
+/// rebalance request is done (its spread is even).
+pub(super) fn plan(
+    state: &ClusterState,
+    service: &Service,
+    tasks: &mut [Cow<'_, Task>],
+    starts: &mut Vec<u32>,
+    rebalance: bool,
+    now: Millis,
+    changes: &mut Vec<Change>,
+) -> Option<Service> {
+    let mut done_service = None;
+    let any_leaving = tasks.iter().any(|t| leaving(state, t));
+    if rebalance && !any_leaving {
+        match rebalance::next_move(state, service) {
+            Some(next) => {
+                if let Some(task) = tasks.iter_mut().find(|t| t.id == next.task) {
+                    let mut marked = Task::clone(task);
+                    marked.moving = Some(format!("rebalance: {}", next.why));
+                    marked.updated_at = now;
+                    changes.push(Change::PutTask(marked.clone()));
+                    *task = Cow::Owned(marked);
+                }
+            }
+            None if service.rebalance && rebalance::settled(state, service) => {
+                let mut cleared = service.clone();
+                cleared.rebalance = false;
+                changes.push(Change::PutService(cleared.clone()));
+                done_service = Some(cleared);
+            }
+            None => {}
+        }
+    }
+
+    let mut in_flight = false;
+    let mut candidates: Vec<u32> = Vec::new();
+    let active = tasks.iter().filter(|t| t.is_active()).count() as u64;
+    for i in 0..tasks.len() {
+        if !leaving(state, &tasks[i]) {
+            continue;
+        }
+        let task = &tasks[i];
+        let replacement = tasks
+            .iter()
+            .find(|t| t.slot == task.slot && t.is_active() && !leaving(state, t));
+        let stop = if task.state != TaskState::Running {
+            Some(why(state, task))
+        } else {
+            match replacement {
+                Some(new) if new.is_healthy() => Some(format!(
+                    "moved to {} ({})",
+                    new.worker.as_deref().unwrap_or("another worker"),
+                    why(state, task)
+                )),
+                Some(_) => {
+                    in_flight = true;
+                    None
+                }
+                None => {
+                    if task.slot < service.spec.replicas {
+                        candidates.push(task.slot);
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(message) = stop {
+            let mut next = Task::clone(&tasks[i]);
+            next.desired = DesiredState::Shutdown;
+            next.message = message;
+            if next.state == TaskState::Pending {
+                next.state = TaskState::Shutdown;
+            }
+            next.updated_at = now;
+            changes.push(Change::PutTask(next.clone()));
+            tasks[i] = Cow::Owned(next);
+        }
+    }
+    // One slot at a time, never while a rollout starts tasks, never past replicas + 1.
+    if !in_flight && starts.is_empty() && active <= u64::from(service.spec.replicas) {
+        if let Some(slot) = candidates.into_iter().min() {
+            starts.push(slot);
+        }
+    }
+    done_service
+}
