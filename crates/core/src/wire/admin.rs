@@ -22,6 +22,41 @@ pub struct LabelRequest {
     pub remove: Vec<String>,
 }
 
+impl LabelRequest {
+    /// Reads a request body field by field, so that a refusal names the field.
+    pub fn from_json(body: &serde_json::Value) -> Result<LabelRequest, String> {
+        let object = body
+            .as_object()
+            .ok_or_else(|| "request body must be a JSON object".to_string())?;
+        let mut request = LabelRequest::default();
+        for (key, value) in object {
+            match key.as_str() {
+                "set" => {
+                    request.set = serde_json::from_value(value.clone()).map_err(|_| {
+                        format!(
+                            "field 'set' must be an object of label values, e.g. {{\"disk\": \"ssd\"}}, got {value}"
+                        )
+                    })?
+                }
+                "remove" => {
+                    request.remove = serde_json::from_value(value.clone()).map_err(|_| {
+                        format!(
+                            "field 'remove' must be a list of label keys, e.g. [\"zone\"], got {value}"
+                        )
+                    })?
+                }
+                other => {
+                    return Err(format!(
+                        "unknown field '{}'; allowed fields: set, remove",
+                        other.escape_debug()
+                    ))
+                }
+            }
+        }
+        Ok(request)
+    }
+}
+
 /// The answer to a rebalance: the moves it makes now (or would, with `dry_run`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
 pub struct RebalanceDoc {
@@ -52,5 +87,33 @@ impl MoveDoc {
             "{}.{}: {} -> {} ({})",
             self.service, self.slot, self.from, self.to, self.why
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_label_request_names_the_field_it_refuses() {
+        let ok = LabelRequest::from_json(&json!({"set": {"disk": "ssd"}, "remove": ["zone"]}));
+        assert_eq!(
+            ok,
+            Ok(LabelRequest {
+                set: BTreeMap::from([("disk".into(), "ssd".into())]),
+                remove: vec!["zone".into()],
+            })
+        );
+        for (body, needle) in [
+            (json!([1]), "JSON object"),
+            (json!({"set": ["a=1"]}), "field 'set'"),
+            (json!({"set": {"a": 1}}), "field 'set'"),
+            (json!({"remove": "a"}), "field 'remove'"),
+            (json!({"sett": {}}), "unknown field 'sett'"),
+        ] {
+            let e = LabelRequest::from_json(&body).expect_err("refused");
+            assert!(e.contains(needle), "{body}: {e}");
+        }
     }
 }

@@ -28,7 +28,8 @@ pub struct VolumeDoc {
     pub remove: bool,
     /// Unix seconds, with milliseconds.
     pub created_at: f64,
-    /// Whether a service that exists mounts it (its spec names the volume's source).
+    /// Whether a service that exists mounts it (its slot is wanted and its spec names the
+    /// volume's source): such a volume cannot be removed.
     pub in_use: bool,
 }
 
@@ -48,13 +49,15 @@ impl VolumeDoc {
     }
 }
 
-/// Whether a service that exists mounts `volume`: its spec still names the source.
+/// Whether a service that exists mounts `volume`: its slot is wanted and its spec names
+/// the source (the rule `step::RemoveVolumes` refuses a removal by).
 pub fn in_use(volume: &Volume, state: &ClusterState) -> bool {
     state.services.get(&volume.service).is_some_and(|s| {
-        s.spec
-            .volumes
-            .iter()
-            .any(|v| !v.is_bind() && v.source == volume.source)
+        volume.slot < s.spec.replicas
+            && s.spec
+                .volumes
+                .iter()
+                .any(|v| !v.is_bind() && v.source == volume.source)
     })
 }
 

@@ -77,17 +77,11 @@ pub async fn labels(
     body: JsonBody,
 ) -> Result<Json<WorkerDoc>, ApiError> {
     let Path(name) = name?;
-    let request: LabelRequest = body.decode()?;
+    let request = LabelRequest::from_json(&body.value()?).map_err(ApiError::bad_request)?;
     if request.set.is_empty() && request.remove.is_empty() {
         return Err(ApiError::bad_request(
             "nothing to change: give labels to 'set' ({\"K\": \"V\"}) and/or keys to 'remove' ([\"K\"])",
         ));
-    }
-    if let Some(key) = request.remove.iter().find(|k| request.set.contains_key(*k)) {
-        return Err(ApiError::bad_request(format!(
-            "label '{}' is both in 'set' and in 'remove'",
-            key.escape_debug()
-        )));
     }
     let command = LabelWorker {
         worker: name.clone(),
