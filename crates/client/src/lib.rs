@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use mycluster_core::wire::{
     AssignedTasks, DownDoc, DownManyDoc, DownRequest, ErrorDoc, HealthDoc, HeartbeatDoc,
-    Registration, ReportDoc, ReseedDoc, RolloutDoc, RouteTable, ServiceDoc, ServiceEndpoints,
-    ServicePatchRequest, ServiceRequest, StateDoc, StatsDoc, StatusReport, TaskDoc, TaskReport,
-    VersionsDoc, WorkerDoc,
+    LabelRequest, RebalanceDoc, Registration, ReportDoc, ReseedDoc, RolloutDoc, RouteTable,
+    ServiceDoc, ServiceEndpoints, ServicePatchRequest, ServiceRequest, StateDoc, StatsDoc,
+    StatusReport, TaskDoc, TaskReport, VersionsDoc, VolumeDoc, WorkerDoc,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -343,6 +343,66 @@ impl Client {
             &format!("/api/v1/service/{}", segment(name)),
         )
         .await
+    }
+
+    /// Removes a service; with `volumes`, its volumes too (else they are kept). The
+    /// answer names them (`kept_volumes`, `removed_volumes`).
+    pub async fn delete_service_with(
+        &self,
+        name: &str,
+        volumes: bool,
+    ) -> Result<ServiceDoc, ClientError> {
+        let query = if volumes { "?volumes=true" } else { "" };
+        let path = format!("/api/v1/service/{}{query}", segment(name));
+        self.request(Method::DELETE, &path).await
+    }
+
+    /// Drains a worker (`drain`), or activates it again.
+    pub async fn set_drain(&self, worker: &str, drain: bool) -> Result<WorkerDoc, ClientError> {
+        let action = if drain { "drain" } else { "activate" };
+        let path = format!("/api/v1/workers/{}/{action}", segment(worker));
+        self.request(Method::POST, &path).await
+    }
+
+    /// Removes a worker that is down, or drained and empty; answers it as it was.
+    pub async fn remove_worker(&self, worker: &str) -> Result<WorkerDoc, ClientError> {
+        let path = format!("/api/v1/workers/{}", segment(worker));
+        self.request(Method::DELETE, &path).await
+    }
+
+    /// Sets and removes a worker's operator labels; answers the worker.
+    pub async fn label_worker(
+        &self,
+        worker: &str,
+        labels: &LabelRequest,
+    ) -> Result<WorkerDoc, ClientError> {
+        let path = format!("/api/v1/workers/{}/labels", segment(worker));
+        self.request_with(Method::PATCH, &path, labels).await
+    }
+
+    /// Rebalances one service (or every one): the moves made now, or that would be.
+    pub async fn rebalance(
+        &self,
+        service: Option<&str>,
+        dry_run: bool,
+    ) -> Result<RebalanceDoc, ClientError> {
+        let path = match service {
+            Some(name) => format!("/api/v1/service/{}/rebalance", segment(name)),
+            None => "/api/v1/rebalance".to_string(),
+        };
+        let query = if dry_run { "?dry_run=true" } else { "" };
+        self.request(Method::POST, &format!("{path}{query}")).await
+    }
+
+    /// Every volume record.
+    pub async fn volumes(&self) -> Result<Vec<VolumeDoc>, ClientError> {
+        self.request(Method::GET, "/api/v1/volumes").await
+    }
+
+    /// Marks a volume for removal; answers its record.
+    pub async fn remove_volume(&self, name: &str) -> Result<VolumeDoc, ClientError> {
+        let path = format!("/api/v1/volumes/{}", segment(name));
+        self.request(Method::DELETE, &path).await
     }
 
     pub async fn workers(&self) -> Result<Vec<WorkerDoc>, ClientError> {

@@ -3,9 +3,14 @@
 //! service *cannot make progress* when one of its replicas failed since the change was
 //! made (a command that does not exist, a container that crashes at once) or cannot be
 //! placed on any worker: waiting longer would not help, so the CLI says why at once.
+//!
+//! A service whose restart condition is `on-failure` or `none` is batch work: a slot
+//! whose task exited 0 is `complete` and stays so (it is not replaced), and counts as
+//! done, so waiting on a job that finished neither hangs nor fails ("3/3 complete").
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::service::RestartCondition;
 use crate::wire::TaskDoc;
 use crate::{DesiredState, TaskState};
 
@@ -18,6 +23,9 @@ pub struct Progress {
     /// Replicas wanted and on their way (pending for a worker that is there, assigned,
     /// starting).
     pub starting: u32,
+    /// Slots whose task completed (exited 0) and that are not restarted: done, for a
+    /// service whose restart condition is `on-failure` or `none`.
+    pub complete: u32,
     /// Why replicas cannot make progress (each reason once), empty if none is known.
     pub stuck: Vec<String>,
 }
@@ -26,12 +34,39 @@ impl Progress {
     /// `tasks` are the service's tasks now; `known` the ids of its tasks from before the
     /// change (their failures are old news).
     pub fn of(wanted: u32, tasks: &[TaskDoc], known: &BTreeSet<String>) -> Progress {
+        Progress::with_restart(wanted, RestartCondition::Any, tasks, known)
+    }
+
+    /// As `of`, for a service whose restart condition is `restart`: under `on-failure`
+    /// and `none`, a wanted slot whose task completed and that has no other task on its
+    /// way counts as done.
+    pub fn with_restart(
+        wanted: u32,
+        restart: RestartCondition,
+        tasks: &[TaskDoc],
+        known: &BTreeSet<String>,
+    ) -> Progress {
         let mut progress = Progress {
             wanted,
             running: 0,
             starting: 0,
+            complete: 0,
             stuck: Vec::new(),
         };
+        if restart != RestartCondition::Any {
+            let busy: BTreeSet<u32> = tasks
+                .iter()
+                .filter(|t| t.desired_state == DesiredState::Running && !t.state.is_terminal())
+                .map(|t| t.slot)
+                .collect();
+            let done: BTreeSet<u32> = tasks
+                .iter()
+                .filter(|t| t.state == TaskState::Complete && t.slot < wanted)
+                .filter(|t| !busy.contains(&t.slot))
+                .map(|t| t.slot)
+                .collect();
+            progress.complete = u32::try_from(done.len()).unwrap_or(u32::MAX);
+        }
         // Why, and which replicas it holds back ("0 on w1"; none for a reason that is
         // about the service, not a replica).
         let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -78,9 +113,9 @@ impl Progress {
         progress
     }
 
-    /// Every wanted replica runs.
+    /// Every wanted replica runs (or, for batch work, completed).
     pub fn is_done(&self) -> bool {
-        self.running >= self.wanted
+        self.running.saturating_add(self.complete) >= self.wanted
     }
 
     /// Not done, and known not to get there by waiting.
@@ -88,9 +123,16 @@ impl Progress {
         !self.is_done() && !self.stuck.is_empty()
     }
 
-    /// "2 of 3 running, 1 starting", for people.
+    /// "2 of 3 running, 1 starting", for people; "3/3 complete" for batch work that
+    /// finished, "1 of 3 running, 2 complete" for some on its way.
     pub fn summary(&self) -> String {
+        if self.complete > 0 && self.running == 0 && self.starting == 0 {
+            return format!("{}/{} complete", self.complete, self.wanted);
+        }
         let mut text = format!("{} of {} running", self.running, self.wanted);
+        if self.complete > 0 {
+            text.push_str(&format!(", {} complete", self.complete));
+        }
         if self.starting > 0 {
             text.push_str(&format!(", {} starting", self.starting));
         }
@@ -208,6 +250,38 @@ mod tests {
             p.stuck,
             ["no worker can take it: 2 cannot run it (the process driver needs a command)"]
         );
+    }
+
+    #[test]
+    fn batch_work_that_completed_is_done() {
+        let done = |id: &str, slot| TaskDoc {
+            exit_code: Some(0),
+            ..task(id, slot, "running", "complete")
+        };
+        let tasks = [done("a", 0), done("b", 1), done("c", 2)];
+        let none = Progress::with_restart(3, RestartCondition::None, &tasks, &BTreeSet::new());
+        assert!(none.is_done() && !none.is_stuck());
+        assert_eq!(none.summary(), "3/3 complete");
+        let on_failure =
+            Progress::with_restart(3, RestartCondition::OnFailure, &tasks, &BTreeSet::new());
+        assert!(on_failure.is_done());
+        // Under `any` a completed task is replaced: not done until it runs again.
+        let any = Progress::of(3, &tasks, &BTreeSet::new());
+        assert!(!any.is_done() && !any.is_stuck());
+        assert_eq!(any.summary(), "0 of 3 running");
+        // Some on their way.
+        let tasks = [
+            done("a", 0),
+            task("b", 1, "running", "running"),
+            task("c", 2, "running", "starting"),
+        ];
+        let p = Progress::with_restart(3, RestartCondition::None, &tasks, &BTreeSet::new());
+        assert!(!p.is_done());
+        assert_eq!(p.summary(), "1 of 3 running, 1 complete, 1 starting");
+        // A slot that completed and was started again is not done twice.
+        let tasks = [done("a", 0), task("a2", 0, "running", "starting")];
+        let p = Progress::with_restart(1, RestartCondition::OnFailure, &tasks, &BTreeSet::new());
+        assert_eq!((p.complete, p.is_done()), (0, false));
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             store: "embedded".into(),
             // A dev cluster is for experiments: a store removed by hand starts afresh.
             create: mycluster_manager::Create::IfMissing,
-            limits: Limits::default(),
+            limits: Limits::from(&args.policy),
             api: ApiConfig {
                 auth,
                 // Every agent of a dev cluster comes from this one address.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::admin_args::{PolicyArgs, VolumeCommand, WorkerCommand};
 pub use crate::service_args::{ServiceCommand, WaitArgs};
 
 #[derive(Parser)]
@@ -66,9 +67,12 @@ pub enum Command {
     /// Work with state stores.
     #[command(subcommand)]
     Store(StoreCommand),
-    /// Inspect a worker.
+    /// Inspect, drain, activate, label or remove a worker.
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// List or remove the volumes the cluster made for services' slots.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Measure the scheduler, the control plane at scale, the API and the footprint.
     Bench(BenchArgs),
     /// Build images on the local Docker engine.
@@ -76,7 +80,7 @@ pub enum Command {
     Image(ImageCommand),
     /// Create, inspect, scale and remove services.
     #[command(subcommand)]
-    Service(ServiceCommand),
+    Service(Box<ServiceCommand>),
     /// Show the cluster state: workers and what runs on them, and the services.
     State,
     /// Show the cluster statistics.
@@ -124,6 +128,8 @@ impl Command {
         matches!(
             self,
             Command::Service(_)
+                | Command::Worker(_)
+                | Command::Volume(_)
                 | Command::Store(StoreCommand::Reseed)
                 | Command::State
                 | Command::Stats
@@ -206,6 +212,8 @@ pub struct ManagerArgs {
     /// cluster. For local experiments only.
     #[arg(long)]
     pub insecure_no_auth: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -305,6 +313,8 @@ pub struct DevArgs {
     /// Do not serve the published ports on this host (no ingress in the process).
     #[arg(long)]
     pub no_ingress: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -395,6 +405,8 @@ pub struct SetupArgs {
     /// else 5000; 0 picks a free one]. The port is saved and kept across restarts.
     #[arg(long, env = "MYCLUSTER_PORT")]
     pub port: Option<u16>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -430,6 +442,8 @@ impl SetupArgs {
             },
             redis_image: self.redis_image,
             port: self.port,
+            rebalance: self.policy.rebalance,
+            allow_bind: self.policy.allow_bind,
         }
     }
 }
@@ -513,12 +527,6 @@ pub struct StoreCopyArgs {
     /// Overwrite a target that already holds this cluster.
     #[arg(long)]
     pub force: bool,
-}
-
-#[derive(Subcommand)]
-pub enum WorkerCommand {
-    /// List a worker's containers (what `docker -H <worker> ps` showed in the original).
-    Ps { worker: String },
 }
 
 #[derive(Subcommand)]

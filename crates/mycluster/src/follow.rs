@@ -1,7 +1,8 @@
 //! Following a change until it is done: `service create|update|scale|rollback|restart`
 //! wait (`--wait`, `--detach`) until every replica runs or, when the change started a
 //! rollout, until the rollout completes — and fail, saying why, as soon as a replica
-//! cannot make progress or the rollout is rolled back or paused. With `--detach=false`
+//! cannot make progress or the rollout is rolled back or paused. Batch work (restart
+//! condition `on-failure` or `none`) is done once every slot completed. With `--detach=false`
 //! (the default on a terminal) a progress bar shows how far it got.
 
 use std::collections::BTreeSet;
@@ -12,6 +13,7 @@ use anyhow::bail;
 use mycluster_client::{Client, ClientError};
 use mycluster_core::progress::Progress;
 use mycluster_core::rollout::{RolloutKind, RolloutState};
+use mycluster_core::service::RestartCondition;
 use mycluster_core::wire::RolloutDoc;
 
 use crate::cli::{Global, WaitArgs};
@@ -152,15 +154,26 @@ async fn until_done(
 ) -> anyhow::Result<String> {
     let wait = follow.wait.unwrap_or_default();
     let deadline = tokio::time::Instant::now() + wait;
-    let hint = format!("`mycluster tasks --service {service}` shows its replicas");
+    let hint = format!("`mycluster service ps {service}` shows its replicas");
+    // Batch work (restart on-failure or none) is done once its slots completed.
+    let restart = client
+        .service(service)
+        .await?
+        .restart
+        .map_or(RestartCondition::Any, |r| r.condition);
+    let label = match restart {
+        RestartCondition::Any => "running",
+        _ => "running or complete",
+    };
     loop {
         let tasks = client.tasks(Some(service), None).await?;
         let late = tokio::time::Instant::now() >= deadline;
         match goal {
             Goal::Replicas(wanted) => {
-                let progress = Progress::of(wanted, &tasks, known);
+                let progress = Progress::with_restart(wanted, restart, &tasks, known);
                 if let Some(bar) = follow.bar.as_mut() {
-                    bar.show(service, progress.running, wanted, "running");
+                    let done = progress.running.saturating_add(progress.complete);
+                    bar.show(service, done, wanted, label);
                 }
                 if progress.is_done() {
                     return Ok(format!(" ({})", progress.summary()));
@@ -183,7 +196,7 @@ async fn until_done(
             Goal::Rollout(version) => {
                 // Read after the tasks: a failure they show is already in the record.
                 let rollout = client.rollout(service).await?;
-                let progress = Progress::of(rollout.total, &tasks, known);
+                let progress = Progress::with_restart(rollout.total, restart, &tasks, known);
                 if let Some(bar) = follow.bar.as_mut() {
                     let state = format!("updated, {}", rollout.state.as_str());
                     bar.show(service, rollout.updated, rollout.total, &state);
@@ -250,7 +263,7 @@ fn settled(
             }
             if progress.is_stuck() {
                 bail!(
-                    "service {service} cannot make progress: {}; {} (`mycluster tasks --service {service}` shows its replicas)",
+                    "service {service} cannot make progress: {}; {} (`mycluster service ps {service}` shows its replicas)",
                     progress.summary(),
                     progress.stuck.join("; ")
                 );

@@ -7,6 +7,7 @@
 //! Start reading at `main` below (which subcommand goes where), then `cli` (every flag
 //! and its help). `docs/ARCHITECTURE.md` says which crate holds what.
 
+mod admin_args;
 mod agent;
 mod auth;
 mod cli;
@@ -16,8 +17,10 @@ mod ingress;
 mod logging;
 mod manager;
 mod output;
+mod placement_flags;
 mod port_flags;
 mod remote;
+mod remote_admin;
 mod resolve;
 mod service_args;
 mod spec_flags;
@@ -66,19 +69,18 @@ fn main() {
             cli::Command::Manage(args) => {
                 Ok(mycluster_setup::manage(args.command.to_setup(), args.name).await?)
             }
-            cli::Command::Worker(cli::WorkerCommand::Ps { worker }) => {
-                remote::worker_ps(&cli.global, &worker).await
-            }
+            cli::Command::Worker(command) => remote_admin::worker(&cli.global, command).await,
+            cli::Command::Volume(command) => remote_admin::volume(&cli.global, command).await,
             cli::Command::Image(cli::ImageCommand::Demo { aliases, rebuild }) => {
                 for line in mycluster_setup::images::ensure_demo(rebuild, &aliases).await? {
                     println!("{line}");
                 }
                 Ok(())
             }
-            cli::Command::Service(command) => remote::service(&cli.global, command).await,
+            cli::Command::Service(command) => remote::service(&cli.global, *command).await,
             cli::Command::State => remote::state(&cli.global).await,
             cli::Command::Stats => remote::stats(&cli.global).await,
-            cli::Command::Workers => remote::workers(&cli.global).await,
+            cli::Command::Workers => remote_admin::workers(&cli.global).await,
             cli::Command::Tasks { service } => remote::tasks(&cli.global, service.as_deref()).await,
             cli::Command::Token { name, join } => {
                 println!(

@@ -34,8 +34,8 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
             max_replicas: args.max_replicas,
             max_services: args.max_services,
             max_total_replicas: args.max_total_replicas,
-            allow_bind: Vec::new(),
-            rebalance: false,
+            allow_bind: args.policy.allow_bind.clone(),
+            rebalance: args.policy.rebalance,
         },
         api: ApiConfig {
             auth: Auth::Off,

@@ -21,7 +21,88 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 
 pub use mycluster_core::time::{civil_from_days, unix_time};
 
-use mycluster_core::wire::{HealthCheck, RolloutDoc, ServiceEndpoints, UpdatePolicy, VersionsDoc};
+use mycluster_core::service::Amount;
+use mycluster_core::wire::{
+    HealthCheck, Resources, RestartPolicy, RolloutDoc, ServiceEndpoints, TaskDoc, TaskState,
+    UpdatePolicy, VersionsDoc, VolumeSpec,
+};
+
+/// `reserve 0.5 CPUs, 256 MiB; limit 1 CPUs, 512 MiB`.
+pub fn describe_resources(r: &Resources) -> String {
+    let amount = |a: &Amount| {
+        let mut parts = Vec::new();
+        if let Some(cpus) = a.cpus {
+            parts.push(format!("{cpus} CPUs"));
+        }
+        if let Some(memory) = a.memory {
+            parts.push(memory.to_string());
+        }
+        parts.join(", ")
+    };
+    let mut out = Vec::new();
+    if !r.reservations.is_empty() {
+        out.push(format!("reserve {}", amount(&r.reservations)));
+    }
+    if !r.limits.is_empty() {
+        out.push(format!("limit {}", amount(&r.limits)));
+    }
+    out.join("; ")
+}
+
+/// `data:/data`, `/srv/www:/www:ro` (as `--volume` takes it).
+pub fn describe_volume(v: &VolumeSpec) -> String {
+    let ro = if v.read_only { ":ro" } else { "" };
+    format!("{}:{}{ro}", v.source, v.target)
+}
+
+/// `on-failure, at most 3 failures in a row, delay 2s`.
+pub fn describe_restart(r: &RestartPolicy) -> String {
+    let attempts = match r.max_attempts {
+        0 => "no limit of failures".to_string(),
+        n => format!("at most {n} failures in a row"),
+    };
+    format!("{}, {attempts}, delay {}", r.condition.as_str(), r.delay)
+}
+
+/// A task's state for a table: a task that completed says it is done (batch work).
+pub fn task_state(task: &TaskDoc) -> String {
+    match task.state {
+        TaskState::Complete => "complete (done)".to_string(),
+        state if task.moving.is_some() && !state.is_terminal() => format!("{state} (moving)"),
+        state => state.to_string(),
+    }
+}
+
+/// `web: 2 running, 1 complete (done), 1 starting` under `service ps`.
+pub fn tasks_summary(service: &str, tasks: &[TaskDoc]) -> String {
+    let wanted = tasks
+        .iter()
+        .filter(|t| t.desired_state == mycluster_core::wire::DesiredState::Running);
+    let count = |state: TaskState| wanted.clone().filter(|t| t.state == state).count();
+    let starting = wanted
+        .clone()
+        .filter(|t| {
+            matches!(
+                t.state,
+                TaskState::Pending | TaskState::Assigned | TaskState::Starting
+            )
+        })
+        .count();
+    let complete = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Complete)
+        .map(|t| t.slot)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let mut parts = vec![format!("{} running", count(TaskState::Running))];
+    if complete > 0 {
+        parts.push(format!("{complete} complete (done)"));
+    }
+    if starting > 0 {
+        parts.push(format!("{starting} starting"));
+    }
+    format!("{service}: {}", parts.join(", "))
+}
 
 /// `http :8000/healthz every 5s, timeout 2s, 3 retries, start period 0s`.
 pub fn describe_check(check: &HealthCheck) -> String {

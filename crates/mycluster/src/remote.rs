@@ -6,13 +6,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use mycluster_client::Client;
 use mycluster_core::wire::{
-    RolloutDoc, ServiceDoc, ServicePatchRequest, ServiceRequest, StateDoc, TaskDoc, TaskState,
+    RolloutDoc, ServiceDoc, ServicePatchRequest, ServiceRequest, Spread, StateDoc, TaskDoc,
+    TaskState,
 };
 
 use crate::cli::{Global, ServiceCommand};
 use crate::follow::{change_and_follow, Follow, Goal};
 use crate::output::{json, print_endpoints, print_rollout, print_versions, table, unix_time};
-use crate::{port_flags, spec_flags};
+use crate::{placement_flags, port_flags, spec_flags};
 
 /// A client of the manager the flags or the saved settings point at, with its token.
 pub fn client(global: &Global) -> anyhow::Result<Client> {
@@ -32,6 +33,7 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             health,
             update,
             ports,
+            placement,
             wait,
             command,
         } => {
@@ -41,6 +43,7 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 );
             }
             let vars = env_vars(&env)?;
+            let more = placement_flags::create(&placement)?;
             let body = ServiceRequest {
                 service: name.clone(),
                 image: image.clone(),
@@ -52,6 +55,14 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 ports: port_flags::create(&ports.publish)?,
                 stop_grace_period: ports.stop_grace_period,
                 proxy_protocol: ports.proxy_protocol,
+                constraints: more.constraints,
+                spread: more
+                    .spread
+                    .map(|s| Spread::try_from(s).map_err(anyhow::Error::msg))
+                    .transpose()?,
+                resources: more.resources,
+                volumes: more.volumes,
+                restart: more.restart,
             };
             let follow = Follow::new(wait, global)?;
             let change = client.put_service(&body);
@@ -132,6 +143,9 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             ports,
             publish_rm,
             no_publish,
+            placement,
+            constraint_rm,
+            volume_rm,
             wait,
             command,
         } => {
@@ -143,15 +157,29 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 && !ports.any()
                 && publish_rm.is_empty()
                 && !no_publish
+                && !placement.any()
+                && constraint_rm.is_empty()
+                && volume_rm.is_empty()
             {
                 bail!(
-                    "nothing to change in service {name}: give --image, --env, a command after `--`, a --health-* or an --update-* flag, --publish, --publish-rm, --no-publish, --stop-grace-period or --proxy-protocol (`mycluster service update --help`)"
+                    "nothing to change in service {name}: give --image, --env, a command after `--`, a --health-*, --update-* or --restart-* flag, --publish, --publish-rm, --no-publish, --stop-grace-period, --proxy-protocol, --constraint(-rm), --spread, --reserve-*/--limit-* or --volume(-rm) (`mycluster service update --help`)"
                 );
             }
             let vars = env_vars(&env)?;
             // The API replaces a whole health check or policy: flags not given keep the
             // service's.
             let current = client.service(&name).await?;
+            let more = placement_flags::update(
+                &placement,
+                &constraint_rm,
+                &volume_rm,
+                &placement_flags::Current {
+                    constraints: &current.constraints,
+                    resources: current.resources,
+                    volumes: &current.volumes,
+                    restart: current.restart,
+                },
+            )?;
             let patch = ServicePatchRequest {
                 image: image.clone(),
                 command: (!command.is_empty()).then(|| command.clone()),
@@ -161,6 +189,11 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 ports: port_flags::update(&ports.publish, &publish_rm, no_publish, &current.ports)?,
                 stop_grace_period: ports.stop_grace_period,
                 proxy_protocol: ports.proxy_protocol,
+                constraints: more.constraints,
+                spread: more.spread,
+                resources: more.resources,
+                volumes: more.volumes,
+                restart: more.restart,
                 ..ServicePatchRequest::default()
             };
             let follow = Follow::new(wait, global)?;
@@ -225,12 +258,12 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
             }
             print_endpoints(&endpoints);
         }
-        ServiceCommand::Rm { name } => {
-            let service = client.delete_service(&name).await?;
-            if global.json {
-                return json(&service);
-            }
-            println!("Service {name} removed");
+        ServiceCommand::Rm { name, volumes } => {
+            crate::remote_admin::service_rm(&client, global, &name, volumes).await?
+        }
+        ServiceCommand::Ps { name } => tasks(global, Some(&name)).await?,
+        ServiceCommand::Rebalance { name, dry_run } => {
+            crate::remote_admin::rebalance(&client, global, name.as_deref(), dry_run).await?
         }
     }
     Ok(())
@@ -280,34 +313,6 @@ pub async fn stats(global: &Global) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn workers(global: &Global) -> anyhow::Result<()> {
-    let workers = client(global)?.workers().await?;
-    if global.json {
-        return json(&workers);
-    }
-    let mut t = table([
-        "WORKER",
-        "STATUS",
-        "ADDRESS",
-        "TASKS",
-        "RUNNING",
-        "LAST HEARTBEAT",
-    ]);
-    for w in &workers {
-        t.add_row([
-            w.worker.clone(),
-            w.status.to_string(),
-            w.address.clone(),
-            w.tasks.to_string(),
-            w.running.to_string(),
-            w.last_heartbeat_age
-                .map_or("never".to_string(), |age| format!("{age:.1}s ago")),
-        ]);
-    }
-    println!("{t}");
-    Ok(())
-}
-
 pub async fn tasks(global: &Global, service: Option<&str>) -> anyhow::Result<()> {
     let client = client(global)?;
     if let Some(service) = service {
@@ -343,7 +348,7 @@ pub async fn tasks(global: &Global, service: Option<&str>) -> anyhow::Result<()>
             task.slot.to_string(),
             task.worker.clone().unwrap_or_else(|| "-".into()),
             task.desired_state.to_string(),
-            task.state.to_string(),
+            crate::output::task_state(task),
             task.health.map_or("-".to_string(), |h| h.to_string()),
         ];
         if addresses {
@@ -353,6 +358,9 @@ pub async fn tasks(global: &Global, service: Option<&str>) -> anyhow::Result<()>
         t.add_row(row);
     }
     println!("{t}");
+    if let Some(service) = service {
+        println!("{}", crate::output::tasks_summary(service, &tasks));
+    }
     Ok(())
 }
 
@@ -434,6 +442,27 @@ fn print_service(service: &ServiceDoc) {
     t.add_row(["stop_grace_period".to_string(), grace.to_string()]);
     if service.proxy_protocol {
         t.add_row(["proxy_protocol".to_string(), "true".to_string()]);
+    }
+    for constraint in &service.constraints {
+        t.add_row(["constraint".to_string(), constraint.to_string()]);
+    }
+    if let Some(spread) = &service.spread {
+        t.add_row(["spread".to_string(), spread.0.to_string()]);
+    }
+    if !service.resources.is_empty() {
+        t.add_row([
+            "resources".to_string(),
+            crate::output::describe_resources(&service.resources),
+        ]);
+    }
+    for volume in &service.volumes {
+        t.add_row(["volume".to_string(), crate::output::describe_volume(volume)]);
+    }
+    if let Some(restart) = &service.restart {
+        t.add_row([
+            "restart".to_string(),
+            crate::output::describe_restart(restart),
+        ]);
     }
     t.add_row(["last_updated".to_string(), unix_time(service.last_updated)]);
     println!("{t}");

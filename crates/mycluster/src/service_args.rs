@@ -1,8 +1,10 @@
 //! The flags of `mycluster service ...`: what to run, the health check and update policy
-//! (named as `docker service create` names them, so operators recognise them), and how
-//! long to follow a change.
+//! (named as `docker service create` names them, so operators recognise them), where it
+//! runs and what it needs (`placement_flags`), and how long to follow a change.
 
 use clap::{Args, Subcommand};
+
+pub use crate::placement_flags::PlacementArgs;
 
 #[derive(Subcommand)]
 pub enum ServiceCommand {
@@ -27,6 +29,8 @@ pub enum ServiceCommand {
         update: UpdateArgs,
         #[command(flatten)]
         ports: PortArgs,
+        #[command(flatten)]
+        placement: PlacementArgs,
         #[command(flatten)]
         wait: WaitArgs,
         /// The command to run, after `--`.
@@ -71,6 +75,15 @@ pub enum ServiceCommand {
         #[arg(long, conflicts_with = "publish")]
         no_publish: bool,
         #[command(flatten)]
+        placement: PlacementArgs,
+        /// Remove one of the service's constraints (repeatable), e.g.
+        /// --constraint-rm "node.labels.disk==ssd".
+        #[arg(long, value_name = "EXPR")]
+        constraint_rm: Vec<String>,
+        /// Remove the volume mounted at TARGET (repeatable); the volume itself is kept.
+        #[arg(long, value_name = "TARGET")]
+        volume_rm: Vec<String>,
+        #[command(flatten)]
         wait: WaitArgs,
         /// The new command, after `--`.
         #[arg(last = true, value_name = "COMMAND")]
@@ -97,8 +110,27 @@ pub enum ServiceCommand {
     /// check passed or, without one, running for the update's monitor): where each is
     /// reached, as the ingress sees them (`GET /api/v1/service/<name>/endpoints`).
     Endpoints { name: String },
-    /// Remove a service and stop its containers.
-    Rm { name: String },
+    /// List a service's tasks (replicas): where each runs, its state, and why. A task of
+    /// a batch service that finished shows `complete (done)`.
+    Ps { name: String },
+    /// Even out the spread of a service's replicas (or of every service) over the
+    /// workers that can run them: one replica at a time, start-first (its replacement
+    /// healthy before it stops), never fewer than `replicas` healthy. Prints each move.
+    Rebalance {
+        /// The service [default: every service].
+        name: Option<String>,
+        /// Print the moves that would be made now, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove a service and stop its containers. Its volumes are kept (and listed)
+    /// unless --volumes.
+    Rm {
+        name: String,
+        /// Remove its volumes too (their data is lost).
+        #[arg(long)]
+        volumes: bool,
+    },
 }
 
 #[derive(Args, Clone, Copy, Debug)]

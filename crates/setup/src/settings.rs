@@ -35,6 +35,12 @@ pub struct Settings {
     /// A `mycluster dev` cluster: it lives in one process, `manage` has nothing to do.
     #[serde(default)]
     pub dev: bool,
+    /// The manager's `--rebalance`: services' spreads are evened out on their own.
+    #[serde(default)]
+    pub rebalance: bool,
+    /// The manager's `--allow-bind` directories: where bind mounts are allowed.
+    #[serde(default)]
+    pub allow_bind: Vec<String>,
 }
 
 impl Settings {
@@ -92,6 +98,8 @@ pub fn save_dev(name: &str, port: u16, secrets: Option<&Secrets>) -> Result<bool
         token: secrets.map(|s| s.api.clone()),
         join_token: secrets.map(|s| s.join.clone()),
         dev: true,
+        rebalance: false,
+        allow_bind: Vec::new(),
     })?;
     Ok(true)
 }

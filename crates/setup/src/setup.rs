@@ -37,6 +37,11 @@ pub struct SetupOptions {
     pub redis_image: Option<String>,
     /// The host port for the API (none: the saved one, else 5000; 0: a free one).
     pub port: Option<u16>,
+    /// The manager's `--rebalance`: every service's spread is evened out on its own
+    /// when a worker joins or comes back.
+    pub rebalance: bool,
+    /// The manager's `--allow-bind`: host directories services may bind-mount from.
+    pub allow_bind: Vec<String>,
 }
 
 /// Cluster names become Docker names (`<name>_manager_1`): shorter than the core's rule
@@ -103,6 +108,9 @@ pub async fn setup(args: SetupOptions) -> Result<(), SetupError> {
                 .unwrap_or_else(generate),
         ),
         dev: false,
+        // Set up again, a cluster takes the policies it is given now (none: the default).
+        rebalance: args.rebalance,
+        allow_bind: args.allow_bind.clone(),
     };
     bring_up(settings).await
 }

@@ -155,6 +155,12 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
         "--store",
         &store_url,
     ]);
+    if settings.rebalance {
+        manager_cmd.push("--rebalance".into());
+    }
+    for dir in &settings.allow_bind {
+        manager_cmd.extend(strings(&["--allow-bind", dir]));
+    }
     let mut manager_binds = Vec::new();
     if redis_image.is_none() {
         manager_cmd.extend(strings(&["--data-dir", "/data"]));
