@@ -249,6 +249,10 @@ fn settled(
         );
     }
     match rollout.state {
+        // Batch work that finished says so ("3/3 complete").
+        RolloutState::Completed if progress.complete > 0 && progress.is_done() => {
+            Ok(Some(format!(" ({})", progress.summary())))
+        }
         RolloutState::Completed => Ok(Some(format!(
             " ({}/{} updated)",
             rollout.updated, rollout.total

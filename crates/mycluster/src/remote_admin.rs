@@ -5,7 +5,7 @@
 use anyhow::bail;
 use mycluster_client::Client;
 use mycluster_core::service::{Amount, Bytes, Cpus};
-use mycluster_core::wire::{LabelRequest, WorkerDoc};
+use mycluster_core::wire::{LabelRequest, ServiceDoc, WorkerDoc};
 
 use crate::cli::{Global, VolumeCommand, WorkerCommand};
 use crate::output::{json, table, unix_time};
@@ -144,20 +144,28 @@ pub async fn service_rm(
     if global.json {
         return json(&service);
     }
-    println!("Service {name} removed");
-    if !service.kept_volumes.is_empty() {
-        println!(
-            "kept volumes {} (remove them with `mycluster volume rm` or `service rm --volumes`)",
-            service.kept_volumes.join(", ")
-        );
-    }
-    if !service.removed_volumes.is_empty() {
-        println!(
-            "removing volumes {} (their agents remove them once the tasks have stopped)",
-            service.removed_volumes.join(", ")
-        );
+    for line in removed(&service) {
+        println!("{line}");
     }
     Ok(())
+}
+
+/// What `service rm` prints: the service, and its volumes kept or being removed.
+fn removed(service: &ServiceDoc) -> Vec<String> {
+    let mut lines = vec![format!("Service {} removed", service.service)];
+    if !service.kept_volumes.is_empty() {
+        lines.push(format!(
+            "kept volumes {} (remove them with `mycluster volume rm` or `service rm --volumes`)",
+            service.kept_volumes.join(", ")
+        ));
+    }
+    if !service.removed_volumes.is_empty() {
+        lines.push(format!(
+            "removing volumes {} (the agents of their host remove them once its tasks have stopped)",
+            service.removed_volumes.join(", ")
+        ));
+    }
+    lines
 }
 
 /// `mycluster service rebalance [NAME] [--dry-run]`: one line per move.
@@ -264,6 +272,29 @@ mod tests {
             let e = label_changes(&[bad.into()]).expect_err(bad);
             assert!(e.to_string().contains("KEY=VALUE"), "{e}");
         }
+    }
+
+    #[test]
+    fn service_rm_names_the_volumes_kept_or_removed() {
+        let service = mycluster_core::Service::updated(
+            None,
+            mycluster_core::ServiceSpec::from_json(
+                &serde_json::json!({"service": "web", "image": "x", "replicas": 2}),
+                &mycluster_core::Limits::default(),
+            )
+            .expect("valid"),
+            0,
+        );
+        let mut doc = ServiceDoc::new(&service);
+        assert_eq!(removed(&doc), ["Service web removed"]);
+        doc.kept_volumes = vec!["web-data-0".into(), "web-data-1".into()];
+        assert_eq!(
+            removed(&doc)[1],
+            "kept volumes web-data-0, web-data-1 (remove them with `mycluster volume rm` or `service rm --volumes`)"
+        );
+        doc.kept_volumes.clear();
+        doc.removed_volumes = vec!["web-data-0".into()];
+        assert!(removed(&doc)[1].starts_with("removing volumes web-data-0 "));
     }
 
     #[test]
