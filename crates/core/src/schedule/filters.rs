@@ -64,9 +64,10 @@ impl Cause {
         }
     }
 
-    /// The words after a count of `n` workers; `at_least` when the workers counted
-    /// together lack different amounts (the smallest is said).
-    fn phrase(&self, n: usize, at_least: bool) -> String {
+    /// The words after a count of `n` workers ("2 lack label disk=ssd", "1 is down");
+    /// `at_least` when the workers counted together lack different amounts (the smallest
+    /// is said: "2 lack at least 256 MiB of memory").
+    pub fn phrase(&self, n: usize, at_least: bool) -> String {
         let one = n == 1;
         let verb = |singular: &str, plural: &str| if one { singular } else { plural }.to_string();
         let least = if at_least { "at least " } else { "" };
