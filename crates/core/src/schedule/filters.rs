@@ -210,6 +210,8 @@ pub(super) fn eligible(task: &Task, worker: &Worker) -> Result<(), Cause> {
 
 fn status(worker: &Worker) -> Result<(), Cause> {
     match worker.status {
+        // Drained by its operator: draining whatever its status says.
+        WorkerStatus::Ready if worker.drain => Err(Cause::Draining),
         WorkerStatus::Ready => Ok(()),
         WorkerStatus::Down => Err(Cause::Down),
         WorkerStatus::Draining => Err(Cause::Draining),

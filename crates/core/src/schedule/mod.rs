@@ -8,7 +8,7 @@
 mod filters;
 mod rank;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub use filters::{fits, Cause};
 
@@ -33,11 +33,11 @@ pub fn schedule(state: &ClusterState, now: Millis) -> Vec<Change> {
 
     // Load of every worker that may take work: active tasks (the spread) and live ones,
     // which still hold their room while they stop (capacity and reservations).
-    let mut loads: HashMap<&str, Load> = HashMap::new();
+    let mut loads: BTreeMap<&str, Load> = BTreeMap::new();
     for worker in state
         .workers
         .values()
-        .filter(|w| w.status == WorkerStatus::Ready)
+        .filter(|w| w.status == WorkerStatus::Ready && !w.drain)
     {
         let load = Load {
             worker,
@@ -74,7 +74,7 @@ struct Load<'a> {
 struct Pass<'a> {
     state: &'a ClusterState,
     now: Millis,
-    loads: HashMap<&'a str, Load<'a>>,
+    loads: BTreeMap<&'a str, Load<'a>>,
     changes: Vec<Change>,
     /// Volumes whose records this pass wrote.
     volumes: HashSet<String>,
@@ -151,13 +151,10 @@ impl<'a> Pass<'a> {
 
     fn place_template(&mut self, tasks: &[&'a Task], place: &mut Placing<'_, 'a>) {
         let first = tasks[0];
-        let mut ranking = Ranking::default();
-        for load in self.loads.values() {
-            if eligible(first, load.worker).is_ok() {
-                let has_room = room(first, load.worker, &load.held).is_ok();
-                ranking.refresh(load.worker, place.counts, load.active, has_room);
-            }
-        }
+        let candidates = self.loads.values().filter(|load| {
+            eligible(first, load.worker).is_ok() && room(first, load.worker, &load.held).is_ok()
+        });
+        let mut ranking = Ranking::build(candidates.map(|l| (l.worker, l.active)), place.counts);
         // The reason for a task that no slot-specific filter concerns: the same for
         // every such task once nothing can be placed.
         let mut plain_reason: Option<String> = None;
@@ -166,14 +163,22 @@ impl<'a> Pass<'a> {
             let avoid: &[&str] = place.moving_from.get(&task.slot).map_or(&[], Vec::as_slice);
             let ok = |name: &str| {
                 !avoid.contains(&name)
-                    && self
-                        .loads
-                        .get(name)
-                        .is_some_and(|l| pinned(l.worker, &pins).is_ok())
+                    && (pins.is_empty()
+                        || self
+                            .loads
+                            .get(name)
+                            .is_some_and(|l| pinned(l.worker, &pins).is_ok()))
             };
             let home = place.homes.get(&task.slot).copied();
             let at_old_home = home
-                .filter(|(h, w)| *h == Home::Old && ranking.contains(&w.name) && ok(&w.name))
+                .filter(|(h, w)| {
+                    *h == Home::Old
+                        && ok(&w.name)
+                        && self
+                            .loads
+                            .get(w.name.as_str())
+                            .is_some_and(|l| ranking.contains(w, place.counts, l.active))
+                })
                 .map(|(_, w)| w.name.as_str());
             let Some(name) = at_old_home.or_else(|| ranking.best(ok)) else {
                 let plain = pins.is_empty() && avoid.is_empty();
@@ -195,28 +200,41 @@ impl<'a> Pass<'a> {
                 }
                 continue;
             };
-            let Some(load) = self.loads.get_mut(name) else {
+            let Some(load) = self.loads.get(name) else {
                 continue;
             };
             let worker = load.worker;
-            load.active += 1;
-            load.held.add(task);
-            let (active, has_room) = (load.active, room(first, worker, &load.held).is_ok());
+            // The slot is counted here now, and (if its replacement left it) no longer
+            // where it was.
+            let left = match home {
+                Some((Home::Old | Home::Moving, was))
+                    if at_old_home.is_none() && was.name != worker.name =>
+                {
+                    // A worker that is not ready is no candidate: only its group moves.
+                    let active = self.loads.get(was.name.as_str()).map_or(0, |l| l.active);
+                    Some((was, active))
+                }
+                _ => None,
+            };
+            ranking.take(worker, place.counts, load.active);
+            let left_was_in = left.map(|(was, active)| ranking.take(was, place.counts, active));
             if at_old_home.is_none() {
-                // The slot is counted here now, and no longer where it was.
                 place.counts.shift(worker, true);
-                if let Some((Home::Old | Home::Moving, was)) = home {
+                if let Some((was, _)) = left {
                     place.counts.shift(was, false);
-                    let was_load = self.loads.get(was.name.as_str());
-                    let (was_active, was_room) = match was_load {
-                        Some(l) => (l.active, ranking.contains(&was.name)),
-                        None => (0, false),
-                    };
-                    ranking.refresh(was, place.counts, was_active, was_room);
                 }
                 place.homes.insert(task.slot, (Home::Current, worker));
             }
-            ranking.refresh(worker, place.counts, active, has_room);
+            let Some(load) = self.loads.get_mut(name) else {
+                continue;
+            };
+            load.active += 1;
+            load.held.add(task);
+            let has_room = room(first, worker, &load.held).is_ok();
+            ranking.put_back(worker, place.counts, load.active, has_room);
+            if let (Some((was, active)), Some(was_in)) = (left, left_was_in) {
+                ranking.put_back(was, place.counts, active, was_in);
+            }
             self.put(place.service, task, worker);
         }
     }

@@ -56,57 +56,85 @@ impl<'a> Counts<'a> {
 /// A worker's place within its group: slots of the service, active tasks, name.
 type Key<'a> = (u32, u32, &'a str);
 
-/// The workers that can take one more task of a template, best first.
+/// The workers that can take one more task of a template, best first. A worker's key
+/// and its group's place follow from the counts and its active tasks, so a change to
+/// either is made between [`Ranking::take`] and [`Ranking::put_back`].
 #[derive(Default)]
 pub(super) struct Ranking<'a> {
     groups: HashMap<Option<&'a str>, BTreeSet<Key<'a>>>,
-    /// Groups with a candidate, by the slots they hold; and the count each is filed under.
+    /// Groups with a candidate, by the slots they hold.
     order: BTreeSet<(u32, Option<&'a str>)>,
-    filed: HashMap<Option<&'a str>, u32>,
-    /// The key and group of each candidate.
-    entries: HashMap<&'a str, (Key<'a>, Option<&'a str>)>,
 }
 
 impl<'a> Ranking<'a> {
-    pub fn contains(&self, worker: &str) -> bool {
-        self.entries.contains_key(worker)
+    /// The ranking of `candidates` (workers with their active tasks), built in bulk.
+    pub fn build(candidates: impl Iterator<Item = (&'a Worker, u32)>, counts: &Counts<'a>) -> Self {
+        if counts.attr.is_none() {
+            // One group: no grouping to pay for on the common path.
+            let set: BTreeSet<Key<'a>> = candidates
+                .map(|(w, active)| Self::key(w, counts, active))
+                .collect();
+            let mut ranking = Ranking::default();
+            if !set.is_empty() {
+                ranking.order.insert((counts.in_group(None), None));
+            }
+            ranking.groups.insert(None, set);
+            return ranking;
+        }
+        let mut keys: HashMap<Option<&'a str>, Vec<Key<'a>>> = HashMap::new();
+        for (worker, active) in candidates {
+            let name = worker.name.as_str();
+            keys.entry(counts.group(worker))
+                .or_default()
+                .push((counts.on(name), active, name));
+        }
+        let groups: HashMap<Option<&'a str>, BTreeSet<Key<'a>>> = keys
+            .into_iter()
+            .map(|(group, keys)| (group, keys.into_iter().collect()))
+            .collect();
+        let order = groups
+            .keys()
+            .map(|group| (counts.in_group(*group), *group))
+            .collect();
+        Ranking { groups, order }
     }
 
-    /// Files `worker` anew: out of the ranking, then back in with `active` tasks if it
-    /// `has_room`, and its group re-filed by the counts.
-    pub fn refresh(
+    fn key(worker: &'a Worker, counts: &Counts<'a>, active: u32) -> Key<'a> {
+        (counts.on(&worker.name), active, worker.name.as_str())
+    }
+
+    pub fn contains(&self, worker: &'a Worker, counts: &Counts<'a>, active: u32) -> bool {
+        self.groups
+            .get(&counts.group(worker))
+            .is_some_and(|set| set.contains(&Self::key(worker, counts, active)))
+    }
+
+    /// Takes `worker` (with `active` tasks, as the counts stand) out, and its group out of
+    /// the order; answers whether it was a candidate.
+    pub fn take(&mut self, worker: &'a Worker, counts: &Counts<'a>, active: u32) -> bool {
+        let group = counts.group(worker);
+        self.order.remove(&(counts.in_group(group), group));
+        self.groups
+            .get_mut(&group)
+            .is_some_and(|set| set.remove(&Self::key(worker, counts, active)))
+    }
+
+    /// Puts `worker` back (if it `has_room`) and its group in the order, as the counts
+    /// stand now.
+    pub fn put_back(
         &mut self,
         worker: &'a Worker,
         counts: &Counts<'a>,
         active: u32,
         has_room: bool,
     ) {
-        let name = worker.name.as_str();
         let group = counts.group(worker);
-        if let Some((key, was)) = self.entries.remove(name) {
-            if let Some(set) = self.groups.get_mut(&was) {
-                set.remove(&key);
-            }
-            self.refile(was, counts);
-        }
+        let set = self.groups.entry(group).or_default();
         if has_room {
-            let key = (counts.on(name), active, name);
-            self.groups.entry(group).or_default().insert(key);
-            self.entries.insert(name, (key, group));
+            set.insert(Self::key(worker, counts, active));
         }
-        self.refile(group, counts);
-    }
-
-    /// Puts `group` in the order under its current count, or out of it if it has no
-    /// candidate left.
-    pub fn refile(&mut self, group: Option<&'a str>, counts: &Counts<'a>) {
-        if let Some(old) = self.filed.remove(&group) {
-            self.order.remove(&(old, group));
-        }
-        if self.groups.get(&group).is_some_and(|set| !set.is_empty()) {
-            let n = counts.in_group(group);
-            self.order.insert((n, group));
-            self.filed.insert(group, n);
+        if !set.is_empty() {
+            self.order.insert((counts.in_group(group), group));
         }
     }
 
