@@ -135,6 +135,7 @@ impl Sim {
                         worker,
                         instance: String::new(),
                         tasks,
+                        removed_volumes: Vec::new(),
                     })
                     .is_empty();
             }
