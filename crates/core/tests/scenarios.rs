@@ -325,7 +325,10 @@ fn with_no_ready_worker_tasks_wait_and_say_why() {
             (task.state, task.worker.as_ref()),
             (TaskState::Pending, None)
         );
-        assert_eq!(task.message, "no worker can take it: 1 down, 1 draining");
+        assert_eq!(
+            task.message,
+            "no worker can take it: 1 is down, 1 is draining"
+        );
     }
 
     cluster.set_status("w1", WorkerStatus::Ready);

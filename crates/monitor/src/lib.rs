@@ -56,11 +56,13 @@ pub fn silence_allowed(worker: &WorkerDoc, dead_after: Duration) -> Duration {
     mycluster_core::worker::silence_allowed(Duration::from_secs_f64(interval), dead_after)
 }
 
-/// The ready workers silent for longer than they may be: the ones to probe.
+/// The workers that are up (ready, or draining: a drained worker that dies mid-move must
+/// be found too, or its replicas would count as running forever) and silent for longer
+/// than they may be: the ones to probe.
 pub fn suspects(workers: &[WorkerDoc], dead_after: Duration) -> Vec<&WorkerDoc> {
     workers
         .iter()
-        .filter(|w| w.status == WorkerStatus::Ready)
+        .filter(|w| w.status != WorkerStatus::Down)
         .filter(|w| {
             w.last_heartbeat_age
                 .is_some_and(|age| age > silence_allowed(w, dead_after).as_secs_f64())
@@ -333,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn only_silent_ready_workers_are_suspects() {
+    fn only_silent_workers_that_are_up_are_suspects() {
         let workers = [
             worker("fresh", WorkerStatus::Ready, Some(0.4)),
             worker("silent", WorkerStatus::Ready, Some(2.5)),
@@ -345,7 +347,7 @@ mod tests {
             .into_iter()
             .map(|w| w.worker.as_str())
             .collect();
-        assert_eq!(names, ["silent"]);
+        assert_eq!(names, ["silent", "draining"]);
     }
 
     #[test]

@@ -161,7 +161,10 @@ async fn with_every_worker_dead_tasks_wait_and_the_first_to_return_takes_them() 
     })
     .await;
     for task in &pending {
-        assert_eq!(task["message"], "no worker can take it: 2 down", "{task}");
+        assert_eq!(
+            task["message"], "no worker can take it: 2 are down",
+            "{task}"
+        );
     }
     assert!(workloads(&mark).is_empty());
     eventually("the monitor to say no worker is left", || async {

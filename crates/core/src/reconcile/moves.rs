@@ -9,6 +9,7 @@
 //! reason says why the drain does not finish).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use crate::rebalance;
 use crate::{Change, ClusterState, DesiredState, Millis, Service, Task, TaskState, WorkerStatus};
@@ -76,7 +77,21 @@ pub(super) fn plan(
 
     let mut in_flight = false;
     let mut candidates: Vec<u32> = Vec::new();
-    let active = tasks.iter().filter(|t| t.is_active()).count() as u64;
+    // The running leaving task that serves each slot meanwhile (healthy first, then the
+    // newest): a replacement that was itself caught by a drain leaves too, and one of
+    // them is enough.
+    let mut keep: BTreeMap<u32, (bool, Millis, &str)> = BTreeMap::new();
+    for task in tasks.iter() {
+        if leaving(state, task) && task.state == TaskState::Running {
+            let key = (task.is_healthy(), task.created_at, task.id.as_str());
+            let entry = keep.entry(task.slot).or_insert(key);
+            *entry = (*entry).max(key);
+        }
+    }
+    let newest: BTreeMap<u32, String> = keep
+        .into_iter()
+        .map(|(slot, (_, _, id))| (slot, id.to_string()))
+        .collect();
     for i in 0..tasks.len() {
         if !leaving(state, &tasks[i]) {
             continue;
@@ -87,6 +102,12 @@ pub(super) fn plan(
             .find(|t| t.slot == task.slot && t.is_active() && !leaving(state, t));
         let stop = if task.state != TaskState::Running {
             Some(why(state, task))
+        } else if newest.get(&task.slot).is_some_and(|id| *id != task.id) {
+            Some(format!(
+                "another task serves slot {} while it moves ({})",
+                task.slot,
+                why(state, task)
+            ))
         } else {
             match replacement {
                 Some(new) if new.is_healthy() => Some(format!(
@@ -119,6 +140,7 @@ pub(super) fn plan(
         }
     }
     // One slot at a time, never while a rollout starts tasks, never past replicas + 1.
+    let active = tasks.iter().filter(|t| t.is_active()).count() as u64;
     if !in_flight && starts.is_empty() && active <= u64::from(service.spec.replicas) {
         if let Some(slot) = candidates.into_iter().min() {
             starts.push(slot);

@@ -104,6 +104,15 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
         }
     }
     let live = tasks.iter().filter(|t| t.is_live()).count() as u64;
+    // The latest finished task of each slot: a slot its restart policy leaves done (a
+    // batch job's replica that completed) is done for the rollout too.
+    let mut latest: BTreeMap<u32, &Task> = BTreeMap::new();
+    for task in tasks.iter().filter(|t| t.state.is_terminal()) {
+        let entry = latest.entry(task.slot).or_insert(task);
+        if (task.updated_at, task.created_at) > (entry.updated_at, entry.created_at) {
+            *entry = task;
+        }
+    }
 
     let mut in_flight = 0u32;
     let mut outdated: Vec<(u32, &Vec<&Task>)> = Vec::new();
@@ -131,6 +140,12 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
                     service.version
                 ),
             });
+        }
+        if group.is_empty()
+            && crate::reconcile::finished_slot(service, latest.get(&slot).copied()).is_some()
+        {
+            plan.done += 1;
+            continue;
         }
         let has_current = group.iter().any(|t| t.runs(service));
         if has_current || group.is_empty() {

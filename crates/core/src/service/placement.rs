@@ -163,6 +163,21 @@ impl Constraint {
         }
     }
 
+    /// [`Constraint::miss`] for one worker: "lacks label disk=ssd", "is named w1".
+    pub fn miss_one(&self) -> String {
+        let v = &self.value;
+        match (&self.attribute, self.op) {
+            (Attribute::Label(k), Op::Eq) => format!("lacks label {k}={v}"),
+            (Attribute::Label(k), Op::Ne) => format!("has label {k}={v}"),
+            (Attribute::Name, Op::Eq) => format!("is not named {v}"),
+            (Attribute::Name, Op::Ne) => format!("is named {v}"),
+            (Attribute::Driver, Op::Eq) => format!("does not run the {v} driver"),
+            (Attribute::Driver, Op::Ne) => format!("runs the {v} driver"),
+            (Attribute::Host, Op::Eq) => format!("is not on host {v}"),
+            (Attribute::Host, Op::Ne) => format!("is on host {v}"),
+        }
+    }
+
     /// Parses `constraints`: a list of strings, at most [`MAX_CONSTRAINTS`].
     pub fn list_from_json(field: &str, value: &Value) -> Result<Vec<Constraint>, SpecError> {
         let invalid = |why: String| SpecError::Invalid {
