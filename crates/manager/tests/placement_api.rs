@@ -253,6 +253,36 @@ async fn labels_are_set_removed_and_kept_across_a_registration() {
     assert_eq!(back.labels, expected);
     assert_eq!(worker(&app, "w1").await.labels, expected);
 
+    // A constraint on the label places a service only there.
+    register(&app, "w2", "h1", json!({})).await;
+    let db = json!({"service": "db", "command": ["sleep", "60"], "replicas": 2,
+        "constraints": ["node.labels.disk == ssd"]});
+    let _: Value = ok(&app, "POST", "/api/v1/service?wait=0", Some(db)).await;
+    for task in tasks(&app, "db").await {
+        assert_eq!(task.worker.as_deref(), Some("w1"), "{task:?}");
+    }
+    // Removed, the label no longer admits new tasks: they wait, saying why.
+    let body = json!({"remove": ["disk"]});
+    let _: WorkerDoc = ok(&app, "PATCH", "/api/v1/workers/w1/labels", Some(body)).await;
+    let _: Value = ok(
+        &app,
+        "PATCH",
+        "/api/v1/service/db",
+        Some(json!({"replicas": 3})),
+    )
+    .await;
+    let pending: Vec<TaskDoc> = tasks(&app, "db")
+        .await
+        .into_iter()
+        .filter(|t| t.state == TaskState::Pending)
+        .collect();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(
+        pending[0].message.contains("lack label disk=ssd"),
+        "{}",
+        pending[0].message
+    );
+
     let path = "/api/v1/workers/w1/labels";
     let cases = [
         (json!({}), 400, "nothing to change"),

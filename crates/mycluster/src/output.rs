@@ -73,12 +73,16 @@ pub fn task_state(task: &TaskDoc) -> String {
     }
 }
 
-/// `web: 2 running, 1 complete (done), 1 starting` under `service ps`.
+/// `web: 2 running, 1 complete (done), 1 starting, 1 cannot be placed (see MESSAGE)`
+/// under `service ps`.
 pub fn tasks_summary(service: &str, tasks: &[TaskDoc]) -> String {
     let wanted = tasks
         .iter()
         .filter(|t| t.desired_state == mycluster_core::wire::DesiredState::Running);
     let count = |state: TaskState| wanted.clone().filter(|t| t.state == state).count();
+    let unplaceable = |t: &&TaskDoc| {
+        t.state == TaskState::Pending && mycluster_core::schedule::is_unplaceable(&t.message)
+    };
     let starting = wanted
         .clone()
         .filter(|t| {
@@ -87,7 +91,9 @@ pub fn tasks_summary(service: &str, tasks: &[TaskDoc]) -> String {
                 TaskState::Pending | TaskState::Assigned | TaskState::Starting
             )
         })
+        .filter(|t| !unplaceable(t))
         .count();
+    let stuck = wanted.clone().filter(unplaceable).count();
     let complete = tasks
         .iter()
         .filter(|t| t.state == TaskState::Complete)
@@ -100,6 +106,9 @@ pub fn tasks_summary(service: &str, tasks: &[TaskDoc]) -> String {
     }
     if starting > 0 {
         parts.push(format!("{starting} starting"));
+    }
+    if stuck > 0 {
+        parts.push(format!("{stuck} cannot be placed (see MESSAGE)"));
     }
     format!("{service}: {}", parts.join(", "))
 }

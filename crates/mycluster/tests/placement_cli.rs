@@ -298,11 +298,55 @@ async fn worker_volume_rebalance_and_rm_commands() {
     assert!(out.contains("every service"), "{out}");
     refused(url, &["service", "rebalance", "nope"], "nope").await;
 
-    // Volumes: none made (no agent ran a task with one).
+    // Volumes: the scheduler records a slot's volume when it places its task (on a
+    // docker worker: the process driver mounts none).
+    let body = json!({"name": "d1", "address": "d1:7000", "driver": "docker", "host": "h1"});
+    let reply = api.post("/api/v1/workers", &body).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let (code, out, err) = run(
+        url,
+        &[
+            "service",
+            "create",
+            "store",
+            "--image",
+            "redis",
+            "--replicas",
+            "2",
+            "--volume",
+            "data:/data",
+            "--wait",
+            "0",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
     let (code, out, _) = run(url, &["volume", "ls"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("VOLUME") && out.contains("IN USE"), "{out}");
+    let (_, tasks, _) = run(url, &["service", "ps", "store"]).await;
+    assert!(
+        out.contains("store-data-0") && out.contains("store-data-1"),
+        "{out}{tasks}"
+    );
+    refused(
+        url,
+        &["volume", "rm", "store-data-0"],
+        "used by service store",
+    )
+    .await;
     refused(url, &["volume", "rm", "nope-data-0"], "nope-data-0").await;
+    let (code, out, err) = run(url, &["service", "rm", "store"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        "Service store removed\nkept volumes store-data-0, store-data-1 (remove them with `mycluster volume rm` or `service rm --volumes`)"
+    );
+    let (code, out, err) = run(url, &["volume", "rm", "store-data-0", "store-data-1"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("is being removed").count(), 2, "{out}");
+    let (_, out, _) = run(url, &["volume", "ls"]).await;
+    assert_eq!(out.matches("removing").count(), 2, "{out}");
 
     let (code, out, _) = run(url, &["service", "ps", "web"]).await;
     assert_eq!(code, 0);
