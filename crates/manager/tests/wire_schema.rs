@@ -106,6 +106,7 @@ fn documented() -> Vec<(&'static str, &'static str, Value)> {
         ),
         // Issue 17: placement, resources, volumes, restart policy, drain and rebalance.
         ("Amount", "Amount", answer::<Amount>()),
+        ("Amount", "AmountRequest", request::<Amount>()),
         ("Resources", "Resources", answer::<Resources>()),
         ("Resources", "ResourcesRequest", request::<Resources>()),
         ("VolumeSpec", "VolumeSpec", answer::<VolumeSpec>()),

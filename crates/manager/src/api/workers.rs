@@ -236,6 +236,11 @@ pub async fn report_status(
             "at most {MAX_REPORTS} task reports per request"
         )));
     }
+    if report.removed_volumes.len() > MAX_REPORTS {
+        return Err(ApiError::bad_request(format!(
+            "field 'removed_volumes' must name at most {MAX_REPORTS} volumes"
+        )));
+    }
     let command = Report {
         worker: name,
         instance,
