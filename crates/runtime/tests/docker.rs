@@ -1,6 +1,6 @@
 //! Runs the runtime conformance suite against the docker driver and the engine on this
 //! machine, plus what only the docker driver does. Skipped when no engine answers, unless
-//! `CI=true`; every container a test makes is removed by label when it ends.
+//! `CI=true`; every container and volume a test makes is removed by label when it ends.
 
 mod conformance;
 mod support;
@@ -9,11 +9,12 @@ use conformance::{spec, wait_for, Driver};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use mycluster_core::service::{Amount, Bytes, Cpus};
 use mycluster_runtime::{
     Container, ContainerRuntime, ContainerState, DockerOptions, DockerRuntime, ExecOutcome,
-    Identity, RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_WORKER,
+    HostFacts, Identity, RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_WORKER,
 };
-use support::{docker, docker_ready, test_image, unique, Cleanup, TEST_OWNER_LABEL};
+use support::{docker, docker_ready, test_image, unique, Cleanup, VolumeCleanup, TEST_OWNER_LABEL};
 
 struct Docker;
 
@@ -57,6 +58,58 @@ impl Driver for Docker {
         let spec = spec(task_id, Some(&test_image()), Some(vec!["stubborn"]));
         Some((spec, ["/prog", "exit", "0"].map(String::from).to_vec()))
     }
+
+    fn limits_support(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// `HostConfig.Memory` and `NanoCpus`, as `docker inspect` shows them.
+    async fn applied_limits(&self, container: &Container) -> Option<Amount> {
+        let engine = mycluster_runtime::connect_engine()
+            .await
+            .expect("connect to the engine");
+        let inspected = engine
+            .inspect_container(&container.id, None)
+            .await
+            .expect("inspect");
+        let host = inspected.host_config.expect("a host config");
+        assert_eq!(
+            host.memory_swap, host.memory,
+            "swap must not add to the memory limit"
+        );
+        Some(Amount {
+            cpus: host
+                .nano_cpus
+                .filter(|n| *n > 0)
+                .map(|n| Cpus(n as u64 / 1_000_000)),
+            memory: host.memory.filter(|n| *n > 0).map(|n| Bytes(n as u64)),
+        })
+    }
+
+    fn allocating(&self, task_id: &str, mib: u64) -> Option<TaskSpec> {
+        let mib = mib.to_string();
+        Some(spec(
+            task_id,
+            Some(&test_image()),
+            Some(vec!["allocate", &mib]),
+        ))
+    }
+
+    fn counting(&self, task_id: &str, path: &str) -> Option<TaskSpec> {
+        Some(spec(
+            task_id,
+            Some(&test_image()),
+            Some(vec!["count", path]),
+        ))
+    }
+
+    fn writing(&self, task_id: &str, path: &str) -> Option<TaskSpec> {
+        Some(spec(
+            task_id,
+            Some(&test_image()),
+            Some(vec!["write", path]),
+        ))
+    }
 }
 
 // The suite takes an expression: this one leaves the test early when there is no engine.
@@ -67,11 +120,13 @@ runtime_suite!({
     Docker
 });
 
-/// A docker runtime that removes its worker's containers when dropped, so a failing test
-/// leaves nothing behind.
+/// A docker runtime that removes its worker's containers, then its cluster's volumes,
+/// when dropped, so a failing test leaves nothing behind.
 struct Guarded {
     runtime: DockerRuntime,
+    // Dropped in this order: a volume goes once no container uses it.
     _cleanup: Cleanup,
+    _volumes: VolumeCleanup,
 }
 
 async fn guarded(identity: Identity, options: DockerOptions) -> Guarded {
@@ -79,12 +134,14 @@ async fn guarded(identity: Identity, options: DockerOptions) -> Guarded {
         (LABEL_CLUSTER, &identity.cluster),
         (LABEL_WORKER, &identity.worker),
     ]);
+    let volumes = VolumeCleanup::by_label(LABEL_CLUSTER, &identity.cluster);
     let runtime = DockerRuntime::connect(identity, options)
         .await
         .expect("connect to the engine");
     Guarded {
         runtime,
         _cleanup: cleanup,
+        _volumes: volumes,
     }
 }
 
@@ -125,6 +182,14 @@ impl ContainerRuntime for Guarded {
         timeout: Duration,
     ) -> Result<ExecOutcome, RuntimeError> {
         self.runtime.exec(container, argv, timeout).await
+    }
+
+    async fn host(&self) -> Result<HostFacts, RuntimeError> {
+        self.runtime.host().await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.runtime.remove_volume(name).await
     }
 }
 
@@ -483,4 +548,155 @@ async fn workloads_carry_their_service_name_on_the_network() {
         .start(&Docker.long_running("t-bridge"))
         .await
         .expect("a container on the default bridge starts without an alias");
+}
+
+/// The engine's host: its id, CPUs and memory, as `docker info` shows them.
+#[tokio::test]
+async fn the_host_is_the_engines() {
+    if !docker_ready("the_host_is_the_engines") {
+        return;
+    }
+    let runtime = guarded(identity("host"), DockerOptions::default()).await;
+    let facts = runtime.host().await.expect("host");
+    let info = docker(&["info", "--format", "{{.ID}} {{.NCPU}} {{.MemTotal}}"]).expect("info");
+    let said = format!(
+        "{} {} {}",
+        facts.id,
+        facts.cpus.map_or(0, |c| c.0 / 1000),
+        facts.memory.map_or(0, |m| m.0)
+    );
+    assert_eq!(said, info);
+}
+
+/// A volume the driver makes carries the cluster's labels (what a teardown by label
+/// finds), and the driver neither mounts nor removes a volume of that name that is not
+/// its cluster's.
+#[tokio::test]
+async fn volumes_are_labelled_and_only_ours_are_touched() {
+    if !docker_ready("volumes_are_labelled_and_only_ours_are_touched") {
+        return;
+    }
+    let identity = identity("volume-labels");
+    let runtime = guarded(identity.clone(), DockerOptions::default()).await;
+    let ours = format!("{}-data-3", identity.cluster);
+    let mut task = Docker.long_running("t-vol-labels");
+    task.slot = 3;
+    task.mounts = vec![mycluster_core::service::Mount {
+        kind: mycluster_core::service::MountKind::Volume,
+        source: ours.clone(),
+        target: "/data".into(),
+        read_only: false,
+    }];
+    runtime.start(&task).await.expect("start");
+    let labels =
+        docker(&["volume", "inspect", "--format", "{{json .Labels}}", &ours]).expect("inspect");
+    for wanted in [
+        format!(r#""mycluster.cluster":"{}""#, identity.cluster),
+        r#""mycluster.service":"conformance""#.to_string(),
+        format!(r#""mycluster.volume":"{ours}""#),
+        r#""mycluster.slot":"3""#.to_string(),
+    ] {
+        assert!(labels.contains(&wanted), "{wanted} missing in {labels}");
+    }
+
+    let owner = unique("foreign-volume");
+    let foreign = format!("{owner}-data-0");
+    let _foreign_cleanup = VolumeCleanup::by_label(TEST_OWNER_LABEL, &owner);
+    docker(&[
+        "volume",
+        "create",
+        "--label",
+        &format!("{TEST_OWNER_LABEL}={owner}"),
+        &foreign,
+    ])
+    .expect("create a foreign volume");
+    let mut intruder = Docker.long_running("t-vol-foreign");
+    intruder.mounts = vec![mycluster_core::service::Mount {
+        kind: mycluster_core::service::MountKind::Volume,
+        source: foreign.clone(),
+        target: "/data".into(),
+        read_only: false,
+    }];
+    match runtime.start(&intruder).await {
+        Err(RuntimeError::StartFailed(why)) => {
+            assert!(
+                why.contains(&foreign) && why.contains("left alone"),
+                "{why}"
+            )
+        }
+        other => panic!("expected StartFailed, got {other:?}"),
+    }
+    let removed = runtime.remove_volume(&foreign).await;
+    assert!(
+        matches!(&removed, Err(RuntimeError::Unsupported(why)) if why.contains("left alone")),
+        "{removed:?}"
+    );
+    assert!(
+        docker(&["volume", "inspect", &foreign]).is_ok(),
+        "the foreign volume was removed"
+    );
+}
+
+/// Bind mounts of a host directory: written through when writable, refused when
+/// read-only.
+#[tokio::test]
+async fn a_bind_mount_reaches_the_host_and_a_read_only_one_refuses_writes() {
+    if !docker_ready("a_bind_mount_reaches_the_host_and_a_read_only_one_refuses_writes") {
+        return;
+    }
+    let runtime = guarded(identity("bind"), DockerOptions::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bind = |task: &str, read_only: bool| {
+        let mut spec = Docker.writing(task, "/data/file").expect("writing");
+        spec.mounts = vec![mycluster_core::service::Mount {
+            kind: mycluster_core::service::MountKind::Bind,
+            source: dir.path().to_string_lossy().into_owned(),
+            target: "/data".into(),
+            read_only,
+        }];
+        spec
+    };
+    runtime
+        .start(&bind("bindro-t", true))
+        .await
+        .expect("start");
+    let refused = wait_for(&runtime, "the read-only write", |l| {
+        l.iter()
+            .any(|c| matches!(c.state, ContainerState::Exited { .. }))
+    })
+    .await;
+    assert!(!dir.path().join("file").exists());
+    runtime
+        .start(&bind("bindrw-t", false))
+        .await
+        .expect("start");
+    let wrote = wait_for(&runtime, "the write", |l| {
+        l.len() == 2
+            && l.iter()
+                .all(|c| matches!(c.state, ContainerState::Exited { .. }))
+    })
+    .await;
+    let exit = |list: &[Container], task: &str| {
+        list.iter()
+            .find(|c| c.task_id == task)
+            .map(|c| c.state.clone())
+    };
+    assert_eq!(
+        exit(&refused, "bindro-t"),
+        Some(ContainerState::Exited {
+            code: 1,
+            error: None
+        })
+    );
+    assert_eq!(
+        exit(&wrote, "bindrw-t"),
+        Some(ContainerState::Exited {
+            code: 0,
+            error: None
+        })
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("file")).expect("written on the host"),
+        "written\n"
+    );
 }
