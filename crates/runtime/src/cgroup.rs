@@ -113,8 +113,8 @@ impl Delegated {
     ) -> Result<Delegated, String> {
         if !cgroup2 {
             return Err(format!(
-                "{} is not a cgroup v2 hierarchy (this host uses cgroup v1, or the hybrid \
-                 layout)",
+                "{} is not a cgroup v2 hierarchy: this host uses cgroup v1, or the hybrid \
+                 layout",
                 root.display()
             ));
         }

@@ -656,10 +656,7 @@ async fn a_bind_mount_reaches_the_host_and_a_read_only_one_refuses_writes() {
         }];
         spec
     };
-    runtime
-        .start(&bind("bindro-t", true))
-        .await
-        .expect("start");
+    runtime.start(&bind("bindro-t", true)).await.expect("start");
     let refused = wait_for(&runtime, "the read-only write", |l| {
         l.iter()
             .any(|c| matches!(c.state, ContainerState::Exited { .. }))
