@@ -243,21 +243,21 @@ impl ContainerRuntime for ProcessRuntime {
         }
         .encode()
         .map_err(|e| cannot_run(e.to_string()))?;
-        let mut supervisor = self
-            .spawner
-            .spawn(self.supervisor.clone(), marks)
-            .await
-            .map_err(|e| {
-                cannot_run(format!(
+        let group = self.task_group(spec)?;
+        let drop_group = |group: &Option<TaskGroup>| {
+            if let Some(group) = group {
+                group.remove();
+            }
+        };
+        let spawned = self.spawner.spawn(self.supervisor.clone(), marks).await;
+        let mut supervisor = match spawned {
+            Ok(supervisor) => supervisor,
+            Err(e) => {
+                drop_group(&group);
+                return Err(cannot_run(format!(
                     "cannot start its supervisor {}: {e}",
                     self.supervisor.program.display()
-                ))
-            })?;
-        let group = match self.task_group(spec) {
-            Ok(group) => group,
-            Err(e) => {
-                end(&mut supervisor);
-                return Err(e);
+                )));
             }
         };
         // Inside before the command starts: all it starts is born in the group.
@@ -271,9 +271,7 @@ impl ContainerRuntime for ProcessRuntime {
         let (supervisor, pid) = match hear(supervisor, request).await {
             Ok(started) => started,
             Err(why) => {
-                if let Some(group) = &group {
-                    group.remove();
-                }
+                drop_group(&group);
                 return Err(cannot_run(why));
             }
         };
