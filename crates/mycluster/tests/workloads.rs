@@ -14,74 +14,17 @@
 
 mod common;
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::docker::{docker, engine_or_skip, Teardown};
-use common::{eventually, Api, BIN};
+use common::setup_env::SetupEnv;
+use common::{eventually, Api};
 use mycluster_core::service::{Bytes, Cpus};
 use mycluster_core::wire::{TaskDoc, TaskState, WorkerDoc};
-use mycluster_setup::settings::Settings;
 use serde_json::{json, Value};
 
 /// The demo image's entrypoint is `/mycluster`: a command is its arguments.
 const DEMO: &str = "mycluster/hello-world";
-
-struct Env {
-    config: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env {
-            config: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn mycluster(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("MYCLUSTER_CONFIG_DIR", self.config.path())
-            .env("MYCLUSTER_PORT", "0")
-            .env_remove("MYCLUSTER_MANAGER")
-            .env_remove("MYCLUSTER_TOKEN")
-            .output()
-            .expect("run mycluster")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.mycluster(args);
-        let text = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "mycluster {args:?} failed:\n{text}"
-        );
-        text
-    }
-
-    /// A `setup` cluster of `workers`, and a client of its API with its token.
-    fn setup(&self, cluster: &str, workers: u32) -> Api {
-        let count = workers.to_string();
-        let printed = self.ok(&["setup", "--name", cluster, "--workers", &count]);
-        assert!(
-            printed.contains(&format!("ready, {workers} workers")),
-            "{printed}"
-        );
-        let path = self
-            .config
-            .path()
-            .join("clusters")
-            .join(format!("{cluster}.json"));
-        let settings: Settings =
-            serde_json::from_str(&std::fs::read_to_string(path).expect("its settings"))
-                .expect("settings");
-        Api::with_token(
-            &format!("http://127.0.0.1:{}", settings.port),
-            settings.token.as_deref(),
-        )
-    }
-}
 
 async fn create(api: &Api, body: Value) {
     let reply = api.post("/api/v1/service", &body).await;
@@ -147,8 +90,8 @@ async fn limits_show_in_docker_inspect_and_an_oom_kill_is_reported() {
     }
     let cluster = format!("limits{}", std::process::id());
     let _teardown = Teardown(cluster.clone());
-    let env = Env::new();
-    let api = env.setup(&cluster, 2);
+    let env = SetupEnv::new();
+    let api = env.setup(&cluster, 2, &[]);
 
     // Every worker registered the engine's capacity and id.
     let info = docker(&["info", "--format", "{{.NCPU}} {{.MemTotal}} {{.ID}}"]);
@@ -217,8 +160,8 @@ async fn a_slots_volume_keeps_its_data_for_the_replacement() {
     }
     let cluster = format!("volumes{}", std::process::id());
     let teardown = Teardown(cluster.clone());
-    let env = Env::new();
-    let api = env.setup(&cluster, 3);
+    let env = SetupEnv::new();
+    let api = env.setup(&cluster, 3, &[]);
 
     let service = format!("vol{}", std::process::id());
     create(

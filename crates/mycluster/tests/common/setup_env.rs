@@ -43,6 +43,20 @@ impl SetupEnv {
         text
     }
 
+    /// `setup --name CLUSTER --workers N EXTRA...`, which must say it is ready; the API
+    /// of the cluster, with its token.
+    pub fn setup(&self, cluster: &str, workers: u32, extra: &[&str]) -> Api {
+        let count = workers.to_string();
+        let mut args = vec!["setup", "--name", cluster, "--workers", &count];
+        args.extend_from_slice(extra);
+        let printed = self.ok(&args);
+        assert!(
+            printed.contains(&format!("ready, {workers} workers")),
+            "{printed}"
+        );
+        self.api(cluster)
+    }
+
     /// The API of `cluster`, with its token.
     pub fn api(&self, cluster: &str) -> Api {
         let path = self
