@@ -35,8 +35,8 @@ pub(crate) async fn register(shared: &Shared) -> Result<(), ClientError> {
         capacity: shared.config.capacity,
         driver: shared.runtime.driver().into(),
         instance: shared.config.instance.clone(),
-        resources: Default::default(),
-        host: String::new(),
+        resources: shared.resources,
+        host: shared.machine.clone(),
     };
     shared.client.register(&registration).await.map(drop)
 }

@@ -17,6 +17,12 @@
 //! the manager stops while it may be in that table is signalled only after
 //! `DEREGISTER_DELAY`, and every stop gives the task its own grace period (see `plan`).
 //!
+//! Capacity and host: the agent registers what its worker offers to tasks' reservations
+//! (the host's CPUs and memory as its runtime sees them, or `--capacity-cpus` and
+//! `--capacity-memory`) and which host it is on (workers of one host share its volumes).
+//! Volumes the manager asks this host to remove are removed, and said removed in the
+//! next status report (see `volumes`).
+//!
 //! Where to start reading: `run` below (three loops: heartbeat, watch, sync), then
 //! `plan` (the pure diff of wanted tasks against containers found), then `join`, then
 //! `probers`.
@@ -33,6 +39,7 @@ mod probe;
 mod probers;
 mod stop;
 pub mod verdict;
+mod volumes;
 pub mod workload;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -41,8 +48,8 @@ use std::time::Duration;
 
 use mycluster_background::{run_loop, Loop, LoopControl};
 use mycluster_client::{Client, ClientError};
-use mycluster_core::service::Health;
-use mycluster_core::wire::{TaskDoc, TaskReport};
+use mycluster_core::service::{Amount, Bytes, Cpus, Health};
+use mycluster_core::wire::{StatusReport, TaskDoc, TaskReport};
 use mycluster_core::TaskState;
 use mycluster_runtime::ContainerRuntime;
 use tokio::sync::{watch, Semaphore};
@@ -77,6 +84,10 @@ pub struct AgentConfig {
     pub advertise: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub capacity: Option<u32>,
+    /// The CPUs and memory the worker offers to tasks' reservations; `None`: the host's,
+    /// as the runtime tells them.
+    pub capacity_cpus: Option<Cpus>,
+    pub capacity_memory: Option<Bytes>,
     pub heartbeat: Duration,
     /// How often the runtime is checked even when no assignment changed (exits, crashes).
     pub sync_period: Duration,
@@ -99,6 +110,8 @@ impl AgentConfig {
             advertise: None,
             labels: BTreeMap::new(),
             capacity: None,
+            capacity_cpus: None,
+            capacity_memory: None,
             heartbeat: Duration::from_secs(1),
             sync_period: Duration::from_secs(1),
             poll_wait: Duration::from_secs(30),
@@ -168,6 +181,12 @@ struct Shared {
     unroutable: std::sync::Mutex<BTreeSet<String>>,
     /// This host's name, as workloads are told it (`MYCLUSTER_SERVED_BY`).
     host: String,
+    /// What the worker offers to tasks' reservations, as registered.
+    resources: Amount,
+    /// Which host it is on, as registered (its engine's id, or the machine's).
+    machine: String,
+    /// The volumes the manager asked this host to remove, and what became of them.
+    volumes: std::sync::Mutex<volumes::Removals>,
 }
 
 /// Runs the agent until `stop` is cancelled; returns once every loop has ended.
@@ -189,6 +208,21 @@ pub async fn run(
     let (listener, address) = health::bind(&config).await?;
     let (wanted, _) = watch::channel(None);
     let quit = stop.child_token();
+    let facts = match runtime.host().await {
+        Ok(facts) => facts,
+        Err(e) => {
+            tracing::warn!(
+                "agent {}: cannot tell what this host has ({e}): registering no capacity \
+                 besides --capacity-cpus and --capacity-memory",
+                config.name
+            );
+            mycluster_runtime::HostFacts::default()
+        }
+    };
+    let resources = Amount {
+        cpus: config.capacity_cpus.or(facts.cpus),
+        memory: config.capacity_memory.or(facts.memory),
+    };
     let shared = Arc::new(Shared {
         config,
         client,
@@ -207,13 +241,22 @@ pub async fn run(
         announced: Default::default(),
         unroutable: Default::default(),
         host: hostname().unwrap_or_else(|| "localhost".into()),
+        resources,
+        machine: facts.id,
+        volumes: Default::default(),
     });
     tracing::info!(
-        "agent {} ({} driver) for {}, health on {}",
+        "agent {} ({} driver) for {}, health on {}, {} on host {}",
         shared.config.name,
         shared.runtime.driver(),
         shared.config.manager,
-        shared.address
+        shared.address,
+        describe_capacity(&shared.resources),
+        if shared.machine.is_empty() {
+            "unknown"
+        } else {
+            &shared.machine
+        }
     );
     let health = tokio::spawn(health::serve(
         listener,
@@ -312,6 +355,7 @@ async fn watch_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 match result {
                     Ok(list) => {
                         *index = Some(list.index);
+                        lock(&shared.volumes).asked(list.remove_volumes);
                         shared.wanted.send_replace(Some(Arc::new(list.tasks)));
                         shared.poke.notify_one();
                         Ok(LoopControl::Now)
@@ -419,13 +463,22 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
         act::launch(shared.clone(), action, key);
     }
     reports.append(&mut lock(&shared.finished));
-    if reports.is_empty() {
+    let removed_volumes = volumes::remove_due(shared).await;
+    if reports.is_empty() && removed_volumes.is_empty() {
         return Ok(());
     }
+    let status = StatusReport {
+        tasks: reports,
+        removed_volumes,
+    };
     let sent = shared
         .client
-        .report(&shared.config.name, &shared.config.instance, &reports)
+        .report_status(&shared.config.name, &shared.config.instance, &status)
         .await;
+    let StatusReport {
+        tasks: reports,
+        removed_volumes,
+    } = status;
     let answer = match sent {
         Ok(answer) => answer,
         Err(e) => {
@@ -444,6 +497,7 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
             return Err(format!("cannot report {count} task states: {e}"));
         }
     };
+    lock(&shared.volumes).reported(&removed_volumes);
     // What was accepted is known now: note it, so the next pass does not repeat it
     // before the manager's new list arrives.
     let ignored: Vec<&str> = answer.ignored.iter().map(|i| i.id.as_str()).collect();
@@ -481,6 +535,17 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
         shared.poke.notify_one();
     }
     Ok(())
+}
+
+/// "capacity 2 CPUs, 23.5 GiB", for the start line.
+fn describe_capacity(resources: &Amount) -> String {
+    let cpus = resources
+        .cpus
+        .map_or("unknown".to_string(), |c| c.to_string());
+    let memory = resources
+        .memory
+        .map_or("unknown".to_string(), |m| m.to_string());
+    format!("capacity {cpus} CPUs, {memory}")
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

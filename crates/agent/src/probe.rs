@@ -167,6 +167,8 @@ mod tests {
             image: Some("img".into()),
             command: None,
             env: Default::default(),
+            resources: Default::default(),
+            mounts: Vec::new(),
         };
         let id = runtime.start(&spec).await.expect("start");
         let container = Container {

@@ -22,6 +22,9 @@
 //! variables the agent sets are replaced; any other `$NAME` is left as written; `$$` is a
 //! `$` (`$$PORT` gives `$PORT`), for an argument that must keep one before such a name.
 //!
+//! The task's resources and mounts go to the runtime as the manager resolved them (the
+//! limits are enforced there, the volumes named for the task's slot).
+//!
 //! On the docker driver the arguments are passed as written, as Docker itself does: the
 //! ports there are the targets, known when the service is written, and a workload that
 //! wants the variables reads its environment (`sh -c 'echo $PORT'` expands them in the
@@ -51,6 +54,8 @@ pub fn spec(task: &TaskDoc, ports: &[TaskPort], driver: Driver, host: &str) -> T
             Driver::Docker | Driver::Sim => argv.clone(),
         }),
         env,
+        resources: task.resources,
+        mounts: task.mounts.clone(),
     }
 }
 
@@ -245,6 +250,32 @@ mod tests {
                 ("PORT", "8000"),
             ])
         );
+    }
+
+    #[test]
+    fn the_tasks_limits_and_mounts_reach_the_runtime() {
+        use mycluster_core::service::{Amount, Bytes, Mount, MountKind, Resources};
+        let resources = Resources {
+            reservations: Amount::default(),
+            limits: Amount {
+                cpus: None,
+                memory: Some(Bytes(64 << 20)),
+            },
+        };
+        let mounts = vec![Mount {
+            kind: MountKind::Volume,
+            source: "web-data-2".into(),
+            target: "/data".into(),
+            read_only: true,
+        }];
+        let t = TaskDoc {
+            resources,
+            mounts: mounts.clone(),
+            ..task(&[])
+        };
+        let run = spec(&t, &[], Driver::Docker, "box");
+        assert_eq!(run.resources, resources);
+        assert_eq!(run.mounts, mounts);
     }
 
     #[test]

@@ -508,12 +508,22 @@ impl Client {
         instance: &str,
         reports: &[TaskReport],
     ) -> Result<ReportDoc, ClientError> {
-        let path = agent_path(worker, "status", instance, None);
         let report = StatusReport {
             tasks: reports.to_vec(),
             removed_volumes: Vec::new(),
         };
-        self.request_with(Method::POST, &path, &report).await
+        self.report_status(worker, instance, &report).await
+    }
+
+    /// A whole status report: task states, and the volumes the agent removed.
+    pub async fn report_status(
+        &self,
+        worker: &str,
+        instance: &str,
+        report: &StatusReport,
+    ) -> Result<ReportDoc, ClientError> {
+        let path = agent_path(worker, "status", instance, None);
+        self.request_with(Method::POST, &path, report).await
     }
 }
 

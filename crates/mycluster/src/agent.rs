@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use mycluster_agent::AgentConfig;
 use mycluster_client::Client;
+use mycluster_core::service::{Bytes, Cpus};
 use mycluster_core::Limits;
 use mycluster_ingress::IngressConfig;
 use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager, ServerLimits};
@@ -25,6 +26,40 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{AgentArgs, DevArgs, Driver, Global, MonitorArgs};
 use crate::manager::stop_on_signal;
 
+/// What a worker offers to tasks' reservations, when not what its host has.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CapacityArgs {
+    /// The CPUs this worker offers to tasks' reservations, e.g. 2 or 0.5 [default: the
+    /// host's: its Docker engine's, or this machine's].
+    #[arg(long, value_name = "N", env = "MYCLUSTER_CAPACITY_CPUS")]
+    pub capacity_cpus: Option<String>,
+    /// The memory it offers, e.g. 8G or 512M [default: the host's].
+    #[arg(long, value_name = "SIZE", env = "MYCLUSTER_CAPACITY_MEMORY")]
+    pub capacity_memory: Option<String>,
+}
+
+impl CapacityArgs {
+    fn cpus(&self) -> anyhow::Result<Option<Cpus>> {
+        let Some(text) = &self.capacity_cpus else {
+            return Ok(None);
+        };
+        let number: f64 = text.trim().parse().map_err(|_| {
+            anyhow::anyhow!("--capacity-cpus {text}: must be a number of CPUs (e.g. 2 or 0.5)")
+        })?;
+        // The core's rules for a number of CPUs, and its words.
+        serde_json::from_value::<Cpus>(serde_json::Value::from(number))
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--capacity-cpus {text}: {e}"))
+    }
+
+    fn memory(&self) -> anyhow::Result<Option<Bytes>> {
+        self.capacity_memory
+            .as_deref()
+            .map(|text| Bytes::parse(text).map_err(|e| anyhow::anyhow!("--capacity-memory: {e}")))
+            .transpose()
+    }
+}
+
 pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
     crate::logging::init("agent");
     let mut labels = BTreeMap::new();
@@ -41,6 +76,8 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
         advertise: args.advertise,
         labels,
         capacity: args.capacity,
+        capacity_cpus: args.offers.cpus()?,
+        capacity_memory: args.offers.memory()?,
         heartbeat: Duration::try_from_secs_f64(args.heartbeat).unwrap_or(Duration::ZERO),
         takeover_wait: Duration::try_from_secs_f64(args.takeover_wait).unwrap_or(Duration::MAX),
         http2: args.http2,
@@ -303,4 +340,36 @@ pub async fn monitor(global: &Global, args: MonitorArgs) -> anyhow::Result<()> {
     tokio::spawn(stop_on_signal(stop.clone()));
     mycluster_monitor::run(config, stop).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offers(cpus: Option<&str>, memory: Option<&str>) -> CapacityArgs {
+        CapacityArgs {
+            capacity_cpus: cpus.map(str::to_owned),
+            capacity_memory: memory.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn capacity_flags_are_read_with_the_cores_rules() {
+        let read = offers(Some("2.5"), Some("8G"));
+        assert_eq!(read.cpus().ok(), Some(Some(Cpus(2500))));
+        assert_eq!(read.memory().ok(), Some(Some(Bytes(8 << 30))));
+        assert_eq!(offers(None, None).cpus().ok(), Some(None));
+        let err = |args: CapacityArgs| {
+            args.cpus()
+                .and_then(|_| args.memory())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err(offers(Some("two"), None)).starts_with("--capacity-cpus two: must be a number"));
+        assert!(err(offers(Some("0"), None)).contains("above 0"));
+        assert!(
+            err(offers(None, Some("lots"))).starts_with("--capacity-memory: 'lots' must be a size")
+        );
+    }
 }

@@ -250,6 +250,8 @@ pub struct AgentArgs {
     /// The most tasks this worker takes.
     #[arg(long)]
     pub capacity: Option<u32>,
+    #[command(flatten)]
+    pub offers: crate::agent::CapacityArgs,
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 1.0)]
     pub heartbeat: f64,
@@ -370,6 +372,15 @@ pub struct HelloArgs {
     /// it gives in an `X-Client-Address` header.
     #[arg(long)]
     pub proxy_protocol: bool,
+    /// Allocate and touch this much memory at start (e.g. 256M), then serve as usual:
+    /// under a lower memory limit the kernel kills it (to show OOM handling).
+    #[arg(long, value_name = "SIZE")]
+    pub allocate: Option<String>,
+    /// At start, add one to the counter in this file (0 when missing) and write it back,
+    /// synced; `GET /state` answers the counter (to show a volume keeping a replica's
+    /// data for its replacement).
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -11,59 +11,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::docker::{docker, engine_or_skip, Teardown};
-use common::{eventually, Api, BIN};
+use common::setup_env::SetupEnv;
+use common::{eventually, Api};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-struct Env {
-    config: tempfile::TempDir,
-}
-
-impl Env {
-    fn mycluster(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("MYCLUSTER_CONFIG_DIR", self.config.path())
-            .env("MYCLUSTER_PORT", "0")
-            .env_remove("MYCLUSTER_MANAGER")
-            .env_remove("MYCLUSTER_TOKEN")
-            .output()
-            .expect("run mycluster")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.mycluster(args);
-        let text = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "mycluster {args:?} failed:\n{text}"
-        );
-        text
-    }
-
-    fn api(&self, cluster: &str) -> Api {
-        let path = self
-            .config
-            .path()
-            .join("clusters")
-            .join(format!("{cluster}.json"));
-        let settings: Value =
-            serde_json::from_str(&std::fs::read_to_string(path).expect("settings")).unwrap();
-        let token = self.ok(&["token", "-n", cluster]).trim().to_string();
-        Api::with_token(
-            &format!("http://127.0.0.1:{}", settings["port"]),
-            Some(&token),
-        )
-    }
-}
 
 /// A port nothing listens on now.
 fn free_port() -> u16 {
@@ -193,9 +150,7 @@ async fn a_published_service_is_reached_through_the_ingress_and_keeps_answering(
     }
     let cluster = format!("ingress{}", std::process::id());
     let _teardown = Teardown(cluster.clone());
-    let env = Env {
-        config: tempfile::tempdir().unwrap(),
-    };
+    let env = SetupEnv::new();
     let printed = env.ok(&["setup", "--name", &cluster, "--workers", "4"]);
     assert!(printed.contains("ready, 4 workers"), "{printed}");
     let ingress = format!("{cluster}_ingress_1");

@@ -4,11 +4,20 @@
 //! only). Every driver passes the conformance suite in `tests/conformance`.
 //!
 //! Where to start reading: the `ContainerRuntime` trait below, then `sim.rs` (the
-//! smallest driver), `docker.rs`, and `process.rs` with `supervise.rs` and `tree.rs`
-//! (each task's process tree under a supervisor that outlives the agent).
+//! smallest driver), `docker/`, and `process.rs` with `supervise.rs` and `tree.rs`
+//! (each task's process tree under a supervisor that outlives the agent), and `cgroup.rs`
+//! (its resource limits).
+//!
+//! Limits and mounts: a task's `resources.limits` are enforced by the docker driver (CPU
+//! quota, memory limit without extra swap) and by the process driver where the host
+//! gives the agent a cgroup v2 tree of its own (else it refuses them, saying why); its
+//! mounts only by the docker driver (named volumes, made on first use and labelled as
+//! ours, and bind mounts). The sim driver accepts both and does nothing with them.
 
+mod cgroup;
 mod docker;
 mod exec;
+mod host;
 mod network;
 mod process;
 mod sim;
@@ -19,7 +28,11 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use mycluster_core::service::{Mount, Resources};
+
+pub use cgroup::process_limits;
 pub use docker::{connect_engine, DockerOptions, DockerRuntime};
+pub use host::HostFacts;
 pub use process::{ProcessRuntime, Supervisor};
 pub use sim::SimRuntime;
 
@@ -29,6 +42,9 @@ pub const LABEL_ROLE: &str = "mycluster.role";
 pub const LABEL_SERVICE: &str = "mycluster.service";
 pub const LABEL_TASK: &str = "mycluster.task";
 pub const LABEL_WORKER: &str = "mycluster.worker";
+/// On a volume: its name, and the slot it belongs to (with the cluster and service).
+pub const LABEL_VOLUME: &str = "mycluster.volume";
+pub const LABEL_SLOT: &str = "mycluster.slot";
 
 /// Whose containers a runtime manages: it creates only these, and lists and removes only
 /// containers that carry both.
@@ -48,6 +64,10 @@ pub struct TaskSpec {
     /// Overrides the image's command (docker), or is the program to run (process).
     pub command: Option<Vec<String>>,
     pub env: BTreeMap<String, String>,
+    /// What it reserves and may use: only the limits concern a runtime.
+    pub resources: Resources,
+    /// The volumes and bind mounts it mounts, resolved for its slot.
+    pub mounts: Vec<Mount>,
 }
 
 impl TaskSpec {
@@ -97,6 +117,9 @@ pub enum RuntimeError {
     /// where the driver can kill it.
     #[error("{0}")]
     TimedOut(String),
+    /// A volume cannot be removed while a container uses it; the removal may work later.
+    #[error("{0}")]
+    InUse(String),
 }
 
 /// The most output of an `exec` a driver keeps: enough for a health check to say why it
@@ -150,6 +173,20 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutcome, RuntimeError>;
+
+    /// What this runtime's host has (CPUs, memory) and which host it is: what the agent
+    /// registers its worker with. By default the machine the agent runs on; the docker
+    /// driver asks its engine, which may be elsewhere.
+    async fn host(&self) -> Result<HostFacts, RuntimeError> {
+        Ok(HostFacts::local())
+    }
+
+    /// Removes a volume of this runtime's cluster: gone already is fine; one a container
+    /// still uses is `InUse`, naming it. By default there are no volumes to remove.
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let _ = name;
+        Ok(())
+    }
 }
 
 /// `after` from now; a span too long for the clock (a grace period of centuries) counts

@@ -1,6 +1,6 @@
 //! Runs the runtime conformance suite against the docker driver and the engine on this
 //! machine, plus what only the docker driver does. Skipped when no engine answers, unless
-//! `CI=true`; every container a test makes is removed by label when it ends.
+//! `CI=true`; every container and volume a test makes is removed by label when it ends.
 
 mod conformance;
 mod support;
@@ -9,11 +9,12 @@ use conformance::{spec, wait_for, Driver};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use mycluster_core::service::{Amount, Bytes, Cpus};
 use mycluster_runtime::{
     Container, ContainerRuntime, ContainerState, DockerOptions, DockerRuntime, ExecOutcome,
-    Identity, RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_WORKER,
+    HostFacts, Identity, RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_WORKER,
 };
-use support::{docker, docker_ready, test_image, unique, Cleanup, TEST_OWNER_LABEL};
+use support::{docker, docker_ready, test_image, unique, Cleanup, VolumeCleanup, TEST_OWNER_LABEL};
 
 struct Docker;
 
@@ -57,6 +58,58 @@ impl Driver for Docker {
         let spec = spec(task_id, Some(&test_image()), Some(vec!["stubborn"]));
         Some((spec, ["/prog", "exit", "0"].map(String::from).to_vec()))
     }
+
+    fn limits_support(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// `HostConfig.Memory` and `NanoCpus`, as `docker inspect` shows them.
+    async fn applied_limits(&self, container: &Container) -> Option<Amount> {
+        let engine = mycluster_runtime::connect_engine()
+            .await
+            .expect("connect to the engine");
+        let inspected = engine
+            .inspect_container(&container.id, None)
+            .await
+            .expect("inspect");
+        let host = inspected.host_config.expect("a host config");
+        assert_eq!(
+            host.memory_swap, host.memory,
+            "swap must not add to the memory limit"
+        );
+        Some(Amount {
+            cpus: host
+                .nano_cpus
+                .filter(|n| *n > 0)
+                .map(|n| Cpus(n as u64 / 1_000_000)),
+            memory: host.memory.filter(|n| *n > 0).map(|n| Bytes(n as u64)),
+        })
+    }
+
+    fn allocating(&self, task_id: &str, mib: u64) -> Option<TaskSpec> {
+        let mib = mib.to_string();
+        Some(spec(
+            task_id,
+            Some(&test_image()),
+            Some(vec!["allocate", &mib]),
+        ))
+    }
+
+    fn counting(&self, task_id: &str, path: &str) -> Option<TaskSpec> {
+        Some(spec(
+            task_id,
+            Some(&test_image()),
+            Some(vec!["count", path]),
+        ))
+    }
+
+    fn writing(&self, task_id: &str, path: &str) -> Option<TaskSpec> {
+        Some(spec(
+            task_id,
+            Some(&test_image()),
+            Some(vec!["write", path]),
+        ))
+    }
 }
 
 // The suite takes an expression: this one leaves the test early when there is no engine.
@@ -67,11 +120,13 @@ runtime_suite!({
     Docker
 });
 
-/// A docker runtime that removes its worker's containers when dropped, so a failing test
-/// leaves nothing behind.
+/// A docker runtime that removes its worker's containers, then its cluster's volumes,
+/// when dropped, so a failing test leaves nothing behind.
 struct Guarded {
     runtime: DockerRuntime,
+    // Dropped in this order: a volume goes once no container uses it.
     _cleanup: Cleanup,
+    _volumes: VolumeCleanup,
 }
 
 async fn guarded(identity: Identity, options: DockerOptions) -> Guarded {
@@ -79,12 +134,14 @@ async fn guarded(identity: Identity, options: DockerOptions) -> Guarded {
         (LABEL_CLUSTER, &identity.cluster),
         (LABEL_WORKER, &identity.worker),
     ]);
+    let volumes = VolumeCleanup::by_label(LABEL_CLUSTER, &identity.cluster);
     let runtime = DockerRuntime::connect(identity, options)
         .await
         .expect("connect to the engine");
     Guarded {
         runtime,
         _cleanup: cleanup,
+        _volumes: volumes,
     }
 }
 
@@ -125,6 +182,14 @@ impl ContainerRuntime for Guarded {
         timeout: Duration,
     ) -> Result<ExecOutcome, RuntimeError> {
         self.runtime.exec(container, argv, timeout).await
+    }
+
+    async fn host(&self) -> Result<HostFacts, RuntimeError> {
+        self.runtime.host().await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.runtime.remove_volume(name).await
     }
 }
 

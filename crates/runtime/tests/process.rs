@@ -3,8 +3,10 @@
 mod conformance;
 
 use conformance::{spec, Driver};
+use mycluster_core::service::{Amount, Bytes, Cpus, Mount, MountKind};
 use mycluster_runtime::{
-    ContainerRuntime, ContainerState, Identity, ProcessRuntime, RuntimeError, Supervisor, TaskSpec,
+    Container, ContainerRuntime, ContainerState, Identity, ProcessRuntime, RuntimeError,
+    Supervisor, TaskSpec,
 };
 
 /// The runtime crate's own build of the supervisor (`mycluster supervise` in the binary).
@@ -70,6 +72,45 @@ impl Driver for Process {
             spec,
             ["sh", "-c", r#"rm "$READY""#].map(String::from).to_vec(),
         ))
+    }
+
+    fn limits_support(&self) -> Result<(), String> {
+        mycluster_runtime::process_limits()
+    }
+
+    /// `memory.max` and `cpu.max` of the cgroup the task's process is in.
+    async fn applied_limits(&self, container: &Container) -> Option<Amount> {
+        let pid = container.id.trim_start_matches("pid-");
+        let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("its cgroup");
+        let path = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup v2 group");
+        let dir = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect(f);
+        let memory = read("memory.max").trim().parse().ok().map(Bytes);
+        let cpu = read("cpu.max");
+        let mut parts = cpu.split_whitespace();
+        let quota: Option<u64> = parts.next().and_then(|q| q.parse().ok());
+        let period: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(100_000);
+        Some(Amount {
+            cpus: quota.map(|q| Cpus(q * 1000 / period)),
+            memory,
+        })
+    }
+
+    /// A shell whose pipe holds the whole allocation in one line, then waits.
+    fn allocating(&self, task_id: &str, mib: u64) -> Option<TaskSpec> {
+        let script = format!("head -c {mib}m /dev/zero | tail -n 1 >/dev/null; exec sleep 300");
+        Some(spec(task_id, None, Some(vec!["sh", "-c", &script])))
+    }
+
+    fn counting(&self, _task_id: &str, _path: &str) -> Option<TaskSpec> {
+        None
+    }
+
+    fn writing(&self, _task_id: &str, _path: &str) -> Option<TaskSpec> {
+        None
     }
 }
 
@@ -170,5 +211,62 @@ async fn a_new_runtime_for_the_same_worker_kills_leftovers() {
             "leftover {pid} still runs"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn volumes_are_refused_with_the_reason() {
+    let runtime = ProcessRuntime::new(
+        Identity {
+            cluster: "c".into(),
+            worker: "w".into(),
+        },
+        supervisor(),
+    );
+    let mut task = Process.long_running("t");
+    task.mounts = vec![Mount {
+        kind: MountKind::Volume,
+        source: "web-data-0".into(),
+        target: "/data".into(),
+        read_only: false,
+    }];
+    match runtime.check(&task) {
+        Err(RuntimeError::Unsupported(why)) => {
+            assert!(
+                why.contains("the process driver cannot mount volumes"),
+                "{why}"
+            );
+            assert!(why.contains("web-data-0 at /data"), "{why}");
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
+/// What this host allows the process driver, printed for the record (`--nocapture`),
+/// and the same reason in a refusal.
+#[test]
+fn limits_need_a_delegated_cgroup_v2_tree() {
+    let runtime = ProcessRuntime::new(
+        Identity {
+            cluster: "c".into(),
+            worker: "w".into(),
+        },
+        supervisor(),
+    );
+    let mut task = Process.long_running("t");
+    task.resources.limits.memory = Some(Bytes(64 << 20));
+    match mycluster_runtime::process_limits() {
+        Ok(()) => {
+            eprintln!("this host lets the process driver enforce limits");
+            assert_eq!(runtime.check(&task), Ok(()));
+        }
+        Err(why) => {
+            eprintln!("{why}");
+            assert!(
+                why.contains("run the agent with a delegated cgroup v2 tree"),
+                "{why}"
+            );
+            assert_eq!(runtime.check(&task), Err(RuntimeError::Unsupported(why)));
+        }
     }
 }

@@ -55,6 +55,8 @@ fn task(id: &str, script: &str) -> TaskSpec {
         image: None,
         command: Some(vec!["sh".into(), "-c".into(), script.into()]),
         env: BTreeMap::new(),
+        resources: Default::default(),
+        mounts: Vec::new(),
     }
 }
 

@@ -3,7 +3,8 @@
 mod conformance;
 
 use conformance::{spec, Driver};
-use mycluster_runtime::{ContainerRuntime, Identity, SimRuntime, TaskSpec};
+use mycluster_core::service::Amount;
+use mycluster_runtime::{Container, ContainerRuntime, Identity, SimRuntime, TaskSpec};
 
 struct Sim;
 
@@ -30,6 +31,27 @@ impl Driver for Sim {
     }
 
     fn ignoring_sigterm(&self, _task_id: &str) -> Option<(TaskSpec, Vec<String>)> {
+        None
+    }
+
+    /// Accepted, and nothing is done with them.
+    fn limits_support(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn applied_limits(&self, _container: &Container) -> Option<Amount> {
+        None
+    }
+
+    fn allocating(&self, _task_id: &str, _mib: u64) -> Option<TaskSpec> {
+        None
+    }
+
+    fn counting(&self, _task_id: &str, _path: &str) -> Option<TaskSpec> {
+        None
+    }
+
+    fn writing(&self, _task_id: &str, _path: &str) -> Option<TaskSpec> {
         None
     }
 }

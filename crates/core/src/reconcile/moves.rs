@@ -65,7 +65,9 @@ pub(super) fn plan(
                     *task = Cow::Owned(marked);
                 }
             }
-            None if service.rebalance && rebalance::settled(state, service) => {
+            None if service.rebalance
+                && (service.spec.replicas == 0 || rebalance::settled(state, service)) =>
+            {
                 let mut cleared = service.clone();
                 cleared.rebalance = false;
                 changes.push(Change::PutService(cleared.clone()));
@@ -92,6 +94,38 @@ pub(super) fn plan(
         .into_iter()
         .map(|(slot, (_, _, id))| (slot, id.to_string()))
         .collect();
+    // A rebalance move whose replacement no worker can take is given up: the task stays
+    // where it is, and the replacement goes (a later rebalance may find room). A drain is
+    // never given up: its task waits beside the pending replacement.
+    let mut cancelled: Vec<usize> = Vec::new();
+    for (i, task) in tasks.iter().enumerate() {
+        if task.moving.is_none() || on_draining(state, task) || !task.is_active() {
+            continue;
+        }
+        let stuck = tasks.iter().enumerate().find(|(_, t)| {
+            t.slot == task.slot
+                && t.is_pending()
+                && !leaving(state, t)
+                && crate::schedule::is_unplaceable(&t.message)
+        });
+        if let Some((j, _)) = stuck {
+            cancelled.extend([i, j]);
+        }
+    }
+    for pair in cancelled.chunks(2) {
+        let mut kept = Task::clone(&tasks[pair[0]]);
+        kept.moving = None;
+        kept.updated_at = now;
+        let mut dropped = Task::clone(&tasks[pair[1]]);
+        dropped.desired = DesiredState::Shutdown;
+        dropped.state = TaskState::Shutdown;
+        dropped.message = format!("rebalance given up: {}", dropped.message);
+        dropped.updated_at = now;
+        changes.push(Change::PutTask(kept.clone()));
+        changes.push(Change::PutTask(dropped.clone()));
+        tasks[pair[0]] = Cow::Owned(kept);
+        tasks[pair[1]] = Cow::Owned(dropped);
+    }
     for i in 0..tasks.len() {
         if !leaving(state, &tasks[i]) {
             continue;

@@ -165,19 +165,21 @@ impl Command for Rebalance {
             let Some(service) = txn.state.services.get(name) else {
                 continue;
             };
-            if let Some(first) = rebalance::next_move(&txn.state, service) {
-                moves.push(first);
-                if !self.dry_run && !service.rebalance {
-                    let mut marked = service.clone();
-                    marked.rebalance = true;
-                    txn.push(Change::PutService(marked));
-                }
+            let first = rebalance::next_move(&txn.state, service);
+            // A service that is not settled (a rollout, a drain or another move under
+            // way) is marked too: its moves start once it is.
+            let wanted = first.is_some() || !rebalance::settled(&txn.state, service);
+            if !self.dry_run && wanted && !service.rebalance && service.spec.replicas > 0 {
+                let mut marked = service.clone();
+                marked.rebalance = true;
+                txn.push(Change::PutService(marked));
             }
+            moves.extend(first);
         }
-        let scope = if self.dry_run || moves.is_empty() {
+        let scope = if self.dry_run {
             Scope::Nothing
         } else {
-            Scope::Services(moves.iter().map(|m| m.service.clone()).collect())
+            Scope::Services(names)
         };
         Ok(Applied::new(moves, scope))
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod setup_env;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

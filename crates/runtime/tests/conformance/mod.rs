@@ -1,10 +1,14 @@
 //! The container runtime conformance suite: what every driver must do, written once
 //! against `ContainerRuntime`. A driver's test file implements `Driver` and calls
-//! `runtime_suite!`.
+//! `runtime_suite!`. Resource limits and mounts are in `limits.rs`.
+
+mod limits;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+pub use limits::*;
+use mycluster_core::service::Amount;
 use mycluster_runtime::{
     Container, ContainerRuntime, ContainerState, ExecOutcome, Identity, RuntimeError, TaskSpec,
     EXEC_OUTPUT_LIMIT,
@@ -29,6 +33,21 @@ pub trait Driver: Send + Sync {
     /// A spec whose container ignores SIGTERM (only SIGKILL ends it), and a command that
     /// succeeds, run in it, once it does; `None` if the driver runs no programs.
     fn ignoring_sigterm(&self, task_id: &str) -> Option<(TaskSpec, Vec<String>)>;
+    /// Whether the driver can enforce resource limits on this host: `Err` with the
+    /// reason its `check` must give when it cannot.
+    fn limits_support(&self) -> Result<(), String>;
+    /// The limits applied to a running container, as the engine or the kernel shows
+    /// them (read apart from the runtime); `None` if the driver applies none (sim).
+    async fn applied_limits(&self, container: &Container) -> Option<Amount>;
+    /// A spec whose container allocates and touches `mib` MiB of memory, then waits;
+    /// `None` if the driver runs no programs.
+    fn allocating(&self, task_id: &str, mib: u64) -> Option<TaskSpec>;
+    /// A spec whose container adds one to the number in file `path` (0 when missing),
+    /// writes it back and exits with it; `None` if the driver mounts no volumes.
+    fn counting(&self, task_id: &str, path: &str) -> Option<TaskSpec>;
+    /// A spec whose container writes file `path` and exits 0, or 1 if it cannot; `None`
+    /// if the driver mounts no volumes.
+    fn writing(&self, task_id: &str, path: &str) -> Option<TaskSpec>;
     /// A unique cluster name per test, so parallel tests and runs never meet.
     fn cluster(&self, test: &str) -> String {
         format!("conformance-{test}-{}", std::process::id())
@@ -47,6 +66,10 @@ macro_rules! runtime_suite {
             a_running_container_has_an_address,
             exec_runs_a_command_in_the_container,
             a_container_ignoring_sigterm_is_killed_after_the_grace_given,
+            limits_are_applied_or_refused_with_the_reason,
+            a_container_over_its_memory_limit_is_reported_oom_killed,
+            a_volume_keeps_its_data_for_the_slots_next_container,
+            a_read_only_mount_refuses_writes,
         );
     };
     (@cases $driver:expr; $($case:ident),* $(,)?) => {
@@ -67,10 +90,12 @@ pub fn spec(task_id: &str, image: Option<&str>, command: Option<Vec<&str>>) -> T
         image: image.map(str::to_owned),
         command: command.map(|c| c.into_iter().map(str::to_owned).collect()),
         env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
+        resources: Default::default(),
+        mounts: Vec::new(),
     }
 }
 
-fn identity<D: Driver>(driver: &D, test: &str, worker: &str) -> Identity {
+pub(crate) fn identity<D: Driver>(driver: &D, test: &str, worker: &str) -> Identity {
     Identity {
         cluster: driver.cluster(test),
         worker: worker.into(),
@@ -102,7 +127,7 @@ pub async fn wait_for(
 }
 
 /// Removes whatever a case left, even when it failed half-way.
-async fn clean(runtime: &dyn ContainerRuntime) {
+pub(crate) async fn clean(runtime: &dyn ContainerRuntime) {
     for container in runtime.list().await.unwrap_or_default() {
         let _ = runtime.remove(&container, None).await;
     }

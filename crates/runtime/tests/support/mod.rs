@@ -29,7 +29,11 @@ pub const TEST_IMAGE_REPO: &str = "mycluster-test/runtime";
 /// - `env NAME VALUE`: exits 0 if `$NAME` is `VALUE`, else 1;
 /// - `say N TEXT`: prints TEXT on stdout and exits with N;
 /// - `serve PORT`: answers every connection on PORT with `HTTP/1.0 200 OK` and "ok";
-/// - `stubborn`: ignores SIGTERM and waits: only SIGKILL ends it.
+/// - `stubborn`: ignores SIGTERM and waits: only SIGKILL ends it;
+/// - `allocate MIB`: allocates and touches MIB MiB of memory, then waits as `sleep` does;
+/// - `count PATH`: adds one to the number in PATH (0 when missing), writes it back
+///   (synced), and exits with the new number;
+/// - `write PATH`: writes PATH and exits 0, or 1 if it cannot.
 ///
 /// Anything else exits with 2.
 pub const TEST_PROGRAM: &str = r#"#include <netinet/in.h>
@@ -51,6 +55,37 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "stubborn") == 0) {
         signal(SIGTERM, SIG_IGN);
         for (;;) pause();
+    }
+    if (strcmp(argv[1], "allocate") == 0 && argc == 3) {
+        size_t size = (size_t)atol(argv[2]) << 20;
+        char *memory = malloc(size);
+        if (memory == NULL) return 4;
+        for (size_t i = 0; i < size; i += 4096) memory[i] = 1;
+        signal(SIGTERM, on_signal);
+        signal(SIGINT, on_signal);
+        for (;;) pause();
+    }
+    if (strcmp(argv[1], "count") == 0 && argc == 3) {
+        int n = 0;
+        FILE *f = fopen(argv[2], "r");
+        if (f != NULL) {
+            if (fscanf(f, "%d", &n) != 1) n = 0;
+            fclose(f);
+        }
+        n++;
+        f = fopen(argv[2], "w");
+        if (f == NULL) return 100;
+        fprintf(f, "%d\n", n);
+        fflush(f);
+        fsync(fileno(f));
+        fclose(f);
+        return n;
+    }
+    if (strcmp(argv[1], "write") == 0 && argc == 3) {
+        FILE *f = fopen(argv[2], "w");
+        if (f == NULL) return 1;
+        int ok = fputs("written\n", f) >= 0;
+        return fclose(f) == 0 && ok ? 0 : 1;
     }
     if (strcmp(argv[1], "exit") == 0 && argc == 3) return atoi(argv[2]);
     if (strcmp(argv[1], "env") == 0 && argc == 4) {
@@ -193,6 +228,37 @@ impl Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         self.run();
+    }
+}
+
+/// Removes (`docker volume rm -f`) every volume carrying a label when dropped — also
+/// when the test panics. Declare it before the containers' `Cleanup`: a volume in use is
+/// removed only once its containers are.
+pub struct VolumeCleanup {
+    label: String,
+}
+
+impl VolumeCleanup {
+    pub fn by_label(key: &str, value: &str) -> VolumeCleanup {
+        VolumeCleanup {
+            label: format!("{key}={value}"),
+        }
+    }
+}
+
+impl Drop for VolumeCleanup {
+    fn drop(&mut self) {
+        let filter = format!("label={}", self.label);
+        match docker(&["volume", "ls", "-q", "--filter", &filter]) {
+            Ok(names) => {
+                for name in names.split_whitespace() {
+                    if let Err(why) = docker(&["volume", "rm", "-f", name]) {
+                        eprintln!("cleanup of volumes {}: {why}", self.label);
+                    }
+                }
+            }
+            Err(why) => eprintln!("cleanup of volumes {}: cannot list them: {why}", self.label),
+        }
     }
 }
 

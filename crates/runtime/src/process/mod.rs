@@ -13,17 +13,25 @@
 //! Supervisors and commands carry environment variables as labels, so an agent that starts
 //! again first kills anything of its worker still running, and everything below it: a
 //! restart never leaves a duplicate behind.
+//!
+//! A task with resource limits runs in a cgroup v2 group of its own where the host lets
+//! the agent make one (see `cgroup.rs`); its supervisor is moved in before it starts the
+//! command, so everything the command starts is inside. Elsewhere such a task is refused,
+//! as is any task with volumes: processes of the host have no mounts of their own.
+
+mod spawn;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Child;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::supervise::{Reply, Request, AGENT_DIED};
+use self::spawn::{end, hear, Spawner};
+use crate::cgroup::{self, TaskGroup};
+use crate::supervise::{Request, AGENT_DIED};
 use crate::tree;
 use crate::{
     exec, Container, ContainerRuntime, ContainerState, ExecOutcome, Identity, RuntimeError,
@@ -89,6 +97,8 @@ pub struct ProcessRuntime {
     children: Arc<Mutex<BTreeMap<String, Tracked>>>,
     spawner: Spawner,
     cleaned: std::sync::Once,
+    /// Leftover cgroups of this worker removed (once, at its first task with limits).
+    swept: std::sync::Once,
 }
 
 struct Tracked {
@@ -97,6 +107,8 @@ struct Tracked {
     container: Container,
     /// The task's environment, labels included: what an `exec` in it runs with.
     env: BTreeMap<String, String>,
+    /// Its cgroup, when it has limits: removed once its processes are gone.
+    group: Option<TaskGroup>,
 }
 
 impl ProcessRuntime {
@@ -113,6 +125,7 @@ impl ProcessRuntime {
             children: Arc::new(Mutex::new(BTreeMap::new())),
             spawner: Spawner::start(),
             cleaned: std::sync::Once::new(),
+            swept: std::sync::Once::new(),
         }
     }
 
@@ -132,6 +145,35 @@ impl ProcessRuntime {
                 );
             }
         });
+    }
+
+    /// The cgroup name of a task of this worker: `mycluster-<cluster>-<worker>-<task>`.
+    fn group_name(&self, task_id: &str) -> String {
+        format!("{}{task_id}", self.group_prefix())
+    }
+
+    fn group_prefix(&self) -> String {
+        format!(
+            "mycluster-{}-{}-",
+            self.identity.cluster, self.identity.worker
+        )
+    }
+
+    /// A new cgroup for `spec`'s limits; `None` for a task without any.
+    fn task_group(&self, spec: &TaskSpec) -> Result<Option<TaskGroup>, RuntimeError> {
+        let limits = spec.resources.limits;
+        if limits.is_empty() {
+            return Ok(None);
+        }
+        let delegated =
+            cgroup::delegated().map_err(|why| RuntimeError::Unsupported(why.to_string()))?;
+        // Empty groups a dead agent of this worker left (its processes were just killed).
+        self.swept
+            .call_once(|| delegated.sweep(&self.group_prefix()));
+        delegated
+            .create(&self.group_name(&spec.task_id), &limits)
+            .map(Some)
+            .map_err(RuntimeError::StartFailed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Tracked>> {
@@ -157,13 +199,26 @@ impl ContainerRuntime for ProcessRuntime {
 
     fn check(&self, spec: &TaskSpec) -> Result<(), RuntimeError> {
         match &spec.command {
-            Some(command) if !command.is_empty() => Ok(()),
-            _ => Err(RuntimeError::Unsupported(format!(
-                "the process driver runs a command, and service {} has none (only an image): \
-                 run it on a docker worker, or give it a command",
-                spec.service
-            ))),
+            Some(command) if !command.is_empty() => {}
+            _ => {
+                return Err(RuntimeError::Unsupported(format!(
+                    "the process driver runs a command, and service {} has none (only an \
+                     image): run it on a docker worker, or give it a command",
+                    spec.service
+                )))
+            }
         }
+        if let Some(mount) = spec.mounts.first() {
+            return Err(RuntimeError::Unsupported(format!(
+                "the process driver cannot mount volumes, and service {} mounts {} at {}: \
+                 run it on a docker worker, or remove its volumes",
+                spec.service, mount.source, mount.target
+            )));
+        }
+        if !spec.resources.limits.is_empty() {
+            cgroup::delegated().map_err(|why| RuntimeError::Unsupported(why.to_string()))?;
+        }
+        Ok(())
     }
 
     async fn start(&self, spec: &TaskSpec) -> Result<String, RuntimeError> {
@@ -188,17 +243,38 @@ impl ContainerRuntime for ProcessRuntime {
         }
         .encode()
         .map_err(|e| cannot_run(e.to_string()))?;
-        let supervisor = self
-            .spawner
-            .spawn(self.supervisor.clone(), marks)
-            .await
-            .map_err(|e| {
-                cannot_run(format!(
+        let group = self.task_group(spec)?;
+        let drop_group = |group: &Option<TaskGroup>| {
+            if let Some(group) = group {
+                group.remove();
+            }
+        };
+        let spawned = self.spawner.spawn(self.supervisor.clone(), marks).await;
+        let mut supervisor = match spawned {
+            Ok(supervisor) => supervisor,
+            Err(e) => {
+                drop_group(&group);
+                return Err(cannot_run(format!(
                     "cannot start its supervisor {}: {e}",
                     self.supervisor.program.display()
-                ))
-            })?;
-        let (supervisor, pid) = hear(supervisor, request).await.map_err(cannot_run)?;
+                )));
+            }
+        };
+        // Inside before the command starts: all it starts is born in the group.
+        if let Some(group) = &group {
+            if let Err(why) = group.add(supervisor.id() as i32) {
+                end(&mut supervisor);
+                group.remove();
+                return Err(RuntimeError::StartFailed(why));
+            }
+        }
+        let (supervisor, pid) = match hear(supervisor, request).await {
+            Ok(started) => started,
+            Err(why) => {
+                drop_group(&group);
+                return Err(cannot_run(why));
+            }
+        };
         let id = format!("pid-{pid}");
         let container = Container {
             task_id: spec.task_id.clone(),
@@ -212,6 +288,7 @@ impl ContainerRuntime for ProcessRuntime {
                 supervisor,
                 container,
                 env,
+                group,
             },
         );
         Ok(id)
@@ -287,7 +364,17 @@ impl ContainerRuntime for ProcessRuntime {
         for tracked in children.values_mut() {
             if tracked.container.state == ContainerState::Running {
                 match tracked.supervisor.try_wait() {
-                    Ok(Some(status)) => tracked.container.state = exit_state(status),
+                    Ok(Some(status)) => {
+                        tracked.container.state = exit_state(status);
+                        // Killed by the kernel for its memory: say so, as Docker does.
+                        if tracked.group.as_ref().is_some_and(TaskGroup::oom_killed) {
+                            if let ContainerState::Exited { error, .. } =
+                                &mut tracked.container.state
+                            {
+                                *error = Some("OOM killed".into());
+                            }
+                        }
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         tracked.container.state = ContainerState::Exited {
@@ -364,6 +451,15 @@ impl Drop for ProcessRuntime {
     }
 }
 
+impl Drop for Tracked {
+    /// Its processes are gone (or going): its cgroup goes too.
+    fn drop(&mut self) {
+        if let Some(group) = &self.group {
+            group.remove();
+        }
+    }
+}
+
 fn exit_state(status: std::process::ExitStatus) -> ContainerState {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -395,147 +491,4 @@ fn kill_leftovers(identity: &Identity) -> usize {
         vars.contains(&cluster.as_bytes()) && vars.contains(&worker.as_bytes())
     };
     tree::kill_marked(marked, KILL_PATIENCE)
-}
-
-/// Sends a new supervisor its task and reads whether the command runs: its pid, or why
-/// it could not be executed. On anything but a start the supervisor is ended and reaped.
-async fn hear(supervisor: Child, request: Vec<u8>) -> Result<(Child, i32), String> {
-    let pid = supervisor.id() as i32;
-    let (answered, answer) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("process-handshake".into())
-        .spawn(move || {
-            let mut supervisor = supervisor;
-            let why = match exchange(&mut supervisor, &request) {
-                Ok(Reply::Started(pid)) => {
-                    // Nobody waits for it any more (the start was cancelled): end it.
-                    if let Err(Ok((mut supervisor, _))) = answered.send(Ok((supervisor, pid))) {
-                        end(&mut supervisor);
-                    }
-                    return;
-                }
-                Ok(Reply::Failed(why)) => why,
-                Err(e) => format!("its supervisor did not answer ({e})"),
-            };
-            end(&mut supervisor);
-            let _ = answered.send(Err(why));
-        })
-        .map_err(|e| format!("cannot talk to its supervisor: {e}"))?;
-    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err("its supervisor's handshake ended without an answer".into()),
-        Err(_) => {
-            // As when its agent dies: it ends what it started, then itself; the handshake
-            // thread sees the pipes close, and reaps it.
-            tree::kill(pid, AGENT_DIED);
-            Err(format!(
-                "its supervisor did not answer in {ANSWER_TIMEOUT:?}"
-            ))
-        }
-    }
-}
-
-/// Writes the request on the supervisor's stdin, reads its one-line answer on stdout.
-fn exchange(supervisor: &mut Child, request: &[u8]) -> std::io::Result<Reply> {
-    let missing = || std::io::Error::other("no pipe to it");
-    let mut stdin = supervisor.stdin.take().ok_or_else(missing)?;
-    stdin.write_all(request)?;
-    // Closed: the supervisor reads its request to the end.
-    drop(stdin);
-    let stdout = supervisor.stdout.take().ok_or_else(missing)?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    Reply::parse(&line).ok_or_else(|| match line.as_str() {
-        "" => std::io::Error::other("it ended first"),
-        other => std::io::Error::other(format!("it said {other:?}")),
-    })
-}
-
-/// Ends a supervisor that will not be tracked, its tree with it, and reaps it.
-fn end(supervisor: &mut Child) {
-    tree::kill_tree(supervisor.id() as i32, KILL_PATIENCE);
-    let _ = supervisor.wait();
-}
-
-type SpawnRequest = (
-    Supervisor,
-    [(&'static str, String); 4],
-    tokio::sync::oneshot::Sender<std::io::Result<Child>>,
-);
-
-/// Forks from one dedicated thread. `PR_SET_PDEATHSIG` fires when the *thread* that
-/// forked a child ends, not the process; async runtimes end idle threads, so forking
-/// from them would kill supervisors at random.
-struct Spawner {
-    requests: mpsc::Sender<SpawnRequest>,
-}
-
-impl Spawner {
-    fn start() -> Spawner {
-        let (sender, receiver) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("process-spawner".into())
-            .spawn(move || {
-                for (supervisor, marks, reply) in receiver {
-                    // A start cancelled meanwhile: the supervisor, still without a task,
-                    // must not stay a zombie.
-                    if let Err(Ok(mut child)) = reply.send(spawn_supervisor(&supervisor, &marks)) {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                    }
-                }
-            })
-            .ok();
-        Spawner { requests: sender }
-    }
-
-    async fn spawn(
-        &self,
-        supervisor: Supervisor,
-        marks: [(&'static str, String); 4],
-    ) -> std::io::Result<Child> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.requests
-            .send((supervisor, marks, reply))
-            .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
-        answer
-            .await
-            .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
-    }
-}
-
-/// Starts a supervisor, in a process group of its own (a Ctrl-C meant for the agent's
-/// terminal is not a stop), told of the agent's death by `AGENT_DIED`.
-fn spawn_supervisor(
-    supervisor: &Supervisor,
-    marks: &[(&'static str, String)],
-) -> std::io::Result<Child> {
-    use std::os::unix::process::CommandExt;
-    let parent = std::process::id() as libc::pid_t;
-    let mut cmd = Command::new(&supervisor.program);
-    if let Some(arg0) = &supervisor.arg0 {
-        cmd.arg0(arg0);
-    }
-    cmd.args(&supervisor.args)
-        .envs(marks.iter().map(|(k, v)| (*k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        // The agent's: a supervisor only writes there if it fails.
-        .stderr(Stdio::inherit())
-        .process_group(0);
-    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, AGENT_DIED) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The agent died between fork and prctl: do not outlive it.
-            if libc::getppid() != parent {
-                // No allocation after fork (the agent has other threads): an OS error.
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
 }

@@ -7,6 +7,12 @@
 //! so stopping the worker kills them as a lost node would (see docs/ARCHITECTURE.md). On
 //! a user-defined `network`, each workload carries its service's name as an alias, so
 //! other workloads reach a service by its name (the engine's DNS answers every replica).
+//!
+//! A task's limits become the container's CPU quota and memory limit; its mounts, the
+//! container's mounts, named volumes made first when missing (see `volumes`).
+
+mod engine;
+mod volumes;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,12 +33,14 @@ use futures_util::StreamExt;
 
 use crate::network;
 use crate::{
-    BoundedOutput, Container, ContainerRuntime, ContainerState, ExecOutcome, Identity,
+    BoundedOutput, Container, ContainerRuntime, ContainerState, ExecOutcome, HostFacts, Identity,
     RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_ROLE, LABEL_SERVICE, LABEL_TASK, LABEL_WORKER,
 };
-
-/// What bollard connects to when `DOCKER_HOST` is unset (its own constant is private).
-const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+pub use engine::connect_engine;
+use engine::{
+    cannot_reach, engine_error, engine_host, handshake, is_transport, message, split_reference,
+    status,
+};
 
 /// The `mycluster.role` of the containers this driver creates.
 const ROLE_WORKLOAD: &str = "workload";
@@ -40,8 +48,7 @@ const ROLE_WORKLOAD: &str = "workload";
 /// bollard's default per-request timeout; a stop is allowed its grace on top.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A wedged engine must not hold an agent's start-up (or a driver choice) forever.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A driver choice must not wait long for an engine that does not answer.
 const AVAILABLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How workload containers are wired up on this worker.
@@ -154,20 +161,23 @@ impl DockerRuntime {
             (LABEL_TASK.to_string(), spec.task_id.clone()),
             (LABEL_WORKER.to_string(), self.identity.worker.clone()),
         ]);
+        let mut host_config = HostConfig {
+            pid_mode: self
+                .options
+                .pid_container
+                .as_ref()
+                .map(|worker| format!("container:{worker}")),
+            network_mode: self.options.network.clone(),
+            mounts: volumes::mounts(spec),
+            ..Default::default()
+        };
+        volumes::apply_limits(&mut host_config, &spec.resources);
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             cmd: spec.command.clone(),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels),
-            host_config: Some(HostConfig {
-                pid_mode: self
-                    .options
-                    .pid_container
-                    .as_ref()
-                    .map(|worker| format!("container:{worker}")),
-                network_mode: self.options.network.clone(),
-                ..Default::default()
-            }),
+            host_config: Some(host_config),
             networking_config: network::aliases(self.options.network.as_deref(), &spec.service),
             ..Default::default()
         };
@@ -327,6 +337,7 @@ impl ContainerRuntime for DockerRuntime {
         self.check(spec)?;
         let image = spec.image.as_deref().unwrap_or_default().trim();
         self.ensure_image(image).await?;
+        volumes::ensure(&self.docker, &self.identity, spec).await?;
         let id = self.create(spec, image).await?;
         if let Err(e) = self.docker.start_container(&id, None).await {
             // A created-but-unstartable container would only be in the way of the retry.
@@ -508,129 +519,31 @@ impl ContainerRuntime for DockerRuntime {
             ))),
         }
     }
-}
 
-/// Connects to the engine the way the docker CLI would, agreeing on a version. Public so
-/// that setup (its cluster host and image builds) reaches the engine exactly as agents do.
-pub async fn connect_engine() -> Result<Docker, RuntimeError> {
-    let host = engine_host();
-    let docker = Docker::connect_with_defaults().map_err(|e| cannot_reach(&host, e))?;
-    handshake(docker, &host).await
-}
-
-/// Agrees on an API version (the engine may be older than bollard) and pings.
-async fn handshake(docker: Docker, host: &str) -> Result<Docker, RuntimeError> {
-    let attempt = async {
-        let docker = docker.negotiate_version().await?;
-        docker.ping().await?;
-        Ok::<Docker, DockerError>(docker)
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-        Ok(Ok(docker)) => Ok(docker),
-        Ok(Err(e)) => Err(cannot_reach(host, e)),
-        Err(_) => Err(cannot_reach(
-            host,
-            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-        )),
-    }
-}
-
-fn engine_host() -> String {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| DEFAULT_HOST.to_string())
-}
-
-fn cannot_reach(host: &str, e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Engine(format!("cannot reach the Docker engine at {host}: {e}"))
-}
-
-fn engine_error(what: &str, e: DockerError) -> RuntimeError {
-    RuntimeError::Engine(format!("{what}: {}", message(&e)))
-}
-
-fn status(e: &DockerError) -> Option<u16> {
-    match e {
-        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
-    }
-}
-
-/// The engine's own words when it answered, rather than bollard's wrapping of them.
-fn message(e: &DockerError) -> String {
-    match e {
-        DockerError::DockerResponseServerError { message, .. } => message.clone(),
-        DockerError::DockerStreamError { error } => error.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// The engine did not answer (as opposed to refusing the request): worth retrying.
-fn is_transport(e: &DockerError) -> bool {
-    !matches!(
-        e,
-        DockerError::DockerResponseServerError { .. } | DockerError::DockerStreamError { .. }
-    )
-}
-
-/// Splits an image reference into what the pull API wants: the name, and a tag. Without
-/// a tag the engine would pull every tag of the repository, so `latest` is explicit.
-fn split_reference(image: &str) -> (&str, Option<&str>) {
-    if image.contains('@') {
-        return (image, None);
-    }
-    // A ':' before the last '/' belongs to a registry's port, not to a tag.
-    let last = image.rsplit('/').next().unwrap_or(image);
-    match last.rsplit_once(':') {
-        Some((_, tag)) => (&image[..image.len() - tag.len() - 1], Some(tag)),
-        None => (image, Some("latest")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_split_into_name_and_tag() {
-        assert_eq!(split_reference("redis"), ("redis", Some("latest")));
-        assert_eq!(split_reference("redis:7"), ("redis", Some("7")));
-        assert_eq!(
-            split_reference("localhost:5000/team/app"),
-            ("localhost:5000/team/app", Some("latest"))
-        );
-        assert_eq!(
-            split_reference("localhost:5000/team/app:v2"),
-            ("localhost:5000/team/app", Some("v2"))
-        );
-        assert_eq!(
-            split_reference("redis@sha256:abcd"),
-            ("redis@sha256:abcd", None)
-        );
+    /// The engine's host (`docker info`): where this driver's containers run, which may
+    /// not be where the agent runs.
+    async fn host(&self) -> Result<HostFacts, RuntimeError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| engine_error("cannot read the engine's info", e))?;
+        Ok(HostFacts {
+            id: info.id.unwrap_or_default(),
+            cpus: info
+                .ncpu
+                .and_then(|n| u64::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .map(|n| mycluster_core::service::Cpus(n.saturating_mul(1000))),
+            memory: info
+                .mem_total
+                .and_then(|n| u64::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .map(mycluster_core::service::Bytes),
+        })
     }
 
-    #[tokio::test]
-    async fn an_engine_that_does_not_answer_is_named_in_the_error() {
-        // A plain file where a socket should be: the connection is refused.
-        let dir = std::env::temp_dir().join(format!("mycluster-no-engine-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("docker.sock");
-        let _ = std::fs::write(&path, b"");
-        let host = format!("unix://{}", path.display());
-        let result = match Docker::connect_with_unix(&host, 5, bollard::API_DEFAULT_VERSION) {
-            Ok(docker) => handshake(docker, &host).await.map(|_| ()),
-            Err(e) => Err(cannot_reach(&host, e)),
-        };
-        let _ = std::fs::remove_dir_all(&dir);
-        match result {
-            Err(RuntimeError::Engine(why)) => {
-                assert!(
-                    why.starts_with(&format!("cannot reach the Docker engine at {host}: ")),
-                    "{why}"
-                );
-            }
-            other => panic!("expected an Engine error, got {other:?}"),
-        }
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        volumes::remove(&self.docker, &self.identity, name).await
     }
 }
