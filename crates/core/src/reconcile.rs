@@ -247,9 +247,13 @@ fn reconcile_service(
             if make {
                 match replacement(latest.get(&slot).copied(), service, now) {
                     Replacement::Done { task, message } => {
-                        if task.message != message {
+                        // Nothing more is wanted of the slot: its last task says so.
+                        if task.message != message || task.desired != DesiredState::Shutdown {
                             let mut noted = task.clone();
                             noted.message = message;
+                            noted.desired = DesiredState::Shutdown;
+                            // Not its `updated_at`: that is when it ended, which the
+                            // failure count reads.
                             changes.push(Change::PutTask(noted));
                         }
                     }
