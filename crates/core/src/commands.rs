@@ -22,6 +22,7 @@ pub fn put_service(
 ) -> Result<bool, CommandError> {
     check_limits(txn, &spec, limits)?;
     check_ports(txn, &spec)?;
+    check_volumes(txn, &spec)?;
     let old = txn.state.services.get(&spec.name).cloned();
     let service = Service::updated(old.as_ref(), spec, now);
     txn.push(Change::PutService(service));
@@ -65,6 +66,45 @@ fn check_limits(txn: &Txn, spec: &ServiceSpec, limits: &Limits) -> Result<(), Co
 /// Only ports the service does not publish already are checked: should two services
 /// hold one port anyway (see `release_taken_ports`), neither is stuck with a 409 on
 /// every change.
+/// Refuses volumes that would be named like another service's. A slot's volume is
+/// `<service>-<source>-<slot>`, and a service name may hold '-': service `a-b` with
+/// source `c` and service `a` with source `b-c` would both mount `a-b-c-0`, and removing
+/// one service's volumes would remove the other's data. A volume kept from a removed
+/// service is another service's too.
+pub(crate) fn check_volumes(txn: &Txn, spec: &ServiceSpec) -> Result<(), CommandError> {
+    let stem = |service: &str, source: &str| format!("{service}-{source}");
+    for volume in spec.volumes.iter().filter(|v| !v.is_bind()) {
+        let mine = stem(&spec.name, &volume.source);
+        for other in txn.state.services.values() {
+            if other.spec.name == spec.name {
+                continue;
+            }
+            let clash = other
+                .spec
+                .volumes
+                .iter()
+                .filter(|v| !v.is_bind())
+                .find(|v| stem(&other.spec.name, &v.source) == mine);
+            if let Some(theirs) = clash {
+                return Err(CommandError::Conflict(format!(
+                    "volume source '{}' would name this service's volumes {mine}-<slot>, as service {}'s source '{}' names its own: name the source differently",
+                    volume.source, other.spec.name, theirs.source
+                )));
+            }
+        }
+        let kept = txn.state.volumes.values().find(|r| {
+            r.service != spec.name && r.name.rsplit_once('-').map(|(s, _)| s) == Some(&mine)
+        });
+        if let Some(kept) = kept {
+            return Err(CommandError::Conflict(format!(
+                "volume {} holds the data of service {}, which was removed with its volumes kept: remove it first (`mycluster volume rm {}`), or name the source differently",
+                kept.name, kept.service, kept.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn check_ports(txn: &Txn, spec: &ServiceSpec) -> Result<(), CommandError> {
     let old = txn.state.services.get(&spec.name);
     let held = |port: u16| old.is_some_and(|s| s.spec.published().any(|p| p == port));
@@ -96,6 +136,7 @@ pub fn patch_service(
     let spec = patch.apply(&old.spec);
     check_limits(txn, &spec, limits)?;
     check_ports(txn, &spec)?;
+    check_volumes(txn, &spec)?;
     let service = Service::updated(Some(&old), spec, now);
     txn.push(Change::PutService(service.clone()));
     count_request(txn);

@@ -12,8 +12,10 @@
 //!   So a move never takes it below `replicas` healthy, and with the one replacement it
 //!   never has more than `replicas + 1` active.
 //! - The spread counts the service's tasks on each *eligible* worker (ready, able to run
-//!   it, within its constraints). With a `spread` attribute, workers are compared within
-//!   each value of it only (the scheduler spreads over the values first).
+//!   it, within its constraints). With a `spread` attribute, the values come first, as
+//!   the scheduler spreads: while the value holding the most replicas holds more than
+//!   one more than the value holding the fewest, a replica moves from the one to the
+//!   other; then the workers within each value.
 //! - A move goes from the worker with the most to the one with the fewest, while they
 //!   differ by more than one, and only to a worker that can take the task now
 //!   (`schedule::fits`: room, resources, its volume's host).
@@ -22,9 +24,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::schedule::fits;
-use crate::worker::driver_cannot_run;
-use crate::{ClusterState, Service, Task, Worker, WorkerStatus};
+use crate::schedule::{eligible, fits};
+use crate::{ClusterState, Service, Task, Worker};
 
 /// One replica to move: the task of `slot` from worker `from` to `to`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -78,17 +79,23 @@ pub fn settled(state: &ClusterState, service: &Service) -> bool {
     slots.iter().all(|n| *n == 1)
 }
 
-/// Whether `worker` counts in `service`'s spread: ready, able to run its tasks, and
-/// within its constraints (room is not asked: a full worker still counts).
-fn eligible(worker: &Worker, task: &Task) -> bool {
-    worker.status == WorkerStatus::Ready
-        && driver_cannot_run(
-            worker.driver,
-            task.image.as_deref(),
-            task.command.as_deref(),
-        )
-        .is_none()
-        && task.constraints.iter().all(|c| c.allows(worker))
+/// Whether `service` is busy with something that ends on its own: a rollout under way,
+/// a task stopping, or a replica moving (a drain, a rebalance).
+pub fn busy(state: &ClusterState, service: &Service) -> bool {
+    let rolling = service
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.state.is_moving() && r.completed_at.is_none());
+    rolling
+        || state.tasks_of_service(service.name()).any(|t| {
+            (t.is_live() && !t.is_active())
+                || (t.is_active()
+                    && (t.moving.is_some()
+                        || t.worker
+                            .as_ref()
+                            .and_then(|w| state.workers.get(w))
+                            .is_some_and(|w| w.status == crate::WorkerStatus::Draining)))
+        })
 }
 
 /// The next replica of `service` to move, if its spread is uneven and it is settled.
@@ -103,8 +110,12 @@ pub fn next_move(state: &ClusterState, service: &Service) -> Option<Move> {
     let sample = *tasks.first()?;
     let spread = service.spec.spread.as_ref().map(|s| &s.0);
     // Each spread group: its eligible workers with the service's tasks on each.
-    let mut groups: BTreeMap<Option<&str>, Vec<(&Worker, Vec<&Task>)>> = BTreeMap::new();
-    for worker in state.workers.values().filter(|w| eligible(w, sample)) {
+    let mut groups: BTreeMap<Option<&str>, Vec<Member>> = BTreeMap::new();
+    for worker in state
+        .workers
+        .values()
+        .filter(|w| eligible(sample, w).is_ok())
+    {
         let group = spread.and_then(|attr| attr.of(worker));
         let mine: Vec<&Task> = tasks
             .iter()
@@ -113,31 +124,54 @@ pub fn next_move(state: &ClusterState, service: &Service) -> Option<Move> {
             .collect();
         groups.entry(group).or_default().push((worker, mine));
     }
-    // One move per pass: the first group (by value) with a gap wider than one.
+    // With a spread attribute, its values first, as the scheduler spreads: from the
+    // value holding the most replicas to the one holding the fewest, while they differ
+    // by more than one.
+    if groups.len() > 1 {
+        let held = |members: &Vec<Member>| members.iter().map(|(_, t)| t.len()).sum::<usize>();
+        let mut values: Vec<&Vec<Member>> = groups.values().collect();
+        values.sort_by_key(|members| held(members));
+        if let (Some(fewest), Some(most)) = (values.first(), values.last()) {
+            if held(most) > held(fewest) + 1 {
+                if let Some(next) = move_between(state, service, most, fewest, false) {
+                    return Some(next);
+                }
+            }
+        }
+    }
+    // Then the workers of each value: the first value with a gap wider than one.
     groups
         .values()
-        .find_map(|members| move_within(state, service, members))
+        .find_map(|members| move_between(state, service, members, members, true))
 }
 
-/// The move that narrows the widest gap among `members`, if one is wider than one.
-fn move_within(
+/// A worker with the service's tasks on it.
+type Member<'a> = (&'a Worker, Vec<&'a Task>);
+
+/// A move from one of `sources` to one of `targets`: from the worker holding the most
+/// of the service's tasks to the one holding the fewest that can take it now. With
+/// `narrow`, only while the two differ by more than one (within one group); without,
+/// the groups' counts have decided already.
+fn move_between(
     state: &ClusterState,
     service: &Service,
-    members: &[(&Worker, Vec<&Task>)],
+    sources: &[Member],
+    targets: &[Member],
+    narrow: bool,
 ) -> Option<Move> {
     let total = |w: &Worker| state.load_of(&w.name).active;
     // The most loaded first: most of the service's tasks, then most tasks in all.
-    let mut from: Vec<&(&Worker, Vec<&Task>)> = members.iter().collect();
+    let mut from: Vec<&Member> = sources.iter().filter(|(_, t)| !t.is_empty()).collect();
     from.sort_by(|a, b| {
         (b.1.len(), total(b.0), &a.0.name).cmp(&(a.1.len(), total(a.0), &b.0.name))
     });
     // The least loaded first, as the scheduler ranks: fewest of the service's tasks,
     // then fewest in all, then name.
-    let mut to: Vec<&(&Worker, Vec<&Task>)> = members.iter().collect();
+    let mut to: Vec<&Member> = targets.iter().collect();
     to.sort_by(|a, b| (a.1.len(), total(a.0), &a.0.name).cmp(&(b.1.len(), total(b.0), &b.0.name)));
     for (source, on_source) in &from {
         for (target, on_target) in &to {
-            if on_source.len() <= on_target.len() + 1 {
+            if narrow && on_source.len() <= on_target.len() + 1 {
                 break;
             }
             // The highest slot on the busiest worker: the one a scale-down stops first.

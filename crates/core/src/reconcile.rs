@@ -235,7 +235,7 @@ fn reconcile_service(
             .filter(|t| t.desired == DesiredState::Shutdown && t.is_live())
             .map(|t| t.slot)
             .collect();
-        let stop_first = service.spec.update.order == UpdateOrder::StopFirst;
+        let stop_first = service.spec.replace_order() == UpdateOrder::StopFirst;
         let mut by_slot = active.chunk_by_mut(|a, b| a.slot == b.slot).peekable();
         for slot in 0..service.spec.replicas {
             while by_slot.next_if(|group| group[0].slot < slot).is_some() {}
@@ -245,7 +245,24 @@ fn reconcile_service(
                 Some(_) => starts.contains(&slot),
             };
             if make {
-                match replacement(latest.get(&slot).copied(), service, now) {
+                let last = latest.get(&slot).copied();
+                let next = match &group {
+                    None => replacement(last, service, now),
+                    // A start beside a task that serves the slot (a rollout's, a move's):
+                    // the restart policy is not asked (the slot is served), and only the
+                    // failures of earlier starts beside it set the backoff, not the
+                    // slot's history from before.
+                    Some(active) => {
+                        let oldest = active.iter().map(|t| t.created_at).min().unwrap_or(0);
+                        match last.filter(|t| t.created_at >= oldest) {
+                            Some(failed) if failed.state == TaskState::Failed => {
+                                backoff(failed, service, now)
+                            }
+                            _ => Replacement::Now(0),
+                        }
+                    }
+                };
+                match next {
                     Replacement::Done { task, message } => {
                         // Nothing more is wanted of the slot: its last task says so.
                         if task.message != message || task.desired != DesiredState::Shutdown {
@@ -368,9 +385,14 @@ fn replacement<'a>(latest: Option<&'a Task>, service: &Service, now: Millis) -> 
             message,
         };
     }
-    let Some(last) = latest.filter(|t| t.state == TaskState::Failed) else {
-        return Replacement::Now(0);
-    };
+    match latest.filter(|t| t.state == TaskState::Failed) {
+        Some(last) => backoff(last, service, now),
+        None => Replacement::Now(0),
+    }
+}
+
+/// After the failure of `last`: now if the backoff ran out, else the wait (said on it).
+fn backoff<'a>(last: &'a Task, service: &Service, now: Millis) -> Replacement<'a> {
     let failures = failures_in_a_row(last);
     let delay = restart_delay(failures, service.spec.restart.delay.millis());
     let due = last.updated_at + delay;

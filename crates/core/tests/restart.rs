@@ -194,3 +194,33 @@ fn max_attempts_bounds_the_restarts_of_a_slot() {
         .unwrap_or_default();
     assert!(last.contains("restart max_attempts 2"), "{last}");
 }
+
+/// Updating a batch job runs the new version once per slot: its replicas completing is
+/// the rollout's success, not a failure to roll back from.
+#[test]
+fn an_updated_batch_runs_the_new_version_once() {
+    let mut sim = Sim::new(policy(RestartCondition::None, 0), 2);
+    sim.exit_all(0, 1);
+    sim.exit_all(0, 60);
+    let mut spec = sim.state.services["job"].spec.clone();
+    spec.command = Some(vec!["echo".into(), "again".into()]);
+    sim.run(PutService(spec.clone()));
+    assert_eq!(sim.active(), 2, "the new version runs");
+    for _ in 0..5 {
+        sim.exit_all(0, 1);
+    }
+    let service = &sim.state.services["job"];
+    let rollout = service.rollout.clone().expect("a rollout");
+    assert_eq!(
+        (rollout.state, rollout.reason),
+        (mycluster_core::rollout::RolloutState::Completed, None)
+    );
+    assert_eq!(service.spec.command, spec.command, "not rolled back");
+    let ran_new = sim
+        .state
+        .tasks
+        .values()
+        .filter(|t| t.command == spec.command && t.state == TaskState::Complete)
+        .count();
+    assert_eq!((ran_new, sim.active()), (2, 0));
+}

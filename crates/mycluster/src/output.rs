@@ -55,19 +55,27 @@ pub fn describe_volume(v: &VolumeSpec) -> String {
     format!("{}:{}{ro}", v.source, v.target)
 }
 
-/// `on-failure, at most 3 failures in a row, delay 2s`.
+/// `on-failure, at most 3 restarts after failures in a row, delay 2s`.
 pub fn describe_restart(r: &RestartPolicy) -> String {
     let attempts = match r.max_attempts {
-        0 => "no limit of failures".to_string(),
-        n => format!("at most {n} failures in a row"),
+        0 => "no limit of restarts".to_string(),
+        n => format!("at most {n} restarts after failures in a row"),
     };
     format!("{}, {attempts}, delay {}", r.condition.as_str(), r.delay)
 }
 
-/// A task's state for a table: a task that completed says it is done (batch work).
+/// Whether the task is the last of a slot its restart policy leaves done (batch work
+/// that completed): the manager no longer wants it running, and nothing replaced it.
+fn done(task: &TaskDoc) -> bool {
+    task.state == TaskState::Complete
+        && task.desired_state == mycluster_core::wire::DesiredState::Shutdown
+}
+
+/// A task's state for a table: the last task of a slot that completed for good says it
+/// is done (batch work).
 pub fn task_state(task: &TaskDoc) -> String {
     match task.state {
-        TaskState::Complete => "complete (done)".to_string(),
+        TaskState::Complete if done(task) => "complete (done)".to_string(),
         state if task.moving.is_some() && !state.is_terminal() => format!("{state} (moving)"),
         state => state.to_string(),
     }
@@ -96,7 +104,7 @@ pub fn tasks_summary(service: &str, tasks: &[TaskDoc]) -> String {
     let stuck = wanted.clone().filter(unplaceable).count();
     let complete = tasks
         .iter()
-        .filter(|t| t.state == TaskState::Complete)
+        .filter(|t| done(t))
         .map(|t| t.slot)
         .collect::<std::collections::BTreeSet<_>>()
         .len();

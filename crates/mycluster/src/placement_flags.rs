@@ -47,7 +47,8 @@ pub struct PlacementArgs {
     /// that exits 0 is complete and stays so) or none (each slot runs once).
     #[arg(long, value_enum, value_name = "CONDITION")]
     pub restart_condition: Option<Condition>,
-    /// The most failures in a row of one slot before it is given up (0: no limit).
+    /// The most restarts of a slot after failures in a row before it is given up (0: no
+    /// limit): with 2, a slot that keeps failing runs 3 times.
     #[arg(long, value_name = "N")]
     pub restart_max_attempts: Option<u32>,
     /// The wait after a failure before the slot is started again, doubled with each

@@ -123,7 +123,7 @@ async fn placement_flags_are_the_apis_fields() {
         "node.labels.zone",
         "reserve 0.5 CPUs, 256 MiB; limit 1 CPUs, 512 MiB",
         "/srv/data/conf:/conf:ro",
-        "on-failure, at most 3 failures in a row, delay 2s",
+        "on-failure, at most 3 restarts after failures in a row, delay 2s",
     ] {
         assert!(out.contains(shown), "{shown}: {out}");
     }

@@ -6,12 +6,15 @@
 //! a time, and none while a rollout starts tasks, so a service never has more than
 //! `replicas + 1` active tasks and never fewer than `replicas` healthy because of a
 //! move. A replacement that cannot be placed leaves the old task running (its pending
-//! reason says why the drain does not finish).
+//! reason says why the drain does not finish). A service with named volumes moves
+//! stop-first instead (see `ServiceSpec::replace_order`): a slot's volume is mounted by
+//! one task at a time, so its replica is down while it moves.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::rebalance;
+use crate::service::UpdateOrder;
 use crate::{Change, ClusterState, DesiredState, Millis, Service, Task, TaskState, WorkerStatus};
 
 /// Whether `task` is leaving its worker: active, and marked `moving` or on a draining
@@ -175,10 +178,40 @@ pub(super) fn plan(
     }
     // One slot at a time, never while a rollout starts tasks, never past replicas + 1.
     let active = tasks.iter().filter(|t| t.is_active()).count() as u64;
-    if !in_flight && starts.is_empty() && active <= u64::from(service.spec.replicas) {
-        if let Some(slot) = candidates.into_iter().min() {
-            starts.push(slot);
-        }
+    if in_flight || !starts.is_empty() || active > u64::from(service.spec.replicas) {
+        return done_service;
+    }
+    let Some(slot) = candidates.into_iter().min() else {
+        return done_service;
+    };
+    if service.spec.replace_order() == UpdateOrder::StartFirst {
+        starts.push(slot);
+        return done_service;
+    }
+    // Stop-first (a slot's volume is mounted by one task at a time, or the service asks
+    // for it): the leaving task stops, and reconcile starts its slot's next task once it
+    // is gone; only while every other slot is served, healthy.
+    let busy = tasks.iter().any(|t| {
+        (t.desired == DesiredState::Shutdown && t.is_live()) || (t.is_active() && !t.is_healthy())
+    });
+    if busy {
+        return done_service;
+    }
+    if let Some(i) = tasks
+        .iter()
+        .position(|t| t.slot == slot && leaving(state, t) && t.state == TaskState::Running)
+    {
+        let mut next = Task::clone(&tasks[i]);
+        next.desired = DesiredState::Shutdown;
+        let because = if service.spec.update.order == UpdateOrder::StopFirst {
+            "the service updates stop-first"
+        } else {
+            "its slot's volume is mounted by one task at a time"
+        };
+        next.message = format!("moving stop-first ({}): {because}", why(state, &next));
+        next.updated_at = now;
+        changes.push(Change::PutTask(next.clone()));
+        tasks[i] = Cow::Owned(next);
     }
     done_service
 }

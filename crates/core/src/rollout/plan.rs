@@ -194,6 +194,12 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
             {
                 continue;
             }
+            // A batch job's replica that completed did its work: not a failure.
+            if task.state == TaskState::Complete
+                && crate::reconcile::finished_slot(service, Some(task)).is_some()
+            {
+                continue;
+            }
             let Some(why) = failure(task, monitor, now, up(task), serving) else {
                 continue;
             };
@@ -236,7 +242,7 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
     // The next slots, within the batch, the live-task bound and the delay.
     let batch = policy.batch(spec.replicas);
     let mut room = batch.saturating_sub(in_flight);
-    if policy.order == UpdateOrder::StartFirst {
+    if spec.replace_order() == UpdateOrder::StartFirst {
         let bound = u64::from(spec.replicas) + u64::from(batch);
         room = room.min(bound.saturating_sub(live) as u32);
     }
@@ -249,7 +255,7 @@ pub fn plan(service: &Service, tasks: &[&Task], now: Millis) -> Plan {
         room = 0;
     }
     for (slot, group) in outdated.into_iter().take(room as usize) {
-        match policy.order {
+        match spec.replace_order() {
             UpdateOrder::StartFirst => plan.start.push(slot),
             UpdateOrder::StopFirst => {
                 for old in group.iter().filter(|t| up(t)) {

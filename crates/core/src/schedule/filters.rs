@@ -201,8 +201,9 @@ pub(super) fn check(
 }
 
 /// The filters that depend only on the task's template, not its slot or the worker's
-/// load: what makes a worker eligible for a service's spread.
-pub(super) fn eligible(task: &Task, worker: &Worker) -> Result<(), Cause> {
+/// load: what makes a worker eligible for a service's spread (the scheduler's and a
+/// rebalance's).
+pub fn eligible(task: &Task, worker: &Worker) -> Result<(), Cause> {
     status(worker)?;
     runs(task, worker)?;
     constraints(task, worker)

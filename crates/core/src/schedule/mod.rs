@@ -10,9 +10,9 @@ mod rank;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-pub use filters::{fits, Cause};
+pub use filters::{eligible, fits, Cause};
 
-use filters::{check, eligible, pinned, pins, room, unplaceable_reason, Held, UNPLACEABLE};
+use filters::{check, pinned, pins, room, unplaceable_reason, Held, UNPLACEABLE};
 use rank::{Counts, Ranking};
 
 use crate::service::{volume_name, MountKind, Volume};

@@ -80,6 +80,18 @@ impl ServiceSpec {
             && self.volumes == other.volumes
     }
 
+    /// How a slot's task is replaced (a rollout) and moved (a drain, a rebalance): the
+    /// update policy's order, but stop-first for a service with named volumes, whose
+    /// slot's volume must be mounted by one task at a time (two processes writing one
+    /// database's files would corrupt it).
+    pub fn replace_order(&self) -> UpdateOrder {
+        if self.volumes.iter().any(|v| !v.is_bind()) {
+            UpdateOrder::StopFirst
+        } else {
+            self.update.order
+        }
+    }
+
     /// The distinct ports its tasks listen on, in order.
     pub fn targets(&self) -> Vec<u16> {
         distinct(self.ports.iter().map(|p| p.target))

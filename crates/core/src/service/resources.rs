@@ -171,13 +171,43 @@ impl JsonSchema for Bytes {
 }
 
 /// CPUs and memory: a reservation, a limit, or what a worker has.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 pub struct Amount {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<Cpus>,
     /// Bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Bytes>,
+}
+
+/// Read from a JSON object only, without unknown fields: serde's derive would also take
+/// a sequence (`[cpus, memory]`) and ignore unknown keys.
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            #[serde(default)]
+            cpus: Option<Cpus>,
+            #[serde(default)]
+            memory: Option<Bytes>,
+        }
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = Amount;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object {\"cpus\"?, \"memory\"?}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Amount, A::Error> {
+                let f = Fields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Amount {
+                    cpus: f.cpus,
+                    memory: f.memory,
+                })
+            }
+        }
+        d.deserialize_map(Object)
+    }
 }
 
 impl Amount {

@@ -49,11 +49,16 @@ impl RestartCondition {
 /// The default first wait after a failure: today's backoff starts at a second.
 pub const DEFAULT_RESTART_DELAY: Span = Span::secs(1);
 
+/// The shortest first wait after a failure.
+pub const MIN_RESTART_DELAY: Span = Span(100);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct RestartPolicy {
     #[serde(default)]
     pub condition: RestartCondition,
-    /// The most failures in a row of one slot before it is given up (0: no limit).
+    /// The most restarts of one slot after failures in a row (0: no limit): with 2, a
+    /// slot runs at most 3 times in a row that fail, then it is given up (Swarm's
+    /// `--restart-max-attempts`).
     #[serde(default)]
     pub max_attempts: u32,
     /// The wait after the first failure; doubled with each one in a row, up to a minute.
@@ -127,6 +132,14 @@ impl RestartPolicy {
             "delay",
             DEFAULT_RESTART_DELAY,
         )?;
+        if delay.millis() < MIN_RESTART_DELAY.millis() {
+            return Err(SpecError::Invalid {
+                field: format!("{field}.delay"),
+                why: format!(
+                    "must be at least {MIN_RESTART_DELAY}: a crash-looping task would be replaced on every pass, got {delay}"
+                ),
+            });
+        }
         Ok(RestartPolicy {
             condition,
             max_attempts,

@@ -166,9 +166,10 @@ impl Command for Rebalance {
                 continue;
             };
             let first = rebalance::next_move(&txn.state, service);
-            // A service that is not settled (a rollout, a drain or another move under
-            // way) is marked too: its moves start once it is.
-            let wanted = first.is_some() || !rebalance::settled(&txn.state, service);
+            // A service busy with a rollout, a drain or another move is marked too: its
+            // moves start once it is done. One that cannot settle (a slot no worker
+            // takes, a batch job's completed slots) is not: it would stay marked.
+            let wanted = first.is_some() || rebalance::busy(&txn.state, service);
             if !self.dry_run && wanted && !service.rebalance && service.spec.replicas > 0 {
                 let mut marked = service.clone();
                 marked.rebalance = true;

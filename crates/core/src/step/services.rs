@@ -117,6 +117,7 @@ impl Command for RollbackService {
             generation: to.generation,
         };
         commands::check_ports(txn, &base.spec)?;
+        commands::check_volumes(txn, &base.spec)?;
         let service = old.rolled_back(&base, to.spec.replicas, RolloutKind::Rollback, ctx.now);
         txn.push(Change::PutService(service.clone()));
         Ok(Applied::new(service, Scope::Services(vec![self.0])))
