@@ -5,7 +5,9 @@
 //! - `worker activate`, and the manager's `--rebalance` brings the spread back to
 //!   2/2/2/2, again never below 8 running;
 //! - `docker stop` of a worker: its replicas run elsewhere; `docker start`: it comes
-//!   back and gets its share again, 2/2/2/2.
+//!   back and gets its share again, 2/2/2/2;
+//! - a `restart: none` job of 3 replicas whose command exits 0 ends with 3 `complete`
+//!   tasks and none running.
 
 mod common;
 
@@ -191,4 +193,47 @@ async fn a_drain_keeps_every_replica_and_a_returning_worker_gets_its_share_back(
     docker(&["start", &stopped]);
     let counts = even_over(&api, "web", 4).await;
     eprintln!("after docker start of {stopped}: {counts:?}");
+
+    // A one-off job on the same cluster: `restart: none`, 3 replicas of a command that
+    // exits 0 (the demo image's `mycluster --version`) end as 3 complete tasks, none
+    // running, and stay so.
+    env.ok(&[
+        "service",
+        "create",
+        "job",
+        "--image",
+        "mycluster/hello-world",
+        "--replicas",
+        "3",
+        "--restart-condition",
+        "none",
+        "--",
+        "--version",
+    ]);
+    let states = || async {
+        let tasks = api.ok("/api/v1/tasks?service=job").await;
+        let states: Vec<String> = tasks
+            .as_array()?
+            .iter()
+            .filter_map(|t| t["state"].as_str().map(str::to_string))
+            .collect();
+        Some(states)
+    };
+    eventually("3 complete tasks of job", || async {
+        let states = states().await?;
+        (states.len() == 3 && states.iter().all(|s| s == "complete")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = states().await.unwrap_or_default();
+    assert_eq!(
+        after,
+        ["complete", "complete", "complete"],
+        "nothing runs again"
+    );
+    let listed = env.ok(&["service", "ps", "job"]);
+    assert!(
+        listed.contains("job: 0 running, 3 complete (done)"),
+        "{listed}"
+    );
 }

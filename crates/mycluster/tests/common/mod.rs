@@ -491,7 +491,10 @@ impl Agent {
     pub fn health_address(&self) -> Option<String> {
         self.log.lock().unwrap().iter().find_map(|line| {
             let at = line.find("health on ")?;
-            Some(line[at + "health on ".len()..].trim().to_string())
+            let rest = &line[at + "health on ".len()..];
+            // The address ends where the capacity it is followed by begins.
+            let end = rest.find([',', ' ']).unwrap_or(rest.len());
+            Some(rest[..end].trim().to_string())
         })
     }
 }
