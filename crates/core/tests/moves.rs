@@ -9,17 +9,11 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-
 use proptest::prelude::*;
 
-use mycluster_core::step::{Rebalance, Reconcile, Register, Report, SetDrain};
-use mycluster_core::wire::{Registration, TaskReport};
-use mycluster_core::{
-    ClusterState, Command, DesiredState, Limits, Millis, SequentialIds, ServiceSpec, TaskState,
-    WorkerStatus,
-};
-use support::step_with;
+use mycluster_core::step::{Rebalance, SetDrain};
+use mycluster_core::WorkerStatus;
+use support::sim::{spec, Sim};
 
 const SERVICES: [(&str, u32); 3] = [("web", 4), ("api", 3), ("one", 1)];
 
@@ -32,145 +26,32 @@ enum Op {
     Rebalance(Option<usize>),
 }
 
-struct Sim {
-    state: ClusterState,
-    ids: SequentialIds,
-    now: Millis,
-    limits: Limits,
-}
-
-impl Sim {
-    fn run<C: Command>(&mut self, command: C) -> Option<C::Outcome> {
-        let stepped = step_with(&self.state, command, self.now, &self.limits, &mut self.ids);
-        let stepped = stepped.ok()?;
-        self.state = stepped.state;
-        Some(stepped.outcome)
+/// The promise of every step: at least `replicas` healthy and running (a task told to
+/// stop still serves until its agent stops it), at most `replicas + 1` active.
+fn check(sim: &Sim) -> Result<(), TestCaseError> {
+    for (name, replicas) in SERVICES {
+        let tasks: Vec<_> = sim.state.tasks_of_service(name).collect();
+        let healthy = tasks.iter().filter(|t| t.is_healthy()).count() as u32;
+        let active = tasks.iter().filter(|t| t.is_active()).count() as u32;
+        prop_assert!(
+            healthy >= replicas,
+            "{name}: {healthy} healthy of {replicas} at {}",
+            sim.now
+        );
+        prop_assert!(
+            active <= replicas + 1,
+            "{name}: {active} active of {replicas} at {}",
+            sim.now
+        );
     }
-
-    fn join(&mut self, i: usize) {
-        self.run(Register(Registration {
-            name: format!("w{i}"),
-            address: format!("w{i}:7001"),
-            labels: BTreeMap::new(),
-            capacity: None,
-            driver: Default::default(),
-            instance: String::new(),
-            resources: Default::default(),
-            host: String::new(),
-        }));
-    }
-
-    /// One second: the pass, then every agent that is up reports.
-    fn round(&mut self) {
-        self.now += 1_000;
-        self.run(Reconcile);
-        let mut reports: BTreeMap<String, Vec<TaskReport>> = BTreeMap::new();
-        for task in self.state.tasks.values() {
-            let Some(worker) = &task.worker else { continue };
-            let up = self
-                .state
-                .workers
-                .get(worker)
-                .is_some_and(|w| w.status != WorkerStatus::Down);
-            if !up || task.state.is_terminal() {
-                continue;
-            }
-            let state = match (task.desired, task.state) {
-                (DesiredState::Shutdown, _) => TaskState::Shutdown,
-                (DesiredState::Running, TaskState::Assigned) => TaskState::Running,
-                _ => continue,
-            };
-            let mut report = TaskReport::new(task.id.clone(), state);
-            if state == TaskState::Running {
-                report.container_id = Some(format!("c-{}", task.id));
-            }
-            reports.entry(worker.clone()).or_default().push(report);
-        }
-        for (worker, tasks) in reports {
-            self.run(Report {
-                worker,
-                instance: String::new(),
-                tasks,
-                removed_volumes: Vec::new(),
-            });
-        }
-    }
-
-    /// The promise of every step: at least `replicas` healthy and running (a task told
-    /// to stop still serves until its agent stops it), at most `replicas + 1` active.
-    fn check(&self) -> Result<(), TestCaseError> {
-        for (name, replicas) in SERVICES {
-            let tasks: Vec<_> = self.state.tasks_of_service(name).collect();
-            let healthy = tasks.iter().filter(|t| t.is_healthy()).count() as u32;
-            let active = tasks.iter().filter(|t| t.is_active()).count() as u32;
-            prop_assert!(
-                healthy >= replicas,
-                "{name}: {healthy} healthy of {replicas} at {}",
-                self.now
-            );
-            prop_assert!(
-                active <= replicas + 1,
-                "{name}: {active} active of {replicas} at {}",
-                self.now
-            );
-        }
-        Ok(())
-    }
-
-    fn spread(&self, service: &str) -> BTreeMap<String, u32> {
-        let mut counts: BTreeMap<String, u32> = self
-            .state
-            .workers
-            .values()
-            .filter(|w| w.status == WorkerStatus::Ready)
-            .map(|w| (w.name.clone(), 0))
-            .collect();
-        for task in self
-            .state
-            .tasks_of_service(service)
-            .filter(|t| t.is_active())
-        {
-            if let Some(n) = task.worker.as_ref().and_then(|w| counts.get_mut(w)) {
-                *n += 1;
-            }
-        }
-        counts
-    }
-}
-
-fn spec(name: &str, replicas: u32) -> ServiceSpec {
-    ServiceSpec {
-        name: name.into(),
-        image: Some("nginx:1".into()),
-        replicas,
-        command: None,
-        env: BTreeMap::new(),
-        healthcheck: None,
-        update: Default::default(),
-        ports: Vec::new(),
-        stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
-        proxy_protocol: false,
-        constraints: Vec::new(),
-        spread: None,
-        resources: Default::default(),
-        volumes: Vec::new(),
-        restart: Default::default(),
-    }
+    Ok(())
 }
 
 /// A cluster of `workers` workers running the services, every replica healthy.
 fn settled(workers: usize, rebalance: bool) -> Sim {
-    let mut sim = Sim {
-        state: ClusterState::default(),
-        ids: SequentialIds::default(),
-        now: 1_000,
-        limits: Limits {
-            rebalance,
-            ..Limits::default()
-        },
-    };
+    let mut sim = Sim::new(rebalance);
     for i in 0..workers {
-        sim.join(i);
+        sim.join(&format!("w{i}"), &[]);
     }
     for (name, replicas) in SERVICES {
         sim.run(mycluster_core::step::PutService(spec(name, replicas)));
@@ -199,7 +80,7 @@ fn apply(sim: &mut Sim, op: &Op) {
                 drain: matches!(op, Op::Drain(_)),
             });
         }
-        Op::Join(i) => sim.join(*i),
+        Op::Join(i) => sim.join(&format!("w{i}"), &[]),
         Op::Rebalance(service) => {
             sim.run(Rebalance {
                 service: service.map(|s| SERVICES[s].0.to_string()),
@@ -219,20 +100,20 @@ proptest! {
         ops in proptest::collection::vec((op(4), 0u32..12), 1..8),
     ) {
         let mut sim = settled(workers, rebalance);
-        sim.check()?;
+        check(&sim)?;
         for (op, rounds) in &ops {
             apply(&mut sim, op);
-            sim.check()?;
+            check(&sim)?;
             for _ in 0..*rounds {
                 sim.round();
-                sim.check()?;
+                check(&sim)?;
             }
         }
         // Given time, a drain that can finish empties its worker, and a rebalance leaves
         // the spread even.
         for _ in 0..120 {
             sim.round();
-            sim.check()?;
+            check(&sim)?;
         }
         let ready = sim.state.workers.values().filter(|w| w.status == WorkerStatus::Ready).count();
         if ready > 0 {

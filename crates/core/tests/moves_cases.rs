@@ -3,139 +3,15 @@
 //! whatever the restart policy says of its history; two services cannot share a volume
 //! by their names; a moved slot starts its failure count afresh; a service with named
 //! volumes moves stop-first (one task mounts a slot's volume at a time).
+
 mod support;
 
-use std::collections::BTreeMap;
-
 use mycluster_core::service::{Attribute, RestartCondition, RestartPolicy, Spread, VolumeSpec};
-use mycluster_core::step::{
-    DeclareDown, PutService, Reconcile, Register, Report, SetDrain, WorkerBack,
-};
-use mycluster_core::wire::{Registration, TaskReport};
-use mycluster_core::{
-    ClusterState, Command, DesiredState, Limits, Millis, SequentialIds, ServiceSpec, TaskState,
-    WorkerStatus,
-};
+use mycluster_core::step::{DeclareDown, PutService, Report, SetDrain, WorkerBack};
+use mycluster_core::wire::TaskReport;
+use mycluster_core::TaskState;
+use support::sim::{spec, Sim};
 use support::step_with;
-
-struct Sim {
-    state: ClusterState,
-    ids: SequentialIds,
-    now: Millis,
-    limits: Limits,
-}
-
-impl Sim {
-    fn new(rebalance: bool) -> Sim {
-        Sim {
-            state: ClusterState::default(),
-            ids: SequentialIds::default(),
-            now: 1_000,
-            limits: Limits {
-                rebalance,
-                ..Limits::default()
-            },
-        }
-    }
-    fn run<C: Command>(&mut self, command: C) -> Option<C::Outcome> {
-        match step_with(&self.state, command, self.now, &self.limits, &mut self.ids) {
-            Ok(s) => {
-                self.state = s.state;
-                Some(s.outcome)
-            }
-            Err(_) => None,
-        }
-    }
-    fn join(&mut self, name: &str, labels: &[(&str, &str)]) {
-        self.run(Register(Registration {
-            name: name.into(),
-            address: format!("{name}:7001"),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            capacity: None,
-            driver: Default::default(),
-            instance: String::new(),
-            resources: Default::default(),
-            host: "h".into(),
-        }));
-    }
-    /// assigned -> running, shutdown -> ended; `exit`: running tasks of these ids exit with code.
-    fn round(&mut self) {
-        self.now += 1_000;
-        self.run(Reconcile);
-        let mut reports: BTreeMap<String, Vec<TaskReport>> = BTreeMap::new();
-        for task in self.state.tasks.values() {
-            let Some(worker) = &task.worker else { continue };
-            let up = self
-                .state
-                .workers
-                .get(worker)
-                .is_some_and(|w| w.status != WorkerStatus::Down);
-            if !up || task.state.is_terminal() {
-                continue;
-            }
-            let state = match (task.desired, task.state) {
-                (DesiredState::Shutdown, _) => TaskState::Shutdown,
-                (DesiredState::Running, TaskState::Assigned) => TaskState::Running,
-                _ => continue,
-            };
-            let mut r = TaskReport::new(task.id.clone(), state);
-            if state == TaskState::Running {
-                r.container_id = Some(format!("c-{}", task.id));
-            }
-            reports.entry(worker.clone()).or_default().push(r);
-        }
-        for (worker, tasks) in reports {
-            self.run(Report {
-                worker,
-                instance: String::new(),
-                tasks,
-                removed_volumes: Vec::new(),
-            });
-        }
-    }
-    fn spread(&self, service: &str) -> BTreeMap<String, u32> {
-        let mut c: BTreeMap<String, u32> = self
-            .state
-            .workers
-            .values()
-            .filter(|w| w.status == WorkerStatus::Ready)
-            .map(|w| (w.name.clone(), 0))
-            .collect();
-        for t in self
-            .state
-            .tasks_of_service(service)
-            .filter(|t| t.is_active())
-        {
-            if let Some(n) = t.worker.as_ref().and_then(|w| c.get_mut(w)) {
-                *n += 1;
-            }
-        }
-        c
-    }
-}
-
-fn spec(name: &str, replicas: u32) -> ServiceSpec {
-    ServiceSpec {
-        name: name.into(),
-        image: Some("nginx:1".into()),
-        replicas,
-        command: None,
-        env: BTreeMap::new(),
-        healthcheck: None,
-        update: Default::default(),
-        ports: Vec::new(),
-        stop_grace_period: mycluster_core::service::DEFAULT_STOP_GRACE_PERIOD,
-        proxy_protocol: false,
-        constraints: Vec::new(),
-        spread: None,
-        resources: Default::default(),
-        volumes: Vec::new(),
-        restart: Default::default(),
-    }
-}
 
 /// With a spread attribute, a zone whose workers come back gets its share again.
 #[test]

@@ -4,6 +4,8 @@
 // Each test binary uses a part of it.
 #![allow(dead_code)]
 
+pub mod sim;
+
 use mycluster_core::commands::CommandError;
 use mycluster_core::step::{self, Liveness, Step};
 use mycluster_core::{ClusterState, Command, Context, IdSource, Limits, Millis};
