@@ -118,8 +118,8 @@ impl Command for Report {
 /// The monitor's verdict on one or more workers, in one commit: each is marked down, its
 /// tasks lost, and their replacements placed by the usual spread. With `silent_for`, a
 /// worker heard from more recently than that is left as it is (it beat again between the
-/// monitor's look and its call). An unknown name refuses a verdict on it alone, and is
-/// skipped in a verdict on several (it was removed since the monitor looked).
+/// monitor's look and its call). An unknown name refuses the whole verdict (a worker
+/// removed since the monitor looked is left out of its next one).
 pub struct DeclareDown {
     pub workers: Vec<String>,
     pub silent_for: Option<Duration>,
@@ -149,19 +149,7 @@ impl Command for DeclareDown {
         self.workers.dedup();
         let mut verdict = Verdict::default();
         let mut affected = Vec::new();
-        let many = self.workers.len() > 1;
         for name in self.workers {
-            // In a verdict on several workers, one removed since the monitor looked
-            // (`worker rm`) must not hold the others back.
-            if many && !txn.state.workers.contains_key(&name) {
-                verdict.skipped.push(SkippedDoc {
-                    message: format!(
-                        "Worker {name} is not registered (removed): not declared down"
-                    ),
-                    worker: name,
-                });
-                continue;
-            }
             let age = ctx.heard.last_heard(&name).map(|h| h.age);
             if let (Some(silent_for), Some(age)) = (self.silent_for, age) {
                 if age < silent_for && txn.state.workers.contains_key(&name) {
