@@ -99,8 +99,16 @@ pub struct Teardown(pub String);
 impl Drop for Teardown {
     fn drop(&mut self) {
         let label = format!("label=mycluster.cluster={}", self.0);
-        for id in docker(&["ps", "-aq", "--filter", &label]).lines() {
-            docker(&["rm", "-f", id]);
+        // An agent still running while the list is read may create a workload after it:
+        // list again until nothing is left (a few passes at most).
+        for _ in 0..10 {
+            let ids = docker(&["ps", "-aq", "--filter", &label]);
+            if ids.trim().is_empty() {
+                break;
+            }
+            for id in ids.lines() {
+                docker(&["rm", "-f", id]);
+            }
         }
         for id in docker(&["network", "ls", "-q", "--filter", &label]).lines() {
             docker(&["network", "rm", id]);
@@ -126,9 +134,17 @@ impl Cleanup {
         cleanup
     }
 
+    /// Removes them, listing again until none is left (an agent still running may
+    /// create one after a list was read; a few passes at most).
     pub fn run(&self) {
-        for id in containers(&self.cluster) {
-            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        for _ in 0..10 {
+            let ids = containers(&self.cluster);
+            if ids.is_empty() {
+                break;
+            }
+            for id in ids {
+                let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+            }
         }
     }
 }
