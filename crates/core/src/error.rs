@@ -8,6 +8,8 @@ pub enum CommandError {
     ServiceNotFound(String),
     #[error("Worker {0} is not registered in this cluster.")]
     WorkerNotFound(String),
+    #[error("Volume {0} is not known to this cluster (`mycluster volume ls` lists them).")]
+    VolumeNotFound(String),
     #[error("{0}")]
     Invalid(String),
     /// The request no longer fits the state (e.g. a worker declared dead beat again).

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::reconcile::moves::leaving;
 use crate::schedule::{eligible, fits};
 use crate::{ClusterState, Service, Task, Worker};
 
@@ -87,15 +88,9 @@ pub fn busy(state: &ClusterState, service: &Service) -> bool {
         .as_ref()
         .is_some_and(|r| r.state.is_moving() && r.completed_at.is_none());
     rolling
-        || state.tasks_of_service(service.name()).any(|t| {
-            (t.is_live() && !t.is_active())
-                || (t.is_active()
-                    && (t.moving.is_some()
-                        || t.worker
-                            .as_ref()
-                            .and_then(|w| state.workers.get(w))
-                            .is_some_and(|w| w.status == crate::WorkerStatus::Draining)))
-        })
+        || state
+            .tasks_of_service(service.name())
+            .any(|t| (t.is_live() && !t.is_active()) || leaving(state, t))
 }
 
 /// The next replica of `service` to move, if its spread is uneven and it is settled.

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-mod moves;
+pub(crate) mod moves;
 
 use crate::rollout;
 use crate::service::{AfterExit, Health, Mount, UpdateOrder};

@@ -19,7 +19,7 @@ use crate::{Change, ClusterState, DesiredState, Millis, Service, Task, TaskState
 
 /// Whether `task` is leaving its worker: active, and marked `moving` or on a draining
 /// worker.
-pub(super) fn leaving(state: &ClusterState, task: &Task) -> bool {
+pub(crate) fn leaving(state: &ClusterState, task: &Task) -> bool {
     task.is_active() && (task.moving.is_some() || on_draining(state, task))
 }
 

@@ -234,6 +234,20 @@ pub struct Volume {
     pub created_at: Millis,
 }
 
+impl Volume {
+    /// Whether a service that exists mounts it: its slot is wanted and the service's spec
+    /// names its source. Such a volume is not removed (`volume rm` refuses it).
+    pub fn in_use(&self, state: &crate::ClusterState) -> bool {
+        state.services.get(&self.service).is_some_and(|s| {
+            self.slot < s.spec.replicas
+                && s.spec
+                    .volumes
+                    .iter()
+                    .any(|v| !v.is_bind() && v.source == self.source)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,12 +197,13 @@ impl Command for RemoveVolumes {
     fn apply(self, txn: &mut Txn, _ctx: &Context) -> Result<Applied<Vec<Volume>>, CommandError> {
         let mut marked = Vec::new();
         for name in &self.0 {
-            let volume = txn.state.volumes.get(name).cloned().ok_or_else(|| {
-                CommandError::Invalid(format!(
-                    "volume {name} is not known to this cluster (see `mycluster volume ls`)"
-                ))
-            })?;
-            if in_use(txn, &volume) {
+            let volume = txn
+                .state
+                .volumes
+                .get(name)
+                .cloned()
+                .ok_or_else(|| CommandError::VolumeNotFound(name.clone()))?;
+            if volume.in_use(&txn.state) {
                 return Err(CommandError::Conflict(format!(
                     "volume {name} is used by service {}: remove the service (`mycluster service rm {} --volumes`) or its volume from the spec first",
                     volume.service, volume.service
@@ -218,18 +219,6 @@ impl Command for RemoveVolumes {
         }
         Ok(Applied::new(marked, Scope::Nothing))
     }
-}
-
-/// Whether a service that exists mounts the volume (its slot is wanted and its spec
-/// names the source).
-pub fn in_use(txn: &Txn, volume: &Volume) -> bool {
-    txn.state.services.get(&volume.service).is_some_and(|s| {
-        volume.slot < s.spec.replicas
-            && s.spec
-                .volumes
-                .iter()
-                .any(|v| !v.is_bind() && v.source == volume.source)
-    })
 }
 
 /// Marks `names` removed by an agent on `host`: their records go. A name that is not

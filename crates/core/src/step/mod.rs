@@ -25,7 +25,7 @@ mod pass;
 mod services;
 mod workers;
 
-pub use admin::{in_use, LabelWorker, Rebalance, RemoveVolumes, RemoveWorker, SetDrain};
+pub use admin::{LabelWorker, Rebalance, RemoveVolumes, RemoveWorker, SetDrain};
 pub use pass::Reconcile;
 pub use services::{
     DeleteService, DeletedService, PatchService, PostService, PutService, RestartService,

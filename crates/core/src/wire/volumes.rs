@@ -44,21 +44,9 @@ impl VolumeDoc {
             worker: volume.worker.clone(),
             remove: volume.remove,
             created_at: seconds(volume.created_at),
-            in_use: in_use(volume, state),
+            in_use: volume.in_use(state),
         }
     }
-}
-
-/// Whether a service that exists mounts `volume`: its slot is wanted and its spec names
-/// the source (the rule `step::RemoveVolumes` refuses a removal by).
-pub fn in_use(volume: &Volume, state: &ClusterState) -> bool {
-    state.services.get(&volume.service).is_some_and(|s| {
-        volume.slot < s.spec.replicas
-            && s.spec
-                .volumes
-                .iter()
-                .any(|v| !v.is_bind() && v.source == volume.source)
-    })
 }
 
 #[cfg(test)]

@@ -60,9 +60,9 @@ impl From<SpecError> for ApiError {
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> ApiError {
         let status = match e {
-            CommandError::ServiceNotFound(_) | CommandError::WorkerNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            CommandError::ServiceNotFound(_)
+            | CommandError::WorkerNotFound(_)
+            | CommandError::VolumeNotFound(_) => StatusCode::NOT_FOUND,
             CommandError::Invalid(_) => StatusCode::BAD_REQUEST,
             CommandError::Conflict(_) | CommandError::Limit(_) => StatusCode::CONFLICT,
         };

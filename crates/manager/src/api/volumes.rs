@@ -6,6 +6,7 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::Json;
+use mycluster_core::commands::CommandError;
 use mycluster_core::service::{MountKind, Volume};
 use mycluster_core::step::RemoveVolumes;
 use mycluster_core::wire::VolumeDoc;
@@ -34,26 +35,13 @@ pub async fn remove(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<VolumeDoc>, ApiError> {
     let Path(name) = name?;
-    if !app.cluster.snapshot().state.volumes.contains_key(&name) {
-        return Err(not_found(&name));
-    }
     let (volumes, snapshot) = app.cluster.apply(RemoveVolumes(vec![name.clone()])).await?;
     let volume = volumes
         .into_iter()
         .find(|v| v.name == name)
-        .ok_or_else(|| not_found(&name))?;
+        .ok_or_else(|| CommandError::VolumeNotFound(name.clone()))?;
     tracing::info!("volume {name} marked for removal");
     Ok(Json(VolumeDoc::new(&volume, &snapshot.state)))
-}
-
-fn not_found(name: &str) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::NOT_FOUND,
-        format!(
-            "Volume {} is not known to this cluster (`mycluster volume ls` lists them).",
-            name.escape_debug()
-        ),
-    )
 }
 
 /// The volumes `worker`'s agent must remove: marked for removal, on its host (or on no
