@@ -5,61 +5,32 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
+use common::dev::Dev;
 use common::{Api, BIN, DEADLINE};
 use mycluster_core::wire::{TaskDoc, TaskState};
-
-/// A failing test must not leave `dev` (and its workloads) running.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_none_batch_of_three_ends_with_three_complete_tasks() {
     let cluster = format!("batch{}", std::process::id());
     let config = tempfile::tempdir().unwrap();
-    let mut dev = KillOnDrop(
-        Command::new(BIN)
-            .env("MYCLUSTER_CONFIG_DIR", config.path())
-            .env_remove("MYCLUSTER_TOKEN")
-            .args([
-                "dev",
-                "--driver",
-                "process",
-                "--workers",
-                "3",
-                "--no-ingress",
-                "--listen",
-                "127.0.0.1:0",
-                "--name",
-                &cluster,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mycluster dev"),
+    let mut dev = Dev::start(
+        config.path(),
+        &[
+            "--driver",
+            "process",
+            "--workers",
+            "3",
+            "--no-ingress",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            &cluster,
+        ],
     );
-    let stdout = dev.0.stdout.take().unwrap();
-    let (found, address) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("API: ") {
-                let _ = found.send(url.trim().to_string());
-            }
-        }
-    });
-    let url = address
-        .recv_timeout(DEADLINE)
-        .expect("dev prints its API address");
+    let url = dev.url.clone();
     let url_for_cli = url.clone();
     // The CLI as an operator runs it: the token dev saved for that address.
     let dir = config.path().to_path_buf();
@@ -129,10 +100,10 @@ async fn a_restart_none_batch_of_three_ends_with_three_complete_tasks() {
 
     // Ctrl-C: dev stops.
     let _ = Command::new("kill")
-        .args(["-INT", &dev.0.id().to_string()])
+        .args(["-INT", &dev.child.id().to_string()])
         .status();
     let started = std::time::Instant::now();
-    while dev.0.try_wait().unwrap().is_none() {
+    while dev.child.try_wait().unwrap().is_none() {
         assert!(started.elapsed() < DEADLINE, "dev did not stop on SIGINT");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
+use common::dev::Dev;
 use common::docker::{container_ip, containers, engine_or_skip, running, Cleanup};
 use common::{Api, BIN, DEADLINE};
 use serde_json::Value;
@@ -21,36 +20,20 @@ async fn the_original_walkthrough_against_mycluster_dev() {
     let cluster = format!("devtest{}", std::process::id());
     let _cleanup = Cleanup::new(&cluster);
     let config = tempfile::tempdir().unwrap();
-    let mut dev = KillOnDrop(
-        Command::new(BIN)
-            .env("MYCLUSTER_CONFIG_DIR", config.path())
-            .env_remove("MYCLUSTER_TOKEN")
-            .args([
-                "dev",
-                "--workers",
-                "4",
-                "--listen",
-                "127.0.0.1:0",
-                "--name",
-                &cluster,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mycluster dev"),
+    // Declared after the cleanup, so dropped first: a dev still running would recreate
+    // the containers the cleanup removes.
+    let mut dev = Dev::start(
+        config.path(),
+        &[
+            "--workers",
+            "4",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            &cluster,
+        ],
     );
-    let stdout = dev.0.stdout.take().unwrap();
-    let (found, address) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("API: ") {
-                let _ = found.send(url.trim().to_string());
-            }
-        }
-    });
-    let url = address
-        .recv_timeout(DEADLINE)
-        .expect("dev prints its API address");
+    let url = dev.url.clone();
     // `mycluster token`: the token dev generated and saved (mode 0600) for the CLI.
     let token = Command::new(BIN)
         .arg("token")
@@ -143,10 +126,10 @@ async fn the_original_walkthrough_against_mycluster_dev() {
 
     // Ctrl-C: dev stops and removes its containers.
     let _ = Command::new("kill")
-        .args(["-INT", &dev.0.id().to_string()])
+        .args(["-INT", &dev.child.id().to_string()])
         .status();
     let started = std::time::Instant::now();
-    while dev.0.try_wait().unwrap().is_none() {
+    while dev.child.try_wait().unwrap().is_none() {
         assert!(started.elapsed() < DEADLINE, "dev did not stop on SIGINT");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -154,15 +137,4 @@ async fn the_original_walkthrough_against_mycluster_dev() {
         containers(&cluster).is_empty(),
         "dev left containers behind"
     );
-}
-
-/// A failing test must not leave `dev` running: it would recreate the containers the
-/// cleanup removes. Declared after `Cleanup`, so it is dropped first.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -3,6 +3,7 @@
 //! running.
 #![allow(dead_code)]
 
+pub mod dev;
 pub mod docker;
 pub mod setup_env;
 
