@@ -31,5 +31,6 @@ pub fn task_doc(id: &str) -> TaskDoc {
         resources: Default::default(),
         mounts: Vec::new(),
         moving: None,
+        on_disconnect: Default::default(),
     }
 }

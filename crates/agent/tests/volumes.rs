@@ -53,6 +53,8 @@ async fn register(State(heard): State<Shared>, Json(r): Json<Registration>) -> J
         reserved: Amount::default(),
         host: r.host.clone(),
         drain: false,
+        epoch: 0,
+        suspected: None,
     };
     heard.lock().unwrap().registrations.push(r);
     Json(doc)
@@ -64,6 +66,8 @@ async fn heartbeat(Path(worker): Path<String>) -> Json<HeartbeatDoc> {
         status: WorkerStatus::Ready,
         index: 1,
         heartbeat_interval: 1.0,
+        epoch: 0,
+        lease: 5.0,
     })
 }
 
@@ -76,6 +80,8 @@ async fn tasks(State(heard): State<Shared>) -> Json<AssignedTasks> {
         index: heard.index,
         tasks: Vec::new(),
         remove_volumes: heard.remove.clone(),
+        epoch: 0,
+        lease: 5.0,
     })
 }
 

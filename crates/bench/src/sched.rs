@@ -51,6 +51,9 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
         host: String::new(),
         drain: false,
         label_overrides: Default::default(),
+        epoch: 0,
+        renewed_at: 0,
+        lease: Default::default(),
     });
     let mut all_services = Vec::new();
     let mut tasks = Vec::new();
@@ -71,6 +74,7 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
             resources: Default::default(),
             volumes: Vec::new(),
             restart: Default::default(),
+            on_disconnect: Default::default(),
         };
         let service = Service::updated(None, spec, 0);
         for slot in 0..replicas {
@@ -107,6 +111,7 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
                 resources: Default::default(),
                 mounts: Vec::new(),
                 moving: None,
+                on_disconnect: Default::default(),
             });
         }
         all_services.push(service);

@@ -409,6 +409,28 @@ impl Client {
         self.request(Method::GET, "/api/v1/workers").await
     }
 
+    /// The workers, once one has a suspicion of an index above `after` (its agent left,
+    /// its connection dropped) or after `wait`: the monitor's blocking query.
+    pub async fn workers_suspected_after(
+        &self,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Vec<WorkerDoc>, ClientError> {
+        let path = format!(
+            "/api/v1/workers?suspected_after={after}&wait={}ms",
+            wait.as_millis()
+        );
+        self.send(
+            Method::GET,
+            &path,
+            NO_BODY,
+            Some(wait + Duration::from_secs(10)),
+            &[],
+            &[],
+        )
+        .await
+    }
+
     /// Tasks, all or only those of a service or placed on a worker.
     pub async fn tasks(
         &self,
@@ -445,6 +467,26 @@ impl Client {
         instance: &str,
     ) -> Result<HeartbeatDoc, ClientError> {
         let path = agent_path(worker, "heartbeat", instance, None);
+        self.request(Method::POST, &path).await
+    }
+
+    /// A heartbeat that gives up after `timeout`: a lease is renewed only by answers, so
+    /// a heartbeat lost in a network split must not hold the next one up for the
+    /// client's whole timeout.
+    pub async fn heartbeat_within(
+        &self,
+        worker: &str,
+        instance: &str,
+        timeout: Duration,
+    ) -> Result<HeartbeatDoc, ClientError> {
+        let path = agent_path(worker, "heartbeat", instance, None);
+        self.send(Method::POST, &path, NO_BODY, Some(timeout), &[], &[])
+            .await
+    }
+
+    /// The agent is stopping: the manager has its worker declared down at once.
+    pub async fn leave(&self, worker: &str, instance: &str) -> Result<WorkerDoc, ClientError> {
+        let path = agent_path(worker, "leave", instance, None);
         self.request(Method::POST, &path).await
     }
 
@@ -485,17 +527,20 @@ impl Client {
         self.request(Method::POST, &path).await
     }
 
-    /// Declares many workers down in one commit (`POST /api/v1/workers/_down`); those
-    /// heard from within `silent_for` are skipped.
+    /// Declares many workers down in one commit (`POST /api/v1/workers/_down`); with
+    /// `silent_for`, those heard from within it are skipped.
     pub async fn declare_down_many(
         &self,
         workers: &[&str],
-        silent_for: Duration,
+        silent_for: Option<Duration>,
     ) -> Result<DownManyDoc, ClientError> {
-        let path = format!(
-            "/api/v1/workers/_down?silent_for={}ms",
-            silent_for.as_millis()
-        );
+        let path = match silent_for {
+            Some(silent_for) => format!(
+                "/api/v1/workers/_down?silent_for={}ms",
+                silent_for.as_millis()
+            ),
+            None => "/api/v1/workers/_down".to_string(),
+        };
         let body = DownRequest {
             workers: workers.iter().map(|w| w.to_string()).collect(),
         };

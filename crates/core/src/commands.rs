@@ -260,6 +260,15 @@ pub fn register_worker(
         .as_ref()
         .map(|w| w.label_overrides.clone())
         .unwrap_or_default();
+    // Another agent instance, or a worker that was down: what was assigned before is
+    // void (see `Worker::epoch`).
+    let epoch = match &old {
+        Some(old) if old.instance != registration.instance || old.status == WorkerStatus::Down => {
+            old.epoch + 1
+        }
+        Some(old) => old.epoch,
+        None => 1,
+    };
     let worker = Worker {
         name: registration.name,
         address: registration.address,
@@ -278,6 +287,9 @@ pub fn register_worker(
         host: registration.host,
         drain,
         label_overrides,
+        epoch,
+        renewed_at: old.as_ref().map_or(0, |w| w.renewed_at),
+        lease: old.as_ref().map_or_else(Default::default, |w| w.lease),
     };
     // A re-registration that changes nothing but the time is not worth a write.
     match old {
@@ -309,6 +321,8 @@ pub fn set_worker_status(
         return Ok(worker);
     }
     if status == WorkerStatus::Down {
+        // What it was assigned is void; an agent that comes back stops it first.
+        worker.epoch += 1;
         let mut counters = txn.state.counters;
         counters.worker_failures += 1;
         txn.push(Change::PutCounters(counters));
@@ -316,6 +330,27 @@ pub fn set_worker_status(
     worker.status = status;
     worker.updated_at = now;
     txn.push(Change::PutWorker(worker.clone()));
+    Ok(worker)
+}
+
+/// Declares a worker down (see `set_worker_status`), noting the last renewal of its
+/// lease the manager heard (`renewed_at`, wall-clock ms) and the lease in force, from
+/// which its `on_disconnect: "stop"` tasks may be replaced (`Worker::renewed_at`). A
+/// worker down already keeps what it had.
+pub fn declare_down(
+    txn: &mut Txn,
+    name: &str,
+    renewed_at: Millis,
+    lease: std::time::Duration,
+    now: Millis,
+) -> Result<Worker, CommandError> {
+    let was_down = existing_worker(txn, name)?.status == WorkerStatus::Down;
+    let mut worker = set_worker_status(txn, name, WorkerStatus::Down, now)?;
+    if !was_down {
+        worker.renewed_at = renewed_at;
+        worker.lease = crate::span::Span(lease.as_millis() as Millis);
+        txn.push(Change::PutWorker(worker.clone()));
+    }
     Ok(worker)
 }
 

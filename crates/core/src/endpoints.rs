@@ -95,7 +95,20 @@ fn published_endpoint(task: &Task, published: u16, target: u16) -> Option<Endpoi
 
 /// `service`'s tasks in the order endpoints are listed: by slot, then id.
 fn by_slot<'a>(state: &'a ClusterState, service: &Service) -> Vec<&'a Task> {
-    let mut tasks: Vec<&Task> = state.tasks_of_service(&service.spec.name).collect();
+    // A task on a down worker is not reached (an `on_disconnect: "stop"` task waits there
+    // for its lease to run out before it is replaced: see `lease`).
+    let reached = |t: &&Task| {
+        t.worker.as_ref().is_none_or(|w| {
+            state
+                .workers
+                .get(w)
+                .is_some_and(|w| w.status != crate::WorkerStatus::Down)
+        })
+    };
+    let mut tasks: Vec<&Task> = state
+        .tasks_of_service(&service.spec.name)
+        .filter(reached)
+        .collect();
     tasks.sort_by(|a, b| (a.slot, &a.id).cmp(&(b.slot, &b.id)));
     tasks
 }

@@ -121,6 +121,9 @@ mod tests {
             host: String::new(),
             drain: false,
             label_overrides: Default::default(),
+            epoch: 0,
+            renewed_at: 0,
+            lease: Default::default(),
         }
     }
 

@@ -21,6 +21,7 @@ pub mod error;
 pub mod identity;
 pub mod ids;
 pub mod image;
+pub mod lease;
 pub mod progress;
 pub mod rebalance;
 pub mod reconcile;

@@ -175,6 +175,7 @@ mod tests {
             resources: Default::default(),
             mounts: Vec::new(),
             moving: None,
+            on_disconnect: Default::default(),
         }
     }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 pub(crate) mod moves;
 
 use crate::rollout;
-use crate::service::{AfterExit, Health, Mount, UpdateOrder};
+use crate::service::{AfterExit, Health, Mount, OnDisconnect, UpdateOrder};
 use crate::task::TaskPort;
 use crate::{
     Change, ClusterState, DesiredState, IdSource, Millis, Service, Task, TaskState, WorkerStatus,
@@ -98,7 +98,22 @@ fn reconcile_service(
 
     // 1. Each live task: lost with its worker, or no longer wanted.
     for task in tasks.iter_mut().filter(|t| !t.state.is_terminal()) {
-        let lost = lost_because(state, task);
+        let lost = match cut_off(state, task, now) {
+            CutOff::No => None,
+            CutOff::Lost(why) => Some(why),
+            // Its agent stops it when its lease ends; until it may be replaced, it
+            // holds its slot (said once on the task).
+            CutOff::Waiting(why) => {
+                if task.message != why {
+                    let mut next = Task::clone(task);
+                    next.message = why;
+                    next.updated_at = now;
+                    changes.push(Change::PutTask(next.clone()));
+                    *task = Cow::Owned(next);
+                }
+                continue;
+            }
+        };
         let unwanted = match (&lost, task.desired) {
             (None, DesiredState::Running) => unwanted_because(service, task),
             _ => None,
@@ -419,14 +434,36 @@ fn wants(service: Option<&Service>, task: &Task) -> bool {
     service.is_some_and(|s| task.slot < s.spec.replicas)
 }
 
-fn lost_because(state: &ClusterState, task: &Task) -> Option<String> {
-    let worker_name = task.worker.as_ref()?;
-    match state.workers.get(worker_name) {
-        None => Some(format!("worker {worker_name} is gone")),
-        Some(worker) if worker.status == WorkerStatus::Down => {
-            Some(format!("worker {worker_name} is down"))
+/// What its worker's state makes of a live task.
+enum CutOff {
+    /// Its worker is up.
+    No,
+    /// Lost with its worker (down or gone), to be replaced: why.
+    Lost(String),
+    /// Its worker is down, but the task is `on_disconnect: "stop"` and its agent may
+    /// still be stopping it: it may be replaced only later (see `lease`). Why, for people.
+    Waiting(String),
+}
+
+fn cut_off(state: &ClusterState, task: &Task, now: Millis) -> CutOff {
+    let Some(worker_name) = task.worker.as_ref() else {
+        return CutOff::No;
+    };
+    let Some(worker) = state.workers.get(worker_name) else {
+        return CutOff::Lost(format!("worker {worker_name} is gone"));
+    };
+    if worker.status != WorkerStatus::Down {
+        return CutOff::No;
+    }
+    match worker.stop_tasks_replaceable_at(task.stop_grace_period) {
+        Some(at) if task.on_disconnect == OnDisconnect::Stop && now < at => {
+            CutOff::Waiting(format!(
+                "worker {worker_name} is down: its agent stops this task once its lease of {} runs out; replaced {} after the last renewal",
+                crate::span::Span(worker.lease.millis()),
+                crate::span::Span(at.saturating_sub(worker.renewed_at)),
+            ))
         }
-        Some(_) => None,
+        _ => CutOff::Lost(format!("worker {worker_name} is down")),
     }
 }
 
@@ -518,6 +555,7 @@ fn new_task(service: &Service, slot: u32, id: String, now: Millis) -> Task {
         resources: service.spec.resources,
         mounts: Mount::for_slot(&service.spec.name, slot, &service.spec.volumes),
         moving: None,
+        on_disconnect: service.spec.on_disconnect,
         created_at: now,
         updated_at: now,
     }

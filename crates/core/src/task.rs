@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use std::net::IpAddr;
 
-use crate::service::{distinct, Constraint, Health, HealthCheck, Mount, Resources};
+use crate::service::{distinct, Constraint, Health, HealthCheck, Mount, OnDisconnect, Resources};
 use crate::span::Span;
 use crate::{Millis, Service};
 
@@ -204,6 +204,9 @@ pub struct Task {
     /// starts beside it, and it stops once that one is healthy.
     #[serde(default)]
     pub moving: Option<String>,
+    /// What happens to it when its worker is cut off (the service's, when it was made).
+    #[serde(default)]
+    pub on_disconnect: OnDisconnect,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -229,6 +232,7 @@ impl Task {
             && self.constraints == spec.constraints
             && self.resources == spec.resources
             && self.mounts == Mount::for_slot(&spec.name, self.slot, &spec.volumes)
+            && self.on_disconnect == spec.on_disconnect
             && self.generation == service.generation
     }
 
@@ -266,6 +270,7 @@ impl Task {
                     || old.stop_grace_period != self.stop_grace_period
                     || old.resources != self.resources
                     || old.mounts != self.mounts
+                    || old.on_disconnect != self.on_disconnect
             }
         }
     }

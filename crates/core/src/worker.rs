@@ -88,9 +88,35 @@ pub struct Worker {
     /// with: a value sets one, `None` removes one. `labels` holds the result.
     #[serde(default)]
     pub label_overrides: BTreeMap<String, Option<String>>,
+    /// Moves on each time the worker's earlier assignments are void: when it is declared
+    /// down, and when another agent instance registers it. Every task list and heartbeat
+    /// answer carries it: an agent that sees it move on while it still runs tasks of an
+    /// older epoch stops those the new list does not hold, before anything else (see
+    /// `lease`).
+    #[serde(default)]
+    pub epoch: u64,
+    /// When the worker was declared down: the last renewal of its lease the manager had
+    /// heard (wall-clock ms), and the lease then in force. Its `on_disconnect: "stop"`
+    /// tasks are replaced only from `lease::replace_stop_task_at` on.
+    #[serde(default)]
+    pub renewed_at: Millis,
+    #[serde(default)]
+    pub lease: crate::span::Span,
 }
 
 impl Worker {
+    /// When one of its `on_disconnect: "stop"` tasks, with `grace` to stop, may be
+    /// replaced: `None` while the worker is not down.
+    pub fn stop_tasks_replaceable_at(&self, grace: crate::span::Span) -> Option<Millis> {
+        (self.status == WorkerStatus::Down).then(|| {
+            crate::lease::replace_stop_task_at(
+                self.renewed_at,
+                std::time::Duration::from_millis(self.lease.millis()),
+                grace,
+            )
+        })
+    }
+
     /// The status it has when it is up: draining if its operator drained it.
     pub fn up_status(&self) -> WorkerStatus {
         if self.drain {

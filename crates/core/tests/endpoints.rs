@@ -63,6 +63,7 @@ fn spec(name: &str, image: &str, replicas: u32, ports: Vec<PortSpec>) -> Service
         resources: Default::default(),
         volumes: Vec::new(),
         restart: Default::default(),
+        on_disconnect: Default::default(),
     }
 }
 
@@ -89,6 +90,9 @@ impl Cluster {
             host: String::new(),
             drain: false,
             label_overrides: Default::default(),
+            epoch: 0,
+            renewed_at: 0,
+            lease: Default::default(),
         });
         Cluster {
             state: ClusterState::from_parts([], [], workers, [], Default::default()),

@@ -76,6 +76,7 @@ fn held_by_a() -> ClusterState {
         resources: Default::default(),
         volumes: Vec::new(),
         restart: Default::default(),
+        on_disconnect: Default::default(),
     };
     let placed = run(&registered.state, PutService(spec), None, 1_000).unwrap();
     assert_eq!(placed.state.tasks_on_worker("w1").count(), 2);

@@ -39,6 +39,9 @@ fn worker(name: &str) -> Worker {
         host: String::new(),
         drain: false,
         label_overrides: BTreeMap::new(),
+        epoch: 0,
+        renewed_at: 0,
+        lease: Default::default(),
     }
 }
 
@@ -59,6 +62,7 @@ fn spec(name: &str, replicas: u32) -> ServiceSpec {
         resources: Resources::default(),
         volumes: Vec::new(),
         restart: Default::default(),
+        on_disconnect: Default::default(),
     }
 }
 

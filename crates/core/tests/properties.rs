@@ -83,6 +83,9 @@ fn worker(i: usize, status: WorkerStatus, now: Millis) -> Worker {
         host: String::new(),
         drain: false,
         label_overrides: Default::default(),
+        epoch: 0,
+        renewed_at: 0,
+        lease: Default::default(),
     }
 }
 
@@ -298,6 +301,7 @@ fn spec(name: &str, image: &str, replicas: u32) -> ServiceSpec {
         resources: Default::default(),
         volumes: Vec::new(),
         restart: Default::default(),
+        on_disconnect: Default::default(),
     }
 }
 

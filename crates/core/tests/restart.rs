@@ -54,6 +54,7 @@ impl Sim {
             resources: Default::default(),
             volumes: Vec::new(),
             restart,
+            on_disconnect: Default::default(),
         }));
         sim
     }

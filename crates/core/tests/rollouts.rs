@@ -115,6 +115,9 @@ impl Sim {
             host: String::new(),
             drain: false,
             label_overrides: Default::default(),
+            epoch: 0,
+            renewed_at: 0,
+            lease: Default::default(),
         });
         let mut sim = Sim {
             state: ClusterState::from_parts([], [], workers, [], Default::default()),
@@ -147,6 +150,7 @@ impl Sim {
             resources: Default::default(),
             volumes: Vec::new(),
             restart: Default::default(),
+            on_disconnect: Default::default(),
         };
         sim.run(PutService(spec))?;
         for _ in 0..20 {

@@ -95,6 +95,7 @@ impl Cluster {
             resources: Default::default(),
             volumes: Vec::new(),
             restart: Default::default(),
+            on_disconnect: Default::default(),
         }));
     }
 
@@ -461,6 +462,7 @@ fn workers_only_get_what_their_driver_can_run() {
             resources: Default::default(),
             volumes: Vec::new(),
             restart: Default::default(),
+            on_disconnect: Default::default(),
         })
     };
     cluster.run(service("images", Some("nginx"), None));

@@ -38,7 +38,12 @@ pub async fn run(cluster: Arc<Cluster>, period: Duration, stop: CancellationToke
             // ...except when a rollout moves on at a known moment (a new task's monitor
             // runs out): then, still within the share, at that moment.
             let now = now_millis();
-            if let Some(due) = next_due(&snapshot.state, now) {
+            // (or a cut-off worker's `on_disconnect: "stop"` tasks may be replaced).
+            let due = [
+                next_due(&snapshot.state, now),
+                mycluster_core::lease::next_due(&snapshot.state, now),
+            ];
+            if let Some(due) = due.into_iter().flatten().min() {
                 let wait = Duration::from_millis(due.saturating_sub(now));
                 next = next.min(wait.max(took.saturating_mul(MAX_SHARE)).max(MIN_WAIT));
             }

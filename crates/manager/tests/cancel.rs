@@ -26,6 +26,7 @@ fn spec(name: &str) -> ServiceSpec {
         resources: Default::default(),
         volumes: Vec::new(),
         restart: Default::default(),
+        on_disconnect: Default::default(),
     }
 }
 

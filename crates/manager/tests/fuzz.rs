@@ -342,6 +342,7 @@ fn doc_spec(doc: &Value) -> Result<ServiceSpec, TestCaseError> {
         resources: Default::default(),
         volumes: Vec::new(),
         restart: Default::default(),
+        on_disconnect: Default::default(),
     })
 }
 

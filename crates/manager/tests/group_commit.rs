@@ -96,6 +96,7 @@ async fn create(cluster: &Arc<Cluster>, name: String) -> Result<(), MutateError>
         resources: Default::default(),
         volumes: Vec::new(),
         restart: Default::default(),
+        on_disconnect: Default::default(),
     };
     cluster.apply(PutService(spec)).await.map(drop)
 }

@@ -201,7 +201,7 @@ async fn declare(
         .min()
         .unwrap_or(dead_after)
         + looked.elapsed();
-    match client.declare_down_many(&names, silent_for).await {
+    match client.declare_down_many(&names, Some(silent_for)).await {
         Ok(answer) => {
             for verdict in &answer.down {
                 let worker = verdict.worker.as_str();
@@ -331,6 +331,8 @@ mod tests {
             reserved: Default::default(),
             host: String::new(),
             drain: false,
+            epoch: 0,
+            suspected: None,
         }
     }
 

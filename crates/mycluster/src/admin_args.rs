@@ -40,7 +40,7 @@ pub enum VolumeCommand {
 }
 
 /// The cluster's policies that `manager`, `setup` and `dev` take alike.
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Debug)]
 pub struct PolicyArgs {
     /// Even out every service's spread on its own when a worker joins or comes back:
     /// one replica of a service at a time, start-first (as `mycluster service
@@ -51,6 +51,22 @@ pub struct PolicyArgs {
     /// /dir/x:/x`); repeatable. Without it, bind mounts are refused.
     #[arg(long = "allow-bind", value_name = "PATH", value_parser = absolute_dir)]
     pub allow_bind: Vec<String>,
+    /// How long a worker cut off from the manager keeps its `on_disconnect: "stop"`
+    /// tasks: its agent stops them once its heartbeats have gone unanswered this long,
+    /// and the manager replaces them only after the lease, their stop grace period and
+    /// 1 s more (2s to 1h).
+    #[arg(long, env = "MYCLUSTER_LEASE", value_name = "DURATION", default_value = "5s", value_parser = lease)]
+    pub lease: std::time::Duration,
+}
+
+impl Default for PolicyArgs {
+    fn default() -> Self {
+        PolicyArgs {
+            rebalance: false,
+            allow_bind: Vec::new(),
+            lease: mycluster_core::lease::DEFAULT_LEASE,
+        }
+    }
 }
 
 /// The manager's limits with these policies (the other limits at their defaults).
@@ -59,9 +75,25 @@ impl From<&PolicyArgs> for mycluster_core::Limits {
         mycluster_core::Limits {
             allow_bind: policy.allow_bind.clone(),
             rebalance: policy.rebalance,
+            lease: policy.lease,
             ..mycluster_core::Limits::default()
         }
     }
+}
+
+/// A lease (`--lease`): a duration from `lease::MIN_LEASE` to `lease::MAX_LEASE`.
+fn lease(text: &str) -> Result<std::time::Duration, String> {
+    use mycluster_core::lease::{MAX_LEASE, MIN_LEASE};
+    let span = mycluster_core::span::Span::parse(text)?;
+    let lease = std::time::Duration::from_millis(span.millis());
+    if lease < MIN_LEASE || lease > MAX_LEASE {
+        return Err(format!(
+            "must be from {} to {}, got {text}",
+            mycluster_core::span::Span(MIN_LEASE.as_millis() as u64),
+            mycluster_core::span::Span(MAX_LEASE.as_millis() as u64)
+        ));
+    }
+    Ok(lease)
 }
 
 /// An absolute directory without `.`/`..` parts (`--allow-bind`).

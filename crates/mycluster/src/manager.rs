@@ -36,6 +36,7 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
             max_total_replicas: args.max_total_replicas,
             allow_bind: args.policy.allow_bind.clone(),
             rebalance: args.policy.rebalance,
+            lease: args.policy.lease,
         },
         api: ApiConfig {
             auth: Auth::Off,

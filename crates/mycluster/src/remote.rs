@@ -63,6 +63,7 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 resources: more.resources,
                 volumes: more.volumes,
                 restart: more.restart,
+                on_disconnect: Default::default(),
             };
             let follow = Follow::new(wait, global)?;
             let change = client.put_service(&body);

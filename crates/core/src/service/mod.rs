@@ -51,6 +51,9 @@ pub struct ServiceSpec {
     /// What happens when a task exits.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// What happens to a task whose worker is cut off from the manager (see `lease`).
+    #[serde(default)]
+    pub on_disconnect: OnDisconnect,
 }
 
 /// Docker's and Swarm's default: 10 s from SIGTERM to SIGKILL.
@@ -66,7 +69,8 @@ impl ServiceSpec {
     /// or restart policy, the spread or which ports are published differ): a change of
     /// the template is rolled out, the rest is not. The PROXY protocol is part of it (a
     /// replica expects the header or not), and so are the constraints (a task where it
-    /// may no longer run is replaced), resources and volumes.
+    /// may no longer run is replaced), resources, volumes and `on_disconnect` (its agent
+    /// reads it from the task).
     pub fn same_template(&self, other: &ServiceSpec) -> bool {
         self.image == other.image
             && self.command == other.command
@@ -78,6 +82,7 @@ impl ServiceSpec {
             && self.constraints == other.constraints
             && self.resources == other.resources
             && self.volumes == other.volumes
+            && self.on_disconnect == other.on_disconnect
     }
 
     /// How a slot's task is replaced (a rollout) and moved (a drain, a rebalance): the
@@ -310,6 +315,8 @@ pub struct Limits {
     /// Whether every service's spread is evened out on its own, one move at a time,
     /// when workers join or come back (`--rebalance`).
     pub rebalance: bool,
+    /// How long a worker's lease lasts without a renewal (`--lease`; see `lease`).
+    pub lease: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -320,6 +327,7 @@ impl Default for Limits {
             max_total_replicas: 1_000_000,
             allow_bind: Vec::new(),
             rebalance: false,
+            lease: crate::lease::DEFAULT_LEASE,
         }
     }
 }
@@ -366,6 +374,7 @@ pub enum SpecError {
     Invalid { field: String, why: String },
 }
 
+mod disconnect;
 mod fields;
 mod health;
 mod placement;
@@ -376,6 +385,7 @@ mod restart;
 mod update;
 mod volumes;
 
+pub use disconnect::OnDisconnect;
 pub use health::{Health, HealthCheck, Probe, MAX_SPAN};
 pub use placement::{valid_label_key, Attribute, Constraint, Op, Spread};
 pub use ports::{distinct, PortSpec, Protocol, MAX_PORTS};
@@ -407,6 +417,7 @@ mod tests {
             resources: Default::default(),
             volumes: Vec::new(),
             restart: Default::default(),
+            on_disconnect: Default::default(),
         };
         let v1 = Service::updated(None, spec("x", 1), 10);
         assert_eq!(
@@ -466,6 +477,7 @@ mod upgrade_tests {
             resources: Default::default(),
             volumes: Vec::new(),
             restart: Default::default(),
+            on_disconnect: Default::default(),
         }
     }
 

@@ -11,8 +11,8 @@ use super::fields::{
     field_string, optional, required,
 };
 use super::{
-    Constraint, HealthCheck, Limits, PortSpec, Resources, RestartPolicy, ServiceSpec, SpecError,
-    Spread, UpdatePolicy, VolumeSpec, DEFAULT_STOP_GRACE_PERIOD,
+    Constraint, HealthCheck, Limits, OnDisconnect, PortSpec, Resources, RestartPolicy, ServiceSpec,
+    SpecError, Spread, UpdatePolicy, VolumeSpec, DEFAULT_STOP_GRACE_PERIOD,
 };
 use crate::span::Span;
 
@@ -32,6 +32,7 @@ const CREATE_FIELDS: &[&str] = &[
     "resources",
     "volumes",
     "restart",
+    "on_disconnect",
 ];
 const PATCH_FIELDS: &[&str] = &[
     "image",
@@ -48,6 +49,7 @@ const PATCH_FIELDS: &[&str] = &[
     "resources",
     "volumes",
     "restart",
+    "on_disconnect",
 ];
 
 /// The fields of `POST /api/v1/service` that the original API did not have: left out of
@@ -63,6 +65,7 @@ const KEPT_WHEN_LEFT_OUT: &[&str] = &[
     "resources",
     "volumes",
     "restart",
+    "on_disconnect",
 ];
 
 impl ServiceSpec {
@@ -106,6 +109,8 @@ impl ServiceSpec {
             })?
             .unwrap_or_default(),
             restart: optional(object, "restart", RestartPolicy::from_json)?.unwrap_or_default(),
+            on_disconnect: optional(object, "on_disconnect", OnDisconnect::from_json)?
+                .unwrap_or_default(),
         })
     }
 }
@@ -116,7 +121,7 @@ impl ServiceSpec {
 /// policy it never knew of: left out, the fields of `KEPT_WHEN_LEFT_OUT` keep the
 /// service's own; given as null, they go back to their defaults (no health check, no
 /// ports, 10 s of grace, no PROXY header, no constraints, no spread, no resources, no
-/// volumes, restart `any`).
+/// volumes, restart `any`, on_disconnect `replace`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePost {
     pub spec: ServiceSpec,
@@ -170,6 +175,9 @@ impl ServicePost {
         if kept("restart") {
             spec.restart = old.restart;
         }
+        if kept("on_disconnect") {
+            spec.on_disconnect = old.on_disconnect;
+        }
         spec
     }
 }
@@ -195,6 +203,7 @@ pub struct ServicePatch {
     /// Replaces the whole list (`[]` removes every volume; the volumes are kept).
     pub volumes: Option<Vec<VolumeSpec>>,
     pub restart: Option<RestartPolicy>,
+    pub on_disconnect: Option<OnDisconnect>,
 }
 
 impl ServicePatch {
@@ -220,10 +229,11 @@ impl ServicePatch {
                 VolumeSpec::list_from_json(f, v, &limits.allow_bind)
             })?,
             restart: optional(object, "restart", RestartPolicy::from_json)?,
+            on_disconnect: optional(object, "on_disconnect", OnDisconnect::from_json)?,
         };
         if patch == ServicePatch::default() {
             return Err(SpecError::EmptyPatch(
-                "'image', 'replicas', 'command', 'env', 'healthcheck', 'update', 'ports', 'stop_grace_period', 'proxy_protocol', 'constraints', 'spread', 'resources', 'volumes', 'restart'",
+                "'image', 'replicas', 'command', 'env', 'healthcheck', 'update', 'ports', 'stop_grace_period', 'proxy_protocol', 'constraints', 'spread', 'resources', 'volumes', 'restart', 'on_disconnect'",
             ));
         }
         Ok(patch)
@@ -253,6 +263,7 @@ impl ServicePatch {
             resources: self.resources.unwrap_or(spec.resources),
             volumes: self.volumes.clone().unwrap_or_else(|| spec.volumes.clone()),
             restart: self.restart.unwrap_or(spec.restart),
+            on_disconnect: self.on_disconnect.unwrap_or(spec.on_disconnect),
         }
     }
 }
@@ -314,6 +325,7 @@ mod tests {
                 resources: Default::default(),
                 volumes: Vec::new(),
                 restart: Default::default(),
+                on_disconnect: Default::default(),
             })
         );
     }
@@ -471,6 +483,7 @@ mod tests {
             resources: Default::default(),
             volumes: Vec::new(),
             restart: Default::default(),
+            on_disconnect: Default::default(),
         };
         assert_eq!(patch.apply(&spec).replicas, 7);
         assert_eq!(patch.apply(&spec).image.as_deref(), Some("img"));

@@ -169,7 +169,12 @@ impl Command for DeclareDown {
                 .workers
                 .get(&name)
                 .is_some_and(|w| w.status == WorkerStatus::Down);
-            commands::set_worker_status(txn, &name, WorkerStatus::Down, ctx.now)?;
+            // The last renewal heard: its age as of now (a worker not heard from since
+            // this manager started was noted at the start, so this is never too early).
+            let renewed_at = ctx
+                .now
+                .saturating_sub(age.map_or(0, |a| a.as_millis() as crate::Millis));
+            commands::declare_down(txn, &name, renewed_at, ctx.limits.lease, ctx.now)?;
             // Only the services with tasks on these workers can change: reconciling every
             // service here made losing many workers at once quadratic.
             affected.extend(

@@ -35,15 +35,15 @@ pub use tasks::{
     AssignedTasks, AssignedView, Ignored, ReportDoc, StatusReport, TaskDoc, TaskReport, TaskView,
 };
 pub use volumes::VolumeDoc;
-pub use workers::{HeartbeatDoc, Registration, WorkerDoc};
+pub use workers::{HeartbeatDoc, Registration, Suspicion, SuspicionReason, WorkerDoc};
 
 // The states the wire carries are the core's own enums.
 pub use crate::endpoints::{Endpoint, Route};
 pub use crate::rollout::{RolloutKind, RolloutState};
 pub use crate::service::{
-    Amount, Constraint, FailureAction, Health, HealthCheck, Mount, MountKind, PortSpec, Probe,
-    Protocol, Resources, RestartCondition, RestartPolicy, Spread, UpdateOrder, UpdatePolicy,
-    VolumeSpec,
+    Amount, Constraint, FailureAction, Health, HealthCheck, Mount, MountKind, OnDisconnect,
+    PortSpec, Probe, Protocol, Resources, RestartCondition, RestartPolicy, Spread, UpdateOrder,
+    UpdatePolicy, VolumeSpec,
 };
 pub use crate::task::TaskPort;
 pub use crate::{DesiredState, TaskState, WorkerStatus};

@@ -138,6 +138,7 @@ mod tests {
             resources: Default::default(),
             volumes: Vec::new(),
             restart: Default::default(),
+            on_disconnect: Default::default(),
         }
     }
 

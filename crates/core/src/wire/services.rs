@@ -11,8 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::service::{
-    Constraint, HealthCheck, PortSpec, Resources, RestartPolicy, Spread, UpdatePolicy, VolumeSpec,
-    DEFAULT_STOP_GRACE_PERIOD,
+    Constraint, HealthCheck, OnDisconnect, PortSpec, Resources, RestartPolicy, Spread,
+    UpdatePolicy, VolumeSpec, DEFAULT_STOP_GRACE_PERIOD,
 };
 use crate::span::Span;
 use crate::{Service, ServiceSpec};
@@ -70,6 +70,10 @@ pub struct ServiceRequest {
     /// What happens when a task exits (default: `any`, replaced after a backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<RestartPolicy>,
+    /// What happens to a task whose worker is cut off from the manager: `replace` (the
+    /// default) or `stop` (at most one copy: see the README's "Network splits").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_disconnect: Option<OnDisconnect>,
 }
 
 impl ServiceRequest {
@@ -92,6 +96,7 @@ impl ServiceRequest {
             resources: (!spec.resources.is_empty()).then_some(spec.resources),
             volumes: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
             restart: Some(spec.restart).filter(|r| *r != RestartPolicy::default()),
+            on_disconnect: Some(spec.on_disconnect).filter(|o| !o.is_replace()),
         }
     }
 }
@@ -137,6 +142,8 @@ pub struct ServicePatchRequest {
     /// Replaces the restart policy (fields not given: the defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<RestartPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_disconnect: Option<OnDisconnect>,
 }
 
 /// `GET /api/v1/service/<name>`: the original's four keys, and the additions only when
@@ -192,6 +199,10 @@ pub struct ServiceDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "RestartPolicy")]
     pub restart: Option<RestartPolicy>,
+    /// Only when it is `stop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "OnDisconnect")]
+    pub on_disconnect: Option<OnDisconnect>,
     /// Only in the answer to `DELETE /api/v1/service/<name>`: the service's volumes that
     /// are kept (without `?volumes=true`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -222,6 +233,7 @@ impl ServiceDoc {
             resources: service.spec.resources,
             volumes: service.spec.volumes.clone(),
             restart: Some(service.spec.restart).filter(|r| *r != RestartPolicy::default()),
+            on_disconnect: Some(service.spec.on_disconnect).filter(|o| !o.is_replace()),
             kept_volumes: Vec::new(),
             removed_volumes: Vec::new(),
         }
@@ -275,6 +287,7 @@ mod tests {
                 max_attempts: 3,
                 delay: Span::secs(2),
             }),
+            on_disconnect: Default::default(),
         };
         let body = serde_json::to_value(&request).expect("serializes");
         let spec = ServiceSpec::from_json(&body, &Limits::default()).expect("accepted");

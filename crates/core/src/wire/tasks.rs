@@ -8,7 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::seconds;
-use crate::service::{default_stop_grace_period, Health, HealthCheck, Mount, Resources};
+use crate::service::{
+    default_stop_grace_period, Health, HealthCheck, Mount, OnDisconnect, Resources,
+};
 use crate::span::Span;
 use crate::task::TaskPort;
 use crate::{DesiredState, Task, TaskState};
@@ -65,6 +67,10 @@ pub struct TaskDoc {
     /// Why it is being moved to another worker (a drain or a rebalance), while it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moving: Option<String>,
+    /// What happens to it when its worker is cut off from the manager (its agent stops
+    /// a `stop` task itself when its lease runs out).
+    #[serde(default)]
+    pub on_disconnect: OnDisconnect,
     pub created_at: f64,
     pub updated_at: f64,
 }
@@ -105,6 +111,7 @@ pub struct TaskView<'a> {
     mounts: &'a [Mount],
     #[serde(skip_serializing_if = "Option::is_none")]
     moving: Option<&'a str>,
+    on_disconnect: OnDisconnect,
     created_at: f64,
     updated_at: f64,
 }
@@ -134,6 +141,7 @@ impl<'a> TaskView<'a> {
             resources: task.resources,
             mounts: &task.mounts,
             moving: task.moving.as_deref(),
+            on_disconnect: task.on_disconnect,
             created_at: seconds(task.created_at),
             updated_at: seconds(task.updated_at),
         }
@@ -146,6 +154,12 @@ impl<'a> TaskView<'a> {
 pub struct AssignedTasks {
     /// Pass it back as `?index=` to wait for the next change.
     pub index: u64,
+    /// The worker's epoch (see `Worker::epoch`): the list is the whole truth for it.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Seconds a lease lasts without a renewal (see `lease`).
+    #[serde(default = "default_lease")]
+    pub lease: f64,
     /// Every task on this worker that is not finished, with what is wanted of it.
     pub tasks: Vec<TaskDoc>,
     /// Volumes on this worker's host that were asked to be removed (`service rm
@@ -155,10 +169,16 @@ pub struct AssignedTasks {
     pub remove_volumes: Vec<String>,
 }
 
+pub(crate) fn default_lease() -> f64 {
+    crate::lease::DEFAULT_LEASE.as_secs_f64()
+}
+
 /// `AssignedTasks` as the manager writes it, from borrowed tasks.
 #[derive(Serialize, Debug)]
 pub struct AssignedView<'a> {
     pub index: u64,
+    pub epoch: u64,
+    pub lease: f64,
     pub tasks: Vec<TaskView<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remove_volumes: Vec<&'a str>,
@@ -275,6 +295,7 @@ mod tests {
             resources: Default::default(),
             mounts: Vec::new(),
             moving: None,
+            on_disconnect: Default::default(),
         }
     }
 
@@ -328,6 +349,7 @@ mod tests {
             resources: Default::default(),
             mounts: Vec::new(),
             moving: None,
+            on_disconnect: Default::default(),
         };
         assert_eq!(back, expected);
         // And writes the same bytes as the view.

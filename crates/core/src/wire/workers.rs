@@ -54,6 +54,42 @@ pub struct WorkerDoc {
     /// `worker activate`.
     #[serde(default)]
     pub drain: bool,
+    /// Moves on each time what it was assigned is void (declared down, taken over by
+    /// another agent instance).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Why the manager asks the monitor to look at it now rather than after missed
+    /// heartbeats: its agent said it is leaving, or its connection dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspected: Option<Suspicion>,
+}
+
+/// A worker the manager has a reason to think dead before its heartbeats say so.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+pub struct Suspicion {
+    pub reason: SuspicionReason,
+    /// Grows with each suspicion the manager notes: the monitor passes the highest it
+    /// saw as `?suspected_after=` to wait for the next.
+    pub index: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SuspicionReason {
+    /// Its agent said it is leaving (it was stopped): declared down without a probe.
+    Left,
+    /// Its agent's connection to the manager dropped while a long-poll was open (its
+    /// process or its host died): probed at once, declared down if the probe fails.
+    Disconnected,
+}
+
+impl SuspicionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuspicionReason::Left => "left",
+            SuspicionReason::Disconnected => "disconnected",
+        }
+    }
 }
 
 fn one_second() -> f64 {
@@ -66,6 +102,7 @@ impl WorkerDoc {
         state: &ClusterState,
         heartbeat_age: Option<Duration>,
         heartbeat_interval: Duration,
+        suspected: Option<Suspicion>,
     ) -> WorkerDoc {
         let load = state.load_of(&worker.name);
         WorkerDoc {
@@ -86,6 +123,8 @@ impl WorkerDoc {
             reserved: load.reserved(),
             host: worker.host.clone(),
             drain: worker.drain,
+            epoch: worker.epoch,
+            suspected,
         }
     }
 }
@@ -126,6 +165,13 @@ pub struct HeartbeatDoc {
     /// Seconds until the next heartbeat: 1, or more in a cluster past
     /// `--max-heartbeats-per-second`.
     pub heartbeat_interval: f64,
+    /// The worker's epoch: an agent whose task list is of an older one stops what the
+    /// new list does not hold, first thing (see `Worker::epoch`).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Seconds its lease lasts from this heartbeat's sending (see `lease`).
+    #[serde(default = "super::tasks::default_lease")]
+    pub lease: f64,
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ fn task(id: &str, service: &Service, slot: u32, worker: Option<&str>) -> Task {
         resources: service.spec.resources,
         mounts: Mount::for_slot(&service.spec.name, slot, &service.spec.volumes),
         moving: None,
+        on_disconnect: Default::default(),
     }
 }
 

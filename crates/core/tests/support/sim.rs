@@ -135,5 +135,6 @@ pub fn spec(name: &str, replicas: u32) -> ServiceSpec {
         resources: Default::default(),
         volumes: Vec::new(),
         restart: Default::default(),
+        on_disconnect: Default::default(),
     }
 }

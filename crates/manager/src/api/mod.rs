@@ -159,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/workers/{name}/activate", post(admin::activate))
         .route("/api/v1/workers/{name}/labels", patch(admin::labels))
         .route("/api/v1/workers/{name}/heartbeat", post(workers::heartbeat))
+        .route("/api/v1/workers/{name}/leave", post(workers::leave))
         .route("/api/v1/workers/{name}/tasks", get(workers::assigned_tasks))
         .route(
             "/api/v1/workers/{name}/status",

@@ -20,20 +20,54 @@ use super::query::Params;
 use super::{json_response, ApiError, AppState};
 use mycluster_core::wire::{
     AssignedView, DownDoc, DownManyDoc, DownRequest, HeartbeatDoc, Registration, RelocationDoc,
-    ReportDoc, StatusReport, TaskView, WorkerDoc,
+    ReportDoc, StatusReport, SuspicionReason, TaskView, WorkerDoc,
 };
 
-/// `GET /api/v1/workers`.
-pub async fn list(State(app): State<AppState>) -> Json<Vec<WorkerDoc>> {
+/// `GET /api/v1/workers[?suspected_after=N&wait=250ms]`. With `suspected_after`, a
+/// blocking query for the monitor: it answers at once if some worker has a suspicion
+/// (its agent left, its connection dropped) of an index above `N`, otherwise when one
+/// is noted or `wait` runs out (default 30 s).
+pub async fn list(
+    State(app): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Vec<WorkerDoc>>, ApiError> {
+    let params = Params::parse(query, &["suspected_after", "wait"])?;
+    let wait = params
+        .duration("wait")?
+        .unwrap_or(Duration::from_secs(30))
+        .min(app.config.max_wait);
+    if let Some(after) = params.u64("suspected_after")? {
+        let mut watch = app.cluster.watch_suspicions();
+        // An index from the future (a restarted manager) answers at once.
+        let latest = *watch.borrow_and_update();
+        if latest <= after {
+            let newer = async {
+                while *watch.borrow_and_update() <= after {
+                    if watch.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = newer => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = app.stop.cancelled() => {}
+            }
+        }
+    } else if params.get("wait").is_some() {
+        return Err(ApiError::bad_request(
+            "query parameter 'wait' needs 'suspected_after'",
+        ));
+    }
     let snapshot = app.cluster.snapshot();
     let state = &snapshot.state;
-    Json(
+    Ok(Json(
         state
             .workers
             .values()
             .map(|w| worker_doc(&app, w, state))
             .collect(),
-    )
+    ))
 }
 
 /// `GET /api/v1/workers/<name>`.
@@ -59,6 +93,7 @@ pub(super) fn worker_doc(app: &AppState, worker: &Worker, state: &ClusterState) 
         state,
         heard.map(|h| h.at.elapsed()),
         heard.map_or(MIN_HEARTBEAT_INTERVAL, |h| h.interval),
+        heard.and_then(|h| h.suspected),
     )
 }
 
@@ -130,6 +165,7 @@ pub async fn heartbeat(
     let status = worker.status;
     let interval = app.cluster.heartbeat_interval(&snapshot.state);
     app.cluster.note_heartbeat(&name, Some(interval));
+    let mut epoch = worker.epoch;
     let status = if status == WorkerStatus::Down {
         let command = WorkerBack {
             worker: name.clone(),
@@ -137,6 +173,7 @@ pub async fn heartbeat(
         };
         let (worker, _) = app.cluster.apply(command).await?;
         tracing::info!("worker {name} is back");
+        epoch = worker.epoch;
         worker.status
     } else {
         status
@@ -146,6 +183,8 @@ pub async fn heartbeat(
         status,
         index: app.cluster.snapshot().index,
         heartbeat_interval: interval.as_secs_f64(),
+        epoch,
+        lease: app.cluster.limits.lease.as_secs_f64(),
     }))
 }
 
@@ -180,6 +219,13 @@ pub async fn assigned_tasks(
         .min(app.config.max_wait);
     let instance = instance_of(&params)?;
     check_holder(&app.cluster.snapshot().state, &name, &instance)?;
+    // Dropped before it answers, the poll's connection closed under it: the agent's
+    // process or host may have died (see `ProbeOnDrop`).
+    let mut dropped = ProbeOnDrop {
+        app: &app,
+        worker: &name,
+        armed: index.is_some(),
+    };
     if let Some(index) = index {
         let mut watch = app.cluster.watch_worker(&name);
         let current = app.cluster.snapshot().index;
@@ -199,10 +245,13 @@ pub async fn assigned_tasks(
             }
         }
     }
+    dropped.armed = false;
     let snapshot = app.cluster.snapshot();
     check_holder(&snapshot.state, &name, &instance)?;
     let list = AssignedView {
         index: snapshot.index,
+        epoch: snapshot.state.workers.get(&name).map_or(0, |w| w.epoch),
+        lease: app.cluster.limits.lease.as_secs_f64(),
         tasks: snapshot
             .state
             .tasks_on_worker(&name)
@@ -212,6 +261,50 @@ pub async fn assigned_tasks(
         remove_volumes: super::volumes::to_remove(&snapshot.state, &name),
     };
     json_response(&list)
+}
+
+/// Notes a suspicion that a worker died if a long-poll of its agent is dropped before it
+/// answers: hyper drops a request's future when its connection closes, which is how the
+/// manager hears at once that an agent's process or host died (the kernel closes its
+/// sockets) instead of after missed heartbeats. The monitor then probes the worker.
+struct ProbeOnDrop<'a> {
+    app: &'a AppState,
+    worker: &'a str,
+    armed: bool,
+}
+
+impl Drop for ProbeOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed && !self.app.stop.is_cancelled() {
+            self.app
+                .cluster
+                .suspect(self.worker, SuspicionReason::Disconnected);
+        }
+    }
+}
+
+/// `POST /api/v1/workers/<name>/leave[?instance=ID]`: the agent is stopping (it was sent
+/// SIGTERM). The monitor, woken at once, declares the worker down without waiting for
+/// missed heartbeats, and its tasks are replaced (`on_disconnect: "stop"` ones once their
+/// lease runs out, as for any worker declared down). Only the agent instance that holds
+/// the worker may say so (409 otherwise).
+pub async fn leave(
+    State(app): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<WorkerDoc>, ApiError> {
+    let Path(name) = name?;
+    let instance = instance_of(&Params::parse(query, &["instance"])?)?;
+    let snapshot = app.cluster.snapshot();
+    check_holder(&snapshot.state, &name, &instance)?;
+    app.cluster.suspect(&name, SuspicionReason::Left);
+    tracing::info!("worker {name}: its agent is leaving");
+    let worker = snapshot
+        .state
+        .workers
+        .get(&name)
+        .ok_or_else(|| CommandError::WorkerNotFound(name.clone()))?;
+    Ok(Json(worker_doc(&app, worker, &snapshot.state)))
 }
 
 /// The most task reports one request may carry.

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mycluster_core::commands::CommandError;
 use mycluster_core::state::compact;
 use mycluster_core::step::{Liveness, NoteWhen, Step};
+use mycluster_core::wire::{Suspicion, SuspicionReason};
 use mycluster_core::worker::{heartbeat_interval, LastHeard, MIN_HEARTBEAT_INTERVAL};
 use mycluster_core::{step, Change, ClusterState, Command, Context, IdSource, Limits, Millis};
 use mycluster_store::{Head, Store, StoreError};
@@ -67,6 +68,8 @@ pub struct Cluster {
     /// Last heartbeat per worker. Kept in memory only: a heartbeat a second per worker is
     /// not worth a disk write, and after a restart every worker gets a fresh grace period.
     heartbeats: Mutex<HashMap<String, Heard>>,
+    /// The index of the latest suspicion noted (`suspect`), for the monitor's long-poll.
+    suspicions: watch::Sender<u64>,
 }
 
 /// When a worker was last heard from, and the heartbeat interval it was last asked for
@@ -75,6 +78,9 @@ pub struct Cluster {
 pub struct Heard {
     pub at: Instant,
     pub interval: Duration,
+    /// A reason to think the worker dead before its silence says so (its agent left,
+    /// its connection dropped), until it is heard from again.
+    pub suspected: Option<Suspicion>,
 }
 
 /// What the committer knows of the store's history.
@@ -143,6 +149,7 @@ impl Cluster {
         let heard = Heard {
             at: now,
             interval: MIN_HEARTBEAT_INTERVAL,
+            suspected: None,
         };
         let heartbeats = state.workers.keys().map(|w| (w.clone(), heard)).collect();
         Ok(Cluster {
@@ -169,6 +176,7 @@ impl Cluster {
             committed: watch::channel(head.index).0,
             task_watch: Mutex::new(HashMap::new()),
             heartbeats: Mutex::new(heartbeats),
+            suspicions: watch::channel(0).0,
         })
     }
 
@@ -422,6 +430,7 @@ impl Cluster {
         let now = Heard {
             at: Instant::now(),
             interval,
+            suspected: None,
         };
         (heartbeats.insert(worker.to_string(), now), now)
     }
@@ -438,6 +447,35 @@ impl Cluster {
             Some(before) => heartbeats.insert(worker.to_string(), before),
             None => heartbeats.remove(worker),
         };
+    }
+
+    /// Notes a reason to think `worker` dead now (its agent said it is leaving, or its
+    /// connection dropped) and wakes the monitor's long-poll, which then looks at it at
+    /// once instead of after missed heartbeats. Cleared by the next heartbeat. A worker
+    /// this manager never heard from is not suspected.
+    pub fn suspect(&self, worker: &str, reason: SuspicionReason) {
+        let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(heard) = heartbeats.get_mut(worker) else {
+            return;
+        };
+        // A departure said is not overwritten by the drop of the connection it caused.
+        if heard
+            .suspected
+            .is_some_and(|s| s.reason == SuspicionReason::Left)
+        {
+            return;
+        }
+        let mut index = 0;
+        self.suspicions.send_modify(|latest| {
+            *latest += 1;
+            index = *latest;
+        });
+        heard.suspected = Some(Suspicion { reason, index });
+    }
+
+    /// Changes with every suspicion noted; its value is the latest one's index.
+    pub fn watch_suspicions(&self) -> watch::Receiver<u64> {
+        self.suspicions.subscribe()
     }
 
     /// Forgets what was heard from a worker that was removed, and answers its agent's

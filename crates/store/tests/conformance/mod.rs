@@ -96,6 +96,7 @@ pub fn service(name: &str, replicas: u32) -> Service {
             resources: Default::default(),
             volumes: Vec::new(),
             restart: Default::default(),
+            on_disconnect: Default::default(),
         },
         version: 1,
         created_at: 1_000,
@@ -138,6 +139,7 @@ pub fn task(id: &str, service: &str, slot: u32) -> Task {
         resources: Default::default(),
         mounts: Vec::new(),
         moving: None,
+        on_disconnect: Default::default(),
     }
 }
 
@@ -156,6 +158,9 @@ pub fn worker(name: &str) -> Worker {
         host: String::new(),
         drain: false,
         label_overrides: Default::default(),
+        epoch: 0,
+        renewed_at: 0,
+        lease: Default::default(),
     }
 }
 
