@@ -120,6 +120,7 @@ fn documented() -> Vec<(&'static str, &'static str, Value)> {
         ("Mount", "Mount", answer::<Mount>()),
         ("VolumeDoc", "VolumeDoc", answer::<VolumeDoc>()),
         ("LabelRequest", "LabelRequest", request::<LabelRequest>()),
+        ("Suspicion", "Suspicion", answer::<Suspicion>()),
         ("RebalanceDoc", "RebalanceDoc", answer::<RebalanceDoc>()),
         ("MoveDoc", "MoveDoc", answer::<MoveDoc>()),
     ]
@@ -152,6 +153,8 @@ const NOT_COMPONENTS: &[(&str, &str)] = &[
     ("Protocol", "an enum, checked where it is used"),
     ("MountKind", "an enum, checked where it is used"),
     ("RestartCondition", "an enum, checked where it is used"),
+    ("OnDisconnect", "an enum, checked where it is used"),
+    ("SuspicionReason", "an enum, checked where it is used"),
     ("Constraint", "a string, checked where it is used"),
     ("Spread", "a string, checked where it is used"),
     (

@@ -1,10 +1,19 @@
-//! The monitor: decides that a worker is dead — it missed heartbeats for `dead_after`
-//! (as the manager recorded them) *and* its agent's health endpoint does not answer — and
-//! tells the manager, which marks it down and relocates its tasks. One slow heartbeat is
-//! therefore not a death. Every decision is one log line, in the original's words.
+//! The monitor: decides that a worker is dead and tells the manager, which marks it down
+//! and relocates its tasks. A worker is dead when
+//! - its agent said it is leaving (it was stopped: `docker stop`, SIGTERM): at once;
+//! - its agent's connection to the manager dropped (its process or host died: the
+//!   kernel closed its sockets) *and* its health endpoint does not answer: at once;
+//! - it missed heartbeats for `dead_after` (as the manager recorded them; a split, a
+//!   frozen host) *and* its health endpoint does not answer.
 //!
-//! Where to start reading: `run` (the pass: list workers, pick the suspects by the core's
-//! liveness rule, probe them, declare the dead in one verdict), then `suspects`.
+//! One slow heartbeat is therefore not a death. The first two the manager notes as
+//! suspicions, and its blocking query (`GET /api/v1/workers?suspected_after=N&wait=`)
+//! wakes the monitor the moment one is noted; it is also the monitor's pace between
+//! looks. Every decision is one log line, in the original's words.
+//!
+//! Where to start reading: `run` (the pass: list workers, pick whom to look at by the
+//! manager's suspicions and the core's liveness rule, probe them, declare the dead in one
+//! verdict), then `look_at`.
 
 mod config;
 
@@ -13,7 +22,7 @@ use std::time::Duration;
 
 use mycluster_background::{pace, Loop, LoopControl};
 use mycluster_client::Client;
-use mycluster_core::wire::{DownDoc, WorkerDoc, WorkerStatus};
+use mycluster_core::wire::{DownDoc, SuspicionReason, WorkerDoc, WorkerStatus};
 use tokio_util::sync::CancellationToken;
 
 pub use config::ConfigError;
@@ -93,6 +102,8 @@ pub async fn run(
         last_status: BTreeMap::new(),
         answering: BTreeSet::new(),
         manager_down: false,
+        suspected_after: 0,
+        pace: interval,
     };
     Loop::new("monitor", interval, stop)
         .run_with(&mut pass, |pass| Box::pin(pass.once()))
@@ -112,6 +123,10 @@ struct Pass {
     answering: BTreeSet<String>,
     /// Whether the manager did not answer the last look, said once.
     manager_down: bool,
+    /// The highest suspicion index in the last answer: the next look waits for a newer.
+    suspected_after: u64,
+    /// How long the next look may wait on the manager's side for a suspicion.
+    pace: Duration,
 }
 
 impl Pass {
@@ -121,87 +136,158 @@ impl Pass {
     /// backed off: the moment it answers, the workers are watched again).
     async fn once(&mut self) -> Result<LoopControl, String> {
         let asked = std::time::Instant::now();
-        let listed = self.client.workers().await;
+        // The wait between looks is the manager's blocking query: it answers at once when
+        // an agent says it is leaving or its connection drops, else after `pace`.
+        let listed = self
+            .client
+            .workers_suspected_after(self.suspected_after, self.pace)
+            .await;
         // When the list arrived: its silences were measured just before.
         let looked = std::time::Instant::now();
-        let look_took = looked - asked;
-        match listed {
-            Ok(workers) => {
-                if self.manager_down {
-                    tracing::info!("The manager at {} answers again", self.config.manager);
-                    self.manager_down = false;
-                }
-                note_changes(&workers, &mut self.last_status);
-                let suspects = suspects(&workers, self.config.dead_after);
-                let alive = probe_all(&self.probe, &suspects, self.config.probe_timeout).await;
-                let mut dead = Vec::new();
-                for (worker, alive) in suspects.iter().zip(alive) {
-                    if alive {
-                        // Heartbeats are not arriving, but the agent answers: a network
-                        // problem between it and the manager, not a dead worker. Say it once.
-                        if self.answering.insert(worker.worker.clone()) {
-                            tracing::warn!(
-                                "Worker {} missed heartbeats for {:.1}s but answers its health probe: not relocating",
-                                worker.worker,
-                                worker.last_heartbeat_age.unwrap_or_default()
-                            );
-                        }
-                        continue;
-                    }
-                    self.answering.remove(&worker.worker);
-                    dead.push(*worker);
-                }
-                if !dead.is_empty() {
-                    declare(
-                        &self.client,
-                        &dead,
-                        self.config.dead_after,
-                        looked,
-                        &mut self.last_status,
-                    )
-                    .await;
-                }
-            }
+        let workers = match listed {
+            Ok(workers) => workers,
             Err(e) => {
                 if !self.manager_down {
                     tracing::error!("Cannot reach the manager: {e}");
                     self.manager_down = true;
                 }
+                // Looked for again at the usual pace (not backed off: the moment it
+                // answers, the workers are watched again).
+                return Ok(LoopControl::After(self.config.interval));
             }
+        };
+        if self.manager_down {
+            tracing::info!("The manager at {} answers again", self.config.manager);
+            self.manager_down = false;
+        }
+        note_changes(&workers, &mut self.last_status);
+        self.suspected_after = workers
+            .iter()
+            .filter_map(|w| w.suspected.map(|s| s.index))
+            .max()
+            .unwrap_or(0);
+        let looks = look_at(&workers, self.config.dead_after);
+        let alive = probe_all(&self.probe, &looks.probe, self.config.probe_timeout).await;
+        let mut silent = Vec::new();
+        let mut at_once: Vec<&WorkerDoc> = looks.left.clone();
+        for (worker, alive) in looks.probe.iter().zip(alive) {
+            let disconnected = worker
+                .suspected
+                .is_some_and(|s| s.reason == SuspicionReason::Disconnected);
+            if alive {
+                // Heartbeats are not arriving (or its connection dropped), but the agent
+                // answers: a network problem between it and the manager, not a dead
+                // worker. Say it once.
+                if self.answering.insert(worker.worker.clone()) {
+                    if disconnected {
+                        tracing::info!(
+                            "Worker {}'s connection to the manager dropped, but it answers its health probe: not relocating",
+                            worker.worker
+                        );
+                    } else {
+                        tracing::warn!(
+                            "Worker {} missed heartbeats for {:.1}s but answers its health probe: not relocating",
+                            worker.worker,
+                            worker.last_heartbeat_age.unwrap_or_default()
+                        );
+                    }
+                }
+                continue;
+            }
+            self.answering.remove(&worker.worker);
+            if disconnected && !looks.silent(worker, self.config.dead_after) {
+                at_once.push(*worker);
+            } else {
+                silent.push(*worker);
+            }
+        }
+        if !at_once.is_empty() {
+            // Its agent said it left, or its connection dropped and it does not answer:
+            // no silence to wait for.
+            declare(&self.client, &at_once, None, &mut self.last_status).await;
+        }
+        if !silent.is_empty() {
+            // Each was silent longer than it may be when the list was made, and has been
+            // since (probing took a while); the manager refuses any that beat again in
+            // between: such a worker is silent for less than the time since the look,
+            // the dead ones for more than the shortest allowance plus that time.
+            let silent_for = silent
+                .iter()
+                .map(|w| silence_allowed(w, self.config.dead_after))
+                .min()
+                .unwrap_or(self.config.dead_after)
+                + looked.elapsed();
+            declare(
+                &self.client,
+                &silent,
+                Some(silent_for),
+                &mut self.last_status,
+            )
+            .await;
         }
         // At most a tenth of the time goes to looking (a list of ten thousand workers
         // from a busy manager takes a while); a large cluster's agents beat every few
-        // seconds anyway.
-        Ok(LoopControl::After(pace(
+        // seconds anyway. The next look waits that long on the manager's side.
+        self.pace = pace(
             self.config.interval,
-            look_took,
+            looked
+                .saturating_duration_since(asked)
+                .saturating_sub(self.pace),
             10,
             Duration::from_secs(5),
-        )))
+        );
+        Ok(LoopControl::Now)
     }
 }
 
+/// Which workers to look at closer in one pass.
+#[derive(Debug, Default)]
+pub struct Looks<'a> {
+    /// Their agent said it left: declared down without a probe.
+    pub left: Vec<&'a WorkerDoc>,
+    /// Silent too long, or their connection dropped: probed, declared down if the probe
+    /// fails.
+    pub probe: Vec<&'a WorkerDoc>,
+}
+
+impl Looks<'_> {
+    fn silent(&self, worker: &WorkerDoc, dead_after: Duration) -> bool {
+        worker
+            .last_heartbeat_age
+            .is_some_and(|age| age > silence_allowed(worker, dead_after).as_secs_f64())
+    }
+}
+
+/// The workers that are up (ready, or draining) and either silent for longer than they
+/// may be (`suspects`) or suspected by the manager (left, disconnected).
+pub fn look_at(workers: &[WorkerDoc], dead_after: Duration) -> Looks<'_> {
+    let mut looks = Looks::default();
+    let silent: BTreeSet<&str> = suspects(workers, dead_after)
+        .iter()
+        .map(|w| w.worker.as_str())
+        .collect();
+    for worker in workers.iter().filter(|w| w.status != WorkerStatus::Down) {
+        match worker.suspected.map(|s| s.reason) {
+            Some(SuspicionReason::Left) => looks.left.push(worker),
+            Some(SuspicionReason::Disconnected) => looks.probe.push(worker),
+            None if silent.contains(worker.worker.as_str()) => looks.probe.push(worker),
+            None => {}
+        }
+    }
+    looks
+}
+
 /// Declares every confirmed-dead worker down in one request (one commit, one reconcile),
-/// then says, for each, what moved where.
+/// then says, for each, what moved where. With `silent_for`, the manager leaves out any
+/// heard from within it.
 async fn declare(
     client: &Client,
     dead: &[&WorkerDoc],
-    dead_after: Duration,
-    looked: std::time::Instant,
+    silent_for: Option<Duration>,
     last_status: &mut BTreeMap<String, WorkerStatus>,
 ) {
     let names: Vec<&str> = dead.iter().map(|w| w.worker.as_str()).collect();
-    // Each was silent longer than it may be when the list was made, and has been since
-    // (probing took a while); the manager refuses any that beat again in between: such a
-    // worker is silent for less than the time since the look, the dead ones for more
-    // than the shortest allowance plus that time.
-    let silent_for = dead
-        .iter()
-        .map(|w| silence_allowed(w, dead_after))
-        .min()
-        .unwrap_or(dead_after)
-        + looked.elapsed();
-    match client.declare_down_many(&names, Some(silent_for)).await {
+    match client.declare_down_many(&names, silent_for).await {
         Ok(answer) => {
             for verdict in &answer.down {
                 let worker = verdict.worker.as_str();
@@ -350,6 +436,31 @@ mod tests {
             .map(|w| w.worker.as_str())
             .collect();
         assert_eq!(names, ["silent", "draining"]);
+    }
+
+    #[test]
+    fn the_managers_suspicions_are_looked_at_before_any_silence() {
+        use mycluster_core::wire::Suspicion;
+        let suspected = |name: &str, reason, status| {
+            let mut w = worker(name, status, Some(0.1));
+            w.suspected = Some(Suspicion { reason, index: 1 });
+            w
+        };
+        let workers = [
+            suspected("left", SuspicionReason::Left, WorkerStatus::Ready),
+            suspected(
+                "dropped",
+                SuspicionReason::Disconnected,
+                WorkerStatus::Draining,
+            ),
+            suspected("gone", SuspicionReason::Left, WorkerStatus::Down),
+            worker("silent", WorkerStatus::Ready, Some(2.5)),
+            worker("fresh", WorkerStatus::Ready, Some(0.2)),
+        ];
+        let looks = look_at(&workers, Duration::from_secs(2));
+        let names = |ws: &[&WorkerDoc]| ws.iter().map(|w| w.worker.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&looks.left), ["left"]);
+        assert_eq!(names(&looks.probe), ["dropped", "silent"]);
     }
 
     #[test]

@@ -55,6 +55,20 @@ pub struct PlacementArgs {
     /// failure in a row up to a minute, e.g. 5s [default: 1s].
     #[arg(long, value_name = "DURATION")]
     pub restart_delay: Option<String>,
+    /// What happens to a task whose worker is cut off from the manager: replace (the
+    /// default: replaced once the worker is declared down, the cut-off copy stopped when
+    /// it comes back) or stop (at most one copy: its agent stops it once the lease runs
+    /// out, and it is replaced only after the lease, its stop grace period and 1 s).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub on_disconnect: Option<Disconnect>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Disconnect {
+    /// Replaced once its worker is declared down.
+    Replace,
+    /// Stopped by its own agent when the lease runs out; replaced only after that.
+    Stop,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -75,6 +89,7 @@ impl PlacementArgs {
             || self.resources_given()
             || !self.volumes.is_empty()
             || self.restart_given()
+            || self.on_disconnect.is_some()
     }
 
     fn resources_given(&self) -> bool {
@@ -101,6 +116,7 @@ pub struct Fields {
     pub resources: Option<Resources>,
     pub volumes: Option<Vec<VolumeSpec>>,
     pub restart: Option<RestartPolicy>,
+    pub on_disconnect: Option<mycluster_core::service::OnDisconnect>,
 }
 
 /// What the service has now, for `update` (a new service has nothing).
@@ -173,6 +189,10 @@ pub fn update(
         }
         fields.volumes = Some(list);
     }
+    fields.on_disconnect = args.on_disconnect.map(|d| match d {
+        Disconnect::Replace => mycluster_core::service::OnDisconnect::Replace,
+        Disconnect::Stop => mycluster_core::service::OnDisconnect::Stop,
+    });
     if args.restart_given() {
         fields.restart = Some(restart(args, current.restart.unwrap_or_default())?);
     }

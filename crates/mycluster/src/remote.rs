@@ -63,7 +63,7 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 resources: more.resources,
                 volumes: more.volumes,
                 restart: more.restart,
-                on_disconnect: Default::default(),
+                on_disconnect: more.on_disconnect,
             };
             let follow = Follow::new(wait, global)?;
             let change = client.put_service(&body);
@@ -195,6 +195,7 @@ pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result
                 resources: more.resources,
                 volumes: more.volumes,
                 restart: more.restart,
+                on_disconnect: more.on_disconnect,
                 ..ServicePatchRequest::default()
             };
             let follow = Follow::new(wait, global)?;

@@ -25,8 +25,10 @@ use mycluster_core::wire::{
 
 /// `GET /api/v1/workers[?suspected_after=N&wait=250ms]`. With `suspected_after`, a
 /// blocking query for the monitor: it answers at once if some worker has a suspicion
-/// (its agent left, its connection dropped) of an index above `N`, otherwise when one
-/// is noted or `wait` runs out (default 30 s).
+/// (its agent left, its connection dropped) of an index above `N` (the highest the
+/// monitor saw in its last answer), otherwise when a new one is noted or `wait` runs
+/// out (default 30 s). A restarted manager counts from 0 again: the monitor waits at
+/// most `wait` then.
 pub async fn list(
     State(app): State<AppState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -37,19 +39,12 @@ pub async fn list(
         .unwrap_or(Duration::from_secs(30))
         .min(app.config.max_wait);
     if let Some(after) = params.u64("suspected_after")? {
+        // Subscribed before looking, so a suspicion noted in between wakes the wait.
         let mut watch = app.cluster.watch_suspicions();
-        // An index from the future (a restarted manager) answers at once.
-        let latest = *watch.borrow_and_update();
-        if latest <= after {
-            let newer = async {
-                while *watch.borrow_and_update() <= after {
-                    if watch.changed().await.is_err() {
-                        break;
-                    }
-                }
-            };
+        watch.borrow_and_update();
+        if app.cluster.latest_suspicion() <= after {
             tokio::select! {
-                _ = newer => {}
+                _ = watch.changed() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = app.stop.cancelled() => {}
             }

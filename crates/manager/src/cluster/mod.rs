@@ -473,6 +473,17 @@ impl Cluster {
         heard.suspected = Some(Suspicion { reason, index });
     }
 
+    /// The highest index of the suspicions held now (0: none).
+    pub fn latest_suspicion(&self) -> u64 {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|h| h.suspected.map(|s| s.index))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Changes with every suspicion noted; its value is the latest one's index.
     pub fn watch_suspicions(&self) -> watch::Receiver<u64> {
         self.suspicions.subscribe()
