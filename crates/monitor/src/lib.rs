@@ -338,6 +338,9 @@ async fn probe_health(probe: &reqwest::Client, address: &str, timeout: Duration)
     )
 }
 
+/// The longest the probe of a worker whose connection dropped may take.
+const DROPPED_PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// The longest a probe may take, whatever the worker's pace.
 const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -346,6 +349,15 @@ const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// heartbeats has already traded detection time for load; a busy agent that answers in
 /// 2 s is alive, and declaring it dead would move its work for nothing.
 pub fn probe_timeout(worker: &WorkerDoc, base: Duration) -> Duration {
+    // A worker whose connection just dropped was heard from a moment ago: a live agent
+    // answers at once, and a dead host's address does not answer at all (on a Docker
+    // network, its IP is gone: no ARP answer, only the timeout), so its probe is short.
+    if worker
+        .suspected
+        .is_some_and(|s| s.reason == SuspicionReason::Disconnected)
+    {
+        return base.min(DROPPED_PROBE_TIMEOUT);
+    }
     let quarter = Duration::from_secs_f64((worker.heartbeat_interval / 4.0).clamp(0.0, 5.0));
     base.max(quarter).min(MAX_PROBE_TIMEOUT.max(base))
 }
