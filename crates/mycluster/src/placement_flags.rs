@@ -316,9 +316,14 @@ mod tests {
             limit_memory: Some("512M".into()),
             volumes: vec!["data:/data".into(), "/srv/www:/www:ro".into()],
             restart_condition: Some(Condition::None),
+            on_disconnect: Some(Disconnect::Stop),
             ..args()
         };
         let f = create(&a).expect("valid");
+        assert_eq!(
+            f.on_disconnect,
+            Some(mycluster_core::service::OnDisconnect::Stop)
+        );
         let constraints: Vec<String> = f
             .constraints
             .unwrap_or_default()
