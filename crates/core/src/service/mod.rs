@@ -88,9 +88,10 @@ impl ServiceSpec {
     /// How a slot's task is replaced (a rollout) and moved (a drain, a rebalance): the
     /// update policy's order, but stop-first for a service with named volumes, whose
     /// slot's volume must be mounted by one task at a time (two processes writing one
-    /// database's files would corrupt it).
+    /// database's files would corrupt it), and for an `on_disconnect: "stop"` service,
+    /// which asked for at most one copy of a slot at any moment.
     pub fn replace_order(&self) -> UpdateOrder {
-        if self.volumes.iter().any(|v| !v.is_bind()) {
+        if self.volumes.iter().any(|v| !v.is_bind()) || self.on_disconnect == OnDisconnect::Stop {
             UpdateOrder::StopFirst
         } else {
             self.update.order
