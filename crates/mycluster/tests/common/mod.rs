@@ -3,9 +3,12 @@
 //! running.
 #![allow(dead_code)]
 
+pub mod copies;
 pub mod dev;
 pub mod docker;
+pub mod relay;
 pub mod setup_env;
+pub mod split;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
