@@ -165,6 +165,11 @@ impl Fencing {
         self.heard_epoch = epoch;
     }
 
+    /// Whether the manager ever acknowledged this agent (it registered).
+    pub fn known(&self) -> bool {
+        self.renewed.is_some()
+    }
+
     pub fn lease(&self) -> Duration {
         self.lease
     }

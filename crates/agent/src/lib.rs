@@ -332,7 +332,9 @@ pub async fn run(
     if let Some(why) = lock(&shared.superseded).take() {
         return Err(AgentError::Superseded(why));
     }
-    if stop.is_cancelled() && shared.config.leave_on_stop {
+    // Stopped before it ever registered: nothing to leave.
+    let registered = lock(&shared.fencing).known();
+    if stop.is_cancelled() && shared.config.leave_on_stop && registered {
         leave::leave(&shared).await;
     }
     if shared.config.remove_on_stop {

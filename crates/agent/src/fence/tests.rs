@@ -45,7 +45,9 @@ fn the_lease_counts_from_the_latest_acknowledged_sending() {
     let t0 = Instant::now();
     let mut f = Fencing::default();
     assert_eq!(f.lease_at(t0), LeaseState::Unknown);
+    assert!(!f.known());
     f.renewed(t0, Some(secs(5.0)), 1);
+    assert!(f.known());
     assert_eq!(f.lease_at(t0 + secs(1.0)), LeaseState::Left(secs(4.0)));
     assert_eq!(f.lease_at(t0 + secs(5.0)), LeaseState::Expired(secs(5.0)));
     // An answer to an older heartbeat, arriving late, does not move the count back.
