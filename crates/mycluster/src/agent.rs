@@ -104,7 +104,19 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
     };
     let runtime = make_runtime(args.driver, identity, docker).await?;
     config.token = agent_token(args.join_token_file.as_deref())?;
-    mycluster_agent::run(config, runtime, stop).await?;
+    // The keeper lives as long as the agent: a stopped worker keeps nothing.
+    let keeper = args
+        .keep_cluster
+        .clone()
+        .map(|cluster| tokio::spawn(mycluster_setup::keeper::keep(cluster, stop.clone())));
+    let ran = mycluster_agent::run(config, runtime, stop.clone()).await;
+    stop.cancel();
+    if let Some(keeper) = keeper {
+        if let Err(e) = keeper.await {
+            tracing::error!("the keeper panicked: {e}");
+        }
+    }
+    ran?;
     Ok(())
 }
 

@@ -274,6 +274,11 @@ pub struct AgentArgs {
     /// Talk to the manager over one cleartext HTTP/2 connection (instead of HTTP/1.1).
     #[arg(long, env = "MYCLUSTER_HTTP2")]
     pub http2: bool,
+    /// Also keep this `setup` cluster's control plane (its manager, monitor, ingress and
+    /// redis containers) on this host's Docker engine: one that dies without `docker
+    /// stop` (e.g. `docker kill`) is started again. `setup` gives it to each worker.
+    #[arg(long, value_name = "CLUSTER")]
+    pub keep_cluster: Option<String>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -455,6 +460,7 @@ impl SetupArgs {
             port: self.port,
             rebalance: self.policy.rebalance,
             allow_bind: self.policy.allow_bind,
+            lease: self.policy.lease,
         }
     }
 }

@@ -8,18 +8,26 @@ use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, VolumeCreateRequest,
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerUpdateBody, EventMessage, HostConfig,
+    NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptions, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptions, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
+use futures_util::{Stream, StreamExt};
 
 use mycluster_runtime::{connect_engine, LABEL_CLUSTER, LABEL_ROLE, LABEL_WORKER};
 
 use crate::error::SetupError;
+use crate::keeper::{Event, Now};
+
+/// The restart policy of every role container: a crashed one (its process killed, the
+/// engine restarted) comes back; one an operator stopped stays stopped. Workloads have
+/// none: a task runs once, and its slot is replaced by the manager.
+pub const ROLE_RESTART: RestartPolicyNameEnum = RestartPolicyNameEnum::UNLESS_STOPPED;
 
 /// A container of the cluster's own (manager, monitor, worker, ingress), as setup
 /// creates it.
@@ -55,6 +63,18 @@ pub struct ClusterHost {
     docker: Docker,
 }
 
+/// One event of the engine about a container of the cluster, as the keeper reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub event: Event,
+    /// The container's full id (a name may be given to a new container meanwhile).
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    /// When the engine emitted it, in nanoseconds since the epoch.
+    pub time_nano: i64,
+}
+
 /// A container's port bindings as it was made with, or as they are now.
 enum Bindings {
     Configured,
@@ -73,6 +93,28 @@ fn not_found(e: &DockerError) -> bool {
             ..
         }
     )
+}
+
+/// A container event of the cluster's, read from the engine's message; `None` for
+/// another cluster's (the filter is the engine's: checked again) or an action not
+/// followed.
+fn container_event(cluster: &str, message: EventMessage) -> Option<ContainerEvent> {
+    let event = Event::parse(message.action.as_deref()?)?;
+    let actor = message.actor?;
+    let attributes = actor.attributes.unwrap_or_default();
+    if attributes.get(LABEL_CLUSTER).map(String::as_str) != Some(cluster) {
+        return None;
+    }
+    Some(ContainerEvent {
+        event,
+        id: actor.id?,
+        name: attributes.get("name").cloned().unwrap_or_default(),
+        role: attributes.get(LABEL_ROLE).cloned().unwrap_or_default(),
+        time_nano: message
+            .time_nano
+            .or(message.time.map(|t| t.saturating_mul(1_000_000_000)))
+            .unwrap_or_default(),
+    })
 }
 
 fn cluster_filter(cluster: &str) -> HashMap<String, Vec<String>> {
@@ -162,6 +204,10 @@ impl ClusterHost {
                 network_mode: Some(spec.network.clone()),
                 binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
                 port_bindings,
+                restart_policy: Some(RestartPolicy {
+                    name: Some(ROLE_RESTART),
+                    maximum_retry_count: None,
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -245,6 +291,109 @@ impl ClusterHost {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// Whether a container has the role containers' restart policy.
+    pub async fn has_role_restart(&self, name: &str) -> Result<bool, SetupError> {
+        let inspect = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| engine(&format!("cannot inspect {name}"), e))?;
+        Ok(inspect
+            .host_config
+            .and_then(|h| h.restart_policy)
+            .and_then(|p| p.name)
+            == Some(ROLE_RESTART))
+    }
+
+    /// Gives a container made before role containers had it the restart policy, in
+    /// place (`docker update --restart`): it keeps running.
+    pub async fn set_role_restart(&self, name: &str) -> Result<(), SetupError> {
+        let update = ContainerUpdateBody {
+            restart_policy: Some(RestartPolicy {
+                name: Some(ROLE_RESTART),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(name, update)
+            .await
+            .map_err(|e| engine(&format!("cannot set the restart policy of {name}"), e))
+    }
+
+    /// A container's state now (by id or name), for the keeper.
+    pub async fn now(&self, id: &str) -> Result<Now, SetupError> {
+        let inspect = match self.docker.inspect_container(id, None).await {
+            Ok(inspect) => inspect,
+            Err(e) if not_found(&e) => return Ok(Now::Gone),
+            Err(e) => return Err(engine(&format!("cannot inspect {id}"), e)),
+        };
+        let state = inspect.state.unwrap_or_default();
+        Ok(match state.status {
+            Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::PAUSED) => {
+                Now::Running
+            }
+            Some(ContainerStateStatusEnum::RESTARTING) => Now::Restarting,
+            // Being removed: as good as gone.
+            Some(ContainerStateStatusEnum::REMOVING) => Now::Gone,
+            _ if state.restarting == Some(true) => Now::Restarting,
+            _ => Now::Down,
+        })
+    }
+
+    /// Starts a container by id; one that runs already (another keeper was first) or
+    /// is gone is no error.
+    pub async fn start_again(&self, id: &str) -> Result<(), SetupError> {
+        match self.docker.start_container(id, None).await {
+            Err(e) if !not_found(&e) => Err(engine(&format!("cannot start {id}"), e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The engine's events about the cluster's containers (`die`, `stop`, `destroy`,
+    /// `start`), from `since` (nanoseconds since the epoch: events the engine still
+    /// remembers are replayed) or from now. The stream ends when the engine closes it
+    /// (it restarts, it goes away).
+    pub fn container_events(
+        &self,
+        cluster: &str,
+        since: Option<i64>,
+    ) -> impl Stream<Item = Result<ContainerEvent, SetupError>> + Send + Unpin {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{LABEL_CLUSTER}={cluster}")],
+            ),
+            (
+                "event".to_string(),
+                Event::ACTIONS.iter().map(|a| a.to_string()).collect(),
+            ),
+        ]);
+        let options = EventsOptions {
+            since: since.map(|nanos| {
+                format!(
+                    "{}.{:09}",
+                    nanos.div_euclid(1_000_000_000),
+                    nanos.rem_euclid(1_000_000_000)
+                )
+            }),
+            until: None,
+            filters: Some(filters),
+        };
+        let cluster = cluster.to_string();
+        self.docker
+            .events(Some(options))
+            .filter_map(move |item| {
+                let read = match item {
+                    Ok(message) => container_event(&cluster, message).map(Ok),
+                    Err(e) => Some(Err(engine("the engine's event stream failed", e))),
+                };
+                std::future::ready(read)
+            })
+            .boxed()
     }
 
     /// The command a container was made with (its `Cmd`, after the entrypoint).

@@ -1,5 +1,7 @@
 //! `mycluster manage`: start, stop, list or remove the containers of a cluster set up on
-//! this host.
+//! this host. `stop` is a `docker stop` of each: the restart policy `unless-stopped` and
+//! the keepers (see `keeper`) leave a stopped container stopped, so the cluster stays
+//! down, across engine restarts too, until `up`.
 
 use std::time::Duration;
 

@@ -41,6 +41,10 @@ pub struct Settings {
     /// The manager's `--allow-bind` directories: where bind mounts are allowed.
     #[serde(default)]
     pub allow_bind: Vec<String>,
+    /// The manager's `--lease`, in milliseconds; none: the default
+    /// (`mycluster_core::lease::DEFAULT_LEASE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
 }
 
 impl Settings {
@@ -100,6 +104,7 @@ pub fn save_dev(name: &str, port: u16, secrets: Option<&Secrets>) -> Result<bool
         dev: true,
         rebalance: false,
         allow_bind: Vec::new(),
+        lease_ms: None,
     })?;
     Ok(true)
 }

@@ -2,6 +2,10 @@
 //! tokens — decided from the options and what was saved before, then brought up (see
 //! `up`).
 
+use std::time::Duration;
+
+use mycluster_core::lease::DEFAULT_LEASE;
+
 use crate::error::SetupError;
 use crate::secret::generate;
 use crate::settings::{load_settings, Settings};
@@ -42,6 +46,9 @@ pub struct SetupOptions {
     pub rebalance: bool,
     /// The manager's `--allow-bind`: host directories services may bind-mount from.
     pub allow_bind: Vec<String>,
+    /// The manager's `--lease`: how long a cut-off worker keeps its `on_disconnect:
+    /// "stop"` tasks (passed on only when it is not the default).
+    pub lease: Duration,
 }
 
 /// Cluster names become Docker names (`<name>_manager_1`): shorter than the core's rule
@@ -57,6 +64,12 @@ pub(crate) fn validate_name(name: &str) -> Result<(), SetupError> {
         return Err(SetupError::InvalidName(name.to_string()));
     }
     Ok(())
+}
+
+/// The lease as saved in the settings: none when it is the default (the manager is
+/// then given no `--lease`).
+fn saved_lease(lease: Duration) -> Option<u64> {
+    (lease != DEFAULT_LEASE).then(|| u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Sets up the cluster (or brings one set up before to what the options say), saying
@@ -111,13 +124,14 @@ pub async fn setup(args: SetupOptions) -> Result<(), SetupError> {
         // Set up again, a cluster takes the policies it is given now (none: the default).
         rebalance: args.rebalance,
         allow_bind: args.allow_bind.clone(),
+        lease_ms: saved_lease(args.lease),
     };
     bring_up(settings).await
 }
 
 #[cfg(test)]
 mod tests {
-    use super::validate_name;
+    use super::*;
 
     #[test]
     fn cluster_names_fit_docker_names() {
@@ -127,5 +141,11 @@ mod tests {
         for bad in ["", "-x", "a.b", "a b", "a:b", &"x".repeat(41)] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_a_lease_other_than_the_default_is_saved() {
+        assert_eq!(saved_lease(DEFAULT_LEASE), None);
+        assert_eq!(saved_lease(Duration::from_secs(7)), Some(7_000));
     }
 }

@@ -7,11 +7,21 @@
 //! manager at the API's published port, and the replicas at their addresses on the
 //! cluster network, which the host routes to). Its settings are saved (see `settings`)
 //! so `manage` and the CLI find it.
+//!
+//! Healing: every role container is made with the restart policy `unless-stopped`
+//! (`host::ROLE_RESTART`; workloads have none), and each worker runs `mycluster agent
+//! --keep-cluster NAME`, the `keeper` of the control plane. A cluster made before
+//! either keeps its containers and state: a role container without the policy is given
+//! it in place (`docker update --restart`, said as "restart policy set"), running or
+//! not; a worker whose command lacks `--keep-cluster` is made again (its command
+//! changed), like a worker of another build, and its replicas are replaced, as after
+//! a worker's loss.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use mycluster_client::Client;
+use mycluster_core::span::Span;
 use mycluster_runtime::{LABEL_CLUSTER, LABEL_ROLE};
 
 use crate::error::SetupError;
@@ -46,6 +56,31 @@ fn labels(cluster: &str, role: &str) -> HashMap<String, String> {
         (LABEL_CLUSTER.to_string(), cluster.to_string()),
         (LABEL_ROLE.to_string(), role.to_string()),
     ])
+}
+
+/// The manager's command: the cluster's policies are flags, each only when it is not
+/// the default (a cluster set up before a flag existed keeps its command, and so its
+/// container).
+fn manager_command(settings: &Settings, store_url: &str) -> Vec<String> {
+    let mut cmd = strings(&[
+        "manager",
+        "--listen",
+        "0.0.0.0:5000",
+        "--name",
+        &settings.name,
+        "--store",
+        store_url,
+    ]);
+    if settings.rebalance {
+        cmd.push("--rebalance".into());
+    }
+    if let Some(lease) = settings.lease_ms {
+        cmd.extend(strings(&["--lease", &Span(lease).to_string()]));
+    }
+    for dir in &settings.allow_bind {
+        cmd.extend(strings(&["--allow-bind", dir]));
+    }
+    cmd
 }
 
 /// Creates what is missing, starts what is stopped, scales the workers to the wanted
@@ -146,21 +181,7 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
             ..RoleContainer::default()
         });
     }
-    let mut manager_cmd = strings(&[
-        "manager",
-        "--listen",
-        "0.0.0.0:5000",
-        "--name",
-        &cluster,
-        "--store",
-        &store_url,
-    ]);
-    if settings.rebalance {
-        manager_cmd.push("--rebalance".into());
-    }
-    for dir in &settings.allow_bind {
-        manager_cmd.extend(strings(&["--allow-bind", dir]));
-    }
+    let mut manager_cmd = manager_command(&settings, &store_url);
     let mut manager_binds = Vec::new();
     if redis_image.is_none() {
         manager_cmd.extend(strings(&["--data-dir", "/data"]));
@@ -202,6 +223,9 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
                 &name,
                 "--network",
                 &network,
+                // Every worker keeps the control plane (see `keeper`).
+                "--keep-cluster",
+                &cluster,
             ]),
             // Agents get the join token only: it cannot read or change services.
             env: vec![
@@ -258,19 +282,24 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
                 run_role(&host, spec, &mut settings).await?;
                 "recreated (its command changed)".to_string()
             }
-            Some(c) if c.state == "running" => "exists, running".to_string(),
-            Some(_) => match host.start(&spec.name).await {
-                Ok(()) => "exists, started".to_string(),
-                Err(e) if settings.port_chosen && port_taken(&e) && spec.publish.is_some() => {
-                    host.remove(&spec.name).await?;
-                    run_role(&host, spec, &mut settings).await?;
-                    format!(
-                        "recreated (its port was taken: API on port {})",
-                        settings.port
-                    )
+            Some(c) => {
+                // Made before role containers had their restart policy: given it in
+                // place (`docker update --restart`), running or not.
+                let policy = match host.has_role_restart(&spec.name).await? {
+                    true => "",
+                    false => {
+                        host.set_role_restart(&spec.name).await?;
+                        " (restart policy set: unless-stopped)"
+                    }
+                };
+                if c.state == "running" {
+                    format!("exists, running{policy}")
+                } else {
+                    start_existing(&host, spec, &mut settings)
+                        .await
+                        .map(|what| format!("{what}{policy}"))?
                 }
-                Err(e) => return Err(e),
-            },
+            }
             None => {
                 run_role(&host, spec, &mut settings).await?;
                 "created".to_string()
@@ -278,6 +307,7 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
         };
         println!("      {:<24} {what}", spec.name);
     }
+
     // Workers beyond the wanted number: scaled away, with their workloads.
     for extra in existing
         .iter()
@@ -348,6 +378,27 @@ pub(crate) fn free_port() -> Result<u16, SetupError> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Starts a role container that exists and is stopped; says what it did. One whose
+/// port setup chose was taken meanwhile is made again on another.
+async fn start_existing(
+    host: &ClusterHost,
+    spec: &mut RoleContainer,
+    settings: &mut Settings,
+) -> Result<String, SetupError> {
+    match host.start(&spec.name).await {
+        Ok(()) => Ok("exists, started".to_string()),
+        Err(e) if settings.port_chosen && port_taken(&e) && spec.publish.is_some() => {
+            host.remove(&spec.name).await?;
+            run_role(host, spec, settings).await?;
+            Ok(format!(
+                "recreated (its port was taken: API on port {})",
+                settings.port
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates and starts a role container. A port setup chose that was taken meanwhile
 /// (another program, another cluster set up at the same moment) is chosen again.
 async fn run_role(
@@ -403,5 +454,52 @@ async fn wait_for_workers(settings: &Settings) -> Result<usize, SetupError> {
             return Err(SetupError::NotReady(settings.name.clone()));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(rebalance: bool, lease_ms: Option<u64>) -> Settings {
+        Settings {
+            name: "c".into(),
+            workers: 1,
+            store: "embedded".into(),
+            port: 5000,
+            port_chosen: false,
+            image: String::new(),
+            redis_image: None,
+            token: None,
+            join_token: None,
+            dev: false,
+            rebalance,
+            allow_bind: Vec::new(),
+            lease_ms,
+        }
+    }
+
+    #[test]
+    fn the_managers_policies_are_flags_only_when_not_the_default() {
+        let plain = manager_command(&settings(false, None), "embedded");
+        assert_eq!(
+            plain,
+            strings(&[
+                "manager",
+                "--listen",
+                "0.0.0.0:5000",
+                "--name",
+                "c",
+                "--store",
+                "embedded"
+            ])
+        );
+        let given = manager_command(&settings(true, Some(7_500)), "embedded");
+        assert_eq!(given[7..], strings(&["--rebalance", "--lease", "7500ms"]));
+        // What the manager reads back.
+        assert_eq!(
+            mycluster_core::span::Span::parse("7500ms").map(|s| s.millis()),
+            Ok(7_500)
+        );
     }
 }
