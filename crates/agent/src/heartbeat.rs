@@ -1,8 +1,10 @@
-//! The heartbeat: what renews the worker's lease (see `fence`). Each heartbeat gives up
-//! after a short timeout (a heartbeat lost in a network split must not hold up the
-//! next), and while they fail they are sent again at a steady short pace rather than
-//! after a growing backoff: the lease must be renewed the moment the manager is
-//! reachable again, so a manager restart shorter than the lease stops nothing.
+//! The heartbeat: what renews the worker's lease (see `fence`). A heartbeat not answered
+//! within `HEARTBEAT_RETRY` gets another attempt beside it, and so on every
+//! `HEARTBEAT_RETRY` (each attempt waits up to `ATTEMPT_TIMEOUT`): an attempt lost in a
+//! network split does not hold up the next, so the lease is renewed the moment the
+//! manager is reachable again (a manager restart shorter than the lease stops nothing,
+//! and a healed split is heard within a quarter second), and a slow manager still renews
+//! it with a late answer.
 //!
 //! Each answer names the worker's epoch; one newer than the agent's task list (the worker
 //! was declared down meanwhile), or a lease that ran out, has the agent fetch its list at
@@ -12,6 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mycluster_background::{Loop, LoopControl};
+use mycluster_client::ClientError;
+use mycluster_core::wire::HeartbeatDoc;
 use tokio_util::sync::CancellationToken;
 
 use crate::fence::lease_of;
@@ -25,10 +29,14 @@ const MAX_HEARTBEAT_INTERVAL: f64 = 60.0;
 /// The pace of heartbeats while they fail (and the most a failing step backs off).
 pub(crate) const HEARTBEAT_RETRY: Duration = Duration::from_millis(250);
 
-/// How long one heartbeat waits for its answer: the interval, at most a second, at
-/// least `MIN_TIMEOUT`.
-const MAX_TIMEOUT: Duration = Duration::from_secs(1);
-const MIN_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long one attempt waits for its answer. Attempts overlap (see `answer`), so a
+/// manager that answers slowly — busy, or starved of CPU — still renews the lease with
+/// a late answer, while a new attempt after a split heals does not wait for the ones
+/// lost in it.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The most attempts in flight at once.
+const MAX_ATTEMPTS: usize = 8;
 
 /// While heartbeats fail, how often the agent says so again.
 const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -47,56 +55,96 @@ pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken)
         interval: shared.config.heartbeat,
         outage: None,
     };
-    Loop::new(name, shared.config.heartbeat, stop)
+    Loop::new(name, shared.config.heartbeat, stop.clone())
         .max_backoff(HEARTBEAT_RETRY)
         .quiet_recovery()
         .run_with(&mut beats, |beats| {
-            let shared = shared.clone();
-            Box::pin(async move { beat(&shared, beats).await })
+            let (shared, stop) = (shared.clone(), stop.clone());
+            Box::pin(async move { beat(&shared, beats, &stop).await })
         })
         .await;
 }
 
-async fn beat(shared: &Arc<Shared>, beats: &mut Beats) -> Result<LoopControl, String> {
+/// One heartbeat answered: the first answer to attempts sent every `HEARTBEAT_RETRY`
+/// (at most `MAX_ATTEMPTS` in flight, each given `ATTEMPT_TIMEOUT`) until one is
+/// answered, with the moment that one was sent (the lease counts from it). `Err`: the
+/// manager refused it in a way the loop acts on (409, 404); `Ok(None)`: stopped. While
+/// no attempt is answered the outage is logged (once, then every `OUTAGE_LOG_EVERY`).
+async fn answer(
+    shared: &Arc<Shared>,
+    beats: &mut Beats,
+    stop: &CancellationToken,
+) -> Result<Option<(Instant, HeartbeatDoc)>, ClientError> {
     let name = &shared.config.name;
-    let timeout = beats.interval.clamp(MIN_TIMEOUT, MAX_TIMEOUT);
-    // The lease counts from the sending: the manager hears it later.
-    let sent = Instant::now();
-    let answer = shared
-        .client
-        .heartbeat_within(name, &shared.config.instance, timeout)
-        .await;
-    let answer = match answer {
-        Ok(answer) => answer,
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut pace = tokio::time::interval(HEARTBEAT_RETRY);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            _ = pace.tick() => {
+                if attempts.len() < MAX_ATTEMPTS {
+                    let shared = shared.clone();
+                    attempts.spawn(async move {
+                        // The lease counts from the sending: the manager hears it later.
+                        let sent = Instant::now();
+                        let answer = shared
+                            .client
+                            .heartbeat_within(&shared.config.name, &shared.config.instance, ATTEMPT_TIMEOUT)
+                            .await;
+                        (sent, answer)
+                    });
+                }
+            }
+            Some(done) = attempts.join_next(), if !attempts.is_empty() => {
+                let Ok((sent, answer)) = done else { continue };
+                let e = match answer {
+                    Ok(answer) => return Ok(Some((sent, answer))),
+                    Err(e) if held_elsewhere(&e).is_some() || e.status() == Some(404) => {
+                        return Err(e)
+                    }
+                    Err(e) => e,
+                };
+                let now = Instant::now();
+                match &mut beats.outage {
+                    None => {
+                        beats.outage = Some((now, now));
+                        tracing::warn!(
+                            "agent {name}: no answer to its heartbeat ({e}); trying again every \
+                             {HEARTBEAT_RETRY:?}"
+                        );
+                    }
+                    Some((since, said)) if now.duration_since(*said) >= OUTAGE_LOG_EVERY => {
+                        *said = now;
+                        tracing::warn!(
+                            "agent {name}: still no answer from the manager after {:.0}s ({e})",
+                            now.duration_since(*since).as_secs_f64()
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn beat(
+    shared: &Arc<Shared>,
+    beats: &mut Beats,
+    stop: &CancellationToken,
+) -> Result<LoopControl, String> {
+    let name = &shared.config.name;
+    let (sent, answer) = match answer(shared, beats, stop).await {
+        Ok(Some(answered)) => answered,
+        Ok(None) => return Ok(LoopControl::Stop),
         Err(e) => {
             if let Some(message) = held_elsewhere(&e) {
                 superseded(shared, message);
                 return Ok(LoopControl::Stop);
             }
             // The manager does not know us (it lost its state): join again.
-            if e.status() == Some(404) {
-                rejoin(shared).await?;
-                return Ok(LoopControl::Continue);
-            }
-            let now = Instant::now();
-            match &mut beats.outage {
-                None => {
-                    beats.outage = Some((now, now));
-                    tracing::warn!(
-                        "agent {name}: no answer to its heartbeat ({e}); trying again every \
-                         {HEARTBEAT_RETRY:?}"
-                    );
-                }
-                Some((since, said)) if now.duration_since(*said) >= OUTAGE_LOG_EVERY => {
-                    *said = now;
-                    tracing::warn!(
-                        "agent {name}: still no answer from the manager after {:.0}s ({e})",
-                        now.duration_since(*since).as_secs_f64()
-                    );
-                }
-                Some(_) => {}
-            }
-            return Ok(LoopControl::After(HEARTBEAT_RETRY));
+            rejoin(shared).await?;
+            return Ok(LoopControl::Continue);
         }
     };
     // A large cluster asks its agents to beat less often.
