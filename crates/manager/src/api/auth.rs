@@ -1,5 +1,5 @@
 //! Who may call what: the cluster's API token opens every endpoint, the join token only
-//! the few an agent needs (register, heartbeat, its tasks, its reports) and the
+//! the few an agent needs (register, heartbeat, its tasks, its reports, its leave) and the
 //! ingress's route table (`GET /api/v1/endpoints`), and `/healthz`
 //! is open so load balancers and the monitor can probe without a secret.
 
@@ -88,7 +88,7 @@ pub fn access_for(method: &Method, path: &str) -> Access {
         Some(rest) => match rest.strip_prefix('/').and_then(|r| r.split_once('/')) {
             Some((name, action)) if !name.is_empty() => matches!(
                 (method.as_str(), action),
-                ("POST", "heartbeat") | ("GET", "tasks") | ("POST", "status")
+                ("POST", "heartbeat") | ("GET", "tasks") | ("POST", "status") | ("POST", "leave")
             ),
             _ => false,
         },
@@ -196,6 +196,7 @@ mod tests {
             (Method::GET, "/api/v1/workers", Admin),
             (Method::POST, "/api/v1/workers", Agent),
             (Method::POST, "/api/v1/workers/w1/heartbeat", Agent),
+            (Method::POST, "/api/v1/workers/w1/leave", Agent),
             (Method::GET, "/api/v1/workers/w1/tasks", Agent),
             (Method::POST, "/api/v1/workers/w1/status", Agent),
             (Method::POST, "/api/v1/workers/w1/down", Admin),
