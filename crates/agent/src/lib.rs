@@ -29,6 +29,7 @@
 
 mod act;
 mod config;
+mod exits;
 #[cfg(test)]
 mod fixtures;
 mod health;
@@ -273,6 +274,7 @@ pub async fn run(
         tokio::spawn(heartbeat_loop(shared.clone(), quit.clone())),
         tokio::spawn(watch_loop(shared.clone(), quit.clone())),
         tokio::spawn(sync_loop(shared.clone(), quit.clone())),
+        tokio::spawn(exits::follow(shared.clone(), quit.clone())),
     ];
     for handle in loops {
         let _ = handle.await;
