@@ -47,13 +47,15 @@
 //! Volumes the manager asks this host to remove are removed, and said removed in the
 //! next status report (see `volumes`).
 //!
-//! Where to start reading: `run` below (four loops: `heartbeat`, the lease timer in
-//! `fencing`, the long-poll in `longpoll`, and the sync pass below), then `plan` (the
+//! Where to start reading: `run` below (five loops: `heartbeat`, the lease timer in
+//! `fencing`, the long-poll in `longpoll`, the sync pass below, and `exits`, which wakes
+//! the sync pass the moment the runtime says a container ended), then `plan` (the
 //! pure diff of wanted tasks against containers found), then `fence`, `join`, and
 //! `probers`.
 
 mod act;
 mod config;
+mod exits;
 pub mod fence;
 mod fencing;
 #[cfg(test)]
@@ -321,6 +323,7 @@ pub async fn run(
         tokio::spawn(fencing::lease_loop(shared.clone(), quit.clone())),
         tokio::spawn(longpoll::watch_loop(shared.clone(), quit.clone())),
         tokio::spawn(sync_loop(shared.clone(), quit.clone())),
+        tokio::spawn(exits::follow(shared.clone(), quit.clone())),
     ];
     for handle in loops {
         let _ = handle.await;

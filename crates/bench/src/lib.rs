@@ -6,8 +6,12 @@
 //! itself; it asserts nothing about speed. `benches/failover.rs` (`cargo bench -p
 //! mycluster-bench --bench failover`) times failover with real processes.
 //!
+//! `liveness` (a killed container until its slot runs again, on a `setup` cluster and on
+//! Swarm) runs only when asked for by name (`--only liveness`): it sets up a cluster of
+//! containers and takes about five minutes.
+//!
 //! Start reading at `run`, then one part per module: `sched`, `footprint`, `api`, `sim`,
-//! `swarm`, `rollout`, `ingress` (with `wrk`, which runs the load); `figure` prints what they measure, and `manager` starts the manager (and
+//! `swarm`, `rollout`, `ingress` (with `wrk`, which runs the load), `liveness`; `figure` prints what they measure, and `manager` starts the manager (and
 //! agent) processes they measure. The parts run inside the `mycluster` binary: they start
 //! managers, agents and agent hosts as `mycluster` subcommands of the running executable.
 
@@ -16,6 +20,7 @@ mod error;
 mod figure;
 mod footprint;
 mod ingress;
+mod liveness;
 mod manager;
 mod rollout;
 mod sched;
@@ -33,7 +38,8 @@ pub use sim::host_agents;
 pub struct BenchOptions {
     /// A small version of every benchmark (under 3 minutes).
     pub quick: bool,
-    /// Only these parts: sched, footprint, api, sim, swarm, rollout, ingress (none: all).
+    /// Only these parts: sched, footprint, api, sim, swarm, rollout, ingress (none: all
+    /// of these), and liveness (only when named).
     pub only: Vec<String>,
     /// Simulated workers for the sim part [default: 10000, quick 50].
     pub workers: Option<usize>,
@@ -73,6 +79,9 @@ pub async fn run(args: &BenchOptions) -> Result<(), BenchError> {
     }
     if only("ingress") {
         figures.extend(ingress::run(quick).await);
+    }
+    if args.only.iter().any(|o| o == "liveness") {
+        figures.extend(liveness::run(quick).await);
     }
     println!("{} figures", figures.len());
     Ok(())

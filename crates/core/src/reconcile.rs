@@ -23,14 +23,18 @@ pub const HEALTHY_RUN: Millis = 30_000;
 /// The longest a crash-looping slot waits before its next try.
 pub const MAX_RESTART_DELAY: Millis = 60_000;
 
-/// The wait before replacing the `n`th consecutive failure: `first` (the restart
-/// policy's `delay`, 1 s by default), then doubled each time: 1 s, 2 s, 4 s, … 60 s.
-pub fn restart_delay(failures: u32, first: Millis) -> Millis {
+/// The wait before replacing the `n`th consecutive failure of a slot. The first (its
+/// first ever, or the first after a healthy run) is replaced at once: one crash is not a
+/// crash loop, and its replacement should run as soon as the agent reports it. From the
+/// second in a row on, `delay` (the restart policy's, 1 s by default), doubled each
+/// time: 0, 1 s, 2 s, 4 s, … 60 s (as Kubernetes' CrashLoopBackOff, whose first restart
+/// is immediate too).
+pub fn restart_delay(failures: u32, delay: Millis) -> Millis {
     match failures {
-        0 => 0,
-        n => first
-            .saturating_mul(1u64 << (n - 1).min(16))
-            .min(MAX_RESTART_DELAY.max(first)),
+        0 | 1 => 0,
+        n => delay
+            .saturating_mul(1u64 << (n - 2).min(16))
+            .min(MAX_RESTART_DELAY.max(delay)),
     }
 }
 

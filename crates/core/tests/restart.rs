@@ -150,7 +150,8 @@ fn a_batch_of_three_runs_once_and_is_complete() {
 fn on_failure_replaces_failures_only() {
     let mut sim = Sim::new(policy(RestartCondition::OnFailure, 0), 2);
     sim.exit_all(1, 1);
-    // Failed: replaced after the delay.
+    assert_eq!(sim.active(), 2, "a first failure is replaced at once");
+    // The second failure in a row: replaced after the delay.
     sim.exit_all(1, 0);
     assert_eq!(sim.active(), 0, "waits for the restart delay");
     sim.now += 2_000;
@@ -180,9 +181,11 @@ fn none_leaves_a_failed_slot_failed() {
 #[test]
 fn max_attempts_bounds_the_restarts_of_a_slot() {
     let mut sim = Sim::new(policy(RestartCondition::OnFailure, 2), 1);
-    // The first run and two restarts fail; no third restart.
-    for _ in 0..6 {
-        sim.exit_all(1, 61);
+    // The first run and two restarts fail a second after they start (a run of 30 s
+    // would be a healthy one, which starts the count again); no third restart, however
+    // long the backoff is waited for.
+    for _ in 0..120 {
+        sim.exit_all(1, 1);
     }
     assert_eq!(sim.active(), 0);
     assert_eq!(sim.count(TaskState::Failed), 3);
@@ -224,4 +227,57 @@ fn an_updated_batch_runs_the_new_version_once() {
         .filter(|t| t.command == spec.command && t.state == TaskState::Complete)
         .count();
     assert_eq!((ran_new, sim.active()), (2, 0));
+}
+
+/// The backoff: the first failure of a slot is replaced at once, the second in a row
+/// after `delay`, then twice as long each time, up to a minute (or `delay`, if longer).
+#[test]
+fn the_first_failure_is_replaced_at_once_then_the_backoff_doubles() {
+    use mycluster_core::reconcile::{restart_delay, MAX_RESTART_DELAY};
+    let waits: Vec<Millis> = (0..=9).map(|n| restart_delay(n, 1_000)).collect();
+    assert_eq!(
+        waits,
+        [0, 0, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000]
+    );
+    assert_eq!(restart_delay(u32::MAX, 1_000), MAX_RESTART_DELAY);
+    assert_eq!(restart_delay(2, 90_000), 90_000, "a longer delay is kept");
+    assert_eq!(restart_delay(5, 90_000), 90_000);
+}
+
+/// A crash reported by an agent is replaced in the very commit of the report: the
+/// replacement is placed on a worker (assigned) by the `Report` step itself, not by a
+/// later pass.
+#[test]
+fn a_first_crash_is_replaced_by_its_own_report() {
+    let mut sim = Sim::new(RestartPolicy::default(), 1);
+    let first = sim
+        .state
+        .tasks
+        .values()
+        .find(|t| t.is_active())
+        .map(|t| t.id.clone())
+        .expect("a task");
+    sim.now += 5_000;
+    let mut crash = TaskReport::new(first.clone(), TaskState::Failed);
+    crash.exit_code = Some(137);
+    sim.run(Report {
+        worker: "w1".into(),
+        instance: String::new(),
+        tasks: vec![crash],
+        removed_volumes: Vec::new(),
+    });
+    let replacement: Vec<&Task> = sim
+        .state
+        .tasks
+        .values()
+        .map(AsRef::as_ref)
+        .filter(|t| t.is_active() && t.id != first)
+        .collect();
+    assert_eq!(replacement.len(), 1, "replaced in the report's commit");
+    assert_eq!(
+        (replacement[0].state, replacement[0].worker.as_deref()),
+        (TaskState::Assigned, Some("w1")),
+        "and placed"
+    );
+    assert_eq!(replacement[0].failures, 1);
 }

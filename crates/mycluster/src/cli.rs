@@ -482,7 +482,8 @@ pub struct BenchArgs {
     /// A small version of every benchmark (under 3 minutes).
     #[arg(long)]
     pub quick: bool,
-    /// Only these parts: sched, footprint, api, sim, swarm, rollout, ingress (repeatable).
+    /// Only these parts: sched, footprint, api, sim, swarm, rollout, ingress (repeatable);
+    /// liveness runs only when named.
     #[arg(long)]
     pub only: Vec<String>,
     /// Simulated workers for the sim part [default: 10000, --quick 50].

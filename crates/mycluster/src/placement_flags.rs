@@ -51,8 +51,9 @@ pub struct PlacementArgs {
     /// limit): with 2, a slot that keeps failing runs 3 times.
     #[arg(long, value_name = "N")]
     pub restart_max_attempts: Option<u32>,
-    /// The wait after a failure before the slot is started again, doubled with each
-    /// failure in a row up to a minute, e.g. 5s [default: 1s].
+    /// The wait after the second failure in a row before the slot is started again
+    /// (the first is replaced at once), doubled with each next one up to a minute, e.g.
+    /// 5s [default: 1s].
     #[arg(long, value_name = "DURATION")]
     pub restart_delay: Option<String>,
     /// What happens to a task whose worker is cut off from the manager: replace (the

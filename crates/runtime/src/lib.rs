@@ -17,6 +17,7 @@
 mod cgroup;
 mod docker;
 mod exec;
+mod exits;
 mod host;
 mod network;
 mod process;
@@ -32,6 +33,7 @@ use mycluster_core::service::{Mount, Resources};
 
 pub use cgroup::process_limits;
 pub use docker::{connect_engine, DockerOptions, DockerRuntime};
+pub use exits::Exit;
 pub use host::HostFacts;
 pub use process::{ProcessRuntime, Supervisor};
 pub use sim::SimRuntime;
@@ -186,6 +188,18 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
         let _ = name;
         Ok(())
+    }
+
+    /// A subscription to the exits of this runtime's containers as they happen, for a
+    /// driver that hears of them (the docker driver follows the engine's events; the
+    /// process driver hears its supervisors end), so its agent looks at once instead of at
+    /// its next periodic pass. Each [`Exit`] is a hint to look (`list` is still what
+    /// says what runs), given once `list` shows the exit; [`Exit::Missed`] (or a
+    /// lagging receiver) asks to look at everything. The driver's watch starts with the first subscription and ends with
+    /// the runtime. `None` (the default): the driver does not push, and only the periodic
+    /// pass finds exits (sim).
+    fn exits(&self) -> Option<tokio::sync::broadcast::Receiver<Exit>> {
+        None
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mycluster_core::service::{Amount, Bytes, Cpus};
 use mycluster_runtime::{
-    Container, ContainerRuntime, ContainerState, DockerOptions, DockerRuntime, ExecOutcome,
+    Container, ContainerRuntime, ContainerState, DockerOptions, DockerRuntime, ExecOutcome, Exit,
     HostFacts, Identity, RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_WORKER,
 };
 use support::{docker, docker_ready, test_image, unique, Cleanup, VolumeCleanup, TEST_OWNER_LABEL};
@@ -110,6 +110,14 @@ impl Driver for Docker {
             Some(vec!["write", path]),
         ))
     }
+
+    fn announces_exits(&self) -> bool {
+        true
+    }
+
+    fn kill_from_outside(&self, container: &Container) -> bool {
+        docker(&["kill", &container.id]).is_ok()
+    }
 }
 
 // The suite takes an expression: this one leaves the test early when there is no engine.
@@ -190,6 +198,10 @@ impl ContainerRuntime for Guarded {
 
     async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
         self.runtime.remove_volume(name).await
+    }
+
+    fn exits(&self) -> Option<tokio::sync::broadcast::Receiver<Exit>> {
+        self.runtime.exits()
     }
 }
 

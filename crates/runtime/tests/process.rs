@@ -112,6 +112,23 @@ impl Driver for Process {
     fn writing(&self, _task_id: &str, _path: &str) -> Option<TaskSpec> {
         None
     }
+
+    fn announces_exits(&self) -> bool {
+        true
+    }
+
+    /// SIGKILL to the command (its supervisor then ends, as when it crashes).
+    fn kill_from_outside(&self, container: &Container) -> bool {
+        let Some(pid) = container
+            .id
+            .strip_prefix("pid-")
+            .and_then(|p| p.parse().ok())
+        else {
+            return false;
+        };
+        // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+        unsafe { libc::kill(pid, libc::SIGKILL) == 0 }
+    }
 }
 
 runtime_suite!(Process);

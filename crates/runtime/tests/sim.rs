@@ -54,6 +54,15 @@ impl Driver for Sim {
     fn writing(&self, _task_id: &str, _path: &str) -> Option<TaskSpec> {
         None
     }
+
+    /// Its containers end only when removed: nothing to announce.
+    fn announces_exits(&self) -> bool {
+        false
+    }
+
+    fn kill_from_outside(&self, _container: &Container) -> bool {
+        false
+    }
 }
 
 runtime_suite!(Sim);

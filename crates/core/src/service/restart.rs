@@ -1,8 +1,10 @@
 //! What happens when a task exits: `"restart": {"condition": "any" | "on-failure" |
 //! "none", "max_attempts": 0, "delay": "1s"}`. `any` (the default) replaces every task
 //! that ends; `on-failure` leaves a task that exited 0 `complete`, so `replicas: N` of a
-//! command that finishes are one-off jobs; `none` replaces nothing. `delay` is the first
-//! wait after a failure, doubled with each failure in a row up to a minute.
+//! command that finishes are one-off jobs; `none` replaces nothing. The first failure of a
+//! slot (its first ever, or the first after a healthy run) is replaced at once; `delay`
+//! is the wait after the second failure in a row, doubled with each next one up to a
+//! minute (`reconcile::restart_delay`: 0, 1 s, 2 s, 4 s, … 60 s by default).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -46,10 +48,10 @@ impl RestartCondition {
     }
 }
 
-/// The default first wait after a failure: today's backoff starts at a second.
+/// The default wait after the second failure in a row: the backoff starts at a second.
 pub const DEFAULT_RESTART_DELAY: Span = Span::secs(1);
 
-/// The shortest first wait after a failure.
+/// The shortest wait after the second failure in a row.
 pub const MIN_RESTART_DELAY: Span = Span(100);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -61,7 +63,8 @@ pub struct RestartPolicy {
     /// `--restart-max-attempts`).
     #[serde(default)]
     pub max_attempts: u32,
-    /// The wait after the first failure; doubled with each one in a row, up to a minute.
+    /// The wait after the second failure in a row (the first is replaced at once);
+    /// doubled with each next one, up to a minute.
     #[serde(default = "default_delay")]
     pub delay: Span,
 }

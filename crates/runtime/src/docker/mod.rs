@@ -10,8 +10,12 @@
 //!
 //! A task's limits become the container's CPU quota and memory limit; its mounts, the
 //! container's mounts, named volumes made first when missing (see `volumes`).
+//!
+//! Exits are pushed: the driver follows the engine's event stream for its containers'
+//! `die` and `oom` (see `events`), and announces each through `exits`.
 
 mod engine;
+mod events;
 mod volumes;
 
 use std::collections::HashMap;
@@ -31,10 +35,12 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use crate::exits::ExitFeed;
 use crate::network;
 use crate::{
-    BoundedOutput, Container, ContainerRuntime, ContainerState, ExecOutcome, HostFacts, Identity,
-    RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_ROLE, LABEL_SERVICE, LABEL_TASK, LABEL_WORKER,
+    BoundedOutput, Container, ContainerRuntime, ContainerState, ExecOutcome, Exit, HostFacts,
+    Identity, RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_ROLE, LABEL_SERVICE, LABEL_TASK,
+    LABEL_WORKER,
 };
 pub use engine::connect_engine;
 use engine::{
@@ -78,6 +84,8 @@ pub struct DockerRuntime {
     docker: Docker,
     identity: Identity,
     options: DockerOptions,
+    /// The exits heard from the engine's events (see `events`), once someone listens.
+    exits: ExitFeed,
 }
 
 impl DockerRuntime {
@@ -95,6 +103,7 @@ impl DockerRuntime {
             docker,
             identity,
             options,
+            exits: ExitFeed::new(),
         })
     }
 
@@ -545,5 +554,13 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
         volumes::remove(&self.docker, &self.identity, name).await
+    }
+
+    /// The `die` and `oom` events of this worker's containers, from the engine's event
+    /// stream (followed from the first subscription on; see `events`).
+    fn exits(&self) -> Option<tokio::sync::broadcast::Receiver<Exit>> {
+        let (docker, identity) = (self.docker.clone(), self.identity.clone());
+        self.exits
+            .subscribe(|sender, stop| events::follow(docker, identity, sender, stop))
     }
 }

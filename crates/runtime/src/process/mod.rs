@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use self::spawn::{end, hear, Spawner};
 use crate::cgroup::{self, TaskGroup};
+use crate::exits::{announce, Exit, ExitFeed};
 use crate::supervise::{Request, AGENT_DIED};
 use crate::tree;
 use crate::{
@@ -99,6 +100,8 @@ pub struct ProcessRuntime {
     cleaned: std::sync::Once,
     /// Leftover cgroups of this worker removed (once, at its first task with limits).
     swept: std::sync::Once,
+    /// The exits of its supervisors, heard as SIGCHLD, once someone listens.
+    exits: ExitFeed,
 }
 
 struct Tracked {
@@ -126,6 +129,7 @@ impl ProcessRuntime {
             spawner: Spawner::start(),
             cleaned: std::sync::Once::new(),
             swept: std::sync::Once::new(),
+            exits: ExitFeed::new(),
         }
     }
 
@@ -362,28 +366,7 @@ impl ContainerRuntime for ProcessRuntime {
         let mut children = self.lock();
         let mut out = Vec::with_capacity(children.len());
         for tracked in children.values_mut() {
-            if tracked.container.state == ContainerState::Running {
-                match tracked.supervisor.try_wait() {
-                    Ok(Some(status)) => {
-                        tracked.container.state = exit_state(status);
-                        // Killed by the kernel for its memory: say so, as Docker does.
-                        if tracked.group.as_ref().is_some_and(TaskGroup::oom_killed) {
-                            if let ContainerState::Exited { error, .. } =
-                                &mut tracked.container.state
-                            {
-                                *error = Some("OOM killed".into());
-                            }
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracked.container.state = ContainerState::Exited {
-                            code: -1,
-                            error: Some(format!("lost track of the process: {e}")),
-                        }
-                    }
-                }
-            }
+            tracked.observe();
             out.push(tracked.container.clone());
         }
         Ok(out)
@@ -412,6 +395,93 @@ impl ContainerRuntime for ProcessRuntime {
             )));
         };
         exec::run(argv, &env, timeout).await
+    }
+
+    /// The ends of this worker's supervisors (a command that exited or was killed ends
+    /// its supervisor), heard as the agent's SIGCHLD: one signal handler for the whole
+    /// runtime, which looks at its own supervisors on each (see `watch_children`).
+    fn exits(&self) -> Option<tokio::sync::broadcast::Receiver<Exit>> {
+        let (children, worker) = (self.children.clone(), self.identity.worker.clone());
+        self.exits
+            .subscribe(|sender, stop| watch_children(children, worker, sender, stop))
+    }
+}
+
+/// Announces each supervisor of `children` that ended, on every SIGCHLD of the agent's
+/// process (which also comes for children not ours, as an `exec`'s: those are looked
+/// past), until `stop`.
+async fn watch_children(
+    children: Arc<Mutex<BTreeMap<String, Tracked>>>,
+    worker: String,
+    sender: tokio::sync::broadcast::Sender<Exit>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let name = format!("process driver {worker}: child exits");
+    let mut signals = match signal(SignalKind::child()) {
+        Ok(signals) => signals,
+        Err(e) => {
+            // Exits are still found by the agent's periodic pass.
+            tracing::warn!("{name}: cannot listen for SIGCHLD ({e}): exits found by polling");
+            return;
+        }
+    };
+    mycluster_background::Loop::new(name, Duration::from_millis(100), stop.clone())
+        .quiet_recovery()
+        .run_with(&mut signals, |signals| {
+            let (children, sender, stop) = (children.clone(), sender.clone(), stop.clone());
+            Box::pin(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(mycluster_background::LoopControl::Stop),
+                    heard = signals.recv() => if heard.is_none() {
+                        return Err("the SIGCHLD stream ended".to_string());
+                    },
+                }
+                let mut children = children.lock().unwrap_or_else(|p| p.into_inner());
+                for tracked in children.values_mut() {
+                    if tracked.observe() {
+                        announce(
+                            &sender,
+                            Exit::Ended {
+                                task_id: tracked.container.task_id.clone(),
+                                container_id: tracked.container.id.clone(),
+                            },
+                        );
+                    }
+                }
+                Ok(mycluster_background::LoopControl::Now)
+            })
+        })
+        .await;
+}
+
+impl Tracked {
+    /// Notes how its supervisor ended, if it did since last looked at; true when it just
+    /// did (a reaped supervisor keeps its status: looking again changes nothing).
+    fn observe(&mut self) -> bool {
+        if self.container.state != ContainerState::Running {
+            return false;
+        }
+        match self.supervisor.try_wait() {
+            Ok(Some(status)) => {
+                self.container.state = exit_state(status);
+                // Killed by the kernel for its memory: say so, as Docker does.
+                if self.group.as_ref().is_some_and(TaskGroup::oom_killed) {
+                    if let ContainerState::Exited { error, .. } = &mut self.container.state {
+                        *error = Some("OOM killed".into());
+                    }
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                self.container.state = ContainerState::Exited {
+                    code: -1,
+                    error: Some(format!("lost track of the process: {e}")),
+                };
+                true
+            }
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 pub use limits::*;
 use mycluster_core::service::Amount;
 use mycluster_runtime::{
-    Container, ContainerRuntime, ContainerState, ExecOutcome, Identity, RuntimeError, TaskSpec,
-    EXEC_OUTPUT_LIMIT,
+    Container, ContainerRuntime, ContainerState, ExecOutcome, Exit, Identity, RuntimeError,
+    TaskSpec, EXEC_OUTPUT_LIMIT,
 };
 
 /// How the suite makes runtimes and specs of one driver.
@@ -48,6 +48,12 @@ pub trait Driver: Send + Sync {
     /// A spec whose container writes file `path` and exits 0, or 1 if it cannot; `None`
     /// if the driver mounts no volumes.
     fn writing(&self, task_id: &str, path: &str) -> Option<TaskSpec>;
+    /// Whether the driver announces its containers' exits (`ContainerRuntime::exits`).
+    fn announces_exits(&self) -> bool;
+    /// Kills the container's main process from outside the runtime, as a crash or an
+    /// operator would (`docker kill`; SIGKILL to the command); false if the driver runs
+    /// nothing that could be killed (sim).
+    fn kill_from_outside(&self, container: &Container) -> bool;
     /// A unique cluster name per test, so parallel tests and runs never meet.
     fn cluster(&self, test: &str) -> String {
         format!("conformance-{test}-{}", std::process::id())
@@ -70,6 +76,7 @@ macro_rules! runtime_suite {
             a_container_over_its_memory_limit_is_reported_oom_killed,
             a_volume_keeps_its_data_for_the_slots_next_container,
             a_read_only_mount_refuses_writes,
+            a_container_killed_from_outside_is_announced,
         );
     };
     (@cases $driver:expr; $($case:ident),* $(,)?) => {
@@ -182,6 +189,55 @@ pub async fn exit_codes_are_reported<D: Driver>(driver: &D) {
     match &list[0].state {
         ContainerState::Exited { code, .. } => assert_eq!(*code, 3),
         other => panic!("expected an exit, got {other:?}"),
+    }
+}
+
+/// A driver that announces exits announces a container killed from outside (the
+/// announcement an agent acts on at once), and only its own worker's: another worker's
+/// runtime of the same cluster hears nothing of it. One that does not announce says so.
+pub async fn a_container_killed_from_outside_is_announced<D: Driver>(driver: &D) {
+    let runtime = driver.runtime(identity(driver, "announced", "w1")).await;
+    let neighbour = driver.runtime(identity(driver, "announced", "w2")).await;
+    let Some(mut exits) = runtime.exits() else {
+        assert!(
+            !driver.announces_exits(),
+            "the driver should announce exits"
+        );
+        return;
+    };
+    assert!(driver.announces_exits(), "the driver announces exits");
+    let mut theirs = neighbour.exits().expect("the same driver announces");
+    let spec = driver.long_running("t-killed-1");
+    runtime.start(&spec).await.expect("start");
+    let list = wait_for(&*runtime, "running", |l| {
+        l.iter().any(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    assert!(driver.kill_from_outside(&list[0]), "killed");
+    let heard = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match exits.recv().await {
+                Ok(Exit::Ended { task_id, .. }) if task_id == "t-killed-1" => return Ok(()),
+                // A reconnection's "look at everything", or another task: not this one.
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    let after = runtime.list().await.expect("list");
+    clean(&*runtime).await;
+    assert_eq!(heard, Ok(Ok(())), "the kill was announced within a minute");
+    assert!(
+        matches!(after[0].state, ContainerState::Exited { .. }),
+        "{after:?}"
+    );
+    // Whatever the neighbour heard, none of it was this exit.
+    while let Ok(exit) = theirs.try_recv() {
+        assert!(
+            !matches!(&exit, Exit::Ended { task_id, .. } if task_id == "t-killed-1"),
+            "another worker's runtime announced it: {exit:?}"
+        );
     }
 }
 
