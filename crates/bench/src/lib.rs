@@ -4,7 +4,8 @@
 //! through the ingress against a replica and Swarm's routing mesh, on this machine, and
 //! prints each figure with what produced it. Every part is bounded in time and stops by
 //! itself; it asserts nothing about speed. `benches/failover.rs` (`cargo bench -p
-//! mycluster-bench --bench failover`) times failover with real processes.
+//! mycluster-bench --bench failover`) times failover with real processes (`relay` is its
+//! partition: a TCP relay that can be cut).
 //!
 //! Start reading at `run`, then one part per module: `sched`, `footprint`, `api`, `sim`,
 //! `swarm`, `rollout`, `ingress` (with `wrk`, which runs the load); `figure` prints what they measure, and `manager` starts the manager (and
@@ -17,6 +18,7 @@ mod figure;
 mod footprint;
 mod ingress;
 mod manager;
+pub mod relay;
 mod rollout;
 mod sched;
 mod sim;
