@@ -27,6 +27,8 @@ const HELD_RETRY: Duration = Duration::from_secs(1);
 /// How often, while the name stays held, the agent says so again in its log.
 const HELD_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Registers; an acknowledged registration renews the lease, counted from its sending,
+/// and names the worker's epoch (see `fence`).
 pub(crate) async fn register(shared: &Shared) -> Result<(), ClientError> {
     let registration = Registration {
         name: shared.config.name.clone(),
@@ -38,7 +40,11 @@ pub(crate) async fn register(shared: &Shared) -> Result<(), ClientError> {
         resources: shared.resources,
         host: shared.machine.clone(),
     };
-    shared.client.register(&registration).await.map(drop)
+    let sent = std::time::Instant::now();
+    let doc = shared.client.register(&registration).await?;
+    lock(&shared.fencing).renewed(sent, None, doc.epoch);
+    shared.renewals.notify_one();
+    Ok(())
 }
 
 /// The manager's message when it refused a call because another agent instance holds

@@ -1,9 +1,33 @@
 //! The worker agent: registers with the manager, heartbeats, long-polls for the tasks
 //! assigned to its worker, and makes its container runtime match them — starting what is
 //! wanted, removing what is not, and reporting what really runs. When the manager is
-//! unreachable it leaves its containers alone, retries with backoff, and re-syncs when
-//! the manager answers again. It is one worker's only agent: if the manager says another
-//! agent holds the worker's name, it ends (see `join`).
+//! unreachable it leaves its containers alone (but for its lease, below), retries, and
+//! re-syncs when the manager answers again. It is one worker's only agent: if the manager
+//! says another agent holds the worker's name, it ends (see `join`).
+//!
+//! Leases and fencing (`fence` holds the rules, `fencing` and `heartbeat` act on them):
+//! - Every heartbeat (and registration) the manager acknowledges renews the worker's
+//!   lease (`lease` seconds, 5 by default, counted from the heartbeat's sending).
+//!   Heartbeats give up after a second at most and, while they fail, are sent again every
+//!   250 ms, so the lease is renewed the moment the manager is reachable: a manager
+//!   restart shorter than the lease stops nothing.
+//! - Lease expiry: a timer of its own fires at the very moment; the worker's
+//!   `on_disconnect: "stop"` tasks leave the list the plan sees, their containers are
+//!   stopped with their own grace period and no deregister delay, and each is reported
+//!   `failed` (`"stopped: the worker's lease expired (…)"`) once gone, whenever the
+//!   manager answers again. No `stop` task starts again until a task list fetched after
+//!   a renewal arrives. `replace` tasks are not touched.
+//! - A newer epoch: a heartbeat answer naming an epoch newer than the agent's task list
+//!   (the worker was declared down while cut off, its tasks replaced elsewhere) holds
+//!   the sync pass off — nothing started, nothing reported — until the agent has fetched
+//!   its list and killed (no grace, no delay) every container the list does not hold.
+//!
+//! Leaving (`leave`): when `stop` is given (SIGTERM or SIGINT in `mycluster agent`; not
+//! when superseded, nor in `mycluster dev`), the agent ends its loops, tells the manager
+//! it is leaving (its worker is declared down at once and its `replace` tasks replaced),
+//! then stops its `stop` tasks within their grace (the manager replaces them once the
+//! lease, their grace and a margin have passed); `replace` containers are left as they
+//! are.
 //!
 //! Health checks: the sync pass keeps one prober per running container whose task has a
 //! `healthcheck` (`probers`, running `probe`s, judged by `verdict`); the plan reports
@@ -23,16 +47,22 @@
 //! Volumes the manager asks this host to remove are removed, and said removed in the
 //! next status report (see `volumes`).
 //!
-//! Where to start reading: `run` below (three loops: heartbeat, watch, sync), then
-//! `plan` (the pure diff of wanted tasks against containers found), then `join`, then
+//! Where to start reading: `run` below (four loops: `heartbeat`, the lease timer in
+//! `fencing`, the long-poll in `longpoll`, and the sync pass below), then `plan` (the
+//! pure diff of wanted tasks against containers found), then `fence`, `join`, and
 //! `probers`.
 
 mod act;
 mod config;
+pub mod fence;
+mod fencing;
 #[cfg(test)]
 mod fixtures;
 mod health;
+mod heartbeat;
 mod join;
+mod leave;
+mod longpoll;
 pub mod plan;
 pub mod ports;
 mod probe;
@@ -46,7 +76,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mycluster_background::{run_loop, Loop, LoopControl};
+use mycluster_background::{Loop, LoopControl};
 use mycluster_client::{Client, ClientError};
 use mycluster_core::service::{Amount, Bytes, Cpus, Health};
 use mycluster_core::wire::{StatusReport, TaskDoc, TaskReport};
@@ -56,9 +86,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub use config::ConfigError;
+use fence::Fencing;
 pub use health::hostname;
 pub use join::new_instance;
-use join::{held_elsewhere, register_until_done, rejoin, superseded};
+use join::{held_elsewhere, register_until_done, superseded};
 use plan::{announces, plan, report, Action};
 use ports::Ports;
 use probers::Probers;
@@ -95,6 +126,10 @@ pub struct AgentConfig {
     pub poll_wait: Duration,
     /// Remove every container of this worker when stopping (`mycluster dev`).
     pub remove_on_stop: bool,
+    /// Tell the manager the worker is leaving when `stop` is given, and stop its
+    /// `on_disconnect: "stop"` tasks (see `leave`); not in `mycluster dev`, whose
+    /// manager stops with its agents.
+    pub leave_on_stop: bool,
 }
 
 impl AgentConfig {
@@ -116,6 +151,7 @@ impl AgentConfig {
             sync_period: Duration::from_secs(1),
             poll_wait: Duration::from_secs(30),
             remove_on_stop: false,
+            leave_on_stop: true,
         }
     }
 }
@@ -187,6 +223,14 @@ struct Shared {
     machine: String,
     /// The volumes the manager asked this host to remove, and what became of them.
     volumes: std::sync::Mutex<volumes::Removals>,
+    /// The lease and the epoch (see `fence`). `wanted` is replaced under this lock, so a
+    /// pass reads a list and its generation together.
+    fencing: std::sync::Mutex<Fencing>,
+    /// Wakes the lease timer: the lease was renewed (or its length changed).
+    renewals: tokio::sync::Notify,
+    /// Starts the long-poll over: a list was fetched meanwhile, or the manager answers
+    /// again after an outage.
+    rewatch: tokio::sync::Notify,
 }
 
 /// Runs the agent until `stop` is cancelled; returns once every loop has ended.
@@ -244,6 +288,9 @@ pub async fn run(
         resources,
         machine: facts.id,
         volumes: Default::default(),
+        fencing: Default::default(),
+        renewals: tokio::sync::Notify::new(),
+        rewatch: tokio::sync::Notify::new(),
     });
     tracing::info!(
         "agent {} ({} driver) for {}, health on {}, {} on host {}",
@@ -270,8 +317,9 @@ pub async fn run(
         return Err(e);
     }
     let loops = [
-        tokio::spawn(heartbeat_loop(shared.clone(), quit.clone())),
-        tokio::spawn(watch_loop(shared.clone(), quit.clone())),
+        tokio::spawn(heartbeat::heartbeat_loop(shared.clone(), quit.clone())),
+        tokio::spawn(fencing::lease_loop(shared.clone(), quit.clone())),
+        tokio::spawn(longpoll::watch_loop(shared.clone(), quit.clone())),
         tokio::spawn(sync_loop(shared.clone(), quit.clone())),
     ];
     for handle in loops {
@@ -284,102 +332,17 @@ pub async fn run(
     if let Some(why) = lock(&shared.superseded).take() {
         return Err(AgentError::Superseded(why));
     }
+    // Stopped before it ever registered: nothing to leave.
+    let registered = lock(&shared.fencing).known();
+    if stop.is_cancelled() && shared.config.leave_on_stop && registered {
+        leave::leave(&shared).await;
+    }
     if shared.config.remove_on_stop {
         remove_everything(&*shared.runtime).await;
     }
     tracing::info!("agent {} stopped", shared.config.name);
     Ok(())
 }
-
-/// The longest heartbeat interval an agent accepts from its manager, in seconds.
-const MAX_HEARTBEAT_INTERVAL: f64 = 60.0;
-
-async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let name = format!("agent {} heartbeat", shared.config.name);
-    run_loop(&name, shared.config.heartbeat, stop, || {
-        let shared = shared.clone();
-        async move {
-            let beat = shared
-                .client
-                .heartbeat(&shared.config.name, &shared.config.instance)
-                .await;
-            match beat {
-                // A large cluster asks its agents to beat less often.
-                Ok(answer) => Ok(match answer.heartbeat_interval {
-                    secs if secs.is_finite() && secs > 0.0 => LoopControl::After(
-                        Duration::from_secs_f64(secs.min(MAX_HEARTBEAT_INTERVAL))
-                            .max(shared.config.heartbeat),
-                    ),
-                    _ => LoopControl::Continue,
-                }),
-                Err(e) => {
-                    if let Some(message) = held_elsewhere(&e) {
-                        superseded(&shared, message);
-                        return Ok(LoopControl::Stop);
-                    }
-                    // The manager does not know us (it lost its state): join again.
-                    if e.status() == Some(404) {
-                        rejoin(&shared).await?;
-                        return Ok(LoopControl::Continue);
-                    }
-                    Err(e.to_string())
-                }
-            }
-        }
-    })
-    .await;
-}
-
-/// Long-polls the manager for this worker's tasks and publishes each new list. A poll
-/// that answered is the wait: the next one starts at once.
-async fn watch_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    // The index of the list last received, for the next poll to wait for a newer one.
-    let mut index: Option<u64> = None;
-    let name = format!("agent {}", shared.config.name);
-    Loop::new(name, WATCH_RETRY, stop.clone())
-        .on_recovery("the manager answers again")
-        .run_with(&mut index, |index| {
-            let (shared, stop) = (shared.clone(), stop.clone());
-            Box::pin(async move {
-                let poll = shared.client.assigned_tasks(
-                    &shared.config.name,
-                    &shared.config.instance,
-                    *index,
-                    shared.config.poll_wait,
-                );
-                // A poll waits up to `poll_wait`: the stop does not wait for it.
-                let result = tokio::select! {
-                    _ = stop.cancelled() => return Ok(LoopControl::Stop),
-                    result = poll => result,
-                };
-                match result {
-                    Ok(list) => {
-                        *index = Some(list.index);
-                        lock(&shared.volumes).asked(list.remove_volumes);
-                        shared.wanted.send_replace(Some(Arc::new(list.tasks)));
-                        shared.poke.notify_one();
-                        Ok(LoopControl::Now)
-                    }
-                    Err(e) => {
-                        if let Some(message) = held_elsewhere(&e) {
-                            superseded(&shared, message);
-                            return Ok(LoopControl::Stop);
-                        }
-                        if e.status() == Some(404) {
-                            let _ = rejoin(&shared).await;
-                        }
-                        // Keep the last list: the containers keep running as they are.
-                        *index = None;
-                        Err(format!("cannot get tasks: {e}"))
-                    }
-                }
-            })
-        })
-        .await;
-}
-
-/// The first wait after a failed poll (doubled at each next failure).
-const WATCH_RETRY: Duration = Duration::from_millis(500);
 
 /// Makes the runtime match the wanted tasks: every sync period (to notice containers
 /// that exited), and at once when woken — by a new list, or an action that finished.
@@ -392,11 +355,18 @@ async fn sync_loop(shared: Arc<Shared>, stop: CancellationToken) {
         .run(|| {
             let (shared, stop) = (shared.clone(), stop.clone());
             async move {
-                let list = shared.wanted.borrow().clone();
-                let Some(tasks) = list else {
+                // The list and its generation together (see `Shared::fencing`); nothing
+                // at all while the list is of an older epoch than the manager's.
+                let list = {
+                    let fencing = lock(&shared.fencing);
+                    let list = shared.wanted.borrow().clone();
+                    list.filter(|_| !fencing.holds_off())
+                        .map(|tasks| (tasks, fencing.generation()))
+                };
+                let Some((tasks, generation)) = list else {
                     return Ok(LoopControl::Continue);
                 };
-                match sync_once(&shared, tasks).await {
+                match sync_once(&shared, tasks, generation).await {
                     Ok(()) => Ok(LoopControl::Continue),
                     // Failed because the agent is stopping (superseded, say): no line.
                     Err(_) if stop.is_cancelled() => Ok(LoopControl::Stop),
@@ -416,8 +386,13 @@ const PARALLEL_STOPS: usize = 16;
 /// One pass: compare, launch what must change, and report. Actions run in the
 /// background and report through `finished` when done, so a slow image pull holds up
 /// neither the other tasks nor exit reports; an action already under way is not
-/// launched twice.
-async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(), String> {
+/// launched twice. `generation` is the list's (see `fence`): a start is launched only
+/// while it is current and the fence allows it.
+async fn sync_once(
+    shared: &Arc<Shared>,
+    tasks: Arc<Vec<TaskDoc>>,
+    generation: u64,
+) -> Result<(), String> {
     // What was under way when the list began: listing can take seconds on a busy engine,
     // and a start that finished meanwhile may show in it half-done (created, not yet
     // running). Such a task is left to the next pass, which sees it as it is.
@@ -438,7 +413,15 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
     let verdicts = Probers::sync(shared, &tasks, &containers);
     let (actions, mut reports) = plan(&tasks, &containers, &verdicts, &announced);
     act::add_where_reached(shared, &tasks, &containers, &mut reports).await;
+    // Containers of tasks the lease cut off are the fence's to stop, with their own grace.
+    let cut = fencing::sweep(shared, &containers);
     for action in actions {
+        match &action {
+            Action::Remove { container, .. } if cut.contains(&container.id) => continue,
+            // The list may have changed since the plan (a newer epoch, an expiry).
+            Action::Start(task) if !lock(&shared.fencing).may_start(task, generation) => continue,
+            _ => {}
+        }
         let key = match &action {
             Action::Start(task) => format!("task:{}", task.id),
             Action::Remove { container, .. } => format!("container:{}", container.id),
@@ -461,6 +444,11 @@ async fn sync_once(shared: &Arc<Shared>, tasks: Arc<Vec<TaskDoc>>) -> Result<(),
             reports.push(report(task, TaskState::Starting, None));
         }
         act::launch(shared.clone(), action, key);
+    }
+    // A newer epoch heard meanwhile: nothing is reported before its kills (the plan's
+    // reports are derived again; the actions' wait in `finished`).
+    if lock(&shared.fencing).holds_off() {
+        return Ok(());
     }
     reports.append(&mut lock(&shared.finished));
     let removed_volumes = volumes::remove_due(shared).await;

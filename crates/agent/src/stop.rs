@@ -6,6 +6,10 @@
 //! A replica with ports found unhealthy is stopped the same way, once the manager holds
 //! it unhealthy (which took it out of the table; see `plan`). The wait holds up nothing
 //! else: the agent's other starts and stops go on meanwhile.
+//!
+//! Fencing stops without the delay (see `fencing`): a task the lease cut off with its own
+//! grace period, a container a newer epoch no longer holds with none at all (the manager
+//! took both out of the route table when it found the worker down).
 
 use std::time::Duration;
 

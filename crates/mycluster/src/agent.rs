@@ -221,6 +221,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         let config = AgentConfig {
             listen: "127.0.0.1:0".into(),
             remove_on_stop: true,
+            // The manager stops with its agents, which remove their containers: nothing
+            // to leave, and no manager to tell.
+            leave_on_stop: false,
             token: secrets.as_ref().map(|s| s.join.clone()),
             ..AgentConfig::new(&local, &name)
         };
