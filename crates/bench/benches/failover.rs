@@ -57,6 +57,8 @@ Options:
       partition  process driver only: the agent's links to the manager and to the
                  monitor (TCP relays) are cut silently; found by missed heartbeats
   --runs N                      how many losses to time [default: 20]
+  --logs                        print each run's log lines (the lost agent's, the
+                                monitor's, the manager's, the other agents'), in time order
   -h, --help                    this text";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +83,8 @@ struct Options {
     docker: bool,
     how: How,
     runs: usize,
+    /// Print each run's log lines.
+    logs: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -89,6 +93,7 @@ fn options() -> Result<Options, String> {
         docker: false,
         how: How::Kill,
         runs: 20,
+        logs: false,
     };
     let mut rest = args.iter().skip(1);
     while let Some(arg) = rest.next() {
@@ -125,6 +130,7 @@ fn options() -> Result<Options, String> {
                     .filter(|n| *n > 0)
                     .ok_or_else(|| format!("--runs {text}: a number of runs, at least 1"))?;
             }
+            "--logs" => options.logs = true,
             // cargo passes `--bench` to every bench it runs.
             "--bench" => {}
             other => return Err(format!("unknown argument {other} (see --help)")),
@@ -195,6 +201,7 @@ async fn main() {
         let victim = running_on(&tasks).into_iter().next().unwrap();
         let moved = running_on(&tasks).iter().filter(|w| **w == victim).count();
         let worker = workers.remove(&victim).unwrap();
+        let victim_log = worker.log.clone();
         let lost_at = SystemTime::now();
         let started = Instant::now();
         let gone = worker.lose(how);
@@ -204,7 +211,13 @@ async fn main() {
         })
         .await;
         let took = started.elapsed();
-        let phase = Phases::read(lost_at, &victim, moved, &manager, &monitor, &workers);
+        let logs = Logs {
+            manager: &manager,
+            monitor: &monitor,
+            victim: &victim_log,
+            others: &workers,
+        };
+        let phase = Phases::read(lost_at, &victim, moved, &logs);
         println!(
             "run {run:2}: {victim} lost ({}), its {moved} replica(s) running elsewhere after {:.3} s{}",
             how.name(),
@@ -215,6 +228,9 @@ async fn main() {
         phases.push(phase);
         // The lost worker is gone for good before it comes back.
         gone.end();
+        if options.logs {
+            logs.print_since(lost_at);
+        }
         workers.insert(victim.clone(), setup.worker(&victim).await);
         // Let the returning worker settle before the next loss.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -396,9 +412,53 @@ fn free_port() -> SocketAddr {
     listener.local_addr().expect("its address")
 }
 
+/// The logs a run's phases are read from.
+struct Logs<'a> {
+    manager: &'a Manager,
+    monitor: &'a Monitor,
+    /// The lost worker's agent.
+    victim: &'a Mutex<Vec<String>>,
+    /// The agents of the other workers.
+    others: &'a BTreeMap<String, Worker>,
+}
+
+impl Logs<'_> {
+    /// Every line stamped at the loss or after, in time order, each after its source.
+    fn print_since(&self, lost_at: SystemTime) {
+        let at = millis(lost_at);
+        let mut lines: Vec<(i64, String)> = Vec::new();
+        let mut take = |source: &str, log: &Mutex<Vec<String>>| {
+            for line in log.lock().unwrap().iter() {
+                if let Some(t) = stamp(line).filter(|t| *t >= at - 1) {
+                    lines.push((t, format!("  {source:>8} {line}")));
+                }
+            }
+        };
+        take("lost", self.victim);
+        take("monitor", &self.monitor.log);
+        take("manager", &self.manager.log);
+        for (name, worker) in self.others {
+            take(name, &worker.log);
+        }
+        // Stable: lines of one source stamped alike keep their order.
+        lines.sort_by_key(|(t, _)| *t);
+        for (_, line) in lines {
+            println!("{line}");
+        }
+    }
+}
+
+/// Milliseconds since the epoch.
+fn millis(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Where one run's time went, in ms after the loss, from the logs' timestamps (whole
 /// milliseconds): `None` when the line was not found.
 struct Phases {
+    /// The lost agent's leave was answered (its own log).
+    told: Option<i64>,
     /// The manager noted the agent's leave.
     left: Option<i64>,
     /// The monitor's verdict was answered (its `was not found` line).
@@ -408,17 +468,8 @@ struct Phases {
 }
 
 impl Phases {
-    fn read(
-        lost_at: SystemTime,
-        victim: &str,
-        moved: usize,
-        manager: &Manager,
-        monitor: &Monitor,
-        workers: &BTreeMap<String, Worker>,
-    ) -> Phases {
-        let at = lost_at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+    fn read(lost_at: SystemTime, victim: &str, moved: usize, logs: &Logs) -> Phases {
+        let at = millis(lost_at);
         // Lines of this run: stamped at the loss or after (a stamp is truncated to the
         // millisecond, the loss is not).
         let after = |lines: &[String], wanted: &dyn Fn(&str) -> bool| -> Vec<i64> {
@@ -430,15 +481,20 @@ impl Phases {
                 .filter(|t| *t >= -1)
                 .collect()
         };
+        let told = format!("agent {victim}: told the manager it is leaving");
         let leaving = format!("worker {victim}: its agent is leaving");
         let verdict = format!("Worker {victim} was not found");
-        let left = after(&manager.log.lock().unwrap(), &|l| l.contains(&leaving))
+        let told = after(&logs.victim.lock().unwrap(), &|l| l.contains(&told))
             .into_iter()
             .min();
-        let verdict = after(&monitor.log.lock().unwrap(), &|l| l.contains(&verdict))
+        let left = after(&logs.manager.log.lock().unwrap(), &|l| l.contains(&leaving))
             .into_iter()
             .min();
-        let mut starts: Vec<i64> = workers
+        let verdict = after(&logs.monitor.log.lock().unwrap(), &|l| l.contains(&verdict))
+            .into_iter()
+            .min();
+        let mut starts: Vec<i64> = logs
+            .others
             .values()
             .flat_map(|w| {
                 after(&w.log.lock().unwrap(), &|l| {
@@ -449,6 +505,7 @@ impl Phases {
         starts.sort();
         let started = (starts.len() >= moved).then(|| starts[moved - 1]);
         Phases {
+            told,
             left,
             verdict,
             started,
@@ -459,6 +516,9 @@ impl Phases {
         let mut parts = Vec::new();
         if let Some(left) = self.left {
             parts.push(format!("leave noted +{left} ms"));
+        }
+        if let Some(told) = self.told {
+            parts.push(format!("leave answered +{told} ms"));
         }
         let or_none = |t: Option<i64>| t.map_or("not found".into(), |t| format!("+{t} ms"));
         parts.push(format!("verdict {}", or_none(self.verdict)));
@@ -477,8 +537,9 @@ impl Phases {
             }
         };
         format!(
-            "where the time went (median ms after the loss): leave noted {}, verdict {}, replacement started {}",
+            "where the time went (median ms after the loss): leave noted {}, leave answered {}, verdict {}, replacement started {}",
             median(&|p| p.left),
+            median(&|p| p.told),
             median(&|p| p.verdict),
             median(&|p| p.started)
         )
