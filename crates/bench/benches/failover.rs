@@ -137,9 +137,11 @@ fn options() -> Result<Options, String> {
         }
     }
     if options.docker && options.how == How::Partition {
-        return Err("--how partition is for the process driver only (on docker: \
+        return Err(
+            "--how partition is for the process driver only (on docker: \
              `docker network disconnect`, see the partition tests)"
-            .into());
+                .into(),
+        );
     }
     Ok(options)
 }

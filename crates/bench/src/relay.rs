@@ -35,11 +35,7 @@ impl Relay {
         let (cut, watching) = watch::channel(false);
         let stop = CancellationToken::new();
         tokio::spawn(accept(listener, target, watching, stop.clone()));
-        Ok(Relay {
-            address,
-            cut,
-            stop,
-        })
+        Ok(Relay { address, cut, stop })
     }
 
     /// From now on nothing passes, and nothing is closed.
@@ -101,7 +97,9 @@ async fn forward(
     let mut up = vec![0u8; 16 * 1024];
     let mut down = vec![0u8; 16 * 1024];
     loop {
-        tokio::select! {
+        // Biased: a cut seen together with data wins, so nothing read after a cut passes.
+        let (read, forward_up) = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             changed = cut.changed() => {
                 if changed.is_err() {
@@ -111,15 +109,27 @@ async fn forward(
                     hold(&mut cut, &stop).await;
                     return;
                 }
+                continue;
             }
-            read = from_client.read(&mut up) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(n) => if to_upstream.write_all(&up[..n]).await.is_err() { return },
-            },
-            read = from_upstream.read(&mut down) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(n) => if to_client.write_all(&down[..n]).await.is_err() { return },
-            },
+            read = from_client.read(&mut up) => (read, true),
+            read = from_upstream.read(&mut down) => (read, false),
+        };
+        let n = match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // Cut while this was read: it is lost, as a packet in flight would be.
+        if *cut.borrow() {
+            hold(&mut cut, &stop).await;
+            return;
+        }
+        let written = if forward_up {
+            to_upstream.write_all(&up[..n]).await
+        } else {
+            to_client.write_all(&down[..n]).await
+        };
+        if written.is_err() {
+            return;
         }
     }
 }
@@ -129,5 +139,85 @@ async fn hold(cut: &mut watch::Receiver<bool>, stop: &CancellationToken) {
     tokio::select! {
         _ = stop.cancelled() => {}
         _ = cut.wait_for(|cut| !*cut) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// An echo server on a free port.
+    async fn echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 1024];
+                    while let Ok(n) = stream.read(&mut buffer).await {
+                        if n == 0 || stream.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        address
+    }
+
+    async fn round_trip(stream: &mut TcpStream, text: &[u8]) -> Vec<u8> {
+        stream.write_all(text).await.expect("write");
+        let mut answer = vec![0u8; text.len()];
+        stream.read_exact(&mut answer).await.expect("read");
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_cut_relay_carries_nothing_and_closes_nothing_until_healed() {
+        let relay = Relay::start(echo().await).await.expect("relay");
+        let mut open = TcpStream::connect(relay.address).await.expect("connect");
+        assert_eq!(round_trip(&mut open, b"hello").await, b"hello");
+
+        relay.cut();
+        open.write_all(b"lost")
+            .await
+            .expect("a cut link still takes writes");
+        let mut new = TcpStream::connect(relay.address)
+            .await
+            .expect("a cut relay still accepts");
+        new.write_all(b"lost too").await.expect("write");
+        let mut buffer = [0u8; 16];
+        // Nothing comes back, and neither connection is closed: the reads wait.
+        for stream in [&mut open, &mut new] {
+            let read =
+                tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buffer)).await;
+            assert!(read.is_err(), "a cut relay answered: {read:?}");
+        }
+
+        relay.heal();
+        // What was held while cut is closed (end of stream, or reset).
+        for stream in [&mut open, &mut new] {
+            let read = tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buffer))
+                .await
+                .expect("closed once healed");
+            assert!(matches!(read, Ok(0) | Err(_)), "still open: {read:?}");
+        }
+        let mut again = TcpStream::connect(relay.address).await.expect("connect");
+        assert_eq!(round_trip(&mut again, b"back").await, b"back");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_relay_closes_its_connections() {
+        let relay = Relay::start(echo().await).await.expect("relay");
+        let mut open = TcpStream::connect(relay.address).await.expect("connect");
+        assert_eq!(round_trip(&mut open, b"hello").await, b"hello");
+        drop(relay);
+        let mut buffer = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(60), open.read(&mut buffer))
+            .await
+            .expect("closed once dropped");
+        assert!(matches!(read, Ok(0) | Err(_)), "still open: {read:?}");
     }
 }
