@@ -72,11 +72,15 @@ pub fn suspects(workers: &[WorkerDoc], dead_after: Duration) -> Vec<&WorkerDoc> 
     workers
         .iter()
         .filter(|w| w.status != WorkerStatus::Down)
-        .filter(|w| {
-            w.last_heartbeat_age
-                .is_some_and(|age| age > silence_allowed(w, dead_after).as_secs_f64())
-        })
+        .filter(|w| silent_too_long(w, dead_after))
         .collect()
+}
+
+/// Whether a worker has been silent for longer than it may be.
+fn silent_too_long(worker: &WorkerDoc, dead_after: Duration) -> bool {
+    worker
+        .last_heartbeat_age
+        .is_some_and(|age| age > silence_allowed(worker, dead_after).as_secs_f64())
 }
 
 /// Probes at once at most this many suspects' health endpoints.
@@ -195,7 +199,7 @@ impl Pass {
                 continue;
             }
             self.answering.remove(&worker.worker);
-            if disconnected && !looks.silent(worker, self.config.dead_after) {
+            if disconnected && !silent_too_long(worker, self.config.dead_after) {
                 at_once.push(*worker);
             } else {
                 silent.push(*worker);
@@ -248,14 +252,6 @@ pub struct Looks<'a> {
     /// Silent too long, or their connection dropped: probed, declared down if the probe
     /// fails.
     pub probe: Vec<&'a WorkerDoc>,
-}
-
-impl Looks<'_> {
-    fn silent(&self, worker: &WorkerDoc, dead_after: Duration) -> bool {
-        worker
-            .last_heartbeat_age
-            .is_some_and(|age| age > silence_allowed(worker, dead_after).as_secs_f64())
-    }
 }
 
 /// The workers that are up (ready, or draining) and either silent for longer than they
