@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::docker::{running, test_image, Cleanup};
 use common::{spawn_logged, Api, Manager, Monitor, BIN, DEADLINE, TEST_JOIN_TOKEN};
-use mycluster_bench::relay::Relay;
+use mycluster_relay::Relay;
 use serde_json::{json, Value};
 
 const WORKERS: [&str; 4] = ["w1", "w2", "w3", "w4"];
@@ -310,15 +310,12 @@ impl Setup {
         if self.how == How::Partition {
             // The agent's health endpoint on a port of its own, advertised as the relay's.
             let health = free_port();
-            let to_manager = Relay::start(self.manager).await.expect("relay");
-            let to_agent = Relay::start(health).await.expect("relay");
+            let to_manager = Relay::start(self.manager).expect("relay");
+            let to_agent = Relay::start(health).expect("relay");
             command
                 .args(["--listen", &health.to_string()])
-                .args(["--advertise", &to_agent.address.to_string()])
-                .env(
-                    "MYCLUSTER_MANAGER",
-                    format!("http://{}", to_manager.address),
-                );
+                .args(["--advertise", &to_agent.addr.to_string()])
+                .env("MYCLUSTER_MANAGER", format!("http://{}", to_manager.addr));
             relays = vec![to_manager, to_agent];
         } else {
             command
@@ -408,10 +405,10 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
-/// A loopback port free a moment ago.
+/// A loopback address free a moment ago.
 fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address")
+    let port = mycluster_relay::free_port().expect("a free port");
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// The logs a run's phases are read from.

@@ -4,8 +4,8 @@
 //! through the ingress against a replica and Swarm's routing mesh, on this machine, and
 //! prints each figure with what produced it. Every part is bounded in time and stops by
 //! itself; it asserts nothing about speed. `benches/failover.rs` (`cargo bench -p
-//! mycluster-bench --bench failover`) times failover with real processes (`relay` is its
-//! partition: a TCP relay that can be cut).
+//! mycluster-bench --bench failover`) times failover with real processes (its partition is
+//! `mycluster-relay`: a TCP relay that can be cut).
 //!
 //! `liveness` (a killed container until its slot runs again, on a `setup` cluster and on
 //! Swarm) runs only when asked for by name (`--only liveness`): it sets up a cluster of
@@ -23,7 +23,6 @@ mod footprint;
 mod ingress;
 mod liveness;
 mod manager;
-pub mod relay;
 mod rollout;
 mod sched;
 mod sim;

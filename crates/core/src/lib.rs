@@ -18,6 +18,7 @@ pub mod commands;
 pub mod driver;
 pub mod endpoints;
 pub mod error;
+pub mod events;
 pub mod identity;
 pub mod ids;
 pub mod image;

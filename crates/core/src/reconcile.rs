@@ -434,7 +434,7 @@ fn backoff<'a>(last: &'a Task, service: &Service, now: Millis) -> Replacement<'a
     }
 }
 
-fn wants(service: Option<&Service>, task: &Task) -> bool {
+pub(crate) fn wants(service: Option<&Service>, task: &Task) -> bool {
     service.is_some_and(|s| task.slot < s.spec.replicas)
 }
 

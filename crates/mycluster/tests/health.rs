@@ -6,6 +6,7 @@ mod common;
 
 use common::docker::{engine_or_skip, test_image, Cleanup};
 use common::{eventually, ready_workers, unique_mark, Agent, Api, Manager, BIN};
+use mycluster_relay::free_port;
 use serde_json::{json, Value};
 
 /// The service's tasks in GET /api/v1/tasks.
@@ -27,14 +28,6 @@ async fn task_where(api: &Api, service: &str, what: &str, check: impl Fn(&Value)
 
 fn is_running_and(health: &'static str) -> impl Fn(&Value) -> bool {
     move |t: &Value| t["state"] == "running" && t["health"] == health
-}
-
-/// A TCP port free on loopback now (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,8 +85,8 @@ async fn http_and_tcp_checks_probe_the_process_on_this_host() {
     let api = manager.api();
     let _agent = Agent::start(&manager.url, "w1", "process", &[]);
     ready_workers(&api, 1).await;
-    let port = free_port();
-    let closed = free_port();
+    let port = free_port().expect("a free port");
+    let closed = free_port().expect("a free port");
     let hello = json!([BIN, "hello", "--port", port.to_string()]);
     for (service, check) in [
         ("web", json!({"http": {"port": port, "path": "/"}})),

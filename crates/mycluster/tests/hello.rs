@@ -3,6 +3,7 @@
 
 mod common;
 
+use mycluster_relay::free_port;
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -53,14 +54,6 @@ async fn hello_answers_hello_world_and_names_the_replica() {
     assert_eq!(response.text().await.expect("body"), "Hello World\n");
 }
 
-/// A free port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Sends `preamble` then a GET on a new connection; the whole answer, or what came
 /// before the server closed the connection.
 async fn raw_get(port: u16, preamble: &[u8]) -> std::io::Result<String> {
@@ -79,7 +72,7 @@ async fn raw_get(port: u16, preamble: &[u8]) -> std::io::Result<String> {
 
 #[tokio::test]
 async fn hello_with_proxy_protocol_answers_the_client_address_from_the_header() {
-    let port = free_port();
+    let port = free_port().expect("a free port");
     let _server = Server(
         Command::new(common::BIN)
             .args(["hello", "--port", &port.to_string(), "--proxy-protocol"])

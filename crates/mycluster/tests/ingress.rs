@@ -10,6 +10,7 @@
 
 mod common;
 
+use mycluster_relay::free_port;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,12 +22,6 @@ use common::{eventually, Api};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
-}
 
 /// One HTTP/1.0 GET on a new connection: the replica that served it (`X-Served-By`).
 async fn get(port: u16) -> Result<String, String> {
@@ -164,7 +159,7 @@ async fn a_published_service_is_reached_through_the_ingress_and_keeps_answering(
     let api = env.api(&cluster);
 
     // 3 replicas published: curl localhost:<port> from the host reaches all 3.
-    let port = free_port();
+    let port = free_port().expect("a free port");
     let publish = format!("{port}:8000");
     env.ok(&[
         "service",

@@ -6,6 +6,7 @@
 
 mod common;
 
+use mycluster_relay::free_port;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -39,13 +40,6 @@ impl Proc {
         }
         false
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 fn log_has(log: &Arc<Mutex<Vec<String>>>, text: &str) -> bool {
@@ -85,7 +79,10 @@ async fn the_ingress_command_balances_replicas_and_passes_the_client_address() {
     let agent = Api::with_token(&manager.url, Some(TEST_JOIN_TOKEN));
 
     // Two replicas, told apart as the process driver tells them apart.
-    let replica_ports = [free_port(), free_port()];
+    let replica_ports = [
+        free_port().expect("a free port"),
+        free_port().expect("a free port"),
+    ];
     let _replicas: Vec<Proc> = replica_ports
         .iter()
         .enumerate()
@@ -131,7 +128,7 @@ async fn the_ingress_command_balances_replicas_and_passes_the_client_address() {
         )
         .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
-    let published = free_port();
+    let published = free_port().expect("a free port");
     let reply = api
         .post(
             "/api/v1/service?wait=0",
@@ -260,7 +257,7 @@ async fn dev_serves_published_ports_in_process() {
     })
     .await;
 
-    let published = free_port();
+    let published = free_port().expect("a free port");
     let reply = Api::with_token(&url, None)
         .post(
             "/api/v1/service?wait=0",

@@ -14,12 +14,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::time::Duration;
 
 use common::copies::{Processes, Sampler, PERIOD};
-use common::relay::{Relay, RelayedAgent};
+use common::relay::RelayedAgent;
 use common::split::{self, Links, Run, REPLACE, REPLICAS, STOP};
 use common::{ready_workers, unique_mark, Manager, Monitor};
 use serde_json::{json, Value};
@@ -28,98 +25,6 @@ const WORKERS: [&str; 4] = ["w1", "w2", "w3", "w4"];
 const PARTITIONS: usize = 20;
 /// Up to three workers cut off at once: 20 splits in about ten rounds.
 const TOGETHER: usize = 3;
-
-/// An echo server on 127.0.0.1:0 (threads; lives as long as the test process).
-fn echo_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut buf = [0u8; 1024];
-                loop {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if stream.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// What `stream` reads within `wait`: the bytes, `Some(empty)` at the end of the stream
-/// (or an error: closed), `None` if nothing came.
-fn read_within(stream: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
-    stream.set_read_timeout(Some(wait)).unwrap();
-    let mut buf = [0u8; 1024];
-    match stream.read(&mut buf) {
-        Ok(n) => Some(buf[..n].to_vec()),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
-        Err(_) => Some(Vec::new()),
-    }
-}
-
-#[test]
-fn the_relay_forwards_until_cut_and_closes_what_the_cut_crossed() {
-    let relay = Relay::start(&echo_server());
-    let mut before = TcpStream::connect(relay.addr).unwrap();
-    let mut closing = TcpStream::connect(relay.addr).unwrap();
-    before.write_all(b"one").unwrap();
-    assert_eq!(
-        read_within(&mut before, Duration::from_secs(5)),
-        Some(b"one".to_vec())
-    );
-    closing.write_all(b"x").unwrap();
-    assert_eq!(
-        read_within(&mut closing, Duration::from_secs(5)),
-        Some(b"x".to_vec())
-    );
-
-    relay.cut();
-    // Open connections stay open, but no byte passes, nor the end of a stream.
-    before.write_all(b"two").unwrap();
-    assert_eq!(read_within(&mut before, Duration::from_millis(500)), None);
-    closing.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(
-        read_within(&mut closing, Duration::from_millis(300)),
-        None,
-        "the echo server heard the end of the stream through a cut relay"
-    );
-    // A new connection is accepted and hangs.
-    let mut during = TcpStream::connect(relay.addr).unwrap();
-    during.write_all(b"three").unwrap();
-    assert_eq!(read_within(&mut during, Duration::from_millis(300)), None);
-
-    relay.heal();
-    // What was open across the cut is closed, its bytes lost.
-    for (name, stream) in [
-        ("before", &mut before),
-        ("during", &mut during),
-        ("closing", &mut closing),
-    ] {
-        assert_eq!(
-            read_within(stream, Duration::from_secs(5)),
-            Some(Vec::new()),
-            "the connection opened {name} the cut still open after the heal"
-        );
-    }
-    // New connections are forwarded again.
-    let mut after = TcpStream::connect(relay.addr).unwrap();
-    after.write_all(b"four").unwrap();
-    assert_eq!(
-        read_within(&mut after, Duration::from_secs(5)),
-        Some(b"four".to_vec())
-    );
-    let (open, closed) = relay.connections();
-    assert_eq!(closed, 3, "{open} open");
-}
 
 fn service(name: &str, policy: &str, mark: &str) -> Value {
     json!({

@@ -16,7 +16,6 @@
 //! Nothing asserts speed: each wait has a generous deadline, and what was measured is
 //! printed.
 
-mod relay;
 mod scenarios;
 
 use std::future::Future;

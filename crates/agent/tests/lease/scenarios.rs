@@ -20,7 +20,7 @@ use mycluster_runtime::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::relay::Relay;
+use mycluster_relay::Relay;
 
 /// The `stop` service's grace period.
 const GRACE: Duration = Duration::from_secs(1);
@@ -275,9 +275,9 @@ async fn running_task(api: &Client, agent: &Agent, service: &str, worker: &str) 
 pub async fn cut_off_agent_stops_its_stop_task_after_the_lease() {
     let cluster = cluster("a");
     let manager = Manager::start(&cluster).await;
-    let relay = Relay::start(manager.addr()).await;
+    let relay = Relay::start(manager.addr()).expect("relay");
     let api = manager.api();
-    let mut agent = Agent::start(&cluster, "w1", &relay.url(), true);
+    let mut agent = Agent::start(&cluster, "w1", &format!("http://{}", relay.addr), true);
     create_services(&api).await;
     let single = running_task(&api, &agent, "single", "w1").await;
     let many = running_task(&api, &agent, "many", "w1").await;
@@ -355,10 +355,10 @@ pub async fn cut_off_agent_stops_its_stop_task_after_the_lease() {
 pub async fn manager_restart_stops_nothing_and_sigterm_leaves() {
     let cluster = cluster("b");
     let mut manager = Manager::start(&cluster).await;
-    let relay = Relay::start(manager.addr()).await;
+    let relay = Relay::start(manager.addr()).expect("relay");
     let api = manager.api();
     // Its containers left as they are when it ends, as `mycluster agent`'s.
-    let mut agent = Agent::start(&cluster, "w1", &relay.url(), false);
+    let mut agent = Agent::start(&cluster, "w1", &format!("http://{}", relay.addr), false);
     create_services(&api).await;
     let single = running_task(&api, &agent, "single", "w1").await;
     let many = running_task(&api, &agent, "many", "w1").await;
@@ -368,7 +368,7 @@ pub async fn manager_restart_stops_nothing_and_sigterm_leaves() {
     manager.down().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     manager.up().await;
-    relay.point_at(manager.addr());
+    relay.point_at(manager.addr()).expect("point the relay");
     let downtime = restart.elapsed();
     eprintln!("  the manager was away for {downtime:.2?} (lease {DEFAULT_LEASE:?})");
     assert!(
@@ -430,10 +430,10 @@ pub async fn manager_restart_stops_nothing_and_sigterm_leaves() {
 pub async fn declared_down_while_cut_off() {
     let cluster = cluster("c");
     let mut manager = Manager::start(&cluster).await;
-    let relay = Relay::start(manager.addr()).await;
+    let relay = Relay::start(manager.addr()).expect("relay");
     let api = manager.api();
     let direct = format!("http://{}", manager.addr());
-    let mut w1 = Agent::start(&cluster, "w1", &relay.url(), true);
+    let mut w1 = Agent::start(&cluster, "w1", &format!("http://{}", relay.addr), true);
     create_services(&api).await;
     let single = running_task(&api, &w1, "single", "w1").await;
     let many = running_task(&api, &w1, "many", "w1").await;

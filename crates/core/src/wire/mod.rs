@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod down;
 pub mod endpoints;
 pub mod errors;
+pub mod events;
 pub mod health;
 pub mod rollouts;
 pub mod services;
@@ -28,6 +29,7 @@ pub use cluster::{format_uptime, ServiceInstance, StateDoc, StatsDoc, WorkerInst
 pub use down::{DownDoc, DownManyDoc, DownRequest, RelocationDoc, SkippedDoc};
 pub use endpoints::{RouteTable, ServiceEndpoints};
 pub use errors::ErrorDoc;
+pub use events::{Event, EventDoc, Topic};
 pub use health::{AgentHealthDoc, HealthDoc, HealthStatus, ReseedDoc};
 pub use rollouts::{RolloutDoc, VersionDoc, VersionsDoc};
 pub use services::{ServiceDoc, ServicePatchRequest, ServiceRequest};

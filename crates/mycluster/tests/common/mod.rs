@@ -441,16 +441,21 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(manager_url: &str, name: &str, driver: &str, extra: &[&str]) -> Agent {
+        Agent::listening(manager_url, name, driver, "127.0.0.1:0", extra)
+    }
+
+    /// An agent whose health endpoint listens on `listen`.
+    pub fn listening(
+        manager_url: &str,
+        name: &str,
+        driver: &str,
+        listen: &str,
+        extra: &[&str],
+    ) -> Agent {
         let mut command = Command::new(BIN);
         command
             .args([
-                "agent",
-                "--name",
-                name,
-                "--driver",
-                driver,
-                "--listen",
-                "127.0.0.1:0",
+                "agent", "--name", name, "--driver", driver, "--listen", listen,
             ])
             .args(extra)
             .env("MYCLUSTER_MANAGER", manager_url)
