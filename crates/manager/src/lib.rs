@@ -11,6 +11,7 @@
 pub mod api;
 pub mod cluster;
 mod config;
+pub mod metrics;
 mod orchestrator;
 pub mod server;
 mod store_keeper;

@@ -7,6 +7,7 @@ mod body;
 mod endpoints;
 mod error;
 pub mod guard;
+mod metrics;
 mod query;
 mod rollouts;
 mod services;
@@ -46,6 +47,9 @@ pub struct ApiConfig {
     /// which gives it to the `Cluster` (`Cluster::set_heartbeat_rate`): a router built on
     /// a `Cluster` of its own keeps that cluster's rate.
     pub max_heartbeats_per_second: u32,
+    /// A token that reads `GET /metrics` and nothing else (`--metrics-token-file`), for a
+    /// Prometheus that should not hold the keys to the cluster.
+    pub metrics_token: Option<auth::Token>,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +65,7 @@ impl Default for ApiConfig {
             long_polls_per_client: 64,
             max_long_polls: 50_000,
             max_heartbeats_per_second: crate::cluster::DEFAULT_HEARTBEAT_RATE,
+            metrics_token: None,
         }
     }
 }
@@ -119,6 +124,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/openapi.json", get(status::openapi))
         .route("/healthz", get(status::healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/v1/stats", get(status::stats))
         .route("/api/v1/state", get(status::state))
         .route("/api/v1/service", post(services::create))
@@ -172,6 +178,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
         ))
         .with_state(state)
 }

@@ -36,6 +36,7 @@ pub use history::StoreHealth;
 use history::COMPUTED_BEFORE;
 
 use crate::api::volumes::to_remove;
+use crate::metrics::Metrics;
 
 /// One published version of the state.
 #[derive(Debug)]
@@ -70,6 +71,8 @@ pub struct Cluster {
     heartbeats: Mutex<HashMap<String, Heard>>,
     /// The index of the latest suspicion noted (`suspect`), for the monitor's long-poll.
     suspicions: watch::Sender<u64>,
+    /// What this manager measures of itself (`GET /metrics`).
+    metrics: Metrics,
 }
 
 /// When a worker was last heard from, and the heartbeat interval it was last asked for
@@ -177,6 +180,7 @@ impl Cluster {
             task_watch: Mutex::new(HashMap::new()),
             heartbeats: Mutex::new(heartbeats),
             suspicions: watch::channel(0).0,
+            metrics: Metrics::new(),
         })
     }
 
@@ -186,6 +190,11 @@ impl Cluster {
 
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// What this manager measured of itself: its commits, its tasks' starts, its API.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The current state. Cheap: an `Arc` clone under a lock held for nanoseconds.
@@ -297,12 +306,14 @@ impl Cluster {
         }
         let next = committer.head.next(rand::random());
         let changes = compact(&changes);
+        let began = Instant::now();
         match self
             .store
             .commit(committer.head, next, changes.clone())
             .await
         {
             Ok(()) => {
+                self.metrics.observe_commit(began.elapsed(), changes.len());
                 committer.head = next;
                 self.set_health(StoreHealth::Ok);
                 let next = self.publish(&base, state, &changes, next.index);
@@ -339,6 +350,7 @@ impl Cluster {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
         self.wake_workers(&before.state, &next.state, changes, index);
+        self.metrics.observe_published(&before.state, changes);
         self.committed.send_replace(index);
         next
     }
