@@ -257,30 +257,27 @@ async fn prometheus_reads_what_the_api_reports_after_a_worker_is_lost() {
     .await;
 
     // What Prometheus stored equals what the API says (polled: a scrape a second).
-    let agreed = async {
-        eventually("Prometheus to agree with the API", || async {
-            let want_tasks = tasks_by_state(&api).await;
-            let stats = api.ok("/api/v1/stats").await;
-            let got: BTreeMap<String, f64> = prometheus
-                .query(&http, "mycluster_tasks")
-                .await?
-                .into_iter()
-                .map(|(labels, value)| (labels["state"].as_str().unwrap_or("").to_string(), value))
-                .collect();
-            let relocated = prometheus
-                .scalar(&http, "mycluster_containers_relocated_total")
-                .await?;
-            let failures = prometheus
-                .scalar(&http, "mycluster_worker_failures_total")
-                .await?;
-            let agrees = got == want_tasks
-                && Some(relocated) == stats["containers.relocated"].as_f64()
-                && Some(failures) == stats["workers.failures"].as_f64();
-            agrees.then_some((want_tasks, relocated))
-        })
-        .await
-    };
-    let (tasks, relocated) = agreed.await;
+    let (tasks, relocated) = eventually("Prometheus to agree with the API", || async {
+        let want_tasks = tasks_by_state(&api).await;
+        let stats = api.ok("/api/v1/stats").await;
+        let got: BTreeMap<String, f64> = prometheus
+            .query(&http, "mycluster_tasks")
+            .await?
+            .into_iter()
+            .map(|(labels, value)| (labels["state"].as_str().unwrap_or("").to_string(), value))
+            .collect();
+        let relocated = prometheus
+            .scalar(&http, "mycluster_containers_relocated_total")
+            .await?;
+        let failures = prometheus
+            .scalar(&http, "mycluster_worker_failures_total")
+            .await?;
+        let agrees = got == want_tasks
+            && Some(relocated) == stats["containers.relocated"].as_f64()
+            && Some(failures) == stats["workers.failures"].as_f64();
+        agrees.then_some((want_tasks, relocated))
+    })
+    .await;
     assert_eq!(relocated, 1.0);
     assert_eq!(tasks["lost"], 1.0, "{tasks:?}");
     assert_eq!(tasks["running"], 3.0, "{tasks:?}");
