@@ -170,12 +170,14 @@ async fn start(shared: &Shared, task: &TaskDoc) -> TaskReport {
         }
     };
     let spec = workload::spec(task, &ports, driver, &shared.host);
+    let began = std::time::Instant::now();
     let result = match shared.runtime.check(&spec) {
         Ok(()) => shared.runtime.start(&spec).await,
         Err(e) => Err(e),
     };
     match result {
         Ok(id) => {
+            shared.metrics.observe_start(began.elapsed());
             tracing::info!(
                 "agent {}: started {} for service {}",
                 shared.config.name,

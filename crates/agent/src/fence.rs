@@ -165,6 +165,11 @@ impl Fencing {
         self.heard_epoch = epoch;
     }
 
+    /// How long ago the lease was last renewed (`None`: never), as of `now`.
+    pub fn lease_age(&self, now: Instant) -> Option<Duration> {
+        self.renewed.map(|r| now.saturating_duration_since(r))
+    }
+
     /// Whether the manager ever acknowledged this agent (it registered).
     pub fn known(&self) -> bool {
         self.renewed.is_some()

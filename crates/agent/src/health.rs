@@ -1,13 +1,20 @@
 //! The agent's health endpoint: what the monitor probes to confirm a worker is alive
-//! before declaring it dead.
+//! before declaring it dead; and its metrics (`GET /metrics`, the Prometheus text format,
+//! see `metrics`), on the same port and, like `/healthz`, without a token: they say how
+//! many containers run and how its starts and checks go, nothing of what they run.
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use mycluster_core::wire::{AgentHealthDoc, Driver, HealthStatus};
+use mycluster_core::wire::{AgentHealthDoc, ErrorDoc, HealthStatus};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{AgentConfig, AgentError};
+use crate::{lock, metrics, AgentConfig, AgentError, Shared};
 
 /// Binds the health listener; returns it with the address to advertise.
 pub async fn bind(config: &AgentConfig) -> Result<(TcpListener, String), AgentError> {
@@ -34,25 +41,50 @@ pub async fn bind(config: &AgentConfig) -> Result<(TcpListener, String), AgentEr
     Ok((listener, address))
 }
 
-pub async fn serve(listener: TcpListener, worker: String, driver: Driver, stop: CancellationToken) {
-    let app = Router::new().route(
-        "/healthz",
-        get(move || {
-            let worker = worker.clone();
-            async move {
-                Json(AgentHealthDoc {
-                    driver,
-                    status: HealthStatus::Ok,
-                    worker,
-                })
-            }
-        }),
-    );
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    let worker = shared.config.name.clone();
+    let driver = shared.runtime.driver();
+    let app = Router::new()
+        .route(
+            "/healthz",
+            get(move || {
+                let worker = worker.clone();
+                async move {
+                    Json(AgentHealthDoc {
+                        driver,
+                        status: HealthStatus::Ok,
+                        worker,
+                    })
+                }
+            }),
+        )
+        .route("/metrics", get(move || metrics(shared.clone())));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
     if let Err(e) = served {
         tracing::warn!("health endpoint failed: {e}");
+    }
+}
+
+/// `GET /metrics`: the agent's metrics, and its lease as of now.
+async fn metrics(shared: Arc<Shared>) -> Response {
+    let lease = {
+        let fencing = lock(&shared.fencing);
+        fencing
+            .lease_age(Instant::now())
+            .map(|age| (age, fencing.lease()))
+    };
+    match shared.metrics.render(lease) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(ErrorDoc {
+                message: format!("cannot write the metrics: {e}"),
+                code: 500,
+            }),
+        )
+            .into_response(),
     }
 }
 

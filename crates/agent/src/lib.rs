@@ -65,6 +65,7 @@ mod heartbeat;
 mod join;
 mod leave;
 mod longpoll;
+pub mod metrics;
 pub mod plan;
 pub mod ports;
 mod probe;
@@ -233,6 +234,8 @@ struct Shared {
     /// Starts the long-poll over: a list was fetched meanwhile, or the manager answers
     /// again after an outage.
     rewatch: tokio::sync::Notify,
+    /// What `GET /metrics` on the health port serves.
+    metrics: metrics::AgentMetrics,
 }
 
 /// Runs the agent until `stop` is cancelled; returns once every loop has ended.
@@ -269,7 +272,9 @@ pub async fn run(
         cpus: config.capacity_cpus.or(facts.cpus),
         memory: config.capacity_memory.or(facts.memory),
     };
+    let metrics = metrics::AgentMetrics::new(&config.name, runtime.driver());
     let shared = Arc::new(Shared {
+        metrics,
         config,
         client,
         runtime,
@@ -307,12 +312,7 @@ pub async fn run(
             &shared.machine
         }
     );
-    let health = tokio::spawn(health::serve(
-        listener,
-        shared.config.name.clone(),
-        shared.runtime.driver(),
-        quit.clone(),
-    ));
+    let health = tokio::spawn(health::serve(listener, shared.clone(), quit.clone()));
     if let Err(e) = register_until_done(&shared, &quit).await {
         quit.cancel();
         let _ = health.await;
@@ -401,6 +401,7 @@ async fn sync_once(
     // running). Such a task is left to the next pass, which sees it as it is.
     let under_way_before = lock(&shared.in_flight).clone();
     let containers = shared.runtime.list().await.map_err(|e| e.to_string())?;
+    shared.metrics.containers_seen(&containers);
     // A task's ports are held while it has a process here, or a start under way.
     let present: HashSet<&str> = containers.iter().map(|c| c.task_id.as_str()).collect();
     shared.ports.retain(|task| {

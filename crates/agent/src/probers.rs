@@ -179,6 +179,7 @@ async fn watch(
                     _ = stop.cancelled() => return Ok(LoopControl::Stop),
                     result = probed => result,
                 };
+                shared.metrics.health_check(result.is_ok());
                 let changed = state.tracker.observe(state.started.elapsed(), result);
                 let verdict = state.tracker.verdict(&state.container.id);
                 if changed {

@@ -12,6 +12,7 @@ pub mod api;
 pub mod cluster;
 mod config;
 pub mod events;
+pub mod metrics;
 mod orchestrator;
 pub mod server;
 mod store_keeper;

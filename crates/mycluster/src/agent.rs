@@ -194,6 +194,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .context("no data dir")?;
     private_dir(&data_dir)?;
     let (auth, secrets) = crate::auth::manager_auth(args.insecure_no_auth, None, None, &data_dir)?;
+    let metrics_token = crate::auth::metrics_token(args.metrics_token_file.as_deref(), &auth)?;
     let data_dir_shown = data_dir.display().to_string();
     let stop = CancellationToken::new();
     let manager = RunningManager::start(
@@ -211,6 +212,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 long_polls_per_client: ApiConfig::default().long_polls_per_client
                     + args.workers as usize,
                 event_history: args.event_history,
+                metrics_token,
                 ..ApiConfig::default()
             },
             server: ServerLimits::default(),

@@ -1,5 +1,6 @@
 //! Where the manager finds its secrets: the API and join tokens given in the environment
-//! or in files, else generated once into its data dir. (Agents' and clients' tokens, and
+//! or in files, else generated once into its data dir; the read-only metrics token, from
+//! a file only. (Agents' and clients' tokens, and
 //! the files themselves: `mycluster_setup::tokens` and `secret`.)
 
 use std::path::Path;
@@ -77,4 +78,22 @@ pub fn manager_auth(
         join: join_text,
     };
     Ok((auth, Some(secrets)))
+}
+
+/// The read-only metrics token of `--metrics-token-file`, if given: it must differ from
+/// the API and join tokens (it is meant to be handed to a monitoring system), and means
+/// nothing without authentication.
+pub fn metrics_token(file: Option<&Path>, auth: &Auth) -> anyhow::Result<Option<Token>> {
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let Auth::On { api, join } = auth else {
+        bail!("--insecure-no-auth and --metrics-token-file contradict each other: with no authentication /metrics is open to anyone");
+    };
+    let text = read_secret(path)?;
+    let token = Token::parse(&text, &path.display().to_string()).map_err(anyhow::Error::msg)?;
+    if token.same_as(api) || join.as_ref().is_some_and(|j| token.same_as(j)) {
+        bail!("the metrics token must differ from the API and join tokens: it only reads /metrics");
+    }
+    Ok(Some(token))
 }

@@ -220,6 +220,10 @@ pub struct ManagerArgs {
     /// --token-file, else is generated into the data dir.
     #[arg(long, env = "MYCLUSTER_JOIN_TOKEN_FILE")]
     pub join_token_file: Option<PathBuf>,
+    /// A file holding a read-only metrics token: it reads GET /metrics and nothing else
+    /// (for Prometheus). The API token reads /metrics too.
+    #[arg(long, env = "MYCLUSTER_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// Serve the API without any token: anyone who reaches the port controls the
     /// cluster. For local experiments only.
     #[arg(long)]
@@ -329,6 +333,10 @@ pub struct DevArgs {
     /// Serve the API without any token (for local experiments only).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// A file holding a read-only metrics token: it reads GET /metrics and nothing else
+    /// (for Prometheus). The API token reads /metrics too.
+    #[arg(long, env = "MYCLUSTER_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// Do not serve the published ports on this host (no ingress in the process).
     #[arg(long)]
     pub no_ingress: bool,

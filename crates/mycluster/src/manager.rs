@@ -66,6 +66,8 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
         args.join_token_file.as_deref(),
         &config.data_dir,
     )?;
+    config.api.metrics_token =
+        crate::auth::metrics_token(args.metrics_token_file.as_deref(), &config.api.auth)?;
     let stop = CancellationToken::new();
     let manager = RunningManager::start(config.clone(), stop.clone())
         .await

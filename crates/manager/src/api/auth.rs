@@ -1,6 +1,7 @@
 //! Who may call what: the cluster's API token opens every endpoint, the join token only
 //! the few an agent needs (register, heartbeat, its tasks, its reports, its leave) and the
-//! ingress's route table (`GET /api/v1/endpoints`), and `/healthz`
+//! ingress's route table (`GET /api/v1/endpoints`), the metrics token (if one is
+//! configured) only `GET /metrics`, and `/healthz`
 //! is open so load balancers and the monitor can probe without a secret.
 
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -69,6 +70,8 @@ pub enum Access {
     Open,
     /// An agent's own endpoints: the join token or the API token.
     Agent,
+    /// `GET /metrics`: the metrics token or the API token.
+    Metrics,
     /// Everything else: the API token.
     Admin,
 }
@@ -78,6 +81,9 @@ pub enum Access {
 pub fn access_for(method: &Method, path: &str) -> Access {
     if path == "/healthz" {
         return Access::Open;
+    }
+    if path == "/metrics" && method == Method::GET {
+        return Access::Metrics;
     }
     // The ingress's route table: an ingress runs beside an agent, with its join token.
     if path == "/api/v1/endpoints" && method == Method::GET {
@@ -109,6 +115,17 @@ impl Auth {
     /// Lets the request through, or says why not (401: no or wrong token; 403: the
     /// join token on an operator's endpoint).
     pub fn check(&self, access: Access, headers: &HeaderMap) -> Result<(), AuthError> {
+        self.check_with(access, headers, None)
+    }
+
+    /// `check`, with the read-only metrics token too (it opens `GET /metrics` only; 403
+    /// anywhere else).
+    pub fn check_with(
+        &self,
+        access: Access,
+        headers: &HeaderMap,
+        metrics: Option<&Token>,
+    ) -> Result<(), AuthError> {
         let Auth::On { api, join } = self else {
             return Ok(());
         };
@@ -123,14 +140,20 @@ impl Auth {
         // Both comparisons always run, so timing does not tell which token was near.
         let is_api = api.matches(presented);
         let is_join = join.as_ref().is_some_and(|j| j.matches(presented));
-        match (is_api, is_join, access) {
-            (true, _, _) => Ok(()),
-            (false, true, Access::Agent) => Ok(()),
-            (false, true, _) => Err(AuthError(ApiError::new(
+        let is_metrics = metrics.is_some_and(|m| m.matches(presented));
+        match (is_api, is_join, is_metrics, access) {
+            (true, _, _, _) => Ok(()),
+            (false, true, _, Access::Agent) => Ok(()),
+            (false, _, true, Access::Metrics) => Ok(()),
+            (false, true, _, _) => Err(AuthError(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "the join token only lets agents register, beat and report (and an ingress read its routes): use the cluster's API token",
             ))),
-            (false, false, _) => Err(AuthError::unauthorized("invalid token")),
+            (false, false, true, _) => Err(AuthError(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the metrics token only reads GET /metrics: use the cluster's API token",
+            ))),
+            (false, false, false, _) => Err(AuthError::unauthorized("invalid token")),
         }
     }
 }
@@ -205,6 +228,9 @@ mod tests {
             (Method::DELETE, "/api/v1/workers/w1/tasks", Admin),
             (Method::GET, "/api/v1/workersx", Admin),
             (Method::GET, "/nowhere", Admin),
+            (Method::GET, "/metrics", Metrics),
+            (Method::POST, "/metrics", Admin),
+            (Method::GET, "/metrics/x", Admin),
         ];
         for (method, path, want) in cases {
             assert_eq!(access_for(&method, path), want, "{method} {path}");
@@ -239,6 +265,48 @@ mod tests {
         assert!(auth.check(Access::Admin, &HeaderMap::new()).is_err());
         assert!(auth.check(Access::Open, &HeaderMap::new()).is_ok());
         assert!(Auth::Off.check(Access::Admin, &HeaderMap::new()).is_ok());
+    }
+
+    #[test]
+    fn the_metrics_token_reads_metrics_only() {
+        let auth = auth();
+        let metrics = Token::parse("metrics-token-0123456789", "t").unwrap();
+        let status = |access, value: &str| {
+            auth.check_with(access, &headers(value), Some(&metrics))
+                .err()
+                .map(|e| e.0.status.as_u16())
+        };
+        assert_eq!(
+            status(Access::Metrics, "Bearer metrics-token-0123456789"),
+            None
+        );
+        assert_eq!(status(Access::Metrics, "Bearer api-token-0123456789"), None);
+        assert_eq!(
+            status(Access::Admin, "Bearer metrics-token-0123456789"),
+            Some(403)
+        );
+        assert_eq!(
+            status(Access::Agent, "Bearer metrics-token-0123456789"),
+            Some(403)
+        );
+        assert_eq!(
+            status(Access::Metrics, "Bearer join-token-0123456789"),
+            Some(403)
+        );
+        assert_eq!(
+            status(Access::Metrics, "Bearer wrong-token-0123456789"),
+            Some(401)
+        );
+        assert!(auth
+            .check_with(Access::Metrics, &HeaderMap::new(), Some(&metrics))
+            .is_err());
+        // Without a metrics token configured, it is just a wrong token.
+        assert_eq!(
+            auth.check(Access::Metrics, &headers("Bearer metrics-token-0123456789"))
+                .err()
+                .map(|e| e.0.status.as_u16()),
+            Some(401)
+        );
     }
 
     #[test]

@@ -54,7 +54,12 @@ pub async fn guard(State(app): State<AppState>, mut request: Request, next: Next
         .into_response();
     }
     let access = access_for(request.method(), request.uri().path());
-    if let Err(refused) = app.config.auth.check(access, request.headers()) {
+    let metrics_token = app.config.metrics_token.as_ref();
+    if let Err(refused) = app
+        .config
+        .auth
+        .check_with(access, request.headers(), metrics_token)
+    {
         return refused.into_response();
     }
     let waits = may_wait(request.method(), request.uri().path());
@@ -140,6 +145,11 @@ impl LongPolls {
         })
     }
 
+    /// How many long-polls are parked now, in all (`mycluster_long_polls_open`).
+    pub fn open(&self) -> usize {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
     fn enter(self: &Arc<Self>, client: Option<IpAddr>) -> Result<Slot, Box<Response>> {
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         let (total, per_client) = &mut *parked;
@@ -214,7 +224,9 @@ mod tests {
             polls.enter(b).err().map(|r| r.status()),
             Some(StatusCode::SERVICE_UNAVAILABLE)
         );
+        assert_eq!(polls.open(), 3);
         drop(first);
+        assert_eq!(polls.open(), 2);
         assert!(polls.enter(a).is_ok(), "a slot frees when its poll ends");
     }
 

@@ -8,6 +8,7 @@ mod endpoints;
 mod error;
 mod events;
 pub mod guard;
+mod metrics;
 mod query;
 mod rollouts;
 mod services;
@@ -49,6 +50,9 @@ pub struct ApiConfig {
     pub max_heartbeats_per_second: u32,
     /// Events the manager keeps for `GET /api/v1/events` (`--event-history`).
     pub event_history: usize,
+    /// A token that reads `GET /metrics` and nothing else (`--metrics-token-file`), for a
+    /// Prometheus that should not hold the keys to the cluster.
+    pub metrics_token: Option<auth::Token>,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +69,7 @@ impl Default for ApiConfig {
             max_long_polls: 50_000,
             max_heartbeats_per_second: crate::cluster::DEFAULT_HEARTBEAT_RATE,
             event_history: crate::events::DEFAULT_HISTORY,
+            metrics_token: None,
         }
     }
 }
@@ -123,6 +128,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/openapi.json", get(status::openapi))
         .route("/healthz", get(status::healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/v1/stats", get(status::stats))
         .route("/api/v1/state", get(status::state))
         .route("/api/v1/service", post(services::create))
@@ -177,6 +183,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
         ))
         .with_state(state)
 }

@@ -37,6 +37,7 @@ use history::COMPUTED_BEFORE;
 
 use crate::api::volumes::to_remove;
 use crate::events::EventLog;
+use crate::metrics::Metrics;
 
 /// One published version of the state.
 #[derive(Debug)]
@@ -73,6 +74,8 @@ pub struct Cluster {
     suspicions: watch::Sender<u64>,
     /// What each commit changed, said as events (`GET /api/v1/events`).
     events: EventLog,
+    /// What this manager measures of itself (`GET /metrics`).
+    metrics: Metrics,
 }
 
 /// When a worker was last heard from, and the heartbeat interval it was last asked for
@@ -181,6 +184,7 @@ impl Cluster {
             heartbeats: Mutex::new(heartbeats),
             suspicions: watch::channel(0).0,
             events: EventLog::new(head.index, crate::events::DEFAULT_HISTORY),
+            metrics: Metrics::new(),
         })
     }
 
@@ -195,6 +199,11 @@ impl Cluster {
 
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// What this manager measured of itself: its commits, its tasks' starts, its API.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The current state. Cheap: an `Arc` clone under a lock held for nanoseconds.
@@ -306,12 +315,14 @@ impl Cluster {
         }
         let next = committer.head.next(rand::random());
         let changes = compact(&changes);
+        let began = Instant::now();
         match self
             .store
             .commit(committer.head, next, changes.clone())
             .await
         {
             Ok(()) => {
+                self.metrics.observe_commit(began.elapsed(), changes.len());
                 committer.head = next;
                 self.set_health(StoreHealth::Ok);
                 let next = self.publish(&base, state, &changes, next.index);
@@ -351,6 +362,7 @@ impl Cluster {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
         self.wake_workers(&before.state, &next.state, changes, index);
+        self.metrics.observe_published(&before.state, changes);
         self.committed.send_replace(index);
         next
     }
