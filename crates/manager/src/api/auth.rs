@@ -1,7 +1,8 @@
 //! Who may call what: the cluster's API token opens every endpoint, the join token only
 //! the few an agent needs (register, heartbeat, its tasks, its reports, its leave) and the
 //! ingress's route table (`GET /api/v1/endpoints`), and `/healthz`
-//! is open so load balancers and the monitor can probe without a secret.
+//! is open so load balancers and the monitor can probe without a secret, as are the
+//! dashboard's files (`/ui/`), which hold no data.
 
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -77,6 +78,10 @@ pub enum Access {
 /// unknown path without a token gets 401, not a map of what exists).
 pub fn access_for(method: &Method, path: &str) -> Access {
     if path == "/healthz" {
+        return Access::Open;
+    }
+    // The dashboard's files hold no data: the page signs in with the API token itself.
+    if (method == Method::GET || method == Method::HEAD) && super::ui::is_dashboard(path) {
         return Access::Open;
     }
     // The ingress's route table: an ingress runs beside an agent, with its join token.
@@ -205,6 +210,12 @@ mod tests {
             (Method::DELETE, "/api/v1/workers/w1/tasks", Admin),
             (Method::GET, "/api/v1/workersx", Admin),
             (Method::GET, "/nowhere", Admin),
+            (Method::GET, "/", Open),
+            (Method::GET, "/ui", Open),
+            (Method::GET, "/ui/", Open),
+            (Method::HEAD, "/ui/app.js", Open),
+            (Method::POST, "/ui/", Admin),
+            (Method::GET, "/uix", Admin),
         ];
         for (method, path, want) in cases {
             assert_eq!(access_for(&method, path), want, "{method} {path}");
