@@ -46,10 +46,14 @@ let busy = false;
 let again = false;
 let ticker = null;
 
-function notify(message, bad) {
+/** Set when a notice should outlive the next route change (an action that navigates). */
+let keepNotice = false;
+
+function notify(message, bad, sticky) {
   const box = $('notice');
   fill(box, message || '');
   box.classList.toggle('bad', Boolean(bad));
+  keepNotice = Boolean(sticky);
 }
 
 /** Shows the sign-in form, with why when the manager refused. */
@@ -133,10 +137,13 @@ function setLive(mode, text) {
 function onEvent(doc) {
   const events = context.events;
   if (events.length && typeof doc.index === 'number' && doc.index <= events[events.length - 1].index) {
-    // Read again after a reconnection from the start of the history: already kept.
+    // Read again after following afresh (a 410): kept once, in index order.
     if (events.some((e) => e.index === doc.index)) return;
+    const at = events.findIndex((e) => e.index > doc.index);
+    events.splice(at, 0, doc);
+  } else {
+    events.push(doc);
   }
-  events.push(doc);
   if (events.length > KEEP_EVENTS) events.splice(0, events.length - KEEP_EVENTS);
   if (!current) return;
   if (current.event) current.event(doc);
@@ -177,7 +184,8 @@ function show(focus) {
     if (link.dataset.nav === TAB[name]) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
-  notify('');
+  if (keepNotice) keepNotice = false;
+  else notify('');
   const container = h('div', { class: `view view-${name}`, id: `view-${name}` });
   fill($('view'), container);
   current = VIEWS[name](container, args, context);

@@ -65,13 +65,14 @@ export function serviceView(container, args, ctx) {
     logs,
   );
 
-  /** Runs an action; its failure is shown beside the buttons. */
-  async function act(what, run) {
+  /** Runs an action; its failure is shown beside the buttons. `leaving`: back to the list. */
+  async function act(what, run, leaving) {
     fill(actionError, '');
     try {
       await run();
-      ctx.notify(what);
-      ctx.refresh();
+      ctx.notify(what, false, leaving);
+      if (leaving) location.hash = '#/services';
+      else ctx.refresh();
     } catch (e) {
       fill(actionError, `${e}`);
     }
@@ -103,10 +104,7 @@ export function serviceView(container, args, ctx) {
       h(
         'div',
         { class: 'actions' },
-        action('Yes, delete it', () => act(`Service ${name} deleted.`, async () => {
-          await ctx.api.del(base);
-          location.hash = '#/services';
-        }), { class: 'danger', id: 'delete-yes' }),
+        action('Yes, delete it', () => act(`Service ${name} deleted.`, () => ctx.api.del(base), true), { class: 'danger', id: 'delete-yes' }),
         action('Cancel', () => {
           confirm.hidden = true;
           deleteButton.focus();

@@ -570,6 +570,12 @@ async fn the_dashboard_signs_in_creates_a_service_and_follows_a_failover_live() 
         "return location.hash === '#/services' && document.querySelector('#services-list .empty')",
     )
     .await;
+    assert_eq!(
+        page.js("return document.getElementById('notice').textContent")
+            .await,
+        "Service web deleted.",
+        "the action's outcome is said on the page it leads to"
+    );
     eventually("web's processes to stop", || async {
         workloads(&mark).is_empty().then_some(())
     })
