@@ -31,7 +31,8 @@ export function describe(e) {
         'task ', link('service', e.service), `.${e.slot}`, e.worker ? [' on ', link('worker', e.worker)] : '',
         ': ', badge(e.state), ` ${e.previous ? `(was ${e.previous})` : '(new)'}`,
         e.exit_code !== undefined && e.exit_code !== null ? ` exit ${e.exit_code}` : '',
-        e.message ? ` — ${e.message}` : '',
+        // A message that only repeats the state says nothing more.
+        e.message && e.message !== e.state ? ` — ${e.message}` : '',
       ];
     case 'task_relocated':
       return [
