@@ -6,6 +6,10 @@
 
 use std::time::Duration;
 
+pub use events::{EventQuery, EventStream};
+
+mod events;
+
 use mycluster_core::wire::{
     AssignedTasks, DownDoc, DownManyDoc, DownRequest, ErrorDoc, HealthDoc, HeartbeatDoc,
     LabelRequest, RebalanceDoc, Registration, ReportDoc, ReseedDoc, RolloutDoc, RouteTable,

@@ -22,6 +22,8 @@ pub enum ConfigError {
     RequestTimeout,
     #[error("--max-wait must be a number of seconds from 0.1 to 3600 (agents long-poll in a loop: 0 would spin them)")]
     MaxWait,
+    #[error("--event-history must be at least 1")]
+    EventHistory,
     #[error(transparent)]
     Name(#[from] CommandError),
 }
@@ -52,6 +54,9 @@ impl ApiConfig {
         // An agent's long-poll returns at once with a zero wait: it would spin.
         if self.max_wait < Duration::from_millis(100) || self.max_wait > Duration::from_secs(3600) {
             return Err(ConfigError::MaxWait);
+        }
+        if self.event_history == 0 {
+            return Err(ConfigError::EventHistory);
         }
         Ok(())
     }
@@ -94,6 +99,8 @@ mod tests {
     #[test]
     fn each_bad_value_is_named() {
         let mut c = config();
+        c.api.event_history = 0;
+        assert_eq!(c.check(), Err(ConfigError::EventHistory));
         c.api.max_wait = Duration::ZERO;
         assert_eq!(c.check(), Err(ConfigError::MaxWait));
         c.api.request_timeout = Duration::from_millis(999);

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod cluster;
 mod config;
+pub mod events;
 mod orchestrator;
 pub mod server;
 mod store_keeper;
@@ -129,6 +130,7 @@ impl RunningManager {
             None => return Err(ManagerError::Stopped),
         };
         cluster.set_heartbeat_rate(config.api.max_heartbeats_per_second);
+        cluster.events().set_capacity(config.api.event_history);
         let cluster = Arc::new(cluster);
         let snapshot = cluster.snapshot();
         tracing::info!(

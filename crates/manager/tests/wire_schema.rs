@@ -123,6 +123,8 @@ fn documented() -> Vec<(&'static str, &'static str, Value)> {
         ("Suspicion", "Suspicion", answer::<Suspicion>()),
         ("RebalanceDoc", "RebalanceDoc", answer::<RebalanceDoc>()),
         ("MoveDoc", "MoveDoc", answer::<MoveDoc>()),
+        // Issue 19: one line of the event stream.
+        ("EventDoc", "EventDoc", answer::<EventDoc>()),
     ]
 }
 
@@ -161,6 +163,11 @@ const NOT_COMPONENTS: &[(&str, &str)] = &[
         "Probe",
         "flattened into HealthCheck: its variants are HealthCheck's http, tcp and exec",
     ),
+    (
+        "Event",
+        "flattened into EventDoc: its variants are EventDoc's branches",
+    ),
+    ("Topic", "an enum, checked where it is used"),
     ("format_uptime", "a function"),
 ];
 

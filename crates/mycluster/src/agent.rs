@@ -210,6 +210,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 // Every agent of a dev cluster comes from this one address.
                 long_polls_per_client: ApiConfig::default().long_polls_per_client
                     + args.workers as usize,
+                event_history: args.event_history,
                 ..ApiConfig::default()
             },
             server: ServerLimits::default(),

@@ -87,6 +87,9 @@ pub enum Command {
     Stats,
     /// List the workers.
     Workers,
+    /// Print the cluster's events (services, tasks, workers, rollouts), or follow them
+    /// (-f), resuming by index.
+    Events(crate::events::EventsArgs),
     /// List tasks (replicas) with their desired and observed state.
     Tasks {
         /// Only the tasks of this service.
@@ -135,6 +138,7 @@ impl Command {
                 | Command::Stats
                 | Command::Workers
                 | Command::Tasks { .. }
+                | Command::Events(_)
         )
     }
 }
@@ -203,6 +207,14 @@ pub struct ManagerArgs {
         default_value_t = mycluster_manager::ApiConfig::default().max_heartbeats_per_second
     )]
     pub max_heartbeats_per_second: u32,
+    /// Events kept for `GET /api/v1/events` (`mycluster events`); a client further
+    /// behind is told to read the state again.
+    #[arg(
+        long,
+        env = "MYCLUSTER_EVENT_HISTORY",
+        default_value_t = mycluster_manager::events::DEFAULT_HISTORY
+    )]
+    pub event_history: usize,
     /// A file holding the agents' join token [default: $MYCLUSTER_JOIN_TOKEN, else one
     /// generated into the data dir]. The API token comes from $MYCLUSTER_TOKEN or
     /// --token-file, else is generated into the data dir.
@@ -320,6 +332,9 @@ pub struct DevArgs {
     /// Do not serve the published ports on this host (no ingress in the process).
     #[arg(long)]
     pub no_ingress: bool,
+    /// Events kept for `GET /api/v1/events` (`mycluster events`).
+    #[arg(long, default_value_t = mycluster_manager::events::DEFAULT_HISTORY)]
+    pub event_history: usize,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }

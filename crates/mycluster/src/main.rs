@@ -11,6 +11,7 @@ mod admin_args;
 mod agent;
 mod auth;
 mod cli;
+mod events;
 mod follow;
 mod hello;
 mod ingress;
@@ -82,6 +83,7 @@ fn main() {
             cli::Command::Stats => remote::stats(&cli.global).await,
             cli::Command::Workers => remote_admin::workers(&cli.global).await,
             cli::Command::Tasks { service } => remote::tasks(&cli.global, service.as_deref()).await,
+            cli::Command::Events(args) => events::run(&cli.global, args).await,
             cli::Command::Token { name, join } => {
                 println!(
                     "{}",

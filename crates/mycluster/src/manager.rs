@@ -46,6 +46,7 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
             max_wait: seconds(args.max_wait),
             long_polls_per_client: args.long_polls_per_client,
             max_heartbeats_per_second: args.max_heartbeats_per_second,
+            event_history: args.event_history,
             ..ApiConfig::default()
         },
         server: ServerLimits {

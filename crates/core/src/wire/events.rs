@@ -15,7 +15,7 @@ pub struct EventDoc {
     /// Unique and increasing, also across manager restarts: resume after it with
     /// `?index=`. `commit × 1000000 + position` (see `mycluster_core::events`).
     pub index: u64,
-    /// The state's index (`X-Mycluster-Index`) of the commit that made it.
+    /// The commit (the state's index) that made it.
     pub commit: u64,
     /// When it was committed: Unix seconds with milliseconds.
     pub time: f64,

@@ -1,6 +1,12 @@
 //! The checks every request passes before it reaches a handler: header size, the token,
 //! a cap on long-polls per client, and a deadline, each refused with the error document
 //! so a hostile or broken client learns why and the manager spends nothing on it.
+//!
+//! The event stream (`GET /api/v1/events`) is a long-poll that does not end: it takes a
+//! long-poll slot like the others, and hands it to its response body (`StreamSlot`), so
+//! the slot is held for as long as the stream is open. The deadline only bounds the time
+//! to its response's head; the body is not cut by it (it ends when its client goes, or
+//! at the manager's stop).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,7 +26,14 @@ use super::{ApiError, AppState};
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
-pub async fn guard(State(app): State<AppState>, request: Request, next: Next) -> Response {
+/// A long-poll slot an event stream holds until its body is dropped (the guard puts it in
+/// the request's extensions; the stream keeps it).
+#[derive(Clone)]
+pub struct StreamSlot {
+    _held: Arc<Slot>,
+}
+
+pub async fn guard(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     let header_bytes: usize = request
         .uri()
         .path_and_query()
@@ -46,19 +59,24 @@ pub async fn guard(State(app): State<AppState>, request: Request, next: Next) ->
     }
     let waits = may_wait(request.method(), request.uri().path());
     // Held until the answer is ready: a client may only park so many requests here.
-    let _slot = if waits == Wait::LongPoll {
+    let _slot = if matches!(waits, Wait::LongPoll | Wait::Stream) {
         let client = request.extensions().get::<Peer>().map(|p| p.0.ip());
         match app.long_polls.enter(client) {
-            Ok(slot) => Some(slot),
+            Ok(slot) => Some(Arc::new(slot)),
             Err(refused) => return *refused,
         }
     } else {
         None
     };
+    if let (Wait::Stream, Some(slot)) = (waits, &_slot) {
+        request.extensions_mut().insert(StreamSlot {
+            _held: slot.clone(),
+        });
+    }
     let deadline = app.config.request_timeout
         + match waits {
-            Wait::No => Duration::ZERO,
-            _ => app.config.max_wait,
+            Wait::No | Wait::Stream => Duration::ZERO,
+            Wait::Converge | Wait::LongPoll => app.config.max_wait,
         };
     match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
@@ -81,9 +99,14 @@ enum Wait {
     Converge,
     /// An agent's blocking query for its tasks, or an ingress's for its routes.
     LongPoll,
+    /// The event stream: a long-poll whose answer's body stays open.
+    Stream,
 }
 
 fn may_wait(method: &Method, path: &str) -> Wait {
+    if method == Method::GET && path == "/api/v1/events" {
+        return Wait::Stream;
+    }
     if method == Method::POST && path == "/api/v1/service" {
         return Wait::Converge;
     }
@@ -203,6 +226,7 @@ mod tests {
         );
         assert_eq!(may_wait(&Method::POST, "/api/v1/service"), Wait::Converge);
         assert_eq!(may_wait(&Method::GET, "/api/v1/tasks"), Wait::No);
+        assert_eq!(may_wait(&Method::GET, "/api/v1/events"), Wait::Stream);
         assert_eq!(may_wait(&Method::GET, "/api/v1/state"), Wait::No);
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 mod body;
 mod endpoints;
 mod error;
+mod events;
 pub mod guard;
 mod query;
 mod rollouts;
@@ -47,6 +48,8 @@ pub struct ApiConfig {
     /// which gives it to the `Cluster` (`Cluster::set_heartbeat_rate`): a router built on
     /// a `Cluster` of its own keeps that cluster's rate.
     pub max_heartbeats_per_second: u32,
+    /// Events the manager keeps for `GET /api/v1/events` (`--event-history`).
+    pub event_history: usize,
 }
 
 impl Default for ApiConfig {
@@ -62,6 +65,7 @@ impl Default for ApiConfig {
             long_polls_per_client: 64,
             max_long_polls: 50_000,
             max_heartbeats_per_second: crate::cluster::DEFAULT_HEARTBEAT_RATE,
+            event_history: crate::events::DEFAULT_HISTORY,
         }
     }
 }
@@ -151,6 +155,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/volumes/{name}", delete(volumes::remove))
         .route("/api/v1/services", get(services::list))
         .route("/api/v1/tasks", get(status::tasks))
+        .route("/api/v1/events", get(events::stream))
         .route("/api/v1/store/reseed", post(store::reseed))
         .route(
             "/api/v1/workers",

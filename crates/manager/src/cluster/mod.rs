@@ -36,6 +36,7 @@ pub use history::StoreHealth;
 use history::COMPUTED_BEFORE;
 
 use crate::api::volumes::to_remove;
+use crate::events::EventLog;
 
 /// One published version of the state.
 #[derive(Debug)]
@@ -70,6 +71,8 @@ pub struct Cluster {
     heartbeats: Mutex<HashMap<String, Heard>>,
     /// The index of the latest suspicion noted (`suspect`), for the monitor's long-poll.
     suspicions: watch::Sender<u64>,
+    /// What each commit changed, said as events (`GET /api/v1/events`).
+    events: EventLog,
 }
 
 /// When a worker was last heard from, and the heartbeat interval it was last asked for
@@ -177,7 +180,13 @@ impl Cluster {
             task_watch: Mutex::new(HashMap::new()),
             heartbeats: Mutex::new(heartbeats),
             suspicions: watch::channel(0).0,
+            events: EventLog::new(head.index, crate::events::DEFAULT_HISTORY),
         })
+    }
+
+    /// The history of events this manager keeps.
+    pub fn events(&self) -> &EventLog {
+        &self.events
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -333,6 +342,9 @@ impl Cluster {
         changes: &[Change],
         index: u64,
     ) -> Arc<Snapshot> {
+        // Before the state is visible: a reader who saw a commit finds its events.
+        self.events
+            .record(&before.state, changes, index, now_millis());
         let next = Arc::new(Snapshot { index, state });
         *self
             .current
