@@ -2,7 +2,8 @@
 //! the few an agent needs (register, heartbeat, its tasks, its reports, its leave) and the
 //! ingress's route table (`GET /api/v1/endpoints`), the metrics token (if one is
 //! configured) only `GET /metrics`, and `/healthz`
-//! is open so load balancers and the monitor can probe without a secret.
+//! is open so load balancers and the monitor can probe without a secret, as are the
+//! dashboard's files (`/ui/`), which hold no data.
 
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -84,6 +85,10 @@ pub fn access_for(method: &Method, path: &str) -> Access {
     }
     if path == "/metrics" && method == Method::GET {
         return Access::Metrics;
+    }
+    // The dashboard's files hold no data: the page signs in with the API token itself.
+    if (method == Method::GET || method == Method::HEAD) && super::ui::is_dashboard(path) {
+        return Access::Open;
     }
     // The ingress's route table: an ingress runs beside an agent, with its join token.
     if path == "/api/v1/endpoints" && method == Method::GET {
@@ -231,6 +236,12 @@ mod tests {
             (Method::GET, "/metrics", Metrics),
             (Method::POST, "/metrics", Admin),
             (Method::GET, "/metrics/x", Admin),
+            (Method::GET, "/", Open),
+            (Method::GET, "/ui", Open),
+            (Method::GET, "/ui/", Open),
+            (Method::HEAD, "/ui/app.js", Open),
+            (Method::POST, "/ui/", Admin),
+            (Method::GET, "/uix", Admin),
         ];
         for (method, path, want) in cases {
             assert_eq!(access_for(&method, path), want, "{method} {path}");

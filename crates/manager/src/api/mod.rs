@@ -14,6 +14,7 @@ mod rollouts;
 mod services;
 mod status;
 mod store;
+pub mod ui;
 pub(crate) mod volumes;
 mod workers;
 
@@ -129,6 +130,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(status::openapi))
         .route("/healthz", get(status::healthz))
         .route("/metrics", get(metrics::metrics))
+        .route("/", get(ui::to_dashboard))
+        .route("/ui", get(ui::to_dashboard))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{name}", get(ui::file))
         .route("/api/v1/stats", get(status::stats))
         .route("/api/v1/state", get(status::state))
         .route("/api/v1/service", post(services::create))

@@ -35,7 +35,7 @@ impl SetupEnv {
     pub fn ok(&self, args: &[&str]) -> String {
         let output = self.mycluster(args);
         let text = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
+            + String::from_utf8_lossy(&output.stderr).as_ref();
         assert!(
             output.status.success(),
             "mycluster {args:?} failed:\n{text}"
