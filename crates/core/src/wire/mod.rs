@@ -17,6 +17,7 @@ pub mod endpoints;
 pub mod errors;
 pub mod events;
 pub mod health;
+pub mod logs;
 pub mod rollouts;
 pub mod services;
 pub mod tasks;
@@ -31,6 +32,7 @@ pub use endpoints::{RouteTable, ServiceEndpoints};
 pub use errors::ErrorDoc;
 pub use events::{Event, EventDoc, Topic};
 pub use health::{AgentHealthDoc, HealthDoc, HealthStatus, ReseedDoc};
+pub use logs::{LogLineDoc, LogSource};
 pub use rollouts::{RolloutDoc, VersionDoc, VersionsDoc};
 pub use services::{ServiceDoc, ServicePatchRequest, ServiceRequest};
 pub use tasks::{
