@@ -52,12 +52,12 @@ async fn give(
     // Taken before reading: whatever is written after shows as a change.
     let mut seen = *progress.borrow_and_update();
     let mut streams = [
-        Follower::open(&dir, OutputStream::Stdout).map_err(cannot)?,
-        Follower::open(&dir, OutputStream::Stderr).map_err(cannot)?,
+        Follower::open(&dir, files, OutputStream::Stdout).map_err(cannot)?,
+        Follower::open(&dir, files, OutputStream::Stderr).map_err(cannot)?,
     ];
     let mut all = Vec::new();
     for follower in &mut streams {
-        all.extend(follower.history(&dir, files).map_err(cannot)?);
+        all.extend(follower.history().map_err(cannot)?);
     }
     all.sort_by_key(|line| line.time);
     if send(sender, select(all, &options)).await.is_err() || !options.follow {
@@ -106,6 +106,9 @@ async fn send(
 /// One stream's current file, read up to where it was read.
 struct Follower {
     stream: OutputStream,
+    dir: PathBuf,
+    /// How many files the stream keeps (the current one and the rotated ones).
+    files: u32,
     path: PathBuf,
     file: Option<File>,
     /// The end of a line still being written.
@@ -113,10 +116,12 @@ struct Follower {
 }
 
 impl Follower {
-    fn open(dir: &Path, stream: OutputStream) -> std::io::Result<Follower> {
+    fn open(dir: &Path, files: u32, stream: OutputStream) -> std::io::Result<Follower> {
         let path = path(dir, stream, 0);
         Ok(Follower {
             stream,
+            dir: dir.to_path_buf(),
+            files,
             file: open_if_there(&path)?,
             path,
             partial: Vec::new(),
@@ -124,30 +129,25 @@ impl Follower {
     }
 
     /// Every line kept: the rotated files, oldest first, then the current one.
-    fn history(&mut self, dir: &Path, files: u32) -> std::io::Result<Vec<LogLine>> {
-        let open = match &self.file {
-            Some(file) => Some(file.metadata()?.ino()),
-            None => None,
-        };
+    fn history(&mut self) -> std::io::Result<Vec<LogLine>> {
+        let open = self.open_inode()?;
         let mut lines = Vec::new();
-        for n in (1..files).rev() {
-            let Some(mut file) = open_if_there(&path(dir, self.stream, n))? else {
-                continue;
-            };
+        for (ino, mut file) in self.rotated()? {
             // Rotated since it was opened: read below, as the open file.
-            if Some(file.metadata()?.ino()) == open {
+            if Some(ino) == open {
                 continue;
             }
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes)?;
             lines.extend(parse(self.stream, &mut bytes));
         }
-        lines.extend(self.next_lines()?);
+        lines.extend(self.drain()?);
         Ok(lines)
     }
 
     /// What was written since the last call: the rest of the open file and, if it was
-    /// rotated meanwhile, the new one's.
+    /// rotated meanwhile, the files written after it (more than one when the writer
+    /// rotated more than once between two looks), then the new current one.
     fn next_lines(&mut self) -> std::io::Result<Vec<LogLine>> {
         let mut lines = self.drain()?;
         let current = match std::fs::metadata(&self.path) {
@@ -155,16 +155,45 @@ impl Follower {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        let open = match &self.file {
-            Some(file) => Some(file.metadata()?.ino()),
-            None => None,
-        };
-        if current.is_some() && current != open {
-            self.file = open_if_there(&self.path)?;
-            self.partial.clear();
-            lines.extend(self.drain()?);
+        let open = self.open_inode()?;
+        if current.is_none() || current == open {
+            return Ok(lines);
         }
+        let rotated = self.rotated()?;
+        // The files newer than the one that was open: all of them if it is gone (the
+        // writer went round more often than the files it keeps: those lines are lost).
+        let newer = match rotated.iter().position(|(ino, _)| Some(*ino) == open) {
+            Some(at) => at + 1,
+            None if open.is_none() => rotated.len(),
+            None => 0,
+        };
+        for (_, mut file) in rotated.into_iter().skip(newer) {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            lines.extend(parse(self.stream, &mut bytes));
+        }
+        self.file = open_if_there(&self.path)?;
+        self.partial.clear();
+        lines.extend(self.drain()?);
         Ok(lines)
+    }
+
+    /// The rotated files there are now, oldest first, with their inodes.
+    fn rotated(&self) -> std::io::Result<Vec<(u64, File)>> {
+        let mut out = Vec::new();
+        for n in (1..self.files).rev() {
+            if let Some(file) = open_if_there(&path(&self.dir, self.stream, n))? {
+                out.push((file.metadata()?.ino(), file));
+            }
+        }
+        Ok(out)
+    }
+
+    fn open_inode(&self) -> std::io::Result<Option<u64>> {
+        match &self.file {
+            Some(file) => Ok(Some(file.metadata()?.ino())),
+            None => Ok(None),
+        }
     }
 
     fn drain(&mut self) -> std::io::Result<Vec<LogLine>> {
