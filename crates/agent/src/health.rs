@@ -1,5 +1,6 @@
 //! The agent's health endpoint: what the monitor probes to confirm a worker is alive
-//! before declaring it dead.
+//! before declaring it dead (open); beside it on the same port, its tasks' logs
+//! (authenticated: see `logs`).
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -7,6 +8,7 @@ use mycluster_core::wire::{AgentHealthDoc, Driver, HealthStatus};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::logs::{task_logs, LogsState};
 use crate::{AgentConfig, AgentError};
 
 /// Binds the health listener; returns it with the address to advertise.
@@ -34,8 +36,17 @@ pub async fn bind(config: &AgentConfig) -> Result<(TcpListener, String), AgentEr
     Ok((listener, address))
 }
 
-pub async fn serve(listener: TcpListener, worker: String, driver: Driver, stop: CancellationToken) {
-    let app = Router::new().route(
+pub async fn serve(
+    listener: TcpListener,
+    worker: String,
+    driver: Driver,
+    logs: LogsState,
+    stop: CancellationToken,
+) {
+    let logs = Router::new()
+        .route("/tasks/{task}/logs", get(task_logs))
+        .with_state(logs);
+    let app = Router::new().merge(logs).route(
         "/healthz",
         get(move || {
             let worker = worker.clone();

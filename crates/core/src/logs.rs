@@ -185,6 +185,49 @@ pub fn parse_tail(text: &str) -> Result<Option<u64>, String> {
     }
 }
 
+/// A logs request's options, read and checked: what `LogsQuery` asks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogRequest {
+    pub follow: bool,
+    pub tail: Option<u64>,
+    pub since: Option<Nanos>,
+    pub timestamps: bool,
+}
+
+impl LogRequest {
+    /// Reads a query (`now` resolves a `since` given as a duration); the first bad value
+    /// is the error, in words for people.
+    pub fn read(query: &crate::wire::LogsQuery, now: Nanos) -> Result<LogRequest, String> {
+        let flag = |name: &str, value: &Option<String>| match value {
+            Some(text) => parse_flag(name, text),
+            None => Ok(false),
+        };
+        Ok(LogRequest {
+            follow: flag("follow", &query.follow)?,
+            tail: match &query.tail {
+                Some(text) => parse_tail(text)?,
+                None => None,
+            },
+            since: query
+                .since
+                .as_deref()
+                .map(|text| parse_since(text, now))
+                .transpose()?,
+            timestamps: flag("timestamps", &query.timestamps)?,
+        })
+    }
+
+    /// The query that asks an agent for the same lines (`since` resolved, exactly).
+    pub fn to_query(&self) -> crate::wire::LogsQuery {
+        crate::wire::LogsQuery {
+            follow: self.follow.then(|| "true".to_string()),
+            tail: self.tail.map(|n| n.to_string()),
+            since: self.since.map(unix_seconds),
+            timestamps: None,
+        }
+    }
+}
+
 /// Which replica wrote a line, as every line of the merged stream starts:
 /// `web.2@worker_1 | `.
 pub fn prefix(service: &str, slot: u32, worker: &str) -> String {
@@ -244,6 +287,23 @@ mod tests {
         assert!(parse_tail("-1").is_err());
         let p = prefix("web", 2, "w1");
         assert_eq!(render(&p, None, "hello"), "web.2@w1 | hello\n");
+        let query = crate::wire::LogsQuery {
+            follow: Some(String::new()),
+            tail: Some("5".into()),
+            since: Some("10s".into()),
+            timestamps: Some("false".into()),
+        };
+        let request = LogRequest::read(&query, T).expect("valid");
+        assert_eq!(
+            request,
+            LogRequest {
+                follow: true,
+                tail: Some(5),
+                since: Some(T - 10 * NANOS_PER_SEC),
+                timestamps: false,
+            }
+        );
+        assert_eq!(LogRequest::read(&request.to_query(), 0), Ok(request));
         assert_eq!(
             render(&p, Some(T), "hello"),
             "web.2@w1 | 2019-06-04T15:41:27.000000000Z hello\n"

@@ -25,3 +25,23 @@ pub struct LogLineDoc {
     /// The line, without its end of line.
     pub text: String,
 }
+
+/// The query of a logs request, the manager's (`GET /api/v1/service/<name>/logs`) and an
+/// agent's (`GET /tasks/<task id>/logs`) alike: each value as written, read by
+/// `crate::logs` (`parse_flag`, `parse_tail`, `parse_since`), so both say the same
+/// thing about a bad one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LogsQuery {
+    /// Keep the stream open and give lines as they are written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<String>,
+    /// Only the last N lines of each replica (`all`: every line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<String>,
+    /// Only lines from this time: RFC 3339, Unix seconds, or a duration before now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Show each line's time (the manager's merged stream; an agent always sends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamps: Option<String>,
+}

@@ -32,7 +32,7 @@ pub use endpoints::{RouteTable, ServiceEndpoints};
 pub use errors::ErrorDoc;
 pub use events::{Event, EventDoc, Topic};
 pub use health::{AgentHealthDoc, HealthDoc, HealthStatus, ReseedDoc};
-pub use logs::{LogLineDoc, LogSource};
+pub use logs::{LogLineDoc, LogSource, LogsQuery};
 pub use rollouts::{RolloutDoc, VersionDoc, VersionsDoc};
 pub use services::{ServiceDoc, ServicePatchRequest, ServiceRequest};
 pub use tasks::{
