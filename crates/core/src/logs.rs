@@ -90,7 +90,11 @@ pub fn parse_rfc3339(text: &str) -> Option<Nanos> {
             if end == 0 {
                 return None;
             }
-            let kept: String = fraction[..end].chars().chain("000000000".chars()).take(9).collect();
+            let kept: String = fraction[..end]
+                .chars()
+                .chain("000000000".chars())
+                .take(9)
+                .collect();
             nanos = kept.parse().ok()?;
             rest = &fraction[end..];
         }
@@ -130,7 +134,11 @@ pub fn parse_since(text: &str, now: Nanos) -> Result<Nanos, String> {
     if unix {
         let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
         let secs: u64 = whole.parse().map_err(|_| bad_since(text))?;
-        let kept: String = fraction.chars().chain("000000000".chars()).take(9).collect();
+        let kept: String = fraction
+            .chars()
+            .chain("000000000".chars())
+            .take(9)
+            .collect();
         let nanos: u64 = kept.parse().map_err(|_| bad_since(text))?;
         return secs
             .checked_mul(NANOS_PER_SEC)
@@ -228,6 +236,54 @@ impl LogRequest {
     }
 }
 
+/// A task whose logs a service's logs show, and where they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogTask {
+    pub task: String,
+    pub slot: u32,
+    pub worker: String,
+}
+
+/// The tasks whose logs `service`'s logs show, by slot: every task of a slot that is
+/// starting or running (two during a start-first replacement); for a slot with none,
+/// its latest task that ran (had a container) and ended — complete, failed or shut down,
+/// not lost (its worker is gone) — whose worker may still keep its container (its agent
+/// says if not). Tasks not started yet show once they start (a followed stream looks
+/// again at every commit).
+pub fn log_tasks(state: &crate::ClusterState, service: &str) -> Vec<LogTask> {
+    use crate::TaskState::{Complete, Failed, Running, Shutdown, Starting};
+    let mut live: std::collections::BTreeMap<u32, Vec<&crate::Task>> = Default::default();
+    let mut ended: std::collections::BTreeMap<u32, &crate::Task> = Default::default();
+    for task in state.tasks.values().filter(|t| t.service == service) {
+        if task.worker.is_none() {
+            continue;
+        }
+        match task.state {
+            Starting | Running => live.entry(task.slot).or_default().push(task),
+            Complete | Failed | Shutdown if task.container_id.is_some() => {
+                let later = ended.get(&task.slot).is_none_or(|other| {
+                    (task.updated_at, &task.id) > (other.updated_at, &other.id)
+                });
+                if later {
+                    ended.insert(task.slot, task);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (slot, task) in ended {
+        live.entry(slot).or_insert_with(|| vec![task]);
+    }
+    live.into_values()
+        .flatten()
+        .map(|task| LogTask {
+            task: task.id.clone(),
+            slot: task.slot,
+            worker: task.worker.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// Which replica wrote a line, as every line of the merged stream starts:
 /// `web.2@worker_1 | `.
 pub fn prefix(service: &str, slot: u32, worker: &str) -> String {
@@ -255,11 +311,24 @@ mod tests {
         assert_eq!(parse_rfc3339("2019-06-04T15:41:27.000000005Z"), Some(T + 5));
         assert_eq!(parse_rfc3339("2019-06-04T15:41:27Z"), Some(T));
         assert_eq!(parse_rfc3339("2019-06-04 15:41:27"), Some(T));
-        assert_eq!(parse_rfc3339("2019-06-04T17:41:27.5+02:00"), Some(T + 500_000_000));
+        assert_eq!(
+            parse_rfc3339("2019-06-04T17:41:27.5+02:00"),
+            Some(T + 500_000_000)
+        );
         assert_eq!(parse_rfc3339("2019-06-04T14:41:27-01:00"), Some(T));
         assert_eq!(parse_rfc3339("1970-01-01"), Some(0));
-        assert_eq!(rfc3339(951_782_400 * NANOS_PER_SEC), "2000-02-29T00:00:00.000000000Z");
-        for bad in ["", "2019-02-30", "2019-06-04T25:00:00Z", "2019-06-04T15:41:27+2", "yesterday", "2019-06-04T15:41:27.Z"] {
+        assert_eq!(
+            rfc3339(951_782_400 * NANOS_PER_SEC),
+            "2000-02-29T00:00:00.000000000Z"
+        );
+        for bad in [
+            "",
+            "2019-02-30",
+            "2019-06-04T25:00:00Z",
+            "2019-06-04T15:41:27+2",
+            "yesterday",
+            "2019-06-04T15:41:27.Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
@@ -275,6 +344,38 @@ mod tests {
         assert_eq!(parse_since("59m60s", now), Ok(T));
         assert!(parse_since("soon", now).is_err_and(|e| e.contains("RFC 3339")));
         assert!(parse_since("1.2.3", now).is_err());
+    }
+
+    fn task(id: &str, slot: u32, state: &str, container: bool, updated_at: u64) -> crate::Task {
+        let doc = serde_json::json!({
+            "id": id, "service": "web", "slot": slot, "spec_version": 1, "image": null,
+            "worker": "w1", "desired": "running", "state": state, "message": "",
+            "container_id": if container { Some("c") } else { None },
+            "exit_code": null, "error": null, "created_at": 0, "updated_at": updated_at,
+        });
+        serde_json::from_value(doc).expect("a task")
+    }
+
+    #[test]
+    fn a_slots_live_tasks_or_else_its_latest_that_ran() {
+        let mut state = crate::ClusterState::default();
+        for t in [
+            task("a-running", 1, "running", true, 5),
+            task("a-old", 1, "failed", true, 9),
+            task("b-failed", 2, "failed", true, 3),
+            task("b-later", 2, "shutdown", true, 4),
+            task("b-never-ran", 2, "failed", false, 8),
+            task("c-lost", 3, "lost", true, 8),
+            task("c-pending", 3, "assigned", false, 9),
+        ] {
+            state.tasks.insert(t.id.clone(), std::sync::Arc::new(t));
+        }
+        let shown: Vec<(String, u32)> = log_tasks(&state, "web")
+            .into_iter()
+            .map(|t| (t.task, t.slot))
+            .collect();
+        assert_eq!(shown, [("a-running".into(), 1), ("b-later".into(), 2)]);
+        assert!(log_tasks(&state, "other").is_empty());
     }
 
     #[test]

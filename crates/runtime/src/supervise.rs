@@ -278,7 +278,9 @@ fn output(fd: libc::c_int) -> std::io::Result<Stdio> {
         )));
     }
     // SAFETY: the agent passed it for this very use, and nothing else here owns it.
-    Ok(Stdio::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    Ok(Stdio::from(unsafe {
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }))
 }
 
 enum Ended {

@@ -5,8 +5,8 @@ mod conformance;
 use conformance::{spec, Driver};
 use mycluster_core::service::{Amount, Bytes, Cpus, Mount, MountKind};
 use mycluster_runtime::{
-    Container, ContainerRuntime, ContainerState, Identity, LogFiles, ProcessRuntime,
-    RuntimeError, Supervisor, TaskSpec,
+    Container, ContainerRuntime, ContainerState, Identity, LogFiles, ProcessRuntime, RuntimeError,
+    Supervisor, TaskSpec,
 };
 
 /// The runtime crate's own build of the supervisor (`mycluster supervise` in the binary).

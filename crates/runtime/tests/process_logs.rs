@@ -76,7 +76,8 @@ async fn both_streams_in_order_with_tail_and_since() {
     let script = "echo one; echo two >&2; sleep 0.2; echo three; printf 'no end of line'";
     let container = started(&runtime, "t1", script).await;
     wait_for(&runtime, "the task to exit", |l| {
-        l.iter().any(|c| matches!(c.state, ContainerState::Exited { .. }))
+        l.iter()
+            .any(|c| matches!(c.state, ContainerState::Exited { .. }))
     })
     .await;
     let all = collect(
@@ -92,11 +93,22 @@ async fn both_streams_in_order_with_tail_and_since() {
     )
     .await
     .expect("logs");
-    let texts: Vec<(&str, OutputStream)> = all.iter().map(|l| (l.text.as_str(), l.stream)).collect();
+    let texts: Vec<(&str, OutputStream)> =
+        all.iter().map(|l| (l.text.as_str(), l.stream)).collect();
     assert_eq!(texts[2], ("three", OutputStream::Stdout), "{texts:?}");
-    assert_eq!(texts[3], ("no end of line", OutputStream::Stdout), "{texts:?}");
-    assert!(texts[..2].contains(&("one", OutputStream::Stdout)), "{texts:?}");
-    assert!(texts[..2].contains(&("two", OutputStream::Stderr)), "{texts:?}");
+    assert_eq!(
+        texts[3],
+        ("no end of line", OutputStream::Stdout),
+        "{texts:?}"
+    );
+    assert!(
+        texts[..2].contains(&("one", OutputStream::Stdout)),
+        "{texts:?}"
+    );
+    assert!(
+        texts[..2].contains(&("two", OutputStream::Stderr)),
+        "{texts:?}"
+    );
     assert!(all.windows(2).all(|w| w[0].time <= w[1].time));
     let tail = LogOptions {
         tail: Some(2),
@@ -206,7 +218,10 @@ async fn rotation_keeps_the_files_under_the_bound_and_followers_follow() {
         .await
         .expect("logs");
     let number = |text: &str| -> u32 {
-        text.split(' ').nth(1).and_then(|n| n.parse().ok()).expect("numbered")
+        text.split(' ')
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("numbered")
     };
     let mut expected = 0;
     while expected < 1800 {

@@ -45,8 +45,9 @@ pub async fn guard(State(app): State<AppState>, request: Request, next: Next) ->
         return refused.into_response();
     }
     let waits = may_wait(request.method(), request.uri().path());
-    // Held until the answer is ready: a client may only park so many requests here.
-    let _slot = if waits == Wait::LongPoll {
+    // Held until the answer is ready (a stream: until its body ends): a client may only
+    // park so many requests here.
+    let slot = if matches!(waits, Wait::LongPoll | Wait::Stream) {
         let client = request.extensions().get::<Peer>().map(|p| p.0.ip());
         match app.long_polls.enter(client) {
             Ok(slot) => Some(slot),
@@ -57,11 +58,23 @@ pub async fn guard(State(app): State<AppState>, request: Request, next: Next) ->
     };
     let deadline = app.config.request_timeout
         + match waits {
-            Wait::No => Duration::ZERO,
+            Wait::No | Wait::Stream => Duration::ZERO,
             _ => app.config.max_wait,
         };
     match tokio::time::timeout(deadline, next.run(request)).await {
-        Ok(response) => response,
+        // The deadline is the answer's start; its body streams for as long as it lasts,
+        // holding its slot.
+        Ok(response) if waits == Wait::Stream => response.map(|body| {
+            use http_body_util::BodyExt;
+            axum::body::Body::new(body.map_frame(move |frame| {
+                let _held = &slot;
+                frame
+            }))
+        }),
+        Ok(response) => {
+            drop(slot);
+            response
+        }
         // The manager was slow, not the client (a slow body is 408, in the body reader).
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -81,11 +94,20 @@ enum Wait {
     Converge,
     /// An agent's blocking query for its tasks, or an ingress's for its routes.
     LongPoll,
+    /// A body that streams for as long as the client reads (`…/logs`).
+    Stream,
 }
 
 fn may_wait(method: &Method, path: &str) -> Wait {
     if method == Method::POST && path == "/api/v1/service" {
         return Wait::Converge;
+    }
+    let logs = path
+        .strip_prefix("/api/v1/service/")
+        .and_then(|rest| rest.strip_suffix("/logs"))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'));
+    if method == Method::GET && logs {
+        return Wait::Stream;
     }
     if method == Method::GET
         && access_for(method, path) == Access::Agent
@@ -203,6 +225,11 @@ mod tests {
         );
         assert_eq!(may_wait(&Method::POST, "/api/v1/service"), Wait::Converge);
         assert_eq!(may_wait(&Method::GET, "/api/v1/tasks"), Wait::No);
+        assert_eq!(
+            may_wait(&Method::GET, "/api/v1/service/web/logs"),
+            Wait::Stream
+        );
+        assert_eq!(may_wait(&Method::GET, "/api/v1/service//logs"), Wait::No);
         assert_eq!(may_wait(&Method::GET, "/api/v1/state"), Wait::No);
     }
 }

@@ -7,6 +7,7 @@ mod body;
 mod endpoints;
 mod error;
 pub mod guard;
+mod logs;
 mod query;
 mod rollouts;
 mod services;
@@ -134,6 +135,7 @@ pub fn router(state: AppState) -> Router {
             get(endpoints::of_service),
         )
         .route("/api/v1/endpoints", get(endpoints::table))
+        .route("/api/v1/service/{name}/logs", get(logs::service_logs))
         .route("/api/v1/service/{name}/rollout", get(rollouts::get))
         .route("/api/v1/service/{name}/rollback", post(rollouts::rollback))
         .route("/api/v1/service/{name}/restart", post(rollouts::restart))

@@ -99,7 +99,10 @@ pub(crate) fn capture(
         files: files.files,
         progress,
     });
-    for (stream, fd) in [(OutputStream::Stdout, stdout), (OutputStream::Stderr, stderr)] {
+    for (stream, fd) in [
+        (OutputStream::Stdout, stdout),
+        (OutputStream::Stderr, stderr),
+    ] {
         let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
         let file = Rotating::open(&log, stream)?;
         tokio::spawn(pump(log.clone(), pipe, file));

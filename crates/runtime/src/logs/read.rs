@@ -248,11 +248,17 @@ mod tests {
         let mut bytes = b"1 one\n2 two words\n3 unfini".to_vec();
         let lines = parse(OutputStream::Stdout, &mut bytes);
         assert_eq!(
-            lines.iter().map(|l| (l.time, l.text.as_str())).collect::<Vec<_>>(),
+            lines
+                .iter()
+                .map(|l| (l.time, l.text.as_str()))
+                .collect::<Vec<_>>(),
             [(1, "one"), (2, "two words")]
         );
         assert_eq!(bytes, b"3 unfini");
         bytes.extend_from_slice(b"shed\n");
-        assert_eq!(parse(OutputStream::Stdout, &mut bytes)[0].text, "unfinished");
+        assert_eq!(
+            parse(OutputStream::Stdout, &mut bytes)[0].text,
+            "unfinished"
+        );
     }
 }

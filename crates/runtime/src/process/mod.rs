@@ -440,9 +440,10 @@ impl ContainerRuntime for ProcessRuntime {
                 .ok_or_else(|| {
                     RuntimeError::NotFound(format!("no process {} on this worker", container.name))
                 })?;
-            tracked.log.as_ref().map(|log| {
-                (log.dir.clone(), log.files, log.watch())
-            })
+            tracked
+                .log
+                .as_ref()
+                .map(|log| (log.dir.clone(), log.files, log.watch()))
         };
         let Some((dir, files, progress)) = log else {
             return Err(RuntimeError::Unsupported(format!(

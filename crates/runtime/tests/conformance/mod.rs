@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 pub use limits::*;
 use mycluster_core::service::Amount;
 use mycluster_runtime::{
-    Container, ContainerRuntime, ContainerState, ExecOutcome, Exit, Identity, LogLine,
-    LogLines, LogOptions, OutputStream, RuntimeError, TaskSpec, EXEC_OUTPUT_LIMIT,
+    Container, ContainerRuntime, ContainerState, ExecOutcome, Exit, Identity, LogLine, LogLines,
+    LogOptions, OutputStream, RuntimeError, TaskSpec, EXEC_OUTPUT_LIMIT,
 };
 
 /// How the suite makes runtimes and specs of one driver.
@@ -417,7 +417,10 @@ pub async fn a_containers_output_is_in_its_logs_while_it_is_kept<D: Driver>(driv
     let runtime = driver.runtime(identity(driver, "logs", "w1")).await;
     let runtime = runtime.as_ref();
     let Some(spec) = driver.printing("t-logs", "hello logs") else {
-        runtime.start(&driver.long_running("t-logs")).await.expect("start");
+        runtime
+            .start(&driver.long_running("t-logs"))
+            .await
+            .expect("start");
         let list = runtime.list().await.expect("list");
         let answer = runtime.logs(&list[0], &LogOptions::default()).await;
         assert!(
@@ -446,25 +449,42 @@ pub async fn a_containers_output_is_in_its_logs_while_it_is_kept<D: Driver>(driv
         follow: true,
         ..LogOptions::default()
     };
-    let lines = collect(runtime.logs(&container, &follow).await).await.expect("logs");
+    let lines = collect(runtime.logs(&container, &follow).await)
+        .await
+        .expect("logs");
     let after = now_nanos() + 5_000_000_000;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0].text, "hello logs");
     assert_eq!(lines[0].stream, OutputStream::Stdout);
     assert!((before..after).contains(&lines[0].time), "{lines:?}");
     // Without follow too; and nothing after it.
-    let lines = collect(runtime.logs(&container, &LogOptions::default()).await).await.expect("logs");
-    assert_eq!(lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), ["hello logs"]);
+    let lines = collect(runtime.logs(&container, &LogOptions::default()).await)
+        .await
+        .expect("logs");
+    assert_eq!(
+        lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+        ["hello logs"]
+    );
     let later = LogOptions {
         since: Some(lines[0].time + 1),
         ..LogOptions::default()
     };
-    assert_eq!(collect(runtime.logs(&container, &later).await).await.expect("logs"), []);
+    assert_eq!(
+        collect(runtime.logs(&container, &later).await)
+            .await
+            .expect("logs"),
+        []
+    );
     let none = LogOptions {
         tail: Some(0),
         ..LogOptions::default()
     };
-    assert_eq!(collect(runtime.logs(&container, &none).await).await.expect("logs"), []);
+    assert_eq!(
+        collect(runtime.logs(&container, &none).await)
+            .await
+            .expect("logs"),
+        []
+    );
     // Removed, its logs are gone with it.
     runtime.remove(&container, None).await.expect("remove");
     let gone = collect(runtime.logs(&container, &LogOptions::default()).await).await;
@@ -474,4 +494,3 @@ pub async fn a_containers_output_is_in_its_logs_while_it_is_kept<D: Driver>(driv
     );
     clean(runtime).await;
 }
-
