@@ -129,9 +129,18 @@ fn documented() -> Vec<(&'static str, &'static str, Value)> {
 /// Names `wire` exports that have no component of their own, and why.
 const NOT_COMPONENTS: &[(&str, &str)] = &[
     ("AgentHealthDoc", "an agent's endpoint, not the manager's"),
-    ("LogLineDoc", "an agent's endpoint (its tasks' logs), not the manager's"),
-    ("LogSource", "an enum of an agent's endpoint (its tasks' logs)"),
-    ("LogsQuery", "query parameters, documented inline in serviceLogs"),
+    (
+        "LogLineDoc",
+        "an agent's endpoint (its tasks' logs), not the manager's",
+    ),
+    (
+        "LogSource",
+        "an enum of an agent's endpoint (its tasks' logs)",
+    ),
+    (
+        "LogsQuery",
+        "query parameters, documented inline in serviceLogs",
+    ),
     (
         "AssignedView",
         "writes AssignedTasks (core checks it reads back as one)",

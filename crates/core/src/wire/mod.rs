@@ -7,8 +7,8 @@
 //!
 //! Start with `workers` (an agent joining and beating), then `tasks` (what it is asked to
 //! run and reports back), `services`, `cluster`, `down` (the monitor's verdict), `health`,
-//! `volumes` (the volume records), `admin` (an operator's labels and rebalances) and
-//! `errors`.
+//! `volumes` (the volume records), `admin` (an operator's labels and rebalances), `logs`
+//! (an agent's lines of a task, and the logs query) and `errors`.
 
 pub mod admin;
 pub mod cluster;
