@@ -1,7 +1,9 @@
 //! The agent's health endpoint: what the monitor probes to confirm a worker is alive
-//! before declaring it dead; and its metrics (`GET /metrics`, the Prometheus text format,
-//! see `metrics`), on the same port and, like `/healthz`, without a token: they say how
-//! many containers run and how its starts and checks go, nothing of what they run.
+//! The agent's health endpoint: what the monitor probes to confirm a worker is alive
+//! before declaring it dead (open); beside it on the same port, its metrics (`GET
+//! /metrics`, the Prometheus text format, see `metrics`; open like `/healthz`: they say
+//! how many containers run and how its starts and checks go, nothing of what they run)
+//! and its tasks' logs (authenticated: see `logs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +16,7 @@ use mycluster_core::wire::{AgentHealthDoc, ErrorDoc, HealthStatus};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::logs::{task_logs, LogsState};
 use crate::{lock, metrics, AgentConfig, AgentError, Shared};
 
 /// Binds the health listener; returns it with the address to advertise.
@@ -41,10 +44,19 @@ pub async fn bind(config: &AgentConfig) -> Result<(TcpListener, String), AgentEr
     Ok((listener, address))
 }
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    logs: LogsState,
+    stop: CancellationToken,
+) {
     let worker = shared.config.name.clone();
     let driver = shared.runtime.driver();
+    let logs = Router::new()
+        .route("/tasks/{task}/logs", get(task_logs))
+        .with_state(logs);
     let app = Router::new()
+        .merge(logs)
         .route(
             "/healthz",
             get(move || {

@@ -47,6 +47,9 @@
 //! Volumes the manager asks this host to remove are removed, and said removed in the
 //! next status report (see `volumes`).
 //!
+//! Logs: the health port also serves each task's logs to the manager, behind the
+//! agent's token (see `logs`).
+//!
 //! Where to start reading: `run` below (five loops: `heartbeat`, the lease timer in
 //! `fencing`, the long-poll in `longpoll`, the sync pass below, and `exits`, which wakes
 //! the sync pass the moment the runtime says a container ended), then `plan` (the
@@ -64,6 +67,7 @@ mod health;
 mod heartbeat;
 mod join;
 mod leave;
+mod logs;
 mod longpoll;
 pub mod metrics;
 pub mod plan;
@@ -312,7 +316,12 @@ pub async fn run(
             &shared.machine
         }
     );
-    let health = tokio::spawn(health::serve(listener, shared.clone(), quit.clone()));
+    let logs = logs::LogsState {
+        runtime: shared.runtime.clone(),
+        token: shared.config.token.clone().filter(|t| !t.is_empty()),
+        stop: quit.clone(),
+    };
+    let health = tokio::spawn(health::serve(listener, shared.clone(), logs, quit.clone()));
     if let Err(e) = register_until_done(&shared, &quit).await {
         quit.cancel();
         let _ = health.await;

@@ -4,11 +4,14 @@
 //! Where to start reading: `Client::request` (one call: the token, the timeout, the
 //! error document), then one method per endpoint, each returning the core's wire type.
 
+mod logs;
+
 use std::time::Duration;
 
 pub use events::{EventQuery, EventStream};
 
 mod events;
+pub use logs::{AgentLogs, ServiceLogs};
 
 use mycluster_core::wire::{
     AssignedTasks, DownDoc, DownManyDoc, DownRequest, ErrorDoc, HealthDoc, HeartbeatDoc,

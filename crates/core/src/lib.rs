@@ -23,6 +23,7 @@ pub mod identity;
 pub mod ids;
 pub mod image;
 pub mod lease;
+pub mod logs;
 pub mod progress;
 pub mod rebalance;
 pub mod reconcile;

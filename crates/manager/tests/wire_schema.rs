@@ -132,6 +132,18 @@ fn documented() -> Vec<(&'static str, &'static str, Value)> {
 const NOT_COMPONENTS: &[(&str, &str)] = &[
     ("AgentHealthDoc", "an agent's endpoint, not the manager's"),
     (
+        "LogLineDoc",
+        "an agent's endpoint (its tasks' logs), not the manager's",
+    ),
+    (
+        "LogSource",
+        "an enum of an agent's endpoint (its tasks' logs)",
+    ),
+    (
+        "LogsQuery",
+        "query parameters, documented inline in serviceLogs",
+    ),
+    (
         "AssignedView",
         "writes AssignedTasks (core checks it reads back as one)",
     ),

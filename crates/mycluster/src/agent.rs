@@ -14,7 +14,7 @@ use mycluster_ingress::IngressConfig;
 use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager, ServerLimits};
 use mycluster_monitor::MonitorConfig;
 use mycluster_runtime::{
-    ContainerRuntime, DockerOptions, DockerRuntime, Identity, ProcessRuntime, SimRuntime,
+    ContainerRuntime, DockerOptions, DockerRuntime, Identity, LogFiles, ProcessRuntime, SimRuntime,
     Supervisor,
 };
 use mycluster_setup::images::{ensure_demo, ORIGINAL_DEMO_IMAGE};
@@ -60,6 +60,62 @@ impl CapacityArgs {
     }
 }
 
+/// Where and how much of its tasks' output a process-driver worker keeps.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LogArgs {
+    /// The agent's own directory: the process driver keeps its tasks' logs in
+    /// <dir>/logs/<task id>/ [default: $HOME/.local/share/mycluster/agents/<cluster>/<name>].
+    #[arg(long, env = "MYCLUSTER_AGENT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The largest log file of one stream (stdout, stderr) of a task, e.g. 1M or 512K
+    /// (process driver).
+    #[arg(
+        long,
+        env = "MYCLUSTER_LOG_MAX_SIZE",
+        default_value = "1M",
+        value_name = "SIZE"
+    )]
+    pub log_max_size: String,
+    /// How many files each stream of a task keeps: the current one and the rotated ones
+    /// (process driver).
+    #[arg(
+        long,
+        env = "MYCLUSTER_LOG_FILES",
+        default_value_t = 2,
+        value_name = "N"
+    )]
+    pub log_files: u32,
+}
+
+impl LogArgs {
+    /// The log files of worker `identity`, checked; `None` when there is no directory to
+    /// keep them in (no --data-dir and no $HOME): output is then discarded.
+    fn files(&self, identity: &Identity) -> anyhow::Result<Option<LogFiles>> {
+        let max_bytes = Bytes::parse(&self.log_max_size)
+            .map_err(|e| anyhow::anyhow!("--log-max-size: {e}"))?
+            .0;
+        let dir = self.data_dir.clone().or_else(|| {
+            std::env::var_os("HOME").map(|home| {
+                std::path::PathBuf::from(home)
+                    .join(".local/share/mycluster/agents")
+                    .join(&identity.cluster)
+                    .join(&identity.worker)
+            })
+        });
+        let Some(dir) = dir else {
+            tracing::warn!("no --data-dir and no $HOME: process-driver tasks' output is discarded");
+            return Ok(None);
+        };
+        let files = LogFiles {
+            max_bytes,
+            files: self.log_files,
+            ..LogFiles::new(dir.join("logs"))
+        };
+        files.check().map_err(anyhow::Error::msg)?;
+        Ok(Some(files))
+    }
+}
+
 pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
     crate::logging::init("agent");
     let mut labels = BTreeMap::new();
@@ -102,7 +158,11 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
         network: args.network.clone(),
         ..DockerOptions::default()
     };
-    let runtime = make_runtime(args.driver, identity, docker).await?;
+    let logs = match args.driver {
+        Driver::Process => args.logs.files(&identity)?,
+        _ => None,
+    };
+    let runtime = make_runtime(args.driver, identity, docker, logs).await?;
     config.token = agent_token(args.join_token_file.as_deref())?;
     // The keeper lives as long as the agent: a stopped worker keeps nothing.
     let keeper = args
@@ -144,14 +204,19 @@ async fn make_runtime(
     driver: Driver,
     identity: Identity,
     docker: DockerOptions,
+    logs: Option<LogFiles>,
 ) -> anyhow::Result<Arc<dyn ContainerRuntime>> {
     Ok(match driver {
         Driver::Docker => Arc::new(DockerRuntime::connect(identity, docker).await?),
-        // Each task under `mycluster supervise` of this very build.
-        Driver::Process => Arc::new(ProcessRuntime::new(
-            identity,
-            Supervisor::this_executable(["supervise"]),
-        )),
+        // Each task under `mycluster supervise` of this very build; its output kept
+        // where `logs` says.
+        Driver::Process => {
+            let runtime = ProcessRuntime::new(identity, Supervisor::this_executable(["supervise"]));
+            Arc::new(match logs {
+                Some(logs) => runtime.with_logs(logs),
+                None => runtime,
+            })
+        }
         Driver::Sim => Arc::new(SimRuntime::new(identity)),
     })
 }
@@ -196,6 +261,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let (auth, secrets) = crate::auth::manager_auth(args.insecure_no_auth, None, None, &data_dir)?;
     let metrics_token = crate::auth::metrics_token(args.metrics_token_file.as_deref(), &auth)?;
     let data_dir_shown = data_dir.display().to_string();
+    let data_dir_path = data_dir.clone();
     let stop = CancellationToken::new();
     let manager = RunningManager::start(
         ManagerConfig {
@@ -232,7 +298,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             cluster: args.name.clone(),
             worker: name.clone(),
         };
-        let runtime = make_runtime(driver, identity, DockerOptions::default()).await?;
+        // A process worker's logs in the dev cluster's data dir (removed with it when
+        // temporary).
+        let logs = LogFiles::new(data_dir_path.join("workers").join(&name).join("logs"));
+        let runtime = make_runtime(driver, identity, DockerOptions::default(), Some(logs)).await?;
         let config = AgentConfig {
             listen: "127.0.0.1:0".into(),
             remove_on_stop: true,

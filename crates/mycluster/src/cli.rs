@@ -81,6 +81,9 @@ pub enum Command {
     /// Create, inspect, scale and remove services.
     #[command(subcommand)]
     Service(Box<ServiceCommand>),
+    /// Print a service's logs: every replica's lines, each prefixed
+    /// `<service>.<slot>@<worker> | `.
+    Logs(crate::logs::LogsArgs),
     /// Show the cluster state: workers and what runs on them, and the services.
     State,
     /// Show the cluster statistics.
@@ -139,6 +142,7 @@ impl Command {
                 | Command::Workers
                 | Command::Tasks { .. }
                 | Command::Events(_)
+                | Command::Logs(_)
         )
     }
 }
@@ -268,6 +272,8 @@ pub struct AgentArgs {
     pub capacity: Option<u32>,
     #[command(flatten)]
     pub offers: crate::agent::CapacityArgs,
+    #[command(flatten)]
+    pub logs: crate::agent::LogArgs,
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 1.0)]
     pub heartbeat: f64,

@@ -16,6 +16,7 @@ mod follow;
 mod hello;
 mod ingress;
 mod logging;
+mod logs;
 mod manager;
 mod output;
 mod placement_flags;
@@ -79,6 +80,7 @@ fn main() {
                 Ok(())
             }
             cli::Command::Service(command) => remote::service(&cli.global, *command).await,
+            cli::Command::Logs(args) => logs::run(&cli.global, args).await,
             cli::Command::State => remote::state(&cli.global).await,
             cli::Command::Stats => remote::stats(&cli.global).await,
             cli::Command::Workers => remote_admin::workers(&cli.global).await,

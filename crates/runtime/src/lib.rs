@@ -13,12 +13,16 @@
 //! gives the agent a cgroup v2 tree of its own (else it refuses them, saying why); its
 //! mounts only by the docker driver (named volumes, made on first use and labelled as
 //! ours, and bind mounts). The sim driver accepts both and does nothing with them.
+//!
+//! Logs (`logs`): the docker driver reads its engine's; the process driver keeps each
+//! task's stdout and stderr in size-bounded rotating files, removed with the task.
 
 mod cgroup;
 mod docker;
 mod exec;
 mod exits;
 mod host;
+mod logs;
 mod network;
 mod process;
 mod sim;
@@ -35,6 +39,7 @@ pub use cgroup::process_limits;
 pub use docker::{connect_engine, DockerOptions, DockerRuntime};
 pub use exits::Exit;
 pub use host::HostFacts;
+pub use logs::{LogFiles, LogLine, LogLines, LogOptions, Nanos, OutputStream};
 pub use process::{ProcessRuntime, Supervisor};
 pub use sim::SimRuntime;
 
@@ -122,6 +127,9 @@ pub enum RuntimeError {
     /// A volume cannot be removed while a container uses it; the removal may work later.
     #[error("{0}")]
     InUse(String),
+    /// No such container of this runtime (any more).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// The most output of an `exec` a driver keeps: enough for a health check to say why it
@@ -200,6 +208,23 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// pass finds exits (sim).
     fn exits(&self) -> Option<tokio::sync::broadcast::Receiver<Exit>> {
         None
+    }
+
+    /// The container's output, a line at a time, each with its stream and time (see
+    /// `LogOptions`): the docker driver's from its engine, the process driver's from the
+    /// files it keeps for each task (when given a place for them: `with_logs`), as long
+    /// as the container is there, exited or not. `NotFound` for a container it does not
+    /// have. By default a driver keeps no logs, and says so (sim).
+    async fn logs(
+        &self,
+        container: &Container,
+        options: &LogOptions,
+    ) -> Result<LogLines, RuntimeError> {
+        let _ = (container, options);
+        Err(RuntimeError::Unsupported(format!(
+            "the {} driver keeps no logs",
+            self.driver()
+        )))
     }
 }
 

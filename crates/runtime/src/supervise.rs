@@ -5,7 +5,9 @@
 //! The agent starts it with `PR_SET_PDEATHSIG(SIGUSR1)` and writes the task (a
 //! `Request`) on its stdin. It makes itself a child subreaper, so whatever its
 //! descendants orphan is re-parented to it and stays in its tree, starts the command as
-//! its child in a process group of its own, answers one line on stdout (`started <pid>`,
+//! its child in a process group of its own (its stdout and stderr: the pipes the agent
+//! passed as descriptors 3 and 4 when the request says so, for its logs; else nowhere),
+//! answers one line on stdout (`started <pid>`,
 //! or `failed <reason>` when the command cannot be executed), then waits for signals:
 //!
 //! - SIGTERM (or SIGINT, SIGHUP, SIGQUIT), a stop: SIGTERM to the command's group, and
@@ -56,7 +58,13 @@ pub(crate) struct Request {
     pub command: Vec<String>,
     /// Set in the command's environment, over the supervisor's own.
     pub env: BTreeMap<String, String>,
+    /// The command writes its stdout and stderr to the supervisor's descriptors 3 and 4
+    /// (the agent's pipes to its log files); without, to /dev/null.
+    pub output: bool,
 }
+
+/// The descriptors of the command's stdout and stderr, when the request has `output`.
+pub(crate) const OUTPUT_FDS: [libc::c_int; 2] = [3, 4];
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum RequestError {
@@ -69,7 +77,8 @@ pub(crate) enum RequestError {
 }
 
 impl Request {
-    /// NUL-separated fields: the magic, the grace in milliseconds, the number of
+    /// NUL-separated fields: the magic, the grace in milliseconds, `1` or `0` for
+    /// `output`, the number of
     /// arguments and the arguments, the number of variables and each name and value. NUL
     /// is the one byte no argument or variable can hold.
     pub(crate) fn encode(&self) -> Result<Vec<u8>, RequestError> {
@@ -77,7 +86,8 @@ impl Request {
         let grace = self.grace.as_millis().to_string();
         let argc = self.command.len().to_string();
         let envc = self.env.len().to_string();
-        fields.extend([MAGIC, grace.as_str(), argc.as_str()]);
+        let output = if self.output { "1" } else { "0" };
+        fields.extend([MAGIC, grace.as_str(), output, argc.as_str()]);
         fields.extend(self.command.iter().map(String::as_str));
         fields.push(&envc);
         for (name, value) in &self.env {
@@ -108,6 +118,11 @@ impl Request {
         }
         let number = |field: String| field.parse::<u64>().map_err(|_| RequestError::Format);
         let grace = Duration::from_millis(number(text()?)?);
+        let output = match text()?.as_str() {
+            "1" => true,
+            "0" => false,
+            _ => return Err(RequestError::Format),
+        };
         let argc = number(text()?)?;
         let command = (0..argc).map(|_| text()).collect::<Result<Vec<_>, _>>()?;
         let envc = number(text()?)?;
@@ -124,6 +139,7 @@ impl Request {
             grace,
             command,
             env,
+            output,
         })
     }
 }
@@ -210,13 +226,17 @@ fn answer(reply: &Reply) {
 
 /// Starts the command as this process's child, in a process group of its own.
 fn start(request: &Request) -> std::io::Result<i32> {
+    let (stdout, stderr) = match request.output {
+        true => (output(OUTPUT_FDS[0])?, output(OUTPUT_FDS[1])?),
+        false => (Stdio::null(), Stdio::null()),
+    };
     let mut command = Command::new(&request.command[0]);
     command
         .args(&request.command[1..])
         .envs(&request.env)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
         .process_group(0);
     // SAFETY: getpid(2) has no preconditions.
     let supervisor = unsafe { libc::getpid() };
@@ -243,6 +263,24 @@ fn start(request: &Request) -> std::io::Result<i32> {
     // Dropping the handle neither kills nor waits: the supervisor reaps with waitpid.
     let child = command.spawn()?;
     Ok(child.id() as i32)
+}
+
+/// The pipe the agent passed as descriptor `fd`, for the command's output. Closed on
+/// exec: the command gets it as its stdout or stderr only, and the supervisor's own copy
+/// closes with the `Command` (so the pipe ends when the command's processes end).
+fn output(fd: libc::c_int) -> std::io::Result<Stdio> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fcntl(2) on a descriptor number; fails cleanly when it is not open.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(std::io::Error::other(format!(
+            "no output pipe at descriptor {fd}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: the agent passed it for this very use, and nothing else here owns it.
+    Ok(Stdio::from(unsafe {
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }))
 }
 
 enum Ended {
@@ -437,6 +475,7 @@ mod tests {
                 ("A".to_string(), "1=2".to_string()),
                 ("EMPTY".to_string(), String::new()),
             ]),
+            output: true,
         }
     }
 

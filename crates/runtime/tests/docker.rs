@@ -12,7 +12,7 @@ use std::time::Duration;
 use mycluster_core::service::{Amount, Bytes, Cpus};
 use mycluster_runtime::{
     Container, ContainerRuntime, ContainerState, DockerOptions, DockerRuntime, ExecOutcome, Exit,
-    HostFacts, Identity, RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_WORKER,
+    HostFacts, Identity, LogLines, LogOptions, RuntimeError, TaskSpec, LABEL_CLUSTER, LABEL_WORKER,
 };
 use support::{docker, docker_ready, test_image, unique, Cleanup, VolumeCleanup, TEST_OWNER_LABEL};
 
@@ -38,6 +38,14 @@ impl Driver for Docker {
             task_id,
             Some(&test_image()),
             Some(vec!["exit", &code]),
+        ))
+    }
+
+    fn printing(&self, task_id: &str, text: &str) -> Option<TaskSpec> {
+        Some(spec(
+            task_id,
+            Some(&test_image()),
+            Some(vec!["say", "0", text]),
         ))
     }
 
@@ -202,6 +210,14 @@ impl ContainerRuntime for Guarded {
 
     fn exits(&self) -> Option<tokio::sync::broadcast::Receiver<Exit>> {
         self.runtime.exits()
+    }
+
+    async fn logs(
+        &self,
+        container: &Container,
+        options: &LogOptions,
+    ) -> Result<LogLines, RuntimeError> {
+        self.runtime.logs(container, options).await
     }
 }
 

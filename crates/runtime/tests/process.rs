@@ -5,7 +5,7 @@ mod conformance;
 use conformance::{spec, Driver};
 use mycluster_core::service::{Amount, Bytes, Cpus, Mount, MountKind};
 use mycluster_runtime::{
-    Container, ContainerRuntime, ContainerState, Identity, ProcessRuntime, RuntimeError,
+    Container, ContainerRuntime, ContainerState, Identity, LogFiles, ProcessRuntime, RuntimeError,
     Supervisor, TaskSpec,
 };
 
@@ -19,8 +19,16 @@ struct Process;
 #[async_trait::async_trait]
 impl Driver for Process {
     async fn runtime(&self, identity: Identity) -> Box<dyn ContainerRuntime> {
+        // Under the system's temporary directory, one per cluster and worker: each
+        // task's files are removed with it.
+        let logs = std::env::temp_dir().join(format!(
+            "mycluster-test-logs-{}-{}",
+            identity.cluster, identity.worker
+        ));
         Box::new(
-            ProcessRuntime::new(identity, supervisor()).with_stop_grace(conformance::DEFAULT_GRACE),
+            ProcessRuntime::new(identity, supervisor())
+                .with_stop_grace(conformance::DEFAULT_GRACE)
+                .with_logs(LogFiles::new(logs)),
         )
     }
 
@@ -34,6 +42,10 @@ impl Driver for Process {
             None,
             Some(vec!["sh", "-c", &format!("exit {code}")]),
         ))
+    }
+
+    fn printing(&self, task_id: &str, text: &str) -> Option<TaskSpec> {
+        Some(spec(task_id, None, Some(vec!["echo", text])))
     }
 
     fn exec_printing(&self, code: i64) -> Option<Vec<String>> {

@@ -22,6 +22,10 @@ impl Driver for Sim {
         None
     }
 
+    fn printing(&self, _task_id: &str, _text: &str) -> Option<TaskSpec> {
+        None
+    }
+
     fn exec_printing(&self, _code: i64) -> Option<Vec<String>> {
         None
     }

@@ -7,8 +7,8 @@
 //!
 //! Start with `workers` (an agent joining and beating), then `tasks` (what it is asked to
 //! run and reports back), `services`, `cluster`, `down` (the monitor's verdict), `health`,
-//! `volumes` (the volume records), `admin` (an operator's labels and rebalances) and
-//! `errors`.
+//! `volumes` (the volume records), `admin` (an operator's labels and rebalances), `logs`
+//! (an agent's lines of a task, and the logs query) and `errors`.
 
 pub mod admin;
 pub mod cluster;
@@ -17,6 +17,7 @@ pub mod endpoints;
 pub mod errors;
 pub mod events;
 pub mod health;
+pub mod logs;
 pub mod rollouts;
 pub mod services;
 pub mod tasks;
@@ -31,6 +32,7 @@ pub use endpoints::{RouteTable, ServiceEndpoints};
 pub use errors::ErrorDoc;
 pub use events::{Event, EventDoc, Topic};
 pub use health::{AgentHealthDoc, HealthDoc, HealthStatus, ReseedDoc};
+pub use logs::{LogLineDoc, LogSource, LogsQuery};
 pub use rollouts::{RolloutDoc, VersionDoc, VersionsDoc};
 pub use services::{ServiceDoc, ServicePatchRequest, ServiceRequest};
 pub use tasks::{

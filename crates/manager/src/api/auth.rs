@@ -47,6 +47,12 @@ impl Token {
         self.matches(&other.0)
     }
 
+    /// The secret itself, to present it to another party (the manager to its agents,
+    /// for their logs): printable ASCII, checked by `parse`.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
     fn matches(&self, presented: &[u8]) -> bool {
         // Lengths are not secret; the bytes are compared without an early exit.
         self.0.ct_eq(presented).into()

@@ -17,14 +17,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mycluster_core::wire::{ErrorDoc, Topic};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::guard::StreamSlot;
 use super::{ApiError, AppState};
 use crate::cluster::Cluster;
 use crate::events::{Gone, Held};
@@ -42,7 +41,6 @@ pub async fn stream(
     State(app): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
-    slot: Option<Extension<StreamSlot>>,
 ) -> Result<Response, ApiError> {
     let asked = Asked::parse(query, &headers)?;
     let log = app.cluster.events();
@@ -67,7 +65,6 @@ pub async fn stream(
         stop: app.stop.clone(),
         keepalive: tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE),
         done: false,
-        _slot: slot.map(|Extension(slot)| slot),
     };
     let body = Body::from_stream(futures_util::stream::unfold(
         follower,
@@ -197,8 +194,6 @@ struct Follower {
     stop: CancellationToken,
     keepalive: tokio::time::Interval,
     done: bool,
-    /// Held while the stream is open: it counts against the long-poll limits.
-    _slot: Option<StreamSlot>,
 }
 
 impl Follower {

@@ -2,11 +2,12 @@
 //! a cap on long-polls per client, and a deadline, each refused with the error document
 //! so a hostile or broken client learns why and the manager spends nothing on it.
 //!
-//! The event stream (`GET /api/v1/events`) is a long-poll that does not end: it takes a
-//! long-poll slot like the others, and hands it to its response body (`StreamSlot`), so
-//! the slot is held for as long as the stream is open. The deadline only bounds the time
-//! to its response's head; the body is not cut by it (it ends when its client goes, or
-//! at the manager's stop).
+//! A stream (the event stream `GET /api/v1/events`, a service's logs `GET
+//! /api/v1/service/<name>/logs`) is a long-poll that does not end: it takes a long-poll
+//! slot like the others, and the guard hands that slot to the response's body, so it is
+//! held for as long as the stream is open. The deadline only bounds the time to its
+//! response's head; the body is not cut by it (it ends when its client goes, or at the
+//! manager's stop).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -26,14 +27,7 @@ use super::{ApiError, AppState};
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
-/// A long-poll slot an event stream holds until its body is dropped (the guard puts it in
-/// the request's extensions; the stream keeps it).
-#[derive(Clone)]
-pub struct StreamSlot {
-    _held: Arc<Slot>,
-}
-
-pub async fn guard(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn guard(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let header_bytes: usize = request
         .uri()
         .path_and_query()
@@ -64,27 +58,36 @@ pub async fn guard(State(app): State<AppState>, mut request: Request, next: Next
     }
     let waits = may_wait(request.method(), request.uri().path());
     // Held until the answer is ready: a client may only park so many requests here.
-    let _slot = if matches!(waits, Wait::LongPoll | Wait::Stream) {
+    // Held until the answer is ready (a stream: until its body ends): a client may only
+    // park so many requests here.
+    let slot = if matches!(waits, Wait::LongPoll | Wait::Stream) {
         let client = request.extensions().get::<Peer>().map(|p| p.0.ip());
         match app.long_polls.enter(client) {
-            Ok(slot) => Some(Arc::new(slot)),
+            Ok(slot) => Some(slot),
             Err(refused) => return *refused,
         }
     } else {
         None
     };
-    if let (Wait::Stream, Some(slot)) = (waits, &_slot) {
-        request.extensions_mut().insert(StreamSlot {
-            _held: slot.clone(),
-        });
-    }
     let deadline = app.config.request_timeout
         + match waits {
             Wait::No | Wait::Stream => Duration::ZERO,
             Wait::Converge | Wait::LongPoll => app.config.max_wait,
         };
     match tokio::time::timeout(deadline, next.run(request)).await {
-        Ok(response) => response,
+        // The deadline is the answer's start; its body streams for as long as it lasts,
+        // holding its slot.
+        Ok(response) if waits == Wait::Stream => response.map(|body| {
+            use http_body_util::BodyExt;
+            axum::body::Body::new(body.map_frame(move |frame| {
+                let _held = &slot;
+                frame
+            }))
+        }),
+        Ok(response) => {
+            drop(slot);
+            response
+        }
         // The manager was slow, not the client (a slow body is 408, in the body reader).
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -104,12 +107,20 @@ enum Wait {
     Converge,
     /// An agent's blocking query for its tasks, or an ingress's for its routes.
     LongPoll,
-    /// The event stream: a long-poll whose answer's body stays open.
+    /// A body that streams for as long as the client reads (the events, a service's
+    /// logs).
     Stream,
 }
 
 fn may_wait(method: &Method, path: &str) -> Wait {
     if method == Method::GET && path == "/api/v1/events" {
+        return Wait::Stream;
+    }
+    let logs = path
+        .strip_prefix("/api/v1/service/")
+        .and_then(|rest| rest.strip_suffix("/logs"))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'));
+    if method == Method::GET && logs {
         return Wait::Stream;
     }
     if method == Method::POST && path == "/api/v1/service" {
@@ -239,6 +250,11 @@ mod tests {
         assert_eq!(may_wait(&Method::POST, "/api/v1/service"), Wait::Converge);
         assert_eq!(may_wait(&Method::GET, "/api/v1/tasks"), Wait::No);
         assert_eq!(may_wait(&Method::GET, "/api/v1/events"), Wait::Stream);
+        assert_eq!(
+            may_wait(&Method::GET, "/api/v1/service/web/logs"),
+            Wait::Stream
+        );
+        assert_eq!(may_wait(&Method::GET, "/api/v1/service//logs"), Wait::No);
         assert_eq!(may_wait(&Method::GET, "/api/v1/state"), Wait::No);
     }
 }

@@ -9,6 +9,7 @@ mod error;
 mod events;
 pub mod guard;
 mod metrics;
+mod logs;
 mod query;
 mod rollouts;
 mod services;
@@ -149,6 +150,7 @@ pub fn router(state: AppState) -> Router {
             get(endpoints::of_service),
         )
         .route("/api/v1/endpoints", get(endpoints::table))
+        .route("/api/v1/service/{name}/logs", get(logs::service_logs))
         .route("/api/v1/service/{name}/rollout", get(rollouts::get))
         .route("/api/v1/service/{name}/rollback", post(rollouts::rollback))
         .route("/api/v1/service/{name}/restart", post(rollouts::restart))

@@ -16,6 +16,7 @@
 
 mod engine;
 mod events;
+mod logs;
 mod volumes;
 
 use std::collections::HashMap;
@@ -558,6 +559,15 @@ impl ContainerRuntime for DockerRuntime {
 
     /// The `die` and `oom` events of this worker's containers, from the engine's event
     /// stream (followed from the first subscription on; see `events`).
+    /// The engine's logs of the container (see `logs`).
+    async fn logs(
+        &self,
+        container: &Container,
+        options: &crate::LogOptions,
+    ) -> Result<crate::LogLines, RuntimeError> {
+        Ok(logs::logs(&self.docker, container, options))
+    }
+
     fn exits(&self) -> Option<tokio::sync::broadcast::Receiver<Exit>> {
         let (docker, identity) = (self.docker.clone(), self.identity.clone());
         self.exits

@@ -18,6 +18,12 @@
 //! the agent make one (see `cgroup.rs`); its supervisor is moved in before it starts the
 //! command, so everything the command starts is inside. Elsewhere such a task is refused,
 //! as is any task with volumes: processes of the host have no mounts of their own.
+//!
+//! Logs: given a place for them (`with_logs`), the driver passes each command pipes for
+//! its stdout and stderr (through its supervisor) and keeps what comes in size-bounded
+//! rotating files per task (see `logs::files`), removed with the task's record (when
+//! the task is removed, or its runtime goes). A new runtime removes what an earlier
+//! agent of the worker left there, as it kills its processes.
 
 mod spawn;
 
@@ -32,6 +38,8 @@ use std::time::{Duration, Instant};
 use self::spawn::{end, hear, Spawner};
 use crate::cgroup::{self, TaskGroup};
 use crate::exits::{announce, Exit, ExitFeed};
+use crate::logs::files::{capture, pipe, TaskLog};
+use crate::logs::{read, LogFiles, LogLines, LogOptions};
 use crate::supervise::{Request, AGENT_DIED};
 use crate::tree;
 use crate::{
@@ -102,6 +110,8 @@ pub struct ProcessRuntime {
     swept: std::sync::Once,
     /// The exits of its supervisors, heard as SIGCHLD, once someone listens.
     exits: ExitFeed,
+    /// Where its tasks' output is kept; `None`: discarded.
+    logs: Option<LogFiles>,
 }
 
 struct Tracked {
@@ -112,6 +122,8 @@ struct Tracked {
     env: BTreeMap<String, String>,
     /// Its cgroup, when it has limits: removed once its processes are gone.
     group: Option<TaskGroup>,
+    /// Its log files, when kept: removed with this record once its output has ended.
+    log: Option<Arc<TaskLog>>,
 }
 
 impl ProcessRuntime {
@@ -130,7 +142,14 @@ impl ProcessRuntime {
             cleaned: std::sync::Once::new(),
             swept: std::sync::Once::new(),
             exits: ExitFeed::new(),
+            logs: None,
         }
+    }
+
+    /// Keeps each task's stdout and stderr in `files` (see `LogFiles`).
+    pub fn with_logs(mut self, files: LogFiles) -> ProcessRuntime {
+        self.logs = Some(files);
+        self
     }
 
     /// The grace of a stop that gives none (as `DockerOptions::stop_grace`).
@@ -147,6 +166,10 @@ impl ProcessRuntime {
                     "process driver: killed {killed} leftover processes of worker {}",
                     self.identity.worker
                 );
+            }
+            // Their logs: no task of this runtime has any yet.
+            if let Some(files) = &self.logs {
+                remove_leftover_logs(&files.dir);
             }
         });
     }
@@ -240,10 +263,12 @@ impl ContainerRuntime for ProcessRuntime {
         let marks = self.marks(spec);
         let mut env = spec.env.clone();
         env.extend(marks.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let (log, output) = self.capture(&spec.task_id);
         let request = Request {
             grace: self.stop_grace,
             command: command.clone(),
             env: env.clone(),
+            output: output.is_some(),
         }
         .encode()
         .map_err(|e| cannot_run(e.to_string()))?;
@@ -253,7 +278,10 @@ impl ContainerRuntime for ProcessRuntime {
                 group.remove();
             }
         };
-        let spawned = self.spawner.spawn(self.supervisor.clone(), marks).await;
+        let spawned = self
+            .spawner
+            .spawn(self.supervisor.clone(), marks, output)
+            .await;
         let mut supervisor = match spawned {
             Ok(supervisor) => supervisor,
             Err(e) => {
@@ -293,6 +321,7 @@ impl ContainerRuntime for ProcessRuntime {
                 container,
                 env,
                 group,
+                log,
             },
         );
         Ok(id)
@@ -397,6 +426,35 @@ impl ContainerRuntime for ProcessRuntime {
         exec::run(argv, &env, timeout).await
     }
 
+    /// From the task's files, as long as its record is kept (exited or not).
+    async fn logs(
+        &self,
+        container: &Container,
+        options: &LogOptions,
+    ) -> Result<LogLines, RuntimeError> {
+        let log = {
+            let children = self.lock();
+            let tracked = children
+                .get(&container.task_id)
+                .filter(|t| t.container.id == container.id)
+                .ok_or_else(|| {
+                    RuntimeError::NotFound(format!("no process {} on this worker", container.name))
+                })?;
+            tracked
+                .log
+                .as_ref()
+                .map(|log| (log.dir.clone(), log.files, log.watch()))
+        };
+        let Some((dir, files, progress)) = log else {
+            return Err(RuntimeError::Unsupported(format!(
+                "no logs of {}: this agent keeps none (it has no directory for them), or it \
+                 could not make them when the task started",
+                container.name
+            )));
+        };
+        Ok(read::read(dir, files, progress, options.clone()))
+    }
+
     /// The ends of this worker's supervisors (a command that exited or was killed ends
     /// its supervisor), heard as the agent's SIGCHLD: one signal handler for the whole
     /// runtime, which looks at its own supervisors on each (see `watch_children`).
@@ -486,6 +544,30 @@ impl Tracked {
 }
 
 impl ProcessRuntime {
+    /// Pipes for a task's output and the files they fill, when this runtime keeps logs
+    /// (and can: a task whose files cannot be made runs without, said in the agent's log).
+    fn capture(&self, task_id: &str) -> (Option<Arc<TaskLog>>, Option<[std::os::fd::OwnedFd; 2]>) {
+        let Some(files) = &self.logs else {
+            return (None, None);
+        };
+        let made = pipe().and_then(|(out_read, out_write)| {
+            let (err_read, err_write) = pipe()?;
+            let log = capture(files, task_id, out_read, err_read)?;
+            Ok((log, [out_write, err_write]))
+        });
+        match made {
+            Ok((log, output)) => (Some(log), Some(output)),
+            Err(e) => {
+                tracing::warn!(
+                    "process driver: cannot keep the logs of task {task_id} in {} ({e}): its \
+                     output is discarded",
+                    files.dir.display()
+                );
+                (None, None)
+            }
+        }
+    }
+
     /// The environment of the task's process, if it still runs as `container`.
     fn running_env(&self, container: &Container) -> Option<BTreeMap<String, String>> {
         let mut children = self.lock();
@@ -545,6 +627,18 @@ fn exit_state(status: std::process::ExitStatus) -> ContainerState {
             code: -1,
             error: Some("ended without a status".into()),
         },
+    }
+}
+
+/// Removes every task's logs under `dir` (left by an agent of this worker that died).
+fn remove_leftover_logs(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+            tracing::warn!("cannot remove the old logs {}: {e}", entry.path().display());
+        }
     }
 }
 

@@ -2,11 +2,12 @@
 //! told its task on stdin, its one-line answer read back (see `hear`).
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
 use super::{Supervisor, ANSWER_TIMEOUT, KILL_PATIENCE};
-use crate::supervise::{Reply, AGENT_DIED};
+use crate::supervise::{Reply, AGENT_DIED, OUTPUT_FDS};
 use crate::tree;
 
 /// Sends a new supervisor its task and reads whether the command runs: its pid, or why
@@ -72,6 +73,7 @@ pub(super) fn end(supervisor: &mut Child) {
 type SpawnRequest = (
     Supervisor,
     [(&'static str, String); 4],
+    Option<[OwnedFd; 2]>,
     tokio::sync::oneshot::Sender<std::io::Result<Child>>,
 );
 
@@ -88,10 +90,13 @@ impl Spawner {
         std::thread::Builder::new()
             .name("process-spawner".into())
             .spawn(move || {
-                for (supervisor, marks, reply) in receiver {
+                for (supervisor, marks, output, reply) in receiver {
+                    let spawned = spawn_supervisor(&supervisor, &marks, output.as_ref());
+                    // The supervisor has its copies: the pipes end with its task.
+                    drop(output);
                     // A start cancelled meanwhile: the supervisor, still without a task,
                     // must not stay a zombie.
-                    if let Err(Ok(mut child)) = reply.send(spawn_supervisor(&supervisor, &marks)) {
+                    if let Err(Ok(mut child)) = reply.send(spawned) {
                         let _ = child.kill();
                         let _ = child.wait();
                     }
@@ -105,10 +110,11 @@ impl Spawner {
         &self,
         supervisor: Supervisor,
         marks: [(&'static str, String); 4],
+        output: Option<[OwnedFd; 2]>,
     ) -> std::io::Result<Child> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.requests
-            .send((supervisor, marks, reply))
+            .send((supervisor, marks, output, reply))
             .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
         answer
             .await
@@ -117,10 +123,12 @@ impl Spawner {
 }
 
 /// Starts a supervisor, in a process group of its own (a Ctrl-C meant for the agent's
-/// terminal is not a stop), told of the agent's death by `AGENT_DIED`.
+/// terminal is not a stop), told of the agent's death by `AGENT_DIED`; with `output`, the
+/// write ends of its command's stdout and stderr pipes as its descriptors 3 and 4.
 pub(super) fn spawn_supervisor(
     supervisor: &Supervisor,
     marks: &[(&'static str, String)],
+    output: Option<&[OwnedFd; 2]>,
 ) -> std::io::Result<Child> {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;
@@ -135,9 +143,27 @@ pub(super) fn spawn_supervisor(
         // The agent's: a supervisor only writes there if it fails.
         .stderr(Stdio::inherit())
         .process_group(0);
-    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    let output = output.map(|[out, err]| [out.as_raw_fd(), err.as_raw_fd()]);
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, prctl, getppid) between fork
+    // and exec.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(fds) = output {
+                // Above the targets first, so that placing one cannot overwrite the other.
+                let mut high = [0; 2];
+                for (i, fd) in fds.into_iter().enumerate() {
+                    high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                    if high[i] < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // dup2 leaves the copies open across exec; the others close there.
+                for (fd, target) in high.into_iter().zip(OUTPUT_FDS) {
+                    if libc::dup2(fd, target) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, AGENT_DIED) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

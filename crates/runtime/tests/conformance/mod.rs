@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 pub use limits::*;
 use mycluster_core::service::Amount;
 use mycluster_runtime::{
-    Container, ContainerRuntime, ContainerState, ExecOutcome, Exit, Identity, RuntimeError,
-    TaskSpec, EXEC_OUTPUT_LIMIT,
+    Container, ContainerRuntime, ContainerState, ExecOutcome, Exit, Identity, LogLine, LogLines,
+    LogOptions, OutputStream, RuntimeError, TaskSpec, EXEC_OUTPUT_LIMIT,
 };
 
 /// How the suite makes runtimes and specs of one driver.
@@ -54,6 +54,9 @@ pub trait Driver: Send + Sync {
     /// operator would (`docker kill`; SIGKILL to the command); false if the driver runs
     /// nothing that could be killed (sim).
     fn kill_from_outside(&self, container: &Container) -> bool;
+    /// A spec whose container prints `text` on its stdout and exits 0; `None` if the
+    /// driver runs no programs (sim: it keeps no logs, and says so).
+    fn printing(&self, task_id: &str, text: &str) -> Option<TaskSpec>;
     /// A unique cluster name per test, so parallel tests and runs never meet.
     fn cluster(&self, test: &str) -> String {
         format!("conformance-{test}-{}", std::process::id())
@@ -77,6 +80,7 @@ macro_rules! runtime_suite {
             a_volume_keeps_its_data_for_the_slots_next_container,
             a_read_only_mount_refuses_writes,
             a_container_killed_from_outside_is_announced,
+            a_containers_output_is_in_its_logs_while_it_is_kept,
         );
     };
     (@cases $driver:expr; $($case:ident),* $(,)?) => {
@@ -390,4 +394,103 @@ pub async fn a_container_ignoring_sigterm_is_killed_after_the_grace_given<D: Dri
         took < DEFAULT_GRACE / 3,
         "stopped after {took:?}: the default grace ({DEFAULT_GRACE:?}), not the one given"
     );
+}
+
+/// Every line of a logs answer, or the error that ended it.
+pub async fn collect(answer: Result<LogLines, RuntimeError>) -> Result<Vec<LogLine>, RuntimeError> {
+    let mut lines = answer?;
+    let mut out = Vec::new();
+    while let Some(line) = lines.recv().await {
+        out.push(line?);
+    }
+    Ok(out)
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+pub async fn a_containers_output_is_in_its_logs_while_it_is_kept<D: Driver>(driver: &D) {
+    let runtime = driver.runtime(identity(driver, "logs", "w1")).await;
+    let runtime = runtime.as_ref();
+    let Some(spec) = driver.printing("t-logs", "hello logs") else {
+        runtime
+            .start(&driver.long_running("t-logs"))
+            .await
+            .expect("start");
+        let list = runtime.list().await.expect("list");
+        let answer = runtime.logs(&list[0], &LogOptions::default()).await;
+        assert!(
+            matches!(&answer, Err(RuntimeError::Unsupported(why)) if why.contains("keeps no logs")),
+            "a driver without logs says so: {:?}",
+            answer.err()
+        );
+        clean(runtime).await;
+        return;
+    };
+    // Clocks of an engine and of this host may differ a little.
+    let before = now_nanos().saturating_sub(5_000_000_000);
+    runtime.start(&spec).await.expect("start");
+    let list = wait_for(runtime, "the printing container to exit", |list| {
+        list.iter()
+            .any(|c| c.task_id == "t-logs" && matches!(c.state, ContainerState::Exited { .. }))
+    })
+    .await;
+    let container = list
+        .iter()
+        .find(|c| c.task_id == "t-logs")
+        .expect("listed")
+        .clone();
+    // Following an exited container's logs gives what it wrote, then ends.
+    let follow = LogOptions {
+        follow: true,
+        ..LogOptions::default()
+    };
+    let lines = collect(runtime.logs(&container, &follow).await)
+        .await
+        .expect("logs");
+    let after = now_nanos() + 5_000_000_000;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].text, "hello logs");
+    assert_eq!(lines[0].stream, OutputStream::Stdout);
+    assert!((before..after).contains(&lines[0].time), "{lines:?}");
+    // Without follow too; and nothing after it.
+    let lines = collect(runtime.logs(&container, &LogOptions::default()).await)
+        .await
+        .expect("logs");
+    assert_eq!(
+        lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+        ["hello logs"]
+    );
+    let later = LogOptions {
+        since: Some(lines[0].time + 1),
+        ..LogOptions::default()
+    };
+    assert_eq!(
+        collect(runtime.logs(&container, &later).await)
+            .await
+            .expect("logs"),
+        []
+    );
+    let none = LogOptions {
+        tail: Some(0),
+        ..LogOptions::default()
+    };
+    assert_eq!(
+        collect(runtime.logs(&container, &none).await)
+            .await
+            .expect("logs"),
+        []
+    );
+    // Removed, its logs are gone with it.
+    runtime.remove(&container, None).await.expect("remove");
+    let gone = collect(runtime.logs(&container, &LogOptions::default()).await).await;
+    assert!(
+        matches!(gone, Err(RuntimeError::NotFound(_))),
+        "the logs of a removed container: {gone:?}"
+    );
+    clean(runtime).await;
 }

@@ -1,0 +1,217 @@
+//! `GET /api/v1/service/<name>/logs?follow=&tail=N&since=T&timestamps=`: a service's
+//! logs, merged from its replicas' agents on demand. Logs stay on the workers (the
+//! engine's, or the process driver's files); the manager keeps none. For every task
+//! `core::logs::log_tasks` picks (live tasks, else a slot's latest that ran), it opens
+//! that worker's agent's stream (`GET http://<worker address>/tasks/<id>/logs`, with
+//! the join token, else the API token) and writes each line, prefixed
+//! `<service>.<slot>@<worker> | ` (and the time with `timestamps`), into one
+//! `text/plain` body as lines arrive. An agent that cannot be reached or keeps nothing
+//! is one such line, not a failure of the request.
+//!
+//! Following, the manager looks again at every commit and opens the streams of tasks
+//! that started since (a replacement, a scale-up); the stream ends when the client goes,
+//! the service is deleted, or the manager stops. It is a long-poll for the guard (it
+//! counts against the client's long-polls, and no request deadline cuts it).
+
+use std::collections::HashSet;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use mycluster_client::AgentLogs;
+use mycluster_core::logs::{log_tasks, prefix, render, LogRequest, LogTask, Nanos};
+use mycluster_core::wire::{LogSource, LogsQuery};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::Auth;
+use super::{known, ApiError, AppState};
+use crate::cluster::Cluster;
+
+/// Lines waiting to be written to a slow client, from all replicas together; past it,
+/// the replicas' streams wait (and so do their agents).
+const BUFFERED_LINES: usize = 1024;
+
+pub async fn service_logs(
+    State(app): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<LogsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(name) = name?;
+    let Query(query) = query?;
+    known(&app.cluster.snapshot().state, &name)?;
+    let request = LogRequest::read(&query, now()).map_err(ApiError::bad_request)?;
+    let (lines, body) = mpsc::channel::<String>(BUFFERED_LINES);
+    tokio::spawn(merge(
+        app.cluster.clone(),
+        name,
+        request,
+        agent_tokens(&app.config.auth),
+        lines,
+        app.stop.clone(),
+    ));
+    let body = futures_util::stream::unfold(body, |mut body| async move {
+        let line = body.recv().await?;
+        Some((
+            Ok::<Bytes, std::convert::Infallible>(Bytes::from(line)),
+            body,
+        ))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// What the manager presents to agents: the join token, then the API token (an agent
+/// may have joined with either); none without authentication.
+fn agent_tokens(auth: &Auth) -> Vec<String> {
+    match auth {
+        Auth::Off => Vec::new(),
+        Auth::On { api, join } => join
+            .iter()
+            .chain(std::iter::once(api))
+            .map(|t| t.as_str().to_string())
+            .collect(),
+    }
+}
+
+/// Opens the stream of each task to show, now and (following) as tasks start, until
+/// every stream ended (not following), or the client went, the service was deleted or
+/// the manager stops (following).
+async fn merge(
+    cluster: std::sync::Arc<Cluster>,
+    service: String,
+    request: LogRequest,
+    tokens: Vec<String>,
+    lines: mpsc::Sender<String>,
+    stop: CancellationToken,
+) {
+    let mut commits = cluster.watch_commits();
+    let mut opened: HashSet<String> = HashSet::new();
+    let mut readers = JoinSet::new();
+    loop {
+        commits.borrow_and_update();
+        let snapshot = cluster.snapshot();
+        if !snapshot.state.services.contains_key(&service) {
+            let _ = lines
+                .send(format!("{service} | the service was deleted\n"))
+                .await;
+            break;
+        }
+        for task in log_tasks(&snapshot.state, &service) {
+            if !opened.insert(task.task.clone()) {
+                continue;
+            }
+            let address = snapshot
+                .state
+                .workers
+                .get(&task.worker)
+                .map(|w| w.address.clone());
+            readers.spawn(read(
+                service.clone(),
+                task,
+                address,
+                request.clone(),
+                tokens.clone(),
+                lines.clone(),
+            ));
+        }
+        if !request.follow {
+            break;
+        }
+        tokio::select! {
+            changed = commits.changed() => if changed.is_err() { break },
+            _ = lines.closed() => break,
+            _ = stop.cancelled() => break,
+            // Readers end with their tasks: reaped as they do.
+            Some(_) = readers.join_next(), if !readers.is_empty() => {}
+        }
+    }
+    if request.follow {
+        // The client went, the service is gone or the manager stops: so do the readers.
+        readers.abort_all();
+        return;
+    }
+    tokio::select! {
+        _ = async { while readers.join_next().await.is_some() {} } => {}
+        _ = stop.cancelled() => readers.abort_all(),
+    }
+}
+
+/// Copies one task's lines from its agent, prefixed, until its stream ends or the client
+/// goes.
+async fn read(
+    service: String,
+    task: LogTask,
+    address: Option<String>,
+    request: LogRequest,
+    tokens: Vec<String>,
+    lines: mpsc::Sender<String>,
+) {
+    let prefix = prefix(&service, task.slot, &task.worker);
+    let time = |t: Nanos| request.timestamps.then_some(t);
+    let Some(address) = address.filter(|a| !a.is_empty()) else {
+        let _ = lines
+            .send(render(
+                &prefix,
+                None,
+                &format!("(no logs: worker {} is not known)", task.worker),
+            ))
+            .await;
+        return;
+    };
+    let mut stream = match AgentLogs::open(&address, &tokens, &task.task, &request.to_query()).await
+    {
+        Ok(stream) => stream,
+        Err(e) => {
+            let _ = lines
+                .send(render(
+                    &prefix,
+                    None,
+                    &format!("(no logs of task {}: {e})", task.task),
+                ))
+                .await;
+            return;
+        }
+    };
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = lines.closed() => return,
+        };
+        let (text, last) = match next {
+            Ok(Some(line)) => match line.stream {
+                LogSource::Stdout | LogSource::Stderr => {
+                    (render(&prefix, time(line.time), &line.text), false)
+                }
+                LogSource::Agent => (
+                    render(&prefix, time(line.time), &format!("({})", line.text)),
+                    false,
+                ),
+            },
+            Ok(None) => return,
+            Err(e) => (
+                render(
+                    &prefix,
+                    None,
+                    &format!("(the logs of task {} stopped: {e})", task.task),
+                ),
+                true,
+            ),
+        };
+        if lines.send(text).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+fn now() -> Nanos {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
