@@ -216,6 +216,35 @@ async fn process_replicas_lines_are_merged_followed_tailed_and_since() {
     let (code, _, err) = cli(&manager.url, &["logs", "nothing-here"]);
     assert_ne!(code, 0);
     assert!(err.contains("nothing-here") && err.contains("404"), "{err}");
+    // The same through the API: the error document, naming what was wrong.
+    let api = manager.api();
+    for (query, status, names) in [
+        ("tail=ten", 400, "tail"),
+        ("since=soon", 400, "since"),
+        ("follow=maybe", 400, "follow"),
+    ] {
+        let reply = api
+            .raw(
+                "GET",
+                &format!("/api/v1/service/counter/logs?{query}"),
+                None,
+                None,
+            )
+            .await;
+        let error: mycluster_core::wire::ErrorDoc =
+            serde_json::from_value(reply.body).expect("the error document");
+        assert_eq!(
+            (reply.status, error.code),
+            (status, status),
+            "{query}: {}",
+            error.message
+        );
+        assert!(error.message.contains(names), "{query}: {}", error.message);
+    }
+    let reply = api
+        .raw("GET", "/api/v1/service/nothing-here/logs", None, None)
+        .await;
+    assert_eq!(reply.status, 404, "{:?}", reply.body);
 
     // The agent's endpoint: closed without its token, open with it; health stays open.
     let address = agents[0].health_address().expect("the agent's address");

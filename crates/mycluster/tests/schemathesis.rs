@@ -76,10 +76,12 @@ async fn schemathesis_finds_no_5xx_and_no_answer_outside_the_schema() {
             // check — no 5xx, documented statuses, bodies matching their schemas, auth
             // enforced — runs.
             .args(["--exclude-checks", "positive_data_acceptance"])
-            // The event stream stays open unless asked `follow=false`, which a generated
-            // request need not ask: it would hold schemathesis until its timeout. Its
-            // answers (the stream, 400, 410) are checked by `tests/events.rs`.
+            // The event stream and a service's logs stay open when asked to follow
+            // (`follow=true`, the events' default), which a generated request may ask: it
+            // would hold schemathesis until its request timeout. Their answers (the
+            // streams, 400, 404, 410) are checked by `tests/events.rs` and `tests/logs.rs`.
             .args(["--exclude-path", "/api/v1/events"])
+            .args(["--exclude-path", "/api/v1/service/{name}/logs"])
             .args(["--max-response-time", "30"])
             .args(["--max-examples", "25"])
             .args(["--generation-database", "none"])
