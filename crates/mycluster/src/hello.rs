@@ -49,7 +49,14 @@ pub async fn run(args: HelloArgs) -> anyhow::Result<()> {
     if let Some(count) = count {
         app = app.route("/state", get(move || async move { format!("{count}\n") }));
     }
-    let app = app.fallback(hello).with_state(served_by());
+    let name = served_by();
+    // One line at start: what `mycluster logs` (and `docker logs`) shows of a replica.
+    println!(
+        "hello: {} serving on port {}",
+        name.to_str().unwrap_or("this replica"),
+        args.port
+    );
+    let app = app.fallback(hello).with_state(name);
     // As PID 1 of a container, the kernel gives it no default SIGTERM action: without its
     // own handler every `docker stop` would wait out the whole grace period.
     let stop = CancellationToken::new();
