@@ -3,41 +3,18 @@
 //! Content-Security-Policy, an ETag honoured with a 304, and `no-cache`; `/` and `/ui`
 //! redirect to `/ui/`; an unknown file is the error document.
 
-use std::sync::Arc;
+mod support;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::response::Response;
-use mycluster_core::Limits;
-use mycluster_manager::api::auth::{Auth, Token};
-use mycluster_manager::api::{router, ApiConfig, AppState};
-use mycluster_manager::Cluster;
-use mycluster_store::{EmbeddedStore, Store};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 const TOKEN: &str = "dashboard-test-token-0123456789";
 
 async fn app() -> (axum::Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), "test").await.unwrap());
-    let cluster = Arc::new(
-        Cluster::load("test".into(), Limits::default(), store)
-            .await
-            .unwrap(),
-    );
-    let config = ApiConfig {
-        auth: Auth::On {
-            api: Token::parse(TOKEN, "test").unwrap(),
-            join: None,
-        },
-        ..ApiConfig::default()
-    };
-    (
-        router(AppState::new(cluster, config, CancellationToken::new())),
-        dir,
-    )
+    support::app(support::locked(TOKEN, None)).await
 }
 
 async fn call(app: &axum::Router, method: Method, path: &str, etag: Option<&str>) -> Response {

@@ -2,40 +2,20 @@
 //! dir): ports in a service, the 409 for a port another service publishes, the route
 //! table's long-poll, one service's endpoints, and who may read them.
 
-use std::sync::Arc;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use mycluster_core::Limits;
-use mycluster_manager::api::auth::{Auth, Token};
-use mycluster_manager::api::{router, ApiConfig, AppState};
-use mycluster_manager::Cluster;
-use mycluster_store::{EmbeddedStore, Store};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 const API: &str = "api-token-0123456789abcdef";
 const JOIN: &str = "join-token-0123456789abcdef";
 
 async fn app() -> (axum::Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), "test").await.unwrap());
-    let cluster = Arc::new(
-        Cluster::load("test".into(), Limits::default(), store)
-            .await
-            .unwrap(),
-    );
-    let config = ApiConfig {
-        auth: Auth::On {
-            api: Token::parse(API, "api").unwrap(),
-            join: Some(Token::parse(JOIN, "join").unwrap()),
-        },
-        ..ApiConfig::default()
-    };
-    let state = AppState::new(cluster, config, CancellationToken::new());
-    (router(state), dir)
+    support::app(support::locked(API, Some(JOIN))).await
 }
 
 async fn call_as(

@@ -2,16 +2,12 @@
 //! metrics token; nobody without a token), that the metrics token opens nothing else,
 //! and that requests are labelled by route pattern, never by the names in a path.
 
-use std::sync::Arc;
+mod support;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
-use mycluster_core::Limits;
-use mycluster_manager::api::auth::{Auth, Token};
-use mycluster_manager::api::{router, ApiConfig, AppState};
-use mycluster_manager::Cluster;
-use mycluster_store::{EmbeddedStore, Store};
-use tokio_util::sync::CancellationToken;
+use mycluster_manager::api::auth::Token;
+use mycluster_manager::api::ApiConfig;
 use tower::ServiceExt;
 
 const API: &str = "metrics-test-api-token-0123456789";
@@ -19,25 +15,11 @@ const JOIN: &str = "metrics-test-join-token-0123456789";
 const METRICS: &str = "metrics-test-metrics-token-0123456789";
 
 async fn app() -> (axum::Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), "test").await.unwrap());
-    let cluster = Arc::new(
-        Cluster::load("test".into(), Limits::default(), store)
-            .await
-            .unwrap(),
-    );
     let config = ApiConfig {
-        auth: Auth::On {
-            api: Token::parse(API, "test").unwrap(),
-            join: Some(Token::parse(JOIN, "test").unwrap()),
-        },
-        metrics_token: Some(Token::parse(METRICS, "test").unwrap()),
-        ..ApiConfig::default()
+        metrics_token: Some(Token::parse(METRICS, "metrics").unwrap()),
+        ..support::locked(API, Some(JOIN))
     };
-    (
-        router(AppState::new(cluster, config, CancellationToken::new())),
-        dir,
-    )
+    support::app(config).await
 }
 
 /// Status, Content-Type and body.

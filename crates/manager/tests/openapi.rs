@@ -2,18 +2,14 @@
 //! answers with a documented status, no other method is routed on a documented path, and
 //! every route in the router's source is documented.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
-use mycluster_core::Limits;
-use mycluster_manager::api::auth::{Auth, Token};
-use mycluster_manager::api::{router, ApiConfig, AppState, OPENAPI};
-use mycluster_manager::Cluster;
-use mycluster_store::{EmbeddedStore, Store};
+use mycluster_manager::api::OPENAPI;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 const TOKEN: &str = "openapi-test-token-0123456789";
@@ -82,24 +78,7 @@ fn calls(text: &str, name: &str) -> bool {
 }
 
 async fn app() -> (axum::Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), "test").await.unwrap());
-    let cluster = Arc::new(
-        Cluster::load("test".into(), Limits::default(), store)
-            .await
-            .unwrap(),
-    );
-    let config = ApiConfig {
-        auth: Auth::On {
-            api: Token::parse(TOKEN, "test").unwrap(),
-            join: None,
-        },
-        ..ApiConfig::default()
-    };
-    (
-        router(AppState::new(cluster, config, CancellationToken::new())),
-        dir,
-    )
+    support::app(support::locked(TOKEN, None)).await
 }
 
 async fn call(app: &axum::Router, method: &str, path: &str) -> (u16, Value) {

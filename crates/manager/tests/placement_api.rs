@@ -5,8 +5,9 @@
 //! success and every refusal (`{"message", "code"}`), and that the join token opens none
 //! of them. Answers are read through the wire types.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,14 +17,9 @@ use mycluster_core::wire::{
     AssignedTasks, ErrorDoc, RebalanceDoc, ServiceDoc, TaskDoc, VolumeDoc, WorkerDoc, WorkerStatus,
 };
 use mycluster_core::wire::{Health, TaskState};
-use mycluster_core::Limits;
-use mycluster_manager::api::auth::{Auth, Token};
-use mycluster_manager::api::{router, ApiConfig, AppState};
-use mycluster_manager::Cluster;
-use mycluster_store::{EmbeddedStore, Snapshot, Store};
+use mycluster_store::Snapshot;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 const API: &str = "api-token-0123456789abcdef";
@@ -31,29 +27,11 @@ const JOIN: &str = "join-token-0123456789abcdef";
 
 /// A manager whose store holds `volumes` to begin with.
 async fn app_with(volumes: Vec<Volume>) -> (axum::Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), "test").await.unwrap());
-    if !volumes.is_empty() {
-        let seed = Snapshot {
-            volumes,
-            ..Snapshot::default()
-        };
-        store.replace(&seed).await.unwrap();
-    }
-    let cluster = Arc::new(
-        Cluster::load("test".into(), Limits::default(), store)
-            .await
-            .unwrap(),
-    );
-    let config = ApiConfig {
-        auth: Auth::On {
-            api: Token::parse(API, "api").unwrap(),
-            join: Some(Token::parse(JOIN, "join").unwrap()),
-        },
-        ..ApiConfig::default()
-    };
-    let state = AppState::new(cluster, config, CancellationToken::new());
-    (router(state), dir)
+    let seed = (!volumes.is_empty()).then(|| Snapshot {
+        volumes,
+        ..Snapshot::default()
+    });
+    support::seeded(support::locked(API, Some(JOIN)), seed).await
 }
 
 async fn app() -> (axum::Router, tempfile::TempDir) {

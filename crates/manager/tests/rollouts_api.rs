@@ -1,28 +1,16 @@
 //! The versions and rollout endpoints, in-process on a real `Cluster` (an embedded store
 //! in a temporary dir): what each answers, and the error codes.
 
-use std::sync::Arc;
+mod support;
 
 use axum::body::Body;
 use axum::http::Request;
-use mycluster_core::Limits;
-use mycluster_manager::api::{router, ApiConfig, AppState};
-use mycluster_manager::Cluster;
-use mycluster_store::{EmbeddedStore, Store};
+use mycluster_manager::api::ApiConfig;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 async fn app() -> (axum::Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), "test").await.unwrap());
-    let cluster = Arc::new(
-        Cluster::load("test".into(), Limits::default(), store)
-            .await
-            .unwrap(),
-    );
-    let state = AppState::new(cluster, ApiConfig::default(), CancellationToken::new());
-    (router(state), dir)
+    support::app(ApiConfig::default()).await
 }
 
 async fn call(app: &axum::Router, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
