@@ -1,5 +1,4 @@
 //! The agent's health endpoint: what the monitor probes to confirm a worker is alive
-//! The agent's health endpoint: what the monitor probes to confirm a worker is alive
 //! before declaring it dead (open); beside it on the same port, its metrics (`GET
 //! /metrics`, the Prometheus text format, see `metrics`; open like `/healthz`: they say
 //! how many containers run and how its starts and checks go, nothing of what they run)

@@ -13,6 +13,10 @@ use crate::{describe, segment, Client, ClientError};
 /// How long connecting to a manager or an agent may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an agent may take to start answering (the head of its answer): it reads its
+/// engine or files first, which takes milliseconds unless it is stuck.
+const AGENT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn streaming_client(base: &str) -> Result<reqwest::Client, ClientError> {
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
@@ -121,8 +125,8 @@ pub struct AgentLogs {
 
 impl AgentLogs {
     /// Asks the agent at `address` (its health endpoint, `host:port`) for `task`'s
-    /// lines, presenting each of `tokens` in turn until one is taken (the agent joined
-    /// with the join token, or with the API token).
+    /// lines, presenting each of `tokens` in turn until one is taken. The answer's head
+    /// must come within `AGENT_HEAD_TIMEOUT`.
     pub async fn open(
         address: &str,
         tokens: &[String],
@@ -145,10 +149,16 @@ impl AgentLogs {
             if let Some(token) = token {
                 request = request.bearer_auth(token);
             }
-            let response = request.send().await.map_err(|e| ClientError::Unreachable {
-                url: format!("http://{address}"),
-                reason: describe(&e),
-            })?;
+            let response = tokio::time::timeout(AGENT_HEAD_TIMEOUT, request.send())
+                .await
+                .map_err(|_| ClientError::Unreachable {
+                    url: format!("http://{address}"),
+                    reason: format!("no answer within {} s", AGENT_HEAD_TIMEOUT.as_secs()),
+                })?
+                .map_err(|e| ClientError::Unreachable {
+                    url: format!("http://{address}"),
+                    reason: describe(&e),
+                })?;
             if response.status().is_success() {
                 return Ok(AgentLogs {
                     url,

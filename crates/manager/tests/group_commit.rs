@@ -244,3 +244,51 @@ async fn a_store_that_lost_the_history_is_written_no_more_until_reseeded() {
     let stored = stored_names(&store).await;
     assert_eq!(stored, ["one", "three", "two"]);
 }
+
+/// The events are said from every change as it was made, not from what the store got:
+/// scales that shared a commit (and were compacted into one write of the service) are
+/// each an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_that_share_a_commit_are_each_an_event() {
+    let (_dir, store, cluster) = setup().await;
+    create(&cluster, "web".into()).await.unwrap();
+    let before = store.commits.load(Ordering::SeqCst);
+    let mut all = Vec::new();
+    // Distinct sizes: each scale changes the replicas, whatever order they land in.
+    for replicas in 2..=101u32 {
+        let cluster = cluster.clone();
+        all.push(tokio::spawn(async move {
+            let scale = mycluster_core::step::PatchService {
+                name: "web".into(),
+                patch: mycluster_core::service::ServicePatch {
+                    replicas: Some(replicas),
+                    ..Default::default()
+                },
+            };
+            cluster.apply(scale).await.map(drop)
+        }));
+    }
+    for one in all {
+        one.await.unwrap().expect("every scale succeeds");
+    }
+    let commits = store.commits.load(Ordering::SeqCst) - before;
+    assert!(
+        commits < 100,
+        "100 scales took {commits} commits: no batching"
+    );
+    let log = cluster.events();
+    let read = log
+        .read(
+            log.start(),
+            &[mycluster_core::events::Topic::Service],
+            10_000,
+            None,
+        )
+        .expect("held");
+    let updates = read
+        .events
+        .iter()
+        .filter(|held| held.json.contains("\"type\":\"service_updated\""))
+        .count();
+    assert_eq!(updates, 100, "{commits} commits");
+}

@@ -240,7 +240,18 @@ export function serviceView(container, args, ctx) {
     drawRollout(rolloutDoc);
     drawTasks();
     if (versionsDoc) drawVersions(versionsDoc);
-    await drawLogs();
+    // Not awaited: a slow agent must not hold up the live updates of every view (the
+    // manager bounds the request; one at a time).
+    loadLogs();
+  }
+
+  let logsLoading = false;
+  function loadLogs() {
+    if (logsLoading) return;
+    logsLoading = true;
+    drawLogs().finally(() => {
+      logsLoading = false;
+    });
   }
 
   return {

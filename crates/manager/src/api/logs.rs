@@ -14,6 +14,7 @@
 //! counts against the client's long-polls, and no request deadline cuts it).
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -67,16 +68,15 @@ pub async fn service_logs(
         .into_response())
 }
 
-/// What the manager presents to agents: the join token, then the API token (an agent
-/// may have joined with either); none without authentication.
+/// What the manager presents to agents: the join token, or the API token where the
+/// cluster has no join token (agents join with the API token then); none without
+/// authentication. Only one, never the API token after a refused join token: a worker's
+/// address is whatever it registered, and a join token's holder must not be able to
+/// collect the API token by answering 401.
 fn agent_tokens(auth: &Auth) -> Vec<String> {
     match auth {
         Auth::Off => Vec::new(),
-        Auth::On { api, join } => join
-            .iter()
-            .chain(std::iter::once(api))
-            .map(|t| t.as_str().to_string())
-            .collect(),
+        Auth::On { api, join } => vec![join.as_ref().unwrap_or(api).as_str().to_string()],
     }
 }
 
@@ -112,7 +112,7 @@ async fn merge(
                 .workers
                 .get(&task.worker)
                 .map(|w| w.address.clone());
-            readers.spawn(read(
+            readers.spawn(read_within(
                 service.clone(),
                 task,
                 address,
@@ -140,6 +140,41 @@ async fn merge(
     tokio::select! {
         _ = async { while readers.join_next().await.is_some() {} } => {}
         _ = stop.cancelled() => readers.abort_all(),
+    }
+}
+
+/// The longest a request that does not follow waits for one agent's lines: an agent
+/// that accepted the connection but does not answer (hung, or its engine stuck) must
+/// not hold the whole answer, and its client's long-poll slot, forever.
+const NOT_FOLLOWING: Duration = Duration::from_secs(30);
+
+/// `read`, within `NOT_FOLLOWING` unless the request follows; a reader cut short says so
+/// in a line of its own.
+async fn read_within(
+    service: String,
+    task: LogTask,
+    address: Option<String>,
+    request: LogRequest,
+    tokens: Vec<String>,
+    lines: mpsc::Sender<String>,
+) {
+    if request.follow {
+        return read(service, task, address, request, tokens, lines).await;
+    }
+    let prefix = prefix(&service, task.slot, &task.worker);
+    let id = task.task.clone();
+    let reading = read(service, task, address, request, tokens, lines.clone());
+    if tokio::time::timeout(NOT_FOLLOWING, reading).await.is_err() {
+        let _ = lines
+            .send(render(
+                &prefix,
+                None,
+                &format!(
+                    "(the logs of task {id} stopped: its agent did not finish within {} s)",
+                    NOT_FOLLOWING.as_secs()
+                ),
+            ))
+            .await;
     }
 }
 

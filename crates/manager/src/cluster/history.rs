@@ -66,7 +66,13 @@ impl Cluster {
             );
             committer.head = doubt.head;
             let base = self.snapshot();
-            let recovered = self.publish(&base, doubt.state, &doubt.changes, doubt.head.index);
+            let recovered = self.publish(
+                &base,
+                doubt.state,
+                &doubt.changes,
+                &doubt.made,
+                doubt.head.index,
+            );
             // Anything queued was computed on the state before it: the caller fails it.
             return Ok(Some(recovered));
         }
@@ -132,7 +138,7 @@ impl Cluster {
         committer.in_doubt = None;
         committer.head = head;
         self.set_health(StoreHealth::Ok);
-        let published = self.publish(&current, state.clone(), &[], head.index);
+        let published = self.publish(&current, state.clone(), &[], &[], head.index);
         tracing::warn!(
             "store: reseeded {} from memory ({} services, {} tasks, {} workers, index {})",
             self.store.describe(),

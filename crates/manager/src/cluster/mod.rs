@@ -101,6 +101,8 @@ struct InDoubt {
     head: Head,
     state: ClusterState,
     changes: Vec<Change>,
+    /// The changes as they were made, before `compact` (for the events).
+    made: Vec<Change>,
 }
 
 impl Heard {
@@ -314,7 +316,11 @@ impl Cluster {
             }
         }
         let next = committer.head.next(rand::random());
-        let changes = compact(&changes);
+        // The store gets each record's last write; the events are said from every change
+        // in the order it was made (a task's every state, a replacement made and lost in
+        // one batch).
+        let made = changes;
+        let changes = compact(&made);
         let began = Instant::now();
         match self
             .store
@@ -325,7 +331,7 @@ impl Cluster {
                 self.metrics.observe_commit(began.elapsed(), changes.len());
                 committer.head = next;
                 self.set_health(StoreHealth::Ok);
-                let next = self.publish(&base, state, &changes, next.index);
+                let next = self.publish(&base, state, &changes, &made, next.index);
                 for waiter in waiters {
                     let _ = waiter.send(Ok(next.clone()));
                 }
@@ -337,6 +343,7 @@ impl Cluster {
                         head: next,
                         state,
                         changes,
+                        made,
                     });
                 }
                 self.set_health(StoreHealth::of(&e));
@@ -345,24 +352,25 @@ impl Cluster {
         }
     }
 
-    /// Makes `state` (committed at `index`) the current state and wakes who waits on it.
+    /// Makes `state` (committed at `index`: `changes`, compacted from `made`) the current
+    /// state and wakes who waits on it.
     fn publish(
         &self,
         before: &Snapshot,
         state: ClusterState,
         changes: &[Change],
+        made: &[Change],
         index: u64,
     ) -> Arc<Snapshot> {
         // Before the state is visible: a reader who saw a commit finds its events.
-        self.events
-            .record(&before.state, changes, index, now_millis());
+        self.events.record(&before.state, made, index, now_millis());
         let next = Arc::new(Snapshot { index, state });
         *self
             .current
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
         self.wake_workers(&before.state, &next.state, changes, index);
-        self.metrics.observe_published(&before.state, changes);
+        self.metrics.observe_published(&before.state, made);
         self.committed.send_replace(index);
         next
     }

@@ -121,7 +121,15 @@ impl EventLog {
     /// An empty history for a manager that loaded the state at commit `loaded_at`: the
     /// events of that commit and those before it were said by an earlier run.
     pub fn new(loaded_at: u64, capacity: usize) -> EventLog {
-        let floor = loaded_at.saturating_mul(EVENTS_PER_COMMIT);
+        // The last index the loaded commit could have had: a reader who stopped inside
+        // that commit (its events said by the earlier run) may have missed the rest of it.
+        // Commit 0 is the empty state no one made: a new cluster's history is whole.
+        let floor = match loaded_at {
+            0 => 0,
+            _ => loaded_at
+                .saturating_mul(EVENTS_PER_COMMIT)
+                .saturating_add(EVENTS_PER_COMMIT - 1),
+        };
         EventLog {
             ring: Mutex::new(Ring {
                 capacity: capacity.max(1),

@@ -106,15 +106,19 @@ fn events_before_the_loaded_commit_are_gone() {
     // Loaded at commit 10: its events and those before were an earlier run's.
     let log = EventLog::new(10, 100);
     assert!(log.check(9_999_999).is_err());
-    assert!(log.check(10_000_000).is_ok());
+    assert!(log.check(10_000_000).is_err());
     assert!(
-        log.check(10_000_004).is_ok(),
-        "a reader of commit 10 goes on"
+        log.check(10_000_004).is_err(),
+        "a reader that stopped inside commit 10 may have missed the rest of it"
+    );
+    assert!(
+        log.check(10_999_999).is_ok(),
+        "the end of commit 10 goes on"
     );
     let ahead = log.check(11_000_001).expect_err("past the head");
     assert!(ahead.ahead);
     assert_eq!(ahead.oldest, None);
-    assert_eq!(ahead.resume, 10_000_000);
+    assert_eq!(ahead.resume, 10_999_999);
     assert!(ahead.to_string().contains("none is kept yet"), "{ahead}");
 }
 

@@ -145,6 +145,9 @@ impl Metrics {
     /// A commit was published: every task it moved to running has started, and took
     /// from its creation to its agent's report.
     pub fn observe_published(&self, before: &ClusterState, changes: &[Change]) {
+        // The changes are as made, a task possibly written several times: each is
+        // observed once, when it first becomes running.
+        let mut observed = std::collections::HashSet::new();
         for change in changes {
             let Change::PutTask(task) = change else {
                 continue;
@@ -154,6 +157,7 @@ impl Metrics {
                     .tasks
                     .get(&task.id)
                     .is_some_and(|old| old.state == TaskState::Running)
+                || !observed.insert(task.id.as_str())
             {
                 continue;
             }
@@ -301,7 +305,7 @@ impl Collector for Scraped {
         gauge(
             &mut encoder,
             "long_polls_open",
-            "Long-polls (agents' task lists, ingresses' routes) waiting now",
+            "Long-polls and streams (agents' task lists, ingresses' routes, events, logs) open now",
             self.long_polls_open as u64,
         )?;
         let mut up = encoder.encode_descriptor(

@@ -557,8 +557,6 @@ impl ContainerRuntime for DockerRuntime {
         volumes::remove(&self.docker, &self.identity, name).await
     }
 
-    /// The `die` and `oom` events of this worker's containers, from the engine's event
-    /// stream (followed from the first subscription on; see `events`).
     /// The engine's logs of the container (see `logs`).
     async fn logs(
         &self,
@@ -568,6 +566,8 @@ impl ContainerRuntime for DockerRuntime {
         Ok(logs::logs(&self.docker, container, options))
     }
 
+    /// The `die` and `oom` events of this worker's containers, from the engine's event
+    /// stream (followed from the first subscription on; see `events`).
     fn exits(&self) -> Option<tokio::sync::broadcast::Receiver<Exit>> {
         let (docker, identity) = (self.docker.clone(), self.identity.clone());
         self.exits

@@ -159,6 +159,9 @@ impl Follower {
         if current.is_none() || current == open {
             return Ok(lines);
         }
+        // Rotated: what the writer added to the open file after the read above and
+        // before it rotated is still in it (its handle reads the renamed file).
+        lines.extend(self.drain()?);
         let rotated = self.rotated()?;
         // The files newer than the one that was open: all of them if it is gone (the
         // writer went round more often than the files it keeps: those lines are lost).
