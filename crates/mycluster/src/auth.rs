@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::bail;
 use mycluster_manager::api::auth::{Auth, Token};
 use mycluster_setup::secret::{
-    env_secret, generate, read_secret, write_secret, JOIN_TOKEN_ENV, TOKEN_ENV,
+    env_secret, generate, read_secret, write_secret, JOIN_TOKEN_ENV, METRICS_TOKEN_ENV, TOKEN_ENV,
 };
 use mycluster_setup::Secrets;
 
@@ -84,14 +84,20 @@ pub fn manager_auth(
 /// the API and join tokens (it is meant to be handed to a monitoring system), and means
 /// nothing without authentication.
 pub fn metrics_token(file: Option<&Path>, auth: &Auth) -> anyhow::Result<Option<Token>> {
-    let Some(path) = file else {
+    // `setup` gives its manager container the token in the environment.
+    let from_env = env_secret(METRICS_TOKEN_ENV);
+    if file.is_none() && from_env.is_none() {
         return Ok(None);
-    };
+    }
     let Auth::On { api, join } = auth else {
         bail!("--insecure-no-auth and --metrics-token-file contradict each other: with no authentication /metrics is open to anyone");
     };
-    let text = read_secret(path)?;
-    let token = Token::parse(&text, &path.display().to_string()).map_err(anyhow::Error::msg)?;
+    let (text, source) = match (file, from_env) {
+        (Some(path), _) => (read_secret(path)?, path.display().to_string()),
+        (None, Some(text)) => (text, format!("${METRICS_TOKEN_ENV}")),
+        (None, None) => return Ok(None),
+    };
+    let token = Token::parse(&text, &source).map_err(anyhow::Error::msg)?;
     if token.same_as(api) || join.as_ref().is_some_and(|j| token.same_as(j)) {
         bail!("the metrics token must differ from the API and join tokens: it only reads /metrics");
     }

@@ -450,6 +450,11 @@ pub struct SetupArgs {
     /// else 5000; 0 picks a free one]. The port is saved and kept across restarts.
     #[arg(long, env = "MYCLUSTER_PORT")]
     pub port: Option<u16>,
+    /// A file holding a read-only metrics token for the manager: it reads GET /metrics
+    /// and nothing else (for Prometheus). Kept with the cluster's settings; set up again
+    /// without it, the cluster keeps the one it has.
+    #[arg(long, env = "MYCLUSTER_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -477,8 +482,19 @@ pub struct ManageArgs {
 
 impl SetupArgs {
     /// What the setup crate is asked to do.
-    pub fn options(self) -> mycluster_setup::SetupOptions {
-        mycluster_setup::SetupOptions {
+    /// What to set up; the metrics token read from its file (`Err`: why it cannot be).
+    pub fn options(self) -> anyhow::Result<mycluster_setup::SetupOptions> {
+        let metrics_token = match &self.metrics_token_file {
+            Some(path) => {
+                let text = mycluster_setup::secret::read_secret(path)?;
+                let token =
+                    mycluster_manager::api::auth::Token::parse(&text, &path.display().to_string())
+                        .map_err(anyhow::Error::msg)?;
+                Some(token.as_str().to_string())
+            }
+            None => None,
+        };
+        Ok(mycluster_setup::SetupOptions {
             name: self.name,
             workers: self.workers,
             store: match self.store {
@@ -490,7 +506,8 @@ impl SetupArgs {
             rebalance: self.policy.rebalance,
             allow_bind: self.policy.allow_bind,
             lease: self.policy.lease,
-        }
+            metrics_token,
+        })
     }
 }
 

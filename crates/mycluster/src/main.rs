@@ -67,7 +67,7 @@ fn main() {
             cli::Command::Bench(args) => bench(args).await,
             cli::Command::Store(cli::StoreCommand::Copy(args)) => store_copy::copy(args).await,
             cli::Command::Store(cli::StoreCommand::Reseed) => remote::reseed(&cli.global).await,
-            cli::Command::Setup(args) => Ok(mycluster_setup::setup(args.options()).await?),
+            cli::Command::Setup(args) => Ok(mycluster_setup::setup(args.options()?).await?),
             cli::Command::Manage(args) => {
                 Ok(mycluster_setup::manage(args.command.to_setup(), args.name).await?)
             }

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use common::docker::{engine_or_skip, Teardown};
+use common::setup_env::SetupEnv;
 use common::{eventually, unique_mark, with_tokens, Agent, Api, Manager, Monitor, BIN, TEST_TOKEN};
 use serde_json::{json, Value};
 
@@ -345,4 +347,43 @@ fn the_manager_checks_its_metrics_token() {
     let (code, log) = common::run_to_exit(command);
     assert_ne!(code, Some(0), "{log}");
     assert!(log.contains("contradict each other"), "{log}");
+}
+
+/// `setup --metrics-token-file`: the cluster's manager takes the token (given to its
+/// container in the environment), which reads `/metrics` and nothing else; set up again
+/// without the flag, the cluster keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setup_cluster_takes_a_metrics_token() {
+    if !engine_or_skip("a_setup_cluster_takes_a_metrics_token") {
+        return;
+    }
+    let cluster = format!("metrics{}", std::process::id());
+    let _teardown = Teardown(cluster.clone());
+    let env = SetupEnv::new();
+    let file = env.config.path().join("metrics-token");
+    std::fs::write(&file, format!("{METRICS_TOKEN}\n")).unwrap();
+    let file = file.display().to_string();
+    let api = env.setup(&cluster, 1, &["--metrics-token-file", &file]);
+    let status = |path: &str, token: &str| {
+        let url = format!("{}{path}", api.url);
+        let token = token.to_string();
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }
+    };
+    let api_token = env.ok(&["token", "-n", &cluster]).trim().to_string();
+    assert_eq!(status("/metrics", METRICS_TOKEN).await, 200);
+    assert_eq!(status("/api/v1/state", METRICS_TOKEN).await, 403);
+    assert_eq!(status("/metrics", &api_token).await, 200);
+    // Set up again without the flag: the token is kept.
+    env.setup(&cluster, 1, &[]);
+    assert_eq!(status("/metrics", METRICS_TOKEN).await, 200);
+    assert_eq!(status("/api/v1/state", METRICS_TOKEN).await, 403);
 }

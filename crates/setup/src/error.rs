@@ -6,6 +6,8 @@
 pub enum SetupError {
     #[error("invalid cluster name '{0}': 1-40 letters, digits, '-' or '_', starting with a letter or digit")]
     InvalidName(String),
+    #[error("the metrics token must differ from the cluster's API and join tokens: it only reads /metrics")]
+    MetricsToken,
     #[error("--workers must be between 1 and 100")]
     Workers,
     #[error("cluster '{name}' keeps its state in the {store} store: run `mycluster store copy` to move it, or remove the cluster first")]

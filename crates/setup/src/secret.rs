@@ -10,6 +10,8 @@ use crate::error::SetupError;
 
 /// The API token's environment variable (CLI, monitor, manager).
 pub const TOKEN_ENV: &str = "MYCLUSTER_TOKEN";
+/// The manager's read-only metrics token's environment variable (`setup` passes it).
+pub const METRICS_TOKEN_ENV: &str = "MYCLUSTER_METRICS_TOKEN";
 /// The join token's environment variable (agents, manager).
 pub const JOIN_TOKEN_ENV: &str = "MYCLUSTER_JOIN_TOKEN";
 

@@ -45,6 +45,10 @@ pub struct Settings {
     /// (`mycluster_core::lease::DEFAULT_LEASE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ms: Option<u64>,
+    /// The manager's read-only metrics token (`setup --metrics-token-file`), given to it
+    /// as `MYCLUSTER_METRICS_TOKEN`; none: only the API token reads `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<String>,
 }
 
 impl Settings {
@@ -105,6 +109,7 @@ pub fn save_dev(name: &str, port: u16, secrets: Option<&Secrets>) -> Result<bool
         rebalance: false,
         allow_bind: Vec::new(),
         lease_ms: None,
+        metrics_token: None,
     })?;
     Ok(true)
 }

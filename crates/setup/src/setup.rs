@@ -49,6 +49,9 @@ pub struct SetupOptions {
     /// The manager's `--lease`: how long a cut-off worker keeps its `on_disconnect:
     /// "stop"` tasks (passed on only when it is not the default).
     pub lease: Duration,
+    /// A read-only token for `GET /metrics` (the manager's `--metrics-token-file`), read
+    /// from its file by the caller; none: the one saved before, if any.
+    pub metrics_token: Option<String>,
 }
 
 /// Cluster names become Docker names (`<name>_manager_1`): shorter than the core's rule
@@ -125,7 +128,17 @@ pub async fn setup(args: SetupOptions) -> Result<(), SetupError> {
         rebalance: args.rebalance,
         allow_bind: args.allow_bind.clone(),
         lease_ms: saved_lease(args.lease),
+        metrics_token: args
+            .metrics_token
+            .clone()
+            .or_else(|| previous.as_ref().and_then(|p| p.metrics_token.clone())),
     };
+    if let Some(metrics) = &settings.metrics_token {
+        if Some(metrics) == settings.token.as_ref() || Some(metrics) == settings.join_token.as_ref()
+        {
+            return Err(SetupError::MetricsToken);
+        }
+    }
     bring_up(settings).await
 }
 

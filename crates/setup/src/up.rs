@@ -28,7 +28,7 @@ use crate::error::SetupError;
 use crate::host::{ClusterHost, RoleContainer};
 use crate::images::{ensure_demo, ensure_mycluster_image, ensure_redis_image, ORIGINAL_DEMO_IMAGE};
 use crate::ps::print_ps;
-use crate::secret::{generate, JOIN_TOKEN_ENV, TOKEN_ENV};
+use crate::secret::{generate, JOIN_TOKEN_ENV, METRICS_TOKEN_ENV, TOKEN_ENV};
 use crate::settings::{save, settings_path, Settings};
 
 /// The Docker network the ingress joins: the host's own.
@@ -191,7 +191,15 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
         name: manager.clone(),
         image: image.clone(),
         cmd: manager_cmd,
-        env: vec![api_env.clone(), join_env.clone()],
+        env: [api_env.clone(), join_env.clone()]
+            .into_iter()
+            .chain(
+                settings
+                    .metrics_token
+                    .as_ref()
+                    .map(|t| format!("{METRICS_TOKEN_ENV}={t}")),
+            )
+            .collect(),
         labels: labels(&cluster, "manager"),
         network: network.clone(),
         binds: manager_binds,
@@ -476,6 +484,7 @@ mod tests {
             rebalance,
             allow_bind: Vec::new(),
             lease_ms,
+            metrics_token: None,
         }
     }
 
