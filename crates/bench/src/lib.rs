@@ -1,5 +1,5 @@
 //! MyCluster's benchmarks. `mycluster bench [--quick]` (the `run` function here)
-//! measures the scheduler, the control plane at scale (sim driver), the API under load,
+//! measures the scheduler, what saying a commit's events costs, the control plane at scale (sim driver), the API under load,
 //! the footprint, convergence and rolling updates side by side with Docker Swarm, requests
 //! through the ingress against a replica and Swarm's routing mesh, on this machine, and
 //! prints each figure with what produced it. Every part is bounded in time and stops by
@@ -11,13 +11,14 @@
 //! Swarm) runs only when asked for by name (`--only liveness`): it sets up a cluster of
 //! containers and takes about five minutes.
 //!
-//! Start reading at `run`, then one part per module: `sched`, `footprint`, `api`, `sim`,
+//! Start reading at `run`, then one part per module: `sched`, `events`, `footprint`, `api`, `sim`,
 //! `swarm`, `rollout`, `ingress` (with `wrk`, which runs the load), `liveness`; `figure` prints what they measure, and `manager` starts the manager (and
 //! agent) processes they measure. The parts run inside the `mycluster` binary: they start
 //! managers, agents and agent hosts as `mycluster` subcommands of the running executable.
 
 mod api;
 mod error;
+mod events;
 mod figure;
 mod footprint;
 mod ingress;
@@ -62,6 +63,9 @@ pub async fn run(args: &BenchOptions) -> Result<(), BenchError> {
     let mut figures = Vec::new();
     if only("sched") {
         figures.extend(sched::run(quick));
+    }
+    if only("events") {
+        figures.extend(events::run(quick));
     }
     if only("footprint") {
         figures.extend(footprint::run().await?);

@@ -528,7 +528,7 @@ pub struct BenchArgs {
     /// A small version of every benchmark (under 3 minutes).
     #[arg(long)]
     pub quick: bool,
-    /// Only these parts: sched, footprint, api, sim, swarm, rollout, ingress (repeatable);
+    /// Only these parts: sched, events, footprint, api, sim, swarm, rollout, ingress (repeatable);
     /// liveness runs only when named.
     #[arg(long)]
     pub only: Vec<String>,
