@@ -90,12 +90,14 @@ mod tests {
                 worker: "w2".into(),
             }],
         };
+        // Keys sorted, as a `serde_json::Map` writes them (or, with serde_json's
+        // `preserve_order` on in the build, as inserted: sorted too).
         let before = json!({
-            "down": [{"worker": "w1", "status": "down", "relocated": [{
-                "task": "t1", "service": "web", "slot": 3, "image": null,
-                "replacement": "t2", "worker": null, "message": "waiting",
-            }]}],
-            "skipped": [{"worker": "w2", "message": "heard from"}],
+            "down": [{"relocated": [{
+                "image": null, "message": "waiting", "replacement": "t2", "service": "web",
+                "slot": 3, "task": "t1", "worker": null,
+            }], "status": "down", "worker": "w1"}],
+            "skipped": [{"message": "heard from", "worker": "w2"}],
         });
         let typed = serde_json::to_string(&many).expect("serializes");
         assert_eq!(typed, before.to_string());
