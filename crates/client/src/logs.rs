@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use mycluster_core::wire::{ErrorDoc, LogLineDoc, LogsQuery};
-use reqwest::StatusCode;
 
 use crate::{describe, segment, Client, ClientError};
 
@@ -125,11 +124,11 @@ pub struct AgentLogs {
 
 impl AgentLogs {
     /// Asks the agent at `address` (its health endpoint, `host:port`) for `task`'s
-    /// lines, presenting each of `tokens` in turn until one is taken. The answer's head
-    /// must come within `AGENT_HEAD_TIMEOUT`.
+    /// lines, presenting `token` (none: a cluster without authentication). The answer's
+    /// head must come within `AGENT_HEAD_TIMEOUT`.
     pub async fn open(
         address: &str,
-        tokens: &[String],
+        token: Option<&str>,
         task: &str,
         query: &LogsQuery,
     ) -> Result<AgentLogs, ClientError> {
@@ -138,45 +137,32 @@ impl AgentLogs {
             segment(task),
             query_string(query)
         );
-        let http = streaming_client(address)?;
-        let mut tokens = tokens.iter().map(Some).collect::<Vec<_>>();
-        if tokens.is_empty() {
-            tokens.push(None);
+        let mut request = streaming_client(address)?.get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
         }
-        let mut last = None;
-        for token in tokens {
-            let mut request = http.get(&url);
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            let response = tokio::time::timeout(AGENT_HEAD_TIMEOUT, request.send())
-                .await
-                .map_err(|_| ClientError::Unreachable {
-                    url: format!("http://{address}"),
-                    reason: format!("no answer within {} s", AGENT_HEAD_TIMEOUT.as_secs()),
-                })?
-                .map_err(|e| ClientError::Unreachable {
-                    url: format!("http://{address}"),
-                    reason: describe(&e),
-                })?;
-            if response.status().is_success() {
-                return Ok(AgentLogs {
-                    url,
-                    response,
-                    pending: Vec::new(),
-                    lines: Default::default(),
-                });
-            }
-            let unauthorized = response.status() == StatusCode::UNAUTHORIZED;
-            last = Some(refusal(&format!("the agent at {address}"), response).await);
-            if !unauthorized {
-                break;
-            }
+        let unreachable = |reason: String| ClientError::Unreachable {
+            url: format!("http://{address}"),
+            reason,
+        };
+        let response = tokio::time::timeout(AGENT_HEAD_TIMEOUT, request.send())
+            .await
+            .map_err(|_| {
+                unreachable(format!(
+                    "no answer within {} s",
+                    AGENT_HEAD_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| unreachable(describe(&e)))?;
+        if !response.status().is_success() {
+            return Err(refusal(&format!("the agent at {address}"), response).await);
         }
-        Err(last.unwrap_or(ClientError::Api {
-            status: 401,
-            message: format!("the agent at {address} refused every token"),
-        }))
+        Ok(AgentLogs {
+            url,
+            response,
+            pending: Vec::new(),
+            lines: Default::default(),
+        })
     }
 
     /// The next line, or `None` at the end of the stream.

@@ -50,7 +50,7 @@ pub async fn service_logs(
         app.cluster.clone(),
         name,
         request,
-        agent_tokens(&app.config.auth),
+        agent_token(&app.config.auth),
         lines,
         app.stop.clone(),
     ));
@@ -73,10 +73,10 @@ pub async fn service_logs(
 /// authentication. Only one, never the API token after a refused join token: a worker's
 /// address is whatever it registered, and a join token's holder must not be able to
 /// collect the API token by answering 401.
-fn agent_tokens(auth: &Auth) -> Vec<String> {
+fn agent_token(auth: &Auth) -> Option<String> {
     match auth {
-        Auth::Off => Vec::new(),
-        Auth::On { api, join } => vec![join.as_ref().unwrap_or(api).as_str().to_string()],
+        Auth::Off => None,
+        Auth::On { api, join } => Some(join.as_ref().unwrap_or(api).as_str().to_string()),
     }
 }
 
@@ -87,7 +87,7 @@ async fn merge(
     cluster: std::sync::Arc<Cluster>,
     service: String,
     request: LogRequest,
-    tokens: Vec<String>,
+    token: Option<String>,
     lines: mpsc::Sender<String>,
     stop: CancellationToken,
 ) {
@@ -117,7 +117,7 @@ async fn merge(
                 task,
                 address,
                 request.clone(),
-                tokens.clone(),
+                token.clone(),
                 lines.clone(),
             ));
         }
@@ -155,15 +155,15 @@ async fn read_within(
     task: LogTask,
     address: Option<String>,
     request: LogRequest,
-    tokens: Vec<String>,
+    token: Option<String>,
     lines: mpsc::Sender<String>,
 ) {
     if request.follow {
-        return read(service, task, address, request, tokens, lines).await;
+        return read(service, task, address, request, token, lines).await;
     }
     let prefix = prefix(&service, task.slot, &task.worker);
     let id = task.task.clone();
-    let reading = read(service, task, address, request, tokens, lines.clone());
+    let reading = read(service, task, address, request, token, lines.clone());
     if tokio::time::timeout(NOT_FOLLOWING, reading).await.is_err() {
         let _ = lines
             .send(render(
@@ -185,35 +185,31 @@ async fn read(
     task: LogTask,
     address: Option<String>,
     request: LogRequest,
-    tokens: Vec<String>,
+    token: Option<String>,
     lines: mpsc::Sender<String>,
 ) {
     let prefix = prefix(&service, task.slot, &task.worker);
     let time = |t: Nanos| request.timestamps.then_some(t);
-    let Some(address) = address.filter(|a| !a.is_empty()) else {
-        let _ = lines
-            .send(render(
-                &prefix,
-                None,
-                &format!("(no logs: worker {} is not known)", task.worker),
-            ))
-            .await;
-        return;
-    };
-    let mut stream = match AgentLogs::open(&address, &tokens, &task.task, &request.to_query()).await
-    {
-        Ok(stream) => stream,
-        Err(e) => {
-            let _ = lines
-                .send(render(
-                    &prefix,
-                    None,
-                    &format!("(no logs of task {}: {e})", task.task),
-                ))
-                .await;
-            return;
+    // Why this replica shows no lines, said as one of its lines.
+    let say = |why: String| {
+        let line = render(&prefix, None, &format!("({why})"));
+        let lines = lines.clone();
+        async move {
+            let _ = lines.send(line).await;
         }
     };
+    let Some(address) = address.filter(|a| !a.is_empty()) else {
+        say(format!("no logs: worker {} is not known", task.worker)).await;
+        return;
+    };
+    let mut stream =
+        match AgentLogs::open(&address, token.as_deref(), &task.task, &request.to_query()).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                say(format!("no logs of task {}: {e}", task.task)).await;
+                return;
+            }
+        };
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
