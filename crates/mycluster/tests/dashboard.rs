@@ -53,10 +53,7 @@ struct ChromeDriver {
 
 impl ChromeDriver {
     async fn start(program: &Path) -> ChromeDriver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = mycluster_relay::free_port().expect("a free port");
         let child = Command::new(program)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

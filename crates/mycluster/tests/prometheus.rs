@@ -51,7 +51,7 @@ impl Prometheus {
         let config_file = dir.join("prometheus.yml");
         std::fs::write(&config_file, config).unwrap();
         let storage = dir.join("tsdb");
-        let port = free_port();
+        let port = mycluster_relay::free_port().expect("a free port");
         let log = dir.join("prometheus.log");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config_file.display()))
@@ -123,11 +123,6 @@ fn escape(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// `host:port` of a `http://host:port` URL.
