@@ -21,6 +21,7 @@ pub mod logs;
 pub mod rollouts;
 pub mod services;
 pub mod tasks;
+pub mod tokens;
 pub mod volumes;
 pub mod workers;
 
@@ -38,6 +39,7 @@ pub use services::{ServiceDoc, ServicePatchRequest, ServiceRequest};
 pub use tasks::{
     AssignedTasks, AssignedView, Ignored, ReportDoc, StatusReport, TaskDoc, TaskReport, TaskView,
 };
+pub use tokens::JoinTokenDoc;
 pub use volumes::VolumeDoc;
 pub use workers::{HeartbeatDoc, Registration, Suspicion, SuspicionReason, WorkerDoc};
 

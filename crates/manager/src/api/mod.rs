@@ -55,6 +55,16 @@ pub struct ApiConfig {
     /// A token that reads `GET /metrics` and nothing else (`--metrics-token-file`), for a
     /// Prometheus that should not hold the keys to the cluster.
     pub metrics_token: Option<auth::Token>,
+    /// The cluster CA's public half when the manager serves TLS: its digest goes into
+    /// join tokens, its certificate to `GET /api/v1/cluster/ca`. `None`: no TLS.
+    pub ca: Option<CaPublic>,
+}
+
+/// The cluster CA as anyone may know it.
+#[derive(Clone, Debug)]
+pub struct CaPublic {
+    pub pin: mycluster_tls::Pin,
+    pub pem: std::sync::Arc<str>,
 }
 
 impl Default for ApiConfig {
@@ -72,6 +82,7 @@ impl Default for ApiConfig {
             max_heartbeats_per_second: crate::cluster::DEFAULT_HEARTBEAT_RATE,
             event_history: crate::events::DEFAULT_HISTORY,
             metrics_token: None,
+            ca: None,
         }
     }
 }
