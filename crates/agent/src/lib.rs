@@ -104,8 +104,12 @@ use probers::Probers;
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub manager: String,
-    /// The join token (or the API token) presented to the manager.
+    /// The join token (or the API token) presented to the manager. A join token of the
+    /// MCJT1 form also pins the cluster's CA.
     pub token: Option<String>,
+    /// The cluster CA an `https://` manager must be certified by, when the token does
+    /// not name it.
+    pub pin: Option<mycluster_tls::Pin>,
     /// Talk to the manager over one HTTP/2 connection instead of HTTP/1.1 ones.
     pub http2: bool,
     pub name: String,
@@ -144,6 +148,7 @@ impl AgentConfig {
         AgentConfig {
             manager: manager.into(),
             token: None,
+            pin: None,
             http2: false,
             name: name.into(),
             instance: new_instance(),
@@ -256,6 +261,7 @@ pub async fn run(
     } else {
         Client::new(&config.manager, Duration::from_secs(10))?
     }
+    .with_pin(config.pin)?
     .with_token(config.token.clone());
     let probers = Probers::new().map_err(AgentError::ProbeClient)?;
     let (listener, address) = health::bind(&config).await?;

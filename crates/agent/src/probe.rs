@@ -11,7 +11,7 @@ use mycluster_runtime::{Container, ContainerRuntime, RuntimeError};
 
 /// The HTTP client every HTTP probe of an agent shares.
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    mycluster_client::reqwest_builder()
         // A 3xx passes: the probe judges the answer it got, not where it points.
         .redirect(reqwest::redirect::Policy::none())
         // Each probe opens a connection of its own, as Docker's do: a task whose accept

@@ -521,7 +521,7 @@ async fn swarm_side(
 /// connection (the balancing is per connection). Failed requests count for nothing.
 async fn served_by(url: &str, n: usize) -> BTreeSet<String> {
     let mut served = BTreeSet::new();
-    let Ok(http) = reqwest::Client::builder()
+    let Ok(http) = mycluster_client::reqwest_builder()
         .timeout(Duration::from_secs(2))
         .pool_max_idle_per_host(0)
         .build()

@@ -47,7 +47,8 @@ impl Client {
     /// connection do (with `follow`): it has no overall timeout, only one to connect,
     /// and TCP keepalives find a peer that vanished.
     pub async fn events(&self, query: &EventQuery) -> Result<EventStream, ClientError> {
-        let http = reqwest::Client::builder()
+        self.check_trust()?;
+        let http = crate::http_builder(&self.base, self.pin)?
             .connect_timeout(Duration::from_secs(5))
             .tcp_keepalive(Some(Duration::from_secs(15)))
             .build()

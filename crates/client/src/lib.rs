@@ -19,6 +19,7 @@ use mycluster_core::wire::{
     ServiceDoc, ServiceEndpoints, ServicePatchRequest, ServiceRequest, StateDoc, StatsDoc,
     StatusReport, TaskDoc, TaskReport, VersionsDoc, VolumeDoc, WorkerDoc,
 };
+use mycluster_tls::{JoinToken, Pin};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -39,8 +40,11 @@ pub enum ClientError {
         status: u16,
         content_type: String,
     },
-    #[error("invalid manager URL '{0}': use http://host:port")]
+    #[error("invalid manager URL '{0}': use https://host:port (or http:// on this host)")]
     BadUrl(String),
+    /// An `https://` manager, and nothing to check its certificate against.
+    #[error("{0} speaks HTTPS, and this client has no CA to check it against: give a join token (MCJT1-…, `mycluster token --join`), the CA's digest (--ca-sha256, MYCLUSTER_CA_SHA256) or its certificate (--cacert, `mycluster token --ca`)")]
+    NoTrust(String),
 }
 
 impl ClientError {
@@ -58,6 +62,10 @@ pub struct Client {
     http: reqwest::Client,
     /// Sent as `Authorization: Bearer`; `None` for a manager without authentication.
     token: Option<String>,
+    /// What an `https://` manager's certificate must chain to (see `mycluster_tls`).
+    pin: Option<Pin>,
+    timeout: Duration,
+    http2: bool,
 }
 
 impl Client {
@@ -77,11 +85,29 @@ impl Client {
         let base = base.trim_end_matches('/').to_string();
         let valid = base
             .strip_prefix("http://")
+            .or_else(|| base.strip_prefix("https://"))
             .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
         if !valid {
             return Err(ClientError::BadUrl(base));
         }
-        let mut builder = reqwest::Client::builder()
+        let http = Self::http(&base, timeout, http2, None)?;
+        Ok(Client {
+            base,
+            http,
+            token: None,
+            pin: None,
+            timeout,
+            http2,
+        })
+    }
+
+    fn http(
+        base: &str,
+        timeout: Duration,
+        http2: bool,
+        pin: Option<Pin>,
+    ) -> Result<reqwest::Client, ClientError> {
+        let mut builder = http_builder(base, pin)?
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5).min(timeout))
             // Below the manager's keep-alive (10 s), so a pooled connection is not
@@ -90,20 +116,57 @@ impl Client {
         if http2 {
             builder = builder.http2_prior_knowledge();
         }
-        let http = builder
+        builder
             .build()
-            .map_err(|e| ClientError::BadUrl(format!("{base}: {e}")))?;
-        Ok(Client {
-            base,
-            http,
-            token: None,
-        })
+            .map_err(|e| ClientError::BadUrl(format!("{base}: {e}")))
     }
 
     /// The same client, presenting `token` (the API token, or an agent's join token).
+    /// A join token of the `MCJT1-<digest>-<secret>` form presents its secret, and pins
+    /// the CA it names unless the client was given one already.
     pub fn with_token(mut self, token: Option<String>) -> Client {
-        self.token = token.filter(|t| !t.is_empty());
+        let token = token.filter(|t| !t.trim().is_empty());
+        match token.as_deref().map(JoinToken::parse) {
+            Some(Ok(join)) => {
+                self.token = Some(join.secret);
+                if self.pin.is_none() {
+                    // Cannot fail: the same builder already built once, without a pin.
+                    if let Ok(pinned) = self.clone().with_pin(Some(join.ca)) {
+                        self = pinned;
+                    }
+                }
+            }
+            _ => self.token = token,
+        }
         self
+    }
+
+    /// The same client, trusting an `https://` manager whose certificate the CA `pin`
+    /// names signed (`None`: none, as before).
+    pub fn with_pin(mut self, pin: Option<Pin>) -> Result<Client, ClientError> {
+        if pin != self.pin {
+            self.http = Self::http(&self.base, self.timeout, self.http2, pin)?;
+            self.pin = pin;
+        }
+        Ok(self)
+    }
+
+    /// The CA this client trusts, if any.
+    pub fn pin(&self) -> Option<Pin> {
+        self.pin
+    }
+
+    /// Whether the manager is reached over TLS.
+    pub fn is_https(&self) -> bool {
+        self.base.starts_with("https://")
+    }
+
+    /// An `https://` manager with nothing to trust is refused before any byte is sent.
+    fn check_trust(&self) -> Result<(), ClientError> {
+        if self.is_https() && self.pin.is_none() {
+            return Err(ClientError::NoTrust(self.base.clone()));
+        }
+        Ok(())
     }
 
     pub fn base(&self) -> &str {
@@ -143,6 +206,7 @@ impl Client {
         accept: &[StatusCode],
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
+        self.check_trust()?;
         let mut request = self.http.request(method, &url);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -594,6 +658,33 @@ fn agent_path(worker: &str, action: &str, instance: &str, query: Option<String>)
         path = format!("{path}?{}", params.join("&"));
     }
     path
+}
+
+/// A reqwest builder for any other HTTP client of the process (probes, tests): it
+/// makes sure the TLS provider reqwest needs even for http:// is installed first.
+pub fn reqwest_builder() -> reqwest::ClientBuilder {
+    mycluster_tls::install_default_provider();
+    reqwest::Client::builder()
+}
+
+/// A reqwest builder for `base`: with TLS pinned to `pin`'s CA (no system roots: a
+/// scratch image has none, and a cluster's CA is its own).
+pub(crate) fn http_builder(
+    base: &str,
+    pin: Option<Pin>,
+) -> Result<reqwest::ClientBuilder, ClientError> {
+    // reqwest builds a rustls config even for http:// clients, and panics without a
+    // process-wide provider (only ring is compiled in: see mycluster_tls).
+    mycluster_tls::install_default_provider();
+    let builder = reqwest::Client::builder();
+    match pin {
+        Some(pin) => {
+            let config = mycluster_tls::pinned_client(pin)
+                .map_err(|e| ClientError::BadUrl(format!("{base}: {e}")))?;
+            Ok(builder.tls_backend_preconfigured(config))
+        }
+        None => Ok(builder),
+    }
 }
 
 /// reqwest's Display stops at the outermost error; the cause ("connection refused") is

@@ -16,8 +16,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// engine or files first, which takes milliseconds unless it is stuck.
 const AGENT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn streaming_client(base: &str) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
+fn streaming_client(
+    base: &str,
+    pin: Option<mycluster_tls::Pin>,
+) -> Result<reqwest::Client, ClientError> {
+    crate::http_builder(base, pin)?
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
         .map_err(|e| ClientError::BadUrl(format!("{base}: {e}")))
@@ -95,7 +98,8 @@ impl Client {
             segment(name),
             query_string(query)
         );
-        let mut request = streaming_client(&self.base)?.get(&url);
+        self.check_trust()?;
+        let mut request = streaming_client(&self.base, self.pin)?.get(&url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -137,7 +141,7 @@ impl AgentLogs {
             segment(task),
             query_string(query)
         );
-        let mut request = streaming_client(address)?.get(&url);
+        let mut request = streaming_client(address, None)?.get(&url);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

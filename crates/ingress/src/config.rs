@@ -12,6 +12,9 @@ pub struct IngressConfig {
     /// The cluster's join token (what an agent presents) or its API token; none for a
     /// manager without authentication.
     pub token: Option<String>,
+    /// The cluster CA an `https://` manager must be certified by (a join token of the
+    /// MCJT1 form carries it too).
+    pub pin: Option<mycluster_tls::Pin>,
     /// The address each published port is bound on (every address: `0.0.0.0`).
     pub listen: IpAddr,
     /// How long a replica has to accept a connection before the next one is tried.
@@ -29,6 +32,7 @@ impl IngressConfig {
         IngressConfig {
             manager: manager.to_string(),
             token: None,
+            pin: None,
             listen: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             connect_timeout: Duration::from_millis(250),
             cooling: Duration::from_secs(3),

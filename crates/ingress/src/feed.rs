@@ -49,8 +49,14 @@ pub struct ManagerSource {
 impl ManagerSource {
     /// A source reading the manager at `url`, presenting `token` (the join token or the
     /// API token; none for a manager without authentication).
-    pub fn new(url: &str, token: Option<String>) -> Result<ManagerSource, ClientError> {
-        let client = Client::new(url, Duration::from_secs(10))?.with_token(token);
+    pub fn new(
+        url: &str,
+        token: Option<String>,
+        pin: Option<mycluster_tls::Pin>,
+    ) -> Result<ManagerSource, ClientError> {
+        let client = Client::new(url, Duration::from_secs(10))?
+            .with_pin(pin)?
+            .with_token(token);
         Ok(ManagerSource { client })
     }
 }

@@ -48,7 +48,7 @@ pub enum IngressError {
 /// Runs the ingress for the manager of `config` until `stop`.
 pub async fn run(config: IngressConfig, stop: CancellationToken) -> Result<(), IngressError> {
     config.check()?;
-    let source = ManagerSource::new(&config.manager, config.token.clone())?;
+    let source = ManagerSource::new(&config.manager, config.token.clone(), config.pin)?;
     tracing::info!(
         "ingress: serving the published ports of the cluster at {} on {}",
         config.manager,

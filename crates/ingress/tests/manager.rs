@@ -44,6 +44,8 @@ async fn manager(dir: &std::path::Path, stop: CancellationToken) -> RunningManag
             },
             server: ServerLimits::default(),
             reconcile_period: Duration::from_secs(1),
+            tls: None,
+            local_listen: None,
         },
         stop,
     )
@@ -145,7 +147,7 @@ async fn serves_what_the_manager_publishes_and_keeps_it_while_the_manager_is_awa
         listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
         ..IngressConfig::new(&url)
     };
-    let source = ManagerSource::new(&config.manager, config.token.clone()).expect("a source");
+    let source = ManagerSource::new(&config.manager, config.token.clone(), None).expect("a source");
     let ingress_stop = CancellationToken::new();
     let _ingress_guard = ingress_stop.clone().drop_guard();
     let ingress = Ingress::start(&config, Arc::new(source), ingress_stop.clone()).expect("starts");

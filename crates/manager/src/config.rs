@@ -87,6 +87,8 @@ mod tests {
             api: ApiConfig::default(),
             server: crate::ServerLimits::default(),
             reconcile_period: Duration::from_secs(1),
+            tls: None,
+            local_listen: None,
         }
     }
 

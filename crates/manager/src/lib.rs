@@ -47,6 +47,47 @@ pub struct ManagerConfig {
     pub server: ServerLimits,
     /// How often the orchestrator reconciles everything.
     pub reconcile_period: Duration,
+    /// HTTPS (and plain HTTP only from this host); `None`: plain HTTP for everyone
+    /// (`--insecure-no-tls`, and tests on loopback).
+    pub tls: Option<TlsSettings>,
+    /// A second address serving plain HTTP to anyone, beside TLS (`--local-listen`): for
+    /// a port only this host reaches (setup publishes it on the host's 127.0.0.1).
+    pub local_listen: Option<String>,
+}
+
+/// The manager's TLS: where the cluster CA lives and what its certificate names.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    /// Where the cluster CA is kept, made there on first start (`<data-dir>/tls`).
+    pub dir: PathBuf,
+    /// The names and addresses clients reach the manager by (`--advertise-name`),
+    /// beside localhost, 127.0.0.1, ::1, this host's name and the listen address. Only
+    /// `curl --cacert` checks them: the cluster's own clients pin the CA instead.
+    pub names: Vec<String>,
+}
+
+impl TlsSettings {
+    /// Every name the certificate is made for, without repeats.
+    fn certificate_names(&self, listen: &[&str]) -> Vec<String> {
+        let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            names.push(host.trim().to_string());
+        }
+        for addr in listen {
+            if let Ok(addr) = addr.parse::<SocketAddr>() {
+                if !addr.ip().is_unspecified() {
+                    names.push(addr.ip().to_string());
+                }
+            }
+        }
+        names.extend(self.names.iter().cloned());
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| !n.is_empty() && seen.insert(n.clone()));
+        names
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +103,8 @@ pub enum ManagerError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] mycluster_tls::TlsError),
     #[error("stopped before the store answered")]
     Stopped,
 }
@@ -110,6 +153,10 @@ const STORE_RETRY_CAP: Duration = Duration::from_secs(5);
 /// A manager that is listening: its address, and a handle to wait for its end.
 pub struct RunningManager {
     pub addr: SocketAddr,
+    /// The `--local-listen` address, if any.
+    pub local_addr: Option<SocketAddr>,
+    /// The cluster CA's public half, when serving TLS.
+    pub ca: Option<api::CaPublic>,
     pub cluster: Arc<Cluster>,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), ManagerError>>,
@@ -142,28 +189,100 @@ impl RunningManager {
             snapshot.state.workers.len(),
             snapshot.index
         );
-        let listener =
-            TcpListener::bind(&config.listen)
+        let bind = |listen: String| async move {
+            TcpListener::bind(&listen)
                 .await
                 .map_err(|source| ManagerError::Listen {
-                    addr: config.listen.clone(),
+                    addr: listen.clone(),
                     source,
-                })?;
+                })
+        };
+        let listener = bind(config.listen.clone()).await?;
         let addr = listener.local_addr().map_err(ManagerError::Serve)?;
+        let local = match &config.local_listen {
+            Some(listen) => Some(bind(listen.clone()).await?),
+            None => None,
+        };
+        let local_addr = match &local {
+            Some(l) => Some(l.local_addr().map_err(ManagerError::Serve)?),
+            None => None,
+        };
         if config.api.auth.is_off() {
             tracing::warn!(
                 "authentication is OFF (--insecure-no-auth): anyone who can reach {addr} controls this cluster"
             );
         }
+        let mut api_config = config.api.clone();
+        let tls = match &config.tls {
+            Some(tls) => {
+                let (ca, created) = mycluster_tls::ClusterCa::load_or_create(&tls.dir)?;
+                let listening: Vec<&str> =
+                    [Some(config.listen.as_str()), config.local_listen.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                let names = tls.certificate_names(&listening);
+                let server_config = ca.server_config(&names)?;
+                tracing::info!(
+                    "TLS: cluster CA sha256 {} ({} {}), certificate for {}",
+                    ca.pin(),
+                    if created { "made now in" } else { "kept in" },
+                    tls.dir.display(),
+                    names.join(", ")
+                );
+                api_config.ca = Some(api::CaPublic {
+                    pin: ca.pin(),
+                    pem: ca.cert_pem().into(),
+                });
+                Some(mycluster_tls::TlsAcceptor::from(server_config))
+            }
+            None => {
+                tracing::warn!(
+                    "TLS is OFF (--insecure-no-tls): tokens cross the network in the clear to {addr}"
+                );
+                None
+            }
+        };
+        let ca = api_config.ca.clone();
         let app = api::router(api::AppState::new(
             cluster.clone(),
-            config.api.clone(),
+            api_config,
             stop.clone(),
         ));
         let server_stop = stop.clone();
         let limits = config.server.clone();
+        let transport = |plain| server::Transport {
+            tls: tls.clone(),
+            plain: if tls.is_some() {
+                plain
+            } else {
+                server::Plain::Anyone
+            },
+        };
+        let main_transport = transport(server::Plain::LoopbackPeers);
+        let local_transport = transport(server::Plain::Anyone);
         let server = tokio::spawn(async move {
-            server::serve(listener, app, &limits, server_stop).await;
+            let local = async {
+                if let Some(local) = local {
+                    let limits = limits.clone();
+                    server::serve(
+                        local,
+                        app.clone(),
+                        &limits,
+                        local_transport,
+                        server_stop.clone(),
+                    )
+                    .await;
+                }
+            };
+            let main = server::serve(
+                listener,
+                app.clone(),
+                &limits,
+                main_transport,
+                server_stop.clone(),
+            );
+            tokio::join!(main, local);
             Ok(())
         });
         let orchestrator = tokio::spawn(orchestrator::run(
@@ -174,6 +293,8 @@ impl RunningManager {
         let store_keeper = tokio::spawn(store_keeper::run(cluster.clone(), stop.clone()));
         Ok(RunningManager {
             addr,
+            local_addr,
+            ca,
             cluster,
             stop,
             server,

@@ -1,7 +1,14 @@
-//! The HTTP server: accepts connections and serves the API over HTTP/1.1 and cleartext
-//! HTTP/2 (so an agent can carry all its requests on one connection), with the limits a
-//! client must not get past before a request even exists: header size, the time to send
-//! the headers, connections in all.
+//! The HTTP server: accepts connections and serves the API over HTTP/1.1 and HTTP/2 (so
+//! an agent can carry all its requests on one connection), over TLS or in the clear,
+//! with the limits a client must not get past before a request even exists: header
+//! size, the time to send the headers (and finish the TLS handshake), connections in all.
+//!
+//! One port serves both TLS and plain HTTP, told apart by the first byte (a TLS
+//! handshake starts with 0x16). Plain HTTP is served only where it cannot have crossed
+//! a network: from a loopback peer, or on a listener its operator declared local
+//! (`Plain::Anyone`, setup's port published on the host's 127.0.0.1). Anywhere else a
+//! plain request gets a 400 that says to use https, and its connection is closed: a
+//! token it carried has crossed the network already, but nothing answers it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +20,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -45,12 +53,40 @@ impl Default for ServerLimits {
     }
 }
 
+/// Who may speak plain HTTP to a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plain {
+    /// Clients on this host only (a loopback peer); the rest must use TLS.
+    LoopbackPeers,
+    /// Anyone: TLS is off (`--insecure-no-tls`), or the listener is reached only from
+    /// this host's loopback (`--local-listen`, published on 127.0.0.1).
+    Anyone,
+}
+
+/// How a listener serves: its TLS (none: plain HTTP only) and who may skip it.
+#[derive(Clone)]
+pub struct Transport {
+    pub tls: Option<mycluster_tls::TlsAcceptor>,
+    pub plain: Plain,
+}
+
+impl Transport {
+    /// Plain HTTP for everyone: no TLS at all.
+    pub fn plain() -> Transport {
+        Transport {
+            tls: None,
+            plain: Plain::Anyone,
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `stop`; then lets open requests finish (long-polls
 /// answer at once on stop), for at most a few seconds.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: &ServerLimits,
+    transport: Transport,
     stop: CancellationToken,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -100,6 +136,7 @@ pub async fn serve(
         let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let transport = transport.clone();
         tokio::spawn(async move {
             // Until a client sends its first byte, hyper waits (to tell HTTP/1 from
             // HTTP/2) with no deadline: a connection that stays silent would hold a slot
@@ -113,14 +150,35 @@ pub async fn serve(
                 request.extensions_mut().insert(Peer(peer));
                 request
             });
-            let connection = builder
-                .serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service),
-                )
-                .into_owned();
-            // A client that hangs up or sends garbage ends its own connection only.
-            let _ = watcher.watch(connection).await;
+            let service = TowerToHyperService::new(service);
+            let is_tls = probe[0] == mycluster_tls::TLS_HANDSHAKE_BYTE;
+            match (&transport.tls, is_tls) {
+                (Some(tls), true) => {
+                    // The handshake within the same deadline as a request's headers.
+                    let Ok(Ok(stream)) = tokio::time::timeout(first_byte, tls.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let _ = watcher.watch(connection).await;
+                }
+                (Some(_), false)
+                    if transport.plain == Plain::LoopbackPeers
+                        && !peer.ip().to_canonical().is_loopback() =>
+                {
+                    refuse_plain(stream).await;
+                }
+                _ => {
+                    // A client that hangs up or sends garbage ends its own connection
+                    // only.
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let _ = watcher.watch(connection).await;
+                }
+            }
             drop(permit);
         });
     }
@@ -131,5 +189,27 @@ pub async fn serve(
         _ = tokio::time::sleep(Duration::from_secs(5)) => {
             tracing::warn!("connections still open after 5 s: closing them");
         }
+    }
+}
+
+/// The answer to plain HTTP where only TLS is served: the error document, then the
+/// connection closed (what was sent is not read: it may hold a token that crossed the
+/// network in the clear, and nothing is done with it).
+async fn refuse_plain(mut stream: TcpStream) {
+    const BODY: &str = "{\"message\":\"this port speaks HTTPS: use https:// (plain HTTP is served only to clients on the manager's own host); `mycluster token --curl` prints a working curl line\",\"code\":400}";
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        write_and_close(&mut stream, &answer),
+    )
+    .await;
+}
+
+async fn write_and_close<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, text: &str) {
+    if stream.write_all(text.as_bytes()).await.is_ok() {
+        let _ = stream.shutdown().await;
     }
 }

@@ -26,6 +26,8 @@ async fn manager(dir: &std::path::Path) -> (RunningManager, Client, Cancellation
             api: ApiConfig::default(),
             server: ServerLimits::default(),
             reconcile_period: Duration::from_secs(1),
+            tls: None,
+            local_listen: None,
         },
         stop.clone(),
     )

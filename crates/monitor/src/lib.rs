@@ -32,6 +32,8 @@ pub struct MonitorConfig {
     pub manager: String,
     /// The cluster's API token (declaring a worker down is an operator's act).
     pub token: Option<String>,
+    /// The cluster CA an `https://` manager must be certified by.
+    pub pin: Option<mycluster_tls::Pin>,
     /// How often the workers are checked.
     pub interval: Duration,
     /// Silence after which a worker is suspected (and probed).
@@ -48,6 +50,7 @@ impl MonitorConfig {
         MonitorConfig {
             manager: manager.to_string(),
             token: None,
+            pin: None,
             interval: Duration::from_millis(250),
             dead_after: Duration::from_secs(2),
             probe_timeout: Duration::from_millis(500),
@@ -91,9 +94,10 @@ pub async fn run(
     config: MonitorConfig,
     stop: CancellationToken,
 ) -> Result<(), mycluster_client::ClientError> {
-    let client =
-        Client::new(&config.manager, Duration::from_secs(10))?.with_token(config.token.clone());
-    let probe = reqwest::Client::builder()
+    let client = Client::new(&config.manager, Duration::from_secs(10))?
+        .with_pin(config.pin)?
+        .with_token(config.token.clone());
+    let probe = mycluster_client::reqwest_builder()
         .timeout(MAX_PROBE_TIMEOUT.max(config.probe_timeout))
         .build()
         .map_err(|e| mycluster_client::ClientError::BadUrl(e.to_string()))?;

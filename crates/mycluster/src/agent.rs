@@ -164,6 +164,7 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
     };
     let runtime = make_runtime(args.driver, identity, docker, logs).await?;
     config.token = agent_token(args.join_token_file.as_deref())?;
+    config.pin = global.pin()?;
     // The keeper lives as long as the agent: a stopped worker keeps nothing.
     let keeper = args
         .keep_cluster
@@ -283,6 +284,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             },
             server: ServerLimits::default(),
             reconcile_period: Duration::from_secs(1),
+            tls: args.tls.settings(&data_dir_path),
+            local_listen: args.tls.local_listen.clone(),
         },
         stop.clone(),
     )
@@ -423,6 +426,7 @@ pub async fn monitor(global: &Global, args: MonitorArgs) -> anyhow::Result<()> {
     };
     config.check()?;
     config.token = client_token(&global.manager_url(), global.token_file.as_deref())?;
+    config.pin = global.pin()?;
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     mycluster_monitor::run(config, stop).await?;

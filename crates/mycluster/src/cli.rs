@@ -35,6 +35,14 @@ pub struct Global {
     /// Print the raw JSON document instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Trust an https:// manager certified by the CA with this SHA-256 (hex, as in a
+    /// join token) [default: the CA saved for that manager; a join token's own].
+    #[arg(long, global = true, env = "MYCLUSTER_CA_SHA256", value_name = "HEX")]
+    pub ca_sha256: Option<String>,
+    /// Trust an https:// manager certified by the CA in this PEM file (`mycluster token
+    /// --ca` prints the saved one's path).
+    #[arg(long, global = true, env = "MYCLUSTER_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +126,26 @@ pub enum Command {
 impl Global {
     /// The manager to talk to: the flag or environment, else the cluster set up last on
     /// this machine, else the default address.
+    /// The CA an https:// manager must be certified by: --ca-sha256, --cacert, else the
+    /// one saved for that manager by `setup` (or `mycluster token --ca`).
+    pub fn pin(&self) -> anyhow::Result<Option<mycluster_tls::Pin>> {
+        if let Some(hex) = &self.ca_sha256 {
+            return Ok(Some(
+                mycluster_tls::Pin::parse(hex).map_err(|e| anyhow::anyhow!("--ca-sha256: {e}"))?,
+            ));
+        }
+        if let Some(path) = &self.cacert {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--cacert {}: {e}", path.display()))?;
+            let pin = mycluster_tls::Pin::of_pem(&pem, &path.display().to_string())
+                .map_err(|e| anyhow::anyhow!("--cacert: {e}"))?;
+            return Ok(Some(pin));
+        }
+        Ok(mycluster_setup::settings::saved_for(&self.manager_url())
+            .and_then(|s| s.ca_sha256)
+            .and_then(|hex| mycluster_tls::Pin::parse(&hex).ok()))
+    }
+
     pub fn manager_url(&self) -> String {
         match &self.manager {
             Some(url) => url.clone(),
@@ -233,7 +261,51 @@ pub struct ManagerArgs {
     #[arg(long)]
     pub insecure_no_auth: bool,
     #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
     pub policy: PolicyArgs,
+}
+
+/// How the manager serves TLS (see README "TLS").
+#[derive(Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// A name or address clients reach the manager by, for its certificate (repeatable;
+    /// localhost, 127.0.0.1, ::1 and this host's name are always in it). Only `curl
+    /// --cacert` checks names: agents and the CLI pin the cluster's CA instead.
+    #[arg(
+        long = "advertise-name",
+        value_name = "NAME",
+        env = "MYCLUSTER_ADVERTISE_NAMES",
+        value_delimiter = ','
+    )]
+    pub advertise_names: Vec<String>,
+    /// Where the cluster CA is kept, made there on first start [default: <data-dir>/tls].
+    #[arg(long, env = "MYCLUSTER_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Also serve on this address, with plain HTTP allowed for anyone (and TLS): for a
+    /// port only this host reaches — setup publishes it on the host's 127.0.0.1. Never
+    /// an address other hosts reach.
+    #[arg(long, env = "MYCLUSTER_LOCAL_LISTEN", value_name = "ADDR")]
+    pub local_listen: Option<String>,
+    /// Serve plain HTTP to everyone, no TLS: tokens cross the network in the clear. For
+    /// experiments on a network you trust only.
+    #[arg(long)]
+    pub insecure_no_tls: bool,
+}
+
+impl TlsArgs {
+    /// The manager's TLS settings (`None`: --insecure-no-tls).
+    pub fn settings(&self, data_dir: &std::path::Path) -> Option<mycluster_manager::TlsSettings> {
+        (!self.insecure_no_tls).then(|| mycluster_manager::TlsSettings {
+            dir: self.tls_dir.clone().unwrap_or_else(|| data_dir.join("tls")),
+            names: self
+                .advertise_names
+                .iter()
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -349,6 +421,8 @@ pub struct DevArgs {
     /// Events kept for `GET /api/v1/events` (`mycluster events`).
     #[arg(long, default_value_t = mycluster_manager::events::DEFAULT_HISTORY)]
     pub event_history: usize,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }

@@ -21,6 +21,7 @@ pub async fn run(global: &Global, args: IngressArgs) -> anyhow::Result<()> {
     };
     let config = IngressConfig {
         token,
+        pin: global.pin()?,
         listen: args.listen_address,
         connect_timeout: args.connect_timeout,
         cooling: args.cooling,

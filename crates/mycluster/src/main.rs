@@ -31,6 +31,8 @@ mod store_copy;
 use clap::Parser;
 
 fn main() {
+    // Before any HTTP client is made: reqwest asks for the process's TLS provider.
+    mycluster_tls::install_default_provider();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => usage_error(e),

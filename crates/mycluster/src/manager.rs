@@ -55,7 +55,10 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
             ..ServerLimits::default()
         },
         reconcile_period: Duration::from_secs(1),
+        tls: None,
+        local_listen: args.tls.local_listen.clone(),
     };
+    config.tls = args.tls.settings(&config.data_dir);
     config.check()?;
     private_dir(&config.data_dir)?;
     // Before any secret is generated: whether this data dir knew the cluster already.
@@ -73,11 +76,23 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
         .await
         .context("the manager could not start")?;
     record_store(&config.data_dir, &config.store, &config.name);
-    tracing::info!(
-        "MyCluster manager for cluster {} listening on http://{}",
-        config.name,
-        manager.addr
-    );
+    match &manager.ca {
+        Some(ca) => tracing::info!(
+            "MyCluster manager for cluster {} listening on https://{} (plain HTTP from this host only{}); CA sha256 {}; `mycluster token --join` prints the join token",
+            config.name,
+            manager.addr,
+            manager
+                .local_addr
+                .map(|a| format!(", and from anyone on {a}"))
+                .unwrap_or_default(),
+            ca.pin
+        ),
+        None => tracing::info!(
+            "MyCluster manager for cluster {} listening on http://{}",
+            config.name,
+            manager.addr
+        ),
+    }
     tokio::spawn(stop_on_signal(stop));
     manager.wait().await?;
     tracing::info!("manager stopped");

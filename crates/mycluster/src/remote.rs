@@ -19,7 +19,9 @@ use crate::{placement_flags, port_flags, spec_flags};
 pub fn client(global: &Global) -> anyhow::Result<Client> {
     let url = global.manager_url();
     let token = mycluster_setup::tokens::client_token(&url, global.token_file.as_deref())?;
-    Ok(Client::new(&url, Duration::from_secs(30))?.with_token(token))
+    Ok(Client::new(&url, Duration::from_secs(30))?
+        .with_pin(global.pin()?)?
+        .with_token(token))
 }
 
 pub async fn service(global: &Global, command: ServiceCommand) -> anyhow::Result<()> {

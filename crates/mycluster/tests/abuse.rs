@@ -204,7 +204,7 @@ impl Client {
             writes: 0,
             rng: StdRng::seed_from_u64(seed ^ (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             // Its own client, so its own connections: 50 clients are 50 connections.
-            http: reqwest::Client::builder()
+            http: mycluster_client::reqwest_builder()
                 .timeout(DEADLINE)
                 .build()
                 .expect("client"),

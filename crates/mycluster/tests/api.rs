@@ -552,7 +552,9 @@ async fn prefer_return_minimal_answers_with_the_service_alone() {
     let dir = tempfile::tempdir().unwrap();
     let manager = Manager::start(dir.path(), &[]);
     let body = json!({"service": "web", "image": "nginx", "replicas": 2});
-    let response = reqwest::Client::new()
+    let response = mycluster_client::reqwest_builder()
+        .build()
+        .unwrap()
         .post(format!("{}/api/v1/service?wait=0", manager.url))
         .bearer_auth(common::TEST_TOKEN)
         .header("Content-Type", "application/json")

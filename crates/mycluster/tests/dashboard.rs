@@ -69,7 +69,16 @@ impl ChromeDriver {
         eventually("chromedriver to be ready", || {
             let status = status.clone();
             async move {
-                let body: Value = reqwest::get(&status).await.ok()?.json().await.ok()?;
+                let body: Value = mycluster_client::reqwest_builder()
+                    .build()
+                    .unwrap()
+                    .get(&status)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
                 (body["value"]["ready"] == true).then_some(())
             }
         })
@@ -263,7 +272,9 @@ async fn the_dashboard_signs_in_creates_a_service_and_follows_a_failover_live() 
         .collect();
     ready_workers(&api, WORKERS.len()).await;
     let mark = unique_mark("dashboard");
-    let has_events = reqwest::Client::new()
+    let has_events = mycluster_client::reqwest_builder()
+        .build()
+        .unwrap()
         .get(format!("{}/api/v1/events", manager.url))
         .bearer_auth(TEST_TOKEN)
         .send()
@@ -288,6 +299,7 @@ async fn the_dashboard_signs_in_creates_a_service_and_follows_a_failover_live() 
     }
     caps.set_browser_log_level(LoggingPrefsLogLevel::All)
         .expect("logging");
+    let _ = mycluster_client::reqwest_builder();
     let driver = WebDriver::new(&chrome.url, caps)
         .await
         .expect("a browser session");

@@ -117,7 +117,13 @@ async fn the_original_walkthrough_against_mycluster_dev() {
     let hello = common::eventually("the replica to answer", || {
         let url = format!("http://{ip}:8000/");
         async move {
-            let response = reqwest::get(&url).await.ok()?;
+            let response = mycluster_client::reqwest_builder()
+                .build()
+                .unwrap()
+                .get(&url)
+                .send()
+                .await
+                .ok()?;
             response.text().await.ok()
         }
     })

@@ -65,7 +65,7 @@ async fn endpoints(api: &Api, service: &str, n: usize) -> Vec<Value> {
 /// Waits until `address:port` answers a plain GET with "Hello World".
 async fn answers_hello(address: &str, port: u64) {
     let url = format!("http://{address}:{port}/");
-    let http = reqwest::Client::builder()
+    let http = mycluster_client::reqwest_builder()
         .timeout(Duration::from_secs(5))
         .no_proxy()
         .build()

@@ -235,7 +235,9 @@ async fn followers_miss_nothing_and_repeat_nothing_across_hang_ups_and_a_lost_wo
 
     // Server-Sent Events, resumed from Last-Event-ID (which wins over ?index).
     let from = all[all.len() / 2].index;
-    let sse = reqwest::Client::new()
+    let sse = mycluster_client::reqwest_builder()
+        .build()
+        .unwrap()
         .get(format!(
             "{}/api/v1/events?follow=false&index=0",
             manager.url

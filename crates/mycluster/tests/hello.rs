@@ -33,7 +33,7 @@ async fn hello_answers_hello_world_and_names_the_replica() {
     let response = common::eventually("hello to answer", || {
         let url = url.clone();
         async move {
-            let client = reqwest::Client::builder()
+            let client = mycluster_client::reqwest_builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .ok()?;

@@ -48,7 +48,7 @@ fn log_has(log: &Arc<Mutex<Vec<String>>>, text: &str) -> bool {
 
 /// One GET on a new connection: (X-Served-By, X-Client-Address).
 async fn get(port: u16) -> Option<(String, String)> {
-    let client = reqwest::Client::builder()
+    let client = mycluster_client::reqwest_builder()
         .timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(0)
         .build()

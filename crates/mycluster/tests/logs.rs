@@ -248,7 +248,7 @@ async fn process_replicas_lines_are_merged_followed_tailed_and_since() {
 
     // The agent's endpoint: closed without its token, open with it; health stays open.
     let address = agents[0].health_address().expect("the agent's address");
-    let http = reqwest::Client::new();
+    let http = mycluster_client::reqwest_builder().build().unwrap();
     let tasks: Vec<mycluster_core::wire::TaskDoc> =
         serde_json::from_value(manager.api().ok("/api/v1/tasks?service=counter").await)
             .expect("tasks");

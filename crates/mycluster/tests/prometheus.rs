@@ -230,7 +230,7 @@ async fn prometheus_reads_what_the_api_reports_after_a_worker_is_lost() {
             agent = agent_address,
         ),
     );
-    let http = reqwest::Client::builder()
+    let http = mycluster_client::reqwest_builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()
         .unwrap();
@@ -363,7 +363,9 @@ async fn a_setup_cluster_takes_a_metrics_token() {
         let url = format!("{}{path}", api.url);
         let token = token.to_string();
         async move {
-            reqwest::Client::new()
+            mycluster_client::reqwest_builder()
+                .build()
+                .unwrap()
                 .get(url)
                 .bearer_auth(token)
                 .send()

@@ -78,7 +78,11 @@ async fn every_endpoint_but_healthz_needs_the_token() {
     error_doc(&join.post("/api/v1/service", &spec).await, 403);
 
     // The challenge header says how to authenticate.
-    let response = reqwest::get(format!("{}/api/v1/stats", manager.url))
+    let response = mycluster_client::reqwest_builder()
+        .build()
+        .unwrap()
+        .get(format!("{}/api/v1/stats", manager.url))
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
@@ -303,7 +307,9 @@ async fn limits_answer_with_clear_errors() {
     error_doc(&api.post("/api/v1/service", &big).await, 413);
 
     // Header size: a JSON answer, not a dropped connection.
-    let reply = reqwest::Client::new()
+    let reply = mycluster_client::reqwest_builder()
+        .build()
+        .unwrap()
         .get(format!("{}/api/v1/stats", manager.url))
         .bearer_auth(TEST_TOKEN)
         .header("X-Padding", "p".repeat(20_000))

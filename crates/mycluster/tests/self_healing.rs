@@ -33,7 +33,7 @@ fn inspect(name: &str, format: &str) -> String {
 
 /// Whether the manager answers the API (without panicking while it is down).
 async fn answers(url: &str, token: &str) -> bool {
-    let client = reqwest::Client::builder()
+    let client = mycluster_client::reqwest_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");

@@ -282,7 +282,18 @@ async fn walkthrough(store: &'static str) {
     let ip = container_ip(&container);
     let hello = eventually("the replica to answer", || {
         let url = format!("http://{ip}:8000/");
-        async move { reqwest::get(&url).await.ok()?.text().await.ok() }
+        async move {
+            mycluster_client::reqwest_builder()
+                .build()
+                .unwrap()
+                .get(&url)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        }
     })
     .await;
     assert!(hello.contains("Hello World"), "{hello}");

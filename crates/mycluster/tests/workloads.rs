@@ -56,7 +56,7 @@ async fn state_of(task: &TaskDoc) -> u64 {
         panic!("{} has no address", task.id)
     };
     let url = format!("http://{address}:8000/state");
-    let http = reqwest::Client::builder()
+    let http = mycluster_client::reqwest_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");

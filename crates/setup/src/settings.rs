@@ -49,6 +49,10 @@ pub struct Settings {
     /// as `MYCLUSTER_METRICS_TOKEN`; none: only the API token reads `/metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_token: Option<String>,
+    /// The SHA-256 of the cluster CA's certificate (hex): what the CLI trusts when it
+    /// talks to the manager over https.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_sha256: Option<String>,
 }
 
 impl Settings {
@@ -110,6 +114,7 @@ pub fn save_dev(name: &str, port: u16, secrets: Option<&Secrets>) -> Result<bool
         allow_bind: Vec::new(),
         lease_ms: None,
         metrics_token: None,
+        ca_sha256: None,
     })?;
     Ok(true)
 }

@@ -132,6 +132,8 @@ pub async fn setup(args: SetupOptions) -> Result<(), SetupError> {
             .metrics_token
             .clone()
             .or_else(|| previous.as_ref().and_then(|p| p.metrics_token.clone())),
+        // Learnt from the manager once it runs (its CA is made on its first start).
+        ca_sha256: previous.as_ref().and_then(|p| p.ca_sha256.clone()),
     };
     if let Some(metrics) = &settings.metrics_token {
         if Some(metrics) == settings.token.as_ref() || Some(metrics) == settings.join_token.as_ref()

@@ -485,6 +485,7 @@ mod tests {
             allow_bind: Vec::new(),
             lease_ms,
             metrics_token: None,
+            ca_sha256: None,
         }
     }
 

@@ -59,6 +59,8 @@ impl Manager {
             api: ApiConfig::default(),
             server: ServerLimits::default(),
             reconcile_period: Duration::from_secs(1),
+            tls: None,
+            local_listen: None,
         };
         let running = RunningManager::start(config, stop.clone())
             .await

@@ -203,7 +203,7 @@ impl Api {
         }
         Api {
             url: url.to_string(),
-            http: reqwest::Client::builder()
+            http: mycluster_client::reqwest_builder()
                 .timeout(Duration::from_secs(120))
                 .default_headers(headers)
                 .build()
@@ -396,7 +396,7 @@ pub async fn burst_then_kill9(
         let url = format!("{}/api/v1/service", manager.url);
         let acked = acked.clone();
         running.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = mycluster_client::reqwest_builder().build().unwrap();
             for i in 0..1000 {
                 let name = format!("svc-{client}-{i}");
                 let body =
