@@ -140,11 +140,13 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
         ..AgentConfig::new(&global.manager_url(), &args.name)
     };
     config.check()?;
+    config.token = agent_token(args.join_token_file.as_deref())?;
+    config.pin = global.pin()?;
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     let cluster = match args.cluster.clone() {
         Some(cluster) => cluster,
-        None => match ask_cluster_name(&global.manager_url(), &stop).await? {
+        None => match ask_cluster_name(&config, &stop).await? {
             Some(cluster) => cluster,
             None => return Ok(()),
         },
@@ -163,8 +165,6 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let runtime = make_runtime(args.driver, identity, docker, logs).await?;
-    config.token = agent_token(args.join_token_file.as_deref())?;
-    config.pin = global.pin()?;
     // The keeper lives as long as the agent: a stopped worker keeps nothing.
     let keeper = args
         .keep_cluster
@@ -184,10 +184,13 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
 /// The cluster's name, from the manager (retrying until it answers); `None` if stopped
 /// first.
 async fn ask_cluster_name(
-    manager: &str,
+    config: &AgentConfig,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<String>> {
-    let client = &Client::new(manager, Duration::from_secs(10))?;
+    // The token too: a join token names the CA an https:// manager must be certified by.
+    let client = &Client::new(&config.manager, Duration::from_secs(10))?
+        .with_pin(config.pin)?
+        .with_token(config.token.clone());
     let cluster = mycluster_background::retry(
         "waiting for the manager",
         stop.clone(),
