@@ -76,22 +76,27 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
         .await
         .context("the manager could not start")?;
     record_store(&config.data_dir, &config.store, &config.name);
-    match &manager.ca {
-        Some(ca) => tracing::info!(
-            "MyCluster manager for cluster {} listening on https://{} (plain HTTP from this host only{}); CA sha256 {}; `mycluster token --join` prints the join token",
-            config.name,
+    // On a loopback address every client is on this host: plain HTTP serves them all.
+    let scheme = if manager.ca.is_some() && !manager.addr.ip().is_loopback() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(
+        "MyCluster manager for cluster {} listening on {scheme}://{}",
+        config.name,
+        manager.addr
+    );
+    if let Some(ca) = &manager.ca {
+        tracing::info!(
+            "TLS on {}: plain HTTP only from this host{}; cluster CA sha256 {}; `mycluster token --join` prints the join token",
             manager.addr,
             manager
                 .local_addr
-                .map(|a| format!(", and from anyone on {a}"))
+                .map(|a| format!(" (and from anyone on {a})"))
                 .unwrap_or_default(),
             ca.pin
-        ),
-        None => tracing::info!(
-            "MyCluster manager for cluster {} listening on http://{}",
-            config.name,
-            manager.addr
-        ),
+        );
     }
     tokio::spawn(stop_on_signal(stop));
     manager.wait().await?;
