@@ -281,6 +281,23 @@ async fn a_token_that_pins_another_ca_sends_nothing() {
     stop.cancel();
     assert!(!contains(&recorder.captured(), JOIN_SECRET));
     assert!(manager.workers().await.is_empty(), "nothing registered");
+
+    // What a client is told: a refusal of the server, not a network failure.
+    let client = Client::new(
+        &format!("https://{}", recorder.addr),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+    .with_token(Some(token));
+    let error = client.health().await.unwrap_err();
+    assert!(
+        matches!(error, mycluster_client::ClientError::Untrusted { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("not from the CA the token pins"),
+        "{error}"
+    );
 }
 
 /// This host's first address that is not loopback (`hostname -I`): the way another

@@ -60,10 +60,7 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: describe(&e),
-        };
+        let unreachable = |e: reqwest::Error| crate::send_error(&self.base, &e);
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let content_type = response

@@ -28,6 +28,10 @@ use serde::Serialize;
 pub enum ClientError {
     #[error("cannot reach the manager at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The server's certificate is not from the cluster CA this client trusts: another
+    /// cluster's manager, or someone in between. Nothing was sent.
+    #[error("refused the server at {url}: {reason}")]
+    Untrusted { url: String, reason: String },
     /// The manager answered with an error document.
     #[error("{message} (HTTP {status})")]
     Api { status: u16, message: String },
@@ -220,10 +224,10 @@ impl Client {
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: describe(&e),
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| send_error(&self.base, &e))?;
         let status = response.status();
         let content_type = response
             .headers()
@@ -684,6 +688,21 @@ pub(crate) fn http_builder(
             Ok(builder.tls_backend_preconfigured(config))
         }
         None => Ok(builder),
+    }
+}
+
+/// What a request that got no answer becomes: `Untrusted` when the server's certificate
+/// was refused, else `Unreachable`.
+pub(crate) fn send_error(url: &str, error: &reqwest::Error) -> ClientError {
+    match mycluster_tls::refused_certificate(error) {
+        Some(reason) => ClientError::Untrusted {
+            url: url.to_string(),
+            reason,
+        },
+        None => ClientError::Unreachable {
+            url: url.to_string(),
+            reason: describe(error),
+        },
     }
 }
 

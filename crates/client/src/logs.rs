@@ -103,10 +103,10 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: describe(&e),
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| crate::send_error(&self.base, &e))?;
         if !response.status().is_success() {
             return Err(refusal(&self.base, response).await);
         }

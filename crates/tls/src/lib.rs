@@ -59,3 +59,34 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn install_default_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// Why the server's certificate was refused, if that is what `error` (or one of its
+/// causes) is: a manager of another cluster, someone in between, or a certificate this
+/// client cannot use. Not a network failure: trying again does not help.
+pub fn refused_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        // io::Errors nest (hyper wraps tokio-rustls's), and their own `source` skips the
+        // error each wraps: unwrap them all.
+        let mut candidate = error;
+        loop {
+            if let Some(tls) = candidate.downcast_ref::<rustls::Error>() {
+                match tls {
+                    // The pinning verifier's own words.
+                    rustls::Error::General(why) => return Some(why.clone()),
+                    rustls::Error::InvalidCertificate(_) => return Some(tls.to_string()),
+                    _ => {}
+                }
+            }
+            match candidate
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(inner) => candidate = inner,
+                None => break,
+            }
+        }
+        cause = error.source();
+    }
+    None
+}
