@@ -4,6 +4,7 @@
 //! Where to start reading: `Client::request` (one call: the token, the timeout, the
 //! error document), then one method per endpoint, each returning the core's wire type.
 
+mod cluster;
 mod logs;
 
 use std::time::Duration;
@@ -668,7 +669,12 @@ fn agent_path(worker: &str, action: &str, instance: &str, query: Option<String>)
 /// makes sure the TLS provider reqwest needs even for http:// is installed first.
 pub fn reqwest_builder() -> reqwest::ClientBuilder {
     mycluster_tls::install_default_provider();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder();
+    // No platform roots to look for (see `http_builder`).
+    match mycluster_tls::trusting_nobody() {
+        Ok(config) => builder.tls_backend_preconfigured(config),
+        Err(_) => builder,
+    }
 }
 
 /// A reqwest builder for `base`: with TLS pinned to `pin`'s CA (no system roots: a
@@ -687,7 +693,14 @@ pub(crate) fn http_builder(
                 .map_err(|e| ClientError::BadUrl(format!("{base}: {e}")))?;
             Ok(builder.tls_backend_preconfigured(config))
         }
-        None => Ok(builder),
+        // Plain HTTP only (an https:// manager with nothing to trust is refused before
+        // any byte is sent): a TLS config that trusts nobody, so reqwest does not look
+        // for the platform's roots, which a scratch image lacks (it fails to build then).
+        None => {
+            let config = mycluster_tls::trusting_nobody()
+                .map_err(|e| ClientError::BadUrl(format!("{base}: {e}")))?;
+            Ok(builder.tls_backend_preconfigured(config))
+        }
     }
 }
 

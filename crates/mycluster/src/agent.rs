@@ -118,6 +118,19 @@ impl LogArgs {
 
 pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
     crate::logging::init("agent");
+    let token = agent_token(args.join_token_file.as_deref())?;
+    serve(&global.manager_url(), global.pin()?, token, args).await
+}
+
+/// Runs the agent of `args` until a signal stops it, with the manager's address, the CA
+/// it must be certified by (a join token's own when none) and the token decided by the
+/// caller (`mycluster agent`'s flags, or `mycluster join`'s).
+pub async fn serve(
+    manager: &str,
+    pin: Option<mycluster_tls::Pin>,
+    token: Option<String>,
+    args: AgentArgs,
+) -> anyhow::Result<()> {
     let mut labels = BTreeMap::new();
     for label in &args.labels {
         let (key, value) = label
@@ -137,11 +150,11 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
         heartbeat: Duration::try_from_secs_f64(args.heartbeat).unwrap_or(Duration::ZERO),
         takeover_wait: Duration::try_from_secs_f64(args.takeover_wait).unwrap_or(Duration::MAX),
         http2: args.http2,
-        ..AgentConfig::new(&global.manager_url(), &args.name)
+        ..AgentConfig::new(manager, &args.name)
     };
     config.check()?;
-    config.token = agent_token(args.join_token_file.as_deref())?;
-    config.pin = global.pin()?;
+    config.token = token;
+    config.pin = pin;
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     let cluster = match args.cluster.clone() {

@@ -116,7 +116,19 @@ pub enum Command {
         /// The join token (for agents) instead.
         #[arg(long)]
         join: bool,
+        /// The path of the cluster CA's certificate saved beside its settings (fetched
+        /// from the manager first if missing), for `curl --cacert`.
+        #[arg(long, conflicts_with_all = ["join", "curl"])]
+        ca: bool,
+        /// Ready curl lines: on this host (plain HTTP on the local port), and from other
+        /// hosts (HTTPS on the TLS port, checked against the saved CA).
+        #[arg(long, conflicts_with = "join")]
+        curl: bool,
     },
+    /// Join this host to a cluster as a worker: check the join token and the Docker
+    /// engine, check the manager through TLS pinned to the token's CA, then run the agent
+    /// (or print a systemd unit that does).
+    Join(crate::join::JoinArgs),
     /// Internal: the supervisor of one process-driver task, started by its agent, which
     /// writes the task on its stdin.
     #[command(hide = true)]
@@ -524,6 +536,11 @@ pub struct SetupArgs {
     /// else 5000; 0 picks a free one]. The port is saved and kept across restarts.
     #[arg(long, env = "MYCLUSTER_PORT")]
     pub port: Option<u16>,
+    /// The host port other hosts reach the API on, over TLS only, on every address of
+    /// this host [default: the cluster's if it was set up before, else 5443; 0 picks a
+    /// free one]. (--port is published on this host's 127.0.0.1 only.) Saved and kept.
+    #[arg(long, env = "MYCLUSTER_TLS_PORT")]
+    pub tls_port: Option<u16>,
     /// A file holding a read-only metrics token for the manager: it reads GET /metrics
     /// and nothing else (for Prometheus). Kept with the cluster's settings; set up again
     /// without it, the cluster keeps the one it has.
@@ -577,6 +594,7 @@ impl SetupArgs {
             },
             redis_image: self.redis_image,
             port: self.port,
+            tls_port: self.tls_port,
             rebalance: self.policy.rebalance,
             allow_bind: self.policy.allow_bind,
             lease: self.policy.lease,

@@ -15,6 +15,7 @@ mod events;
 mod follow;
 mod hello;
 mod ingress;
+mod join;
 mod logging;
 mod logs;
 mod manager;
@@ -27,6 +28,7 @@ mod resolve;
 mod service_args;
 mod spec_flags;
 mod store_copy;
+mod token;
 
 use clap::Parser;
 
@@ -88,13 +90,18 @@ fn main() {
             cli::Command::Workers => remote_admin::workers(&cli.global).await,
             cli::Command::Tasks { service } => remote::tasks(&cli.global, service.as_deref()).await,
             cli::Command::Events(args) => events::run(&cli.global, args).await,
-            cli::Command::Token { name, join } => {
+            cli::Command::Token { name, ca: true, .. } => crate::token::print_ca(name).await,
+            cli::Command::Token {
+                name, curl: true, ..
+            } => crate::token::print_curl(name).await,
+            cli::Command::Token { name, join, .. } => {
                 println!(
                     "{}",
                     mycluster_setup::settings::token(name.as_deref(), join)?
                 );
                 Ok(())
             }
+            cli::Command::Join(args) => crate::join::run(&cli.global, args).await,
             cli::Command::Supervise => Err(anyhow::anyhow!(
                 "the supervisor runs before the async runtime starts"
             )),

@@ -35,6 +35,7 @@ impl Env {
             .env("MYCLUSTER_BIN", BIN)
             .env("MYCLUSTER_CONFIG_DIR", self.config.path())
             .env("MYCLUSTER_PORT", "0")
+            .env("MYCLUSTER_TLS_PORT", "0")
             .env("MYCLUSTER_SETUP_STORE", self.store)
             .env_remove("MYCLUSTER_MANAGER")
             .output()
@@ -184,7 +185,7 @@ async fn walkthrough(store: &'static str) {
     assert!(worker_env.contains("MYCLUSTER_JOIN_TOKEN="), "{worker_env}");
 
     // The ingress serves published ports on this host: on the host's network, following
-    // the API at its published port, with the join token only.
+    // the API at its local port over TLS, with the join token only (which pins the CA).
     let ingress = format!("{cluster}_ingress_1");
     let made = docker(&[
         "inspect",
@@ -200,7 +201,7 @@ async fn walkthrough(store: &'static str) {
         .to_string();
     assert_eq!(
         made,
-        format!(r#"host ["ingress","--manager","http://127.0.0.1:{api_port}"] ingress"#)
+        format!(r#"host ["ingress","--manager","https://127.0.0.1:{api_port}"] ingress"#)
     );
     let ingress_env = docker(&["inspect", "--format", "{{json .Config.Env}}", &ingress]);
     assert!(
@@ -208,7 +209,7 @@ async fn walkthrough(store: &'static str) {
         "the ingress holds the API token"
     );
     assert!(
-        ingress_env.contains("MYCLUSTER_JOIN_TOKEN="),
+        ingress_env.contains("MYCLUSTER_JOIN_TOKEN=MCJT1-"),
         "{ingress_env}"
     );
 

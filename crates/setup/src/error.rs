@@ -18,6 +18,10 @@ pub enum SetupError {
     DevCluster(String),
     #[error("cannot find a free port for the API")]
     NoFreePort(#[source] std::io::Error),
+    #[error(
+        "--port and --tls-port are both {0}: the API's local port and its TLS port must differ"
+    )]
+    SamePorts(u16),
     #[error("the manager's port was not published")]
     NotPublished,
     #[error("{manager} publishes its API on port {published}, not {port}: remove it (`docker rm -f {manager}`) and run this again")]
@@ -40,6 +44,10 @@ pub enum SetupError {
     NothingSetUp,
     #[error("cluster '{0}' has no token: its manager runs without authentication")]
     NoToken(String),
+    #[error("the manager of cluster '{0}' has no CA: it serves no TLS (see `docker logs {0}_manager_1`)")]
+    NoCa(String),
+    #[error(transparent)]
+    Tls(#[from] mycluster_tls::TlsError),
     #[error("no Redis image: install redis-server on this host (setup builds the image from it), or give --redis-image")]
     NoRedis,
     #[error("cannot package this binary into an image")]

@@ -12,9 +12,9 @@ use bollard::models::{
     NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptions, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptions, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, EventsOptions,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptions, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
@@ -41,8 +41,18 @@ pub struct RoleContainer {
     /// The network it joins (`host`: the host's own).
     pub network: String,
     pub binds: Vec<String>,
-    /// (container port, host port); host port 0 lets the engine choose.
-    pub publish: Option<(u16, u16)>,
+    /// The ports it publishes on the host.
+    pub publish: Vec<Publish>,
+}
+
+/// A container port published on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publish {
+    pub inside: u16,
+    /// The host port; 0 lets the engine choose.
+    pub outside: u16,
+    /// The host address it is bound to (none: every address of the host).
+    pub host_ip: Option<String>,
 }
 
 /// One of the cluster's containers as the engine reports it.
@@ -176,18 +186,23 @@ impl ClusterHost {
 
     /// Creates and starts a role container.
     pub async fn run(&self, spec: &RoleContainer) -> Result<String, SetupError> {
-        let port_bindings = spec.publish.map(|(inside, outside)| {
-            HashMap::from([(
-                format!("{inside}/tcp"),
-                Some(vec![PortBinding {
-                    host_ip: None,
-                    host_port: Some(if outside == 0 {
-                        String::new()
-                    } else {
-                        outside.to_string()
-                    }),
-                }]),
-            )])
+        let port_bindings = (!spec.publish.is_empty()).then(|| {
+            spec.publish
+                .iter()
+                .map(|p| {
+                    (
+                        format!("{}/tcp", p.inside),
+                        Some(vec![PortBinding {
+                            host_ip: p.host_ip.clone(),
+                            host_port: Some(if p.outside == 0 {
+                                String::new()
+                            } else {
+                                p.outside.to_string()
+                            }),
+                        }]),
+                    )
+                })
+                .collect::<HashMap<_, _>>()
         });
         // On the host's network a container has the host's name, as it has its network.
         let on_host = spec.network == "host";
@@ -197,9 +212,12 @@ impl ClusterHost {
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
             hostname: (!on_host).then(|| spec.name.clone()),
-            exposed_ports: spec
-                .publish
-                .map(|(inside, _)| vec![format!("{inside}/tcp")]),
+            exposed_ports: (!spec.publish.is_empty()).then(|| {
+                spec.publish
+                    .iter()
+                    .map(|p| format!("{}/tcp", p.inside))
+                    .collect()
+            }),
             host_config: Some(HostConfig {
                 network_mode: Some(spec.network.clone()),
                 binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
@@ -406,13 +424,59 @@ impl ClusterHost {
         Ok(inspect.config.and_then(|c| c.cmd))
     }
 
-    /// The host port a container's `port` is configured to be published on: `Some(0)`
-    /// when the engine picks one at each start, `None` when it is not published.
-    pub async fn configured_port(&self, name: &str, port: u16) -> Result<Option<u16>, SetupError> {
+    /// How a container's `port` is configured to be published: the host address (none:
+    /// every address) and port (0 when the engine picks one at each start); `None` when
+    /// it is not published.
+    pub async fn configured_binding(
+        &self,
+        name: &str,
+        port: u16,
+    ) -> Result<Option<(Option<String>, u16)>, SetupError> {
         let bindings = self.port_bindings(name, port, Bindings::Configured).await?;
-        Ok(bindings
-            .and_then(|b| b.into_iter().next())
-            .map(|b| b.host_port.and_then(|p| p.parse().ok()).unwrap_or(0)))
+        Ok(bindings.and_then(|b| b.into_iter().next()).map(|b| {
+            (
+                b.host_ip.filter(|ip| !ip.is_empty() && ip != "0.0.0.0"),
+                b.host_port.and_then(|p| p.parse().ok()).unwrap_or(0),
+            )
+        }))
+    }
+
+    /// Whether a container was made with every one of `env` in its environment (the
+    /// engine adds entries of the image's own, so it is no equality).
+    pub async fn has_env(&self, name: &str, env: &[String]) -> Result<bool, SetupError> {
+        let inspect = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| engine(&format!("cannot inspect {name}"), e))?;
+        let made = inspect.config.and_then(|c| c.env).unwrap_or_default();
+        Ok(env.iter().all(|e| made.contains(e)))
+    }
+
+    /// A text file of a container (running or not), through the engine's archive
+    /// endpoint; `None` when it does not exist.
+    pub async fn read_file(&self, name: &str, path: &str) -> Result<Option<String>, SetupError> {
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut archive = Vec::new();
+        let mut stream = self.docker.download_from_container(name, Some(options));
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => archive.extend_from_slice(&bytes),
+                Err(e) if not_found(&e) => return Ok(None),
+                Err(e) => return Err(engine(&format!("cannot read {path} in {name}"), e)),
+            }
+        }
+        let mut tar = tar::Archive::new(archive.as_slice());
+        let failed = |e| SetupError::io(format!("cannot read {path} in {name}"), e);
+        // The archive of one file holds that file alone.
+        let Some(entry) = tar.entries().map_err(failed)?.next() else {
+            return Ok(None);
+        };
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry.map_err(failed)?, &mut text).map_err(failed)?;
+        Ok(Some(text))
     }
 
     /// The host port a container's `port` is published on now.

@@ -22,6 +22,8 @@
 //! for the keeper (`--keep-cluster`); the agent crate and the runtimes do not depend on
 //! it.
 
+pub mod ca;
+mod converge;
 mod error;
 pub mod host;
 mod image_builder;

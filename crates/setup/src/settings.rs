@@ -16,12 +16,20 @@ pub struct Settings {
     pub name: String,
     pub workers: u32,
     pub store: String,
-    /// The host port the API is published on.
+    /// The host port the API is published on, on the host's 127.0.0.1 only (plain HTTP
+    /// and TLS: it cannot leave the host).
     pub port: u16,
     /// Whether setup chose the port (`--port 0`): it chooses another if that one is
     /// taken when the manager's container is made.
     #[serde(default)]
     pub port_chosen: bool,
+    /// The host port the manager's TLS port is published on, on every address of the
+    /// host: how other hosts reach the API (0: not decided yet, a cluster set up before).
+    #[serde(default)]
+    pub tls_port: u16,
+    /// Whether setup chose the TLS port (`--tls-port 0`), as `port_chosen`.
+    #[serde(default)]
+    pub tls_port_chosen: bool,
     pub image: String,
     /// With the redis store: the image of `<name>_redis_1` (none: built locally).
     #[serde(default)]
@@ -59,6 +67,52 @@ impl Settings {
     pub fn manager_url(&self) -> String {
         format!("http://localhost:{}", self.port)
     }
+
+    /// The port other hosts reach the API on over TLS: a dev cluster serves TLS on its
+    /// one port.
+    pub fn public_tls_port(&self) -> u16 {
+        match self.tls_port {
+            0 => self.port,
+            port => port,
+        }
+    }
+}
+
+/// Where the cluster CA's certificate is saved beside the settings (for `curl
+/// --cacert`, `mycluster token --ca`).
+pub fn ca_path(name: &str) -> PathBuf {
+    config_dir().join("clusters").join(name).join("ca.pem")
+}
+
+/// Saves the CA's certificate at `ca_path(name)`, readable by anyone (it is public:
+/// what a client checks the manager against), whole or not at all.
+pub fn save_ca(name: &str, pem: &str) -> Result<PathBuf, SetupError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = ca_path(name);
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SetupError::io(format!("cannot create {}", dir.display()), e))?;
+    let temporary = dir.join(format!(".ca.pem.{}.tmp", std::process::id()));
+    let written = (|| -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&temporary)?;
+        file.write_all(pem.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(SetupError::io(
+            format!("cannot write {}", path.display()),
+            e,
+        ));
+    }
+    Ok(path)
 }
 
 /// The saved cluster whose API is at `url` (the current one first), for its token.
@@ -105,6 +159,8 @@ pub fn save_dev(name: &str, port: u16, secrets: Option<&Secrets>) -> Result<bool
         store: "embedded".into(),
         port,
         port_chosen: false,
+        tls_port: 0,
+        tls_port_chosen: false,
         image: String::new(),
         redis_image: None,
         token: secrets.map(|s| s.api.clone()),
@@ -119,12 +175,17 @@ pub fn save_dev(name: &str, port: u16, secrets: Option<&Secrets>) -> Result<bool
     Ok(true)
 }
 
+/// The settings of cluster `name`, else of the one set up last.
+pub fn named_or_current(name: Option<&str>) -> Result<Settings, SetupError> {
+    match name {
+        Some(name) => load_settings(name).ok_or_else(|| SetupError::NoSuchCluster(name.into())),
+        None => current().ok_or(SetupError::NothingSetUp),
+    }
+}
+
 /// `mycluster token [--join] [-n NAME]`: a saved cluster's API (or join) token.
 pub fn token(name: Option<&str>, join: bool) -> Result<String, SetupError> {
-    let settings = match name {
-        Some(name) => load_settings(name).ok_or_else(|| SetupError::NoSuchCluster(name.into()))?,
-        None => current().ok_or(SetupError::NothingSetUp)?,
-    };
+    let settings = named_or_current(name)?;
     let token = if join {
         settings.join_token
     } else {
@@ -180,6 +241,9 @@ pub fn save(settings: &Settings) -> Result<(), SetupError> {
 
 pub fn forget(name: &str) {
     let _ = std::fs::remove_file(settings_path(name));
+    if let Some(dir) = ca_path(name).parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     let current = config_dir().join("current");
     if std::fs::read_to_string(&current).is_ok_and(|c| c.trim() == name) {
         let _ = std::fs::remove_file(current);

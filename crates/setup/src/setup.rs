@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use mycluster_core::lease::DEFAULT_LEASE;
 
+use crate::converge::{free_port, free_port_but, DEFAULT_TLS_PORT};
 use crate::error::SetupError;
 use crate::secret::generate;
 use crate::settings::{load_settings, Settings};
-use crate::up::{bring_up, free_port};
+use crate::up::bring_up;
 
 /// Where the manager keeps its state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +42,9 @@ pub struct SetupOptions {
     pub redis_image: Option<String>,
     /// The host port for the API (none: the saved one, else 5000; 0: a free one).
     pub port: Option<u16>,
+    /// The host port other hosts reach the API on over TLS (none: the saved one, else
+    /// 5443; 0: a free one).
+    pub tls_port: Option<u16>,
     /// The manager's `--rebalance`: every service's spread is evened out on its own
     /// when a worker joins or comes back.
     pub rebalance: bool,
@@ -94,6 +98,17 @@ pub async fn setup(args: SetupOptions) -> Result<(), SetupError> {
         (Some(port), _) => (port, false),
         (None, None) => (5000, false),
     };
+    let kept_tls = previous.as_ref().map(|p| p.tls_port).filter(|p| *p != 0);
+    let tls_chosen_before = previous.as_ref().is_some_and(|p| p.tls_port_chosen);
+    let (tls_port, tls_port_chosen) = match (args.tls_port, kept_tls) {
+        (Some(0), Some(kept)) | (None, Some(kept)) => (kept, tls_chosen_before),
+        (Some(0), None) => (free_port_but(port)?, true),
+        (Some(given), _) => (given, false),
+        (None, None) => (DEFAULT_TLS_PORT, false),
+    };
+    if tls_port == port {
+        return Err(SetupError::SamePorts(port));
+    }
     if let Some(previous) = &previous {
         if previous.store != args.store.name() {
             return Err(SetupError::StoreMoved {
@@ -108,6 +123,8 @@ pub async fn setup(args: SetupOptions) -> Result<(), SetupError> {
         store: args.store.name().into(),
         port,
         port_chosen,
+        tls_port,
+        tls_port_chosen,
         image: String::new(),
         redis_image: args.redis_image.clone(),
         // A cluster keeps its tokens when set up again.

@@ -8,6 +8,14 @@
 //! cluster network, which the host routes to). Its settings are saved (see `settings`)
 //! so `manage` and the CLI find it.
 //!
+//! TLS: the manager serves TLS only on its port 5000 (the cluster network; published on
+//! every address of the host as the TLS port, for other hosts) and plain HTTP too on its
+//! local port 5001, published on the host's 127.0.0.1 only (the original page's `curl
+//! http://localhost:<port>`). Its CA is made on its first start, in its volume (with
+//! either store), so it outlives the container; setup then learns it (`ca`) and gives
+//! the monitor its digest and the agents and ingress a join token that carries it. So
+//! the manager is made (and answers) before the others.
+//!
 //! Healing: every role container is made with the restart policy `unless-stopped`
 //! (`host::ROLE_RESTART`; workloads have none), and each worker runs `mycluster agent
 //! --keep-cluster NAME`, the `keeper` of the control plane. A cluster made before
@@ -23,7 +31,13 @@ use std::time::{Duration, Instant};
 use mycluster_client::Client;
 use mycluster_core::span::Span;
 use mycluster_runtime::{LABEL_CLUSTER, LABEL_ROLE};
+use mycluster_tls::{JoinToken, Pin};
 
+use crate::ca::{advertised_names, learn_ca};
+use crate::converge::{
+    converge, free_port, free_port_but, manager_publish, DEFAULT_TLS_PORT, MANAGER_LOCAL_PORT,
+    MANAGER_TLS_PORT,
+};
 use crate::error::SetupError;
 use crate::host::{ClusterHost, RoleContainer};
 use crate::images::{ensure_demo, ensure_mycluster_image, ensure_redis_image, ORIGINAL_DEMO_IMAGE};
@@ -35,9 +49,10 @@ use crate::settings::{save, settings_path, Settings};
 const HOST_NETWORK: &str = "host";
 
 /// The ingress's command: it follows the route table of the manager's API at `port`, the
-/// API's port on this host (the ingress shares the host's network).
+/// API's local port on this host (the ingress shares the host's network), over TLS (its
+/// join token pins the CA).
 fn ingress_cmd(port: u16) -> Vec<String> {
-    strings(&["ingress", "--manager", &format!("http://127.0.0.1:{port}")])
+    strings(&["ingress", "--manager", &format!("https://127.0.0.1:{port}")])
 }
 
 /// Docker names: what `setupCluster.sh` would have called them.
@@ -58,19 +73,28 @@ fn labels(cluster: &str, role: &str) -> HashMap<String, String> {
     ])
 }
 
-/// The manager's command: the cluster's policies are flags, each only when it is not
-/// the default (a cluster set up before a flag existed keeps its command, and so its
-/// container).
-fn manager_command(settings: &Settings, store_url: &str) -> Vec<String> {
+/// The manager's command: TLS on its port 5000 for the cluster network and other hosts,
+/// plain HTTP too on its local port (published on the host's 127.0.0.1 only), its state
+/// (and CA) in /data; the names its certificate carries; the cluster's policies as
+/// flags, each only when it is not the default (a cluster set up before a flag existed
+/// keeps its command, and so its container).
+fn manager_command(settings: &Settings, store_url: &str, names: &[String]) -> Vec<String> {
     let mut cmd = strings(&[
         "manager",
         "--listen",
-        "0.0.0.0:5000",
+        &format!("0.0.0.0:{MANAGER_TLS_PORT}"),
+        "--local-listen",
+        &format!("0.0.0.0:{MANAGER_LOCAL_PORT}"),
         "--name",
         &settings.name,
         "--store",
         store_url,
+        "--data-dir",
+        "/data",
     ]);
+    for name in names {
+        cmd.extend(strings(&["--advertise-name", name]));
+    }
     if settings.rebalance {
         cmd.push("--rebalance".into());
     }
@@ -84,7 +108,8 @@ fn manager_command(settings: &Settings, store_url: &str) -> Vec<String> {
 }
 
 /// Creates what is missing, starts what is stopped, scales the workers to the wanted
-/// number, and says what it found and what it changed.
+/// number, and says what it found and what it changed. The manager comes first: the
+/// others are given its CA's digest, which it makes on its first start.
 pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
     if settings.dev {
         return Err(SetupError::DevCluster(settings.name));
@@ -97,10 +122,17 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
         settings.port = free_port()?;
         settings.port_chosen = true;
     }
+    if settings.tls_port == 0 {
+        // Saved before the API served TLS: the usual port if it is free, else one that is.
+        settings.tls_port = match std::net::TcpListener::bind(("0.0.0.0", DEFAULT_TLS_PORT)) {
+            Ok(_) if settings.port != DEFAULT_TLS_PORT => DEFAULT_TLS_PORT,
+            _ => free_port_but(settings.port)?,
+        };
+        settings.tls_port_chosen = settings.tls_port != DEFAULT_TLS_PORT;
+    }
     let api_env = format!("{TOKEN_ENV}={api_token}");
-    let join_env = format!("{JOIN_TOKEN_ENV}={join_token}");
     let cluster = settings.name.clone();
-    let (network, volume, manager, monitor, worker_prefix) = names(&cluster);
+    let (network, volume, manager, _, worker_prefix) = names(&cluster);
     let ingress = format!("{cluster}_ingress_1");
     println!(
         "Setting up cluster '{cluster}': a manager, a monitor, {} workers and an ingress",
@@ -151,14 +183,19 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
         settings.store,
         if created { "created" } else { "exists" }
     );
+    if data != volume {
+        // With Redis too, the manager keeps its CA (and so every join token) in a
+        // volume of its own across re-creations of its container.
+        host.ensure_volume(&volume, &labels(&cluster, "data"))
+            .await?;
+    }
 
     println!("[4/5] Containers");
     let existing = host.containers(&cluster).await?;
-    let manager_url_inside = format!("http://{manager}:5000");
-    let mut wanted = Vec::new();
+    let mut control = Vec::new();
     if let Some(redis_image) = &redis_image {
         // Every write fsynced before Redis answers: what the manager's 201 promises.
-        wanted.push(RoleContainer {
+        control.push(RoleContainer {
             name: format!("{cluster}_redis_1"),
             image: redis_image.clone(),
             cmd: strings(&[
@@ -181,17 +218,11 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
             ..RoleContainer::default()
         });
     }
-    let mut manager_cmd = manager_command(&settings, &store_url);
-    let mut manager_binds = Vec::new();
-    if redis_image.is_none() {
-        manager_cmd.extend(strings(&["--data-dir", "/data"]));
-        manager_binds.push(format!("{volume}:/data"));
-    }
-    wanted.push(RoleContainer {
+    control.push(RoleContainer {
         name: manager.clone(),
         image: image.clone(),
-        cmd: manager_cmd,
-        env: [api_env.clone(), join_env.clone()]
+        cmd: manager_command(&settings, &store_url, &advertised_names(&manager)),
+        env: [api_env.clone(), format!("{JOIN_TOKEN_ENV}={join_token}")]
             .into_iter()
             .chain(
                 settings
@@ -202,124 +233,38 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
             .collect(),
         labels: labels(&cluster, "manager"),
         network: network.clone(),
-        binds: manager_binds,
-        publish: Some((5000, settings.port)),
+        binds: vec![format!("{volume}:/data")],
+        publish: manager_publish(&settings),
     });
-    wanted.push(RoleContainer {
-        name: monitor.clone(),
-        image: image.clone(),
-        cmd: strings(&["monitor"]),
-        env: vec![format!("MYCLUSTER_MANAGER={manager_url_inside}"), api_env],
-        labels: labels(&cluster, "monitor"),
-        network: network.clone(),
-        ..RoleContainer::default()
-    });
-    for i in 1..=settings.workers {
-        let name = format!("{worker_prefix}{i}");
-        wanted.push(RoleContainer {
-            name: name.clone(),
-            image: image.clone(),
-            cmd: strings(&[
-                "agent",
-                "--name",
-                &name,
-                "--driver",
-                "docker",
-                "--cluster",
-                &cluster,
-                "--pid-container",
-                &name,
-                "--network",
-                &network,
-                // Every worker keeps the control plane (see `keeper`).
-                "--keep-cluster",
-                &cluster,
-            ]),
-            // Agents get the join token only: it cannot read or change services.
-            env: vec![
-                format!("MYCLUSTER_MANAGER={manager_url_inside}"),
-                join_env.clone(),
-            ],
-            labels: labels(&cluster, "worker"),
-            network: network.clone(),
-            // The agent drives the host's engine through its socket; no TCP port is opened.
-            binds: vec!["/var/run/docker.sock:/var/run/docker.sock".into()],
-            ..RoleContainer::default()
-        });
+    for spec in &mut control {
+        let what = converge(&host, spec, &existing, &mut settings).await?;
+        println!("      {:<24} {what}", spec.name);
     }
-    // Published ports are served on this host: the ingress joins its network, and has the
-    // join token only (it reads the route table; it cannot read or change services).
-    wanted.push(RoleContainer {
-        name: ingress.clone(),
-        image: image.clone(),
-        cmd: ingress_cmd(settings.port),
-        env: vec![join_env.clone()],
-        labels: labels(&cluster, "ingress"),
-        network: HOST_NETWORK.into(),
-        ..RoleContainer::default()
-    });
-    for spec in &mut wanted {
-        if spec.name == ingress {
-            // The API's port as it is now: making the manager may have moved it.
-            spec.cmd = ingress_cmd(settings.port);
-        }
-        let found = existing.iter().find(|c| c.name == spec.name);
-        let moved_port = match (found, spec.publish) {
-            (Some(_), Some((inside, outside))) => {
-                host.configured_port(&spec.name, inside).await? != Some(outside)
-            }
-            _ => false,
-        };
-        let what = match found {
-            Some(_) if moved_port => {
-                // Made to publish on another (or an engine-chosen) port: its state is in
-                // the volume (or Redis), so it is made again on the saved one.
-                host.remove(&spec.name).await?;
-                run_role(&host, spec, &mut settings).await?;
-                format!("recreated (API on port {})", settings.port)
-            }
-            Some(c) if c.image != spec.image && c.role != "workload" => {
-                // Another build of mycluster: replace the container, keep the volume.
-                host.remove(&spec.name).await?;
-                run_role(&host, spec, &mut settings).await?;
-                format!("recreated (image {} -> {})", c.image, spec.image)
-            }
-            Some(_) if host.configured_cmd(&spec.name).await? != Some(spec.cmd.clone()) => {
-                // Made with another command (the ingress, for an API on another port).
-                host.remove(&spec.name).await?;
-                run_role(&host, spec, &mut settings).await?;
-                "recreated (its command changed)".to_string()
-            }
-            Some(c) => {
-                // Made before role containers had their restart policy: given it in
-                // place (`docker update --restart`), running or not.
-                let policy = match host.has_role_restart(&spec.name).await? {
-                    true => "",
-                    false => {
-                        host.set_role_restart(&spec.name).await?;
-                        " (restart policy set: unless-stopped)"
-                    }
-                };
-                if c.state == "running" {
-                    format!("exists, running{policy}")
-                } else {
-                    start_existing(&host, spec, &mut settings)
-                        .await
-                        .map(|what| format!("{what}{policy}"))?
-                }
-            }
-            None => {
-                run_role(&host, spec, &mut settings).await?;
-                "created".to_string()
-            }
-        };
+    check_published(&host, &manager, &settings).await?;
+    save(&settings)?;
+
+    // The others trust the manager by its CA's digest: learnt from it once it answers.
+    wait_for_manager(&settings).await?;
+    let (_, pin) = learn_ca(&mut settings).await?;
+    let mut others = role_specs(&settings, pin, &image, &network);
+    for i in 1..=settings.workers {
+        // A worker's credential outlives its container (see `worker_spec`).
+        host.ensure_volume(
+            &format!("{worker_prefix}{i}_data"),
+            &labels(&cluster, "worker-data"),
+        )
+        .await?;
+    }
+    for spec in &mut others {
+        let what = converge(&host, spec, &existing, &mut settings).await?;
         println!("      {:<24} {what}", spec.name);
     }
 
-    // Workers beyond the wanted number: scaled away, with their workloads.
+    // Workers beyond the wanted number: scaled away, with their workloads (their data
+    // volumes stay, with their credentials, until the cluster is removed).
     for extra in existing
         .iter()
-        .filter(|c| c.role == "worker" && !wanted.iter().any(|w| w.name == c.name))
+        .filter(|c| c.role == "worker" && !others.iter().any(|w| w.name == c.name))
     {
         host.remove(&extra.name).await?;
         for workload in existing
@@ -334,19 +279,6 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
         );
     }
 
-    // Read back, not assumed: the port is fixed when the container is made, and kept
-    // across its restarts.
-    let published = host
-        .published_port(&manager, 5000)
-        .await?
-        .ok_or(SetupError::NotPublished)?;
-    if published != settings.port {
-        return Err(SetupError::PortMismatch {
-            manager,
-            published,
-            port: settings.port,
-        });
-    }
     save(&settings)?;
     print!(
         "[5/5] Waiting for the manager at {} ... ",
@@ -365,76 +297,139 @@ pub(crate) async fn bring_up(mut settings: Settings) -> Result<(), SetupError> {
          mycluster manage --command stop|up|ps|rm\n\
          Services' published ports are served on this host (by {ingress}), e.g.:\n  \
          curl -H \"Authorization: Bearer $MYCLUSTER_TOKEN\" -H \"Content-Type: application/json\" -X POST -d '{{\"service\": \"web\", \"image\": \"mycluster/hello-world\", \"replicas\": 3, \"ports\": [{{\"published\": 8080, \"target\": 8000}}]}}' {url}/api/v1/service\n  \
-         curl localhost:8080    (answered by each replica in turn)",
+         curl localhost:8080    (answered by each replica in turn)\n\
+         {url} answers on this host only; other hosts reach the API over HTTPS on port {tls} \
+         (`mycluster token --curl`), and join it with `mycluster join` (`mycluster token --join`).",
         settings_path(&settings.name).display(),
-        url = settings.manager_url()
+        url = settings.manager_url(),
+        tls = settings.tls_port,
     );
     Ok(())
 }
 
-/// A port free on this host now, for the API when `--port 0` asks setup to choose:
-/// tried at random below the kernel's ephemeral range, where neither the engine nor
-/// outgoing connections pick ports of their own.
-pub(crate) fn free_port() -> Result<u16, SetupError> {
-    for _ in 0..100 {
-        let port = rand::random_range(20_000..32_000);
-        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
-            return Ok(port);
-        }
+/// The monitor, the workers and the ingress, as they should be: each reaches the
+/// manager over TLS and trusts it by `pin` (the monitor with the API token, the others
+/// with the join token, which carries the pin: `MCJT1-<pin>-<secret>`).
+fn role_specs(settings: &Settings, pin: Pin, image: &str, network: &str) -> Vec<RoleContainer> {
+    let cluster = &settings.name;
+    let (_, _, manager, monitor, worker_prefix) = names(cluster);
+    let manager_url = format!("https://{manager}:{MANAGER_TLS_PORT}");
+    let join = JoinToken {
+        ca: pin,
+        secret: settings.join_token.clone().unwrap_or_default(),
+    };
+    let join_env = format!("{JOIN_TOKEN_ENV}={join}");
+    let mut specs = vec![RoleContainer {
+        name: monitor,
+        image: image.to_string(),
+        cmd: strings(&["monitor"]),
+        env: vec![
+            format!("MYCLUSTER_MANAGER={manager_url}"),
+            format!("MYCLUSTER_CA_SHA256={pin}"),
+            format!(
+                "{TOKEN_ENV}={}",
+                settings.token.as_deref().unwrap_or_default()
+            ),
+        ],
+        labels: labels(cluster, "monitor"),
+        network: network.to_string(),
+        ..RoleContainer::default()
+    }];
+    for i in 1..=settings.workers {
+        let name = format!("{worker_prefix}{i}");
+        specs.push(RoleContainer {
+            name: name.clone(),
+            image: image.to_string(),
+            cmd: strings(&[
+                "agent",
+                "--name",
+                &name,
+                "--driver",
+                "docker",
+                "--cluster",
+                cluster,
+                "--pid-container",
+                &name,
+                "--network",
+                network,
+                // Its credential, given at its first registration, is kept in its own
+                // volume: a worker made again (a new build) is still itself.
+                "--data-dir",
+                "/data",
+                // Every worker keeps the control plane (see `keeper`).
+                "--keep-cluster",
+                cluster,
+            ]),
+            // Agents get the join token only: it cannot read or change services.
+            env: vec![format!("MYCLUSTER_MANAGER={manager_url}"), join_env.clone()],
+            labels: labels(cluster, "worker"),
+            network: network.to_string(),
+            // The agent drives the host's engine through its socket; no TCP port is opened.
+            binds: vec![
+                "/var/run/docker.sock:/var/run/docker.sock".into(),
+                format!("{name}_data:/data"),
+            ],
+            ..RoleContainer::default()
+        });
     }
-    let listener = std::net::TcpListener::bind(("0.0.0.0", 0)).map_err(SetupError::NoFreePort)?;
-    Ok(listener.local_addr()?.port())
+    // Published ports are served on this host: the ingress joins its network, and has the
+    // join token only (it reads the route table; it cannot read or change services).
+    specs.push(RoleContainer {
+        name: format!("{cluster}_ingress_1"),
+        image: image.to_string(),
+        cmd: ingress_cmd(settings.port),
+        env: vec![join_env],
+        labels: labels(cluster, "ingress"),
+        network: HOST_NETWORK.into(),
+        ..RoleContainer::default()
+    });
+    specs
 }
 
-/// Starts a role container that exists and is stopped; says what it did. One whose
-/// port setup chose was taken meanwhile is made again on another.
-async fn start_existing(
+/// Read back, not assumed: the ports are fixed when the container is made, and kept
+/// across its restarts.
+async fn check_published(
     host: &ClusterHost,
-    spec: &mut RoleContainer,
-    settings: &mut Settings,
-) -> Result<String, SetupError> {
-    match host.start(&spec.name).await {
-        Ok(()) => Ok("exists, started".to_string()),
-        Err(e) if settings.port_chosen && port_taken(&e) && spec.publish.is_some() => {
-            host.remove(&spec.name).await?;
-            run_role(host, spec, settings).await?;
-            Ok(format!(
-                "recreated (its port was taken: API on port {})",
-                settings.port
-            ))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Creates and starts a role container. A port setup chose that was taken meanwhile
-/// (another program, another cluster set up at the same moment) is chosen again.
-async fn run_role(
-    host: &ClusterHost,
-    spec: &mut RoleContainer,
-    settings: &mut Settings,
+    manager: &str,
+    settings: &Settings,
 ) -> Result<(), SetupError> {
-    let mut tries = 0;
-    loop {
-        match host.run(spec).await {
-            Ok(_) => return Ok(()),
-            Err(e) if settings.port_chosen && port_taken(&e) && tries < 5 => {
-                tries += 1;
-                host.remove(&spec.name).await?;
-                settings.port = free_port()?;
-                spec.publish = spec.publish.map(|(inside, _)| (inside, settings.port));
-            }
-            Err(e) => return Err(e),
+    for (inside, port) in [
+        (MANAGER_LOCAL_PORT, settings.port),
+        (MANAGER_TLS_PORT, settings.tls_port),
+    ] {
+        let published = host
+            .published_port(manager, inside)
+            .await?
+            .ok_or(SetupError::NotPublished)?;
+        if published != port {
+            return Err(SetupError::PortMismatch {
+                manager: manager.to_string(),
+                published,
+                port,
+            });
         }
     }
-}
-
-fn port_taken(e: &SetupError) -> bool {
-    e.to_string().contains("port is already allocated")
+    Ok(())
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
+}
+
+/// How long the manager, then the workers, have to become ready.
+const READY_WITHIN: Duration = Duration::from_secs(90);
+
+/// Waits until the manager answers on its local port.
+async fn wait_for_manager(settings: &Settings) -> Result<(), SetupError> {
+    let client = Client::new(&settings.manager_url(), Duration::from_secs(5))?;
+    let started = Instant::now();
+    while client.health().await.is_err() {
+        if started.elapsed() > READY_WITHIN {
+            return Err(SetupError::NotReady(settings.name.clone()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
 }
 
 /// Waits until the manager answers and every worker is ready; returns how many are.
@@ -458,7 +453,7 @@ async fn wait_for_workers(settings: &Settings) -> Result<usize, SetupError> {
                 return Ok(ready);
             }
         }
-        if started.elapsed() > Duration::from_secs(90) {
+        if started.elapsed() > READY_WITHIN {
             return Err(SetupError::NotReady(settings.name.clone()));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -476,6 +471,8 @@ mod tests {
             store: "embedded".into(),
             port: 5000,
             port_chosen: false,
+            tls_port: 5443,
+            tls_port_chosen: false,
             image: String::new(),
             redis_image: None,
             token: None,
@@ -491,21 +488,38 @@ mod tests {
 
     #[test]
     fn the_managers_policies_are_flags_only_when_not_the_default() {
-        let plain = manager_command(&settings(false, None), "embedded");
+        let plain = manager_command(&settings(false, None), "embedded", &[]);
         assert_eq!(
             plain,
             strings(&[
                 "manager",
                 "--listen",
                 "0.0.0.0:5000",
+                "--local-listen",
+                "0.0.0.0:5001",
                 "--name",
                 "c",
                 "--store",
-                "embedded"
+                "embedded",
+                "--data-dir",
+                "/data",
             ])
         );
-        let given = manager_command(&settings(true, Some(7_500)), "embedded");
-        assert_eq!(given[7..], strings(&["--rebalance", "--lease", "7500ms"]));
+        let given = manager_command(
+            &settings(true, Some(7_500)),
+            "embedded",
+            &strings(&["c_manager_1"]),
+        );
+        assert_eq!(
+            given[11..],
+            strings(&[
+                "--advertise-name",
+                "c_manager_1",
+                "--rebalance",
+                "--lease",
+                "7500ms"
+            ])
+        );
         // What the manager reads back.
         assert_eq!(
             mycluster_core::span::Span::parse("7500ms").map(|s| s.millis()),

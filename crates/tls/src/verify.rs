@@ -29,6 +29,17 @@ pub fn pinned_client(pin: Pin) -> Result<ClientConfig, TlsError> {
     Ok(config)
 }
 
+/// A client config that trusts no server at all, for a client that speaks plain HTTP
+/// only: reqwest, given none, looks for the platform's roots when the client is built,
+/// and a `FROM scratch` image has none, so not even an http:// client could be built.
+pub fn trusting_nobody() -> Result<ClientConfig, TlsError> {
+    let config = ClientConfig::builder_with_provider(crate::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    Ok(config)
+}
+
 #[derive(Debug)]
 struct PinnedCa {
     pin: Pin,

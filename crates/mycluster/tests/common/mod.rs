@@ -102,7 +102,11 @@ impl Manager {
         let (found, address) = mpsc::channel();
         let (mut child, log) = spawn_logged(command, move |line| {
             if let Some(at) = line.find("listening on ") {
-                let _ = found.send(line[at + "listening on ".len()..].trim().to_string());
+                // The address is the first word after it (more follows: the CA's digest);
+                // a TLS manager serves plain HTTP to this host, which the tests speak.
+                let rest = &line[at + "listening on ".len()..];
+                let url = rest.split_whitespace().next().unwrap_or_default();
+                let _ = found.send(url.replacen("https://", "http://", 1));
             }
         });
         let started = Instant::now();

@@ -25,6 +25,7 @@ impl SetupEnv {
             .args(args)
             .env("MYCLUSTER_CONFIG_DIR", self.config.path())
             .env("MYCLUSTER_PORT", "0")
+            .env("MYCLUSTER_TLS_PORT", "0")
             .env_remove("MYCLUSTER_MANAGER")
             .env_remove("MYCLUSTER_TOKEN")
             .output()
