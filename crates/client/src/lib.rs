@@ -668,13 +668,8 @@ fn agent_path(worker: &str, action: &str, instance: &str, query: Option<String>)
 /// A reqwest builder for any other HTTP client of the process (probes, tests): it
 /// makes sure the TLS provider reqwest needs even for http:// is installed first.
 pub fn reqwest_builder() -> reqwest::ClientBuilder {
-    mycluster_tls::install_default_provider();
-    let builder = reqwest::Client::builder();
-    // No platform roots to look for (see `http_builder`).
-    match mycluster_tls::trusting_nobody() {
-        Ok(config) => builder.tls_backend_preconfigured(config),
-        Err(_) => builder,
-    }
+    // Without a pin it only fails if rustls cannot make a config at all (it can).
+    http_builder("", None).unwrap_or_else(|_| reqwest::Client::builder())
 }
 
 /// A reqwest builder for `base`: with TLS pinned to `pin`'s CA (no system roots: a
