@@ -4,6 +4,7 @@
 //! Where to start reading: `Client::request` (one call: the token, the timeout, the
 //! error document), then one method per endpoint, each returning the core's wire type.
 
+pub mod credential;
 mod logs;
 
 use std::time::Duration;

@@ -427,6 +427,7 @@ mod tests {
             drain: false,
             epoch: 0,
             suspected: None,
+            credential: None,
         }
     }
 

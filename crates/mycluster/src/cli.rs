@@ -105,9 +105,14 @@ pub enum Command {
         /// The cluster [default: the one set up last].
         #[arg(long, short = 'n')]
         name: Option<String>,
-        /// The join token (for agents) instead.
+        /// The join token (for agents) instead: the manager's when it answers
+        /// (`MCJT1-<CA digest>-<secret>` when it serves TLS), else the saved one.
         #[arg(long)]
         join: bool,
+        /// Replace the join token's secret first (the old one is refused from then on;
+        /// registered workers keep working) and print the new one.
+        #[arg(long, requires = "join")]
+        rotate: bool,
     },
     /// Internal: the supervisor of one process-driver task, started by its agent, which
     /// writes the task on its stdin.
@@ -232,6 +237,10 @@ pub struct ManagerArgs {
     /// cluster. For local experiments only.
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// The most workers the cluster takes: a registration of a new name past it is
+    /// refused (409) [default: no bound].
+    #[arg(long, env = "MYCLUSTER_MAX_WORKERS")]
+    pub max_workers: Option<usize>,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -349,6 +358,10 @@ pub struct DevArgs {
     /// Events kept for `GET /api/v1/events` (`mycluster events`).
     #[arg(long, default_value_t = mycluster_manager::events::DEFAULT_HISTORY)]
     pub event_history: usize,
+    /// The most workers the cluster takes: a registration of a new name past it is
+    /// refused (409) [default: no bound].
+    #[arg(long)]
+    pub max_workers: Option<usize>,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }

@@ -15,6 +15,7 @@ mod events;
 mod follow;
 mod hello;
 mod ingress;
+mod join_token;
 mod logging;
 mod logs;
 mod manager;
@@ -86,11 +87,13 @@ fn main() {
             cli::Command::Workers => remote_admin::workers(&cli.global).await,
             cli::Command::Tasks { service } => remote::tasks(&cli.global, service.as_deref()).await,
             cli::Command::Events(args) => events::run(&cli.global, args).await,
-            cli::Command::Token { name, join } => {
-                println!(
-                    "{}",
-                    mycluster_setup::settings::token(name.as_deref(), join)?
-                );
+            cli::Command::Token { name, join, rotate } => {
+                let token = if join {
+                    join_token::run(&cli.global, name.as_deref(), rotate).await?
+                } else {
+                    mycluster_setup::settings::token(name.as_deref(), false)?
+                };
+                println!("{token}");
                 Ok(())
             }
             cli::Command::Supervise => Err(anyhow::anyhow!(
