@@ -3,7 +3,10 @@
 //! wanted, removing what is not, and reporting what really runs. When the manager is
 //! unreachable it leaves its containers alone (but for its lease, below), retries, and
 //! re-syncs when the manager answers again. It is one worker's only agent: if the manager
-//! says another agent holds the worker's name, it ends (see `join`).
+//! says another agent holds the worker's name, it ends (see `join`). It joins with the
+//! join token, and from its first registration on speaks only with the worker's own
+//! credential (see `credential`); when the manager refuses that credential for good
+//! (the worker was removed), it ends too.
 //!
 //! Leases and fencing (`fence` holds the rules, `fencing` and `heartbeat` act on them):
 //! - Every heartbeat (and registration) the manager acknowledges renews the worker's

@@ -391,12 +391,13 @@ async fn long_polls_are_capped_per_client() {
     let dir = tempfile::tempdir().unwrap();
     let manager = Manager::start(dir.path(), &["--long-polls-per-client", "2"]);
     let api = manager.api();
-    let join = Api::with_token(&manager.url, Some(TEST_JOIN_TOKEN));
+    let joining = Api::with_token(&manager.url, Some(TEST_JOIN_TOKEN));
     let registration = json!({"name": "w1", "address": "127.0.0.1:9", "driver": "sim"});
-    assert_eq!(
-        join.post("/api/v1/workers", &registration).await.status,
-        201
-    );
+    let registered = joining.post("/api/v1/workers", &registration).await;
+    assert_eq!(registered.status, 201);
+    // The worker's agent speaks with the credential its registration answered.
+    let credential = registered.body["credential"].as_str().unwrap().to_string();
+    let join = Api::with_token(&manager.url, Some(&credential));
     let at = join.ok("/api/v1/workers/w1/tasks").await["index"]
         .as_u64()
         .unwrap();

@@ -431,6 +431,19 @@ pub async fn burst_then_kill9(
     acked
 }
 
+/// The data dir of the agent `name` of the manager at `manager_url`, in this test
+/// process's own directory.
+pub fn agent_dir(manager_url: &str, name: &str) -> PathBuf {
+    let manager: String = manager_url
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    std::env::temp_dir()
+        .join(format!("mycluster-test-agents-{}", std::process::id()))
+        .join(manager)
+        .join(name)
+}
+
 /// A `mycluster agent` process. Killed (SIGKILL) when dropped; with the process driver
 /// its workloads die with it.
 pub struct Agent {
@@ -460,6 +473,12 @@ impl Agent {
             .args(extra)
             .env("MYCLUSTER_MANAGER", manager_url)
             .env("MYCLUSTER_JOIN_TOKEN", TEST_JOIN_TOKEN);
+        // The worker's credential lives in the agent's data dir: one per manager and
+        // name, so an agent restarted under the same name keeps it, and no test reads
+        // another's (nor the user's $HOME).
+        if !extra.contains(&"--data-dir") {
+            command.arg("--data-dir").arg(agent_dir(manager_url, name));
+        }
         let (child, log) = spawn_logged(command, |_| {});
         Agent {
             child,
