@@ -108,6 +108,12 @@ impl Manager {
         let started = Instant::now();
         loop {
             if let Ok(url) = address.recv_timeout(Duration::from_millis(50)) {
+                if !data_dir.as_os_str().is_empty() {
+                    manager_dirs()
+                        .lock()
+                        .unwrap()
+                        .insert(url.clone(), data_dir.to_path_buf());
+                }
                 return Ok(Manager {
                     child,
                     url,
@@ -431,9 +437,21 @@ pub async fn burst_then_kill9(
     acked
 }
 
-/// The data dir of the agent `name` of the manager at `manager_url`, in this test
-/// process's own directory.
+/// The data dirs of the managers this test process started, by their URL: a manager
+/// restarted on the same data dir (at another port) keeps its agents' dirs.
+fn manager_dirs() -> &'static Mutex<std::collections::HashMap<String, PathBuf>> {
+    static DIRS: std::sync::OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> =
+        std::sync::OnceLock::new();
+    DIRS.get_or_init(Default::default)
+}
+
+/// The data dir of the agent `name` of the manager at `manager_url`: inside that
+/// manager's data dir (so an agent restarted under the same name keeps its credential,
+/// across a restart of the manager too), else in this test process's own directory.
 pub fn agent_dir(manager_url: &str, name: &str) -> PathBuf {
+    if let Some(dir) = manager_dirs().lock().unwrap().get(manager_url) {
+        return dir.join("test-agents").join(name);
+    }
     let manager: String = manager_url
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
