@@ -25,7 +25,7 @@ use mycluster_runtime::Container;
 use tokio_util::sync::CancellationToken;
 
 use crate::fence::{self, Expiry, LeaseState, Source};
-use crate::join::{held_elsewhere, superseded};
+use crate::join::ends_agent;
 use crate::plan::{report, Stop};
 use crate::{lock, Shared};
 
@@ -295,7 +295,8 @@ fn kill(shared: &Arc<Shared>, container: Container) {
 /// is fenced or the manager named a newer epoch. The long-poll, which may hang on a
 /// connection the split broke, starts over from it.
 pub(crate) async fn relist(shared: &Arc<Shared>) -> Result<(), String> {
-    let fetch = shared.client.assigned_tasks(
+    let client = shared.client();
+    let fetch = client.assigned_tasks(
         &shared.config.name,
         &shared.config.instance,
         None,
@@ -304,9 +305,7 @@ pub(crate) async fn relist(shared: &Arc<Shared>) -> Result<(), String> {
     let list = match tokio::time::timeout(RELIST_TIMEOUT, fetch).await {
         Ok(Ok(list)) => list,
         Ok(Err(e)) => {
-            if let Some(message) = held_elsewhere(&e) {
-                superseded(shared, message);
-            }
+            ends_agent(shared, &e);
             return Err(format!("cannot get tasks: {e}"));
         }
         Err(_) => return Err(format!("no task list within {RELIST_TIMEOUT:?}")),

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fence::lease_of;
 use crate::fencing::relist;
-use crate::join::{held_elsewhere, rejoin, superseded};
+use crate::join::{ends_agent, refused_for_good, rejoin};
 use crate::{lock, Shared};
 
 /// The longest an agent waits for its manager to ask for a slower pace, in seconds.
@@ -89,7 +89,7 @@ async fn answer(
                         // The lease counts from the sending: the manager hears it later.
                         let sent = Instant::now();
                         let answer = shared
-                            .client
+                            .client()
                             .heartbeat_within(&shared.config.name, &shared.config.instance, ATTEMPT_TIMEOUT)
                             .await;
                         (sent, answer)
@@ -100,7 +100,7 @@ async fn answer(
                 let Ok((sent, answer)) = done else { continue };
                 let e = match answer {
                     Ok(answer) => return Ok(Some((sent, answer))),
-                    Err(e) if held_elsewhere(&e).is_some() || e.status() == Some(404) => {
+                    Err(e) if refused_for_good(&e).is_some() || e.status() == Some(404) => {
                         return Err(e)
                     }
                     Err(e) => e,
@@ -138,11 +138,11 @@ async fn beat(
         Ok(Some(answered)) => answered,
         Ok(None) => return Ok(LoopControl::Stop),
         Err(e) => {
-            if let Some(message) = held_elsewhere(&e) {
-                superseded(shared, message);
+            if ends_agent(shared, &e) {
                 return Ok(LoopControl::Stop);
             }
-            // The manager does not know us (it lost its state): join again.
+            // The manager does not know us (it lost its state): join again (only
+            // without a credential: see `join::rejoin`).
             rejoin(shared).await?;
             return Ok(LoopControl::Continue);
         }

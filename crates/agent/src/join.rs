@@ -1,6 +1,8 @@
 //! Joining the cluster under a worker name this agent holds alone (the rules are the
-//! core's `identity`): the agent's instance id, registration and its retries, and what
-//! the agent does when the manager says the name is another agent's — it ends, leaving
+//! core's `identity`): the agent's instance id, registration and its retries (the
+//! answer to the first carries the worker's credential, which the agent keeps: see
+//! `credential`), and what the agent does when the manager says the name is another
+//! agent's, or that its credential was revoked (`refused_for_good`) — it ends, leaving
 //! its containers as they are: they ended with this agent anyway (process), or the agent
 //! that holds the name now adopts them when it drives the same engine (docker; on another
 //! engine they are left running: stopping cut-off copies is fencing's work).
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use mycluster_background::{Loop, LoopControl};
 use mycluster_client::ClientError;
+use mycluster_core::identity;
 use mycluster_core::wire::Registration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +44,10 @@ pub(crate) async fn register(shared: &Shared) -> Result<(), ClientError> {
         host: shared.machine.clone(),
     };
     let sent = std::time::Instant::now();
-    let doc = shared.client.register(&registration).await?;
+    let doc = shared.client().register(&registration).await?;
+    if let Some(secret) = &doc.credential {
+        shared.adopt_credential(secret);
+    }
     lock(&shared.fencing).renewed(sent, None, doc.epoch);
     shared.renewals.notify_one();
     Ok(())
@@ -56,6 +62,45 @@ pub(crate) fn held_elsewhere(error: &ClientError) -> Option<&str> {
             message,
         } => Some(message),
         _ => None,
+    }
+}
+
+/// Why the manager will never take this agent's calls again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Another agent instance holds the worker now (409).
+    Superseded(String),
+    /// Its credential names no worker (401 `revoked credential`: the worker was removed,
+    /// or the manager's state was reset), or what it presents does not speak for the
+    /// worker (403). Joining again with the join token would undo a `worker rm`: it
+    /// stops instead, and says how to bring the host back.
+    Revoked(String),
+}
+
+/// Whether `error`, the answer to a call for the registered worker (a heartbeat, a task
+/// list, a report), means this agent must stop. The one place that decides it.
+pub(crate) fn refused_for_good(error: &ClientError) -> Option<Ending> {
+    if let Some(message) = held_elsewhere(error) {
+        return Some(Ending::Superseded(message.to_string()));
+    }
+    match error {
+        ClientError::Api { status, message }
+            if identity::is_revoked(*status, message) || *status == 403 =>
+        {
+            Some(Ending::Revoked(message.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// Ends the agent if `error` says it must (see `refused_for_good`); whether it did.
+pub(crate) fn ends_agent(shared: &Shared, error: &ClientError) -> bool {
+    match refused_for_good(error) {
+        Some(ending) => {
+            end(shared, ending);
+            true
+        }
+        None => false,
     }
 }
 
@@ -118,12 +163,17 @@ impl Joining<'_> {
             }
             Err(e) => e,
         };
+        // A revoked credential: registering again cannot help, nor can the join token.
+        if let ClientError::Api { status, message } = &error {
+            if identity::is_revoked(*status, message) {
+                self.gave_up = Some(shared.revoked(message));
+                return Ok(LoopControl::Stop);
+            }
+        }
         let Some(message) = held_elsewhere(&error) else {
             self.held_since = None;
             let hint = match error.status() {
-                Some(401) | Some(403) => {
-                    " (check the join token: MYCLUSTER_JOIN_TOKEN or --join-token-file)"
-                }
+                Some(401) => " (check the join token: MYCLUSTER_JOIN_TOKEN or --join-token-file)",
                 _ => "",
             };
             return Err(format!("cannot register: {error}{hint}"));
@@ -154,24 +204,35 @@ impl Joining<'_> {
 /// The first wait after a failed registration (doubled at each next failure).
 const REGISTER_RETRY: Duration = Duration::from_millis(500);
 
-/// Registers again (the manager forgot the worker: it lost its state). Another agent
-/// holding the name by now means this one was superseded.
+/// Registers again: the manager forgot the worker (it lost its state, or the worker
+/// was removed). Only an agent without a credential does: one with a credential is
+/// refused as revoked instead, and stops (joining again with the join token would undo
+/// a `worker rm`). Another agent holding the name by now means this one was
+/// superseded.
 pub(crate) async fn rejoin(shared: &Shared) -> Result<(), String> {
+    if shared.holds_credential() {
+        return Err(
+            "the manager does not know this worker, and this agent holds a credential: it \
+             does not join again with the join token"
+                .into(),
+        );
+    }
     register(shared).await.map_err(|e| {
-        if let Some(message) = held_elsewhere(&e) {
-            superseded(shared, message);
-        }
+        ends_agent(shared, &e);
         format!("cannot register again: {e}")
     })
 }
 
-/// Another agent instance holds the worker now: notes why and ends this agent's loops.
-/// Its containers are left as they are (see the module's doc).
-pub(crate) fn superseded(shared: &Shared, message: &str) {
-    let mut why = lock(&shared.superseded);
+/// The manager will never take this agent's calls again: notes why and ends this
+/// agent's loops. Its containers are left as they are (see the module's doc).
+pub(crate) fn end(shared: &Shared, ending: Ending) {
+    let mut why = lock(&shared.ended);
     if why.is_none() {
+        let message = match &ending {
+            Ending::Superseded(m) | Ending::Revoked(m) => m,
+        };
         tracing::error!("agent {}: {message}", shared.config.name);
-        *why = Some(message.to_string());
+        *why = Some(ending);
     }
     shared.quit.cancel();
 }

@@ -33,7 +33,8 @@ const LEAVE_TRIES: u32 = 2;
 pub(crate) async fn leave(shared: &Arc<Shared>) {
     let name = &shared.config.name;
     for attempt in 1..=LEAVE_TRIES {
-        let call = shared.client.leave(name, &shared.config.instance);
+        let client = shared.client();
+        let call = client.leave(name, &shared.config.instance);
         let why = match tokio::time::timeout(LEAVE_TIMEOUT, call).await {
             Ok(Ok(_)) => {
                 tracing::info!(

@@ -3,7 +3,10 @@
 //! wanted, removing what is not, and reporting what really runs. When the manager is
 //! unreachable it leaves its containers alone (but for its lease, below), retries, and
 //! re-syncs when the manager answers again. It is one worker's only agent: if the manager
-//! says another agent holds the worker's name, it ends (see `join`).
+//! says another agent holds the worker's name, it ends (see `join`). It joins with the
+//! join token, and from its first registration on speaks only with the worker's own
+//! credential (see `credential`); when the manager refuses that credential for good
+//! (the worker was removed), it ends too.
 //!
 //! Leases and fencing (`fence` holds the rules, `fencing` and `heartbeat` act on them):
 //! - Every heartbeat (and registration) the manager acknowledges renews the worker's
@@ -58,6 +61,7 @@
 
 mod act;
 mod config;
+mod credential;
 mod exits;
 pub mod fence;
 mod fencing;
@@ -96,7 +100,7 @@ pub use config::ConfigError;
 use fence::Fencing;
 pub use health::hostname;
 pub use join::new_instance;
-use join::{held_elsewhere, register_until_done, superseded};
+use join::{ends_agent, register_until_done, Ending};
 use plan::{announces, plan, report, Action};
 use ports::Ports;
 use probers::Probers;
@@ -104,12 +108,16 @@ use probers::Probers;
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub manager: String,
-    /// The join token (or the API token) presented to the manager. A join token of the
-    /// MCJT1 form also pins the cluster's CA.
+    /// The join token (or the API token) presented to the manager until the agent
+    /// holds its worker's credential. A join token of the MCJT1 form also pins the
+    /// cluster's CA.
     pub token: Option<String>,
     /// The cluster CA an `https://` manager must be certified by, when the token does
     /// not name it.
     pub pin: Option<mycluster_tls::Pin>,
+    /// Where the worker's credential is kept (`<data-dir>/credential`): read at start,
+    /// written when the manager hands one out. `None`: kept in memory only.
+    pub credential_file: Option<std::path::PathBuf>,
     /// Talk to the manager over one HTTP/2 connection instead of HTTP/1.1 ones.
     pub http2: bool,
     pub name: String,
@@ -149,6 +157,7 @@ impl AgentConfig {
             manager: manager.into(),
             token: None,
             pin: None,
+            credential_file: None,
             http2: false,
             name: name.into(),
             instance: new_instance(),
@@ -184,6 +193,14 @@ pub enum AgentError {
     /// are.
     #[error("{0}")]
     Superseded(String),
+    /// The manager refused the worker's credential for good (the worker was removed, or
+    /// the manager's state reset), or said it does not speak for the worker: the agent
+    /// ended, its containers left as they are.
+    #[error("{0}")]
+    Revoked(String),
+    /// The credential file cannot be used.
+    #[error(transparent)]
+    Credential(#[from] credential::CredentialError),
     /// The configuration was refused (see `AgentConfig::check`).
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -194,14 +211,20 @@ pub enum AgentError {
 /// Shared by the agent's loops.
 struct Shared {
     config: AgentConfig,
-    client: Client,
+    /// Presents the join token until the worker's credential arrives, then that (see
+    /// `adopt_credential`): take a copy per call with `client()`.
+    client: std::sync::Mutex<Client>,
+    /// The worker's credential, once the manager gave one (or the file held one); the
+    /// logs endpoint checks the manager's calls against its hash.
+    credential: Arc<std::sync::Mutex<Option<String>>>,
     runtime: Arc<dyn ContainerRuntime>,
     address: String,
     /// Ends every loop: cancelled with the caller's `stop`, or when the manager says
     /// another agent took this worker over.
     quit: CancellationToken,
-    /// The manager's word that this agent was superseded, once it said so.
-    superseded: std::sync::Mutex<Option<String>>,
+    /// The manager's word that this agent must stop (superseded, revoked), once it
+    /// said so.
+    ended: std::sync::Mutex<Option<Ending>>,
     /// The manager's latest task list for this worker; `None` until the first arrives,
     /// so a restarted agent removes nothing before it knows what is wanted.
     /// Shared, not copied, by each pass: a pass runs every second on every agent.
@@ -256,13 +279,16 @@ pub async fn run(
     // Checked here too, so an agent started by `dev`, a bench or a test is held to the
     // same rules as one started from flags.
     config.check()?;
+    // A credential kept from an earlier run speaks for the worker; the join token never
+    // again (see `credential`).
+    let held = credential::load(config.credential_file.as_deref())?;
     let client = if config.http2 {
         Client::new_http2(&config.manager, Duration::from_secs(10))?
     } else {
         Client::new(&config.manager, Duration::from_secs(10))?
     }
     .with_pin(config.pin)?
-    .with_token(config.token.clone());
+    .with_token(held.clone().or_else(|| config.token.clone()));
     let probers = Probers::new().map_err(AgentError::ProbeClient)?;
     let (listener, address) = health::bind(&config).await?;
     let (wanted, _) = watch::channel(None);
@@ -286,11 +312,12 @@ pub async fn run(
     let shared = Arc::new(Shared {
         metrics,
         config,
-        client,
+        client: std::sync::Mutex::new(client),
+        credential: Arc::new(std::sync::Mutex::new(held)),
         runtime,
         address,
         quit: quit.clone(),
-        superseded: Default::default(),
+        ended: Default::default(),
         wanted,
         in_flight: Default::default(),
         finished: Default::default(),
@@ -325,6 +352,7 @@ pub async fn run(
     let logs = logs::LogsState {
         runtime: shared.runtime.clone(),
         token: shared.config.token.clone().filter(|t| !t.is_empty()),
+        credential: shared.credential.clone(),
         stop: quit.clone(),
     };
     let health = tokio::spawn(health::serve(listener, shared.clone(), logs, quit.clone()));
@@ -346,9 +374,11 @@ pub async fn run(
     // Cancelled with `quit` already; this drops their handles too.
     shared.probers.stop_all();
     let _ = health.await;
-    // Superseded: its containers are left as they are (see `join`).
-    if let Some(why) = lock(&shared.superseded).take() {
-        return Err(AgentError::Superseded(why));
+    // Superseded or revoked: its containers are left as they are (see `join`).
+    match lock(&shared.ended).take() {
+        Some(Ending::Superseded(why)) => return Err(AgentError::Superseded(why)),
+        Some(Ending::Revoked(why)) => return Err(shared.revoked(&why)),
+        None => {}
     }
     // Stopped before it ever registered: nothing to leave.
     let registered = lock(&shared.fencing).known();
@@ -479,7 +509,7 @@ async fn sync_once(
         removed_volumes,
     };
     let sent = shared
-        .client
+        .client()
         .report_status(&shared.config.name, &shared.config.instance, &status)
         .await;
     let StatusReport {
@@ -489,9 +519,8 @@ async fn sync_once(
     let answer = match sent {
         Ok(answer) => answer,
         Err(e) => {
-            if let Some(message) = held_elsewhere(&e) {
-                superseded(shared, message);
-                return Err(format!("report refused: {message}"));
+            if ends_agent(shared, &e) {
+                return Err(format!("report refused: {e}"));
             }
             // Keep what only an action knew (its container id, its error) for the next
             // pass; what the plan derives from the lists it will derive again.
@@ -553,6 +582,54 @@ fn describe_capacity(resources: &Amount) -> String {
         .memory
         .map_or("unknown".to_string(), |m| m.to_string());
     format!("capacity {cpus} CPUs, {memory}")
+}
+
+impl Shared {
+    /// The client as it is now (with the credential once the agent holds one).
+    fn client(&self) -> Client {
+        lock(&self.client).clone()
+    }
+
+    fn holds_credential(&self) -> bool {
+        lock(&self.credential).is_some()
+    }
+
+    /// Takes the credential the manager just gave the worker: kept in the credential
+    /// file (if the agent has one) and presented from now on instead of the join token.
+    fn adopt_credential(&self, secret: &str) {
+        let name = &self.config.name;
+        match &self.config.credential_file {
+            Some(path) => match credential::save(path, secret) {
+                Ok(()) => tracing::info!(
+                    "agent {name}: the worker's credential is kept in {}",
+                    path.display()
+                ),
+                // It still works for this process; a restart would need the join token,
+                // which the manager refuses for this name: say so now.
+                Err(e) => tracing::error!(
+                    "agent {name}: cannot keep the worker's credential in {} ({e}): it is \
+                     held in memory only, and a restarted agent cannot register {name} \
+                     again (`mycluster worker rm {name}` would be needed)",
+                    path.display()
+                ),
+            },
+            None => tracing::info!(
+                "agent {name}: holds the worker's credential in memory (no data dir)"
+            ),
+        }
+        *lock(&self.credential) = Some(secret.to_string());
+        let mut client = lock(&self.client);
+        *client = client.clone().with_token(Some(secret.to_string()));
+    }
+
+    /// The error an agent ends with when its credential is refused for good: the
+    /// manager's message, and what to remove.
+    fn revoked(&self, message: &str) -> AgentError {
+        AgentError::Revoked(match &self.config.credential_file {
+            Some(path) => format!("{message} (this agent's credential: {})", path.display()),
+            None => message.to_string(),
+        })
+    }
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

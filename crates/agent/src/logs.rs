@@ -2,9 +2,11 @@
 //! health port: the lines of the task's container (running or exited, while this
 //! worker keeps it) as newline-delimited `LogLineDoc`s, for the manager to merge (see
 //! the manager's `api/logs.rs`). It shows what workloads print, so it is closed: the
-//! caller presents the token this agent joined with (`Authorization: Bearer`), which
-//! the manager knows; only an agent that joined without a token (a cluster without
-//! authentication) serves it to anyone. The health endpoint beside it stays open.
+//! caller presents the SHA-256 of the worker's credential (`Authorization: Bearer`),
+//! which the manager keeps and nothing else opens; an agent that holds no credential
+//! takes the token it joined with instead. Only an agent that joined without either (a
+//! cluster without authentication) serves it to anyone. The health endpoint beside it
+//! stays open.
 
 use std::sync::Arc;
 
@@ -23,8 +25,12 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct LogsState {
     pub runtime: Arc<dyn ContainerRuntime>,
-    /// The token a caller must present; `None`: the agent joined without one.
+    /// The token a caller must present while the agent holds no credential; `None`: the
+    /// agent joined without one.
     pub token: Option<String>,
+    /// The worker's credential once the agent holds one: the caller must present its
+    /// hash.
+    pub credential: Arc<std::sync::Mutex<Option<String>>>,
     /// Ends open streams when the agent stops.
     pub stop: CancellationToken,
 }
@@ -68,10 +74,16 @@ pub async fn task_logs(
     Query(query): Query<LogsQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(state.token.as_deref(), &headers) {
+    let held = state
+        .credential
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_deref()
+        .map(mycluster_client::credential::hash);
+    if !authorized(held.as_deref().or(state.token.as_deref()), &headers) {
         return refuse(
             StatusCode::UNAUTHORIZED,
-            "authentication required: send 'Authorization: Bearer <join token>' (the token this agent joined with)",
+            "authentication required: send 'Authorization: Bearer <hash of the worker's credential>' (the manager presents it), or the join token for an agent without a credential",
         );
     }
     let request = match LogRequest::read(&query, now()) {

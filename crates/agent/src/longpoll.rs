@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fence::Source;
 use crate::fencing::publish;
-use crate::join::{held_elsewhere, rejoin, superseded};
+use crate::join::{ends_agent, rejoin};
 use crate::{lock, Shared};
 
 /// The first wait after a failed poll (doubled at each next failure).
@@ -34,7 +34,8 @@ pub(crate) async fn watch_loop(shared: Arc<Shared>, stop: CancellationToken) {
                     (fencing.index(), fencing.generation())
                 };
                 let index = if *failed { None } else { index };
-                let poll = shared.client.assigned_tasks(
+                let client = shared.client();
+                let poll = client.assigned_tasks(
                     &shared.config.name,
                     &shared.config.instance,
                     index,
@@ -54,8 +55,7 @@ pub(crate) async fn watch_loop(shared: Arc<Shared>, stop: CancellationToken) {
                         Ok(LoopControl::Now)
                     }
                     Err(e) => {
-                        if let Some(message) = held_elsewhere(&e) {
-                            superseded(&shared, message);
+                        if ends_agent(&shared, &e) {
                             return Ok(LoopControl::Stop);
                         }
                         if e.status() == Some(404) {

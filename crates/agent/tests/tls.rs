@@ -47,7 +47,7 @@ impl Manager {
             api: ApiConfig {
                 auth: Auth::On {
                     api: Token::parse(API_TOKEN, "api").expect("a token"),
-                    join: Some(Token::parse(JOIN_SECRET, "join").expect("a token")),
+                    join: Some(Token::parse(JOIN_SECRET, "join").expect("a token")).into(),
                 },
                 ..ApiConfig::default()
             },

@@ -55,6 +55,7 @@ async fn register(State(heard): State<Shared>, Json(r): Json<Registration>) -> J
         drain: false,
         epoch: 0,
         suspected: None,
+        credential: None,
     };
     heard.lock().unwrap().registrations.push(r);
     Json(doc)

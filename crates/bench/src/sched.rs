@@ -54,6 +54,7 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
         epoch: 0,
         renewed_at: 0,
         lease: Default::default(),
+        credential: None,
     });
     let mut all_services = Vec::new();
     let mut tasks = Vec::new();

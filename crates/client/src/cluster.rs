@@ -1,11 +1,12 @@
 //! The cluster's own documents, for operators and `setup`: the CA's certificate
 //! (`GET /api/v1/cluster/ca`, PEM text, what `curl --cacert` wants) and the join token a
-//! new host needs (`GET /api/v1/cluster/join-token`). Both want the API token.
+//! new host needs (`GET /api/v1/cluster/join-token`, and its rotation). All want the API
+//! token.
 
 use mycluster_core::wire::{ErrorDoc, JoinTokenDoc};
 use reqwest::Method;
 
-use crate::{describe, Client, ClientError};
+use crate::{Client, ClientError};
 
 /// What every PEM certificate starts with: an answer without it is not the CA.
 const PEM_CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----";
@@ -20,10 +21,7 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: describe(&e),
-        };
+        let unreachable = |e: reqwest::Error| crate::send_error(&self.base, &e);
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let text = response.text().await.map_err(unreachable)?;
@@ -49,6 +47,13 @@ impl Client {
     /// join --token` on another host.
     pub async fn join_token(&self) -> Result<JoinTokenDoc, ClientError> {
         self.request(Method::GET, "/api/v1/cluster/join-token")
+            .await
+    }
+
+    /// `POST /api/v1/cluster/join-token/rotate`: a new secret; the old one is refused
+    /// from then on (registered workers keep working with their credentials).
+    pub async fn rotate_join_token(&self) -> Result<JoinTokenDoc, ClientError> {
+        self.request(Method::POST, "/api/v1/cluster/join-token/rotate")
             .await
     }
 }

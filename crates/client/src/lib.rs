@@ -5,6 +5,7 @@
 //! error document), then one method per endpoint, each returning the core's wire type.
 
 mod cluster;
+pub mod credential;
 mod logs;
 
 use std::time::Duration;

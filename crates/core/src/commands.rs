@@ -211,6 +211,7 @@ pub fn register_worker(
     registration: Registration,
     heard: Option<LastHeard>,
     now: Millis,
+    credential: Option<String>,
 ) -> Result<Worker, CommandError> {
     validate_worker_name(&registration.name)?;
     let driver = registration.driver.known().map_err(|name| {
@@ -290,6 +291,7 @@ pub fn register_worker(
         epoch,
         renewed_at: old.as_ref().map_or(0, |w| w.renewed_at),
         lease: old.as_ref().map_or_else(Default::default, |w| w.lease),
+        credential,
     };
     // A re-registration that changes nothing but the time is not worth a write.
     match old {

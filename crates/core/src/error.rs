@@ -1,6 +1,6 @@
 //! Why a command was refused: the one error of the core's commands and the step. The
 //! manager answers each with its status (not found: 404, invalid: 400, a conflict or a
-//! limit: 409); the message is what the user reads.
+//! limit: 409, forbidden: 403, revoked: 401); the message is what the user reads.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
@@ -18,4 +18,11 @@ pub enum CommandError {
     /// The request would take the cluster past one of its limits.
     #[error("{0}")]
     Limit(String),
+    /// The caller's secret does not allow this (a worker's credential for another worker,
+    /// the join token for a worker that has a credential): 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller's credential names no worker: revoked (see `identity::REVOKED`): 401.
+    #[error("{0}")]
+    Revoked(String),
 }

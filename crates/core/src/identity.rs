@@ -11,13 +11,29 @@
 //! - A heartbeat, long-poll or report from any other instance (or naming none) is refused
 //!   and changes nothing: its agent was superseded, and must stop.
 //!
-//! An instance id is an identity against accidents, not a secret: the join token is what
-//! keeps strangers out. A worker registered without one (by hand, or by an older agent)
-//! holds an empty instance, which calls naming none match.
+//! An instance id is an identity against accidents, not a secret. The secret is the
+//! worker's *credential* (`MCW1-<64 hex>`), which the manager makes at the worker's
+//! first registration and hands to its agent once; the worker keeps only its SHA-256
+//! (the manager hashes, the core compares hashes). Who may do what (`Caller`):
+//!
+//! - The API token (`Caller::Operator`) speaks for every worker; a registration with it
+//!   gives the worker a new credential.
+//! - The join token registers a *new* name (and gets its credential), and speaks for a
+//!   worker that has no credential yet (registered before credentials existed). It may
+//!   register a name that has one only from the very agent instance holding it (the
+//!   agent lost the answer that carried its credential): that gets a new credential,
+//!   and the old one stops working.
+//! - A worker's credential speaks for that worker only (403 for another). One that names
+//!   no worker at all — the worker was removed (`mycluster worker rm`), or the manager's
+//!   state was reset — is *revoked* (401, `REVOKED`): its agent must stop, not join
+//!   again with the join token, which would undo the removal.
+//!
+//! A worker registered without an instance (by hand, or by an older agent) holds an
+//! empty instance, which calls naming none match.
 
 use crate::error::CommandError;
 use crate::worker::LastHeard;
-use crate::{Worker, WorkerStatus};
+use crate::{ClusterState, Worker, WorkerStatus};
 
 /// The most bytes of an agent instance id.
 pub const MAX_INSTANCE_LEN: usize = 64;
@@ -100,6 +116,158 @@ pub fn check_holder(worker: &Worker, instance: &str) -> Result<(), CommandError>
     }))
 }
 
+/// Who makes an agent's call, as the manager authenticated it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A cluster without authentication (`--insecure-no-auth`): no credential rules, and
+    /// none is given out (it would protect nothing).
+    Open,
+    /// The API token: an operator, who may do anything.
+    Operator,
+    /// The cluster's join token.
+    JoinToken,
+    /// A worker's credential, by its SHA-256 (64 hex digits).
+    Credential(String),
+}
+
+/// How a refusal of a revoked or unknown credential begins (with 401), so an agent tells
+/// it from any other refusal: it must stop rather than retry or join again.
+pub const REVOKED: &str = "revoked credential";
+
+/// Whether an error answer (status and message) says the caller's credential was
+/// revoked (see `REVOKED`).
+pub fn is_revoked(status: u16, message: &str) -> bool {
+    status == 401 && message.starts_with(REVOKED)
+}
+
+/// What a registration does to the worker's credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// The worker keeps the credential it has (possibly none).
+    Keep,
+    /// The worker gets the fresh credential the manager made for this registration.
+    Issue,
+}
+
+/// Two hashes compared without an early exit (the core has no crypto library; these are
+/// hashes of random secrets, so this is belt and braces).
+fn same_hash(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The worker whose credential has this hash, if any.
+fn holder_of<'a>(state: &'a ClusterState, hash: &str) -> Option<&'a Worker> {
+    state
+        .workers
+        .values()
+        .find(|w| w.credential.as_deref().is_some_and(|c| same_hash(c, hash)))
+}
+
+/// The refusal of a credential that names no worker.
+fn revoked(name: &str) -> CommandError {
+    CommandError::Revoked(format!(
+        "{REVOKED}: this worker credential belongs to no worker of this cluster: worker \
+         {name} was removed (`mycluster worker rm {name}`), or the manager's state was reset. \
+         This agent must not register again on its own: to bring the host back, remove its \
+         credential file and run `mycluster join` (or `mycluster agent`) with a join token"
+    ))
+}
+
+/// Who else's credential this is, in a refusal.
+fn not_yours(state: &ClusterState, hash: &str, name: &str, what: &str) -> CommandError {
+    match holder_of(state, hash) {
+        Some(holder) => CommandError::Forbidden(format!(
+            "this is worker {}'s credential: it cannot {what} worker {name}; only {name}'s own \
+             credential (or the cluster's API token) can",
+            holder.name
+        )),
+        None => revoked(name),
+    }
+}
+
+/// Whether `caller` may register `name` (`existing`: the worker of that name now), and
+/// what becomes of its credential. The instance rules (`check_registration`) apply on
+/// top.
+pub fn admit(
+    state: &ClusterState,
+    name: &str,
+    instance: &str,
+    caller: &Caller,
+) -> Result<Admission, CommandError> {
+    let existing = state.workers.get(name);
+    match (caller, existing) {
+        (Caller::Open, _) => Ok(Admission::Keep),
+        (Caller::Operator, _) | (Caller::JoinToken, None) => Ok(Admission::Issue),
+        (Caller::JoinToken, Some(worker)) => match &worker.credential {
+            // Registered before credentials: the join token still speaks for it.
+            None => Ok(Admission::Issue),
+            // Its own agent, which lost the answer that carried its credential.
+            Some(_) if !instance.is_empty() && instance == worker.instance => Ok(Admission::Issue),
+            Some(_) => Err(CommandError::Forbidden(format!(
+                "worker {name} is registered: only its own agent (with the credential it got \
+                 when it joined) can register it again; to give the name to a new host, run \
+                 `mycluster worker rm {name}` first"
+            ))),
+        },
+        (Caller::Credential(hash), Some(worker))
+            if worker
+                .credential
+                .as_deref()
+                .is_some_and(|c| same_hash(c, hash)) =>
+        {
+            Ok(Admission::Keep)
+        }
+        (Caller::Credential(hash), _) => Err(not_yours(state, hash, name, "register")),
+    }
+}
+
+/// Whether `caller` may speak for worker `name` (heartbeat, read its tasks, report,
+/// leave). A name no worker has passes for the join token and the API token (the
+/// endpoint answers 404, and an agent without a credential joins again).
+pub fn check_caller(state: &ClusterState, name: &str, caller: &Caller) -> Result<(), CommandError> {
+    let worker = state.workers.get(name);
+    match (caller, worker) {
+        (Caller::Open | Caller::Operator, _) => Ok(()),
+        (Caller::JoinToken, None) => Ok(()),
+        (Caller::JoinToken, Some(worker)) => match worker.credential {
+            None => Ok(()),
+            Some(_) => Err(CommandError::Forbidden(format!(
+                "worker {name} has its own credential: only its agent (with the credential it \
+                 got when it joined) or the cluster's API token can speak for it; the join \
+                 token only registers new workers"
+            ))),
+        },
+        (Caller::Credential(hash), Some(worker))
+            if worker
+                .credential
+                .as_deref()
+                .is_some_and(|c| same_hash(c, hash)) =>
+        {
+            Ok(())
+        }
+        (Caller::Credential(hash), _) => Err(not_yours(state, hash, name, "speak for")),
+    }
+}
+
+/// Whether `caller` may read what any agent may (the ingress's route table): a
+/// credential must be some worker's.
+pub fn check_member(state: &ClusterState, caller: &Caller) -> Result<(), CommandError> {
+    match caller {
+        Caller::Credential(hash) => match holder_of(state, hash) {
+            Some(_) => Ok(()),
+            None => Err(CommandError::Revoked(format!(
+                "{REVOKED}: this worker credential belongs to no worker of this cluster (the \
+                 worker was removed, or the manager's state was reset): use the join token"
+            ))),
+        },
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +292,7 @@ mod tests {
             epoch: 0,
             renewed_at: 0,
             lease: Default::default(),
+            credential: None,
         }
     }
 
@@ -213,5 +382,104 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    fn state_of(workers: &[(&str, &str, Option<&str>)]) -> ClusterState {
+        let mut state = ClusterState::default();
+        for (name, instance, credential) in workers {
+            let mut w = worker(instance, WorkerStatus::Ready);
+            w.name = name.to_string();
+            w.credential = credential.map(str::to_string);
+            state.apply(&crate::Change::PutWorker(w));
+        }
+        state
+    }
+
+    fn credential(hash: &str) -> Caller {
+        Caller::Credential(hash.into())
+    }
+
+    #[test]
+    fn a_credential_speaks_for_its_own_worker_only() {
+        let state = state_of(&[("w1", "aaaa", Some("h1")), ("w2", "bbbb", Some("h2"))]);
+        assert_eq!(check_caller(&state, "w1", &credential("h1")), Ok(()));
+        let refused = check_caller(&state, "w1", &credential("h2"));
+        assert!(
+            matches!(&refused, Err(CommandError::Forbidden(m)) if m.contains("worker w2's credential")),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            check_caller(&state, "w1", &Caller::JoinToken),
+            Err(CommandError::Forbidden(_))
+        ));
+        assert_eq!(check_caller(&state, "w1", &Caller::Operator), Ok(()));
+        assert_eq!(check_caller(&state, "w1", &Caller::Open), Ok(()));
+        // An unknown name: 404 from the endpoint for the join token, revoked for a
+        // credential that names nothing.
+        assert_eq!(check_caller(&state, "w9", &Caller::JoinToken), Ok(()));
+        let gone = check_caller(&state, "w9", &credential("h9"));
+        assert!(
+            matches!(&gone, Err(CommandError::Revoked(m)) if is_revoked(401, m) && m.contains("worker rm w9")),
+            "{gone:?}"
+        );
+        assert_eq!(check_member(&state, &credential("h2")), Ok(()));
+        assert!(matches!(
+            check_member(&state, &credential("h9")),
+            Err(CommandError::Revoked(_))
+        ));
+        assert_eq!(check_member(&state, &Caller::JoinToken), Ok(()));
+    }
+
+    #[test]
+    fn the_join_token_registers_new_names_and_workers_without_a_credential() {
+        let state = state_of(&[("w1", "aaaa", Some("h1")), ("old", "cccc", None)]);
+        let join = Caller::JoinToken;
+        assert_eq!(admit(&state, "w3", "dddd", &join), Ok(Admission::Issue));
+        assert_eq!(admit(&state, "old", "dddd", &join), Ok(Admission::Issue));
+        assert_eq!(check_caller(&state, "old", &join), Ok(()));
+        let taken = admit(&state, "w1", "dddd", &join);
+        assert!(
+            matches!(&taken, Err(CommandError::Forbidden(m)) if m.contains("mycluster worker rm w1")),
+            "{taken:?}"
+        );
+        // Its own instance, which lost the answer with its credential, gets a new one;
+        // naming no instance does not pass for it.
+        assert_eq!(admit(&state, "w1", "aaaa", &join), Ok(Admission::Issue));
+        let mut anonymous = state_of(&[("w1", "", Some("h1"))]);
+        assert!(admit(&anonymous, "w1", "", &join).is_err());
+        anonymous.workers.clear();
+        assert_eq!(admit(&anonymous, "w1", "", &join), Ok(Admission::Issue));
+    }
+
+    #[test]
+    fn a_registration_with_a_credential_keeps_it_and_a_removed_one_is_revoked() {
+        let state = state_of(&[("w1", "aaaa", Some("h1")), ("w2", "bbbb", Some("h2"))]);
+        assert_eq!(
+            admit(&state, "w1", "eeee", &credential("h1")),
+            Ok(Admission::Keep)
+        );
+        assert!(matches!(
+            admit(&state, "w1", "aaaa", &credential("h2")),
+            Err(CommandError::Forbidden(_))
+        ));
+        let removed = admit(&state, "w7", "aaaa", &credential("h7"));
+        assert!(
+            matches!(&removed, Err(CommandError::Revoked(m)) if m.contains("was removed")),
+            "{removed:?}"
+        );
+        // Another worker's credential cannot claim a new name either.
+        assert!(matches!(
+            admit(&state, "w7", "aaaa", &credential("h1")),
+            Err(CommandError::Forbidden(_))
+        ));
+        assert_eq!(
+            admit(&state, "w1", "zzzz", &Caller::Operator),
+            Ok(Admission::Issue)
+        );
+        assert_eq!(
+            admit(&state, "w1", "zzzz", &Caller::Open),
+            Ok(Admission::Keep)
+        );
+        assert!(!is_revoked(403, REVOKED));
     }
 }

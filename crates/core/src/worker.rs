@@ -102,6 +102,12 @@ pub struct Worker {
     pub renewed_at: Millis,
     #[serde(default)]
     pub lease: crate::span::Span,
+    /// The SHA-256 (64 hex digits) of the worker's own credential, the secret its agent
+    /// got when it registered (see `identity`): only that agent speaks for the worker.
+    /// `None`: registered before credentials existed, or in a cluster without
+    /// authentication. Never shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 impl Worker {

@@ -93,6 +93,7 @@ impl Cluster {
             epoch: 0,
             renewed_at: 0,
             lease: Default::default(),
+            credential: None,
         });
         Cluster {
             state: ClusterState::from_parts([], [], workers, [], Default::default()),

@@ -47,7 +47,7 @@ impl Cluster {
     }
 
     fn join(&mut self, name: &str) -> Vec<Event> {
-        self.run(Register(Registration {
+        self.run(Register::open(Registration {
             name: name.into(),
             address: format!("{name}:7001"),
             labels: BTreeMap::new(),

@@ -55,7 +55,7 @@ fn run<C: Command>(
 fn held_by_a() -> ClusterState {
     let registered = run(
         &ClusterState::default(),
-        Register(registration("aaaa", "10.0.0.1:7000")),
+        Register::open(registration("aaaa", "10.0.0.1:7000")),
         None,
         1_000,
     )
@@ -95,7 +95,7 @@ fn a_live_workers_name_is_not_taken_and_nothing_changes() {
     let state = held_by_a();
     let refused = conflict(run(
         &state,
-        Register(registration("bbbb", "10.0.0.2:7000")),
+        Register::open(registration("bbbb", "10.0.0.2:7000")),
         Some(400),
         2_000,
     ));
@@ -106,7 +106,7 @@ fn a_live_workers_name_is_not_taken_and_nothing_changes() {
     // Its own agent may register again at any time.
     let again = run(
         &state,
-        Register(registration("aaaa", "10.0.0.1:7000")),
+        Register::open(registration("aaaa", "10.0.0.1:7000")),
         Some(400),
         2_000,
     )
@@ -129,7 +129,7 @@ fn a_silent_or_down_worker_is_taken_over_with_its_tasks() {
         let heard = if down { Some(100) } else { Some(3_500) };
         let taken = run(
             &state,
-            Register(registration("bbbb", "10.0.0.2:7000")),
+            Register::open(registration("bbbb", "10.0.0.2:7000")),
             heard,
             2_000,
         )
@@ -164,7 +164,7 @@ fn a_silent_or_down_worker_is_taken_over_with_its_tasks() {
 fn a_superseded_agents_reports_change_nothing() {
     let state = run(
         &held_by_a(),
-        Register(registration("bbbb", "10.0.0.2:7000")),
+        Register::open(registration("bbbb", "10.0.0.2:7000")),
         Some(5_000),
         2_000,
     )
@@ -207,7 +207,7 @@ fn a_superseded_agents_reports_change_nothing() {
 fn a_bad_instance_id_is_refused() {
     let result = run(
         &ClusterState::default(),
-        Register(registration("a b", "10.0.0.1:7000")),
+        Register::open(registration("a b", "10.0.0.1:7000")),
         None,
         1,
     );

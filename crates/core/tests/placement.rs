@@ -42,6 +42,7 @@ fn worker(name: &str) -> Worker {
         epoch: 0,
         renewed_at: 0,
         lease: Default::default(),
+        credential: None,
     }
 }
 

@@ -86,6 +86,7 @@ fn worker(i: usize, status: WorkerStatus, now: Millis) -> Worker {
         epoch: 0,
         renewed_at: 0,
         lease: Default::default(),
+        credential: None,
     }
 }
 

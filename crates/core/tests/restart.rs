@@ -28,7 +28,7 @@ impl Sim {
             ids: SequentialIds::default(),
             now: 1_000,
         };
-        sim.run(Register(Registration {
+        sim.run(Register::open(Registration {
             name: "w1".into(),
             address: "w1:7001".into(),
             labels: BTreeMap::new(),

@@ -118,6 +118,7 @@ impl Sim {
             epoch: 0,
             renewed_at: 0,
             lease: Default::default(),
+            credential: None,
         });
         let mut sim = Sim {
             state: ClusterState::from_parts([], [], workers, [], Default::default()),

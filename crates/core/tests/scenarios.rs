@@ -50,7 +50,7 @@ impl Cluster {
     }
 
     fn register(&mut self, name: &str, driver: Option<Driver>) {
-        self.run(Register(Registration {
+        self.run(Register::open(Registration {
             name: name.into(),
             address: format!("{name}:7001"),
             labels: BTreeMap::new(),

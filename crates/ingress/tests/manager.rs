@@ -28,7 +28,7 @@ const JOIN_TOKEN: &str = "ingress-test-join-token-0123456789";
 async fn manager(dir: &std::path::Path, stop: CancellationToken) -> RunningManager {
     let auth = Auth::On {
         api: Token::parse(API_TOKEN, "the API token").expect("a token"),
-        join: Some(Token::parse(JOIN_TOKEN, "the join token").expect("a token")),
+        join: Some(Token::parse(JOIN_TOKEN, "the join token").expect("a token")).into(),
     };
     RunningManager::start(
         ManagerConfig {

@@ -138,7 +138,7 @@ impl Fixture {
         let config = ApiConfig {
             auth: Auth::On {
                 api: Token::parse(API_TOKEN, "the API token").unwrap(),
-                join: Some(Token::parse(JOIN_TOKEN, "the join token").unwrap()),
+                join: Some(Token::parse(JOIN_TOKEN, "the join token").unwrap()).into(),
             },
             max_body_bytes: MAX_BODY_BYTES,
             // Long-polls and `?wait=` end soon: the fuzzer wants answers, not waits.

@@ -375,7 +375,11 @@ async fn volumes_are_listed_marked_for_removal_and_removed_by_their_hosts_agent(
         volume("old-data-0", "old", 0, "h1"),
     ])
     .await;
-    register(&app, "w1", "h1", json!({})).await;
+    // The agent of w1 speaks with the credential its registration gave it.
+    let credential = register(&app, "w1", "h1", json!({}))
+        .await
+        .credential
+        .expect("a credential");
     register(&app, "w2", "h2", json!({})).await;
     let web = json!({"service": "web", "command": ["sleep", "60"], "replicas": 1,
         "volumes": [{"source": "data", "target": "/data"}]});
@@ -408,7 +412,8 @@ async fn volumes_are_listed_marked_for_removal_and_removed_by_their_hosts_agent(
     let poll = tokio::spawn({
         let app = app.clone();
         let path = format!("/api/v1/workers/w1/tasks?index={index}&wait=60s");
-        async move { call_as(&app, JOIN, "GET", &path, None).await }
+        let credential = credential.clone();
+        async move { call_as(&app, &credential, "GET", &path, None).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let marked: VolumeDoc = ok(&app, "DELETE", "/api/v1/volumes/old-data-0", None).await;
@@ -428,7 +433,7 @@ async fn volumes_are_listed_marked_for_removal_and_removed_by_their_hosts_agent(
     let report = json!({"tasks": [], "removed_volumes": ["old-data-0"]});
     let (status, body) = call_as(
         &app,
-        JOIN,
+        &credential,
         "POST",
         "/api/v1/workers/w1/status",
         Some(report),

@@ -43,6 +43,7 @@ fn documented() -> Vec<(&'static str, &'static str, Value)> {
         ("HealthDoc", "Health", answer::<HealthDoc>()),
         ("HealthDoc", "HealthDegraded", answer::<HealthDoc>()),
         ("ReseedDoc", "ReseedDoc", answer::<ReseedDoc>()),
+        ("JoinTokenDoc", "JoinTokenDoc", answer::<JoinTokenDoc>()),
         ("StateDoc", "StateDoc", answer::<StateDoc>()),
         (
             "WorkerInstances",

@@ -431,6 +431,7 @@ mod tests {
             drain: false,
             epoch: 0,
             suspected: None,
+            credential: None,
         }
     }
 

@@ -63,8 +63,10 @@ impl CapacityArgs {
 /// Where and how much of its tasks' output a process-driver worker keeps.
 #[derive(clap::Args, Clone, Debug)]
 pub struct LogArgs {
-    /// The agent's own directory: the process driver keeps its tasks' logs in
-    /// <dir>/logs/<task id>/ [default: $HOME/.local/share/mycluster/agents/<cluster>/<name>].
+    /// The agent's own directory: the worker's credential is kept in <dir>/credential
+    /// (mode 0600), and the process driver keeps its tasks' logs in <dir>/logs/<task
+    /// id>/ [default: $HOME/.local/share/mycluster/agents/<cluster>/<name>; without
+    /// $HOME, /var/lib/mycluster/agents/<cluster>/<name> for the credential].
     #[arg(long, env = "MYCLUSTER_AGENT_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
     /// The largest log file of one stream (stdout, stderr) of a task, e.g. 1M or 512K
@@ -88,21 +90,38 @@ pub struct LogArgs {
 }
 
 impl LogArgs {
-    /// The log files of worker `identity`, checked; `None` when there is no directory to
-    /// keep them in (no --data-dir and no $HOME): output is then discarded.
-    fn files(&self, identity: &Identity) -> anyhow::Result<Option<LogFiles>> {
-        let max_bytes = Bytes::parse(&self.log_max_size)
-            .map_err(|e| anyhow::anyhow!("--log-max-size: {e}"))?
-            .0;
-        let dir = self.data_dir.clone().or_else(|| {
+    /// The agent's directory: --data-dir, else one under $HOME (`None` without it).
+    fn dir(&self, identity: &Identity) -> Option<std::path::PathBuf> {
+        self.data_dir.clone().or_else(|| {
             std::env::var_os("HOME").map(|home| {
                 std::path::PathBuf::from(home)
                     .join(".local/share/mycluster/agents")
                     .join(&identity.cluster)
                     .join(&identity.worker)
             })
-        });
-        let Some(dir) = dir else {
+        })
+    }
+
+    /// Where the worker's credential is kept: in the agent's directory, else (no $HOME:
+    /// a container started from a scratch image, as `setup`'s workers are) under
+    /// /var/lib, so a restarted container still speaks for its worker.
+    fn credential_file(&self, identity: &Identity) -> std::path::PathBuf {
+        self.dir(identity)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from("/var/lib/mycluster/agents")
+                    .join(&identity.cluster)
+                    .join(&identity.worker)
+            })
+            .join("credential")
+    }
+
+    /// The log files of worker `identity`, checked; `None` when there is no directory to
+    /// keep them in (no --data-dir and no $HOME): output is then discarded.
+    fn files(&self, identity: &Identity) -> anyhow::Result<Option<LogFiles>> {
+        let max_bytes = Bytes::parse(&self.log_max_size)
+            .map_err(|e| anyhow::anyhow!("--log-max-size: {e}"))?
+            .0;
+        let Some(dir) = self.dir(identity) else {
             tracing::warn!("no --data-dir and no $HOME: process-driver tasks' output is discarded");
             return Ok(None);
         };
@@ -177,6 +196,7 @@ pub async fn serve(
         Driver::Process => args.logs.files(&identity)?,
         _ => None,
     };
+    config.credential_file = Some(args.logs.credential_file(&identity));
     let runtime = make_runtime(args.driver, identity, docker, logs).await?;
     // The keeper lives as long as the agent: a stopped worker keeps nothing.
     let keeper = args
@@ -288,7 +308,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             store: "embedded".into(),
             // A dev cluster is for experiments: a store removed by hand starts afresh.
             create: mycluster_manager::Create::IfMissing,
-            limits: Limits::from(&args.policy),
+            limits: Limits {
+                max_workers: args.max_workers,
+                ..Limits::from(&args.policy)
+            },
             api: ApiConfig {
                 auth,
                 // Every agent of a dev cluster comes from this one address.
@@ -328,6 +351,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             // to leave, and no manager to tell.
             leave_on_stop: false,
             token: secrets.as_ref().map(|s| s.join.clone()),
+            credential_file: Some(data_dir_path.join("workers").join(&name).join("credential")),
             ..AgentConfig::new(&local, &name)
         };
         config.check()?;

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use anyhow::bail;
-use mycluster_manager::api::auth::{Auth, Token};
+use mycluster_manager::api::auth::{Auth, JoinSlot, Token};
 use mycluster_setup::secret::{
     env_secret, generate, read_secret, write_secret, JOIN_TOKEN_ENV, METRICS_TOKEN_ENV, TOKEN_ENV,
 };
@@ -16,6 +16,9 @@ use mycluster_setup::Secrets;
 /// the cluster (see `manager::create_mode`).
 pub const API_TOKEN_FILE: &str = "api-token";
 pub const JOIN_TOKEN_FILE: &str = "join-token";
+/// The join token last rotated through the API (`mycluster token --join --rotate`): read
+/// first at start.
+pub const ROTATED_JOIN_TOKEN_FILE: &str = "join-token.rotated";
 
 /// A token from the environment, else a file, else `fallback` (which may generate and
 /// save one). Checked for strength.
@@ -47,7 +50,8 @@ fn generated(data_dir: &Path, file: &str) -> anyhow::Result<String> {
 
 /// The manager's authentication: tokens from the environment or files, else generated
 /// once into the data dir (`api-token`, `join-token`, mode 0600) and kept across
-/// restarts; nothing at all with `--insecure-no-auth`.
+/// restarts; a join token rotated through the API (`join-token.rotated`) before all of
+/// them; nothing at all with `--insecure-no-auth`.
 pub fn manager_auth(
     insecure: bool,
     token_file: Option<&Path>,
@@ -63,15 +67,25 @@ pub fn manager_auth(
     let (api_text, api) = token_from(TOKEN_ENV, token_file, || {
         generated(data_dir, API_TOKEN_FILE)
     })?;
-    let (join_text, join) = token_from(JOIN_TOKEN_ENV, join_token_file, || {
-        generated(data_dir, JOIN_TOKEN_FILE)
-    })?;
+    // A token rotated through the API wins over the flag, the environment and the
+    // generated file: the operator was told it, and agents joining now carry it.
+    let rotated = data_dir.join(ROTATED_JOIN_TOKEN_FILE);
+    let (join_text, join) = if rotated.exists() {
+        let text = read_secret(&rotated)?;
+        let token =
+            Token::parse(&text, &rotated.display().to_string()).map_err(anyhow::Error::msg)?;
+        (text, token)
+    } else {
+        token_from(JOIN_TOKEN_ENV, join_token_file, || {
+            generated(data_dir, JOIN_TOKEN_FILE)
+        })?
+    };
     if api.same_as(&join) {
         bail!("the join token must differ from the API token: an agent's secret must not open the whole API");
     }
     let auth = Auth::On {
         api,
-        join: Some(join),
+        join: JoinSlot::from(Some(join)).persisted_at(rotated),
     };
     let secrets = Secrets {
         api: api_text,
@@ -98,7 +112,7 @@ pub fn metrics_token(file: Option<&Path>, auth: &Auth) -> anyhow::Result<Option<
         (None, None) => return Ok(None),
     };
     let token = Token::parse(&text, &source).map_err(anyhow::Error::msg)?;
-    if token.same_as(api) || join.as_ref().is_some_and(|j| token.same_as(j)) {
+    if token.same_as(api) || join.get().is_some_and(|j| token.same_as(&j)) {
         bail!("the metrics token must differ from the API and join tokens: it only reads /metrics");
     }
     Ok(Some(token))

@@ -113,7 +113,8 @@ pub enum Command {
         /// The cluster [default: the one set up last].
         #[arg(long, short = 'n')]
         name: Option<String>,
-        /// The join token (for agents) instead.
+        /// The join token (for agents) instead: the manager's when it answers
+        /// (`MCJT1-<CA digest>-<secret>` when it serves TLS), else the saved one.
         #[arg(long)]
         join: bool,
         /// The path of the cluster CA's certificate saved beside its settings (fetched
@@ -124,6 +125,10 @@ pub enum Command {
         /// hosts (HTTPS on the TLS port, checked against the saved CA).
         #[arg(long, conflicts_with = "join")]
         curl: bool,
+        /// Replace the join token's secret first (the old one is refused from then on;
+        /// registered workers keep working) and print the new one.
+        #[arg(long, requires = "join")]
+        rotate: bool,
     },
     /// Join this host to a cluster as a worker: check the join token and the Docker
     /// engine, check the manager through TLS pinned to the token's CA, then run the agent
@@ -272,6 +277,10 @@ pub struct ManagerArgs {
     /// cluster. For local experiments only.
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// The most workers the cluster takes: a registration of a new name past it is
+    /// refused (409) [default: no bound].
+    #[arg(long, env = "MYCLUSTER_MAX_WORKERS")]
+    pub max_workers: Option<usize>,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
@@ -433,6 +442,10 @@ pub struct DevArgs {
     /// Events kept for `GET /api/v1/events` (`mycluster events`).
     #[arg(long, default_value_t = mycluster_manager::events::DEFAULT_HISTORY)]
     pub event_history: usize,
+    /// The most workers the cluster takes: a registration of a new name past it is
+    /// refused (409) [default: no bound].
+    #[arg(long)]
+    pub max_workers: Option<usize>,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]

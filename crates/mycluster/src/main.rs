@@ -16,6 +16,7 @@ mod follow;
 mod hello;
 mod ingress;
 mod join;
+mod join_token;
 mod logging;
 mod logs;
 mod manager;
@@ -94,11 +95,15 @@ fn main() {
             cli::Command::Token {
                 name, curl: true, ..
             } => crate::token::print_curl(name).await,
-            cli::Command::Token { name, join, .. } => {
-                println!(
-                    "{}",
-                    mycluster_setup::settings::token(name.as_deref(), join)?
-                );
+            cli::Command::Token {
+                name, join, rotate, ..
+            } => {
+                let token = if join {
+                    join_token::run(&cli.global, name.as_deref(), rotate).await?
+                } else {
+                    mycluster_setup::settings::token(name.as_deref(), false)?
+                };
+                println!("{token}");
                 Ok(())
             }
             cli::Command::Join(args) => crate::join::run(&cli.global, args).await,

@@ -37,6 +37,7 @@ pub async fn run(global: &Global, args: ManagerArgs) -> anyhow::Result<()> {
             allow_bind: args.policy.allow_bind.clone(),
             rebalance: args.policy.rebalance,
             lease: args.policy.lease,
+            max_workers: args.max_workers,
         },
         api: ApiConfig {
             auth: Auth::Off,

@@ -128,6 +128,9 @@ async fn the_ingress_command_balances_replicas_and_passes_the_client_address() {
         )
         .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
+    // From now on the worker's agent speaks with the credential it got.
+    let credential = reply.body["credential"].as_str().expect("a credential");
+    let agent = Api::with_token(&manager.url, Some(credential));
     let published = free_port().expect("a free port");
     let reply = api
         .post(

@@ -266,9 +266,20 @@ async fn process_replicas_lines_are_merged_followed_tailed_and_since() {
         .await
         .expect("request");
     assert_eq!(wrong.status(), 401);
-    let taken = http
+    // The join token no longer opens it once the worker has its credential: the hash
+    // of that credential does (what the manager presents).
+    let joined = http
         .get(&url)
         .bearer_auth(TEST_JOIN_TOKEN)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(joined.status(), 401);
+    let credential = std::fs::read_to_string(std::path::Path::new(&d1).join("credential"))
+        .expect("w1's credential in its data dir");
+    let taken = http
+        .get(&url)
+        .bearer_auth(mycluster_client::credential::hash(credential.trim()))
         .send()
         .await
         .expect("request");

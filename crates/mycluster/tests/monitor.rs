@@ -268,12 +268,17 @@ async fn two_workers_dead_at_once_are_both_declared_and_relocated() {
     }
 }
 
-/// Registers a worker the way an agent does, without an agent behind it.
-async fn register(manager: &Manager, name: &str) {
+/// Registers a worker the way an agent does, without an agent behind it; answers the
+/// worker's credential, with which its agent speaks from then on.
+async fn register(manager: &Manager, name: &str) -> String {
     let agent = Api::with_token(&manager.url, Some(TEST_JOIN_TOKEN));
     let body = json!({"name": name, "address": "127.0.0.1:9", "driver": "sim"});
     let reply = agent.post("/api/v1/workers", &body).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
+    reply.body["credential"]
+        .as_str()
+        .expect("a credential")
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,10 +287,11 @@ async fn many_workers_are_declared_down_in_one_request_and_bad_requests_change_n
     // One heartbeat a second in all: three workers are asked to beat every 3 s.
     let manager = Manager::start(dir.path(), &["--max-heartbeats-per-second", "1"]);
     let api = manager.api();
+    let mut credentials = Vec::new();
     for name in ["a", "b", "c"] {
-        register(&manager, name).await;
+        credentials.push(register(&manager, name).await);
     }
-    let agent = Api::with_token(&manager.url, Some(TEST_JOIN_TOKEN));
+    let agent = Api::with_token(&manager.url, Some(&credentials[0]));
     let beat = agent.post("/api/v1/workers/a/heartbeat", &json!({})).await;
     assert_eq!(beat.status, 200, "{}", beat.body);
     assert_eq!(beat.body["heartbeat_interval"], 3.0);

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{eventually, Agent, Api, Manager, BIN, TEST_JOIN_TOKEN, TEST_TOKEN};
+use common::{cli, eventually, Agent, Api, Manager, BIN, TEST_JOIN_TOKEN, TEST_TOKEN};
 use serde_json::{json, Value};
 
 /// `mycluster manager` on a free port for cluster `name`, with no token in its
@@ -397,12 +397,13 @@ async fn long_polls_are_capped_per_client() {
     let dir = tempfile::tempdir().unwrap();
     let manager = Manager::start(dir.path(), &["--long-polls-per-client", "2"]);
     let api = manager.api();
-    let join = Api::with_token(&manager.url, Some(TEST_JOIN_TOKEN));
+    let joining = Api::with_token(&manager.url, Some(TEST_JOIN_TOKEN));
     let registration = json!({"name": "w1", "address": "127.0.0.1:9", "driver": "sim"});
-    assert_eq!(
-        join.post("/api/v1/workers", &registration).await.status,
-        201
-    );
+    let registered = joining.post("/api/v1/workers", &registration).await;
+    assert_eq!(registered.status, 201);
+    // The worker's agent speaks with the credential its registration answered.
+    let credential = registered.body["credential"].as_str().unwrap().to_string();
+    let join = Api::with_token(&manager.url, Some(&credential));
     let at = join.ok("/api/v1/workers/w1/tasks").await["index"]
         .as_u64()
         .unwrap();
@@ -431,4 +432,31 @@ async fn long_polls_are_capped_per_client() {
     error_doc(&refused, 429);
     // Other requests of the same client still go through.
     assert_eq!(api.get("/api/v1/workers").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_token_is_printed_rotated_and_kept_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::start(dir.path(), &[]);
+    let (code, out, err) = cli(&manager.url, &["token", "--join"]);
+    assert_eq!(code, 0, "{err}");
+    // No TLS here: the bare secret.
+    assert_eq!(out.trim(), TEST_JOIN_TOKEN);
+    let (code, out, err) = cli(&manager.url, &["token", "--join", "--rotate"]);
+    assert_eq!(code, 0, "{err}");
+    let rotated = out.trim().to_string();
+    assert_eq!(rotated.len(), 64, "{out}");
+    assert!(err.contains("rotated"), "{err}");
+    let worker = |name: &str| json!({"name": name, "address": "127.0.0.1:9", "driver": "sim"});
+    let old = Api::with_token(&manager.url, Some(TEST_JOIN_TOKEN));
+    assert_eq!(old.post("/api/v1/workers", &worker("w1")).await.status, 401);
+    // The rotated token wins over the environment's at the next start.
+    assert!(manager.terminate());
+    let manager = Manager::start(dir.path(), &[]);
+    let old = Api::with_token(&manager.url, Some(TEST_JOIN_TOKEN));
+    assert_eq!(old.post("/api/v1/workers", &worker("w1")).await.status, 401);
+    let new = Api::with_token(&manager.url, Some(&rotated));
+    assert_eq!(new.post("/api/v1/workers", &worker("w1")).await.status, 201);
+    let (_, out, _) = cli(&manager.url, &["token", "--join"]);
+    assert_eq!(out.trim(), rotated);
 }

@@ -318,6 +318,9 @@ pub struct Limits {
     pub rebalance: bool,
     /// How long a worker's lease lasts without a renewal (`--lease`; see `lease`).
     pub lease: std::time::Duration,
+    /// The most workers the cluster takes (`--max-workers`): a registration of a new
+    /// name past it is refused. `None`: no bound.
+    pub max_workers: Option<usize>,
 }
 
 impl Default for Limits {
@@ -329,6 +332,7 @@ impl Default for Limits {
             allow_bind: Vec::new(),
             rebalance: false,
             lease: crate::lease::DEFAULT_LEASE,
+            max_workers: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::commands::{self, CommandError};
-use crate::identity;
+use crate::identity::{self, Admission, Caller};
 use crate::wire::{Ignored, Registration, RelocationDoc, SkippedDoc, TaskReport};
 use crate::worker::heartbeat_interval;
 use crate::{ClusterState, Task, TaskState, Txn, Worker, WorkerStatus};
@@ -14,23 +14,62 @@ use super::{Applied, Command, Context, HeardFrom, NoteWhen, Scope};
 
 /// An agent joins, or joins again after a restart (see `commands::register_worker`). The
 /// registration counts as a heartbeat, noted before the commit: a second agent's
-/// registration queued behind this one must find the name held.
-pub struct Register(pub Registration);
+/// registration queued behind this one must find the name held. Who registers decides,
+/// on the state the commit is made on, whether it may and whether the worker gets the
+/// fresh credential (`identity::admit`); a new name past `--max-workers` is refused.
+pub struct Register {
+    pub registration: Registration,
+    /// Who registers, as the manager authenticated the call.
+    pub by: Caller,
+    /// The hash of a credential the manager made for this registration: the worker's
+    /// from now on if `identity::admit` says it gets one (the manager then hands the
+    /// secret to the agent).
+    pub fresh_credential: Option<String>,
+}
+
+impl Register {
+    /// A registration in a cluster without authentication (tests, `--insecure-no-auth`).
+    pub fn open(registration: Registration) -> Register {
+        Register {
+            registration,
+            by: Caller::Open,
+            fresh_credential: None,
+        }
+    }
+}
 
 /// A registration's answer: the worker now, and as it was before (`None`: new).
 #[derive(Debug, Clone)]
 pub struct Registered {
     pub worker: Worker,
     pub before: Option<Worker>,
+    /// The worker got the fresh credential: its secret goes to the agent.
+    pub issued: bool,
 }
 
 impl Command for Register {
     type Outcome = Registered;
 
     fn apply(self, txn: &mut Txn, ctx: &Context) -> Result<Applied<Registered>, CommandError> {
-        let before = txn.state.workers.get(&self.0.name).cloned();
-        let heard = ctx.heard.last_heard(&self.0.name);
-        let worker = commands::register_worker(txn, self.0, heard, ctx.now)?;
+        let registration = self.registration;
+        let name = registration.name.clone();
+        let admission = identity::admit(&txn.state, &name, &registration.instance, &self.by)?;
+        let before = txn.state.workers.get(&name).cloned();
+        if let (None, Some(max)) = (&before, ctx.limits.max_workers) {
+            if txn.state.workers.len() >= max {
+                return Err(CommandError::Limit(format!(
+                    "this cluster takes at most {max} workers (--max-workers): remove one \
+                     (`mycluster worker rm NAME`) or start the manager with a higher \
+                     --max-workers"
+                )));
+            }
+        }
+        let (credential, issued) = match (admission, self.fresh_credential) {
+            (Admission::Issue, Some(fresh)) => (Some(fresh), true),
+            _ => (before.as_ref().and_then(|w| w.credential.clone()), false),
+        };
+        let heard = ctx.heard.last_heard(&name);
+        let worker = commands::register_worker(txn, registration, heard, ctx.now, credential)?;
         let interval = heartbeat_interval(txn.state.workers.len(), ctx.max_heartbeats_per_second);
         // A worker that was down comes back with nothing: its services may need it.
         let reconcile = match &before {
@@ -43,7 +82,11 @@ impl Command for Register {
                 interval: Some(interval),
                 when: NoteWhen::Queued,
             }),
-            outcome: Registered { worker, before },
+            outcome: Registered {
+                worker,
+                before,
+                issued,
+            },
             reconcile,
         })
     }

@@ -62,6 +62,12 @@ pub struct WorkerDoc {
     /// heartbeats: its agent said it is leaving, or its connection dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspected: Option<Suspicion>,
+    /// Only in the answer to the registration that made it (`POST /api/v1/workers`,
+    /// 201): the worker's own credential (`MCW1-<64 hex>`), which its agent presents
+    /// from then on instead of the join token. The manager keeps only its hash: this is
+    /// the one time it is shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// A worker the manager has a reason to think dead before its heartbeats say so.
@@ -125,6 +131,7 @@ impl WorkerDoc {
             drain: worker.drain,
             epoch: worker.epoch,
             suspected,
+            credential: None,
         }
     }
 }
@@ -187,6 +194,7 @@ mod tests {
             registration,
             None,
             1,
+            None,
         )
     }
 

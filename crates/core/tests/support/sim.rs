@@ -44,7 +44,7 @@ impl Sim {
 
     /// A worker registers (on host `h`) with `labels`.
     pub fn join(&mut self, name: &str, labels: &[(&str, &str)]) {
-        self.run(Register(Registration {
+        self.run(Register::open(Registration {
             name: name.into(),
             address: format!("{name}:7001"),
             labels: labels

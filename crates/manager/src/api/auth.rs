@@ -1,12 +1,23 @@
-//! Who may call what: the cluster's API token opens every endpoint, the join token only
-//! the few an agent needs (register, heartbeat, its tasks, its reports, its leave) and the
-//! ingress's route table (`GET /api/v1/endpoints`), the metrics token (if one is
-//! configured) only `GET /metrics`, and `/healthz`
-//! is open so load balancers and the monitor can probe without a secret, as are the
-//! dashboard's files (`/ui/`), which hold no data.
+//! Who may call what: the cluster's API token opens every endpoint; the join token and a
+//! worker's credential (`MCW1-…`) only the few an agent needs (register, heartbeat, its
+//! tasks, its reports, its leave) and the ingress's route table (`GET
+//! /api/v1/endpoints`) — which worker a credential speaks for, and what the join token
+//! may still do, is the core's `identity`, checked by the handlers on the state; the
+//! metrics token (if one is configured) only `GET /metrics`; and `/healthz` is open so
+//! load balancers and the monitor can probe without a secret, as are the dashboard's
+//! files (`/ui/`), which hold no data.
+//!
+//! The join token can be rotated while the manager runs (`JoinSlot`): a new one is
+//! written to `<data-dir>/join-token.rotated` before it takes effect, so a restarted
+//! manager keeps it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use mycluster_client::credential;
+use mycluster_core::identity::Caller;
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
@@ -57,6 +68,106 @@ impl Token {
         // Lengths are not secret; the bytes are compared without an early exit.
         self.0.ct_eq(presented).into()
     }
+
+    /// A new random token: 32 bytes in hex (a rotated join token).
+    pub fn generate() -> Token {
+        let bytes: [u8; 32] = rand::random();
+        Token(
+            bytes
+                .iter()
+                .flat_map(|b| {
+                    let hex = b"0123456789abcdef";
+                    [hex[usize::from(b >> 4)], hex[usize::from(b & 15)]]
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The join token as it is now: shared by every clone of the manager's `Auth`, so a
+/// rotation (`POST /api/v1/cluster/join-token/rotate`) takes effect at once everywhere.
+#[derive(Clone, Default)]
+pub struct JoinSlot {
+    token: Arc<RwLock<Option<Token>>>,
+    /// Where a rotated token is written before it takes effect (`None`: it lives only
+    /// as long as the manager; tests).
+    persist: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for JoinSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinSlot")
+            .field("set", &self.get().is_some())
+            .field("persist", &self.persist)
+            .finish()
+    }
+}
+
+impl From<Option<Token>> for JoinSlot {
+    fn from(token: Option<Token>) -> JoinSlot {
+        JoinSlot {
+            token: Arc::new(RwLock::new(token)),
+            persist: None,
+        }
+    }
+}
+
+/// Why a rotated join token could not be kept.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot save the new join token in {path}: {source}; the old one stays in force")]
+pub struct RotateError {
+    path: String,
+    source: std::io::Error,
+}
+
+impl JoinSlot {
+    /// The same slot, writing a rotated token to `path` (mode 0600) before using it.
+    pub fn persisted_at(mut self, path: PathBuf) -> JoinSlot {
+        self.persist = Some(path);
+        self
+    }
+
+    /// The join token now (`None`: agents join with the API token).
+    pub fn get(&self) -> Option<Token> {
+        // A poisoned lock still holds a whole token: it is only ever replaced whole.
+        match self.token.read() {
+            Ok(token) => token.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the join token with `token`, saved first (so a restart keeps what the
+    /// operator was told).
+    pub fn rotate(&self, token: Token) -> Result<(), RotateError> {
+        if let Some(path) = &self.persist {
+            write_private(path, token.as_str()).map_err(|source| RotateError {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        match self.token.write() {
+            Ok(mut slot) => *slot = Some(token),
+            Err(poisoned) => *poisoned.into_inner() = Some(token),
+        }
+        Ok(())
+    }
+}
+
+/// Writes `text` to `path` readable by its owner only, through a temporary file renamed
+/// over it, so a crash leaves the old file or the new one, never half of one.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(format!("{text}\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
 }
 
 /// What the manager demands of callers.
@@ -66,8 +177,8 @@ pub enum Auth {
     Off,
     On {
         api: Token,
-        /// Agents join with this one; `None` lets them use the API token only.
-        join: Option<Token>,
+        /// Agents join with this one; none lets them use the API token only.
+        join: JoinSlot,
     },
 }
 
@@ -75,7 +186,9 @@ pub enum Auth {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     Open,
-    /// An agent's own endpoints: the join token or the API token.
+    /// An agent's endpoints (register, its worker's heartbeat, tasks, reports, leave)
+    /// and the ingress's route table: the API token, the join token or a worker's
+    /// credential (which of them may act for which worker: the handler, by `identity`).
     Agent,
     /// `GET /metrics`: the metrics token or the API token.
     Metrics,
@@ -123,39 +236,62 @@ impl Auth {
         matches!(self, Auth::Off)
     }
 
+    /// The join token now, if authentication is on and the cluster has one.
+    pub fn join_token(&self) -> Option<Token> {
+        match self {
+            Auth::Off => None,
+            Auth::On { join, .. } => join.get(),
+        }
+    }
+
     /// Lets the request through, or says why not (401: no or wrong token; 403: the
     /// join token on an operator's endpoint).
-    pub fn check(&self, access: Access, headers: &HeaderMap) -> Result<(), AuthError> {
+    pub fn check(&self, access: Access, headers: &HeaderMap) -> Result<Caller, AuthError> {
         self.check_with(access, headers, None)
     }
 
     /// `check`, with the read-only metrics token too (it opens `GET /metrics` only; 403
-    /// anywhere else).
+    /// anywhere else). Answers who is calling, for the handlers of agents' endpoints
+    /// (`Caller::Open` without authentication, or on an open endpoint).
     pub fn check_with(
         &self,
         access: Access,
         headers: &HeaderMap,
         metrics: Option<&Token>,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Caller, AuthError> {
         let Auth::On { api, join } = self else {
-            return Ok(());
+            return Ok(Caller::Open);
         };
         if access == Access::Open {
-            return Ok(());
+            return Ok(Caller::Open);
         }
         let Some(presented) = bearer(headers) else {
             return Err(AuthError::unauthorized(
                 "authentication required: send 'Authorization: Bearer <token>' (the cluster's API token, see `mycluster token`)",
             ));
         };
-        // Both comparisons always run, so timing does not tell which token was near.
+        // A worker's credential is told by its shape; which worker has it is the
+        // handler's question (the manager keeps only hashes).
+        if let Some(text) = std::str::from_utf8(presented)
+            .ok()
+            .filter(|t| credential::is_credential(t))
+        {
+            return match access {
+                Access::Agent => Ok(Caller::Credential(credential::hash(text))),
+                _ => Err(AuthError(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "a worker's credential only lets its agent register, beat and report (and an ingress read its routes): use the cluster's API token",
+                ))),
+            };
+        }
+        // Every comparison always runs, so timing does not tell which token was near.
         let is_api = api.matches(presented);
-        let is_join = join.as_ref().is_some_and(|j| j.matches(presented));
+        let is_join = join.get().is_some_and(|j| j.matches(presented));
         let is_metrics = metrics.is_some_and(|m| m.matches(presented));
         match (is_api, is_join, is_metrics, access) {
-            (true, _, _, _) => Ok(()),
-            (false, true, _, Access::Agent) => Ok(()),
-            (false, _, true, Access::Metrics) => Ok(()),
+            (true, _, _, _) => Ok(Caller::Operator),
+            (false, true, _, Access::Agent) => Ok(Caller::JoinToken),
+            (false, _, true, Access::Metrics) => Ok(Caller::Operator),
             (false, true, _, _) => Err(AuthError(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "the join token only lets agents register, beat and report (and an ingress read its routes): use the cluster's API token",
@@ -217,7 +353,7 @@ mod tests {
     fn auth() -> Auth {
         Auth::On {
             api: Token::parse("api-token-0123456789", "t").unwrap(),
-            join: Some(Token::parse("join-token-0123456789", "t").unwrap()),
+            join: Some(Token::parse("join-token-0123456789", "t").unwrap()).into(),
         }
     }
 
@@ -331,5 +467,63 @@ mod tests {
         assert!(Token::parse("short", "t").is_err());
         assert!(Token::parse("has a space in it, long", "t").is_err());
         assert!(Token::parse("  padded-token-0123456789\n", "t").is_ok());
+    }
+
+    #[test]
+    fn a_credential_opens_the_agents_endpoints_only_and_says_whose_it_is() {
+        let auth = auth();
+        let secret = credential::generate();
+        let bearer = format!("Bearer {secret}");
+        assert_eq!(
+            auth.check(Access::Agent, &headers(&bearer)).ok(),
+            Some(Caller::Credential(credential::hash(&secret)))
+        );
+        let refused = auth.check(Access::Admin, &headers(&bearer)).err();
+        assert_eq!(refused.map(|e| e.0.status.as_u16()), Some(403));
+        assert_eq!(
+            auth.check(Access::Agent, &headers("Bearer join-token-0123456789"))
+                .ok(),
+            Some(Caller::JoinToken)
+        );
+        assert_eq!(
+            auth.check(Access::Agent, &headers("Bearer api-token-0123456789"))
+                .ok(),
+            Some(Caller::Operator)
+        );
+        assert_eq!(
+            Auth::Off.check(Access::Agent, &HeaderMap::new()).ok(),
+            Some(Caller::Open)
+        );
+    }
+
+    #[test]
+    fn a_rotated_join_token_replaces_the_old_one_and_is_saved_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("join-token.rotated");
+        let slot = JoinSlot::from(Some(Token::parse("join-token-0123456789", "t").unwrap()))
+            .persisted_at(path.clone());
+        let auth = Auth::On {
+            api: Token::parse("api-token-0123456789", "t").unwrap(),
+            join: slot.clone(),
+        };
+        let new = Token::generate();
+        assert_eq!(new.as_str().len(), 64);
+        slot.rotate(new.clone()).unwrap();
+        let status = |value: &str| {
+            auth.check(Access::Agent, &headers(value))
+                .err()
+                .map(|e| e.0.status.as_u16())
+        };
+        assert_eq!(status("Bearer join-token-0123456789"), Some(401));
+        assert_eq!(status(&format!("Bearer {}", new.as_str())), None);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), new.as_str());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A slot that cannot save keeps the old token.
+        let stuck = JoinSlot::from(Some(new.clone()))
+            .persisted_at(dir.path().join("missing").join("join-token.rotated"));
+        assert!(stuck.rotate(Token::generate()).is_err());
+        assert!(stuck.get().is_some_and(|t| t.same_as(&new)));
     }
 }

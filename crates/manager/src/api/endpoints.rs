@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::Json;
 use mycluster_core::endpoints;
+use mycluster_core::identity::{self, Caller};
 use mycluster_core::wire::{RouteTable, ServiceEndpoints};
 
 use super::query::Params;
@@ -20,8 +21,11 @@ use super::{known, ApiError, AppState};
 /// token may read it, so an ingress beside an agent needs no operator's secret.
 pub async fn table(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<RouteTable>, ApiError> {
+    // A worker's credential reads it too, while that worker exists.
+    identity::check_member(&app.cluster.snapshot().state, &caller)?;
     let params = Params::parse(query, &["version", "wait"])?;
     let wait = params
         .duration("wait")?

@@ -65,6 +65,8 @@ impl From<CommandError> for ApiError {
             | CommandError::VolumeNotFound(_) => StatusCode::NOT_FOUND,
             CommandError::Invalid(_) => StatusCode::BAD_REQUEST,
             CommandError::Conflict(_) | CommandError::Limit(_) => StatusCode::CONFLICT,
+            CommandError::Forbidden(_) => StatusCode::FORBIDDEN,
+            CommandError::Revoked(_) => StatusCode::UNAUTHORIZED,
         };
         ApiError::new(status, e.to_string())
     }

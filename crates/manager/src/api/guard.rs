@@ -49,13 +49,17 @@ pub async fn guard(State(app): State<AppState>, request: Request, next: Next) ->
     }
     let access = access_for(request.method(), request.uri().path());
     let metrics_token = app.config.metrics_token.as_ref();
-    if let Err(refused) = app
+    let caller = match app
         .config
         .auth
         .check_with(access, request.headers(), metrics_token)
     {
-        return refused.into_response();
-    }
+        Ok(caller) => caller,
+        Err(refused) => return refused.into_response(),
+    };
+    // The handlers of agents' endpoints decide, on the state, for which worker it speaks.
+    let mut request = request;
+    request.extensions_mut().insert(caller);
     let waits = may_wait(request.method(), request.uri().path());
     // Held until the answer is ready: a client may only park so many requests here.
     // Held until the answer is ready (a stream: until its body ends): a client may only

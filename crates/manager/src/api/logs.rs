@@ -3,7 +3,8 @@
 //! engine's, or the process driver's files); the manager keeps none. For every task
 //! `core::logs::log_tasks` picks (live tasks, else a slot's latest that ran), it opens
 //! that worker's agent's stream (`GET http://<worker address>/tasks/<id>/logs`, with
-//! the join token, else the API token) and writes each line, prefixed
+//! the hash of the worker's credential; for a worker without one, the join token, else
+//! the API token) and writes each line, prefixed
 //! `<service>.<slot>@<worker> | ` (and the time with `timestamps`), into one
 //! `text/plain` body as lines arrive. An agent that cannot be reached or keeps nothing
 //! is one such line, not a failure of the request.
@@ -68,15 +69,20 @@ pub async fn service_logs(
         .into_response())
 }
 
-/// What the manager presents to agents: the join token, or the API token where the
+/// What the manager presents to the agent of a worker without a credential (one
+/// registered before credentials existed): the join token, or the API token where the
 /// cluster has no join token (agents join with the API token then); none without
-/// authentication. Only one, never the API token after a refused join token: a worker's
-/// address is whatever it registered, and a join token's holder must not be able to
-/// collect the API token by answering 401.
+/// authentication. A worker with a credential is presented its hash instead (`merge`),
+/// which opens nothing on the manager. Only one, never the API token after a refused
+/// join token: a worker's address is whatever it registered, and a join token's holder
+/// must not be able to collect the API token by answering 401.
 fn agent_token(auth: &Auth) -> Option<String> {
     match auth {
         Auth::Off => None,
-        Auth::On { api, join } => Some(join.as_ref().unwrap_or(api).as_str().to_string()),
+        Auth::On { api, join } => Some(
+            join.get()
+                .map_or_else(|| api.as_str().to_string(), |j| j.as_str().to_string()),
+        ),
     }
 }
 
@@ -107,17 +113,20 @@ async fn merge(
             if !opened.insert(task.task.clone()) {
                 continue;
             }
-            let address = snapshot
-                .state
-                .workers
-                .get(&task.worker)
-                .map(|w| w.address.clone());
+            let worker = snapshot.state.workers.get(&task.worker);
+            let address = worker.map(|w| w.address.clone());
+            // A worker with a credential is shown the credential's hash: the agent
+            // knows its credential, and the manager nothing more (see `agent_token`).
+            let token = match worker.and_then(|w| w.credential.clone()) {
+                Some(hash) if token.is_some() => Some(hash),
+                _ => token.clone(),
+            };
             readers.spawn(read_within(
                 service.clone(),
                 task,
                 address,
                 request.clone(),
-                token.clone(),
+                token,
                 lines.clone(),
             ));
         }

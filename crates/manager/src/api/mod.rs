@@ -8,6 +8,7 @@ mod endpoints;
 mod error;
 mod events;
 pub mod guard;
+mod join;
 mod logs;
 mod metrics;
 mod query;
@@ -176,6 +177,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tasks", get(status::tasks))
         .route("/api/v1/events", get(events::stream))
         .route("/api/v1/store/reseed", post(store::reseed))
+        .route("/api/v1/cluster/join-token", get(join::get))
+        .route("/api/v1/cluster/join-token/rotate", post(join::rotate))
+        .route("/api/v1/cluster/ca", get(join::ca))
         .route(
             "/api/v1/workers",
             get(workers::list).post(workers::register),

@@ -1,16 +1,20 @@
 //! The worker endpoints: what operators read, and what agents call — register,
-//! heartbeat, long-poll for their tasks, report what really runs.
+//! heartbeat, long-poll for their tasks, report what really runs. An agent's call
+//! speaks for one worker: the handler checks, on the state, that the caller's secret
+//! may speak for it (`identity::check_caller`: its own credential, the API token, or
+//! the join token for a worker without a credential) before anything else.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
+use mycluster_client::credential;
 use mycluster_core::commands::CommandError;
-use mycluster_core::identity;
+use mycluster_core::identity::{self, Caller};
 use mycluster_core::step::{DeclareDown, Register, Registered, Report, Verdict, WorkerBack};
 use mycluster_core::worker::MIN_HEARTBEAT_INTERVAL;
 use mycluster_core::{ClusterState, Worker, WorkerStatus};
@@ -94,28 +98,49 @@ pub(super) fn worker_doc(app: &AppState, worker: &Worker, state: &ClusterState) 
 
 /// `POST /api/v1/workers` with `{"name", "address", "labels"?, "capacity"?, "driver"?,
 /// "instance"?}`: an agent joins (or rejoins after a restart). The name of a worker live
-/// under another agent instance is refused with 409 (see `identity`).
+/// under another agent instance is refused with 409, and who may register which name
+/// (the join token a new one, a worker's credential its own) is `identity::admit`
+/// (403; 401 for a credential that names no worker); a new name past `--max-workers` is
+/// refused with 409. A registration that gives the worker a credential answers it, once,
+/// in `credential`.
 pub async fn register(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<WorkerDoc>), ApiError> {
     let registration: Registration = body.decode()?;
     let instance = registration.instance.clone();
     let address = registration.address.clone();
-    let (Registered { worker, before }, snapshot) =
-        match app.cluster.apply(Register(registration)).await {
-            Ok(registered) => registered,
-            Err(e) => {
-                let e = ApiError::from(e);
-                if e.status == StatusCode::CONFLICT {
-                    tracing::warn!(
-                        "refused the registration of agent instance '{instance}' at {address}: {}",
-                        e.message
-                    );
-                }
-                return Err(e);
+    // Made for every registration that may get one; kept only if the core says so.
+    let secret = (caller != Caller::Open).then(credential::generate);
+    let command = Register {
+        registration,
+        by: caller,
+        fresh_credential: secret.as_deref().map(credential::hash),
+    };
+    let (
+        Registered {
+            worker,
+            before,
+            issued,
+        },
+        snapshot,
+    ) = match app.cluster.apply(command).await {
+        Ok(registered) => registered,
+        Err(e) => {
+            let e = ApiError::from(e);
+            if matches!(
+                e.status,
+                StatusCode::CONFLICT | StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED
+            ) {
+                tracing::warn!(
+                    "refused the registration of agent instance '{instance}' at {address}: {}",
+                    e.message
+                );
             }
-        };
+            return Err(e);
+        }
+    };
     let name = &worker.name;
     match before {
         Some(old) if old.instance != worker.instance => tracing::warn!(
@@ -128,7 +153,10 @@ pub async fn register(
         ),
         _ => tracing::info!("worker {name} registered at {}", worker.address),
     }
-    let doc = worker_doc(&app, &worker, &snapshot.state);
+    let mut doc = worker_doc(&app, &worker, &snapshot.state);
+    if issued {
+        doc.credential = secret;
+    }
     Ok((StatusCode::CREATED, Json(doc)))
 }
 
@@ -145,12 +173,14 @@ fn instance_of(params: &Params) -> Result<String, ApiError> {
 /// does not hold the worker is refused (409) and not counted.
 pub async fn heartbeat(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<HeartbeatDoc>, ApiError> {
     let Path(name) = name?;
     let instance = instance_of(&Params::parse(query, &["instance"])?)?;
     let snapshot = app.cluster.snapshot();
+    identity::check_caller(&snapshot.state, &name, &caller)?;
     let worker = snapshot
         .state
         .workers
@@ -202,6 +232,7 @@ fn check_holder(state: &ClusterState, name: &str, instance: &str) -> Result<(), 
 /// wakes the long-poll too.
 pub async fn assigned_tasks(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -213,7 +244,10 @@ pub async fn assigned_tasks(
         .unwrap_or(Duration::from_secs(30))
         .min(app.config.max_wait);
     let instance = instance_of(&params)?;
-    check_holder(&app.cluster.snapshot().state, &name, &instance)?;
+    let snapshot = app.cluster.snapshot();
+    identity::check_caller(&snapshot.state, &name, &caller)?;
+    check_holder(&snapshot.state, &name, &instance)?;
+    drop(snapshot);
     // Dropped before it answers, the poll's connection closed under it: the agent's
     // process or host may have died (see `ProbeOnDrop`).
     let mut dropped = ProbeOnDrop {
@@ -285,12 +319,14 @@ impl Drop for ProbeOnDrop<'_> {
 /// the worker may say so (409 otherwise).
 pub async fn leave(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<WorkerDoc>, ApiError> {
     let Path(name) = name?;
     let instance = instance_of(&Params::parse(query, &["instance"])?)?;
     let snapshot = app.cluster.snapshot();
+    identity::check_caller(&snapshot.state, &name, &caller)?;
     check_holder(&snapshot.state, &name, &instance)?;
     app.cluster.suspect(&name, SuspicionReason::Left);
     tracing::info!("worker {name}: its agent is leaving");
@@ -312,12 +348,14 @@ const MAX_REPORTS: usize = 10_000;
 /// whole (409).
 pub async fn report_status(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: JsonBody,
 ) -> Result<Json<ReportDoc>, ApiError> {
     let Path(name) = name?;
     let instance = instance_of(&Params::parse(query, &["instance"])?)?;
+    identity::check_caller(&app.cluster.snapshot().state, &name, &caller)?;
     let report: StatusReport = body.decode()?;
     if report.tasks.len() > MAX_REPORTS {
         return Err(ApiError::bad_request(format!(

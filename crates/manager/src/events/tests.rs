@@ -31,7 +31,8 @@ fn workers_join(state: &ClusterState, names: &[&str]) -> (ClusterState, Vec<Chan
             resources: Default::default(),
             host: "h".into(),
         };
-        let stepped = step(&state, Register(registration), &ctx, &mut ids).expect("registers");
+        let stepped =
+            step(&state, Register::open(registration), &ctx, &mut ids).expect("registers");
         state = stepped.state;
         changes.extend(stepped.changes);
     }

@@ -41,7 +41,7 @@ pub fn locked(api: &str, join: Option<&str>) -> ApiConfig {
     ApiConfig {
         auth: Auth::On {
             api: Token::parse(api, "api").unwrap(),
-            join: join.map(|join| Token::parse(join, "join").unwrap()),
+            join: join.map(|join| Token::parse(join, "join").unwrap()).into(),
         },
         ..ApiConfig::default()
     }

@@ -112,6 +112,12 @@ impl Manager {
         let started = Instant::now();
         loop {
             if let Ok(url) = address.recv_timeout(Duration::from_millis(50)) {
+                if !data_dir.as_os_str().is_empty() {
+                    manager_dirs()
+                        .lock()
+                        .unwrap()
+                        .insert(url.clone(), data_dir.to_path_buf());
+                }
                 return Ok(Manager {
                     child,
                     url,
@@ -435,6 +441,31 @@ pub async fn burst_then_kill9(
     acked
 }
 
+/// The data dirs of the managers this test process started, by their URL: a manager
+/// restarted on the same data dir (at another port) keeps its agents' dirs.
+fn manager_dirs() -> &'static Mutex<std::collections::HashMap<String, PathBuf>> {
+    static DIRS: std::sync::OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> =
+        std::sync::OnceLock::new();
+    DIRS.get_or_init(Default::default)
+}
+
+/// The data dir of the agent `name` of the manager at `manager_url`: inside that
+/// manager's data dir (so an agent restarted under the same name keeps its credential,
+/// across a restart of the manager too), else in this test process's own directory.
+pub fn agent_dir(manager_url: &str, name: &str) -> PathBuf {
+    if let Some(dir) = manager_dirs().lock().unwrap().get(manager_url) {
+        return dir.join("test-agents").join(name);
+    }
+    let manager: String = manager_url
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    std::env::temp_dir()
+        .join(format!("mycluster-test-agents-{}", std::process::id()))
+        .join(manager)
+        .join(name)
+}
+
 /// A `mycluster agent` process. Killed (SIGKILL) when dropped; with the process driver
 /// its workloads die with it.
 pub struct Agent {
@@ -464,6 +495,12 @@ impl Agent {
             .args(extra)
             .env("MYCLUSTER_MANAGER", manager_url)
             .env("MYCLUSTER_JOIN_TOKEN", TEST_JOIN_TOKEN);
+        // The worker's credential lives in the agent's data dir: one per manager and
+        // name, so an agent restarted under the same name keeps it, and no test reads
+        // another's (nor the user's $HOME).
+        if !extra.contains(&"--data-dir") {
+            command.arg("--data-dir").arg(agent_dir(manager_url, name));
+        }
         let (child, log) = spawn_logged(command, |_| {});
         Agent {
             child,

@@ -161,6 +161,7 @@ pub fn worker(name: &str) -> Worker {
         epoch: 0,
         renewed_at: 0,
         lease: Default::default(),
+        credential: None,
     }
 }
 

@@ -1,0 +1,41 @@
+//! `mycluster token --join [--rotate]`: the join token a new host joins with, as the
+//! manager tells it (`MCJT1-<CA digest>-<secret>` when it serves TLS), and its rotation.
+//! Without a manager that answers, the join token saved with the cluster's settings.
+
+use anyhow::Context;
+
+use crate::cli::Global;
+
+/// The join token to print: the manager's (rotated first with `rotate`), else the saved
+/// one (not when rotating: a rotation that did not happen must not look done).
+pub async fn run(global: &Global, name: Option<&str>, rotate: bool) -> anyhow::Result<String> {
+    let mut global = global.clone();
+    if let (None, Some(name)) = (&global.manager, name) {
+        global.manager = mycluster_setup::settings::load_settings(name).map(|s| s.manager_url());
+    }
+    let client = crate::remote::client(&global);
+    if rotate {
+        let doc = client?
+            .rotate_join_token()
+            .await
+            .context("cannot rotate the join token")?;
+        eprintln!(
+            "The join token was rotated: the old one is refused from now on; registered \
+             workers keep working."
+        );
+        return Ok(doc.token);
+    }
+    let asked = match client {
+        Ok(client) => client.join_token().await.map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    match asked {
+        Ok(doc) => Ok(doc.token),
+        Err(e) => {
+            let saved = mycluster_setup::settings::token(name, true)
+                .with_context(|| format!("the manager did not tell the join token ({e})"))?;
+            tracing::debug!("the manager did not tell the join token ({e}): the saved one");
+            Ok(saved)
+        }
+    }
+}
