@@ -23,6 +23,7 @@ pub async fn run(global: &Global, name: Option<&str>, rotate: bool) -> anyhow::R
             "The join token was rotated: the old one is refused from now on; registered \
              workers keep working."
         );
+        keep_in_setup(&global, &doc.token).await?;
         return Ok(doc.token);
     }
     let asked = match client {
@@ -38,4 +39,31 @@ pub async fn run(global: &Global, name: Option<&str>, rotate: bool) -> anyhow::R
             Ok(saved)
         }
     }
+}
+
+/// A cluster `setup` made on this host keeps its join token in its settings, and its
+/// ingress presents it: both take the new one (the ingress is made again with it; the
+/// manager and the workers are not: see `mycluster_setup`'s `converge`).
+async fn keep_in_setup(global: &Global, token: &str) -> anyhow::Result<()> {
+    let Some(mut settings) =
+        mycluster_setup::settings::saved_for(&global.manager_url()).filter(|s| !s.dev)
+    else {
+        return Ok(());
+    };
+    let secret = match mycluster_tls::JoinToken::parse(token) {
+        Ok(join) => join.secret,
+        Err(_) => token.to_string(),
+    };
+    settings.join_token = Some(secret);
+    mycluster_setup::settings::save(&settings)?;
+    eprintln!(
+        "Giving cluster '{}''s ingress the new token (`mycluster manage up`):",
+        settings.name
+    );
+    mycluster_setup::manage(
+        mycluster_setup::ManageCommand::Up,
+        Some(settings.name.clone()),
+    )
+    .await?;
+    Ok(())
 }

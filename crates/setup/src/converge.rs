@@ -34,6 +34,21 @@ pub(crate) fn manager_publish(settings: &Settings) -> Vec<Publish> {
     ]
 }
 
+/// The environment a container is made again for when it changed. The join token is
+/// only the ingress's to keep using: an agent presents it once, to get its worker's
+/// credential (kept in its volume), and the manager keeps a rotated one in its data dir
+/// over what it was started with — so a rotation (`mycluster token --join --rotate`)
+/// makes again neither, and a worker made again would take its workloads down with it
+/// (they live in its PID namespace).
+fn env_that_matters(spec: &RoleContainer, role: &str) -> Vec<String> {
+    let join = format!("{}=", crate::secret::JOIN_TOKEN_ENV);
+    spec.env
+        .iter()
+        .filter(|e| role == "ingress" || !e.starts_with(&join))
+        .cloned()
+        .collect()
+}
+
 /// Brings `spec` about on the host, given the cluster's containers as found; says what
 /// it did ("created", "exists, running", "recreated (...)").
 pub(crate) async fn converge(
@@ -70,7 +85,11 @@ pub(crate) async fn converge(
             run_role(host, spec, settings).await?;
             "recreated (its command changed)".to_string()
         }
-        Some(_) if !host.has_env(&spec.name, &spec.env).await? => {
+        Some(c)
+            if !host
+                .has_env(&spec.name, &env_that_matters(spec, &c.role))
+                .await? =>
+        {
             // Made with another manager address, token or CA (a cluster set up before
             // TLS, a manager whose CA was made again).
             host.remove(&spec.name).await?;
