@@ -287,7 +287,15 @@ pub async fn run(
     } else {
         Client::new(&config.manager, Duration::from_secs(10))?
     }
-    .with_pin(config.pin)?
+    // The CA to trust: given, or named by an MCJT1 join token — also once the agent
+    // presents its credential instead of the token.
+    .with_pin(config.pin.or_else(|| {
+        config
+            .token
+            .as_deref()
+            .and_then(|token| mycluster_tls::JoinToken::parse(token).ok())
+            .map(|join| join.ca)
+    }))?
     .with_token(held.clone().or_else(|| config.token.clone()));
     let probers = Probers::new().map_err(AgentError::ProbeClient)?;
     let (listener, address) = health::bind(&config).await?;

@@ -163,6 +163,16 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 /// An agent of this process on the simulated runtime, for `manager` with `token`.
 fn agent(name: &str, manager: &str, token: &str) -> CancellationToken {
+    agent_keeping(name, manager, token, None).0
+}
+
+/// The same, keeping its credential in `credential_file`; and its instance id.
+fn agent_keeping(
+    name: &str,
+    manager: &str,
+    token: &str,
+    credential_file: Option<std::path::PathBuf>,
+) -> (CancellationToken, String) {
     let runtime = Arc::new(SimRuntime::new(Identity {
         cluster: "tls".into(),
         worker: name.into(),
@@ -171,11 +181,13 @@ fn agent(name: &str, manager: &str, token: &str) -> CancellationToken {
         listen: "127.0.0.1:0".into(),
         token: Some(token.into()),
         leave_on_stop: false,
+        credential_file,
         ..AgentConfig::new(manager, name)
     };
+    let instance = config.instance.clone();
     let stop = CancellationToken::new();
     tokio::spawn(mycluster_agent::run(config, runtime, stop.clone()));
-    stop
+    (stop, instance)
 }
 
 /// Waits for `condition`, failing with `what` past the deadline.
@@ -354,4 +366,39 @@ async fn plain_http_is_served_on_loopback_only() {
         error.to_string().contains("no CA to check it against"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn an_agent_restarted_with_its_credential_still_trusts_the_tokens_ca() {
+    // Restarted, the agent presents its credential, not the join token: the CA it trusts
+    // still comes from the join token it was given.
+    let manager = Manager::start("127.0.0.1:0", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credential");
+    let token = JoinToken {
+        ca: manager.pin(),
+        secret: JOIN_SECRET.into(),
+    }
+    .to_string();
+    let url = format!("https://{}", manager.running.addr);
+    let (first, _) = agent_keeping("w1", &url, &token, Some(file.clone()));
+    wait_for("the agent to register and beat", || beats(&manager, "w1")).await;
+    wait_for("its credential to be kept", || {
+        let kept = file.exists();
+        async move { kept }
+    })
+    .await;
+    first.cancel();
+    let (second, instance) = agent_keeping("w1", &url, &token, Some(file));
+    wait_for("the restarted agent to hold the worker", || {
+        let api = manager.api();
+        let instance = instance.clone();
+        async move {
+            api.workers()
+                .await
+                .is_ok_and(|w| w.iter().any(|w| w.worker == "w1" && w.instance == instance))
+        }
+    })
+    .await;
+    second.cancel();
 }
