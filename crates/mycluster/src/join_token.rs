@@ -57,7 +57,7 @@ async fn keep_in_setup(global: &Global, token: &str) -> anyhow::Result<()> {
     settings.join_token = Some(secret);
     mycluster_setup::settings::save(&settings)?;
     eprintln!(
-        "Giving cluster '{}''s ingress the new token (`mycluster manage up`):",
+        "Giving the ingress of cluster '{}' the new token (`mycluster manage up`):",
         settings.name
     );
     mycluster_setup::manage(
