@@ -1,7 +1,14 @@
 //! The API under load: `GET /api/v1/state` and `/api/v1/stats` of a manager holding 100
 //! workers and 1,000 services, driven by `wrk` (Debian's package) with 2 threads and 32
-//! connections.
+//! connections, over TLS and in plain HTTP against the same process (it serves both on
+//! one port, plain to loopback peers), side by side in alternating rounds; with
+//! keep-alive (wrk's TLS handshakes happen once per connection, before the clock matters)
+//! and with a new connection per request (`Connection: close`: a handshake per request,
+//! as a CLI invocation makes one). The Debian wrk never resumes a TLS session (it does
+//! not call `SSL_set_session`), so each of its new TLS connections is a full handshake.
 
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
 use std::process::Command;
 use std::time::Duration;
 
@@ -9,7 +16,8 @@ use mycluster_core::wire::{Driver, Registration, ServiceRequest, StateDoc};
 
 use crate::error::BenchError;
 use crate::figure::{report, Figure};
-use crate::manager::ManagerProcess;
+use crate::manager::{ManagerProcess, Scheme};
+use crate::wrk::{self, Connections};
 
 pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
     if Command::new("wrk").arg("--version").output().is_err() {
@@ -18,7 +26,10 @@ pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
         ));
     }
     let (workers, services) = if quick { (10, 100) } else { (100, 1_000) };
-    let seconds = if quick { 2 } else { 10 };
+    let (seconds, rounds) = if quick { (2, 2) } else { (10, 4) };
+    let setting = format!(
+        "{workers} workers, {services} services; {rounds} rounds alternating sides, each wrk -t2 -c32 -d{seconds}s"
+    );
     let manager = ManagerProcess::start(&[])?;
     let client = manager.client(Duration::from_secs(30))?;
     for w in 0..workers {
@@ -53,24 +64,86 @@ pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
             .await?;
     }
     let mut figures = Vec::new();
+    let headers = [format!("Authorization: Bearer {}", manager.token)];
+    let at = socket_address(&manager.url)?;
     for path in ["/api/v1/state", "/api/v1/stats"] {
-        let output = Command::new("wrk")
-            .args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency"])
-            .args(["-H", &format!("Authorization: Bearer {}", manager.token)])
-            .arg(format!("{}{path}", manager.url))
-            .output()
-            .map_err(|e| BenchError::context("cannot run wrk", e))?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let rps = field(&text, "Requests/sec:").unwrap_or_default();
-        let p50 = latency(&text, "50%").unwrap_or_default();
-        let p99 = latency(&text, "99%").unwrap_or_default();
-        figures.push(report(
-            &format!("GET {path}"),
-            format!("{rps} req/s"),
-            format!("p50 {p50}, p99 {p99}; {workers} workers, {services} services; wrk -t2 -c32 -d{seconds}s"),
-        ));
+        for connections in [Connections::KeepAlive, Connections::Close] {
+            let mut runs: HashMap<Scheme, Vec<wrk::Run>> = HashMap::new();
+            for round in 0..rounds {
+                // Each side goes first in half the rounds: neither always meets a
+                // manager warmed (or slowed) by the other's run.
+                let order = if round % 2 == 0 {
+                    [Scheme::Http, Scheme::Https]
+                } else {
+                    [Scheme::Https, Scheme::Http]
+                };
+                for scheme in order {
+                    if connections == Connections::Close {
+                        wrk::drain(at).await;
+                    }
+                    let url = format!("{}{path}", manager.url_for(scheme)?);
+                    let run = wrk::run(&url, seconds, connections, &headers).await?;
+                    runs.entry(scheme).or_default().push(run);
+                }
+            }
+            figures.extend(side_by_side(path, connections, &runs, &setting));
+        }
     }
     Ok(figures)
+}
+
+/// The figures of one endpoint and one way of connecting: each side's median run, and
+/// the TLS side's share of the plain side's requests/s.
+fn side_by_side(
+    path: &str,
+    connections: Connections,
+    runs: &HashMap<Scheme, Vec<wrk::Run>>,
+    setting: &str,
+) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    let mut medians = HashMap::new();
+    for scheme in [Scheme::Http, Scheme::Https] {
+        let Some(all) = runs.get(&scheme) else {
+            continue;
+        };
+        let Some(mid) = wrk::median(all) else {
+            continue;
+        };
+        let each: Vec<String> = all.iter().map(|r| format!("{:.0}", r.rps)).collect();
+        let errors: u64 = all.iter().map(|r| r.errors).sum();
+        figures.push(report(
+            &format!("GET {path} {} {}", scheme.name(), connections.describe()),
+            format!("{:.0} req/s", mid.rps),
+            format!(
+                "median run: p50 {}, p99 {}; runs {} req/s; {errors} errors; {setting}{}",
+                mid.p50,
+                mid.p99,
+                each.join(" "),
+                match connections {
+                    Connections::KeepAlive => "",
+                    Connections::Close => " -H 'Connection: close'",
+                }
+            ),
+        ));
+        medians.insert(scheme, mid);
+    }
+    if let (Some(plain), Some(tls)) = (medians.get(&Scheme::Http), medians.get(&Scheme::Https)) {
+        if plain.rps > 0.0 {
+            figures.push(report(
+                &format!("GET {path} https/http {}", connections.describe()),
+                format!("{:.2}x req/s", tls.rps / plain.rps),
+                format!("p99 {} vs {}", tls.p99, plain.p99),
+            ));
+        }
+    }
+    figures
+}
+
+/// `127.0.0.1:PORT` of `http://127.0.0.1:PORT`.
+fn socket_address(url: &str) -> Result<SocketAddrV4, BenchError> {
+    url.trim_start_matches("http://")
+        .parse()
+        .map_err(|e| BenchError::context(format!("the manager's address {url}"), e))
 }
 
 pub(crate) fn field(text: &str, name: &str) -> Option<String> {
