@@ -310,15 +310,16 @@ fn manager_address(url: &str) -> SocketAddr {
         .unwrap_or_else(|e| panic!("the manager's address in {url}: {e}"))
 }
 
-/// The SHA-256 of the manager's cluster CA, as it logged it ("TLS: cluster CA sha256 HEX").
+/// The SHA-256 of the manager's cluster CA, as it logged it ("... CA sha256 HEX; ...").
 fn ca_sha256(manager: &Manager) -> String {
-    const MARK: &str = "cluster CA sha256 ";
+    const MARK: &str = "CA sha256 ";
     let log = manager.log_text();
     let at = log.find(MARK).expect("the manager logs its CA's digest");
     log[at + MARK.len()..]
         .split_whitespace()
         .next()
         .expect("a digest")
+        .trim_end_matches(';')
         .to_string()
 }
 

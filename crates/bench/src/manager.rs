@@ -82,9 +82,9 @@ impl ManagerProcess {
         std::thread::spawn(move || {
             let mut ca_sha256 = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // "TLS: cluster CA sha256 <hex> (...)" comes before "listening on".
-                if let Some(hex) = word_after(&line, "cluster CA sha256 ") {
-                    ca_sha256 = Some(hex);
+                // "... listening on https://127.0.0.1:PORT (...); CA sha256 <hex>; ..."
+                if let Some(hex) = word_after(&line, "CA sha256 ") {
+                    ca_sha256 = Some(hex.trim_end_matches(';').to_string());
                 }
                 // "... listening on https://127.0.0.1:PORT (plain HTTP from ...)"
                 if let Some(url) = word_after(&line, "listening on ") {
@@ -206,21 +206,18 @@ mod tests {
     #[test]
     fn reads_the_address_and_the_ca_from_the_managers_log() {
         let tls = "2026-11-26 INFO MyCluster manager for cluster bench listening on \
-                   https://127.0.0.1:40123 (plain HTTP from this host only); CA sha256 ab12";
+                   https://127.0.0.1:40123 (plain HTTP from this host only); CA sha256 ab12; `mycluster token --join`";
         assert_eq!(
             word_after(tls, "listening on ").as_deref(),
             Some("https://127.0.0.1:40123")
         );
-        let ca = "INFO TLS: cluster CA sha256 ab12cd (made now in /tmp/x/tls), certificate for";
-        assert_eq!(
-            word_after(ca, "cluster CA sha256 ").as_deref(),
-            Some("ab12cd")
-        );
+        // The digest as the bench keeps it: its ';' trimmed.
+        assert_eq!(word_after(tls, "CA sha256 ").as_deref(), Some("ab12;"));
         let plain = "INFO MyCluster manager for cluster bench listening on http://127.0.0.1:5";
         assert_eq!(
             word_after(plain, "listening on ").as_deref(),
             Some("http://127.0.0.1:5")
         );
-        assert_eq!(word_after(plain, "cluster CA sha256 "), None);
+        assert_eq!(word_after(plain, "CA sha256 "), None);
     }
 }
