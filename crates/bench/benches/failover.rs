@@ -13,12 +13,19 @@
 //!   reaches the agent, through TCP relays that are cut silently (nothing passes,
 //!   nothing is closed): detection by missed heartbeats.
 //!
+//! `--tls on` (default): the manager serves TLS from its cluster CA, and the agents and the
+//! monitor reach it on `https://` trusting that CA by its digest (the agents' MCJT1 join
+//! token, the monitor's `MYCLUSTER_CA_SHA256`), as on several hosts. `--tls off`: the
+//! manager runs with `--insecure-no-tls` and everything speaks plain HTTP. Either way the
+//! bench itself watches the tasks in plain HTTP on loopback (allowed there), so only the
+//! cluster's own traffic differs between the two.
+//!
 //! Prints each run with where its time went (from the logs' timestamps: the manager
 //! noting the leave, the monitor's verdict, the last replacement started by its new
 //! agent), then the median, p90 and p99.
 //!
 //! cargo bench -p mycluster-bench --bench failover -- [--driver process|docker]
-//!     [--how kill|stop|partition] [--runs 20]
+//!     [--how kill|stop|partition] [--tls on|off] [--runs 20]
 //!
 //! It drives the `mycluster` binary through the harness of its tests
 //! (`crates/mycluster/tests/common`), which finds it by the path this crate's build
@@ -34,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::docker::{running, test_image, Cleanup};
-use common::{spawn_logged, Api, Manager, Monitor, BIN, DEADLINE, TEST_JOIN_TOKEN};
+use common::{spawn_logged, with_tokens, Api, Manager, BIN, DEADLINE, TEST_JOIN_TOKEN, TEST_TOKEN};
 use mycluster_relay::Relay;
 use serde_json::{json, Value};
 
@@ -56,6 +63,9 @@ Options:
                  `docker stop` of its worker container)
       partition  process driver only: the agent's links to the manager and to the
                  monitor (TCP relays) are cut silently; found by missed heartbeats
+  --tls on|off                   on: the manager serves TLS, agents and monitor reach it on
+                                https:// pinning its CA; off: --insecure-no-tls, plain
+                                HTTP everywhere [default: on]
   --runs N                      how many losses to time [default: 20]
   --logs                        print each run's log lines (the lost agent's, the
                                 monitor's, the manager's, the other agents'), in time order
@@ -82,6 +92,8 @@ impl How {
 struct Options {
     docker: bool,
     how: How,
+    /// The manager serves TLS; agents and monitor use https://.
+    tls: bool,
     runs: usize,
     /// Print each run's log lines.
     logs: bool,
@@ -92,6 +104,7 @@ fn options() -> Result<Options, String> {
     let mut options = Options {
         docker: false,
         how: How::Kill,
+        tls: true,
         runs: 20,
         logs: false,
     };
@@ -120,6 +133,13 @@ fn options() -> Result<Options, String> {
                     "stop" => How::Stop,
                     "partition" => How::Partition,
                     other => return Err(format!("--how {other}: use kill, stop or partition")),
+                }
+            }
+            "--tls" => {
+                options.tls = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("--tls {other}: use on or off")),
                 }
             }
             "--runs" => {
@@ -161,15 +181,16 @@ async fn main() {
     let cluster = format!("failoverbench{}", std::process::id());
     let _cleanup = Cleanup::new(&cluster);
     let dir = tempfile::tempdir().unwrap();
-    let manager = Manager::start_named(dir.path(), &cluster);
-    let api = manager.api();
-    let monitor = Monitor::start(&manager.url);
+    let manager = start_manager(dir.path(), &cluster, options.tls);
+    let address = manager_address(&manager.url);
+    // The bench watches in plain HTTP (loopback), whichever the cluster speaks.
+    let api = Api::new(&format!("http://{address}"));
+    let pin = options.tls.then(|| ca_sha256(&manager));
+    let scheme = if options.tls { "https" } else { "http" };
+    let monitor = Monitor::start(&format!("{scheme}://{address}"), pin.as_deref());
     let setup = Setup {
-        manager: manager
-            .url
-            .trim_start_matches("http://")
-            .parse()
-            .expect("the manager's address"),
+        manager: address,
+        pin,
         cluster: cluster.clone(),
         image: options.docker.then(test_image),
         how,
@@ -245,8 +266,9 @@ async fn main() {
     let mut sorted = times.clone();
     sorted.sort();
     println!(
-        "failover ({driver} driver, {}, {runs} runs): median {:.3} s, p90 {:.3} s, p99 {:.3} s, min {:.3} s, max {:.3} s",
+        "failover ({driver} driver, {}, TLS {}, {runs} runs): median {:.3} s, p90 {:.3} s, p99 {:.3} s, min {:.3} s, max {:.3} s",
         how.name(),
+        if options.tls { "on" } else { "off" },
         pct(&sorted, 0.5).as_secs_f64(),
         pct(&sorted, 0.9).as_secs_f64(),
         pct(&sorted, 0.99).as_secs_f64(),
@@ -264,9 +286,77 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
+/// The manager of the run, TLS on or off; agents and monitor are started apart.
+fn start_manager(dir: &std::path::Path, cluster: &str, tls: bool) -> Manager {
+    let mut command = Command::new(BIN);
+    command
+        .args(["manager", "--listen", "127.0.0.1:0", "--name", cluster])
+        .arg("--data-dir")
+        .arg(dir);
+    if !tls {
+        command.arg("--insecure-no-tls");
+    }
+    with_tokens(&mut command);
+    Manager::from_command(command)
+}
+
+/// `127.0.0.1:PORT` of the URL the manager logged (`https://127.0.0.1:PORT (plain
+/// HTTP from ...`): the same port serves both.
+fn manager_address(url: &str) -> SocketAddr {
+    let url = url.split_whitespace().next().unwrap_or_default();
+    url.trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap_or_else(|e| panic!("the manager's address in {url}: {e}"))
+}
+
+/// The SHA-256 of the manager's cluster CA, as it logged it ("... CA sha256 HEX; ...").
+fn ca_sha256(manager: &Manager) -> String {
+    const MARK: &str = "CA sha256 ";
+    let log = manager.log_text();
+    let at = log.find(MARK).expect("the manager logs its CA's digest");
+    log[at + MARK.len()..]
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .trim_end_matches(';')
+        .to_string()
+}
+
+/// A `mycluster monitor` of `url` (https: trusting the CA `pin` names), killed when dropped.
+struct Monitor {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    fn start(url: &str, pin: Option<&str>) -> Monitor {
+        let mut command = Command::new(BIN);
+        command
+            .arg("monitor")
+            .env("MYCLUSTER_MANAGER", url)
+            .env("MYCLUSTER_TOKEN", TEST_TOKEN);
+        if let Some(pin) = pin {
+            command.env("MYCLUSTER_CA_SHA256", pin);
+        }
+        let (child, log) = spawn_logged(command, |_| {});
+        Monitor { child, log }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// What every worker of the run shares.
 struct Setup {
     manager: SocketAddr,
+    /// The manager's CA digest when it serves TLS: agents reach it on https:// with an
+    /// MCJT1 join token carrying it.
+    pin: Option<String>,
     cluster: String,
     /// The docker driver's workload image.
     image: Option<&'static str>,
@@ -287,9 +377,13 @@ struct Worker {
 impl Setup {
     async fn worker(&self, name: &str) -> Worker {
         let mut command = Command::new(BIN);
+        let (scheme, join_token) = match &self.pin {
+            Some(pin) => ("https", format!("MCJT1-{pin}-{TEST_JOIN_TOKEN}")),
+            None => ("http", TEST_JOIN_TOKEN.to_string()),
+        };
         command
             .args(["agent", "--name", name])
-            .env("MYCLUSTER_JOIN_TOKEN", TEST_JOIN_TOKEN);
+            .env("MYCLUSTER_JOIN_TOKEN", join_token);
         let mut container = None;
         let mut relays = Vec::new();
         if let Some(image) = self.image {
@@ -315,12 +409,15 @@ impl Setup {
             command
                 .args(["--listen", &health.to_string()])
                 .args(["--advertise", &to_agent.addr.to_string()])
-                .env("MYCLUSTER_MANAGER", format!("http://{}", to_manager.addr));
+                .env(
+                    "MYCLUSTER_MANAGER",
+                    format!("{scheme}://{}", to_manager.addr),
+                );
             relays = vec![to_manager, to_agent];
         } else {
             command
                 .args(["--listen", "127.0.0.1:0"])
-                .env("MYCLUSTER_MANAGER", format!("http://{}", self.manager));
+                .env("MYCLUSTER_MANAGER", format!("{scheme}://{}", self.manager));
         }
         let (agent, log) = spawn_logged(command, |_| {});
         Worker {

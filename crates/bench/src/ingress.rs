@@ -190,7 +190,7 @@ async fn measure(
                     if connections == Connections::Close {
                         wrk::drain(*at).await;
                     }
-                    let run = wrk::run(&http(*at), seconds[i], connections).await?;
+                    let run = wrk::run(&http(*at), seconds[i], connections, &[]).await?;
                     runs.entry((connections, *side)).or_default().push(run);
                 }
             }

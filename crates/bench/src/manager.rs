@@ -1,5 +1,10 @@
 //! A real `mycluster manager` process for the benchmarks (this very binary), on a free
 //! port and a temporary data dir, and reading a process's memory from /proc.
+//!
+//! The manager serves TLS and plain HTTP on one port, plain only to loopback peers
+//! (issue 20): the benchmarks reach it on 127.0.0.1 in plain HTTP unless they ask for
+//! `Scheme::Https` by name, so their figures stay comparable with those measured before
+//! TLS, and the API benchmark can load the same process both ways.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -10,9 +15,31 @@ use mycluster_setup::secret::{generate, JOIN_TOKEN_ENV, TOKEN_ENV};
 
 use crate::error::BenchError;
 
+/// How a benchmark reaches the manager.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Scheme {
+    /// Plain HTTP on 127.0.0.1 (allowed: a loopback peer).
+    Http,
+    /// TLS with the manager's certificate from its cluster CA.
+    Https,
+}
+
+impl Scheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 pub struct ManagerProcess {
     child: Child,
+    /// Its API in plain HTTP (`http://127.0.0.1:PORT`).
     pub url: String,
+    /// The SHA-256 of its cluster CA (hex), as it logged it: `None` when it serves no
+    /// TLS (`--insecure-no-tls` among the extra flags).
+    pub ca_sha256: Option<String>,
     /// The API token it demands.
     pub token: String,
     /// The join token its agents present.
@@ -53,16 +80,24 @@ impl ManagerProcess {
             .ok_or_else(|| BenchError::Failed("no stderr".into()))?;
         let (found, address) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut ca_sha256 = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on ") {
-                    let _ = found.send(line[at + "listening on ".len()..].trim().to_string());
+                // "... listening on https://127.0.0.1:PORT (...); CA sha256 <hex>; ..."
+                if let Some(hex) = word_after(&line, "CA sha256 ") {
+                    ca_sha256 = Some(hex.trim_end_matches(';').to_string());
+                }
+                // "... listening on https://127.0.0.1:PORT (plain HTTP from ...)"
+                if let Some(url) = word_after(&line, "listening on ") {
+                    let _ = found.send((url, ca_sha256.clone()));
                 }
             }
         });
         match address.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => Ok(ManagerProcess {
+            Ok((url, ca_sha256)) => Ok(ManagerProcess {
                 child,
-                url,
+                // Plain HTTP is served on the TLS port too, to loopback peers.
+                url: url.replacen("https://", "http://", 1),
+                ca_sha256,
                 token,
                 join_token,
                 _dir: dir,
@@ -76,6 +111,19 @@ impl ManagerProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Its API's base URL for `scheme`, on the one port.
+    pub fn url_for(&self, scheme: Scheme) -> Result<String, BenchError> {
+        match scheme {
+            Scheme::Http => Ok(self.url.clone()),
+            Scheme::Https if self.ca_sha256.is_some() => {
+                Ok(self.url.replacen("http://", "https://", 1))
+            }
+            Scheme::Https => Err(BenchError::Failed(
+                "this manager serves no TLS (started with --insecure-no-tls)".into(),
+            )),
+        }
     }
 
     /// A real `mycluster agent` of this manager (with its join token), killed if the
@@ -109,6 +157,15 @@ impl Drop for ManagerProcess {
     }
 }
 
+/// The whitespace-delimited word after `marker` in `line`.
+fn word_after(line: &str, marker: &str) -> Option<String> {
+    let at = line.find(marker)?;
+    line[at + marker.len()..]
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+}
+
 /// The running `mycluster` binary: every process a benchmark starts is one of its
 /// subcommands.
 pub fn this_executable() -> Result<std::path::PathBuf, BenchError> {
@@ -140,4 +197,27 @@ pub fn rss_mib(pid: u32) -> (f64, f64) {
             .map_or(0.0, |kib| kib / 1024.0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_address_and_the_ca_from_the_managers_log() {
+        let tls = "2026-11-26 INFO MyCluster manager for cluster bench listening on \
+                   https://127.0.0.1:40123 (plain HTTP from this host only); CA sha256 ab12; `mycluster token --join`";
+        assert_eq!(
+            word_after(tls, "listening on ").as_deref(),
+            Some("https://127.0.0.1:40123")
+        );
+        // The digest as the bench keeps it: its ';' trimmed.
+        assert_eq!(word_after(tls, "CA sha256 ").as_deref(), Some("ab12;"));
+        let plain = "INFO MyCluster manager for cluster bench listening on http://127.0.0.1:5";
+        assert_eq!(
+            word_after(plain, "listening on ").as_deref(),
+            Some("http://127.0.0.1:5")
+        );
+        assert_eq!(word_after(plain, "CA sha256 "), None);
+    }
 }

@@ -36,12 +36,21 @@ pub struct Run {
     pub errors: u64,
 }
 
-/// One `wrk` run against `url`.
-pub async fn run(url: &str, seconds: u64, connections: Connections) -> Result<Run, BenchError> {
+/// One `wrk` run against `url` (http:// or https://: wrk checks no certificate), with
+/// 2 threads and 32 connections, sending `headers` (`Name: value`) with each request.
+pub async fn run(
+    url: &str,
+    seconds: u64,
+    connections: Connections,
+    headers: &[String],
+) -> Result<Run, BenchError> {
     let mut command = tokio::process::Command::new("wrk");
     command.args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency"]);
     if connections == Connections::Close {
         command.args(["-H", "Connection: close"]);
+    }
+    for header in headers {
+        command.args(["-H", header]);
     }
     let output = command
         .arg(url)
