@@ -49,6 +49,9 @@ pub enum ClientError {
     #[error("invalid manager URL '{0}': use https://host:port (or http:// on this host)")]
     BadUrl(String),
     /// An `https://` manager, and nothing to check its certificate against.
+    /// A token for a cluster that speaks TLS, to be sent to another host in the clear.
+    #[error("refusing to send the token to {0} in the clear: use https://HOST:PORT (the manager's TLS port); plain http:// is for the manager's own host only")]
+    Cleartext(String),
     #[error("{0} speaks HTTPS, and this client has no CA to check it against: give a join token (MCJT1-…, `mycluster token --join`), the CA's digest (--ca-sha256, MYCLUSTER_CA_SHA256) or its certificate (--cacert, `mycluster token --ca`)")]
     NoTrust(String),
 }
@@ -167,10 +170,19 @@ impl Client {
         self.base.starts_with("https://")
     }
 
-    /// An `https://` manager with nothing to trust is refused before any byte is sent.
+    /// Refused before any byte is sent: an `https://` manager with nothing to trust, and
+    /// a token for a cluster that speaks TLS (this client has its CA) sent in the clear
+    /// to another host.
     fn check_trust(&self) -> Result<(), ClientError> {
         if self.is_https() && self.pin.is_none() {
             return Err(ClientError::NoTrust(self.base.clone()));
+        }
+        if !self.is_https()
+            && self.pin.is_some()
+            && self.token.is_some()
+            && !is_loopback_url(&self.base)
+        {
+            return Err(ClientError::Cleartext(self.base.clone()));
         }
         Ok(())
     }
@@ -666,6 +678,23 @@ fn agent_path(worker: &str, action: &str, instance: &str, query: Option<String>)
     path
 }
 
+/// Whether `url` (`scheme://host[:port][/…]`) names this host: `localhost`, 127.0.0.0/8
+/// or ::1.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A reqwest builder for any other HTTP client of the process (probes, tests): it
 /// makes sure the TLS provider reqwest needs even for http:// is installed first.
 pub fn reqwest_builder() -> reqwest::ClientBuilder {
@@ -748,4 +777,50 @@ fn segment(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls_are_told_apart() {
+        for url in [
+            "http://localhost:5000",
+            "http://127.0.0.1:5000/api",
+            "http://127.1.2.3",
+            "http://[::1]:5000",
+            "http://LOCALHOST",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1:5000",
+            "http://manager:5000",
+            "http://[fe80::1]:5000",
+            "http://localhost.example.com:5000",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pinned_token_is_not_sent_in_the_clear_to_another_host() {
+        let token = format!("MCJT1-{}-secret-0123456789abcdef", Pin::of_der(b"ca"));
+        let remote = Client::new("http://10.255.255.1:5000", Duration::from_secs(1))
+            .unwrap()
+            .with_token(Some(token.clone()));
+        assert!(matches!(
+            remote.health().await,
+            Err(ClientError::Cleartext(_))
+        ));
+        // On this host, plain HTTP is fine (nothing listens here: unreachable, not refused).
+        let local = Client::new("http://127.0.0.1:9", Duration::from_secs(1))
+            .unwrap()
+            .with_token(Some(token));
+        assert!(matches!(
+            local.health().await,
+            Err(ClientError::Unreachable { .. })
+        ));
+    }
 }

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -193,8 +193,8 @@ pub async fn serve(
 }
 
 /// The answer to plain HTTP where only TLS is served: the error document, then the
-/// connection closed (what was sent is not read: it may hold a token that crossed the
-/// network in the clear, and nothing is done with it).
+/// connection closed (what was sent is never parsed: it may hold a token that crossed
+/// the network in the clear, and nothing is done with it).
 async fn refuse_plain(mut stream: TcpStream) {
     const BODY: &str = "{\"message\":\"this port speaks HTTPS: use https:// (plain HTTP is served only to clients on the manager's own host); `mycluster token --curl` prints a working curl line\",\"code\":400}";
     let answer = format!(
@@ -209,7 +209,18 @@ async fn refuse_plain(mut stream: TcpStream) {
 }
 
 async fn write_and_close<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, text: &str) {
-    if stream.write_all(text.as_bytes()).await.is_ok() {
-        let _ = stream.shutdown().await;
+    if stream.write_all(text.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    // Closed with the request still unread, the kernel would answer with a reset, which
+    // many clients report instead of the 400: drain a little first, into nothing (never
+    // parsed).
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 16 * 1024 {
+        match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mycluster_agent::AgentConfig;
-use mycluster_client::Client;
+use mycluster_client::{Client, ClientError};
 use mycluster_core::service::{Bytes, Cpus};
 use mycluster_core::Limits;
 use mycluster_ingress::IngressConfig;
@@ -229,12 +229,20 @@ async fn ask_cluster_name(
         stop.clone(),
         Duration::from_millis(500),
         move || async move {
-            let health = client.health().await.map_err(|e| e.to_string())?;
-            Ok(health.cluster)
+            match client.health().await {
+                Ok(health) => Ok(Ok(health.cluster)),
+                // Not a manager that is down: asking again cannot help.
+                Err(
+                    e @ (ClientError::Untrusted { .. }
+                    | ClientError::NoTrust(_)
+                    | ClientError::Cleartext(_)),
+                ) => Ok(Err(e)),
+                Err(e) => Err(e.to_string()),
+            }
         },
     )
     .await;
-    Ok(cluster)
+    cluster.transpose().map_err(anyhow::Error::from)
 }
 
 async fn make_runtime(

@@ -187,9 +187,13 @@ pub fn named_or_current(name: Option<&str>) -> Result<Settings, SetupError> {
 pub fn token(name: Option<&str>, join: bool) -> Result<String, SetupError> {
     let settings = named_or_current(name)?;
     let token = if join {
-        settings.join_token
+        // With the CA's digest, as `mycluster join` takes it.
+        match (&settings.join_token, &settings.ca_sha256) {
+            (Some(secret), Some(digest)) => Some(format!("MCJT1-{digest}-{secret}")),
+            (secret, _) => secret.clone(),
+        }
     } else {
-        settings.token
+        settings.token.clone()
     };
     token.ok_or(SetupError::NoToken(settings.name))
 }

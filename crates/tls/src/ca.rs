@@ -69,7 +69,9 @@ impl ClusterCa {
     pub fn load(dir: &Path) -> Result<Option<ClusterCa>, TlsError> {
         let cert_path = dir.join(CA_CERT_FILE);
         let key_path = dir.join(CA_KEY_FILE);
-        if !cert_path.exists() && !key_path.exists() {
+        // The key is written first: a key alone is a save cut short, whose certificate
+        // (and so whose pin) no one ever saw — as good as no CA.
+        if !cert_path.exists() {
             return Ok(None);
         }
         let read = |path: &Path| {

@@ -84,3 +84,18 @@ async fn a_loaded_ca_signs_certificates_its_pin_trusts() {
     let addr = serve_once(&loaded, &["localhost".into()]).await;
     assert_eq!(talk(addr, made.pin(), "localhost").await.unwrap(), b"hello");
 }
+
+#[test]
+fn a_key_without_its_certificate_is_made_again() {
+    // A save cut short between the key and the certificate: no one saw that CA's pin.
+    let dir = tempfile::tempdir().unwrap();
+    let (made, _) = ClusterCa::load_or_create(dir.path()).unwrap();
+    std::fs::remove_file(dir.path().join(mycluster_tls::CA_CERT_FILE)).unwrap();
+    let (again, created) = ClusterCa::load_or_create(dir.path()).unwrap();
+    assert!(created);
+    assert_ne!(again.pin(), made.pin());
+    assert_eq!(
+        ClusterCa::load(dir.path()).unwrap().unwrap().pin(),
+        again.pin()
+    );
+}

@@ -45,6 +45,13 @@ impl Token {
                 "{what} is too short: use at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)"
             ));
         }
+        // A token shaped like a worker's credential would be taken for one.
+        if text.starts_with(mycluster_client::credential::PREFIX) {
+            return Err(format!(
+                "{what} must not start with {}: that is how workers' credentials start",
+                mycluster_client::credential::PREFIX
+            ));
+        }
         if !text.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(format!(
                 "{what} must be printable ASCII without spaces (it travels in an HTTP header)"
