@@ -69,7 +69,12 @@ impl ManagerProcess {
             .args(extra)
             .env(TOKEN_ENV, &token)
             .env(JOIN_TOKEN_ENV, &join_token)
-            .env("RUST_LOG", "warn,mycluster::manager=info")
+            // The library's "TLS: cluster CA sha256 …" line comes before the binary's
+            // "listening on" one.
+            .env(
+                "RUST_LOG",
+                "warn,mycluster::manager=info,mycluster_manager=info",
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
