@@ -438,13 +438,22 @@ async fn long_polls_are_capped_per_client() {
 async fn the_join_token_is_printed_rotated_and_kept_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let manager = Manager::start(dir.path(), &[]);
+    // `MCJT1-<CA digest>-<secret>`: the manager serves TLS (to other hosts).
+    let secret_of = |token: &str| -> (String, String) {
+        let rest = token.strip_prefix("MCJT1-").expect("an MCJT1 token");
+        let (digest, secret) = rest.split_once('-').expect("digest-secret");
+        (digest.to_string(), secret.to_string())
+    };
     let (code, out, err) = cli(&manager.url, &["token", "--join"]);
     assert_eq!(code, 0, "{err}");
-    // No TLS here: the bare secret.
-    assert_eq!(out.trim(), TEST_JOIN_TOKEN);
+    let (digest, secret) = secret_of(out.trim());
+    assert_eq!(digest.len(), 64, "{out}");
+    assert_eq!(secret, TEST_JOIN_TOKEN);
     let (code, out, err) = cli(&manager.url, &["token", "--join", "--rotate"]);
     assert_eq!(code, 0, "{err}");
-    let rotated = out.trim().to_string();
+    let printed = out.trim().to_string();
+    let (same_digest, rotated) = secret_of(&printed);
+    assert_eq!(same_digest, digest, "the CA stays");
     assert_eq!(rotated.len(), 64, "{out}");
     assert!(err.contains("rotated"), "{err}");
     let worker = |name: &str| json!({"name": name, "address": "127.0.0.1:9", "driver": "sim"});
@@ -458,5 +467,5 @@ async fn the_join_token_is_printed_rotated_and_kept_across_a_restart() {
     let new = Api::with_token(&manager.url, Some(&rotated));
     assert_eq!(new.post("/api/v1/workers", &worker("w1")).await.status, 201);
     let (_, out, _) = cli(&manager.url, &["token", "--join"]);
-    assert_eq!(out.trim(), rotated);
+    assert_eq!(out.trim(), printed);
 }
