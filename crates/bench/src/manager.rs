@@ -44,7 +44,7 @@ pub struct ManagerProcess {
     pub token: String,
     /// The join token its agents present.
     pub join_token: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl ManagerProcess {
@@ -105,7 +105,7 @@ impl ManagerProcess {
                 ca_sha256,
                 token,
                 join_token,
-                _dir: dir,
+                dir,
             }),
             Err(_) => {
                 let _ = child.kill();
@@ -136,9 +136,22 @@ impl ManagerProcess {
     pub fn spawn_agent(&self, args: &[&str]) -> Result<Child, BenchError> {
         let exe = this_executable()?;
         let mut command = Command::new(exe);
-        die_with_parent(&mut command)
-            .arg("agent")
-            .args(args)
+        die_with_parent(&mut command).arg("agent").args(args);
+        // Its credential in this manager's directory: the default (under $HOME) would
+        // outlive the manager, and the next bench's agent of that name would present a
+        // credential its new manager never made, and stop.
+        if !args.contains(&"--data-dir") {
+            let name = args
+                .iter()
+                .position(|a| *a == "--name")
+                .and_then(|at| args.get(at + 1))
+                .copied()
+                .unwrap_or("agent");
+            command
+                .arg("--data-dir")
+                .arg(self.dir.path().join("agents").join(name));
+        }
+        command
             .args(["--listen", "127.0.0.1:0"])
             .env("MYCLUSTER_MANAGER", &self.url)
             .env(JOIN_TOKEN_ENV, &self.join_token)
