@@ -127,7 +127,7 @@ async fn serves_what_the_manager_publishes_and_keeps_it_while_the_manager_is_awa
     let agent = Client::new(&url, Duration::from_secs(10))
         .expect("a client")
         .with_token(Some(JOIN_TOKEN.into()));
-    agent
+    let registered = agent
         .register(&Registration {
             name: "w1".into(),
             address: "127.0.0.1:7000".into(),
@@ -140,6 +140,8 @@ async fn serves_what_the_manager_publishes_and_keeps_it_while_the_manager_is_awa
         })
         .await
         .expect("registered");
+    // From then on the worker's agent speaks with the credential its registration gave.
+    let agent = agent.with_token(registered.credential.clone());
 
     // The ingress, with the join token, as `setup` runs it.
     let config = IngressConfig {
