@@ -32,7 +32,8 @@ pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
         ));
     }
     let (workers, services) = if quick { (10, 100) } else { (100, 1_000) };
-    let (seconds, rounds) = if quick { (2, 2) } else { (10, 4) };
+    // Quick (CI: the bench must run, not measure): one round a side.
+    let (seconds, rounds) = if quick { (1, 1) } else { (10, 4) };
     let setting = format!(
         "{workers} workers, {services} services; {rounds} rounds alternating sides, each wrk -t2 -c32 -d{seconds}s"
     );
@@ -95,7 +96,7 @@ pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
             figures.extend(side_by_side(path, connections, &runs, &setting));
         }
     }
-    figures.extend(cli_calls(&manager, rounds, if quick { 10 } else { 50 })?);
+    figures.extend(cli_calls(&manager, rounds, if quick { 5 } else { 50 })?);
     Ok(figures)
 }
 
