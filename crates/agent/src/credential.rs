@@ -6,7 +6,7 @@
 //! life of the process (a restart then needs the join token, which the manager refuses
 //! for a name that has a credential: `mycluster worker rm` it first).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mycluster_client::credential;
 
@@ -52,24 +52,7 @@ pub fn load(file: Option<&Path>) -> Result<Option<String>, CredentialError> {
 /// Writes `secret` to `path`, readable by its owner only, through a temporary file
 /// renamed over it (a crash leaves the old file or the new one, never half of one).
 pub fn save(path: &Path, secret: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let temporary: PathBuf = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(format!("{secret}\n").as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)
+    mycluster_tls::write_private(path, &format!("{secret}\n"), 0o600)
 }
 
 #[cfg(test)]

@@ -2,8 +2,6 @@
 //! by their owner only, and read back from a file or an environment variable. Secrets
 //! never travel on a command line, where `ps` would show them.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::error::SetupError;
@@ -47,32 +45,9 @@ pub fn private_dir(dir: &Path) -> Result<(), SetupError> {
 /// to a temporary file first, then replaces the old one, so a crash cannot leave an
 /// empty or half-written secret behind.
 pub fn write_secret(path: &Path, text: &str) -> Result<(), SetupError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    private_dir(dir)?;
-    let name = path
-        .file_name()
-        .map_or("secret".into(), |n| n.to_string_lossy());
-    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let written = (|| -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(SetupError::io(
-            format!("cannot write {}", path.display()),
-            e,
-        ));
-    }
-    Ok(())
+    private_dir(path.parent().unwrap_or(Path::new(".")))?;
+    mycluster_tls::write_private(path, text, 0o600)
+        .map_err(|e| SetupError::io(format!("cannot write {}", path.display()), e))
 }
 
 /// A token file's content, without the newline an editor adds.

@@ -2,8 +2,6 @@
 //! (the key mode 0600), and used at every start to sign a fresh server certificate for the
 //! names and addresses the manager is reached by.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -115,17 +113,15 @@ impl ClusterCa {
     /// missing), each through a temporary file renamed into place, the key first: a
     /// crash leaves either no CA or a whole one.
     pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
-        let io = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| TlsError::Io { path, source }
+        let write = |name: &str, text: &str, mode: u32| {
+            let path = dir.join(name);
+            crate::write_private(&path, text, mode).map_err(|source| TlsError::Io {
+                path: path.display().to_string(),
+                source,
+            })
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io(dir))?;
-        write_file(&dir.join(CA_KEY_FILE), &self.key.serialize_pem(), 0o600)?;
-        write_file(&dir.join(CA_CERT_FILE), &self.cert_pem, 0o644)
+        write(CA_KEY_FILE, &self.key.serialize_pem(), 0o600)?;
+        write(CA_CERT_FILE, &self.cert_pem, 0o644)
     }
 
     /// The digest a join token carries.
@@ -161,23 +157,4 @@ impl ClusterCa {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
-}
-
-/// Writes `text` to `path` with `mode`, through a temporary file renamed over it.
-fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
-    let io = |source| TlsError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let temporary = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&temporary);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temporary)
-        .map_err(io)?;
-    file.write_all(text.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&temporary, path).map_err(io)
 }

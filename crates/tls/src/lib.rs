@@ -12,12 +12,14 @@
 //! process-wide default provider has to be installed first.
 
 mod ca;
+mod files;
 mod pin;
 mod verify;
 
 use std::sync::Arc;
 
 pub use ca::{ClusterCa, CA_CERT_FILE, CA_KEY_FILE};
+pub use files::write_private;
 pub use pin::{JoinToken, Pin, JOIN_TOKEN_PREFIX};
 pub use rustls::{ClientConfig, ServerConfig};
 pub use tokio_rustls::{server::TlsStream, TlsAcceptor};

@@ -146,35 +146,23 @@ impl JoinSlot {
     /// Replaces the join token with `token`, saved first (so a restart keeps what the
     /// operator was told).
     pub fn rotate(&self, token: Token) -> Result<(), RotateError> {
+        // Held across the write: two rotations at once leave the file and the token in
+        // force the same.
+        let mut slot = match self.token.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         if let Some(path) = &self.persist {
-            write_private(path, token.as_str()).map_err(|source| RotateError {
-                path: path.display().to_string(),
-                source,
-            })?;
+            mycluster_tls::write_private(path, &format!("{}\n", token.as_str()), 0o600).map_err(
+                |source| RotateError {
+                    path: path.display().to_string(),
+                    source,
+                },
+            )?;
         }
-        match self.token.write() {
-            Ok(mut slot) => *slot = Some(token),
-            Err(poisoned) => *poisoned.into_inner() = Some(token),
-        }
+        *slot = Some(token);
         Ok(())
     }
-}
-
-/// Writes `text` to `path` readable by its owner only, through a temporary file renamed
-/// over it, so a crash leaves the old file or the new one, never half of one.
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(format!("{text}\n").as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)
 }
 
 /// What the manager demands of callers.
@@ -527,9 +515,8 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        // A slot that cannot save keeps the old token.
-        let stuck = JoinSlot::from(Some(new.clone()))
-            .persisted_at(dir.path().join("missing").join("join-token.rotated"));
+        // A slot that cannot save keeps the old token (its "directory" is a file).
+        let stuck = JoinSlot::from(Some(new.clone())).persisted_at(path.join("join-token.rotated"));
         assert!(stuck.rotate(Token::generate()).is_err());
         assert!(stuck.get().is_some_and(|t| t.same_as(&new)));
     }
