@@ -287,16 +287,14 @@ pub async fn run(
     } else {
         Client::new(&config.manager, Duration::from_secs(10))?
     }
-    // The CA to trust: given, or named by an MCJT1 join token — also once the agent
-    // presents its credential instead of the token.
-    .with_pin(config.pin.or_else(|| {
-        config
-            .token
-            .as_deref()
-            .and_then(|token| mycluster_tls::JoinToken::parse(token).ok())
-            .map(|join| join.ca)
-    }))?
-    .with_token(held.clone().or_else(|| config.token.clone()));
+    .with_pin(config.pin)?
+    // An MCJT1 join token pins the CA it names; the pin stays when the credential is
+    // presented instead (kept from an earlier run, or once the manager gives one).
+    .with_token(config.token.clone());
+    let client = match &held {
+        Some(credential) => client.with_token(Some(credential.clone())),
+        None => client,
+    };
     let probers = Probers::new().map_err(AgentError::ProbeClient)?;
     let (listener, address) = health::bind(&config).await?;
     let (wanted, _) = watch::channel(None);

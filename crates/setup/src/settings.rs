@@ -188,8 +188,18 @@ pub fn token(name: Option<&str>, join: bool) -> Result<String, SetupError> {
     let settings = named_or_current(name)?;
     let token = if join {
         // With the CA's digest, as `mycluster join` takes it.
-        match (&settings.join_token, &settings.ca_sha256) {
-            (Some(secret), Some(digest)) => Some(format!("MCJT1-{digest}-{secret}")),
+        let pin = settings
+            .ca_sha256
+            .as_deref()
+            .and_then(|digest| mycluster_tls::Pin::parse(digest).ok());
+        match (&settings.join_token, pin) {
+            (Some(secret), Some(ca)) => Some(
+                mycluster_tls::JoinToken {
+                    ca,
+                    secret: secret.clone(),
+                }
+                .to_string(),
+            ),
             (secret, _) => secret.clone(),
         }
     } else {
