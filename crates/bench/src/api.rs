@@ -77,14 +77,7 @@ pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
         for connections in [Connections::KeepAlive, Connections::Close] {
             let mut runs: HashMap<Scheme, Vec<wrk::Run>> = HashMap::new();
             for round in 0..rounds {
-                // Each side goes first in half the rounds: neither always meets a
-                // manager warmed (or slowed) by the other's run.
-                let order = if round % 2 == 0 {
-                    [Scheme::Http, Scheme::Https]
-                } else {
-                    [Scheme::Https, Scheme::Http]
-                };
-                for scheme in order {
+                for scheme in Scheme::alternating(round) {
                     if connections == Connections::Close {
                         wrk::drain(at).await;
                     }
@@ -111,12 +104,7 @@ fn cli_calls(
     let exe = this_executable()?;
     let mut times: HashMap<Scheme, Vec<Duration>> = HashMap::new();
     for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [Scheme::Http, Scheme::Https]
-        } else {
-            [Scheme::Https, Scheme::Http]
-        };
-        for scheme in order {
+        for scheme in Scheme::alternating(round) {
             let mut command = Command::new(&exe);
             command
                 .args(["stats", "--json"])

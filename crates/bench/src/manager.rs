@@ -25,6 +25,16 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// Both sides, the one that goes first alternating with `round`: neither always meets
+    /// a manager warmed (or slowed) by the other's run.
+    pub fn alternating(round: usize) -> [Scheme; 2] {
+        if round.is_multiple_of(2) {
+            [Scheme::Http, Scheme::Https]
+        } else {
+            [Scheme::Https, Scheme::Http]
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Scheme::Http => "http",
