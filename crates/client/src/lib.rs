@@ -160,13 +160,8 @@ impl Client {
         Ok(self)
     }
 
-    /// The CA this client trusts, if any.
-    pub fn pin(&self) -> Option<Pin> {
-        self.pin
-    }
-
     /// Whether the manager is reached over TLS.
-    pub fn is_https(&self) -> bool {
+    fn is_https(&self) -> bool {
         self.base.starts_with("https://")
     }
 

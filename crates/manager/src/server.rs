@@ -70,16 +70,6 @@ pub struct Transport {
     pub plain: Plain,
 }
 
-impl Transport {
-    /// Plain HTTP for everyone: no TLS at all.
-    pub fn plain() -> Transport {
-        Transport {
-            tls: None,
-            plain: Plain::Anyone,
-        }
-    }
-}
-
 /// Serves `app` on `listener` until `stop`; then lets open requests finish (long-polls
 /// answer at once on stop), for at most a few seconds.
 pub async fn serve(
