@@ -35,7 +35,7 @@ pub async fn bind(config: &AgentConfig) -> Result<(TcpListener, String), AgentEr
         Some(address) => address.clone(),
         None if bound.ip().is_unspecified() => format!(
             "{}:{}",
-            hostname().unwrap_or_else(|| "localhost".into()),
+            mycluster_runtime::hostname().unwrap_or_else(|| "localhost".into()),
             bound.port()
         ),
         None => bound.to_string(),
@@ -97,13 +97,4 @@ async fn metrics(shared: Arc<Shared>) -> Response {
         )
             .into_response(),
     }
-}
-
-/// This host's name (in a container: the container's, which Docker sets to its short
-/// id): the agent's advertised address, and the demo workload's `X-Served-By`.
-pub fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
 }

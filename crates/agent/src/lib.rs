@@ -98,9 +98,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::ConfigError;
 use fence::Fencing;
-pub use health::hostname;
 pub use join::new_instance;
 use join::{ends_agent, register_until_done, Ending};
+/// This host's name: the agent's advertised address, and the demo workload's
+/// `X-Served-By`.
+pub use mycluster_runtime::hostname;
 use plan::{announces, plan, report, Action};
 use ports::Ports;
 use probers::Probers;

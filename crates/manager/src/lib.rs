@@ -60,8 +60,9 @@ pub struct ManagerConfig {
 pub struct TlsSettings {
     /// Where the cluster CA is kept, made there on first start (`<data-dir>/tls`).
     pub dir: PathBuf,
-    /// The names and addresses clients reach the manager by (`--advertise-name`),
-    /// beside localhost, 127.0.0.1, ::1, this host's name and the listen address. Only
+    /// The names and addresses clients reach the manager by (`--advertise-name`, and
+    /// this host's name: see `mycluster manager`), beside localhost, 127.0.0.1, ::1 and
+    /// the listen address. Only
     /// `curl --cacert` checks them: the cluster's own clients pin the CA instead.
     pub names: Vec<String>,
 }
@@ -73,9 +74,6 @@ impl TlsSettings {
             .iter()
             .map(|n| n.to_string())
             .collect();
-        if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-            names.push(host.trim().to_string());
-        }
         for addr in listen {
             if let Ok(addr) = addr.parse::<SocketAddr>() {
                 if !addr.ip().is_unspecified() {

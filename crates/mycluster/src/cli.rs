@@ -319,10 +319,9 @@ impl TlsArgs {
     pub fn settings(&self, data_dir: &std::path::Path) -> Option<mycluster_manager::TlsSettings> {
         (!self.insecure_no_tls).then(|| mycluster_manager::TlsSettings {
             dir: self.tls_dir.clone().unwrap_or_else(|| data_dir.join("tls")),
-            names: self
-                .advertise_names
-                .iter()
-                .map(|n| n.trim().to_string())
+            names: mycluster_agent::hostname()
+                .into_iter()
+                .chain(self.advertise_names.iter().map(|n| n.trim().to_string()))
                 .filter(|n| !n.is_empty())
                 .collect(),
         })

@@ -80,8 +80,9 @@ pub async fn run(global: &Global, args: JoinArgs) -> anyhow::Result<()> {
     }
     let name = match &args.name {
         Some(name) => name.clone(),
-        None => mycluster_setup::ca::host_name()
-            .context("this host has no name to join as: give --name")?,
+        None => {
+            mycluster_agent::hostname().context("this host has no name to join as: give --name")?
+        }
     };
     if args.print_systemd_unit {
         print!("{}", systemd_unit(&manager, &name, &args)?);

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use mycluster_setup::ca::{host_name, learn_ca};
+use mycluster_setup::ca::learn_ca;
 use mycluster_setup::settings::{ca_path, named_or_current, Settings};
 
 /// The saved cluster (`name`, else the one set up last) and its CA file, fetched and
@@ -34,7 +34,7 @@ pub async fn print_curl(name: Option<String>) -> anyhow::Result<()> {
         .as_deref()
         .map(|token| format!("-H \"Authorization: Bearer {token}\" "))
         .unwrap_or_default();
-    let host = host_name().unwrap_or_else(|| "<this host's name>".into());
+    let host = mycluster_agent::hostname().unwrap_or_else(|| "<this host's name>".into());
     println!(
         "# On this host:\ncurl {header}http://localhost:{port}/api/v1/state\n\
          # From another host (copy {ca} there first; HTTPS only):\n\

@@ -54,6 +54,15 @@ impl HostFacts {
     }
 }
 
+/// This host's name (in a container: the container's, which Docker sets to its short
+/// id).
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+}
+
 /// `/etc/machine-id`, else the hostname, else "localhost".
 fn machine_id() -> String {
     ["/etc/machine-id", "/proc/sys/kernel/hostname"]

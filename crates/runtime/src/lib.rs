@@ -38,7 +38,7 @@ use mycluster_core::service::{Mount, Resources};
 pub use cgroup::process_limits;
 pub use docker::{connect_engine, DockerOptions, DockerRuntime};
 pub use exits::Exit;
-pub use host::HostFacts;
+pub use host::{hostname, HostFacts};
 pub use logs::{LogFiles, LogLine, LogLines, LogOptions, Nanos, OutputStream};
 pub use process::{ProcessRuntime, Supervisor};
 pub use sim::SimRuntime;

@@ -19,14 +19,6 @@ use crate::settings::{save, save_ca, Settings};
 /// Where a setup manager keeps its CA's certificate, in its data volume.
 const MANAGER_CA_FILE: &str = "/data/tls/ca.pem";
 
-/// This host's name, as other hosts may know it.
-pub fn host_name() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_string())
-        .filter(|name| !name.is_empty())
-}
-
 /// The IPv4 address this host reaches the world from: what another host most likely
 /// dials. Found by routing a UDP socket (no packet is sent); none without a route.
 fn primary_ipv4() -> Option<String> {
@@ -41,7 +33,7 @@ fn primary_ipv4() -> Option<String> {
 /// network, and this host's name and address, as other hosts reach the TLS port.
 pub fn advertised_names(manager: &str) -> Vec<String> {
     let mut names = vec![manager.to_string()];
-    names.extend(host_name());
+    names.extend(mycluster_runtime::hostname());
     names.extend(primary_ipv4());
     names.dedup();
     names
