@@ -13,11 +13,7 @@ use mycluster_client::Client;
 use mycluster_tls::Pin;
 
 use crate::error::SetupError;
-use crate::host::ClusterHost;
 use crate::settings::{save, save_ca, Settings};
-
-/// Where a setup manager keeps its CA's certificate, in its data volume.
-const MANAGER_CA_FILE: &str = "/data/tls/ca.pem";
 
 /// The IPv4 address this host reaches the world from: what another host most likely
 /// dials. Found by routing a UDP socket (no packet is sent); none without a route.
@@ -41,21 +37,13 @@ pub fn advertised_names(manager: &str) -> Vec<String> {
 
 /// Learns the cluster CA from the manager at the settings' local port and saves it
 /// (`ca.pem` beside the settings, its digest in them, the settings saved); returns
-/// where it is and its digest. A manager that predates `GET /api/v1/cluster/ca` (404)
-/// is read in its container instead, where a setup cluster's manager keeps it.
+/// where it is and its digest.
 pub async fn learn_ca(settings: &mut Settings) -> Result<(PathBuf, Pin), SetupError> {
     let client = Client::new(&settings.manager_url(), Duration::from_secs(10))?
         .with_token(settings.token.clone());
     let pem = match client.cluster_ca().await {
         Ok(pem) => pem,
-        Err(e) if e.status() == Some(404) && !settings.dev => {
-            let manager = format!("{}_manager_1", settings.name);
-            ClusterHost::connect()
-                .await?
-                .read_file(&manager, MANAGER_CA_FILE)
-                .await?
-                .ok_or(SetupError::NoCa(settings.name.clone()))?
-        }
+        Err(e) if e.status() == Some(404) => return Err(SetupError::NoCa(settings.name.clone())),
         Err(e) => return Err(e.into()),
     };
     let pin = Pin::of_pem(&pem, "the manager's CA certificate")?;

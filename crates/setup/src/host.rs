@@ -12,9 +12,9 @@ use bollard::models::{
     NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, EventsOptions,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptions, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptions, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptions, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
@@ -451,32 +451,6 @@ impl ClusterHost {
             .map_err(|e| engine(&format!("cannot inspect {name}"), e))?;
         let made = inspect.config.and_then(|c| c.env).unwrap_or_default();
         Ok(env.iter().all(|e| made.contains(e)))
-    }
-
-    /// A text file of a container (running or not), through the engine's archive
-    /// endpoint; `None` when it does not exist.
-    pub async fn read_file(&self, name: &str, path: &str) -> Result<Option<String>, SetupError> {
-        let options = DownloadFromContainerOptionsBuilder::default()
-            .path(path)
-            .build();
-        let mut archive = Vec::new();
-        let mut stream = self.docker.download_from_container(name, Some(options));
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => archive.extend_from_slice(&bytes),
-                Err(e) if not_found(&e) => return Ok(None),
-                Err(e) => return Err(engine(&format!("cannot read {path} in {name}"), e)),
-            }
-        }
-        let mut tar = tar::Archive::new(archive.as_slice());
-        let failed = |e| SetupError::io(format!("cannot read {path} in {name}"), e);
-        // The archive of one file holds that file alone.
-        let Some(entry) = tar.entries().map_err(failed)?.next() else {
-            return Ok(None);
-        };
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut entry.map_err(failed)?, &mut text).map_err(failed)?;
-        Ok(Some(text))
     }
 
     /// The host port a container's `port` is published on now.
