@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 use mycluster_agent::{AgentConfig, AgentError};
 use mycluster_client::Client;
 use mycluster_core::wire::JoinTokenDoc;
-use mycluster_core::Limits;
 use mycluster_manager::api::auth::{Auth, Token};
 use mycluster_manager::api::ApiConfig;
-use mycluster_manager::{Create, ManagerConfig, RunningManager, ServerLimits};
+use mycluster_manager::{ManagerConfig, RunningManager};
 use mycluster_runtime::{Identity, SimRuntime};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -25,12 +24,6 @@ const JOIN: &str = "credential-test-join-token-0123456789";
 async fn manager(dir: &std::path::Path, stop: CancellationToken) -> RunningManager {
     RunningManager::start(
         ManagerConfig {
-            listen: "127.0.0.1:0".into(),
-            data_dir: dir.to_path_buf(),
-            name: "test".into(),
-            store: "embedded".into(),
-            create: Create::IfMissing,
-            limits: Limits::default(),
             api: ApiConfig {
                 auth: Auth::On {
                     api: Token::parse(API, "api").unwrap(),
@@ -38,10 +31,7 @@ async fn manager(dir: &std::path::Path, stop: CancellationToken) -> RunningManag
                 },
                 ..ApiConfig::default()
             },
-            server: ServerLimits::default(),
-            reconcile_period: Duration::from_secs(1),
-            tls: None,
-            local_listen: None,
+            ..ManagerConfig::local(dir, "test")
         },
         stop,
     )

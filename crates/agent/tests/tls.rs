@@ -9,11 +9,8 @@ use std::time::{Duration, Instant};
 
 use mycluster_agent::AgentConfig;
 use mycluster_client::Client;
-use mycluster_core::Limits;
 use mycluster_manager::api::auth::{Auth, Token};
-use mycluster_manager::{
-    ApiConfig, Create, ManagerConfig, RunningManager, ServerLimits, TlsSettings,
-};
+use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager, TlsSettings};
 use mycluster_runtime::{Identity, SimRuntime};
 use mycluster_tls::{ClusterCa, JoinToken, Pin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,11 +36,6 @@ impl Manager {
         let stop = CancellationToken::new();
         let config = ManagerConfig {
             listen: listen.into(),
-            data_dir: dir.path().to_path_buf(),
-            name: "tls".into(),
-            store: "embedded".into(),
-            create: Create::IfMissing,
-            limits: Limits::default(),
             api: ApiConfig {
                 auth: Auth::On {
                     api: Token::parse(API_TOKEN, "api").expect("a token"),
@@ -51,13 +43,11 @@ impl Manager {
                 },
                 ..ApiConfig::default()
             },
-            server: ServerLimits::default(),
-            reconcile_period: Duration::from_secs(1),
             tls: tls.then(|| TlsSettings {
                 dir: dir.path().join("tls"),
                 names: Vec::new(),
             }),
-            local_listen: None,
+            ..ManagerConfig::local(dir.path(), "tls")
         };
         let running = RunningManager::start(config, stop.clone())
             .await

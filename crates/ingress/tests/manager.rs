@@ -16,10 +16,10 @@ use mycluster_core::service::PortSpec;
 use mycluster_core::service::{Health, HealthCheck, Probe};
 use mycluster_core::task::TaskPort;
 use mycluster_core::wire::{Registration, ServiceRequest, TaskReport};
-use mycluster_core::{Limits, TaskState};
+use mycluster_core::TaskState;
 use mycluster_ingress::{Ingress, IngressConfig, ManagerSource};
 use mycluster_manager::api::auth::{Auth, Token};
-use mycluster_manager::{ApiConfig, Create, ManagerConfig, RunningManager, ServerLimits};
+use mycluster_manager::{ApiConfig, ManagerConfig, RunningManager};
 use tokio_util::sync::CancellationToken;
 
 const API_TOKEN: &str = "ingress-test-api-token-0123456789";
@@ -32,20 +32,11 @@ async fn manager(dir: &std::path::Path, stop: CancellationToken) -> RunningManag
     };
     RunningManager::start(
         ManagerConfig {
-            listen: "127.0.0.1:0".into(),
-            data_dir: dir.to_path_buf(),
-            name: "ingress-test".into(),
-            store: "embedded".into(),
-            create: Create::IfMissing,
-            limits: Limits::default(),
             api: ApiConfig {
                 auth,
                 ..ApiConfig::default()
             },
-            server: ServerLimits::default(),
-            reconcile_period: Duration::from_secs(1),
-            tls: None,
-            local_listen: None,
+            ..ManagerConfig::local(dir, "ingress-test")
         },
         stop,
     )

@@ -63,6 +63,26 @@ impl ApiConfig {
 }
 
 impl ManagerConfig {
+    /// A manager of cluster `name` for this host only: a free port on 127.0.0.1, the
+    /// embedded store in `data_dir` (a new cluster if it holds none), the default limits,
+    /// no authentication and no TLS. Tests and benchmarks start from it
+    /// (`ManagerConfig { api, ..ManagerConfig::local(dir, name) }`).
+    pub fn local(data_dir: &std::path::Path, name: &str) -> ManagerConfig {
+        ManagerConfig {
+            listen: "127.0.0.1:0".into(),
+            data_dir: data_dir.to_path_buf(),
+            name: name.into(),
+            store: "embedded".into(),
+            create: crate::Create::IfMissing,
+            limits: mycluster_core::Limits::default(),
+            api: ApiConfig::default(),
+            server: crate::ServerLimits::default(),
+            reconcile_period: Duration::from_secs(1),
+            tls: None,
+            local_listen: None,
+        }
+    }
+
     /// Whether a manager can run with this configuration; the first value it cannot run
     /// with, in the order the flags are listed. `RunningManager::start` checks it too.
     pub fn check(&self) -> Result<(), ConfigError> {
@@ -77,19 +97,7 @@ mod tests {
     use super::*;
 
     fn config() -> ManagerConfig {
-        ManagerConfig {
-            listen: "127.0.0.1:0".into(),
-            data_dir: std::path::PathBuf::from("/nonexistent"),
-            name: "test".into(),
-            store: "embedded".into(),
-            create: crate::Create::IfMissing,
-            limits: mycluster_core::Limits::default(),
-            api: ApiConfig::default(),
-            server: crate::ServerLimits::default(),
-            reconcile_period: Duration::from_secs(1),
-            tls: None,
-            local_listen: None,
-        }
+        ManagerConfig::local(std::path::Path::new("/nonexistent"), "test")
     }
 
     #[test]

@@ -11,7 +11,7 @@ use mycluster_client::{Client, ClientError};
 use mycluster_core::identity::is_revoked;
 use mycluster_core::wire::{JoinTokenDoc, Registration, StatusReport};
 use mycluster_core::{Driver, Limits};
-use mycluster_manager::{Create, ManagerConfig, RunningManager, ServerLimits};
+use mycluster_manager::{ManagerConfig, RunningManager};
 use reqwest::Method;
 use tokio_util::sync::CancellationToken;
 
@@ -37,20 +37,12 @@ impl Manager {
         let stop = CancellationToken::new();
         let running = RunningManager::start(
             ManagerConfig {
-                listen: "127.0.0.1:0".into(),
-                data_dir: dir.to_path_buf(),
-                name: "test".into(),
-                store: "embedded".into(),
-                create: Create::IfMissing,
                 limits: Limits {
                     max_workers,
                     ..Limits::default()
                 },
                 api: support::locked(API, Some(JOIN)),
-                server: ServerLimits::default(),
-                reconcile_period: Duration::from_secs(1),
-                tls: None,
-                local_listen: None,
+                ..ManagerConfig::local(dir, "test")
             },
             stop.clone(),
         )

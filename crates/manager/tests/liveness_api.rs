@@ -8,31 +8,15 @@ use std::time::{Duration, Instant};
 
 use mycluster_client::Client;
 use mycluster_core::wire::{Registration, SuspicionReason, WorkerDoc};
-use mycluster_core::{Driver, Limits};
-use mycluster_manager::api::ApiConfig;
-use mycluster_manager::{Create, ManagerConfig, RunningManager, ServerLimits};
+use mycluster_core::Driver;
+use mycluster_manager::{ManagerConfig, RunningManager};
 use tokio_util::sync::CancellationToken;
 
 async fn manager(dir: &std::path::Path) -> (RunningManager, Client, CancellationToken) {
     let stop = CancellationToken::new();
-    let manager = RunningManager::start(
-        ManagerConfig {
-            listen: "127.0.0.1:0".into(),
-            data_dir: dir.to_path_buf(),
-            name: "test".into(),
-            store: "embedded".into(),
-            create: Create::IfMissing,
-            limits: Limits::default(),
-            api: ApiConfig::default(),
-            server: ServerLimits::default(),
-            reconcile_period: Duration::from_secs(1),
-            tls: None,
-            local_listen: None,
-        },
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let manager = RunningManager::start(ManagerConfig::local(dir, "test"), stop.clone())
+        .await
+        .unwrap();
     let client = Client::new(&format!("http://{}", manager.addr), Duration::from_secs(10)).unwrap();
     (manager, client, stop)
 }

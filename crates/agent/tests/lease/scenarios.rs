@@ -12,8 +12,8 @@ use mycluster_core::lease::{DEFAULT_LEASE, LEASE_MARGIN};
 use mycluster_core::service::OnDisconnect;
 use mycluster_core::span::Span;
 use mycluster_core::wire::{ServiceRequest, SuspicionReason, TaskDoc};
-use mycluster_core::{Limits, TaskState};
-use mycluster_manager::{ApiConfig, Create, ManagerConfig, RunningManager, ServerLimits};
+use mycluster_core::TaskState;
+use mycluster_manager::{ManagerConfig, RunningManager};
 use mycluster_runtime::{
     Container, ContainerRuntime, ContainerState, Identity, ProcessRuntime, Supervisor,
 };
@@ -49,19 +49,7 @@ impl Manager {
 
     async fn up(&mut self) {
         let stop = CancellationToken::new();
-        let config = ManagerConfig {
-            listen: "127.0.0.1:0".into(),
-            data_dir: self.dir.path().to_path_buf(),
-            name: self.cluster.clone(),
-            store: "embedded".into(),
-            create: Create::IfMissing,
-            limits: Limits::default(),
-            api: ApiConfig::default(),
-            server: ServerLimits::default(),
-            reconcile_period: Duration::from_secs(1),
-            tls: None,
-            local_listen: None,
-        };
+        let config = ManagerConfig::local(self.dir.path(), &self.cluster);
         let running = RunningManager::start(config, stop.clone())
             .await
             .expect("the manager starts");
