@@ -3,6 +3,15 @@
 //! /metrics`, the Prometheus text format, see `metrics`; open like `/healthz`: they say
 //! how many containers run and how its starts and checks go, nothing of what they run)
 //! and its tasks' logs (authenticated: see `logs`).
+//!
+//! The port serves TLS and plain HTTP on one port (`mycluster_http::serve`, told apart
+//! by the first byte, as the manager's). The TLS is the agent's own: at each start it
+//! makes a CA in memory, never saved (a new one per start is enough: the agent registers
+//! at each start, and the manager pins the digest it registered), and a certificate
+//! signed by it. The manager reads logs over TLS, trusting that CA only, so the token it
+//! presents and the lines it reads do not cross the network readable. Plain HTTP stays
+//! open to anyone: the monitor's probe, Docker healthchecks and Prometheus scrapes speak
+//! it, and carry no secret.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,14 +21,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use mycluster_core::wire::{AgentHealthDoc, ErrorDoc, HealthStatus};
+use mycluster_http::{Plain, ServerLimits, Transport};
+use mycluster_tls::{ClusterCa, Pin, TlsAcceptor};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::logs::{task_logs, LogsState};
 use crate::{lock, metrics, AgentConfig, AgentError, Shared};
 
-/// Binds the health listener; returns it with the address to advertise.
-pub async fn bind(config: &AgentConfig) -> Result<(TcpListener, String), AgentError> {
+/// The agent's port, bound, with its TLS for this start.
+pub struct Endpoint {
+    pub listener: TcpListener,
+    /// The host:port the agent registers (the monitor probes it, the manager reads logs
+    /// there).
+    pub address: String,
+    pub tls: TlsAcceptor,
+    /// The SHA-256 of this start's CA, which the agent registers.
+    pub ca: Pin,
+}
+
+/// Binds the health listener, and makes this start's CA and certificate.
+pub async fn bind(config: &AgentConfig) -> Result<Endpoint, AgentError> {
     let listener =
         TcpListener::bind(&config.listen)
             .await
@@ -40,11 +62,40 @@ pub async fn bind(config: &AgentConfig) -> Result<(TcpListener, String), AgentEr
         ),
         None => bound.to_string(),
     };
-    Ok((listener, address))
+    let ca = ClusterCa::generate().map_err(AgentError::Tls)?;
+    let tls = ca
+        .server_config(&certificate_names(&address))
+        .map_err(AgentError::Tls)?;
+    Ok(Endpoint {
+        listener,
+        address,
+        tls: TlsAcceptor::from(tls),
+        ca: ca.pin(),
+    })
+}
+
+/// What the certificate names: localhost and the host the agent registers. Only a
+/// client that checks names (`curl --cacert`, given the CA) reads them: the manager
+/// checks the CA instead, as it reaches the agent by whatever address it registered.
+fn certificate_names(address: &str) -> Vec<String> {
+    let host = match address.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().to_string(),
+        Err(_) => address
+            .rsplit_once(':')
+            .map_or(address, |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    };
+    let mut names = vec!["localhost".to_string()];
+    if !host.is_empty() && host != "localhost" {
+        names.push(host);
+    }
+    names
 }
 
 pub async fn serve(
-    listener: TcpListener,
+    endpoint: Endpoint,
     shared: Arc<Shared>,
     logs: LogsState,
     stop: CancellationToken,
@@ -70,12 +121,12 @@ pub async fn serve(
             }),
         )
         .route("/metrics", get(move || metrics(shared.clone())));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::warn!("health endpoint failed: {e}");
-    }
+    let transport = Transport {
+        tls: Some(endpoint.tls),
+        plain: Plain::Anyone,
+    };
+    let limits = ServerLimits::default();
+    mycluster_http::serve(endpoint.listener, app, &limits, transport, stop).await;
 }
 
 /// `GET /metrics`: the agent's metrics, and its lease as of now.
@@ -96,5 +147,21 @@ async fn metrics(shared: Arc<Shared>) -> Response {
             }),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_certificate_names_localhost_and_the_registered_host() {
+        assert_eq!(certificate_names("node1:7000"), ["localhost", "node1"]);
+        assert_eq!(
+            certificate_names("10.0.0.7:7000"),
+            ["localhost", "10.0.0.7"]
+        );
+        assert_eq!(certificate_names("[::1]:7000"), ["localhost", "::1"]);
+        assert_eq!(certificate_names("localhost:7000"), ["localhost"]);
     }
 }

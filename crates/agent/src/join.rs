@@ -42,6 +42,7 @@ pub(crate) async fn register(shared: &Shared) -> Result<(), ClientError> {
         instance: shared.config.instance.clone(),
         resources: shared.resources,
         host: shared.machine.clone(),
+        agent_ca_sha256: Some(shared.agent_ca.to_string()),
     };
     let sent = std::time::Instant::now();
     let doc = shared.client().register(&registration).await?;

@@ -51,7 +51,8 @@
 //! next status report (see `volumes`).
 //!
 //! Logs: the health port also serves each task's logs to the manager, behind the
-//! agent's token (see `logs`).
+//! agent's token (see `logs`), over TLS with a CA the agent makes at each start and
+//! registers (see `health`).
 //!
 //! Where to start reading: `run` below (five loops: `heartbeat`, the lease timer in
 //! `fencing`, the long-poll in `longpoll`, the sync pass below, and `exits`, which wakes
@@ -208,6 +209,9 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     #[error("cannot set up the HTTP client of health checks: {0}")]
     ProbeClient(reqwest::Error),
+    /// This start's CA or certificate for the health port could not be made.
+    #[error("cannot make the health port's TLS certificate: {0}")]
+    Tls(mycluster_tls::TlsError),
 }
 
 /// Shared by the agent's loops.
@@ -221,6 +225,8 @@ struct Shared {
     credential: Arc<std::sync::Mutex<Option<String>>>,
     runtime: Arc<dyn ContainerRuntime>,
     address: String,
+    /// The SHA-256 of the CA of this start's health port (see `health`), registered.
+    agent_ca: mycluster_tls::Pin,
     /// Ends every loop: cancelled with the caller's `stop`, or when the manager says
     /// another agent took this worker over.
     quit: CancellationToken,
@@ -298,7 +304,7 @@ pub async fn run(
         None => client,
     };
     let probers = Probers::new().map_err(AgentError::ProbeClient)?;
-    let (listener, address) = health::bind(&config).await?;
+    let endpoint = health::bind(&config).await?;
     let (wanted, _) = watch::channel(None);
     let quit = stop.child_token();
     let facts = match runtime.host().await {
@@ -323,7 +329,8 @@ pub async fn run(
         client: std::sync::Mutex::new(client),
         credential: Arc::new(std::sync::Mutex::new(held)),
         runtime,
-        address,
+        address: endpoint.address.clone(),
+        agent_ca: endpoint.ca,
         quit: quit.clone(),
         ended: Default::default(),
         wanted,
@@ -363,7 +370,7 @@ pub async fn run(
         credential: shared.credential.clone(),
         stop: quit.clone(),
     };
-    let health = tokio::spawn(health::serve(listener, shared.clone(), logs, quit.clone()));
+    let health = tokio::spawn(health::serve(endpoint, shared.clone(), logs, quit.clone()));
     if let Err(e) = register_until_done(&shared, &quit).await {
         quit.cancel();
         let _ = health.await;

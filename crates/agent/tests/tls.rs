@@ -1,7 +1,10 @@
 //! Agents and a manager serving TLS, over real sockets: what crosses the network between
 //! them (read off a recording relay in between) holds no secret; an agent whose join
 //! token pins another CA sends nothing; plain HTTP from another host gets no answer but
-//! the error; loopback keeps plain HTTP.
+//! the error; loopback keeps plain HTTP. The other way, the manager reads a task's logs
+//! from its agent's port over TLS, trusting only the CA that agent registered: nothing
+//! readable crosses the network, and what answers at an agent's address without its CA
+//! hears nothing.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -153,7 +156,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 /// An agent of this process on the simulated runtime, for `manager` with `token`.
 fn agent(name: &str, manager: &str, token: &str) -> CancellationToken {
-    agent_keeping(name, manager, token, None).0
+    run_agent(config(name, manager, token))
 }
 
 /// The same, keeping its credential in `credential_file`; and its instance id.
@@ -163,21 +166,33 @@ fn agent_keeping(
     token: &str,
     credential_file: Option<std::path::PathBuf>,
 ) -> (CancellationToken, String) {
-    let runtime = Arc::new(SimRuntime::new(Identity {
-        cluster: "tls".into(),
-        worker: name.into(),
-    }));
     let config = AgentConfig {
+        credential_file,
+        ..config(name, manager, token)
+    };
+    let instance = config.instance.clone();
+    (run_agent(config), instance)
+}
+
+/// An agent's configuration for `manager` with `token`: its port on loopback.
+fn config(name: &str, manager: &str, token: &str) -> AgentConfig {
+    AgentConfig {
         listen: "127.0.0.1:0".into(),
         token: Some(token.into()),
         leave_on_stop: false,
-        credential_file,
         ..AgentConfig::new(manager, name)
-    };
-    let instance = config.instance.clone();
+    }
+}
+
+/// Runs an agent of `config` on the simulated runtime; what stops it.
+fn run_agent(config: AgentConfig) -> CancellationToken {
+    let runtime = Arc::new(SimRuntime::new(Identity {
+        cluster: "tls".into(),
+        worker: config.name.clone(),
+    }));
     let stop = CancellationToken::new();
     tokio::spawn(mycluster_agent::run(config, runtime, stop.clone()));
-    (stop, instance)
+    stop
 }
 
 /// Waits for `condition`, failing with `what` past the deadline.
@@ -391,4 +406,145 @@ async fn an_agent_restarted_with_its_credential_still_trusts_the_tokens_ca() {
     })
     .await;
     second.cancel();
+}
+
+#[tokio::test]
+async fn logs_are_read_over_the_agents_tls_from_the_ca_it_registered_only() {
+    let manager = Manager::start("127.0.0.1:0", true).await;
+    let token = JoinToken {
+        ca: manager.pin(),
+        secret: JOIN_SECRET.into(),
+    }
+    .to_string();
+    let url = format!("https://{}", manager.running.addr);
+    // w1's port behind the recorder, whose address w1 registers: the manager reads w1's
+    // logs through it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let recorder = Recorder::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let w1 = run_agent(AgentConfig {
+        listen: format!("127.0.0.1:{port}"),
+        advertise: Some(recorder.addr.to_string()),
+        ..config("w1", &url, &token)
+    });
+    // w2 registers w1's address as its own, with its own CA: what answers there is not
+    // the agent that registered, and must hear nothing.
+    let w2 = run_agent(AgentConfig {
+        advertise: Some(recorder.addr.to_string()),
+        ..config("w2", &url, &token)
+    });
+    wait_for("both agents to register and beat", || async {
+        beats(&manager, "w1").await && beats(&manager, "w2").await
+    })
+    .await;
+    // Each registered the CA of its start, which the manager keeps.
+    let state = manager.running.cluster.snapshot().state.clone();
+    let ca = |name: &str| {
+        let worker = state.workers.get(name).expect("registered");
+        worker.agent_ca_sha256.clone().expect("an agent CA")
+    };
+    assert_ne!(ca("w1"), ca("w2"), "one CA per agent start");
+    assert_eq!(ca("w1").len(), 64);
+
+    // One replica on each (spread), on the sim driver, which keeps no logs: its agent
+    // says so, which is an answer it gives only past TLS and the token.
+    let api = manager.api();
+    let request = mycluster_core::wire::ServiceRequest {
+        service: "talk".into(),
+        replicas: 2,
+        command: Some(vec!["talk".into()]),
+        ..Default::default()
+    };
+    api.submit_service(&request).await.expect("created");
+    wait_for("a replica running on each worker", || async {
+        let tasks = manager.api().tasks(Some("talk"), None).await;
+        let running_on = |worker: &str| {
+            tasks.as_ref().is_ok_and(|tasks| {
+                tasks.iter().any(|t| {
+                    t.worker.as_deref() == Some(worker)
+                        && t.state == mycluster_core::TaskState::Running
+                })
+            })
+        };
+        running_on("w1") && running_on("w2")
+    })
+    .await;
+    let mut logs = api
+        .service_logs("talk", &Default::default())
+        .await
+        .expect("the logs answer");
+    let mut text = Vec::new();
+    while let Some(chunk) = logs.next().await.expect("the stream reads") {
+        text.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(text).expect("text");
+    let line_of = |worker: &str| {
+        text.lines()
+            .find(|l| l.starts_with("talk.") && l.contains(&format!("@{worker} | ")))
+            .unwrap_or_else(|| panic!("a line of {worker}'s replica in:\n{text}"))
+            .to_string()
+    };
+    let w1_line = line_of("w1");
+    assert!(
+        w1_line.contains("keeps no logs"),
+        "w1's agent answered: {w1_line}"
+    );
+    let w2_line = line_of("w2");
+    assert!(
+        w2_line.contains("is not trusted") && w2_line.contains(&ca("w2")),
+        "w2's address answers with another CA: {w2_line}"
+    );
+    w1.cancel();
+    w2.cancel();
+
+    // Both reads crossed the recorder, and nothing of them was readable: not the
+    // credential's hash (nor that there was one), the request or w1's answer.
+    assert!(recorder.connections() >= 2, "both reads went through it");
+    let captured = recorder.captured();
+    for clear in [
+        "Bearer",
+        "authorization",
+        "/tasks/",
+        "keeps no logs",
+        "HTTP/1.1",
+    ] {
+        assert!(
+            !contains(&captured, clear),
+            "'{clear}' crossed the network in the clear"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_agents_port_serves_plain_http_beside_tls() {
+    // The monitor's probe, Docker healthchecks and Prometheus scrapes speak plain HTTP.
+    let manager = Manager::start("127.0.0.1:0", true).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let token = JoinToken {
+        ca: manager.pin(),
+        secret: JOIN_SECRET.into(),
+    }
+    .to_string();
+    let stop = run_agent(AgentConfig {
+        listen: format!("127.0.0.1:{port}"),
+        ..config("w1", &format!("https://{}", manager.running.addr), &token)
+    });
+    wait_for("the agent to register and beat", || beats(&manager, "w1")).await;
+    let http = mycluster_client::reqwest_builder()
+        .build()
+        .expect("a client");
+    for path in ["/healthz", "/metrics"] {
+        let answer = http
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+            .await
+            .expect("plain HTTP answers");
+        assert_eq!(answer.status(), 200, "{path}");
+    }
+    stop.cancel();
 }

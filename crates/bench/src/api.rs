@@ -49,6 +49,7 @@ pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
             instance: String::new(),
             resources: Default::default(),
             host: String::new(),
+            agent_ca_sha256: None,
         };
         client.register(&registration).await?;
     }

@@ -55,6 +55,7 @@ pub fn pending_cluster(workers: usize, services: usize, replicas: u32) -> Cluste
         renewed_at: 0,
         lease: Default::default(),
         credential: None,
+        agent_ca_sha256: None,
     });
     let mut all_services = Vec::new();
     let mut tasks = Vec::new();

@@ -1,11 +1,13 @@
 //! Streams of logs: `Client::service_logs` (the manager's merged `text/plain` stream, as
 //! `mycluster logs` prints it) and `AgentLogs` (one agent's lines of one task, which the
-//! manager merges). Neither has an overall timeout: a followed stream lasts as long as
-//! its reader wants; only connecting is bounded.
+//! manager merges; over TLS from an agent that registered its CA). Neither has an
+//! overall timeout: a followed stream lasts as long as its reader wants; only connecting
+//! is bounded.
 
 use std::time::Duration;
 
 use mycluster_core::wire::{ErrorDoc, LogLineDoc, LogsQuery};
+use mycluster_tls::Pin;
 
 use crate::{describe, segment, Client, ClientError};
 
@@ -16,10 +18,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// engine or files first, which takes milliseconds unless it is stuck.
 const AGENT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn streaming_client(
-    base: &str,
-    pin: Option<mycluster_tls::Pin>,
-) -> Result<reqwest::Client, ClientError> {
+fn streaming_client(base: &str, pin: Option<Pin>) -> Result<reqwest::Client, ClientError> {
     crate::http_builder(base, pin)?
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
@@ -117,7 +116,8 @@ impl Client {
     }
 }
 
-/// One task's lines from its agent (`GET http://<agent>/tasks/<task id>/logs`).
+/// One task's lines from its agent (`GET https://<agent>/tasks/<task id>/logs`, or
+/// `http://` for an agent that registered no CA).
 pub struct AgentLogs {
     url: String,
     response: reqwest::Response,
@@ -127,37 +127,47 @@ pub struct AgentLogs {
 }
 
 impl AgentLogs {
-    /// Asks the agent at `address` (its health endpoint, `host:port`) for `task`'s
-    /// lines, presenting `token` (none: a cluster without authentication). The answer's
-    /// head must come within `AGENT_HEAD_TIMEOUT`.
+    /// Asks the agent at `address` (its port, `host:port`) for `task`'s lines,
+    /// presenting `token` (none: a cluster without authentication): over TLS when `ca`
+    /// names the CA the agent registered — trusting a server that CA certified, and no
+    /// other — else over plain HTTP (an agent from before agents served TLS). The
+    /// answer's head must come within `AGENT_HEAD_TIMEOUT`. A server the pin refuses is
+    /// `Untrusted`, and heard nothing: not the token, not the task.
     pub async fn open(
         address: &str,
+        ca: Option<Pin>,
         token: Option<&str>,
         task: &str,
         query: &LogsQuery,
     ) -> Result<AgentLogs, ClientError> {
-        let url = format!(
-            "http://{address}/tasks/{}/logs{}",
-            segment(task),
-            query_string(query)
-        );
-        let mut request = streaming_client(address, None)?.get(&url);
+        let base = match ca {
+            Some(_) => format!("https://{address}"),
+            None => format!("http://{address}"),
+        };
+        let url = format!("{base}/tasks/{}/logs{}", segment(task), query_string(query));
+        let mut request = streaming_client(&base, ca)?.get(&url);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let unreachable = |reason: String| ClientError::Unreachable {
-            url: format!("http://{address}"),
-            reason,
-        };
         let response = tokio::time::timeout(AGENT_HEAD_TIMEOUT, request.send())
             .await
-            .map_err(|_| {
-                unreachable(format!(
-                    "no answer within {} s",
-                    AGENT_HEAD_TIMEOUT.as_secs()
-                ))
+            .map_err(|_| ClientError::Unreachable {
+                url: base.clone(),
+                reason: format!("no answer within {} s", AGENT_HEAD_TIMEOUT.as_secs()),
             })?
-            .map_err(|e| unreachable(describe(&e)))?;
+            .map_err(|e| match (crate::send_error(&base, &e), ca) {
+                // The pinned verifier speaks of a token's CA (what joining pins); here it
+                // is the CA the worker's agent registered.
+                (ClientError::Untrusted { url, .. }, Some(ca)) => ClientError::Untrusted {
+                    url,
+                    reason: format!(
+                        "its certificate is not from the CA its worker's agent registered \
+                         (sha256 {ca}): another agent answers at that address (a restarted \
+                         one, until it registers again), or someone is in between"
+                    ),
+                },
+                (error, _) => error,
+            })?;
         if !response.status().is_success() {
             return Err(refusal(&format!("the agent at {address}"), response).await);
         }

@@ -251,6 +251,17 @@ pub fn register_worker(
         ));
     }
     identity::validate_instance(&registration.instance)?;
+    let agent_ca_sha256 = match registration.agent_ca_sha256.as_deref() {
+        None => None,
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(hex.to_ascii_lowercase())
+        }
+        Some(_) => {
+            return Err(CommandError::Invalid(
+                "field 'agent_ca_sha256' must be 64 hex digits (the SHA-256 of the agent's CA certificate)".into(),
+            ))
+        }
+    };
     let old = txn.state.workers.get(&registration.name).cloned();
     if let Some(old) = &old {
         identity::check_registration(old, &registration.instance, heard)?;
@@ -292,6 +303,7 @@ pub fn register_worker(
         renewed_at: old.as_ref().map_or(0, |w| w.renewed_at),
         lease: old.as_ref().map_or_else(Default::default, |w| w.lease),
         credential,
+        agent_ca_sha256,
     };
     // A re-registration that changes nothing but the time is not worth a write.
     match old {

@@ -293,6 +293,7 @@ mod tests {
             renewed_at: 0,
             lease: Default::default(),
             credential: None,
+            agent_ca_sha256: None,
         }
     }
 

@@ -108,6 +108,12 @@ pub struct Worker {
     /// authentication. Never shown by the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// The SHA-256 (64 lowercase hex digits) of the CA its agent registered last (one per
+    /// agent start): the manager reads the worker's logs over TLS from a server that CA
+    /// certified, and from no other. `None`: its agent did not say (one from before
+    /// agents served TLS, or a store written before), and logs are read over plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_ca_sha256: Option<String>,
 }
 
 impl Worker {

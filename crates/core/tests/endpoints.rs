@@ -94,6 +94,7 @@ impl Cluster {
             renewed_at: 0,
             lease: Default::default(),
             credential: None,
+            agent_ca_sha256: None,
         });
         Cluster {
             state: ClusterState::from_parts([], [], workers, [], Default::default()),

@@ -56,6 +56,7 @@ impl Cluster {
             instance: String::new(),
             resources: Default::default(),
             host: "h".into(),
+            agent_ca_sha256: None,
         }))
     }
 

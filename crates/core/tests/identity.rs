@@ -28,6 +28,7 @@ fn registration(instance: &str, address: &str) -> Registration {
         instance: instance.into(),
         resources: Default::default(),
         host: String::new(),
+        agent_ca_sha256: None,
     }
 }
 

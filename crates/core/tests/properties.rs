@@ -87,6 +87,7 @@ fn worker(i: usize, status: WorkerStatus, now: Millis) -> Worker {
         renewed_at: 0,
         lease: Default::default(),
         credential: None,
+        agent_ca_sha256: None,
     }
 }
 

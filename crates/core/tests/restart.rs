@@ -37,6 +37,7 @@ impl Sim {
             instance: String::new(),
             resources: Default::default(),
             host: String::new(),
+            agent_ca_sha256: None,
         }));
         sim.run(PutService(ServiceSpec {
             name: "job".into(),

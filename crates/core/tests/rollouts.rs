@@ -119,6 +119,7 @@ impl Sim {
             renewed_at: 0,
             lease: Default::default(),
             credential: None,
+            agent_ca_sha256: None,
         });
         let mut sim = Sim {
             state: ClusterState::from_parts([], [], workers, [], Default::default()),

@@ -59,6 +59,7 @@ impl Cluster {
             instance: String::new(),
             resources: Default::default(),
             host: String::new(),
+            agent_ca_sha256: None,
         }));
     }
 

@@ -128,6 +128,7 @@ async fn serves_what_the_manager_publishes_and_keeps_it_while_the_manager_is_awa
             instance: String::new(),
             resources: Default::default(),
             host: String::new(),
+            agent_ca_sha256: None,
         })
         .await
         .expect("registered");

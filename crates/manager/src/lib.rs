@@ -14,7 +14,6 @@ mod config;
 pub mod events;
 pub mod metrics;
 mod orchestrator;
-pub mod server;
 mod store_keeper;
 
 use std::net::SocketAddr;
@@ -30,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 pub use api::ApiConfig;
 pub use cluster::{Cluster, StoreHealth};
 pub use config::ConfigError;
+pub use mycluster_http::ServerLimits;
+use mycluster_http::{Plain, Transport};
 pub use mycluster_store::Create;
-pub use server::ServerLimits;
 
 #[derive(Clone, Debug)]
 pub struct ManagerConfig {
@@ -148,6 +148,10 @@ async fn open_store(
 const STORE_RETRY: Duration = Duration::from_millis(500);
 const STORE_RETRY_CAP: Duration = Duration::from_secs(5);
 
+/// What a plain HTTP request from another host is told on the main port (TLS only there:
+/// see `mycluster_http::Plain`).
+const PLAIN_REFUSED: &str = "this port speaks HTTPS: use https:// (plain HTTP is served only to clients on the manager's own host); `mycluster token --curl` prints a working curl line";
+
 /// A manager that is listening: its address, and a handle to wait for its end.
 pub struct RunningManager {
     pub addr: SocketAddr,
@@ -249,21 +253,19 @@ impl RunningManager {
         ));
         let server_stop = stop.clone();
         let limits = config.server.clone();
-        let transport = |plain| server::Transport {
+        let transport = |plain| Transport {
             tls: tls.clone(),
-            plain: if tls.is_some() {
-                plain
-            } else {
-                server::Plain::Anyone
-            },
+            plain: if tls.is_some() { plain } else { Plain::Anyone },
         };
-        let main_transport = transport(server::Plain::LoopbackPeers);
-        let local_transport = transport(server::Plain::Anyone);
+        let main_transport = transport(Plain::LoopbackPeers {
+            refusal: PLAIN_REFUSED,
+        });
+        let local_transport = transport(Plain::Anyone);
         let server = tokio::spawn(async move {
             let local = async {
                 if let Some(local) = local {
                     let limits = limits.clone();
-                    server::serve(
+                    mycluster_http::serve(
                         local,
                         app.clone(),
                         &limits,
@@ -273,7 +275,7 @@ impl RunningManager {
                     .await;
                 }
             };
-            let main = server::serve(
+            let main = mycluster_http::serve(
                 listener,
                 app.clone(),
                 &limits,

@@ -72,6 +72,7 @@ fn registration(name: &str, instance: &str) -> Registration {
         instance: instance.into(),
         resources: Default::default(),
         host: String::new(),
+        agent_ca_sha256: None,
     }
 }
 

@@ -32,6 +32,7 @@ async fn register(client: &Client, name: &str, instance: &str) {
             instance: instance.into(),
             resources: Default::default(),
             host: String::new(),
+            agent_ca_sha256: None,
         })
         .await
         .unwrap();

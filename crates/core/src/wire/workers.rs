@@ -160,6 +160,12 @@ pub struct Registration {
     /// The host the agent runs on: its Docker engine's id, or the machine's id.
     #[serde(default)]
     pub host: String,
+    /// The SHA-256 (64 hex digits) of the CA the agent made at this start for its port
+    /// (health, metrics, its tasks' logs), which serves TLS beside plain HTTP: the
+    /// manager reads the worker's logs over TLS, trusting that CA only. Absent: an agent
+    /// from before it had one, whose logs are read over plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_ca_sha256: Option<String>,
 }
 
 /// The answer to an agent's heartbeat (`POST /api/v1/workers/<name>/heartbeat`).
@@ -229,8 +235,33 @@ mod tests {
             instance: String::new(),
             resources: Default::default(),
             host: String::new(),
+            agent_ca_sha256: None,
         };
         let text = serde_json::to_string(&said).expect("writes");
         assert!(text.contains(r#""driver":"sim""#), "{text}");
+    }
+
+    /// The agent's CA digest is kept as the manager's code compares it (lowercase), and
+    /// anything but 64 hex digits is refused; an older agent sends none.
+    #[test]
+    fn a_registration_names_its_agents_ca() {
+        let digest = "AB".repeat(32);
+        let body = format!(r#"{{"name":"w1","address":"a:1","agent_ca_sha256":"{digest}"}}"#);
+        let worker = register(&body).map(|w| w.agent_ca_sha256);
+        assert_eq!(worker, Ok(Some("ab".repeat(32))));
+        let worker = register(r#"{"name":"w1","address":"a:1"}"#);
+        assert_eq!(worker.map(|w| w.agent_ca_sha256), Ok(None));
+        for bad in ["abc".to_string(), "zz".repeat(32), "ab".repeat(33)] {
+            let body = format!(r#"{{"name":"w1","address":"a:1","agent_ca_sha256":"{bad}"}}"#);
+            assert!(
+                matches!(register(&body), Err(CommandError::Invalid(m)) if m.contains("agent_ca_sha256")),
+                "{bad}"
+            );
+        }
+        // A worker stored before the field existed loads without it.
+        let stored = r#"{"name":"w1","address":"a:1","labels":{},"capacity":null,
+            "status":"ready","registered_at":0,"updated_at":0}"#;
+        let worker: Worker = serde_json::from_str(stored).expect("an older record loads");
+        assert_eq!(worker.agent_ca_sha256, None);
     }
 }

@@ -10,7 +10,7 @@
 //! manager's stop).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,10 +22,9 @@ use axum::response::{IntoResponse, Response};
 use super::auth::{access_for, Access};
 use super::{ApiError, AppState};
 
-/// The peer of the connection a request came on (set by the server; absent in tests
-/// that call the router directly).
-#[derive(Clone, Copy, Debug)]
-pub struct Peer(pub SocketAddr);
+/// The peer of the connection a request came on (set by `mycluster_http::serve`; absent
+/// in tests that call the router directly).
+pub use mycluster_http::Peer;
 
 pub async fn guard(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let header_bytes: usize = request

@@ -2,12 +2,18 @@
 //! logs, merged from its replicas' agents on demand. Logs stay on the workers (the
 //! engine's, or the process driver's files); the manager keeps none. For every task
 //! `core::logs::log_tasks` picks (live tasks, else a slot's latest that ran), it opens
-//! that worker's agent's stream (`GET http://<worker address>/tasks/<id>/logs`, with
+//! that worker's agent's stream (`GET https://<worker address>/tasks/<id>/logs`, with
 //! the hash of the worker's credential; for a worker without one, the join token, else
 //! the API token) and writes each line, prefixed
 //! `<service>.<slot>@<worker> | ` (and the time with `timestamps`), into one
-//! `text/plain` body as lines arrive. An agent that cannot be reached or keeps nothing
-//! is one such line, not a failure of the request.
+//! `text/plain` body as lines arrive. An agent that cannot be reached, keeps nothing, or
+//! is not trusted is one such line, not a failure of the request.
+//!
+//! The agent's port serves TLS with a CA the agent makes at each start and registers
+//! (`Worker::agent_ca_sha256`): the manager trusts a server that CA certified and no
+//! other, so neither the token nor the lines cross the network readable, and a server
+//! that is not the agent which registered hears nothing. A worker whose agent
+//! registered no CA (one from before agents served TLS) is read over plain HTTP.
 //!
 //! Following, the manager looks again at every commit and opens the streams of tasks
 //! that started since (a replacement, a scale-up); the stream ends when the client goes,
@@ -22,9 +28,10 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use mycluster_client::AgentLogs;
+use mycluster_client::{AgentLogs, ClientError};
 use mycluster_core::logs::{log_tasks, prefix, render, LogRequest, LogTask, Nanos};
 use mycluster_core::wire::{LogSource, LogsQuery};
+use mycluster_tls::Pin;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -114,7 +121,10 @@ async fn merge(
                 continue;
             }
             let worker = snapshot.state.workers.get(&task.worker);
-            let address = worker.map(|w| w.address.clone());
+            let agent = worker.map(|w| Agent {
+                address: w.address.clone(),
+                ca: w.agent_ca_sha256.clone(),
+            });
             // A worker with a credential is shown the credential's hash: the agent
             // knows its credential, and the manager nothing more (see `agent_token`).
             let token = match worker.and_then(|w| w.credential.clone()) {
@@ -124,7 +134,7 @@ async fn merge(
             readers.spawn(read_within(
                 service.clone(),
                 task,
-                address,
+                agent,
                 request.clone(),
                 token,
                 lines.clone(),
@@ -157,22 +167,29 @@ async fn merge(
 /// not hold the whole answer, and its client's long-poll slot, forever.
 const NOT_FOLLOWING: Duration = Duration::from_secs(30);
 
+/// Where a worker's agent serves its tasks' logs, as the worker registered it.
+struct Agent {
+    address: String,
+    /// The SHA-256 of the CA it registered (see the module's doc); `None`: plain HTTP.
+    ca: Option<String>,
+}
+
 /// `read`, within `NOT_FOLLOWING` unless the request follows; a reader cut short says so
 /// in a line of its own.
 async fn read_within(
     service: String,
     task: LogTask,
-    address: Option<String>,
+    agent: Option<Agent>,
     request: LogRequest,
     token: Option<String>,
     lines: mpsc::Sender<String>,
 ) {
     if request.follow {
-        return read(service, task, address, request, token, lines).await;
+        return read(service, task, agent, request, token, lines).await;
     }
     let prefix = prefix(&service, task.slot, &task.worker);
     let id = task.task.clone();
-    let reading = read(service, task, address, request, token, lines.clone());
+    let reading = read(service, task, agent, request, token, lines.clone());
     if tokio::time::timeout(NOT_FOLLOWING, reading).await.is_err() {
         let _ = lines
             .send(render(
@@ -192,7 +209,7 @@ async fn read_within(
 async fn read(
     service: String,
     task: LogTask,
-    address: Option<String>,
+    agent: Option<Agent>,
     request: LogRequest,
     token: Option<String>,
     lines: mpsc::Sender<String>,
@@ -207,18 +224,43 @@ async fn read(
             let _ = lines.send(line).await;
         }
     };
-    let Some(address) = address.filter(|a| !a.is_empty()) else {
+    let Some(agent) = agent.filter(|a| !a.address.is_empty()) else {
         say(format!("no logs: worker {} is not known", task.worker)).await;
         return;
     };
-    let mut stream =
-        match AgentLogs::open(&address, token.as_deref(), &task.task, &request.to_query()).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                say(format!("no logs of task {}: {e}", task.task)).await;
-                return;
-            }
-        };
+    // Checked when it registered: a digest that does not read is never taken as "none",
+    // which would send the token in the clear.
+    let ca = match agent.ca.as_deref().map(Pin::parse).transpose() {
+        Ok(ca) => ca,
+        Err(e) => {
+            say(format!("no logs of task {}: {e}", task.task)).await;
+            return;
+        }
+    };
+    let opened = AgentLogs::open(
+        &agent.address,
+        ca,
+        token.as_deref(),
+        &task.task,
+        &request.to_query(),
+    )
+    .await;
+    let mut stream = match opened {
+        Ok(stream) => stream,
+        Err(ClientError::Untrusted { reason, .. }) => {
+            let address = &agent.address;
+            say(format!(
+                "no logs of task {}: the agent at {address} is not trusted: {reason}",
+                task.task
+            ))
+            .await;
+            return;
+        }
+        Err(e) => {
+            say(format!("no logs of task {}: {e}", task.task)).await;
+            return;
+        }
+    };
     loop {
         let next = tokio::select! {
             next = stream.next() => next,

@@ -30,6 +30,7 @@ fn workers_join(state: &ClusterState, names: &[&str]) -> (ClusterState, Vec<Chan
             instance: String::new(),
             resources: Default::default(),
             host: "h".into(),
+            agent_ca_sha256: None,
         };
         let stepped =
             step(&state, Register::open(registration), &ctx, &mut ids).expect("registers");

@@ -162,6 +162,7 @@ pub fn worker(name: &str) -> Worker {
         renewed_at: 0,
         lease: Default::default(),
         credential: None,
+        agent_ca_sha256: None,
     }
 }
 

@@ -1,14 +1,22 @@
-//! The HTTP server: accepts connections and serves the API over HTTP/1.1 and HTTP/2 (so
-//! an agent can carry all its requests on one connection), over TLS or in the clear,
-//! with the limits a client must not get past before a request even exists: header
-//! size, the time to send the headers (and finish the TLS handshake), connections in all.
+//! The HTTP server of MyCluster's ports — the manager's API and each agent's port
+//! (health, metrics, its tasks' logs): accepts connections and serves a router over
+//! HTTP/1.1 and HTTP/2 (so an agent can carry all its requests to the manager on one
+//! connection), over TLS or in the clear, with the limits a client must not get past
+//! before a request even exists: header size, the time to send the headers (and finish
+//! the TLS handshake), connections in all.
 //!
 //! One port serves both TLS and plain HTTP, told apart by the first byte (a TLS
-//! handshake starts with 0x16). Plain HTTP is served only where it cannot have crossed
-//! a network: from a loopback peer, or on a listener its operator declared local
-//! (`Plain::Anyone`, setup's port published on the host's 127.0.0.1). Anywhere else a
-//! plain request gets a 400 that says to use https, and its connection is closed: a
-//! token it carried has crossed the network already, but nothing answers it.
+//! handshake starts with 0x16). Who may speak plain HTTP is the listener's `Plain`: on
+//! the manager's main port only a loopback peer (elsewhere a plain request gets a 400
+//! that says to use https, and its connection is closed: a token it carried has crossed
+//! the network already, but nothing answers it); on a listener its operator declared
+//! local, and on an agent's port, anyone (`Plain::Anyone`: the agent's health probes,
+//! Docker healthchecks and Prometheus scrapes speak plain HTTP and carry no secret, while
+//! the manager reads logs there over TLS).
+//!
+//! Its own crate rather than a module of `mycluster-tls`: what it needs is a server
+//! stack (axum, hyper), which the CLI, the monitor, setup and the ingress — clients that
+//! link the TLS crate and serve nothing — would otherwise compile too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,15 +34,18 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::api::guard::Peer;
+/// The peer of the connection a request came on, which `serve` puts in every request's
+/// extensions (absent in tests that call a router directly).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
 
 /// Connection-level limits.
 #[derive(Clone, Debug)]
 pub struct ServerLimits {
     /// The time a client has to send a request's headers (slow-loris).
     pub header_read_timeout: Duration,
-    /// Hyper's own buffer for the request head: a backstop above the API's JSON-answered
-    /// limit, for heads so large they never reach it.
+    /// Hyper's own buffer for the request head: a backstop above the manager API's
+    /// JSON-answered limit, for heads so large they never reach it.
     pub max_head_bytes: usize,
     /// Open connections at once; more wait in the kernel's backlog.
     pub max_connections: usize,
@@ -56,10 +67,14 @@ impl Default for ServerLimits {
 /// Who may speak plain HTTP to a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Plain {
-    /// Clients on this host only (a loopback peer); the rest must use TLS.
-    LoopbackPeers,
-    /// Anyone: TLS is off (`--insecure-no-tls`), or the listener is reached only from
-    /// this host's loopback (`--local-listen`, published on 127.0.0.1).
+    /// Clients on this host only (a loopback peer); the rest must use TLS, and a plain
+    /// request from them is answered a 400 whose error document's message is `refusal`
+    /// (which says how to reach this server instead).
+    LoopbackPeers { refusal: &'static str },
+    /// Anyone: TLS is off (`--insecure-no-tls`), the listener is reached only from this
+    /// host's loopback (`--local-listen`, published on 127.0.0.1), or what it serves
+    /// in the clear carries no secret (an agent's port: its logs, behind a token, are
+    /// read over TLS by a manager that knows the agent's CA).
     Anyone,
 }
 
@@ -142,8 +157,8 @@ pub async fn serve(
             });
             let service = TowerToHyperService::new(service);
             let is_tls = probe[0] == mycluster_tls::TLS_HANDSHAKE_BYTE;
-            match (&transport.tls, is_tls) {
-                (Some(tls), true) => {
+            match (&transport.tls, is_tls, transport.plain) {
+                (Some(tls), true, _) => {
                     // The handshake within the same deadline as a request's headers.
                     let Ok(Ok(stream)) = tokio::time::timeout(first_byte, tls.accept(stream)).await
                     else {
@@ -154,11 +169,10 @@ pub async fn serve(
                         .into_owned();
                     let _ = watcher.watch(connection).await;
                 }
-                (Some(_), false)
-                    if transport.plain == Plain::LoopbackPeers
-                        && !peer.ip().to_canonical().is_loopback() =>
+                (Some(_), false, Plain::LoopbackPeers { refusal })
+                    if !peer.ip().to_canonical().is_loopback() =>
                 {
-                    refuse_plain(stream).await;
+                    refuse_plain(stream, refusal).await;
                 }
                 _ => {
                     // A client that hangs up or sends garbage ends its own connection
@@ -182,14 +196,14 @@ pub async fn serve(
     }
 }
 
-/// The answer to plain HTTP where only TLS is served: the error document, then the
-/// connection closed (what was sent is never parsed: it may hold a token that crossed
-/// the network in the clear, and nothing is done with it).
-async fn refuse_plain(mut stream: TcpStream) {
-    const BODY: &str = "{\"message\":\"this port speaks HTTPS: use https:// (plain HTTP is served only to clients on the manager's own host); `mycluster token --curl` prints a working curl line\",\"code\":400}";
+/// The answer to plain HTTP where only TLS is served: the error document saying
+/// `refusal`, then the connection closed (what was sent is never parsed: it may hold a
+/// token that crossed the network in the clear, and nothing is done with it).
+async fn refuse_plain(mut stream: TcpStream, refusal: &str) {
+    let body = serde_json::json!({ "message": refusal, "code": 400 }).to_string();
     let answer = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
-        BODY.len()
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
     );
     let _ = tokio::time::timeout(
         Duration::from_secs(5),
@@ -212,5 +226,98 @@ async fn write_and_close<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, text
             Ok(Ok(n)) if n > 0 => drained += n,
             _ => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use mycluster_tls::{ClusterCa, Pin};
+
+    /// A server of `plain` on loopback, with TLS from a CA of its own; its address and
+    /// that CA's pin.
+    async fn server(plain: Plain, stop: &CancellationToken) -> (std::net::SocketAddr, Pin) {
+        let ca = ClusterCa::generate().unwrap();
+        let tls = ca.server_config(&["localhost".into()]).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route(
+            "/who",
+            get(
+                |axum::Extension(Peer(peer)): axum::Extension<Peer>| async move {
+                    peer.ip().to_string()
+                },
+            ),
+        );
+        let transport = Transport {
+            tls: Some(mycluster_tls::TlsAcceptor::from(tls)),
+            plain,
+        };
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            serve(listener, app, &ServerLimits::default(), transport, stop).await
+        });
+        (addr, ca.pin())
+    }
+
+    fn client(pin: Option<Pin>) -> reqwest::Client {
+        mycluster_tls::install_default_provider();
+        let config = match pin {
+            Some(pin) => mycluster_tls::pinned_client(pin).unwrap(),
+            None => mycluster_tls::trusting_nobody().unwrap(),
+        };
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_port_serves_tls_to_a_pinning_client_and_plain_http() {
+        let stop = CancellationToken::new();
+        let (addr, pin) = server(Plain::Anyone, &stop).await;
+        let get = |scheme: &str, pin| {
+            let url = format!("{scheme}://{addr}/who");
+            async move { client(pin).get(url).send().await }
+        };
+        let tls = get("https", Some(pin)).await.unwrap();
+        assert_eq!(tls.text().await.unwrap(), "127.0.0.1", "the peer, over TLS");
+        let plain = get("http", None).await.unwrap();
+        assert_eq!(
+            plain.text().await.unwrap(),
+            "127.0.0.1",
+            "the peer, in the clear"
+        );
+        // A client that pins another CA refuses the server before sending anything.
+        let other = ClusterCa::generate().unwrap().pin();
+        let refused = get("https", Some(other)).await.unwrap_err();
+        let why = mycluster_tls::refused_certificate(&refused);
+        assert!(
+            why.is_some_and(|w| w.contains("not from the CA")),
+            "{refused:?}"
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_loopback_peer_may_skip_tls_where_others_may_not() {
+        // Only another host is refused (see `plain_http_is_served_on_loopback_only` in
+        // the agent's TLS tests); from loopback the port answers in the clear.
+        let stop = CancellationToken::new();
+        let (addr, _) = server(
+            Plain::LoopbackPeers {
+                refusal: "use https",
+            },
+            &stop,
+        )
+        .await;
+        let plain = client(None)
+            .get(format!("http://{addr}/who"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(plain.status(), 200);
+        stop.cancel();
     }
 }
