@@ -64,7 +64,7 @@ pub async fn bind(config: &AgentConfig) -> Result<Endpoint, AgentError> {
     };
     let ca = ClusterCa::generate().map_err(AgentError::Tls)?;
     let tls = ca
-        .server_config(&certificate_names(&address))
+        .server_config("MyCluster agent", &certificate_names(&address))
         .map_err(AgentError::Tls)?;
     Ok(Endpoint {
         listener,

@@ -79,7 +79,8 @@ pub async fn run(quick: bool) -> Result<Vec<Figure>, BenchError> {
             let mut runs: HashMap<Scheme, Vec<wrk::Run>> = HashMap::new();
             for round in 0..rounds {
                 for scheme in Scheme::alternating(round) {
-                    if connections == Connections::Close {
+                    // Quick runs measure nothing worth a minute's wait for the ports.
+                    if connections == Connections::Close && !quick {
                         wrk::drain(at).await;
                     }
                     let url = format!("{}{path}", manager.url_for(scheme)?);

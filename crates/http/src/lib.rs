@@ -239,7 +239,9 @@ mod tests {
     /// that CA's pin.
     async fn server(plain: Plain, stop: &CancellationToken) -> (std::net::SocketAddr, Pin) {
         let ca = ClusterCa::generate().unwrap();
-        let tls = ca.server_config(&["localhost".into()]).unwrap();
+        let tls = ca
+            .server_config("MyCluster test", &["localhost".into()])
+            .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = Router::new().route(

@@ -224,7 +224,7 @@ impl RunningManager {
                         .flatten()
                         .collect();
                 let names = tls.certificate_names(&listening);
-                let server_config = ca.server_config(&names)?;
+                let server_config = ca.server_config("MyCluster manager", &names)?;
                 tracing::info!(
                     "TLS: cluster CA sha256 {} ({} {}), certificate for {}",
                     ca.pin(),

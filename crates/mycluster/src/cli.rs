@@ -350,10 +350,12 @@ pub struct AgentArgs {
     /// The cluster's name [default: asked of the manager].
     #[arg(long, env = "MYCLUSTER_NAME")]
     pub cluster: Option<String>,
-    /// Where the health endpoint (probed by the monitor) listens.
+    /// Where the agent's port listens: its health (the monitor probes it), metrics, and
+    /// its tasks' logs (the manager reads them over TLS).
     #[arg(long, env = "MYCLUSTER_AGENT_LISTEN", default_value = "0.0.0.0:7000")]
     pub listen: String,
-    /// The host:port the monitor should probe [default: this host's name and the port].
+    /// The host:port at which the monitor and the manager reach the agent's port
+    /// [default: this host's name and the port].
     #[arg(long, env = "MYCLUSTER_ADVERTISE")]
     pub advertise: Option<String>,
     /// A label KEY=VALUE (repeatable).

@@ -47,10 +47,33 @@ pub struct JoinArgs {
     /// $HOME/.local/share/mycluster/agents/<cluster>/<name>].
     #[arg(long, env = "MYCLUSTER_AGENT_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where this agent's port listens: its health (the monitor probes it), metrics, and
+    /// its tasks' logs (the manager reads them over TLS) [default: the agent's,
+    /// 0.0.0.0:7000, or $MYCLUSTER_AGENT_LISTEN].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The host:port at which the manager and the monitor reach this agent's port, when
+    /// this host's name does not lead there from them (a NAT, a published port)
+    /// [default: the agent's, this host's name and the port, or $MYCLUSTER_ADVERTISE].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
     /// Print a systemd unit that runs this join as a service (the token in an
     /// environment file, mode 0600) and exit without joining.
     #[arg(long)]
     pub print_systemd_unit: bool,
+}
+
+impl JoinArgs {
+    /// The agent's own flags this join passes on, as words of its command line.
+    fn agent_flags(&self) -> Vec<String> {
+        let mut words = Vec::new();
+        for (flag, value) in [("--listen", &self.listen), ("--advertise", &self.advertise)] {
+            if let Some(value) = value {
+                words.extend([flag.to_string(), value.clone()]);
+            }
+        }
+        words
+    }
 }
 
 /// The drivers a joining host may run (the sim driver is for benchmarks only).
@@ -132,6 +155,7 @@ pub async fn run(global: &Global, args: JoinArgs) -> anyhow::Result<()> {
         argv.push("--data-dir".into());
         argv.push(dir.display().to_string());
     }
+    argv.extend(args.agent_flags());
     // `mycluster agent`'s own flags, defaults and environment: the same agent.
     let matches =
         AgentArgs::augment_args(clap::Command::new("agent")).try_get_matches_from(argv)?;
@@ -148,7 +172,7 @@ fn systemd_unit(manager: &str, name: &str, args: &JoinArgs) -> anyhow::Result<St
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("/var/lib/mycluster/agents").join(name));
-    let exec = [
+    let mut words = vec![
         binary.display().to_string(),
         "join".into(),
         "--manager".into(),
@@ -159,11 +183,13 @@ fn systemd_unit(manager: &str, name: &str, args: &JoinArgs) -> anyhow::Result<St
         args.driver.name().into(),
         "--data-dir".into(),
         data_dir.display().to_string(),
-    ]
-    .iter()
-    .map(|word| quote(word))
-    .collect::<Vec<_>>()
-    .join(" ");
+    ];
+    words.extend(args.agent_flags());
+    let exec = words
+        .iter()
+        .map(|word| quote(word))
+        .collect::<Vec<_>>()
+        .join(" ");
     let docker = match args.driver {
         JoinDriver::Docker => {
             "After=docker.service network-online.target\nRequires=docker.service\n"
@@ -222,6 +248,8 @@ mod tests {
             name: None,
             driver,
             data_dir: None,
+            listen: None,
+            advertise: None,
             print_systemd_unit: true,
         }
     }
@@ -249,6 +277,17 @@ mod tests {
         assert!(!unit.contains("--token"), "{unit}");
         let process = systemd_unit("https://m:1", "w", &args(JoinDriver::Process)).expect("unit");
         assert!(!process.contains("docker.service"), "{process}");
+        // Where the agent listens and is reached, when given, go into the unit too.
+        let behind_nat = JoinArgs {
+            listen: Some("0.0.0.0:7100".into()),
+            advertise: Some("gw.example:17100".into()),
+            ..args(JoinDriver::Docker)
+        };
+        let unit = systemd_unit("https://m:1", "w", &behind_nat).expect("unit");
+        assert!(
+            unit.contains(" --listen 0.0.0.0:7100 --advertise gw.example:17100\n"),
+            "{unit}"
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Several hosts: a `setup` cluster, plus one more agent in a container of its own on a
 //! Docker network of its own — another host, as far as the network goes — joined with
 //! `mycluster join` through the manager's TLS port as published on the Docker host. It
-//! registers, runs replicas, and when it is killed they are replaced on the others.
+//! registers (its own port published on the Docker host and given as `--advertise`, as
+//! behind a NAT), runs replicas whose logs the manager reads from it over TLS, and when
+//! it is killed they are replaced on the others.
 //! From that network, only HTTPS answers: plain HTTP to the TLS port gets the 400 and
 //! no data, HTTPS checked against the saved CA works, and the local port is not there.
 //! Everything is labelled with the cluster and removed at the end, even on failure.
@@ -111,6 +113,10 @@ async fn an_agent_on_another_network_joins_over_tls_runs_replicas_and_fails_over
     ]);
     assert!(!gateway.is_empty(), "no gateway for {network}");
     let remote = format!("{cluster}_remote_1");
+    let agent_port = std::net::TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     let manager = format!("https://{gateway}:{tls_port}");
     let (ok, text) = run(&[
         "run",
@@ -123,6 +129,8 @@ async fn an_agent_on_another_network_joins_over_tls_runs_replicas_and_fails_over
         &network,
         "-v",
         "/var/run/docker.sock:/var/run/docker.sock",
+        "-p",
+        &format!("{agent_port}:7000"),
         "-e",
         &format!("MYCLUSTER_JOIN_TOKEN={join}"),
         &image,
@@ -135,6 +143,10 @@ async fn an_agent_on_another_network_joins_over_tls_runs_replicas_and_fails_over
         "docker",
         "--data-dir",
         "/data",
+        // Its port published on the Docker host, as a host behind a NAT would: the
+        // manager (its logs) and the monitor (its probes) reach it there.
+        "--advertise",
+        &format!("{gateway}:{agent_port}"),
     ]);
     assert!(ok, "docker run of the joining agent: {text}");
     eventually("the joined agent to be ready", || async {
@@ -158,6 +170,19 @@ async fn an_agent_on_another_network_joins_over_tls_runs_replicas_and_fails_over
         let remote_runs = placed.iter().any(|(w, _, n)| *w == remote && *n > 0);
         (total == 6 && remote_runs).then_some(())
     })
+    .await;
+
+    // Its replicas' logs come through the manager, which reads them from the joined
+    // agent over TLS, pinned to the CA that agent registered.
+    let from_joined = format!("@{remote} | hello: ");
+    eventually(
+        "the joined agent's replica lines in the service's logs",
+        || async {
+            let output = env.mycluster(&["logs", "web", "--tail", "5"]);
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            (output.status.success() && text.contains(&from_joined)).then_some(())
+        },
+    )
     .await;
 
     // From that network: the TLS port speaks HTTPS only, and the local port is not there.

@@ -134,13 +134,16 @@ impl ClusterCa {
     }
 
     /// A server config with a new certificate for `names` (DNS names or IP addresses),
-    /// signed by this CA, sent with the CA's certificate (a pinning client finds the CA
-    /// in the chain); offers HTTP/2 and HTTP/1.1.
-    pub fn server_config(&self, names: &[String]) -> Result<Arc<ServerConfig>, TlsError> {
+    /// its subject's common name `role` (`MyCluster manager`, `MyCluster agent`: read
+    /// by people only), signed by this CA, sent with the CA's certificate (a pinning
+    /// client finds the CA in the chain); offers HTTP/2 and HTTP/1.1.
+    pub fn server_config(
+        &self,
+        role: &str,
+        names: &[String],
+    ) -> Result<Arc<ServerConfig>, TlsError> {
         let mut params = CertificateParams::new(names.to_vec())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "MyCluster manager");
+        params.distinguished_name.push(DnType::CommonName, role);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

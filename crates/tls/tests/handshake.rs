@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Serves one connection with `ca`'s certificate for `names`, echoing what it reads.
 async fn serve_once(ca: &ClusterCa, names: &[String]) -> std::net::SocketAddr {
-    let acceptor = TlsAcceptor::from(ca.server_config(names).unwrap());
+    let acceptor = TlsAcceptor::from(ca.server_config("MyCluster test", names).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

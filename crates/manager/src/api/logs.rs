@@ -256,6 +256,15 @@ async fn read(
             .await;
             return;
         }
+        // The client's wording speaks of a manager; here it is the worker's agent.
+        Err(ClientError::Unreachable { url, reason }) => {
+            say(format!(
+                "no logs of task {}: cannot reach its agent at {url} (the address its worker registered: `--advertise` on the agent sets it): {reason}",
+                task.task
+            ))
+            .await;
+            return;
+        }
         Err(e) => {
             say(format!("no logs of task {}: {e}", task.task)).await;
             return;
