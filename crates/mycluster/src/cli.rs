@@ -319,7 +319,10 @@ impl TlsArgs {
     pub fn settings(&self, data_dir: &std::path::Path) -> Option<mycluster_manager::TlsSettings> {
         (!self.insecure_no_tls).then(|| mycluster_manager::TlsSettings {
             dir: self.tls_dir.clone().unwrap_or_else(|| data_dir.join("tls")),
+            // The host's own name only if ASCII (rcgen refuses others, and the manager
+            // would not start); names given by --advertise-name are checked as given.
             names: mycluster_agent::hostname()
+                .filter(|n| n.is_ascii())
                 .into_iter()
                 .chain(self.advertise_names.iter().map(|n| n.trim().to_string()))
                 .filter(|n| !n.is_empty())

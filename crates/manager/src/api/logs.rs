@@ -13,14 +13,19 @@
 //! (`Worker::agent_ca_sha256`): the manager trusts a server that CA certified and no
 //! other, so neither the token nor the lines cross the network readable, and a server
 //! that is not the agent which registered hears nothing. A worker whose agent
-//! registered no CA (one from before agents served TLS) is read over plain HTTP.
+//! registered no CA (one from before agents served TLS, or a worker registered by hand)
+//! is read over plain HTTP only at a loopback address or in a cluster without
+//! authentication: anywhere else its token would cross the network in the clear, and
+//! its replica shows a line that says so instead. Following, a replica whose agent was
+//! not trusted (restarted, its new CA not registered yet) is opened again once its
+//! worker registers another CA.
 //!
 //! Following, the manager looks again at every commit and opens the streams of tasks
 //! that started since (a replacement, a scale-up); the stream ends when the client goes,
 //! the service is deleted, or the manager stops. It is a long-poll for the guard (it
 //! counts against the client's long-polls, and no request deadline cuts it).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -106,6 +111,8 @@ async fn merge(
 ) {
     let mut commits = cluster.watch_commits();
     let mut opened: HashSet<String> = HashSet::new();
+    // Following: tasks whose agent was not trusted, by the CA that was tried.
+    let mut untrusted: HashMap<String, Untrusted> = HashMap::new();
     let mut readers = JoinSet::new();
     loop {
         commits.borrow_and_update();
@@ -116,6 +123,20 @@ async fn merge(
                 .await;
             break;
         }
+        // A restarted agent answers with its new CA before it registers it: its tasks
+        // are opened again once their worker registered another CA than the one tried.
+        untrusted.retain(|task, tried| {
+            let registered = snapshot
+                .state
+                .workers
+                .get(&tried.worker)
+                .and_then(|w| w.agent_ca_sha256.as_ref());
+            if registered == tried.ca.as_ref() {
+                return true;
+            }
+            opened.remove(task);
+            false
+        });
         for task in log_tasks(&snapshot.state, &service) {
             if !opened.insert(task.task.clone()) {
                 continue;
@@ -148,7 +169,11 @@ async fn merge(
             _ = lines.closed() => break,
             _ = stop.cancelled() => break,
             // Readers end with their tasks: reaped as they do.
-            Some(_) = readers.join_next(), if !readers.is_empty() => {}
+            Some(ended) = readers.join_next(), if !readers.is_empty() => {
+                if let Ok(Some(tried)) = ended {
+                    untrusted.insert(tried.task.clone(), tried);
+                }
+            }
         }
     }
     if request.follow {
@@ -167,6 +192,14 @@ async fn merge(
 /// not hold the whole answer, and its client's long-poll slot, forever.
 const NOT_FOLLOWING: Duration = Duration::from_secs(30);
 
+/// A task whose agent's certificate was not from the CA its worker registered.
+struct Untrusted {
+    task: String,
+    worker: String,
+    /// The CA tried: the one its worker had registered then.
+    ca: Option<String>,
+}
+
 /// Where a worker's agent serves its tasks' logs, as the worker registered it.
 struct Agent {
     address: String,
@@ -175,7 +208,7 @@ struct Agent {
 }
 
 /// `read`, within `NOT_FOLLOWING` unless the request follows; a reader cut short says so
-/// in a line of its own.
+/// in a line of its own. Following, says whether the agent was not trusted.
 async fn read_within(
     service: String,
     task: LogTask,
@@ -183,7 +216,7 @@ async fn read_within(
     request: LogRequest,
     token: Option<String>,
     lines: mpsc::Sender<String>,
-) {
+) -> Option<Untrusted> {
     if request.follow {
         return read(service, task, agent, request, token, lines).await;
     }
@@ -202,10 +235,11 @@ async fn read_within(
             ))
             .await;
     }
+    None
 }
 
 /// Copies one task's lines from its agent, prefixed, until its stream ends or the client
-/// goes.
+/// goes; says whether the agent was not trusted.
 async fn read(
     service: String,
     task: LogTask,
@@ -213,7 +247,7 @@ async fn read(
     request: LogRequest,
     token: Option<String>,
     lines: mpsc::Sender<String>,
-) {
+) -> Option<Untrusted> {
     let prefix = prefix(&service, task.slot, &task.worker);
     let time = |t: Nanos| request.timestamps.then_some(t);
     // Why this replica shows no lines, said as one of its lines.
@@ -226,7 +260,7 @@ async fn read(
     };
     let Some(agent) = agent.filter(|a| !a.address.is_empty()) else {
         say(format!("no logs: worker {} is not known", task.worker)).await;
-        return;
+        return None;
     };
     // Checked when it registered: a digest that does not read is never taken as "none",
     // which would send the token in the clear.
@@ -234,9 +268,19 @@ async fn read(
         Ok(ca) => ca,
         Err(e) => {
             say(format!("no logs of task {}: {e}", task.task)).await;
-            return;
+            return None;
         }
     };
+    // Without a CA to read it over TLS (an agent older than the manager, or a worker
+    // registered by hand), a worker's token is sent only where it cannot cross a network.
+    if ca.is_none() && token.is_some() && !is_loopback(&agent.address) {
+        say(format!(
+            "no logs of task {}: its agent registered no CA to read them over TLS, and the manager sends no token to {} in the clear (an agent older than the manager: upgrade it)",
+            task.task, agent.address
+        ))
+        .await;
+        return None;
+    }
     let opened = AgentLogs::open(
         &agent.address,
         ca,
@@ -254,7 +298,11 @@ async fn read(
                 task.task
             ))
             .await;
-            return;
+            return Some(Untrusted {
+                task: task.task.clone(),
+                worker: task.worker.clone(),
+                ca: agent.ca.clone(),
+            });
         }
         // The client's wording speaks of a manager; here it is the worker's agent.
         Err(ClientError::Unreachable { url, reason }) => {
@@ -263,17 +311,17 @@ async fn read(
                 task.task
             ))
             .await;
-            return;
+            return None;
         }
         Err(e) => {
             say(format!("no logs of task {}: {e}", task.task)).await;
-            return;
+            return None;
         }
     };
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
-            _ = lines.closed() => return,
+            _ = lines.closed() => return None,
         };
         let (text, last) = match next {
             Ok(Some(line)) => match line.stream {
@@ -285,7 +333,7 @@ async fn read(
                     false,
                 ),
             },
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(e) => (
                 render(
                     &prefix,
@@ -296,13 +344,50 @@ async fn read(
             ),
         };
         if lines.send(text).await.is_err() || last {
-            return;
+            return None;
         }
     }
+}
+
+/// Whether `address` (`host:port`) is on this host: a loopback IP, or `localhost`.
+fn is_loopback(address: &str) -> bool {
+    if let Ok(addr) = address.parse::<std::net::SocketAddr>() {
+        return addr.ip().to_canonical().is_loopback();
+    }
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
 }
 
 fn now() -> Nanos {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_hosts_addresses_are_loopback() {
+        for address in [
+            "127.0.0.1:7000",
+            "[::1]:7000",
+            "localhost:7000",
+            "LOCALHOST:1",
+        ] {
+            assert!(is_loopback(address), "{address}");
+        }
+        for address in [
+            "10.0.0.7:7000",
+            "node1:7000",
+            "localhost.example:7000",
+            "",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            assert!(!is_loopback(address), "{address}");
+        }
+        assert!(is_loopback("[::ffff:127.0.0.1]:7000"));
+    }
 }

@@ -97,7 +97,7 @@ pub(super) fn worker_doc(app: &AppState, worker: &Worker, state: &ClusterState) 
 }
 
 /// `POST /api/v1/workers` with `{"name", "address", "labels"?, "capacity"?, "driver"?,
-/// "instance"?}`: an agent joins (or rejoins after a restart). The name of a worker live
+/// "instance"?, "resources"?, "host"?, "agent_ca_sha256"?}`: an agent joins (or rejoins after a restart). The name of a worker live
 /// under another agent instance is refused with 409, and who may register which name
 /// (the join token a new one, a worker's credential its own) is `identity::admit`
 /// (403; 401 for a credential that names no worker); a new name past `--max-workers` is
