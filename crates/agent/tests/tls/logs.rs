@@ -165,6 +165,21 @@ fn join_token(manager: &Manager) -> String {
     .to_string()
 }
 
+/// The registration of a worker by hand: `name` at `address`, saying `ca`.
+fn by_hand(name: &str, address: &str, ca: Option<String>) -> Registration {
+    Registration {
+        name: name.into(),
+        address: address.into(),
+        labels: Default::default(),
+        capacity: None,
+        driver: Default::default(),
+        instance: String::new(),
+        resources: Default::default(),
+        host: String::new(),
+        agent_ca_sha256: ca,
+    }
+}
+
 /// A worker registered by hand (no agent behind it) at `address`, saying `ca` as its
 /// agent's CA; the client that speaks for it (its credential).
 async fn hand_worker(manager: &Manager, name: &str, address: &str, ca: Option<String>) -> Client {
@@ -173,17 +188,7 @@ async fn hand_worker(manager: &Manager, name: &str, address: &str, ca: Option<St
         .expect("a client")
         .with_token(Some(join_token(manager)));
     let registered = join
-        .register(&Registration {
-            name: name.into(),
-            address: address.into(),
-            labels: Default::default(),
-            capacity: None,
-            driver: Default::default(),
-            instance: String::new(),
-            resources: Default::default(),
-            host: String::new(),
-            agent_ca_sha256: ca,
-        })
+        .register(&by_hand(name, address, ca))
         .await
         .expect("registered");
     join.with_token(registered.credential)
@@ -321,17 +326,7 @@ async fn a_followed_replica_whose_agent_was_not_trusted_is_opened_again_when_its
         .and_then(|w| w.agent_ca_sha256.clone())
         .expect("w1 registered its CA");
     worker
-        .register(&Registration {
-            name: "hand".into(),
-            address: address.clone(),
-            labels: Default::default(),
-            capacity: None,
-            driver: Default::default(),
-            instance: String::new(),
-            resources: Default::default(),
-            host: String::new(),
-            agent_ca_sha256: Some(w1_ca),
-        })
+        .register(&by_hand("hand", &address, Some(w1_ca)))
         .await
         .expect("registered again");
     until(&mut logs, &mut text, "a second line of the replica", |t| {
