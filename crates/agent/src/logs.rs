@@ -5,8 +5,10 @@
 //! caller presents the SHA-256 of the worker's credential (`Authorization: Bearer`),
 //! which the manager keeps and nothing else opens; an agent that holds no credential
 //! takes the token it joined with instead. Only an agent that joined without either (a
-//! cluster without authentication) serves it to anyone. The health endpoint beside it
-//! stays open.
+//! cluster without authentication) serves it to anyone. To another host it answers over
+//! TLS only (the manager reads it so, pinned to the CA this agent registered): a plain
+//! request from elsewhere gets a 403 before its token is even looked at. The health
+//! endpoint beside it stays open.
 
 use std::sync::Arc;
 
@@ -14,9 +16,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use mycluster_core::logs::LogRequest;
 use mycluster_core::wire::{ErrorDoc, LogLineDoc, LogSource, LogsQuery};
+use mycluster_http::{OverTls, Peer};
 use mycluster_runtime::{ContainerRuntime, LogOptions, OutputStream, RuntimeError};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
@@ -72,8 +75,20 @@ pub async fn task_logs(
     State(state): State<LogsState>,
     Path(task): Path<String>,
     Query(query): Query<LogsQuery>,
+    peer: Option<Extension<Peer>>,
+    over_tls: Option<Extension<OverTls>>,
     headers: HeaderMap,
 ) -> Response {
+    // What workloads print does not cross a network readable. (Absent: a router called
+    // in-process, with no connection.)
+    if let (Some(Extension(peer)), Some(Extension(OverTls(false)))) = (peer, over_tls) {
+        if !peer.is_loopback() {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "this agent serves its tasks' logs to other hosts over TLS only: read them through the manager (`mycluster logs SERVICE`), which does",
+            );
+        }
+    }
     let held = state
         .credential
         .lock()

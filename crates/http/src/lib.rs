@@ -39,6 +39,18 @@ use tower::ServiceExt;
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub std::net::SocketAddr);
 
+/// Whether the connection a request came on is TLS, which `serve` puts beside `Peer`:
+/// a handler that must not answer plain HTTP from another host reads both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverTls(pub bool);
+
+impl Peer {
+    /// Whether the peer is on this host (a loopback address, IPv4-mapped included).
+    pub fn is_loopback(&self) -> bool {
+        self.0.ip().to_canonical().is_loopback()
+    }
+}
+
 /// Connection-level limits.
 #[derive(Clone, Debug)]
 pub struct ServerLimits {
@@ -151,12 +163,14 @@ pub async fn serve(
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
+            let is_tls = probe[0] == mycluster_tls::TLS_HANDSHAKE_BYTE;
+            let over_tls = OverTls(is_tls && transport.tls.is_some());
             let service = app.map_request(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(Peer(peer));
+                request.extensions_mut().insert(over_tls);
                 request
             });
             let service = TowerToHyperService::new(service);
-            let is_tls = probe[0] == mycluster_tls::TLS_HANDSHAKE_BYTE;
             match (&transport.tls, is_tls, transport.plain) {
                 (Some(tls), true, _) => {
                     // The handshake within the same deadline as a request's headers.
@@ -169,9 +183,7 @@ pub async fn serve(
                         .into_owned();
                     let _ = watcher.watch(connection).await;
                 }
-                (Some(_), false, Plain::LoopbackPeers { refusal })
-                    if !peer.ip().to_canonical().is_loopback() =>
-                {
+                (Some(_), false, Plain::LoopbackPeers { refusal }) if !Peer(peer).is_loopback() => {
                     refuse_plain(stream, refusal).await;
                 }
                 _ => {

@@ -2,7 +2,8 @@
 //! that agent registered: nothing readable crosses the network, what answers at an
 //! agent's address without its CA hears nothing (and is tried again, following, once the
 //! worker registers another CA), and a worker without a CA away from this host is not
-//! sent its token in the clear. The agent's port keeps plain HTTP for probes.
+//! sent its token in the clear. The agent's port keeps plain HTTP for probes, and
+//! answers its tasks' logs over plain HTTP to this host only.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -138,7 +139,7 @@ async fn an_agents_port_serves_plain_http_beside_tls() {
     }
     .to_string();
     let stop = run_agent(AgentConfig {
-        listen: format!("127.0.0.1:{port}"),
+        listen: format!("0.0.0.0:{port}"),
         ..config("w1", &format!("https://{}", manager.running.addr), &token)
     });
     wait_for("the agent to register and beat", || beats(&manager, "w1")).await;
@@ -153,6 +154,24 @@ async fn an_agents_port_serves_plain_http_beside_tls() {
             .expect("plain HTTP answers");
         assert_eq!(answer.status(), 200, "{path}");
     }
+    // Its tasks' logs are another matter: plain HTTP from another host gets the 403
+    // before its token is looked at; from this host it reaches the token check.
+    let outside = super::outside_address();
+    let answer = http
+        .get(format!("http://{outside}:{port}/tasks/t1/logs"))
+        .bearer_auth("anything")
+        .send()
+        .await
+        .expect("plain HTTP answers");
+    assert_eq!(answer.status(), 403);
+    let text = answer.text().await.expect("a body");
+    assert!(text.contains("over TLS only"), "{text}");
+    let answer = http
+        .get(format!("http://127.0.0.1:{port}/tasks/t1/logs"))
+        .send()
+        .await
+        .expect("plain HTTP answers");
+    assert_eq!(answer.status(), 401, "loopback reaches the token check");
     stop.cancel();
 }
 
