@@ -12,25 +12,19 @@ use mycluster_agent::AgentConfig;
 use mycluster_client::Client;
 use mycluster_core::wire::{LogsQuery, Registration, ServiceRequest, TaskReport};
 use mycluster_core::TaskState;
-use mycluster_tls::JoinToken;
 
-use super::{beats, config, contains, run_agent, wait_for, Manager, Recorder, JOIN_SECRET};
+use super::{
+    beats, config, free_port, join_token, none_in_the_clear, run_agent, wait_for, Manager, Recorder,
+};
 
 #[tokio::test]
 async fn logs_are_read_over_the_agents_tls_from_the_ca_it_registered_only() {
     let manager = Manager::start("127.0.0.1:0", true).await;
-    let token = JoinToken {
-        ca: manager.pin(),
-        secret: JOIN_SECRET.into(),
-    }
-    .to_string();
+    let token = join_token(&manager);
     let url = format!("https://{}", manager.running.addr);
     // w1's port behind the recorder, whose address w1 registers: the manager reads w1's
     // logs through it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let recorder = Recorder::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
     let w1 = run_agent(AgentConfig {
         listen: format!("127.0.0.1:{port}"),
@@ -111,33 +105,24 @@ async fn logs_are_read_over_the_agents_tls_from_the_ca_it_registered_only() {
     // credential's hash (nor that there was one), the request or w1's answer.
     assert!(recorder.connections() >= 2, "both reads went through it");
     let captured = recorder.captured();
-    for clear in [
-        "Bearer",
-        "authorization",
-        "/tasks/",
-        "keeps no logs",
-        "HTTP/1.1",
-    ] {
-        assert!(
-            !contains(&captured, clear),
-            "'{clear}' crossed the network in the clear"
-        );
-    }
+    none_in_the_clear(
+        &captured,
+        &[
+            "Bearer",
+            "authorization",
+            "/tasks/",
+            "keeps no logs",
+            "HTTP/1.1",
+        ],
+    );
 }
 
 #[tokio::test]
 async fn an_agents_port_serves_plain_http_beside_tls() {
     // The monitor's probe, Docker healthchecks and Prometheus scrapes speak plain HTTP.
     let manager = Manager::start("127.0.0.1:0", true).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let token = JoinToken {
-        ca: manager.pin(),
-        secret: JOIN_SECRET.into(),
-    }
-    .to_string();
+    let port = free_port();
+    let token = join_token(&manager);
     let stop = run_agent(AgentConfig {
         listen: format!("0.0.0.0:{port}"),
         ..config("w1", &format!("https://{}", manager.running.addr), &token)
@@ -173,15 +158,6 @@ async fn an_agents_port_serves_plain_http_beside_tls() {
         .expect("plain HTTP answers");
     assert_eq!(answer.status(), 401, "loopback reaches the token check");
     stop.cancel();
-}
-
-/// The join token of `manager`.
-fn join_token(manager: &Manager) -> String {
-    JoinToken {
-        ca: manager.pin(),
-        secret: JOIN_SECRET.into(),
-    }
-    .to_string()
 }
 
 /// The registration of a worker by hand: `name` at `address`, saying `ca`.
@@ -285,10 +261,7 @@ async fn a_followed_replica_whose_agent_was_not_trusted_is_opened_again_when_its
     let url = format!("https://{}", manager.running.addr);
     // The hand-driven worker says a CA no agent has, at the address of a real agent's
     // port (w1's): what answers there is not trusted.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let address = format!("127.0.0.1:{port}");
     let wrong = "ab".repeat(32);
     let worker = hand_worker(&manager, "hand", &address, Some(wrong.clone())).await;

@@ -156,6 +156,33 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|window| window == needle.as_bytes())
 }
 
+/// Fails if `captured` holds any of `texts`: each would have crossed the network readable.
+fn none_in_the_clear(captured: &[u8], texts: &[&str]) {
+    for text in texts {
+        assert!(
+            !contains(captured, text),
+            "'{text}' crossed the network in the clear"
+        );
+    }
+}
+
+/// A port free on loopback now, for a listener the test names before it binds.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The join token of `manager`: its CA, and the join secret.
+fn join_token(manager: &Manager) -> String {
+    JoinToken {
+        ca: manager.pin(),
+        secret: JOIN_SECRET.into(),
+    }
+    .to_string()
+}
+
 /// An agent of this process on the simulated runtime, for `manager` with `token`.
 fn agent(name: &str, manager: &str, token: &str) -> CancellationToken {
     run_agent(config(name, manager, token))
@@ -228,11 +255,7 @@ async fn beats(manager: &Manager, name: &str) -> bool {
 async fn no_secret_crosses_the_network_in_the_clear() {
     let manager = Manager::start("127.0.0.1:0", true).await;
     let recorder = Recorder::start(manager.running.addr).await;
-    let token = JoinToken {
-        ca: manager.pin(),
-        secret: JOIN_SECRET.into(),
-    }
-    .to_string();
+    let token = join_token(&manager);
     let url = format!("https://{}", recorder.addr);
     let stop = agent("w1", &url, &token);
     wait_for("the agent to register and beat", || beats(&manager, "w1")).await;
@@ -254,19 +277,17 @@ async fn no_secret_crosses_the_network_in_the_clear() {
 
     let captured = recorder.captured();
     assert!(captured.len() > 2000, "the relay carried the traffic");
-    for secret in [
-        JOIN_SECRET,
-        API_TOKEN,
-        "Bearer",
-        "authorization",
-        "MCW1-",
-        "/api/v1/",
-    ] {
-        assert!(
-            !contains(&captured, secret),
-            "'{secret}' crossed the network in the clear"
-        );
-    }
+    none_in_the_clear(
+        &captured,
+        &[
+            JOIN_SECRET,
+            API_TOKEN,
+            "Bearer",
+            "authorization",
+            "MCW1-",
+            "/api/v1/",
+        ],
+    );
 }
 
 #[tokio::test]
@@ -382,11 +403,7 @@ async fn an_agent_restarted_with_its_credential_still_trusts_the_tokens_ca() {
     let manager = Manager::start("127.0.0.1:0", true).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("credential");
-    let token = JoinToken {
-        ca: manager.pin(),
-        secret: JOIN_SECRET.into(),
-    }
-    .to_string();
+    let token = join_token(&manager);
     let url = format!("https://{}", manager.running.addr);
     let (first, _) = agent_keeping("w1", &url, &token, Some(file.clone()));
     wait_for("the agent to register and beat", || beats(&manager, "w1")).await;
