@@ -78,15 +78,7 @@ pub async fn bind(config: &AgentConfig) -> Result<Endpoint, AgentError> {
 /// client that checks names (`curl --cacert`, given the CA) reads them: the manager
 /// checks the CA instead, as it reaches the agent by whatever address it registered.
 fn certificate_names(address: &str) -> Vec<String> {
-    let host = match address.parse::<std::net::SocketAddr>() {
-        Ok(addr) => addr.ip().to_string(),
-        Err(_) => address
-            .rsplit_once(':')
-            .map_or(address, |(host, _)| host)
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-    };
+    let host = mycluster_client::host_of(address).to_string();
     let mut names = vec!["localhost".to_string()];
     // A certificate names ASCII hosts only (rcgen refuses others): a host whose name is
     // not is left out, which only `curl --cacert` would notice.

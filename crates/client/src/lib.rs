@@ -175,7 +175,7 @@ impl Client {
         if !self.is_https()
             && self.pin.is_some()
             && self.token.is_some()
-            && !is_loopback_url(&self.base)
+            && !is_loopback(&self.base)
         {
             return Err(ClientError::Cleartext(self.base.clone()));
         }
@@ -673,21 +673,27 @@ fn agent_path(worker: &str, action: &str, instance: &str, query: Option<String>)
     path
 }
 
-/// Whether `url` (`scheme://host[:port][/…]`) names this host: `localhost`, 127.0.0.0/8
-/// or ::1.
-fn is_loopback_url(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+/// The host `address` names (`scheme://host[:port][/…]` or `host[:port]`), an IPv6
+/// literal without its brackets.
+pub fn host_of(address: &str) -> &str {
+    let rest = address.split_once("://").map_or(address, |(_, rest)| rest);
     let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
+    match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => authority
             .rsplit_once(':')
             .map_or(authority, |(host, _)| host),
-    };
+    }
+}
+
+/// Whether `address` (a URL, or `host[:port]`) names this host: `localhost`,
+/// 127.0.0.0/8 or ::1 (IPv4-mapped too).
+pub fn is_loopback(address: &str) -> bool {
+    let host = host_of(address);
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// A reqwest builder for any other HTTP client of the process (probes, tests): it
@@ -786,17 +792,28 @@ mod tests {
             "http://127.1.2.3",
             "http://[::1]:5000",
             "http://LOCALHOST",
+            "127.0.0.1:7000",
+            "[::1]:7000",
+            "[::ffff:127.0.0.1]:7000",
+            "localhost:7000",
         ] {
-            assert!(is_loopback_url(url), "{url}");
+            assert!(is_loopback(url), "{url}");
         }
         for url in [
             "http://10.0.0.1:5000",
             "http://manager:5000",
             "http://[fe80::1]:5000",
             "http://localhost.example.com:5000",
+            "10.0.0.7:7000",
+            "node1:7000",
+            "[::ffff:10.0.0.1]:1",
+            "",
         ] {
-            assert!(!is_loopback_url(url), "{url}");
+            assert!(!is_loopback(url), "{url}");
         }
+        assert_eq!(host_of("https://[::1]:5443/api"), "::1");
+        assert_eq!(host_of("node1:7000"), "node1");
+        assert_eq!(host_of("10.0.0.7"), "10.0.0.7");
     }
 
     #[tokio::test]

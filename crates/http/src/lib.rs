@@ -11,8 +11,8 @@
 //! that says to use https, and its connection is closed: a token it carried has crossed
 //! the network already, but nothing answers it); on a listener its operator declared
 //! local, and on an agent's port, anyone (`Plain::Anyone`: the agent's health probes,
-//! Docker healthchecks and Prometheus scrapes speak plain HTTP and carry no secret, while
-//! the manager reads logs there over TLS).
+//! Docker healthchecks and Prometheus scrapes speak plain HTTP and carry no secret; its
+//! logs route reads `Peer` and `OverTls` and answers plain HTTP from this host only).
 //!
 //! Its own crate rather than a module of `mycluster-tls`: what it needs is a server
 //! stack (axum, hyper), which the CLI, the monitor, setup and the ingress — clients that
@@ -85,8 +85,8 @@ pub enum Plain {
     LoopbackPeers { refusal: &'static str },
     /// Anyone: TLS is off (`--insecure-no-tls`), the listener is reached only from this
     /// host's loopback (`--local-listen`, published on 127.0.0.1), or what it serves
-    /// in the clear carries no secret (an agent's port: its logs, behind a token, are
-    /// read over TLS by a manager that knows the agent's CA).
+    /// in the clear carries no secret (an agent's port, whose logs route refuses plain
+    /// HTTP from other hosts itself: see `OverTls`).
     Anyone,
 }
 

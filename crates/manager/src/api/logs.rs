@@ -273,7 +273,7 @@ async fn read(
     };
     // Without a CA to read it over TLS (an agent older than the manager, or a worker
     // registered by hand), a worker's token is sent only where it cannot cross a network.
-    if ca.is_none() && token.is_some() && !is_loopback(&agent.address) {
+    if ca.is_none() && token.is_some() && !mycluster_client::is_loopback(&agent.address) {
         say(format!(
             "no logs of task {}: its agent registered no CA to read them over TLS, and the manager sends no token to {} in the clear (an agent older than the manager: upgrade it)",
             task.task, agent.address
@@ -349,45 +349,8 @@ async fn read(
     }
 }
 
-/// Whether `address` (`host:port`) is on this host: a loopback IP, or `localhost`.
-fn is_loopback(address: &str) -> bool {
-    if let Ok(addr) = address.parse::<std::net::SocketAddr>() {
-        return addr.ip().to_canonical().is_loopback();
-    }
-    address
-        .rsplit_once(':')
-        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
-}
-
 fn now() -> Nanos {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_this_hosts_addresses_are_loopback() {
-        for address in [
-            "127.0.0.1:7000",
-            "[::1]:7000",
-            "localhost:7000",
-            "LOCALHOST:1",
-        ] {
-            assert!(is_loopback(address), "{address}");
-        }
-        for address in [
-            "10.0.0.7:7000",
-            "node1:7000",
-            "localhost.example:7000",
-            "",
-            "[::ffff:10.0.0.1]:1",
-        ] {
-            assert!(!is_loopback(address), "{address}");
-        }
-        assert!(is_loopback("[::ffff:127.0.0.1]:7000"));
-    }
 }
